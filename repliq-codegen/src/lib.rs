@@ -1,0 +1,3 @@
+//! `repliq-codegen`: generates `#[repliq::message]` types from schema files under `schemas/`.
+//!
+//! This crate is being built (see the codegen issue); it exposes no API yet.

@@ -1,0 +1,128 @@
+//! The entry point (parse → check → expand) and the printing of the generated code.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Item, Path};
+
+use crate::ast::{Body, Data, Input, unraw};
+use crate::{args, check, fallback};
+
+pub fn message(args: TokenStream, input: TokenStream) -> TokenStream {
+    let mut errors = Vec::new();
+    let args = args::parse(args, &mut errors);
+    let item: Item = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(e) => return fallback::emit(None, input, vec![e]),
+    };
+    let model = match &item {
+        Item::Struct(s) => Some(Input::from_struct(s)),
+        Item::Enum(e) => Some(Input::from_enum(e)),
+        Item::Union(u) => {
+            errors.push(syn::Error::new(
+                u.union_token.span,
+                "repliq messages cannot be unions: a union's active field is unknown, so it can \
+                 be neither validated nor fingerprinted; use an enum",
+            ));
+            None
+        }
+        other => {
+            errors.push(syn::Error::new(
+                item_keyword_span(other),
+                "#[repliq::message] applies to structs and enums only",
+            ));
+            None
+        }
+    };
+    if let Some(model) = &model {
+        check::input(&args, model, &mut errors);
+    }
+    match model {
+        Some(model) if errors.is_empty() => expand(&args, &model, &item),
+        _ => fallback::emit(Some(item.clone()), input, errors),
+    }
+}
+
+/// The span of the keyword that names the kind of item (`fn`, `trait`, `impl`, ...).
+fn item_keyword_span(item: &Item) -> proc_macro2::Span {
+    match item {
+        Item::Fn(f) => f.sig.fn_token.span,
+        Item::Trait(t) => t.trait_token.span,
+        Item::Impl(i) => i.impl_token.span,
+        Item::Mod(m) => m.mod_token.span,
+        Item::Const(c) => c.const_token.span,
+        Item::Static(s) => s.static_token.span,
+        Item::Type(t) => t.type_token.span,
+        Item::Use(u) => u.use_token.span,
+        other => other.span(),
+    }
+}
+
+fn expand(args: &args::Args, input: &Input<'_>, item: &Item) -> TokenStream {
+    let krate: Path = args
+        .krate
+        .clone()
+        .unwrap_or_else(|| syn::parse_quote!(::repliq));
+    let serde_path = format!("{}::__private::serde", quote!(#krate)).replace(' ', "");
+    let ident = input.ident;
+    let name = args
+        .name
+        .as_ref()
+        .map_or_else(|| unraw(ident), |(n, _)| n.clone());
+
+    let hasher = quote!(#krate::__private::Hasher::new().str("repliq.message.v1"));
+    let fingerprint = match &input.data {
+        Data::Struct(body) => {
+            let fields = body_items(&krate, body);
+            quote!(#hasher.str("struct").str(#name) #fields .finish())
+        }
+        Data::Enum { variants, .. } => {
+            let count = variants.len() as u64;
+            let variants = variants.iter().map(|v| {
+                let vname = unraw(&v.original.ident);
+                let fields = body_items(&krate, &v.body);
+                quote!(.str(#vname) #fields)
+            });
+            quote!(#hasher.str("enum").str(#name).u64(#count) #(#variants)* .finish())
+        }
+    };
+
+    quote! {
+        #[derive(
+            #krate::__private::rkyv::Archive,
+            #krate::__private::rkyv::Serialize,
+            #krate::__private::rkyv::Deserialize,
+            #krate::__private::serde::Serialize,
+            #krate::__private::serde::Deserialize
+        )]
+        #[rkyv(crate = #krate::__private::rkyv)]
+        #[serde(crate = #serde_path)]
+        #item
+
+        #[doc(hidden)]
+        const _: () = {
+            #[automatically_derived]
+            impl #krate::Fingerprint for #ident {
+                const FINGERPRINT: u64 = #fingerprint;
+            }
+            #[automatically_derived]
+            impl #krate::Message for #ident {
+                const NAME: &'static str = #name;
+            }
+        };
+    }
+}
+
+/// `str(shape) u64(count)` then `str(field) u64(fp(type))` for each field. The type's part is
+/// spanned on the user's type, so a type that cannot be a field is reported right there.
+fn body_items(krate: &Path, body: &Body<'_>) -> TokenStream {
+    let shape = body.shape.as_str();
+    let count = body.fields.len() as u64;
+    let fields = body.fields.iter().map(|f| {
+        let fname = &f.name;
+        let ty = f.ty;
+        let fp = quote_spanned!(ty.span()=> <#ty as #krate::Fingerprint>::FINGERPRINT);
+        quote!(.str(#fname).u64(#fp))
+    });
+    quote!(.str(#shape).u64(#count) #(#fields)*)
+}

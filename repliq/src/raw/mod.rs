@@ -1,0 +1,9 @@
+//! The only module of repliq that contains `unsafe` code.
+//!
+//! Every `unsafe` block here carries a `// SAFETY:` comment listing the invariants it relies on,
+//! and every `unsafe fn` a `# Safety` section. Code outside this module is compiled with
+//! `#![deny(unsafe_code)]`.
+
+mod codec;
+
+pub use codec::access_unchecked;

@@ -1,0 +1,1 @@
+//! Shared helpers for repliq's cross-crate tests.
