@@ -1,9 +1,8 @@
 //! Checks of the model. Each problem becomes a `syn::Error` spanned on the user's tokens; all of
 //! them are collected, so one compile run reports every problem.
 
-use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Attribute, GenericArgument, Meta, PathArguments, ReturnType, Token, Type};
+use syn::{Attribute, GenericArgument, PathArguments, ReturnType, Token, Type};
 
 use crate::args::Args;
 use crate::ast::{Data, Input};
@@ -74,29 +73,33 @@ fn container_rkyv_attr(attr: &Attribute, errors: &mut Vec<syn::Error>) {
     if !attr.path().is_ident("rkyv") {
         return;
     }
-    let metas = match attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
-        Ok(metas) => metas,
-        Err(e) => {
-            errors.push(e);
-            return;
-        }
-    };
-    for meta in metas {
+    let result = attr.parse_nested_meta(|meta| {
         let allowed = meta
-            .path()
+            .path
             .get_ident()
             .is_some_and(|i| ALLOWED_RKYV_ARGS.iter().any(|a| i == a));
         if !allowed {
+            let path = &meta.path;
             errors.push(syn::Error::new_spanned(
-                meta.path(),
+                path,
                 format_args!(
                     "`#[rkyv({})]` is not allowed on a repliq message: it would change how the \
                      message is archived behind its fingerprint; allowed: {}",
-                    quote::ToTokens::to_token_stream(meta.path()),
+                    quote::quote!(#path).to_string().replace(' ', ""),
                     ALLOWED_RKYV_ARGS.join(", "),
                 ),
             ));
         }
+        // Skip the argument's value: rkyv's derive checks it.
+        if meta.input.peek(Token![=]) {
+            meta.value()?.parse::<syn::Expr>()?;
+        } else if meta.input.peek(syn::token::Paren) {
+            meta.input.parse::<proc_macro2::Group>()?;
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        errors.push(e);
     }
 }
 

@@ -37,7 +37,8 @@ mod timestamp;
 pub use error::{QueueError, Result};
 pub use fingerprint::Fingerprint;
 pub use message::{
-    Archived, Message, PAYLOAD_ALIGN, access, deserialize, from_bytes, serialize_into, to_bytes,
+    AlignedBytes, Archived, Message, PAYLOAD_ALIGN, access, deserialize, from_bytes,
+    serialize_into, to_bytes,
 };
 pub use raw::access_unchecked;
 /// Marks a struct or enum as a repliq message. See [`Message`].

@@ -38,10 +38,16 @@ pub type Validator<'a> = LowValidator<'a, rancor::Error>;
 #[doc(hidden)]
 pub type Deserializer = LowDeserializer<rancor::Error>;
 
+/// A growable byte buffer aligned to [`PAYLOAD_ALIGN`], as returned by [`to_bytes`].
+pub type AlignedBytes = AlignedVec<PAYLOAD_ALIGN>;
+
 /// The archived form of a message: what readers get, in place, from the journal's mapping.
 pub type Archived<T> = <T as Archive>::Archived;
 
 /// A type that can be sent through a repliq queue.
+///
+/// A message carries a stable [`NAME`](Message::NAME) and, through its supertrait
+/// [`Fingerprint`], a structural [`FINGERPRINT`](Fingerprint::FINGERPRINT) (`T::FINGERPRINT`).
 ///
 /// Do not implement this by hand: put `#[repliq::message]` on the type (or generate it from a
 /// schema with `repliq-codegen`). The attribute derives rkyv's `Archive`, `Serialize` and
@@ -56,7 +62,9 @@ pub type Archived<T> = <T as Archive>::Archived;
 ///     price: i64,
 /// }
 ///
-/// assert_eq!(<Tick as repliq::Message>::NAME, "Tick");
+/// use repliq::Message;
+/// assert_eq!(Tick::NAME, "Tick");
+/// assert_ne!(Tick::FINGERPRINT, 0);
 /// ```
 pub trait Message:
     Fingerprint
@@ -69,10 +77,6 @@ pub trait Message:
     /// The message type's stable name: its identifier, or the `name = "..."` argument of
     /// `#[repliq::message]`. Recorded in every queue created for the type.
     const NAME: &'static str;
-
-    /// The structural fingerprint of the type (see [`crate::fingerprint`]); the same value as
-    /// [`Fingerprint::FINGERPRINT`].
-    const FINGERPRINT: u64 = <Self as Fingerprint>::FINGERPRINT;
 }
 
 thread_local! {
@@ -138,7 +142,7 @@ pub fn serialize_into<T: Message>(value: &T, slot: &mut [MaybeUninit<u8>]) -> Re
 /// # Errors
 ///
 /// [`QueueError::Serialization`] if rkyv refuses the value.
-pub fn to_bytes<T: Message>(value: &T) -> Result<AlignedVec<PAYLOAD_ALIGN>> {
+pub fn to_bytes<T: Message>(value: &T) -> Result<AlignedBytes> {
     with_arena(|arena| {
         rkyv::api::low::to_bytes_in_with_alloc::<_, _, rancor::Error>(
             value,
@@ -165,7 +169,8 @@ pub fn access<T: Message>(bytes: &[u8]) -> Result<&Archived<T>> {
 }
 
 pub(crate) fn check_alignment<T: Message>(bytes: &[u8]) -> Result<()> {
-    if (bytes.as_ptr() as usize) % PAYLOAD_ALIGN != 0 {
+    // An empty slice (a unit struct's archive) has no alignment to respect.
+    if !bytes.is_empty() && (bytes.as_ptr() as usize) % PAYLOAD_ALIGN != 0 {
         return Err(deserialization_error::<T>(
             bytes.len(),
             format_args!(

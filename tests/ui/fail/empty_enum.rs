@@ -1,0 +1,4 @@
+#[repliq::message]
+enum Never {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[repliq::message(name = "")]
+struct Tick {
+    price: i64,
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[repliq::message]
+struct Tick {
+    #[rkyv(with = rkyv::with::Skip)]
+    price: i64,
+}
+
+fn main() {}

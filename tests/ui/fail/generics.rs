@@ -1,0 +1,6 @@
+#[repliq::message]
+struct Envelope<T> {
+    body: T,
+}
+
+fn main() {}

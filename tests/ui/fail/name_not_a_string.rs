@@ -1,0 +1,6 @@
+#[repliq::message(name = Tick)]
+struct Tick {
+    price: i64,
+}
+
+fn main() {}

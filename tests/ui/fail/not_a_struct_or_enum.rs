@@ -1,0 +1,7 @@
+#[repliq::message]
+fn handler() {}
+
+fn main() {
+    // The function is still emitted.
+    handler();
+}

@@ -1,0 +1,7 @@
+#[repliq::message]
+struct Borrowed {
+    id: u64,
+    name: &'static str,
+}
+
+fn main() {}

@@ -1,0 +1,16 @@
+// A plain struct, not marked #[repliq::message].
+struct Price {
+    mantissa: i64,
+}
+
+#[repliq::message]
+struct Tick {
+    symbol: String,
+    price: Price,
+}
+
+fn main() {}
+
+// The diagnostic that matters is "`Price` cannot be a field of a repliq message", spanned on the
+// field's type. rkyv's derives report the same fault once per derive at the attribute; rustc
+// offers no way to silence those.

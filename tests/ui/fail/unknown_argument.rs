@@ -1,0 +1,6 @@
+#[repliq::message(name = "Tick", version = 2)]
+struct Tick {
+    price: i64,
+}
+
+fn main() {}
