@@ -24,6 +24,17 @@ use crate::{Fingerprint, QueueError, Result};
 /// this. It is at least the alignment of any archived type repliq accepts.
 pub const PAYLOAD_ALIGN: usize = 16;
 
+// The journal format depends on rkyv's format features, pinned in repliq's manifest. Should a
+// dependency graph ever unify them differently, fail the build rather than write another format.
+const _: () = {
+    assert!(
+        size_of::<rkyv::Archived<usize>>() == 4,
+        "rkyv must use 32-bit relative pointers"
+    );
+};
+// Little-endian primitives: this only type-checks if `Archived<u32>` is rend's `u32_le`.
+const _: fn(rkyv::Archived<u32>) -> rkyv::rend::u32_le = |x| x;
+
 /// The serializer that writes a message into a slot. Part of [`Message`]'s bounds.
 #[doc(hidden)]
 pub type SlotSerializer<'a, 'b> = LowSerializer<Buffer<'a>, ArenaHandle<'b>, rancor::Error>;
@@ -119,7 +130,7 @@ pub(crate) fn deserialization_error<T: Message>(len: usize, reason: impl ToStrin
 ///
 /// [`QueueError::Serialization`] if the slot is misaligned or too small.
 pub fn serialize_into<T: Message>(value: &T, slot: &mut [MaybeUninit<u8>]) -> Result<usize> {
-    if (slot.as_ptr() as usize) % PAYLOAD_ALIGN != 0 {
+    if !(slot.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN) {
         return Err(serialization_error::<T>(format_args!(
             "the slot at {:p} is not aligned to {PAYLOAD_ALIGN} bytes",
             slot.as_ptr()
@@ -170,7 +181,7 @@ pub fn access<T: Message>(bytes: &[u8]) -> Result<&Archived<T>> {
 
 pub(crate) fn check_alignment<T: Message>(bytes: &[u8]) -> Result<()> {
     // An empty slice (a unit struct's archive) has no alignment to respect.
-    if !bytes.is_empty() && (bytes.as_ptr() as usize) % PAYLOAD_ALIGN != 0 {
+    if !bytes.is_empty() && !(bytes.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN) {
         return Err(deserialization_error::<T>(
             bytes.len(),
             format_args!(

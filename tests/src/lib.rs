@@ -33,3 +33,8 @@ impl<const N: usize> Default for AlignedSlot<N> {
         Self::new()
     }
 }
+
+/// Runs the README's Rust examples as doctests, so the front page cannot drift from the code.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

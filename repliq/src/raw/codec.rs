@@ -17,7 +17,7 @@ use crate::message::{Archived, Message};
 /// reference lives. [`access`](crate::access) checks all of this and is the safe alternative.
 pub unsafe fn access_unchecked<T: Message>(bytes: &[u8]) -> &Archived<T> {
     debug_assert!(
-        bytes.is_empty() || bytes.as_ptr() as usize % crate::PAYLOAD_ALIGN == 0,
+        bytes.is_empty() || (bytes.as_ptr() as usize).is_multiple_of(crate::PAYLOAD_ALIGN),
         "misaligned message bytes"
     );
     debug_assert!(
