@@ -32,6 +32,7 @@ pub mod fingerprint;
 mod message;
 #[allow(unsafe_code)]
 mod raw;
+pub mod replication;
 mod timestamp;
 
 pub use error::{QueueError, Result};
@@ -41,6 +42,7 @@ pub use message::{
     serialize_into, to_bytes,
 };
 pub use raw::access_unchecked;
+pub use replication::ReplicationMode;
 /// Marks a struct or enum as a repliq message. See [`Message`].
 ///
 /// ```

@@ -1,0 +1,73 @@
+//! Replication: the committed bytes of a primary's journal, streamed unchanged to replicas that
+//! append them at the same sequence numbers.
+//!
+//! This module is the *state machine* of replication and does no I/O (the habit of raft-rs):
+//! [`Leader`] runs on the primary, one [`Follower`] per queue on each replica. Events go in
+//! (a replica subscribed, the journal committed more records, an acknowledgement arrived, a frame
+//! arrived) and decisions come out ([`LeaderAction`]s, [`FollowerDecision`]s). A transport (the
+//! gRPC adapter) and a journal carry them out. That keeps every rule of the protocol testable
+//! over a simulated network with drops, duplicates, reordering and partitions (see `test.rs`).
+//!
+//! # The protocol
+//!
+//! * Records are identified by a dense sequence number and carry a crc32c ([`RecordId`]).
+//! * Every primary term has an **epoch**. Frames and subscriptions carry it. A follower refuses
+//!   frames of an epoch older than the newest it has seen; a leader that meets a newer epoch
+//!   steps down. This fences an old primary after a failover (no split brain).
+//! * A replica subscribes with the next sequence it needs; the leader sends batches of
+//!   consecutive committed records from there, at most `window` records beyond the replica's last
+//!   acknowledgement.
+//! * A follower appends idempotently: a record it already holds with the same checksum is
+//!   skipped; a record after a gap is refused (the transport then resubscribes); a record that
+//!   differs from what it holds is refused (corruption).
+//! * Frames carry the first sequence of the sender's epoch (`epoch_start`, like Kafka's leader
+//!   epoch). A follower that meets a newer epoch and holds records from `epoch_start` on holds a
+//!   suffix the new primary never had (an old primary's unreplicated writes, possible only in
+//!   asynchronous mode): that suffix is **moved aside**, not merged, and replaced by the new
+//!   primary's records.
+//! * A follower acknowledges the sequence up to which it holds records durably. The leader
+//!   publishes the highest sequence that `required_acks` replicas hold ([`LeaderAction::Acked`]);
+//!   in [`ReplicationMode::Synchronous`] `enqueue` waits for that value to pass its record.
+
+mod follower;
+mod leader;
+#[cfg(test)]
+mod test;
+
+pub use follower::{Follower, FollowerDecision, Refusal};
+pub use leader::{Leader, LeaderAction, LeaderConfig};
+
+/// When `enqueue` returns on a replicated queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ReplicationMode {
+    /// After the configured number of replicas acknowledged durable receipt of the message.
+    Synchronous,
+    /// After the local commit; replicas follow as fast as they can and their lag is tracked.
+    #[default]
+    Asynchronous,
+}
+
+/// The name of a node (its `NODE_NAME`).
+pub type NodeId = String;
+
+/// A committed record as replication sees it: its sequence number and checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordId {
+    /// The record's dense sequence number.
+    pub seq: u64,
+    /// crc32c of the record, as stored in its header.
+    pub crc: u32,
+}
+
+/// The header of a frame: a batch of consecutive committed records of one epoch. The bytes of
+/// the records travel beside it, unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// The sender's epoch.
+    pub epoch: u64,
+    /// The first sequence number written in the sender's epoch: records a replica holds from
+    /// here on under an older epoch never reached this primary.
+    pub epoch_start: u64,
+    /// The records, with consecutive sequence numbers.
+    pub records: Vec<RecordId>,
+}
