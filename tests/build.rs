@@ -1,6 +1,7 @@
 //! Generates the message types of every schema in `../schemas/` (used by `tests/codegen_*.rs`),
 //! and the fingerprints that `repliq-codegen` computes for them without compiling them
-//! (`codegen_fingerprints.rs`), so the tests can hold them against what the macro computes.
+//! (`codegen_fingerprints.rs`), so the tests can hold them against what the macro computes; and
+//! the golden-file fixtures of `repliq-codegen` (into `fixtures/<case>/`).
 
 use std::path::PathBuf;
 
@@ -24,7 +25,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         table.push_str(&format!("    ({:?}, {:#018x}),\n", t.name, t.fingerprint));
     }
     table.push_str("];\n");
-    let out = PathBuf::from(std::env::var("OUT_DIR")?).join("codegen_fingerprints.rs");
-    std::fs::write(out, table)?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("codegen_fingerprints.rs"), table)?;
+
+    // The golden-file fixtures of repliq-codegen must compile too (`tests/codegen_fixtures.rs`).
+    let golden = PathBuf::from("../repliq-codegen/tests/golden");
+    println!("cargo:rerun-if-changed={}", golden.display());
+    for case in ["scalars", "enums", "imports"] {
+        let dir = golden.join(case);
+        let mut files = vec![];
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "rq") {
+                files.push(path);
+            }
+        }
+        files.sort();
+        repliq_codegen::configure()
+            .include(&dir)
+            .include_file("mod.rs")
+            .out_dir(out_dir.join("fixtures").join(case))
+            .compile(&files)?;
+    }
     Ok(())
 }

@@ -25,6 +25,8 @@ pub(crate) struct File {
     pub packages: Vec<Package>,
     pub imports: Vec<Import>,
     pub items: Vec<Item>,
+    /// The text could not be tokenized (reported); the file is empty.
+    pub unreadable: bool,
 }
 
 #[derive(Debug)]

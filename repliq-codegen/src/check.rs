@@ -114,6 +114,9 @@ impl Checker<'_> {
     fn file_package(&mut self, file: &crate::load::LoadedFile) -> String {
         let packages = &file.ast.packages;
         let Some(first) = packages.first() else {
+            if file.ast.unreadable {
+                return String::new();
+            }
             self.sink.error(
                 Code::MissingPackage,
                 "missing `package` declaration",

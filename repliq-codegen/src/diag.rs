@@ -213,6 +213,16 @@ impl Diagnostics {
                 report,
             );
         }
+        let n = self.reports.len();
+        let _ = term::emit_to_write_style(
+            &mut writer,
+            &Self::config(),
+            &self.sources.files,
+            &Report::error().with_message(format!(
+                "{n} error{} in schema files",
+                if n == 1 { "" } else { "s" }
+            )),
+        );
     }
 }
 

@@ -43,13 +43,18 @@ pub(crate) fn parse_file(file: usize, src: &str, sink: &mut Sink) -> ast::File {
         Ok(tokens) => tokens,
         Err(e) => {
             let loc = locate(file, src, e.span(), &e.to_string());
-            sink.error(
-                Code::Syntax,
-                format!("cannot tokenize the schema: {e}"),
-                &loc,
-                "here",
-            );
-            return ast::File::default();
+            let (message, label) = match src[loc.range.start..].chars().next() {
+                Some('"') => ("unterminated string literal", "this string is never closed"),
+                Some('{' | '(' | '[') => ("unclosed delimiter", "this delimiter is never closed"),
+                Some('}' | ')' | ']') => ("unexpected closing delimiter", "nothing to close here"),
+                Some('\'') => ("character literals are not part of the schema language", "here"),
+                _ => ("unexpected character", "not part of the schema language"),
+            };
+            sink.error(Code::Syntax, message, &loc, label);
+            return ast::File {
+                unreadable: true,
+                ..ast::File::default()
+            };
         }
     };
     let mut errors = Errors(Vec::new());
