@@ -262,29 +262,31 @@ impl Compare<'_> {
             (Kind::Enum(ov), Kind::Enum(nv)) => {
                 let old_names: Vec<&str> = ov.iter().map(|v| v.name.as_str()).collect();
                 let new_names: Vec<&str> = nv.iter().map(|v| v.name.as_str()).collect();
-                let same_bodies = ov.len() == nv.len()
-                    && ov
-                        .iter()
-                        .zip(nv)
-                        .all(|(a, b)| self.same_body(&a.body, &b.body));
-                if same_bodies && old_names != new_names {
-                    for (a, b) in ov.iter().zip(nv) {
-                        if a.name != b.name {
-                            self.change(
-                                &o.fq,
-                                true,
-                                format!(
-                                    "variant `{}` renamed to `{}`: same layout, but the fingerprint changes",
-                                    a.name, b.name
-                                ),
-                                Some(&a.loc),
-                                Some(&b.loc),
-                            );
-                        }
+                // Same place, same data, a name that exists on one side only: a rename.
+                let mut renamed = Vec::new();
+                for (a, b) in ov.iter().zip(nv) {
+                    if a.name != b.name
+                        && !new_names.contains(&a.name.as_str())
+                        && !old_names.contains(&b.name.as_str())
+                        && self.same_body(&a.body, &b.body)
+                    {
+                        renamed.push((a.name.as_str(), b.name.as_str()));
+                        self.change(
+                            &o.fq,
+                            true,
+                            format!(
+                                "variant `{}` renamed to `{}`: same layout, but the fingerprint changes",
+                                a.name, b.name
+                            ),
+                            Some(&a.loc),
+                            Some(&b.loc),
+                        );
                     }
-                    return;
                 }
                 for (i, a) in ov.iter().enumerate() {
+                    if renamed.iter().any(|(old, _)| *old == a.name) {
+                        continue;
+                    }
                     match nv.iter().position(|b| b.name == a.name) {
                         None => self.change(
                             &o.fq,
@@ -313,7 +315,9 @@ impl Compare<'_> {
                     }
                 }
                 for b in nv {
-                    if !old_names.contains(&b.name.as_str()) {
+                    if !old_names.contains(&b.name.as_str())
+                        && !renamed.iter().any(|(_, new)| *new == b.name)
+                    {
                         self.change(
                             &o.fq,
                             true,
@@ -394,10 +398,18 @@ impl Compare<'_> {
             );
             return;
         }
-        // Same types in the same places but other names: renames.
-        if o.shape == Shape::Named && self.same_body(o, n) {
+        // Same place, same type, a name that exists on one side only: a rename.
+        let old_names: Vec<&str> = o.fields.iter().map(|f| f.name.as_str()).collect();
+        let new_names: Vec<&str> = n.fields.iter().map(|f| f.name.as_str()).collect();
+        let mut renamed = Vec::new();
+        if o.shape == Shape::Named {
             for (a, b) in o.fields.iter().zip(&n.fields) {
-                if a.name != b.name {
+                if a.name != b.name
+                    && !new_names.contains(&a.name.as_str())
+                    && !old_names.contains(&b.name.as_str())
+                    && self.ty_old(&a.ty) == self.ty_new(&b.ty)
+                {
+                    renamed.push((a.name.as_str(), b.name.as_str()));
                     self.change(
                         fq,
                         true,
@@ -417,16 +429,13 @@ impl Compare<'_> {
             .enumerate()
             .map(|(i, f)| (f.name.as_str(), i))
             .collect();
-        let renamed = o.shape == Shape::Named
-            && self.same_body(o, n)
-            && o.fields
-                .iter()
-                .zip(&n.fields)
-                .any(|(a, b)| a.name != b.name);
         let mut common_old_order = Vec::new();
         for a in &o.fields {
+            if renamed.iter().any(|(old, _)| *old == a.name) {
+                continue;
+            }
             let Some(&j) = new_pos.get(a.name.as_str()) else {
-                if !renamed {
+                {
                     self.change(
                         fq,
                         true,
@@ -472,9 +481,10 @@ impl Compare<'_> {
                 Some(nloc),
             );
         }
-        let old_names: Vec<&str> = o.fields.iter().map(|f| f.name.as_str()).collect();
         for b in &n.fields {
-            if !renamed && !old_names.contains(&b.name.as_str()) {
+            if !old_names.contains(&b.name.as_str())
+                && !renamed.iter().any(|(_, new)| *new == b.name)
+            {
                 self.change(
                     fq,
                     true,

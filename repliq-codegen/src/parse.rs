@@ -47,7 +47,10 @@ pub(crate) fn parse_file(file: usize, src: &str, sink: &mut Sink) -> ast::File {
                 Some('"') => ("unterminated string literal", "this string is never closed"),
                 Some('{' | '(' | '[') => ("unclosed delimiter", "this delimiter is never closed"),
                 Some('}' | ')' | ']') => ("unexpected closing delimiter", "nothing to close here"),
-                Some('\'') => ("character literals are not part of the schema language", "here"),
+                Some('\'') => (
+                    "character literals are not part of the schema language",
+                    "here",
+                ),
                 _ => ("unexpected character", "not part of the schema language"),
             };
             sink.error(Code::Syntax, message, &loc, label);

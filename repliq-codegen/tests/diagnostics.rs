@@ -23,7 +23,10 @@ fn root_of(case: &str) -> PathBuf {
         .filter(|p| p.extension().is_some_and(|e| e == "rq"))
         .collect();
     files.sort();
-    files.into_iter().next().expect("a .rq file in the case directory")
+    files
+        .into_iter()
+        .next()
+        .expect("a .rq file in the case directory")
 }
 
 /// Runs the case, compares the rendered errors with `<case>.stderr` and returns the one-line
@@ -43,7 +46,8 @@ fn run(case: &str) -> Vec<String> {
         let expected = fs::read_to_string(&expected_path)
             .unwrap_or_else(|_| panic!("{} is missing", expected_path.display()));
         assert_eq!(
-            rendered, expected,
+            rendered,
+            expected,
             "{case}: the rendered diagnostics differ from {} (REPLIQ_BLESS=1 regenerates)",
             expected_path.display()
         );
@@ -103,7 +107,9 @@ fn duplicates_of_fields_variants_and_types() {
 fn import_cycles() {
     assert_summaries(
         "import_cycle",
-        &["tests/diagnostics/import_cycle/b.rq:3:1: import cycle: tests/diagnostics/import_cycle/a.rq -> tests/diagnostics/import_cycle/b.rq -> tests/diagnostics/import_cycle/a.rq"],
+        &[
+            "tests/diagnostics/import_cycle/b.rq:3:1: import cycle: tests/diagnostics/import_cycle/a.rq -> tests/diagnostics/import_cycle/b.rq -> tests/diagnostics/import_cycle/a.rq",
+        ],
     );
 }
 
@@ -112,17 +118,24 @@ fn missing_imports_are_not_transitive() {
     let summaries = run("missing_import");
     assert_eq!(
         summaries,
-        ["tests/diagnostics/missing_import/main.rq:6:11: `diag.side.Side` is defined in `tests/diagnostics/missing_import/side.rq`, which this file does not import"]
+        [
+            "tests/diagnostics/missing_import/main.rq:6:11: `diag.side.Side` is defined in `tests/diagnostics/missing_import/side.rq`, which this file does not import"
+        ]
     );
     let rendered = fs::read_to_string("tests/diagnostics/missing_import.stderr").expect("stderr");
-    assert!(rendered.contains(r#"help: add `import "side.rq";` to this file"#), "{rendered}");
+    assert!(
+        rendered.contains(r#"help: add `import "side.rq";` to this file"#),
+        "{rendered}"
+    );
 }
 
 #[test]
 fn imports_that_do_not_exist() {
     assert_summaries(
         "import_not_found",
-        &["tests/diagnostics/import_not_found.rq:3:1: cannot find imported file `does/not/exist.rq`"],
+        &[
+            "tests/diagnostics/import_not_found.rq:3:1: cannot find imported file `does/not/exist.rq`",
+        ],
     );
 }
 

@@ -53,7 +53,7 @@ fn check_case(schema_dir: &Path, expected_dir: &Path) -> Vec<String> {
                     .lines()
                     .zip(file.contents.lines())
                     .position(|(a, b)| a != b)
-                    .map_or_else(|| expected.lines().count().min(file.contents.lines().count()), |i| i)
+                    .unwrap_or_else(|| expected.lines().count().min(file.contents.lines().count()))
                     + 1;
                 problems.push(format!(
                     "{} differs from the generated `{}` (first at line {line}):\n{}",
