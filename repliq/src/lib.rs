@@ -29,17 +29,27 @@ extern crate self as repliq;
 
 mod error;
 pub mod fingerprint;
+mod journal;
 mod message;
+mod queue;
 #[allow(unsafe_code)]
 mod raw;
 pub mod replication;
+mod sync;
 mod timestamp;
 
 pub use error::{QueueError, Result};
 pub use fingerprint::Fingerprint;
+pub use journal::{
+    CursorInfo, Durability, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, verify,
+};
 pub use message::{
     AlignedBytes, Archived, Message, PAYLOAD_ALIGN, access, deserialize, from_bytes,
     serialize_into, to_bytes,
+};
+pub use queue::{
+    DEFAULT_CONSUMER, JournalQueue, MessageStream, PersistentQueue, Queue, QueueOptions, ReadGuard,
+    Recv, ReplicatedQueueImpl, StartAt, Tailer,
 };
 pub use raw::access_unchecked;
 pub use replication::ReplicationMode;

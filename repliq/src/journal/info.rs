@@ -1,0 +1,304 @@
+//! Read-only views of a queue directory for tools: [`inspect`], [`verify`] and [`RawTailer`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::format::*;
+use super::header::{self, State};
+use super::{Journal, Reader, cursor};
+use crate::{QueueError, Result};
+
+/// What `repliq inspect` prints: a queue's identity, segments and cursors.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct JournalInfo {
+    /// The queue directory.
+    pub path: PathBuf,
+    /// Journal format version.
+    pub format_version: u32,
+    /// `Message::NAME` of the queue's message type.
+    pub type_name: String,
+    /// Its schema fingerprint.
+    pub fingerprint: String,
+    /// Segment file size in bytes.
+    pub segment_size: u64,
+    /// Backlog bound (messages not yet consumed by the slowest cursor).
+    pub capacity: u64,
+    /// The first sequence number of each segment file, ascending.
+    pub segments: Vec<u64>,
+    /// Sequence number of the first stored record.
+    pub first_seq: u64,
+    /// Sequence number of the last committed record, if any.
+    pub last_seq: Option<u64>,
+    /// Named consumer cursors.
+    pub cursors: Vec<CursorInfo>,
+    /// Replication epoch.
+    pub epoch: u64,
+    /// Highest sequence number acknowledged by replicas (0 without replication).
+    pub acked_seq: u64,
+}
+
+/// One consumer cursor in [`JournalInfo`].
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct CursorInfo {
+    /// Consumer name.
+    pub name: String,
+    /// The next sequence number it consumes.
+    pub next_seq: u64,
+    /// Messages written but not consumed by it.
+    pub backlog: u64,
+}
+
+/// Describes the queue at `dir` without changing it.
+///
+/// # Errors
+///
+/// [`QueueError::Io`] if the files cannot be read, [`QueueError::Corrupt`] if the meta file or
+/// the tail segment is damaged.
+pub fn inspect(dir: impl AsRef<Path>) -> Result<JournalInfo> {
+    let journal = Journal::open(dir.as_ref(), false)?;
+    let segments = journal.list_segments()?;
+    let first_seq = segments.first().copied().unwrap_or(0);
+    let next = match segments.last() {
+        Some(&last) => tail_of(&journal, last)?,
+        None => 0,
+    };
+    let last_seq = next.checked_sub(1).filter(|&s| s >= first_seq);
+    let config = journal.config().clone();
+    let cursors = cursor::list(&journal.meta)
+        .into_iter()
+        .map(|(name, next_seq)| CursorInfo {
+            name,
+            next_seq,
+            backlog: next.saturating_sub(next_seq),
+        })
+        .collect();
+    Ok(JournalInfo {
+        path: journal.dir.clone(),
+        format_version: FORMAT_VERSION,
+        type_name: config.type_name,
+        fingerprint: format!("{:#018x}", config.fingerprint),
+        segment_size: config.segment_size,
+        capacity: config.capacity,
+        segments,
+        first_seq,
+        last_seq,
+        cursors,
+        epoch: journal.epoch_word().load(Ordering::Acquire),
+        acked_seq: journal.meta.acked().load(Ordering::Acquire),
+    })
+}
+
+/// The next sequence number after the committed records of segment `first` (and its
+/// successors), found from the segment's last index point.
+fn tail_of(journal: &Arc<Journal>, first: u64) -> Result<u64> {
+    let Some(seg) = journal.segment(first)? else {
+        return Ok(first);
+    };
+    let (_, start) = seg.last_index_point();
+    let mut reader = Reader::at(journal.clone(), start, false)?;
+    while let Some(rec) = reader.peek()? {
+        reader.advance(&rec);
+    }
+    Ok(reader.seq())
+}
+
+/// The result of [`verify`].
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Segments checked.
+    pub segments: usize,
+    /// Committed records whose checksum matched.
+    pub records: u64,
+    /// Abandoned extents skipped (left by writers that died or gave up; not an error).
+    pub abandoned: u64,
+    /// Reservations still open at the tail (a writer is writing, or died recently).
+    pub in_progress: u64,
+}
+
+/// Checks every record of every segment: header words, sequence numbers, lengths and crc32c.
+/// `progress` is called after each segment with (segments done, segments total).
+///
+/// # Errors
+///
+/// The first damage found, as [`QueueError::Corrupt`] naming the file and offset.
+pub fn verify(
+    dir: impl AsRef<Path>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<VerifyReport> {
+    let journal = Journal::open(dir.as_ref(), false)?;
+    let segments = journal.list_segments()?;
+    let mut report = VerifyReport {
+        segments: 0,
+        records: 0,
+        abandoned: 0,
+        in_progress: 0,
+    };
+    let mut expected_first = segments.first().copied().unwrap_or(0);
+    for (i, &first) in segments.iter().enumerate() {
+        let path = journal.dir.join(super::segment::segment_name(first));
+        let corrupt = |offset: usize, reason: String| QueueError::Corrupt {
+            path: path.clone(),
+            offset: offset as u64,
+            reason,
+        };
+        if first != expected_first {
+            return Err(corrupt(
+                0,
+                format!(
+                    "segment starts at sequence {first}, the previous one ended at {expected_first}"
+                ),
+            ));
+        }
+        let Some(seg) = journal.segment(first)? else {
+            continue;
+        };
+        let mut pos = seg.data_start;
+        let mut seq = first;
+        while pos + RECORD_HEADER <= seg.size {
+            let Some(word) = seg.header_word(pos) else {
+                break;
+            };
+            match header::decode(word.load(Ordering::Acquire)) {
+                State::Empty => break,
+                State::End => break,
+                State::Reserved { .. } => {
+                    report.in_progress += 1;
+                    break;
+                }
+                State::Abandoned { extent } => {
+                    if extent < RECORD_HEADER || pos + extent > seg.size {
+                        return Err(corrupt(pos, format!("invalid abandoned extent {extent}")));
+                    }
+                    report.abandoned += 1;
+                    pos += extent;
+                }
+                State::Committed { len } => {
+                    let len = len as usize;
+                    if pos + committed_extent(len) > seg.size {
+                        return Err(corrupt(
+                            pos,
+                            format!("record length {len} runs past the end of the segment"),
+                        ));
+                    }
+                    let Some((rseq, crc, rlen, time)) = seg.header_fields(pos) else {
+                        return Err(corrupt(pos, "record header outside the segment".into()));
+                    };
+                    if rseq != seq {
+                        return Err(corrupt(
+                            pos,
+                            format!("record has sequence number {rseq}, expected {seq}"),
+                        ));
+                    }
+                    if rlen as usize != len {
+                        return Err(corrupt(
+                            pos,
+                            format!(
+                                "record length field {rlen} disagrees with its header word ({len})"
+                            ),
+                        ));
+                    }
+                    let payload = seg.map.committed(pos + RECORD_HEADER, len).unwrap_or(&[]);
+                    let actual = record_crc(rseq, rlen, time, payload);
+                    if actual != crc {
+                        return Err(corrupt(
+                            pos,
+                            format!(
+                                "checksum mismatch in record {rseq} (stored {crc:#010x}, computed {actual:#010x})"
+                            ),
+                        ));
+                    }
+                    report.records += 1;
+                    seq += 1;
+                    pos += committed_extent(len);
+                }
+                State::Invalid(v) => {
+                    return Err(corrupt(
+                        pos,
+                        format!("invalid record header word {v:#018x}"),
+                    ));
+                }
+            }
+        }
+        expected_first = seq;
+        report.segments += 1;
+        progress(i + 1, segments.len());
+    }
+    Ok(report)
+}
+
+/// One record seen by a [`RawTailer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RawRecord {
+    /// Sequence number.
+    pub seq: u64,
+    /// Write time, nanoseconds since the Unix epoch (the writer's clock).
+    pub time_unix_nanos: u64,
+    /// The payload bytes (an archived message).
+    pub payload: Vec<u8>,
+}
+
+/// Follows a queue's records as bytes, whatever their message type (for tools). Not a consumer:
+/// it has no cursor and holds nothing back.
+#[derive(Debug)]
+pub struct RawTailer {
+    reader: Reader,
+}
+
+impl RawTailer {
+    /// Opens the queue at `dir` and starts at sequence `from` (`None`: the first stored record).
+    ///
+    /// # Errors
+    ///
+    /// As [`inspect`].
+    pub fn open(dir: impl AsRef<Path>, from: Option<u64>) -> Result<RawTailer> {
+        let journal = Journal::open(dir.as_ref(), false)?;
+        let start = match from {
+            Some(s) => s,
+            None => journal.earliest_seq()?,
+        };
+        Ok(RawTailer {
+            reader: Reader::at(journal, start, true)?,
+        })
+    }
+
+    /// The next record, if one is committed. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Corrupt`] on a damaged record.
+    pub fn try_next(&mut self) -> Result<Option<RawRecord>> {
+        let Some(rec) = self.reader.peek()? else {
+            return Ok(None);
+        };
+        let out = RawRecord {
+            seq: rec.seq,
+            time_unix_nanos: rec.time,
+            payload: rec.payload().to_vec(),
+        };
+        self.reader.advance(&rec);
+        Ok(Some(out))
+    }
+
+    /// Waits up to `timeout` for the next record (spin, then futex sleep).
+    ///
+    /// # Errors
+    ///
+    /// As [`RawTailer::try_next`].
+    pub fn next_timeout(&mut self, timeout: std::time::Duration) -> Result<Option<RawRecord>> {
+        let journal = self.reader.journal().clone();
+        let deadline = std::time::Instant::now() + timeout;
+        super::notify::wait_until(
+            journal.meta.data_notify(),
+            journal.meta.data_waiters(),
+            Some(deadline),
+            || self.try_next(),
+        )
+    }
+}

@@ -1,0 +1,257 @@
+//! The meta file: a queue's identity (type, geometry, capacity) and its shared mutable words
+//! (replication epoch and acks, futex words, named consumer cursors).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::format::*;
+use crate::raw::MappedFile;
+use crate::{QueueError, Result};
+
+/// The immutable part of the meta file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MetaConfig {
+    pub type_name: String,
+    pub fingerprint: u64,
+    pub segment_size: u64,
+    pub capacity: u64,
+    pub index_interval: u32,
+    pub max_payload: u32,
+    pub lease_ms: u32,
+    pub created_unix_nanos: u64,
+}
+
+impl MetaConfig {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; META_SIZE];
+        b[M_MAGIC..M_MAGIC + 8].copy_from_slice(&META_MAGIC);
+        b[M_VERSION..M_VERSION + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[M_SIZE..M_SIZE + 4].copy_from_slice(&(META_SIZE as u32).to_le_bytes());
+        b[M_FINGERPRINT..M_FINGERPRINT + 8].copy_from_slice(&self.fingerprint.to_le_bytes());
+        b[M_SEGMENT_SIZE..M_SEGMENT_SIZE + 8].copy_from_slice(&self.segment_size.to_le_bytes());
+        b[M_CAPACITY..M_CAPACITY + 8].copy_from_slice(&self.capacity.to_le_bytes());
+        b[M_INDEX_INTERVAL..M_INDEX_INTERVAL + 4]
+            .copy_from_slice(&self.index_interval.to_le_bytes());
+        b[M_MAX_PAYLOAD..M_MAX_PAYLOAD + 4].copy_from_slice(&self.max_payload.to_le_bytes());
+        b[M_LEASE_MS..M_LEASE_MS + 4].copy_from_slice(&self.lease_ms.to_le_bytes());
+        let name = self.type_name.as_bytes();
+        let name = &name[..name.len().min(MAX_TYPE_NAME)];
+        b[M_NAME_LEN..M_NAME_LEN + 4].copy_from_slice(&(name.len() as u32).to_le_bytes());
+        b[M_CREATED..M_CREATED + 8].copy_from_slice(&self.created_unix_nanos.to_le_bytes());
+        b[M_NAME..M_NAME + name.len()].copy_from_slice(name);
+        let crc = crc32c::crc32c(&b[..M_CRC]);
+        b[M_CRC..M_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Parses and checks the fixed header. Every failure names the file and offset.
+    pub(crate) fn decode(path: &Path, b: &[u8]) -> Result<Self> {
+        let corrupt = |offset: usize, reason: String| QueueError::Corrupt {
+            path: path.to_path_buf(),
+            offset: offset as u64,
+            reason,
+        };
+        if b.len() < META_SIZE {
+            return Err(corrupt(
+                b.len(),
+                format!("meta file is {} bytes, expected {META_SIZE}", b.len()),
+            ));
+        }
+        if b[M_MAGIC..M_MAGIC + 8] != META_MAGIC {
+            return Err(corrupt(
+                M_MAGIC,
+                "bad magic number (not a repliq meta file)".into(),
+            ));
+        }
+        let version = read_u32(b, M_VERSION);
+        if version != FORMAT_VERSION {
+            return Err(corrupt(
+                M_VERSION,
+                format!("unsupported format version {version} (this build reads {FORMAT_VERSION})"),
+            ));
+        }
+        let stored = read_u32(b, M_CRC);
+        let actual = crc32c::crc32c(&b[..M_CRC]);
+        if stored != actual {
+            return Err(corrupt(
+                M_CRC,
+                format!(
+                    "meta header checksum mismatch (stored {stored:#010x}, computed {actual:#010x})"
+                ),
+            ));
+        }
+        let name_len = read_u32(b, M_NAME_LEN) as usize;
+        if name_len > MAX_TYPE_NAME {
+            return Err(corrupt(
+                M_NAME_LEN,
+                format!("type name length {name_len} too large"),
+            ));
+        }
+        let type_name = std::str::from_utf8(&b[M_NAME..M_NAME + name_len])
+            .map_err(|e| corrupt(M_NAME, format!("type name is not UTF-8: {e}")))?
+            .to_owned();
+        let cfg = MetaConfig {
+            type_name,
+            fingerprint: read_u64(b, M_FINGERPRINT),
+            segment_size: read_u64(b, M_SEGMENT_SIZE),
+            capacity: read_u64(b, M_CAPACITY),
+            index_interval: read_u32(b, M_INDEX_INTERVAL),
+            max_payload: read_u32(b, M_MAX_PAYLOAD),
+            lease_ms: read_u32(b, M_LEASE_MS),
+            created_unix_nanos: read_u64(b, M_CREATED),
+        };
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&cfg.segment_size)
+            || cfg.segment_size % 4096 != 0
+        {
+            return Err(corrupt(
+                M_SEGMENT_SIZE,
+                format!("invalid segment size {}", cfg.segment_size),
+            ));
+        }
+        if cfg.index_interval == 0 {
+            return Err(corrupt(M_INDEX_INTERVAL, "index interval 0".into()));
+        }
+        let (_, data_start) = segment_geometry(cfg.segment_size, cfg.index_interval);
+        if data_start as u64 + RECORD_HEADER as u64 + u64::from(cfg.max_payload) > cfg.segment_size
+        {
+            return Err(corrupt(
+                M_MAX_PAYLOAD,
+                format!("max payload {} does not fit a segment", cfg.max_payload),
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+/// The mapped meta file of an open queue.
+#[derive(Debug)]
+pub(crate) struct Meta {
+    pub path: PathBuf,
+    pub config: MetaConfig,
+    map: MappedFile,
+}
+
+pub(crate) fn meta_path(dir: &Path) -> PathBuf {
+    dir.join(META_FILE)
+}
+
+/// Creates the meta file atomically (temp file + hard link, which fails if it exists).
+/// Returns `Ok(false)` if another process created it first.
+pub(crate) fn create(dir: &Path, config: &MetaConfig) -> Result<bool> {
+    let bytes = config.encode();
+    let path = meta_path(dir);
+    super::publish_file(dir, &path, &bytes, META_SIZE as u64)
+}
+
+impl Meta {
+    pub(crate) fn open(dir: &Path) -> Result<Meta> {
+        let path = meta_path(dir);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| QueueError::io(format!("opening {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| QueueError::io(format!("reading metadata of {}", path.display()), e))?
+            .len();
+        if len < META_SIZE as u64 {
+            return Err(QueueError::Corrupt {
+                path,
+                offset: len,
+                reason: format!("meta file is {len} bytes, expected {META_SIZE}"),
+            });
+        }
+        let mut head = vec![0u8; META_SIZE];
+        read_exact_at(&file, &mut head, 0, &path)?;
+        let config = MetaConfig::decode(&path, &head)?;
+        let map = MappedFile::map(&file, META_SIZE, false)
+            .map_err(|e| QueueError::io(format!("mapping {}", path.display()), e))?;
+        Ok(Meta { path, config, map })
+    }
+
+    fn u64_at(&self, off: usize) -> &AtomicU64 {
+        // The offsets are constants inside META_SIZE and 8-aligned; the mapping is META_SIZE long.
+        self.map
+            .atomic_u64(off)
+            .unwrap_or_else(|| unreachable!("meta offset {off} is a constant inside the file"))
+    }
+
+    fn u32_at(&self, off: usize) -> &AtomicU32 {
+        self.map
+            .atomic_u32(off)
+            .unwrap_or_else(|| unreachable!("meta offset {off} is a constant inside the file"))
+    }
+
+    pub(crate) fn epoch(&self) -> &AtomicU64 {
+        self.u64_at(M_EPOCH)
+    }
+    pub(crate) fn acked(&self) -> &AtomicU64 {
+        self.u64_at(M_ACKED)
+    }
+    pub(crate) fn data_notify(&self) -> &AtomicU32 {
+        self.u32_at(M_DATA_NOTIFY)
+    }
+    pub(crate) fn data_waiters(&self) -> &AtomicU32 {
+        self.u32_at(M_DATA_WAITERS)
+    }
+    pub(crate) fn space_notify(&self) -> &AtomicU32 {
+        self.u32_at(M_SPACE_NOTIFY)
+    }
+    pub(crate) fn space_waiters(&self) -> &AtomicU32 {
+        self.u32_at(M_SPACE_WAITERS)
+    }
+
+    pub(crate) fn cursor_state(&self, slot: usize) -> &AtomicU64 {
+        self.u64_at(M_CURSORS + slot * CURSOR_ENTRY + C_STATE)
+    }
+    pub(crate) fn cursor_next(&self, slot: usize) -> &AtomicU64 {
+        self.u64_at(M_CURSORS + slot * CURSOR_ENTRY + C_NEXT)
+    }
+    /// The name of an ACTIVE cursor slot (published before the slot became ACTIVE).
+    pub(crate) fn cursor_name(&self, slot: usize) -> &[u8] {
+        let base = M_CURSORS + slot * CURSOR_ENTRY;
+        let len = self
+            .map
+            .committed(base + C_NAME_LEN, 4)
+            .map(|b| read_u32(b, 0) as usize)
+            .unwrap_or(0)
+            .min(MAX_CONSUMER_NAME);
+        self.map.committed(base + C_NAME, len).unwrap_or(&[])
+    }
+    /// Writes the name and flags of a cursor slot this process holds in the CLAIMING state.
+    pub(crate) fn write_cursor_name(&self, slot: usize, name: &[u8], flags: u32) {
+        let base = M_CURSORS + slot * CURSOR_ENTRY;
+        let mut entry = [0u8; CURSOR_ENTRY - C_FLAGS];
+        entry[0..4].copy_from_slice(&flags.to_le_bytes());
+        entry[4..8].copy_from_slice(&(name.len() as u32).to_le_bytes());
+        entry[8..8 + name.len()].copy_from_slice(name);
+        let _ = self.map.write(base + C_FLAGS, &entry);
+    }
+
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.map
+            .flush_range(0, META_SIZE)
+            .map_err(|e| QueueError::io(format!("msync {}", self.path.display()), e))
+    }
+
+    pub(crate) fn load_cursor(&self, slot: usize) -> u64 {
+        self.cursor_next(slot).load(Ordering::Acquire)
+    }
+}
+
+pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64, path: &Path) -> Result<()> {
+    file.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            QueueError::Corrupt {
+                path: path.to_path_buf(),
+                offset,
+                reason: format!("file too short for {} bytes at this offset", buf.len()),
+            }
+        } else {
+            QueueError::io(format!("reading {}", path.display()), e)
+        }
+    })
+}

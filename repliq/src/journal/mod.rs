@@ -1,0 +1,225 @@
+//! The untyped byte journal: a directory with a mapped meta file and fixed-size, pre-allocated
+//! segment files of records. See `docs/FORMAT.md` for the byte layout and [`header`] for the
+//! commit protocol.
+//!
+//! * [`Appender`] appends records (any number of appenders in any number of processes).
+//! * [`Reader`] walks committed records in sequence order from any position.
+//! * [`cursor`] keeps named consumer positions in the meta file.
+//! * [`notify`] lets readers sleep on a futex in the meta file until an appender commits.
+//! * [`inspect`](crate::inspect) and [`verify`](crate::verify) are the tools' views.
+
+mod appender;
+pub(crate) mod cursor;
+pub(crate) mod format;
+pub(crate) mod header;
+mod info;
+#[cfg(all(test, loom))]
+mod loom_protocol;
+pub(crate) mod meta;
+pub(crate) mod notify;
+mod reader;
+pub(crate) mod segment;
+#[cfg(all(test, not(loom)))]
+mod test;
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, Weak};
+
+pub(crate) use appender::Appender;
+pub use appender::Durability;
+pub use info::{CursorInfo, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, verify};
+pub(crate) use reader::{Probe, Reader, RecordRef};
+
+use self::meta::{Meta, MetaConfig};
+use self::segment::Segment;
+use crate::{QueueError, Result};
+
+/// An open queue directory, shared by the handles of one process.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    pub dir: PathBuf,
+    pub meta: Meta,
+    segments: Mutex<BTreeMap<u64, Weak<Segment>>>,
+    populate: bool,
+    waiters: crate::queue::AsyncWaiters,
+}
+
+impl Journal {
+    /// Creates the queue directory and its meta file and first segment, or opens the queue if it
+    /// already exists. `Ok((journal, created))`.
+    pub(crate) fn create_or_open(
+        dir: &Path,
+        config: &MetaConfig,
+        populate: bool,
+    ) -> Result<(Arc<Journal>, bool)> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| QueueError::io(format!("creating directory {}", dir.display()), e))?;
+        let created = meta::create(dir, config)?;
+        let journal = Journal::open(dir, populate)?;
+        if created {
+            segment::create(dir, &journal.meta.config, 0)?;
+        }
+        Ok((journal, created))
+    }
+
+    /// Opens an existing queue directory.
+    pub(crate) fn open(dir: &Path, populate: bool) -> Result<Arc<Journal>> {
+        let meta = Meta::open(dir)?;
+        Ok(Arc::new(Journal {
+            dir: dir.to_path_buf(),
+            meta,
+            segments: Mutex::new(BTreeMap::new()),
+            populate,
+            waiters: crate::queue::AsyncWaiters::default(),
+        }))
+    }
+
+    pub(crate) fn config(&self) -> &MetaConfig {
+        &self.meta.config
+    }
+
+    /// The first sequence numbers of all segment files, ascending.
+    pub(crate) fn list_segments(&self) -> Result<Vec<u64>> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| QueueError::io(format!("listing {}", self.dir.display()), e))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| QueueError::io(format!("listing {}", self.dir.display()), e))?;
+            if let Some(seq) = entry
+                .file_name()
+                .to_str()
+                .and_then(segment::parse_segment_name)
+            {
+                out.push(seq);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Opens (or reuses the mapping of) segment `first_seq`. `Ok(None)` if it does not exist.
+    pub(crate) fn segment(&self, first_seq: u64) -> Result<Option<Arc<Segment>>> {
+        let mut cache = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(seg) = cache.get(&first_seq).and_then(Weak::upgrade) {
+            return Ok(Some(seg));
+        }
+        let Some(seg) = Segment::open(&self.dir, &self.meta.config, first_seq, self.populate)?
+        else {
+            return Ok(None);
+        };
+        let seg = Arc::new(seg);
+        cache.retain(|_, w| w.strong_count() > 0);
+        cache.insert(first_seq, Arc::downgrade(&seg));
+        Ok(Some(seg))
+    }
+
+    /// Opens segment `first_seq`, creating it first if needed.
+    pub(crate) fn segment_or_create(&self, first_seq: u64) -> Result<Arc<Segment>> {
+        if let Some(seg) = self.segment(first_seq)? {
+            return Ok(seg);
+        }
+        segment::create(&self.dir, &self.meta.config, first_seq)?;
+        self.segment(first_seq)?.ok_or_else(|| QueueError::Corrupt {
+            path: self.dir.join(segment::segment_name(first_seq)),
+            offset: 0,
+            reason: "segment vanished right after it was created".into(),
+        })
+    }
+
+    /// The segment whose records include `seq` (the last one starting at or before it).
+    pub(crate) fn segment_for(&self, seq: u64) -> Result<Option<Arc<Segment>>> {
+        let list = self.list_segments()?;
+        let Some(&first) = list.iter().rev().find(|&&s| s <= seq).or(list.first()) else {
+            return Ok(None);
+        };
+        self.segment(first)
+    }
+
+    /// The lowest sequence number still stored (the first segment's first sequence).
+    pub(crate) fn earliest_seq(&self) -> Result<u64> {
+        Ok(self.list_segments()?.first().copied().unwrap_or(0))
+    }
+
+    pub(crate) fn async_waiters(&self) -> &crate::queue::AsyncWaiters {
+        &self.waiters
+    }
+
+    pub(crate) fn lease_ms(&self) -> u32 {
+        self.meta.config.lease_ms
+    }
+
+    /// The replication epoch word (used by replication; exposed for inspection).
+    pub(crate) fn epoch_word(&self) -> &AtomicU64 {
+        self.meta.epoch()
+    }
+
+    /// Deletes whole segments that every durable consumer cursor has passed, keeping the
+    /// segment the slowest cursor is in and everything after it. Returns the number deleted.
+    ///
+    /// Processes that still map a deleted segment keep reading it (the file is unlinked, never
+    /// truncated); the space is freed when the last mapping goes away.
+    pub(crate) fn purge_consumed(&self) -> Result<usize> {
+        let Some(min) = cursor::min_position(&self.meta) else {
+            return Ok(0);
+        };
+        let list = self.list_segments()?;
+        let mut deleted = 0;
+        for pair in list.windows(2) {
+            let (this, next) = (pair[0], pair[1]);
+            if next > min {
+                break;
+            }
+            let path = self.dir.join(segment::segment_name(this));
+            match std::fs::remove_file(&path) {
+                Ok(()) => deleted += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(QueueError::io(format!("deleting {}", path.display()), e)),
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Writes a complete file under a temporary name and publishes it at `path` with a hard link,
+/// which fails if `path` exists: readers never see a half-written meta or segment header.
+/// Returns `Ok(true)` if this call published the file, `Ok(false)` if it already existed.
+pub(crate) fn publish_file(dir: &Path, path: &Path, header: &[u8], len: u64) -> Result<bool> {
+    if path.exists() {
+        return Ok(false);
+    }
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let tmp = dir.join(format!(".tmp-{}-{nanos}-{n}", std::process::id()));
+    let result = (|| {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| QueueError::io(format!("creating {}", tmp.display()), e))?;
+        file.set_len(len)
+            .map_err(|e| QueueError::io(format!("sizing {}", tmp.display()), e))?;
+        crate::raw::preallocate(&file, len)
+            .map_err(|e| QueueError::io(format!("allocating {}", tmp.display()), e))?;
+        file.write_all_at(header, 0)
+            .map_err(|e| QueueError::io(format!("writing {}", tmp.display()), e))?;
+        file.sync_all()
+            .map_err(|e| QueueError::io(format!("syncing {}", tmp.display()), e))?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(QueueError::io(format!("publishing {}", path.display()), e)),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}

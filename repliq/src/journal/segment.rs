@@ -1,0 +1,221 @@
+//! One segment file: a fixed-size, pre-allocated file holding a header, a sparse index and
+//! records, named by the sequence number of its first record.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::format::*;
+use super::meta::{MetaConfig, read_exact_at};
+use crate::raw::MappedFile;
+use crate::{QueueError, Result};
+
+/// A mapped segment.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub path: PathBuf,
+    pub first_seq: u64,
+    pub size: usize,
+    pub data_start: usize,
+    pub index_entries: u32,
+    pub index_interval: u32,
+    pub map: MappedFile,
+}
+
+pub(crate) fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}{SEGMENT_SUFFIX}")
+}
+
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The header bytes of a new segment (everything before the index, which starts zeroed).
+pub(crate) fn encode_header(config: &MetaConfig, first_seq: u64) -> Vec<u8> {
+    let (entries, data_start) = segment_geometry(config.segment_size, config.index_interval);
+    let mut b = vec![0u8; S_INDEX];
+    b[S_MAGIC..S_MAGIC + 8].copy_from_slice(&SEGMENT_MAGIC);
+    b[S_VERSION..S_VERSION + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b[S_DATA_START..S_DATA_START + 4].copy_from_slice(&(data_start as u32).to_le_bytes());
+    b[S_FIRST_SEQ..S_FIRST_SEQ + 8].copy_from_slice(&first_seq.to_le_bytes());
+    b[S_SEGMENT_SIZE..S_SEGMENT_SIZE + 8].copy_from_slice(&config.segment_size.to_le_bytes());
+    b[S_FINGERPRINT..S_FINGERPRINT + 8].copy_from_slice(&config.fingerprint.to_le_bytes());
+    b[S_INDEX_INTERVAL..S_INDEX_INTERVAL + 4].copy_from_slice(&config.index_interval.to_le_bytes());
+    b[S_INDEX_ENTRIES..S_INDEX_ENTRIES + 4].copy_from_slice(&entries.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..S_CRC]);
+    b[S_CRC..S_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Creates segment `first_seq` in `dir` if it does not exist yet (atomically: temp file, then a
+/// hard link that fails if another process won). Returns `Ok(true)` if this call created it.
+pub(crate) fn create(dir: &Path, config: &MetaConfig, first_seq: u64) -> Result<bool> {
+    let header = encode_header(config, first_seq);
+    let path = dir.join(segment_name(first_seq));
+    super::publish_file(dir, &path, &header, config.segment_size)
+}
+
+impl Segment {
+    /// Opens and maps a segment, checking its header against the queue's configuration.
+    /// `Ok(None)` if the file does not exist.
+    pub(crate) fn open(
+        dir: &Path,
+        config: &MetaConfig,
+        first_seq: u64,
+        populate: bool,
+    ) -> Result<Option<Segment>> {
+        let path = dir.join(segment_name(first_seq));
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(QueueError::io(format!("opening {}", path.display()), e)),
+        };
+        let corrupt = |offset: usize, reason: String| QueueError::Corrupt {
+            path: path.clone(),
+            offset: offset as u64,
+            reason,
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| QueueError::io(format!("reading metadata of {}", path.display()), e))?
+            .len();
+        if len != config.segment_size {
+            return Err(corrupt(
+                len.min(config.segment_size) as usize,
+                format!(
+                    "segment file is {len} bytes, the queue's segment size is {}",
+                    config.segment_size
+                ),
+            ));
+        }
+        let mut head = [0u8; S_INDEX];
+        read_exact_at(&file, &mut head, 0, &path)?;
+        if head[S_MAGIC..S_MAGIC + 8] != SEGMENT_MAGIC {
+            return Err(corrupt(
+                S_MAGIC,
+                "bad magic number (not a repliq segment)".into(),
+            ));
+        }
+        let version = read_u32(&head, S_VERSION);
+        if version != FORMAT_VERSION {
+            return Err(corrupt(
+                S_VERSION,
+                format!("unsupported format version {version}"),
+            ));
+        }
+        let stored = read_u32(&head, S_CRC);
+        let actual = crc32c::crc32c(&head[..S_CRC]);
+        if stored != actual {
+            return Err(corrupt(
+                S_CRC,
+                format!(
+                    "segment header checksum mismatch (stored {stored:#010x}, computed {actual:#010x})"
+                ),
+            ));
+        }
+        let expected = encode_header(config, first_seq);
+        for (off, what) in [
+            (S_FIRST_SEQ, "first sequence number"),
+            (S_SEGMENT_SIZE, "segment size"),
+            (S_FINGERPRINT, "type fingerprint"),
+            (S_INDEX_INTERVAL, "index interval"),
+            (S_DATA_START, "data start / index size"),
+        ] {
+            let width = if off == S_INDEX_INTERVAL || off == S_DATA_START {
+                4
+            } else {
+                8
+            };
+            if head[off..off + width] != expected[off..off + width] {
+                return Err(corrupt(
+                    off,
+                    format!("{what} in the segment header does not match the queue"),
+                ));
+            }
+        }
+        let (index_entries, data_start) =
+            segment_geometry(config.segment_size, config.index_interval);
+        let size = usize::try_from(config.segment_size)
+            .map_err(|_| corrupt(S_SEGMENT_SIZE, "segment too large for this platform".into()))?;
+        let map = MappedFile::map(&file, size, populate)
+            .map_err(|e| QueueError::io(format!("mapping {}", path.display()), e))?;
+        Ok(Some(Segment {
+            path,
+            first_seq,
+            size,
+            data_start,
+            index_entries,
+            index_interval: config.index_interval,
+            map,
+        }))
+    }
+
+    /// The header word of the record at `pos`, if `pos` is a valid record position.
+    pub(crate) fn header_word(&self, pos: usize) -> Option<&AtomicU64> {
+        if pos < self.data_start || pos % RECORD_ALIGN != 0 || pos + RECORD_HEADER > self.size {
+            return None;
+        }
+        self.map.atomic_u64(pos + R_STATE)
+    }
+
+    fn index_slot(&self, k: u64) -> Option<&AtomicU32> {
+        if k >= u64::from(self.index_entries) {
+            return None;
+        }
+        self.map.atomic_u32(S_INDEX + 4 * k as usize)
+    }
+
+    /// Records `pos` as the position of sequence `seq` if `seq` is an index point.
+    pub(crate) fn index_record(&self, seq: u64, pos: usize) {
+        let rel = seq.wrapping_sub(self.first_seq);
+        if rel % u64::from(self.index_interval) != 0 {
+            return;
+        }
+        if let Some(slot) = self.index_slot(rel / u64::from(self.index_interval)) {
+            slot.store(pos as u32, Ordering::Release);
+        }
+    }
+
+    /// The best known starting point for reaching `seq`: the nearest index point at or before it,
+    /// as (position, sequence). Falls back to the data start. Index entries are hints: the walk
+    /// from them checks every record's sequence number.
+    pub(crate) fn index_lookup(&self, seq: u64) -> (usize, u64) {
+        let interval = u64::from(self.index_interval);
+        let rel = seq.saturating_sub(self.first_seq);
+        let mut k = (rel / interval).min(u64::from(self.index_entries).saturating_sub(1));
+        loop {
+            if k == 0 {
+                return (self.data_start, self.first_seq);
+            }
+            if let Some(slot) = self.index_slot(k) {
+                let pos = slot.load(Ordering::Acquire) as usize;
+                if pos >= self.data_start && pos < self.size && pos % RECORD_ALIGN == 0 {
+                    return (pos, self.first_seq + k * interval);
+                }
+            }
+            k -= 1;
+        }
+    }
+
+    /// The last index point that has been written: where a search for the tail starts.
+    pub(crate) fn last_index_point(&self) -> (usize, u64) {
+        self.index_lookup(
+            self.first_seq + u64::from(self.index_entries) * u64::from(self.index_interval),
+        )
+    }
+
+    /// Committed bytes of the record header at `pos` (sequence, crc, length, time).
+    pub(crate) fn header_fields(&self, pos: usize) -> Option<(u64, u32, u32, u64)> {
+        let b = self.map.committed(pos, RECORD_HEADER)?;
+        Some((
+            read_u64(b, R_SEQ),
+            read_u32(b, R_CRC),
+            read_u32(b, R_LEN),
+            read_u64(b, R_TIME),
+        ))
+    }
+}

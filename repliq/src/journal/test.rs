@@ -1,0 +1,431 @@
+//! Unit tests of the journal: round trips, concurrent appenders, the commit/abandon protocol
+//! against dead and stalled writers, and crafted damage (torn tail, bad crc, truncated segment,
+//! zeroed meta, random bytes).
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::format::*;
+use super::header::{self, State};
+use super::meta::MetaConfig;
+use super::*;
+use crate::raw::clock::monotonic_millis;
+
+fn config(segment_size: u64) -> MetaConfig {
+    MetaConfig {
+        type_name: "test.Bytes".into(),
+        fingerprint: 0x1234,
+        segment_size,
+        capacity: u64::MAX,
+        index_interval: 8,
+        max_payload: 1024,
+        lease_ms: 50,
+        created_unix_nanos: 1,
+    }
+}
+
+fn journal(dir: &Path, segment_size: u64) -> Arc<Journal> {
+    Journal::create_or_open(dir, &config(segment_size), false)
+        .unwrap()
+        .0
+}
+
+fn append(app: &mut Appender, bytes: &[u8]) -> crate::Result<u64> {
+    app.append(|slot| {
+        if slot.len() < bytes.len() {
+            return Err(crate::QueueError::Serialization {
+                type_name: "bytes",
+                reason: format!("{} bytes do not fit {}", bytes.len(), slot.len()),
+            });
+        }
+        for (d, s) in slot.iter_mut().zip(bytes) {
+            d.write(*s);
+        }
+        Ok(bytes.len())
+    })
+}
+
+fn read_all(j: &Arc<Journal>) -> crate::Result<Vec<(u64, Vec<u8>)>> {
+    let mut r = Reader::at(j.clone(), 0, true)?;
+    let mut out = Vec::new();
+    while let Some(rec) = r.peek()? {
+        assert_eq!(
+            rec.payload().as_ptr() as usize % 16,
+            0,
+            "payloads are 16-aligned"
+        );
+        out.push((rec.seq, rec.payload().to_vec()));
+        r.advance(&rec);
+    }
+    Ok(out)
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    let len = (i * 7 % 90) as usize;
+    (0..len).map(|k| (i as usize + k) as u8).collect()
+}
+
+#[test]
+fn records_round_trip_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    for i in 0..400 {
+        assert_eq!(append(&mut app, &payload(i)).unwrap(), i);
+    }
+    let all = read_all(&j).unwrap();
+    assert_eq!(all.len(), 400);
+    for (i, (seq, bytes)) in all.iter().enumerate() {
+        assert_eq!(*seq, i as u64);
+        assert_eq!(*bytes, payload(i as u64));
+    }
+    assert!(
+        j.list_segments().unwrap().len() > 3,
+        "rolled over several segments"
+    );
+    let report = verify(dir.path(), |_, _| {}).unwrap();
+    assert_eq!(report.records, 400);
+    let info = inspect(dir.path()).unwrap();
+    assert_eq!(info.last_seq, Some(399));
+    assert_eq!(info.type_name, "test.Bytes");
+
+    // A new appender (as after a restart) finds the tail from the index.
+    let mut again =
+        Appender::new(Journal::open(dir.path(), false).unwrap(), Durability::Sync).unwrap();
+    assert_eq!(append(&mut again, b"after reopen").unwrap(), 400);
+    again.flush().unwrap();
+}
+
+#[test]
+fn seek_by_index_matches_walk() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    for i in 0..300 {
+        append(&mut app, &payload(i)).unwrap();
+    }
+    for target in [0, 1, 7, 8, 9, 63, 64, 150, 299] {
+        let mut r = Reader::at(j.clone(), target, true).unwrap();
+        let rec = r.peek().unwrap().unwrap();
+        assert_eq!(rec.seq, target);
+        assert_eq!(rec.payload(), payload(target).as_slice());
+    }
+    let mut r = Reader::at(j.clone(), 300, true).unwrap();
+    assert!(r.peek().unwrap().is_none(), "nothing at the tail yet");
+}
+
+#[test]
+fn concurrent_appenders_get_dense_unique_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 16384);
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                let mut app = Appender::new(j, Durability::PageCache).unwrap();
+                for i in 0..1500u32 {
+                    let mut msg = vec![t];
+                    msg.extend_from_slice(&i.to_le_bytes());
+                    append(&mut app, &msg).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let all = read_all(&j).unwrap();
+    assert_eq!(all.len(), 6000);
+    let mut next = [0u32; 4];
+    for (i, (seq, bytes)) in all.iter().enumerate() {
+        assert_eq!(*seq, i as u64);
+        let t = bytes[0] as usize;
+        let n = u32::from_le_bytes(bytes[1..5].try_into().unwrap());
+        assert_eq!(n, next[t], "per-producer order");
+        next[t] += 1;
+    }
+    assert_eq!(next, [1500; 4]);
+}
+
+/// Position and header word of the tail (the first EMPTY header).
+fn tail_word(j: &Arc<Journal>) -> (Arc<segment::Segment>, usize) {
+    let list = j.list_segments().unwrap();
+    let seg = j.segment(*list.last().unwrap()).unwrap().unwrap();
+    let mut pos = seg.data_start;
+    loop {
+        let w = seg.header_word(pos).unwrap().load(Ordering::Acquire);
+        match header::decode(w) {
+            State::Empty => return (seg, pos),
+            State::Committed { len } => pos += committed_extent(len as usize),
+            State::Abandoned { extent } => pos += extent,
+            s => panic!("unexpected {s:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_dead_writers_reservation_is_abandoned_after_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    append(&mut app, b"one").unwrap();
+    // A writer reserves the tail, writes half a record and dies (torn tail).
+    let (seg, pos) = tail_word(&j);
+    let word = seg.header_word(pos).unwrap();
+    header::try_reserve(word, 256, monotonic_millis()).unwrap();
+    seg.map.write(pos + RECORD_HEADER, &[0xAB; 100]).unwrap();
+    // Readers never see it; the next append waits for the lease (50 ms) and then goes on.
+    assert_eq!(read_all(&j).unwrap().len(), 1);
+    assert_eq!(append(&mut app, b"two").unwrap(), 1);
+    let all = read_all(&j).unwrap();
+    assert_eq!(all, vec![(0, b"one".to_vec()), (1, b"two".to_vec())]);
+    let report = verify(dir.path(), |_, _| {}).unwrap();
+    assert_eq!((report.records, report.abandoned), (2, 1));
+}
+
+#[test]
+fn a_stalled_writer_cannot_commit_after_being_abandoned() {
+    // Chronicle-Queue#629: the stalled writer resumes after its reservation was taken over.
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let (seg, pos) = tail_word(&j);
+    let word = seg.header_word(pos).unwrap();
+    let stale = monotonic_millis().wrapping_sub(10_000);
+    let reserved = header::try_reserve(word, 128, stale).unwrap();
+    // Another producer abandons the expired reservation and appends after its extent.
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    assert_eq!(append(&mut app, b"next").unwrap(), 0);
+    // The stalled writer wakes up and tries to publish: it must lose.
+    assert!(!header::commit(word, reserved, 10));
+    assert_eq!(read_all(&j).unwrap(), vec![(0, b"next".to_vec())]);
+    assert_eq!(
+        header::decode(word.load(Ordering::Acquire)),
+        State::Abandoned { extent: 128 }
+    );
+}
+
+#[test]
+fn a_message_too_large_is_refused_and_the_queue_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    let err = append(&mut app, &[1u8; 2000]).unwrap_err();
+    assert!(
+        matches!(err, crate::QueueError::Serialization { .. }),
+        "{err}"
+    );
+    assert_eq!(append(&mut app, b"small").unwrap(), 0);
+    assert_eq!(read_all(&j).unwrap(), vec![(0, b"small".to_vec())]);
+}
+
+fn corrupt_at(err: crate::QueueError) -> (std::path::PathBuf, u64, String) {
+    match err {
+        crate::QueueError::Corrupt {
+            path,
+            offset,
+            reason,
+        } => (path, offset, reason),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_bad_checksum_in_the_middle_is_reported_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    for i in 0..10 {
+        append(&mut app, &[i as u8; 40]).unwrap();
+    }
+    let mut r = Reader::at(j.clone(), 5, true).unwrap();
+    let rec = r.peek().unwrap().unwrap();
+    let (path, pos) = (rec.seg.path.clone(), rec.pos);
+    drop((r, rec));
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&[0xFF], (pos + RECORD_HEADER + 3) as u64)
+        .unwrap();
+
+    let err = read_all(&j).unwrap_err();
+    let (p, offset, reason) = corrupt_at(err);
+    assert_eq!((p.as_path(), offset), (path.as_path(), pos as u64));
+    assert!(reason.contains("checksum mismatch in record 5"), "{reason}");
+    let err = verify(dir.path(), |_, _| {}).unwrap_err();
+    assert_eq!(corrupt_at(err).1, pos as u64);
+    assert!(
+        err_string(verify(dir.path(), |_, _| {})).contains("corrupt queue file"),
+        "message names the problem"
+    );
+}
+
+fn err_string<T: std::fmt::Debug>(r: crate::Result<T>) -> String {
+    r.unwrap_err().to_string()
+}
+
+#[test]
+fn an_invalid_header_word_is_corrupt_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    append(&mut app, b"ok").unwrap();
+    let (seg, pos) = tail_word(&j);
+    let path = seg.path.clone();
+    drop(seg);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&u64::MAX.to_le_bytes(), pos as u64)
+        .unwrap();
+    let (p, offset, reason) = corrupt_at(read_all(&j).unwrap_err());
+    assert_eq!((p, offset), (path, pos as u64));
+    assert!(reason.contains("invalid record header word"), "{reason}");
+    // A committed header whose length runs past the segment end.
+    file.write_all_at(&header::committed(1 << 30).to_le_bytes(), pos as u64)
+        .unwrap();
+    let (_, _, reason) = corrupt_at(read_all(&j).unwrap_err());
+    assert!(reason.contains("runs past the end"), "{reason}");
+    assert!(
+        append(&mut app, b"x").is_err(),
+        "the appender refuses to write past damage"
+    );
+}
+
+#[test]
+fn a_truncated_segment_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    drop(j);
+    let seg = dir.path().join(segment::segment_name(0));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let j = Journal::open(dir.path(), false).unwrap();
+    let (p, offset, reason) = corrupt_at(Reader::at(j, 0, true).unwrap_err());
+    assert_eq!((p, offset), (seg, 100));
+    assert!(reason.contains("segment file is 100 bytes"), "{reason}");
+}
+
+#[test]
+fn a_zeroed_meta_file_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(journal(dir.path(), 8192));
+    let meta = dir.path().join(META_FILE);
+    std::fs::write(&meta, vec![0u8; META_SIZE]).unwrap();
+    let (p, offset, reason) = corrupt_at(Journal::open(dir.path(), false).unwrap_err());
+    assert_eq!((p, offset), (meta, 0));
+    assert!(reason.contains("bad magic"), "{reason}");
+}
+
+#[test]
+fn a_meta_file_with_a_flipped_bit_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(journal(dir.path(), 8192));
+    let meta = dir.path().join(META_FILE);
+    let file = std::fs::OpenOptions::new().write(true).open(&meta).unwrap();
+    file.write_all_at(&[0x55], M_CAPACITY as u64).unwrap();
+    let (_, offset, reason) = corrupt_at(Journal::open(dir.path(), false).unwrap_err());
+    assert_eq!(offset, M_CRC as u64);
+    assert!(reason.contains("checksum mismatch"), "{reason}");
+}
+
+#[test]
+fn files_of_random_bytes_are_corrupt_never_a_panic() {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    };
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(META_FILE), random(META_SIZE)).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path(), false),
+            Err(crate::QueueError::Corrupt { .. })
+        ));
+        std::fs::write(dir.path().join(META_FILE), random(10)).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path(), false),
+            Err(crate::QueueError::Corrupt { .. })
+        ));
+    }
+    // A valid meta file with a segment of random bytes.
+    let dir = tempfile::tempdir().unwrap();
+    drop(journal(dir.path(), 8192));
+    std::fs::write(dir.path().join(segment::segment_name(0)), random(8192)).unwrap();
+    let j = Journal::open(dir.path(), false).unwrap();
+    assert!(matches!(
+        Reader::at(j, 0, true),
+        Err(crate::QueueError::Corrupt { .. })
+    ));
+    assert!(verify(dir.path(), |_, _| {}).is_err());
+    // Random bytes after a valid segment header: header words are garbage.
+    let dir = tempfile::tempdir().unwrap();
+    drop(journal(dir.path(), 8192));
+    let seg = dir.path().join(segment::segment_name(0));
+    let (_, data_start) = segment_geometry(8192, 8);
+    let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    file.write_all_at(&random(8192 - data_start), data_start as u64)
+        .unwrap();
+    let j = Journal::open(dir.path(), false).unwrap();
+    let r = Reader::at(j.clone(), 0, true).and_then(|mut r| {
+        while let Some(rec) = r.peek()? {
+            r.advance(&rec);
+        }
+        Ok(())
+    });
+    assert!(matches!(r, Err(crate::QueueError::Corrupt { .. })), "{r:?}");
+}
+
+#[test]
+fn purge_deletes_only_segments_every_cursor_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let slot = cursor::register(&j.meta, "c", || Ok(0)).unwrap();
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    for i in 0..400 {
+        append(&mut app, &payload(i)).unwrap();
+    }
+    let before = j.list_segments().unwrap();
+    assert_eq!(
+        j.purge_consumed().unwrap(),
+        0,
+        "cursor at 0 holds everything"
+    );
+    j.meta.cursor_next(slot).store(before[2], Ordering::Release);
+    assert_eq!(j.purge_consumed().unwrap(), 2);
+    assert_eq!(j.list_segments().unwrap(), before[2..].to_vec());
+    let mut r = Reader::at(j.clone(), before[2], true).unwrap();
+    assert_eq!(r.peek().unwrap().unwrap().seq, before[2]);
+}
+
+#[test]
+fn cursor_registration_finds_existing_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let a = cursor::register(&j.meta, "alpha", || Ok(5)).unwrap();
+    let b = cursor::register(&j.meta, "beta", || Ok(0)).unwrap();
+    assert_ne!(a, b);
+    assert_eq!(cursor::register(&j.meta, "alpha", || Ok(0)).unwrap(), a);
+    assert_eq!(j.meta.load_cursor(a), 5);
+    assert_eq!(cursor::min_position(&j.meta), Some(0));
+    assert!(cursor::remove(&j.meta, "beta"));
+    assert_eq!(cursor::min_position(&j.meta), Some(5));
+    assert!(cursor::find(&j.meta, "beta").is_none());
+    let err = cursor::register(&j.meta, "", || Ok(0)).unwrap_err();
+    assert!(err.to_string().contains("must be 1 to 40 bytes"), "{err}");
+    for i in 0..CURSOR_SLOTS {
+        let r = cursor::register(&j.meta, &format!("c{i}"), || Ok(0));
+        if i >= CURSOR_SLOTS - 2 {
+            let err = r.unwrap_err();
+            assert!(err.to_string().contains("consumer slots"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Shared, writable file mappings for the journal.
+//!
+//! A [`MappedFile`] is a `MAP_SHARED` mapping of a whole journal file (meta file or segment).
+//! Several processes map the same file at once, so Rust's aliasing rules cannot be checked by the
+//! compiler here; soundness rests on the journal's record protocol (see `docs/FORMAT.md`):
+//!
+//! * every word that more than one party touches concurrently (record header words, index
+//!   entries, cursor words, futex words) is accessed only through atomics ([`MappedFile::atomic_u64`],
+//!   [`MappedFile::atomic_u32`]);
+//! * payload bytes are written only by the one writer that owns the record's reservation (won by a
+//!   compare-and-swap on the header word) and only inside the reserved extent
+//!   ([`MappedFile::with_slot`]), and they become visible to readers only through an acquire-load
+//!   of a committed header;
+//! * committed bytes are never written again, so shared references to them
+//!   ([`MappedFile::committed`]) stay valid for as long as the mapping lives;
+//! * journal files are never truncated while they can be mapped (retention unlinks whole files),
+//!   so an access inside `len()` never faults with SIGBUS.
+
+use std::fs::File;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// A `MAP_SHARED`, read-write mapping of a whole file. See the module documentation.
+#[derive(Debug)]
+pub(crate) struct MappedFile {
+    map: MmapRaw,
+}
+
+impl MappedFile {
+    /// Maps the first `len` bytes of `file` (opened read-write). With `populate`, the pages are
+    /// faulted in up front (`MAP_POPULATE`) so that first touches do not stall the hot path.
+    pub(crate) fn map(file: &File, len: usize, populate: bool) -> std::io::Result<Self> {
+        let mut options = MmapOptions::new();
+        options.len(len);
+        if populate {
+            options.populate();
+        }
+        let map = options.map_raw(file)?;
+        Ok(MappedFile { map })
+    }
+
+    fn in_bounds(&self, offset: usize, len: usize) -> bool {
+        offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.map.len())
+    }
+
+    /// The 8-byte aligned word at `offset`, as an atomic. `None` if out of bounds or misaligned.
+    pub(crate) fn atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
+        if offset % 8 != 0 || !self.in_bounds(offset, 8) {
+            return None;
+        }
+        // SAFETY:
+        // * the pointer is inside the mapping (checked above) and 8-byte aligned (the mapping is
+        //   page-aligned and `offset` is a multiple of 8);
+        // * the mapping lives as long as `&self`, and the file is never truncated while mapped;
+        // * every concurrent access to this word, in any process, is atomic (journal protocol),
+        //   and `AtomicU64` has the same layout as `u64`, so any bit pattern is valid.
+        Some(unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset).cast::<u64>()) })
+    }
+
+    /// The 4-byte aligned word at `offset`, as an atomic. `None` if out of bounds or misaligned.
+    pub(crate) fn atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {
+        if offset % 4 != 0 || !self.in_bounds(offset, 4) {
+            return None;
+        }
+        // SAFETY: as in `atomic_u64`, with 4-byte alignment and size.
+        Some(unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(offset).cast::<u32>()) })
+    }
+
+    /// Committed, immutable bytes at `offset..offset + len`. `None` if out of bounds.
+    ///
+    /// Callers pass only ranges they found through an acquire-load of a committed record header
+    /// (or fixed header fields written before the file was published); such bytes are never
+    /// written again.
+    pub(crate) fn committed(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        if !self.in_bounds(offset, len) {
+            return None;
+        }
+        // SAFETY:
+        // * the range is inside the live mapping (checked above) and the file is never truncated
+        //   while mapped;
+        // * by the journal protocol these bytes were published with a release store that the caller
+        //   acquire-loaded, and are never written again, so no write races with this shared
+        //   borrow; `u8` has no invalid bit patterns.
+        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) })
+    }
+
+    /// Runs `f` on the writable bytes at `offset..offset + len`, which the caller owns through a
+    /// reservation won by compare-and-swap on a record header. Returns `None` if out of bounds.
+    pub(crate) fn with_slot<R>(
+        &self,
+        offset: usize,
+        len: usize,
+        f: impl FnOnce(&mut [MaybeUninit<u8>]) -> R,
+    ) -> Option<R> {
+        if !self.in_bounds(offset, len) {
+            return None;
+        }
+        // SAFETY:
+        // * the range is inside the live mapping and the file is never truncated while mapped;
+        // * the caller holds the reservation for this extent: no other writer writes it, and no
+        //   reader reads it before the header is committed (after `f` returns), so the exclusive
+        //   borrow is not aliased; `MaybeUninit<u8>` accepts any bytes.
+        let slot = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.map.as_mut_ptr().add(offset).cast::<MaybeUninit<u8>>(),
+                len,
+            )
+        };
+        Some(f(slot))
+    }
+
+    /// Copies `data` to `offset`, in bytes the caller owns (a reservation, or a file that is not
+    /// yet published). Returns `None` if out of bounds.
+    pub(crate) fn write(&self, offset: usize, data: &[u8]) -> Option<()> {
+        self.with_slot(offset, data.len(), |slot| {
+            for (dst, src) in slot.iter_mut().zip(data) {
+                dst.write(*src);
+            }
+        })
+    }
+
+    /// Writes dirty pages of `offset..offset + len` back to the file (`msync(MS_SYNC)`).
+    pub(crate) fn flush_range(&self, offset: usize, len: usize) -> std::io::Result<()> {
+        let end = (offset.saturating_add(len)).min(self.map.len());
+        let start = offset.min(end);
+        if start == end {
+            return Ok(());
+        }
+        self.map.flush_range(start, end - start)
+    }
+}
+
+/// Allocates disk blocks for the first `len` bytes of `file` (`fallocate`), so that writes
+/// through a mapping cannot fail with SIGBUS for lack of space later. Filesystems that do not
+/// support it are left sparse.
+pub(crate) fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "file too large"))?;
+    // SAFETY: `file` is an open descriptor for the duration of the call; fallocate only
+    // allocates blocks and does not touch our memory.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
+        _ => Err(err),
+    }
+}
