@@ -35,6 +35,7 @@ mod queue;
 #[allow(unsafe_code)]
 mod raw;
 pub mod replication;
+pub mod server;
 mod sync;
 mod timestamp;
 

@@ -30,6 +30,7 @@
 //!   in [`ReplicationMode::Synchronous`] `enqueue` waits for that value to pass its record.
 
 mod follower;
+pub mod grpc;
 mod leader;
 #[cfg(test)]
 mod test;

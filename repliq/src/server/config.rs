@@ -1,0 +1,408 @@
+//! `repliqd`'s configuration: the seed's `config.yaml` shape plus a static peer list.
+//!
+//! ```yaml
+//! replication:
+//!   mode: synchronous          # or asynchronous (default)
+//!   required_acks: 1           # synchronous mode: replicas that must acknowledge (default: all)
+//!   discovery:
+//!     method: static           # `kubernetes` is not available yet
+//!     label_selector: app=repliq
+//!     peers:
+//!       - name: node-b
+//!         address: 127.0.0.1:31338
+//! queue:
+//!   capacity: 1048576
+//!   persistence:
+//!     path: /var/lib/repliq
+//! server:                      # optional
+//!   grpc_listen: 0.0.0.0:31337
+//!   http_listen: 0.0.0.0:9100
+//!   shutdown_grace_ms: 10000
+//! ```
+//!
+//! Every problem is reported with the key it concerns, as `key.path: reason`.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{QueueError, ReplicationMode};
+
+/// The default gRPC port of `repliqd`.
+pub const DEFAULT_GRPC_PORT: u16 = 31337;
+/// The default port of the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`).
+pub const DEFAULT_HTTP_PORT: u16 = 9100;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How queues are replicated.
+    pub replication: Replication,
+    /// Queue defaults and where queues live.
+    pub queue: QueueSection,
+    /// Listening addresses and shutdown behaviour.
+    #[serde(default)]
+    pub server: Server,
+}
+
+/// `replication:`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Replication {
+    /// `synchronous` or `asynchronous`.
+    #[serde(default, with = "mode")]
+    pub mode: ReplicationMode,
+    /// In synchronous mode, how many replicas must acknowledge a message (default: all peers).
+    #[serde(default)]
+    pub required_acks: Option<usize>,
+    /// How peers are found.
+    pub discovery: Discovery,
+}
+
+/// `replication.discovery:`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    /// `static` (peers listed here) or `kubernetes` (not available yet).
+    pub method: DiscoveryMethod,
+    /// Kubernetes label selector of the repliq pods.
+    #[serde(default)]
+    pub label_selector: Option<String>,
+    /// The other nodes, for `static` discovery.
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+}
+
+/// How peers are found.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryMethod {
+    /// Peers are listed in the configuration.
+    Static,
+    /// Peers are found through the Kubernetes API by label selector.
+    Kubernetes,
+}
+
+/// One other node.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Its `NODE_NAME`.
+    pub name: String,
+    /// Its gRPC address, `host:port`.
+    pub address: String,
+}
+
+/// `queue:`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    /// Backlog bound of queues created by the daemon (messages).
+    pub capacity: u64,
+    /// Where queues live.
+    pub persistence: Persistence,
+}
+
+/// `queue.persistence:`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Persistence {
+    /// The directory holding one sub-directory per queue.
+    pub path: PathBuf,
+}
+
+/// `server:`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// gRPC listening address.
+    #[serde(default = "default_grpc")]
+    pub grpc_listen: SocketAddr,
+    /// HTTP listening address for `/metrics`, `/healthz`, `/readyz`.
+    #[serde(default = "default_http")]
+    pub http_listen: SocketAddr,
+    /// How long a SIGTERM waits for replicas to catch up before exiting.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            grpc_listen: default_grpc(),
+            http_listen: default_http(),
+            shutdown_grace_ms: default_grace(),
+        }
+    }
+}
+
+fn default_grpc() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_GRPC_PORT))
+}
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT))
+}
+fn default_grace() -> u64 {
+    10_000
+}
+
+mod mode {
+    use serde::{Deserialize, Deserializer};
+
+    use crate::ReplicationMode;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<ReplicationMode, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "synchronous" | "sync" => Ok(ReplicationMode::Synchronous),
+            "asynchronous" | "async" => Ok(ReplicationMode::Asynchronous),
+            other => Err(serde::de::Error::custom(format_args!(
+                "unknown replication mode `{other}`, expected `synchronous` or `asynchronous`"
+            ))),
+        }
+    }
+}
+
+fn invalid(key: &str, reason: impl std::fmt::Display) -> QueueError {
+    QueueError::InvalidConfig(format!("{key}: {reason}"))
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Io`] if the file cannot be read, [`QueueError::InvalidConfig`] naming the
+    /// key and the reason if it is not valid.
+    pub fn from_file(path: &Path) -> Result<Config, QueueError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| QueueError::io(format!("reading config {}", path.display()), e))?;
+        Self::from_yaml(&text).map_err(|e| match e {
+            QueueError::InvalidConfig(m) => {
+                QueueError::InvalidConfig(format!("{}: {m}", path.display()))
+            }
+            other => other,
+        })
+    }
+
+    /// Parses and validates YAML text.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::InvalidConfig`] naming the key and the reason.
+    pub fn from_yaml(text: &str) -> Result<Config, QueueError> {
+        let de = serde_norway::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // The YAML error repeats the enclosing mapping's path ("replication: ..."): keep
+            // only the full path in front.
+            let reason = match inner.split_once(": ") {
+                Some((head, rest)) if !head.contains(' ') && path.contains(head) => rest,
+                _ => inner.as_str(),
+            };
+            if path == "." {
+                QueueError::InvalidConfig(reason.to_owned())
+            } else {
+                invalid(&path, reason)
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), QueueError> {
+        let d = &self.replication.discovery;
+        if d.method == DiscoveryMethod::Kubernetes {
+            return Err(invalid(
+                "replication.discovery.method",
+                "`kubernetes` discovery is not available in this version of repliqd; use \
+                 `static` with `replication.discovery.peers`",
+            ));
+        }
+        if let Some(sel) = &d.label_selector
+            && sel.trim().is_empty()
+        {
+            return Err(invalid(
+                "replication.discovery.label_selector",
+                "must not be empty when given",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, p) in d.peers.iter().enumerate() {
+            if p.name.trim().is_empty() {
+                return Err(invalid(
+                    &format!("replication.discovery.peers[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(invalid(
+                    &format!("replication.discovery.peers[{i}].name"),
+                    format_args!("peer `{}` is listed twice", p.name),
+                ));
+            }
+            if !valid_host_port(&p.address) {
+                return Err(invalid(
+                    &format!("replication.discovery.peers[{i}].address"),
+                    format_args!("`{}` is not a `host:port` address", p.address),
+                ));
+            }
+        }
+        if let Some(k) = self.replication.required_acks {
+            if k == 0 {
+                return Err(invalid(
+                    "replication.required_acks",
+                    "must be at least 1 (use `mode: asynchronous` for no acknowledgements)",
+                ));
+            }
+            if k > d.peers.len() {
+                return Err(invalid(
+                    "replication.required_acks",
+                    format_args!(
+                        "{k} acknowledgements required but only {} peers are configured",
+                        d.peers.len()
+                    ),
+                ));
+            }
+        }
+        if self.queue.capacity == 0 {
+            return Err(invalid("queue.capacity", "must be at least 1"));
+        }
+        if self.queue.persistence.path.as_os_str().is_empty() {
+            return Err(invalid("queue.persistence.path", "must not be empty"));
+        }
+        if self.server.grpc_listen == self.server.http_listen && self.server.grpc_listen.port() != 0
+        {
+            return Err(invalid(
+                "server.http_listen",
+                "must differ from server.grpc_listen",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The number of replica acknowledgements a synchronous `enqueue` waits for.
+    #[must_use]
+    pub fn required_acks(&self) -> usize {
+        match self.replication.mode {
+            ReplicationMode::Asynchronous => 0,
+            ReplicationMode::Synchronous => self
+                .replication
+                .required_acks
+                .unwrap_or(self.replication.discovery.peers.len()),
+        }
+    }
+}
+
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    const SEED: &str = "
+replication:
+  mode: synchronous
+  discovery:
+    method: static
+    label_selector: app=repliq
+    peers:
+      - name: b
+        address: 127.0.0.1:4001
+      - name: c
+        address: localhost:4002
+queue:
+  capacity: 1024
+  persistence:
+    path: /tmp/repliq
+";
+
+    fn err(yaml: &str) -> String {
+        match Config::from_yaml(yaml) {
+            Err(QueueError::InvalidConfig(m)) => m,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_seed_shape_parses_with_defaults() {
+        let c = Config::from_yaml(SEED).unwrap();
+        assert_eq!(c.replication.mode, ReplicationMode::Synchronous);
+        assert_eq!(c.required_acks(), 2);
+        assert_eq!(c.queue.capacity, 1024);
+        assert_eq!(c.server.grpc_listen.port(), DEFAULT_GRPC_PORT);
+        assert_eq!(c.replication.discovery.peers[1].address, "localhost:4002");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_reason() {
+        let m = err(&SEED.replace("mode: synchronous", "mode: eventually"));
+        assert!(
+            m.starts_with("replication.mode: unknown replication mode `eventually`"),
+            "{m}"
+        );
+
+        let m = err(&SEED.replace("method: static", "method: kubernetes"));
+        assert!(
+            m.starts_with("replication.discovery.method: `kubernetes` discovery is not available"),
+            "{m}"
+        );
+
+        let m = err(&SEED.replace("capacity: 1024", "capacity: -3"));
+        assert!(m.starts_with("queue.capacity: "), "{m}");
+
+        let m = err(&SEED.replace("capacity: 1024", "capacity: 0"));
+        assert_eq!(m, "queue.capacity: must be at least 1");
+
+        let m = err(&SEED.replace("127.0.0.1:4001", "nowhere"));
+        assert_eq!(
+            m,
+            "replication.discovery.peers[0].address: `nowhere` is not a `host:port` address"
+        );
+
+        let m = err(&SEED.replace("name: c", "name: b"));
+        assert_eq!(
+            m,
+            "replication.discovery.peers[1].name: peer `b` is listed twice"
+        );
+
+        let m = err(&SEED.replace(
+            "  mode: synchronous",
+            "  mode: synchronous\n  required_acks: 3",
+        ));
+        assert_eq!(
+            m,
+            "replication.required_acks: 3 acknowledgements required but only 2 peers are configured"
+        );
+
+        let m = err(&SEED.replace(
+            "    path: /tmp/repliq",
+            "    path: /tmp/repliq\n    size: 3",
+        ));
+        assert!(
+            m.starts_with("queue.persistence.size: unknown field `size`, expected `path`"),
+            "{m}"
+        );
+
+        let m = err("queue: {capacity: 1, persistence: {path: /x}}");
+        assert!(m.contains("missing field `replication`"), "{m}");
+    }
+
+    #[test]
+    fn asynchronous_mode_needs_no_acks() {
+        let c =
+            Config::from_yaml(&SEED.replace("mode: synchronous", "mode: asynchronous")).unwrap();
+        assert_eq!(c.required_acks(), 0);
+    }
+}
