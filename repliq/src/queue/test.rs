@@ -1,1 +1,370 @@
+//! Unit tests of the typed queue API (single process; the multi-process tests live in
+//! `repliq/tests/`).
 
+use std::time::Duration;
+
+use crate::{
+    JournalQueue, PersistentQueue, Queue, QueueError, QueueOptions, ReplicatedQueueImpl, StartAt,
+};
+
+#[crate::message(name = "test.Job")]
+#[derive(Debug, Clone, PartialEq)]
+struct Job {
+    id: u64,
+    name: String,
+}
+
+#[crate::message(name = "test.Other")]
+#[derive(Debug, Clone, PartialEq)]
+struct Other {
+    x: u32,
+}
+
+fn job(id: u64) -> Job {
+    Job {
+        id,
+        name: format!("job-{id}"),
+    }
+}
+
+fn small() -> QueueOptions {
+    QueueOptions::new().segment_size(8192).index_interval(4)
+}
+
+#[test]
+fn enqueue_then_dequeue_through_the_traits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let mut q = <ReplicatedQueueImpl<Job> as PersistentQueue<Job>>::new(&path, 16).unwrap();
+    assert_eq!(Queue::enqueue(&mut q, &job(1)).unwrap(), 0);
+    assert_eq!(Queue::enqueue(&mut q, &job(2)).unwrap(), 1);
+    let mut c = <JournalQueue<Job> as PersistentQueue<Job>>::open(&path).unwrap();
+    assert_eq!(Queue::dequeue(&mut c).unwrap(), Some(job(1)));
+    assert_eq!(
+        Queue::dequeue(&mut q).unwrap(),
+        Some(job(2)),
+        "same default cursor"
+    );
+    assert_eq!(Queue::dequeue(&mut c).unwrap(), None);
+}
+
+#[test]
+fn a_full_queue_refuses_with_its_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = small().capacity(3).create::<Job>(dir.path()).unwrap();
+    for i in 0..3 {
+        q.enqueue(&job(i)).unwrap();
+    }
+    let err = q.enqueue(&job(3)).unwrap_err();
+    assert!(matches!(err, QueueError::Full { capacity: 3 }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "queue is full: the backlog reached its capacity of 3 messages"
+    );
+    assert_eq!(q.backlog().unwrap(), 3);
+    assert_eq!(q.dequeue().unwrap(), Some(job(0)));
+    assert_eq!(q.enqueue(&job(3)).unwrap(), 3, "room again after a dequeue");
+    // A second, slower consumer holds capacity back too.
+    let slow = q.consumer("slow").unwrap();
+    assert_eq!(q.dequeue().unwrap(), Some(job(1)));
+    assert!(matches!(q.enqueue(&job(4)), Err(QueueError::Full { .. })));
+    assert!(slow.remove_consumer("slow"));
+    assert_eq!(q.enqueue(&job(4)).unwrap(), 4);
+    // enqueue_wait times out with Full, and succeeds when a consumer makes room.
+    let err = q
+        .enqueue_wait(&job(5), Some(Duration::from_millis(20)))
+        .unwrap_err();
+    assert!(matches!(err, QueueError::Full { capacity: 3 }));
+    let mut other = q.try_clone().unwrap();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        other.dequeue().unwrap()
+    });
+    assert_eq!(q.enqueue_wait(&job(5), None).unwrap(), 5);
+    assert_eq!(t.join().unwrap(), Some(job(2)));
+}
+
+#[test]
+fn opening_with_another_type_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(JournalQueue::<Job>::new(dir.path(), 8).unwrap());
+    let err = JournalQueue::<Other>::open(dir.path()).unwrap_err();
+    match &err {
+        QueueError::TypeMismatch {
+            expected_name,
+            found_name,
+            expected_fingerprint,
+            found_fingerprint,
+            ..
+        } => {
+            assert_eq!(expected_name, "test.Other");
+            assert_eq!(found_name, "test.Job");
+            assert_eq!(
+                *expected_fingerprint,
+                <Other as crate::Fingerprint>::FINGERPRINT
+            );
+            assert_eq!(*found_fingerprint, <Job as crate::Fingerprint>::FINGERPRINT);
+        }
+        other => panic!("expected TypeMismatch, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("holds messages of type `test.Job`"), "{msg}");
+    assert!(msg.contains("not `test.Other`"), "{msg}");
+    assert!(matches!(
+        JournalQueue::<Other>::new(dir.path(), 8),
+        Err(QueueError::TypeMismatch { .. })
+    ));
+}
+
+#[test]
+fn opening_a_missing_queue_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = JournalQueue::<Job>::open(dir.path().join("nope")).unwrap_err();
+    assert!(
+        matches!(&err, QueueError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    );
+    assert!(err.to_string().contains("queue.meta"), "{err}");
+}
+
+#[test]
+fn invalid_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            QueueOptions::new().capacity(0),
+            "capacity must be at least 1",
+        ),
+        (QueueOptions::new().segment_size(5000), "segment size 5000"),
+        (QueueOptions::new().index_interval(0), "index interval"),
+        (QueueOptions::new().consumer(""), "consumer name"),
+        (
+            QueueOptions::new().consumer("x".repeat(41)),
+            "must be 1 to 40 bytes",
+        ),
+    ];
+    for (i, (options, needle)) in cases.into_iter().enumerate() {
+        let err = options
+            .create::<Job>(dir.path().join(i.to_string()))
+            .unwrap_err();
+        assert!(matches!(err, QueueError::InvalidConfig(_)), "{err:?}");
+        assert!(err.to_string().contains(needle), "{err} lacks {needle}");
+    }
+}
+
+#[test]
+fn a_message_larger_than_the_maximum_is_a_serialization_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = small()
+        .max_message_size(64)
+        .create::<Job>(dir.path())
+        .unwrap();
+    let big = Job {
+        id: 1,
+        name: "x".repeat(500),
+    };
+    let err = q.enqueue(&big).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QueueError::Serialization {
+                type_name: "test.Job",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with("cannot serialize a `test.Job`"),
+        "{err}"
+    );
+    assert_eq!(q.enqueue(&job(1)).unwrap(), 0);
+}
+
+#[test]
+fn same_name_competes_different_names_fan_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = small().create::<Job>(dir.path()).unwrap();
+    let mut a1 = p.consumer("a").unwrap();
+    let mut a2 = a1.try_clone().unwrap();
+    let mut b = p.consumer("b").unwrap();
+    for i in 0..200 {
+        p.enqueue(&job(i)).unwrap();
+    }
+    let mut got_a = Vec::new();
+    loop {
+        let x = a1.dequeue().unwrap();
+        let y = a2.dequeue().unwrap();
+        if x.is_none() && y.is_none() {
+            break;
+        }
+        got_a.extend(x.into_iter().chain(y).map(|j| j.id));
+    }
+    assert_eq!(got_a, (0..200).collect::<Vec<_>>());
+    let mut got_b = Vec::new();
+    while let Some(j) = b.dequeue().unwrap() {
+        got_b.push(j.id);
+    }
+    assert_eq!(got_b, (0..200).collect::<Vec<_>>());
+}
+
+#[test]
+fn competing_threads_consume_each_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = small().create::<Job>(dir.path()).unwrap();
+    for i in 0..2000 {
+        p.enqueue(&job(i)).unwrap();
+    }
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = p.consumer("workers").unwrap();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Some(j) = c.dequeue().unwrap() {
+                    got.push(j.id);
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..2000).collect::<Vec<_>>());
+}
+
+#[test]
+fn peek_read_and_tailers_are_zero_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = small().create::<Job>(dir.path()).unwrap();
+    for i in 0..10 {
+        q.enqueue(&job(i)).unwrap();
+    }
+    {
+        let g = q.peek().unwrap().unwrap();
+        assert_eq!(g.id, 0);
+        assert_eq!(g.name, "job-0");
+        // Dropped without commit: still there.
+    }
+    let g = q.peek().unwrap().unwrap();
+    assert_eq!((g.seq(), g.id.to_native()), (0, 0));
+    assert!(g.commit());
+    assert_eq!(q.read(|a| a.id.to_native()).unwrap(), Some(1));
+    let len = q.read_bytes(|bytes| bytes.len()).unwrap().unwrap();
+    assert!(len > 0);
+    assert_eq!(q.dequeue().unwrap(), Some(job(3)));
+
+    let mut t = q.tailer(StartAt::Earliest).unwrap();
+    assert_eq!(t.try_next().unwrap(), Some(job(0)));
+    let mut t = q.tailer(StartAt::Seq(7)).unwrap();
+    assert_eq!(
+        t.read(|seq, a| (seq, a.id.to_native())).unwrap(),
+        Some((7, 7))
+    );
+    let mut t = q.tailer(StartAt::Latest).unwrap();
+    assert_eq!(t.try_next().unwrap(), None);
+    q.enqueue(&job(10)).unwrap();
+    assert_eq!(t.try_next().unwrap(), Some(job(10)));
+    assert_eq!(q.backlog().unwrap(), 7, "tailers do not consume");
+}
+
+#[test]
+fn a_new_consumer_at_latest_skips_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = small().create::<Job>(dir.path()).unwrap();
+    q.enqueue(&job(0)).unwrap();
+    let mut late = small()
+        .consumer("late")
+        .start_at(StartAt::Latest)
+        .open::<Job>(dir.path())
+        .unwrap();
+    assert_eq!(late.dequeue().unwrap(), None);
+    q.enqueue(&job(1)).unwrap();
+    assert_eq!(late.dequeue().unwrap(), Some(job(1)));
+}
+
+#[test]
+fn messages_survive_segment_rolls_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut q = small().create::<Job>(dir.path()).unwrap();
+        for i in 0..500 {
+            q.enqueue(&job(i)).unwrap();
+        }
+        q.flush().unwrap();
+    }
+    let mut q = JournalQueue::<Job>::open(dir.path()).unwrap();
+    for i in 0..250 {
+        assert_eq!(q.dequeue().unwrap(), Some(job(i)));
+    }
+    drop(q);
+    let mut q = JournalQueue::<Job>::open(dir.path()).unwrap();
+    assert_eq!(
+        q.dequeue().unwrap(),
+        Some(job(250)),
+        "the cursor is persistent"
+    );
+    assert!(q.purge_consumed().unwrap() > 0);
+    for i in 251..500 {
+        assert_eq!(q.dequeue().unwrap(), Some(job(i)));
+    }
+    assert_eq!(q.enqueue(&job(500)).unwrap(), 500);
+}
+
+#[test]
+fn durability_modes_write_and_flush() {
+    use crate::Durability;
+    for d in [
+        Durability::Sync,
+        Durability::GroupCommit {
+            interval: Duration::from_millis(1),
+        },
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = small().durability(d).create::<Job>(dir.path()).unwrap();
+        for i in 0..300 {
+            q.enqueue(&job(i)).unwrap();
+        }
+        q.flush().unwrap();
+        let mut c = JournalQueue::<Job>::open(dir.path()).unwrap();
+        assert_eq!(c.dequeue().unwrap(), Some(job(0)));
+    }
+}
+
+#[test]
+fn a_waiting_consumer_is_woken_by_a_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = small().create::<Job>(dir.path()).unwrap();
+    let mut p = q.try_clone().unwrap();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        p.enqueue(&job(9)).unwrap();
+    });
+    assert_eq!(q.dequeue_wait(None).unwrap(), Some(job(9)));
+    t.join().unwrap();
+    assert_eq!(
+        q.dequeue_wait(Some(Duration::from_millis(10))).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn recv_and_stream_wait_without_blocking_the_executor() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = small().create::<Job>(dir.path()).unwrap();
+    let mut p = q.try_clone().unwrap();
+    let t = std::thread::spawn(move || {
+        for i in 0..3 {
+            std::thread::sleep(Duration::from_millis(20));
+            p.enqueue(&job(i)).unwrap();
+        }
+    });
+    let first = futures::executor::block_on(q.recv()).unwrap();
+    assert_eq!(first, job(0));
+    let rest: Vec<Job> =
+        futures::executor::block_on(q.stream().take(2).map(|r| r.unwrap()).collect::<Vec<_>>());
+    assert_eq!(rest, vec![job(1), job(2)]);
+    t.join().unwrap();
+}
