@@ -1,0 +1,89 @@
+//! `repliqd`, the repliq node daemon: replicates the queues under its persistence path and
+//! serves `/metrics`, `/healthz` and `/readyz`. See `repliq::server`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use repliq::server::{self, Config};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The repliq node daemon.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The configuration file (the seed's `config.yaml` shape).
+    #[arg(long, short, default_value = "/etc/repliq/config.yaml")]
+    config: PathBuf,
+    /// This node's name; peers know it by this name.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Log format on standard error.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REPLIQ_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, run until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let config = match Config::from_file(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("repliqd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("repliqd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(server::run(config, args.node_name, terminated(), |bound| {
+        // One line on standard output, for supervisors and tests that bind port 0.
+        println!("repliqd listening grpc={} http={}", bound.grpc, bound.http);
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("repliqd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
