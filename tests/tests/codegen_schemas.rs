@@ -321,3 +321,48 @@ fn generated_producer_and_hand_written_consumer_interoperate() {
         twins::orders::TimeInForce::GoodTill(Timestamp::from_nanos(1_700_000_000_000_000_000))
     );
 }
+
+#[test]
+fn generated_producer_and_hand_written_consumer_share_a_queue() {
+    use repliq::{PersistentQueue, QueueError, ReplicatedQueueImpl};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("order-requests");
+    let sent = [
+        orders::OrderRequest::New(new_order()),
+        orders::OrderRequest::Cancel {
+            client_order_id: 42,
+            reason: None,
+        },
+    ];
+    let mut producer =
+        ReplicatedQueueImpl::<orders::OrderRequest>::new(&path, 16).expect("create queue");
+    for request in &sent {
+        producer.enqueue(request).expect("enqueue");
+    }
+
+    // A consumer whose type is written by hand opens the queue: same name, same fingerprint.
+    let mut consumer =
+        ReplicatedQueueImpl::<twins::orders::OrderRequest>::open(&path).expect("open as twin");
+    let Some(twins::orders::OrderRequest::New(order)) = consumer.dequeue().expect("dequeue") else {
+        panic!("expected the new order first");
+    };
+    assert_eq!(order.client_order_id, 42);
+    assert_eq!(order.side, twins::market::Side::Sell);
+    assert_eq!(
+        consumer.dequeue().expect("dequeue"),
+        Some(twins::orders::OrderRequest::Cancel {
+            client_order_id: 42,
+            reason: None
+        })
+    );
+    assert_eq!(consumer.dequeue().expect("dequeue"), None);
+
+    // Any other type is refused on open.
+    match ReplicatedQueueImpl::<market::Trade>::open(&path) {
+        Err(QueueError::TypeMismatch { found_name, .. }) => {
+            assert_eq!(found_name, "orders.OrderRequest");
+        }
+        other => panic!("expected a type mismatch, got {other:?}"),
+    }
+}
