@@ -99,8 +99,9 @@ impl Sink {
             .with_code(code.as_str())
             .with_message(message)
             .with_label(Label::primary(loc.file, loc.range.clone()).with_message(label));
+        let index = self.reports.len();
         self.reports.push(report);
-        self.reports.last_mut().expect("just pushed")
+        &mut self.reports[index]
     }
 
     /// An error that belongs to no source location (an unreadable root file, say).

@@ -216,8 +216,7 @@ fn parse_item(
     } else if lookahead.peek(kw::import) {
         let keyword: kw::import = input.parse()?;
         let path: LitStr = input.parse()?;
-        let semi: Token![;] = input.parse()?;
-        let _ = semi;
+        input.parse::<Token![;]>()?;
         out.imports.push(ast::Import {
             path: path.value(),
             loc: join(file, keyword.span, path.span()),
