@@ -386,3 +386,24 @@ impl Builder {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn every_file_read_is_a_dependency_even_when_generation_fails() {
+        let sources = [
+            (
+                "app.rq",
+                "package app; import \"lib.rq\"; message A { b: lib.B, c: Nope }",
+            ),
+            ("lib.rq", "package lib; message B;"),
+        ];
+        let (result, deps) =
+            configure().generate_from(Source::Memory(&sources), &["app.rq".to_string()]);
+        assert!(matches!(result, Err(Error::Schema(d)) if d.len() == 1));
+        // Imports first: depth-first post-order.
+        assert_eq!(deps, ["lib.rq", "app.rq"]);
+    }
+}

@@ -140,6 +140,18 @@ pub fn compat(old: impl AsRef<Path>, new: impl AsRef<Path>) -> Result<CompatRepo
 
 /// [`compat`] over in-memory files: every `(path, text)` pair of each side is a root.
 ///
+/// ```
+/// let old = "package m; message Tick { price: i64, size: u32 }";
+/// let new = "package m; message Tick { price: i64, size: u64 }";
+/// let report = repliq_codegen::compat_sources(&[("m.rq", old)], &[("m.rq", new)])?;
+/// assert!(!report.is_compatible());
+/// assert_eq!(
+///     report.changes()[0].message,
+///     "field `size` changed type from `u32` to `u64`"
+/// );
+/// # Ok::<(), repliq_codegen::Error>(())
+/// ```
+///
 /// # Errors
 ///
 /// [`Error::Schema`] if either version has errors.
