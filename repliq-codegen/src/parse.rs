@@ -294,6 +294,18 @@ fn parse_dotted(file: usize, input: ParseStream<'_>) -> syn::Result<Vec<Name>> {
     Ok(segments)
 }
 
+/// A `,` between list elements, or the end of the group.
+fn separator(input: ParseStream<'_>, expected: &str) -> syn::Result<()> {
+    if input.is_empty() {
+        return Ok(());
+    }
+    if input.peek(Token![,]) {
+        input.parse::<Token![,]>()?;
+        return Ok(());
+    }
+    Err(input.error(format!("expected {expected}")))
+}
+
 fn parse_named_fields(
     file: usize,
     input: ParseStream<'_>,
@@ -331,9 +343,7 @@ fn parse_named_field(
     let ident = Ident::parse_any(input)?;
     input.parse::<Token![:]>()?;
     let ty = parse_type(file, input, errors)?;
-    if !input.is_empty() {
-        input.parse::<Token![,]>()?;
-    }
+    separator(input, "`,` or `}` after the field")?;
     Ok(Field {
         docs,
         name: name(file, &ident),
@@ -354,9 +364,7 @@ fn parse_tuple_fields(
             let attrs = content.call(Attribute::parse_outer)?;
             let docs = docs(&attrs, errors);
             let ty = parse_type(file, &content, errors)?;
-            if !content.is_empty() {
-                content.parse::<Token![,]>()?;
-            }
+            separator(&content, "`,` or `)` after the type")?;
             Ok::<_, syn::Error>((docs, ty))
         })();
         match result {
@@ -416,9 +424,7 @@ fn parse_variant(file: usize, input: ParseStream<'_>, errors: &mut Errors) -> sy
             "explicit discriminants are not supported: variants are numbered in order",
         );
     }
-    if !input.is_empty() {
-        input.parse::<Token![,]>()?;
-    }
+    separator(input, "`,` or `}` after the variant")?;
     Ok(Variant {
         docs,
         name: name(file, &ident),
@@ -470,6 +476,9 @@ fn parse_type(file: usize, input: ParseStream<'_>, errors: &mut Errors) -> syn::
             args.push(parse_type(file, input, errors)?);
             if input.peek(Token![>]) {
                 break;
+            }
+            if !input.peek(Token![,]) {
+                return Err(input.error("expected `,` or `>` after the type argument"));
             }
             input.parse::<Token![,]>()?;
         }

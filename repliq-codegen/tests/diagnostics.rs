@@ -64,8 +64,8 @@ fn syntax_errors_are_all_reported_with_recovery() {
     assert_summaries(
         "syntax",
         &[
-            "tests/diagnostics/syntax.rq:6:5: expected `,`",
-            "tests/diagnostics/syntax.rq:9:24: expected `,`",
+            "tests/diagnostics/syntax.rq:6:5: expected `,` or `}` after the field",
+            "tests/diagnostics/syntax.rq:9:24: unexpected end of input, expected `,` or `>` after the type argument",
             "tests/diagnostics/syntax.rq:15:11: expected `{`, `(` or `;` after the message name",
         ],
     );
