@@ -366,6 +366,11 @@ impl Compare<'_> {
         t.display(self.old)
     }
 
+    /// Whether an old and a new type are the same Rust type (`bytes` is `list<u8>`).
+    fn same_ty(&self, old: &Ty, new: &Ty) -> bool {
+        old.canonical(self.old) == new.canonical(self.new)
+    }
+
     fn ty_new(&self, t: &Ty) -> String {
         t.display(self.new)
     }
@@ -376,7 +381,7 @@ impl Compare<'_> {
             && a.fields
                 .iter()
                 .zip(&b.fields)
-                .all(|(x, y)| self.ty_old(&x.ty) == self.ty_new(&y.ty))
+                .all(|(x, y)| self.same_ty(&x.ty, &y.ty))
     }
 
     /// The message types that `ty` (new model) refers to and whose fingerprint changed.
@@ -419,7 +424,7 @@ impl Compare<'_> {
                 if a.name != b.name
                     && !new_names.contains(&a.name.as_str())
                     && !old_names.contains(&b.name.as_str())
-                    && self.ty_old(&a.ty) == self.ty_new(&b.ty)
+                    && self.same_ty(&a.ty, &b.ty)
                 {
                     renamed.push((a.name.as_str(), b.name.as_str()));
                     self.change(
@@ -461,7 +466,7 @@ impl Compare<'_> {
             let b = &n.fields[j];
             common_old_order.push(j);
             let (ot, nt) = (self.ty_old(&a.ty), self.ty_new(&b.ty));
-            if ot != nt {
+            if !self.same_ty(&a.ty, &b.ty) {
                 self.change(
                     fq,
                     true,

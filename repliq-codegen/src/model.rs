@@ -102,6 +102,19 @@ impl Ty {
         }
     }
 
+    /// Like [`display`](Self::display), but with `bytes` written as `list<u8>`: equal strings
+    /// mean equal Rust types (and fingerprints, given equal referenced types).
+    pub fn canonical(&self, model: &Model) -> String {
+        match self {
+            Ty::Bytes => "list<u8>".into(),
+            Ty::List(t) => format!("list<{}>", t.canonical(model)),
+            Ty::Optional(t) => format!("optional<{}>", t.canonical(model)),
+            Ty::Map(k, v) => format!("map<{}, {}>", k.canonical(model), v.canonical(model)),
+            Ty::Array(t, n) => format!("[{}; {n}]", t.canonical(model)),
+            other => other.display(model),
+        }
+    }
+
     /// Calls `f` on every message or enum the type refers to.
     pub fn refs(&self, f: &mut impl FnMut(usize)) {
         match self {

@@ -104,6 +104,15 @@ enum Side {
 }
 
 #[test]
+fn bytes_and_list_of_u8_are_the_same_type() {
+    let old = "package m; message A { data: bytes, more: optional<list<u8>> }";
+    let new = "package m; message A { data: list<u8>, more: optional<bytes> }";
+    let report = compat_sources(&[("m.rq", old)], &[("m.rq", new)]).expect("compat");
+    assert!(report.is_compatible(), "{report}");
+    assert!(report.changes().is_empty(), "{report}");
+}
+
+#[test]
 fn a_changed_field_type_is_breaking() {
     assert_eq!(
         breaking(&edit("size: u32", "size: u64")),
