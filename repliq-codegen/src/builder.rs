@@ -87,7 +87,9 @@ pub struct TypeInfo {
 }
 
 /// What went wrong in a [`Builder`] call.
-#[derive(Debug)]
+///
+/// Its `Debug` output is the rendered diagnostics too, so a build script's
+/// `fn main() -> Result<(), Box<dyn std::error::Error>>` shows readable errors when it fails.
 #[non_exhaustive]
 pub enum Error {
     /// The schema files have errors (all of them are listed).
@@ -109,6 +111,20 @@ impl fmt::Display for Error {
             Error::Schema(d) => write!(f, "{d}"),
             Error::Io { path, source } => write!(f, "cannot write `{}`: {source}", path.display()),
             Error::Config(message) => f.write_str(message),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Schema(d) => write!(f, "\n{d}"),
+            Error::Io { path, source } => f
+                .debug_struct("Io")
+                .field("path", path)
+                .field("source", source)
+                .finish(),
+            Error::Config(message) => f.debug_tuple("Config").field(message).finish(),
         }
     }
 }

@@ -120,3 +120,18 @@ fn in_memory_imports_resolve_relative_to_the_importer() {
     assert_eq!(names, ["lib.rs", "app.rs"]);
     assert!(files[1].contents.contains("pub id: super::lib::Id,"));
 }
+
+#[test]
+fn debug_output_of_schema_errors_is_the_rendered_diagnostics() {
+    // What `fn main() -> Result<(), Box<dyn Error>>` in a build script prints on failure.
+    let err = configure()
+        .generate(&[("m.rq", "package m;\nmessage A { x: Nope }\n")])
+        .unwrap_err();
+    let debug = format!("{err:?}");
+    assert!(
+        debug.contains("error[unknown-type]: unknown type `Nope`"),
+        "{debug}"
+    );
+    assert!(debug.contains("--> m.rq:2:16"), "{debug}");
+    assert!(!debug.contains("Diagnostics {"), "{debug}");
+}
