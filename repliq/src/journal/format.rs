@@ -32,6 +32,9 @@ pub(crate) const MAX_TYPE_NAME: usize = 256;
 pub(crate) const M_CRC: usize = 320;
 pub(crate) const M_EPOCH: usize = 512;
 pub(crate) const M_ACKED: usize = 576;
+/// Futex word bumped when `M_ACKED` advances, and the count of its waiters.
+pub(crate) const M_ACK_NOTIFY: usize = 584;
+pub(crate) const M_ACK_WAITERS: usize = 588;
 pub(crate) const M_DATA_NOTIFY: usize = 640;
 pub(crate) const M_DATA_WAITERS: usize = 644;
 pub(crate) const M_SPACE_NOTIFY: usize = 704;

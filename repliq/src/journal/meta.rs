@@ -191,6 +191,12 @@ impl Meta {
     pub(crate) fn acked(&self) -> &AtomicU64 {
         self.u64_at(M_ACKED)
     }
+    pub(crate) fn ack_notify(&self) -> &AtomicU32 {
+        self.u32_at(M_ACK_NOTIFY)
+    }
+    pub(crate) fn ack_waiters(&self) -> &AtomicU32 {
+        self.u32_at(M_ACK_WAITERS)
+    }
     pub(crate) fn data_notify(&self) -> &AtomicU32 {
         self.u32_at(M_DATA_NOTIFY)
     }

@@ -18,6 +18,7 @@ mod loom_protocol;
 pub(crate) mod meta;
 pub(crate) mod notify;
 mod reader;
+pub(crate) mod replica;
 pub(crate) mod segment;
 #[cfg(all(test, not(loom)))]
 mod test;
@@ -80,6 +81,15 @@ impl Journal {
 
     pub(crate) fn config(&self) -> &MetaConfig {
         &self.meta.config
+    }
+
+    /// Drops the cached mappings, so that segment files replaced on disk are mapped anew.
+    /// Handles that still hold an old mapping keep it.
+    pub(crate) fn forget_segments(&self) {
+        self.segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// The first sequence numbers of all segment files, ascending.

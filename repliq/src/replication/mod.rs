@@ -32,11 +32,15 @@
 mod follower;
 pub mod grpc;
 mod leader;
+mod node;
+mod state;
 #[cfg(test)]
 mod test;
 
 pub use follower::{Follower, FollowerDecision, Refusal};
 pub use leader::{Leader, LeaderAction, LeaderConfig};
+pub use node::{PrimaryOptions, ReplicaAddr, ReplicaService, run_primary};
+pub use state::{ReplicationState, Role, STATE_FILE};
 
 /// When `enqueue` returns on a replicated queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -14,6 +14,9 @@ pub use config::Config;
 use tokio::net::TcpListener;
 
 use crate::QueueError;
+use crate::replication::{
+    PrimaryOptions, ReplicaAddr, ReplicaService, ReplicationState, Role, run_primary,
+};
 
 /// The addresses a running daemon listens on (useful with port 0 in tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,13 +74,36 @@ pub async fn run(
             .into_future(),
     );
 
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let mut grpc_stop = stop_rx.clone();
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ReplicaService::new(root.clone()).into_server())
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            }),
+    );
+
+    let primaries = tokio::spawn(run_primaries(
+        config.clone(),
+        node_name.clone(),
+        state.metrics.replication.clone(),
+        stop_rx.clone(),
+    ));
+
     state.ready.store(true, Ordering::Release);
     on_bound(bound);
     shutdown.await;
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: draining replication");
     state.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
-    drop(grpc_listener);
+    let _ = primaries.await;
+    match grpc_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(QueueError::Replication(format!("serving gRPC: {e}"))),
+        Err(e) => return Err(QueueError::Other(format!("the gRPC task failed: {e}"))),
+    }
     match http_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(QueueError::io("serving HTTP", e)),
@@ -85,4 +111,76 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts a replication task for every queue under the persistence path that this node is
+/// primary for (looking again every second for new queues), until `stop`.
+async fn run_primaries(
+    config: Config,
+    node: String,
+    metrics: metrics::ReplicationMetrics,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let peers: Vec<ReplicaAddr> = config
+        .replication
+        .discovery
+        .peers
+        .iter()
+        .filter(|p| p.name != node)
+        .map(|p| ReplicaAddr {
+            name: p.name.clone(),
+            address: p.address.clone(),
+        })
+        .collect();
+    if peers.is_empty() {
+        return;
+    }
+    let root = config.queue.persistence.path.clone();
+    let mut running = std::collections::BTreeMap::new();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut stop_wait = stop.clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop_wait.wait_for(|s| *s) => break,
+        }
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if running.contains_key(&dir) || !dir.join("queue.meta").exists() {
+                continue;
+            }
+            match ReplicationState::load(&dir) {
+                Ok(s) if s.role == Role::Primary => {}
+                _ => continue,
+            }
+            let mut options =
+                PrimaryOptions::new(node.clone(), peers.clone(), config.replication.mode);
+            options.required_acks = config.required_acks();
+            options.drain_timeout =
+                std::time::Duration::from_millis(config.server.shutdown_grace_ms);
+            options.metrics = Some(metrics.clone());
+            tracing::info!(queue = %dir.display(), replicas = peers.len(), "replicating");
+            let task = tokio::spawn(run_primary(dir.clone(), options, stop.clone()));
+            running.insert(dir, task);
+        }
+        // Forget finished tasks (e.g. after a step-down) so a later promotion restarts them.
+        let finished: Vec<_> = running
+            .iter()
+            .filter(|(_, t)| t.is_finished())
+            .map(|(d, _)| d.clone())
+            .collect();
+        for dir in finished {
+            if let Some(task) = running.remove(&dir)
+                && let Ok(Err(e)) = task.await
+            {
+                tracing::warn!(queue = %dir.display(), error = %e, "replication stopped");
+            }
+        }
+    }
+    for (_, task) in running {
+        let _ = task.await;
+    }
 }
