@@ -31,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The golden-file fixtures of repliq-codegen must compile too (`tests/codegen_fixtures.rs`).
     let golden = PathBuf::from("../repliq-codegen/tests/golden");
     println!("cargo:rerun-if-changed={}", golden.display());
-    for case in ["scalars", "enums", "imports"] {
+    for case in ["scalars", "enums", "imports", "hygiene"] {
         let dir = golden.join(case);
         let mut files = vec![];
         for entry in std::fs::read_dir(&dir)? {

@@ -109,6 +109,11 @@ fn golden_imports() {
 }
 
 #[test]
+fn golden_hygiene() {
+    run("hygiene", "tests/golden/hygiene");
+}
+
+#[test]
 fn golden_repository_schemas() {
     run("schemas", "../schemas");
 }

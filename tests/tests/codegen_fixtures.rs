@@ -15,6 +15,9 @@ mod enums {
 mod imports {
     include!(concat!(env!("OUT_DIR"), "/fixtures/imports/mod.rs"));
 }
+mod hygiene {
+    include!(concat!(env!("OUT_DIR"), "/fixtures/hygiene/mod.rs"));
+}
 
 use enums::fixtures::enums::{Color, Drawing, Shape};
 use imports::fixtures::{common::AccountId, ledger};
@@ -151,4 +154,27 @@ fn names_are_fully_qualified_and_keywords_lose_their_raw_prefix() {
             fill: None,
         },
     );
+}
+
+#[test]
+fn types_named_like_the_prelude_work() {
+    use hygiene::fixtures::hygiene as h;
+    round_trip(&h::Uses::All {
+        option: h::Option { value: Some(1) },
+        string: h::String {
+            value: "s".to_string(),
+        },
+        vec: h::Vec { value: vec![1, 2] },
+        boxed: h::Box(3),
+        result: h::Result { ok: true },
+        some: h::Some,
+        none: h::None,
+        ok: h::Ok(4),
+        err: h::Err {
+            text: "e".to_string(),
+        },
+    });
+    round_trip(&h::Default);
+    round_trip(&h::Clone);
+    round_trip(&h::Debug);
 }
