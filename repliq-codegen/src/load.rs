@@ -54,6 +54,23 @@ pub(crate) fn load(
     sources: &mut Sources,
     sink: &mut Sink,
 ) -> Loaded {
+    // proc-macro2 keeps the text of every tokenized string in a thread-local map for as long as
+    // the thread lives (that is how its spans know their line and column). Tokenizing on a
+    // short-lived thread frees it when the run is over; only byte ranges leave the thread.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| load_here(source, roots, sources, sink))
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn load_here(
+    source: Source<'_>,
+    roots: &[String],
+    sources: &mut Sources,
+    sink: &mut Sink,
+) -> Loaded {
     let mut loader = Loader {
         source,
         sources,
