@@ -87,6 +87,14 @@ fn every_builtin_type_round_trips() {
         amount: 100,
         memo: None,
     }));
+    round_trip(&imports::fixtures::Root {
+        last: Some(ledger::Transfer {
+            from: AccountId(4),
+            to: AccountId(5),
+            amount: -1,
+            memo: Some("refund".into()),
+        }),
+    });
     round_trip(&imports::audit::Entry {
         event: ledger::Event::Opened(AccountId(3)),
         at: Timestamp::from_nanos(5),
