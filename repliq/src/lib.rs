@@ -53,7 +53,7 @@ pub use queue::{
     Recv, ReplicatedQueueImpl, StartAt, Tailer,
 };
 pub use raw::access_unchecked;
-pub use replication::ReplicationMode;
+pub use replication::{ReplicatedQueue, ReplicationMode};
 /// Marks a struct or enum as a repliq message. See [`Message`].
 ///
 /// ```

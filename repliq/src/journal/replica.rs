@@ -590,7 +590,7 @@ mod test {
         }
         let mut sink = ByteSink::open(replica.clone()).unwrap();
         assert_eq!(sink.next_seq(), 3000);
-        assert_eq!(sink.held_crc(2999).is_some(), true);
+        assert!(sink.held_crc(2999).is_some());
         assert_eq!(sink.held_crc(3000), None);
         let mut source = ByteSource::at(primary.journal().clone(), sink.next_seq()).unwrap();
         pump(&mut source, &mut sink);

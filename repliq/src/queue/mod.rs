@@ -298,6 +298,11 @@ pub struct JournalQueue<T> {
     appender: Option<Appender>,
     slot: usize,
     reader: Option<Reader>,
+    /// Set when the queue's primary replicates synchronously: `enqueue` waits this long for the
+    /// replicas' acknowledgement (read from the queue's replication state with the appender).
+    ack_timeout: Option<Duration>,
+    /// Replication run by this handle (`configure_replication`).
+    replication: Option<crate::replication::Embedded>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -310,6 +315,27 @@ impl<T: Message> Queue<T> for JournalQueue<T> {
     }
     fn dequeue(&mut self) -> Result<Option<T>> {
         JournalQueue::dequeue(self)
+    }
+}
+
+impl<T: Message> crate::replication::ReplicatedQueue<T> for JournalQueue<T> {
+    fn configure_replication(
+        &mut self,
+        primary: &str,
+        secondaries: &[&str],
+        mode: crate::ReplicationMode,
+    ) -> Result<()> {
+        // Stop a previous configuration first (it drains), then start the new one.
+        self.replication = None;
+        self.replication = Some(crate::replication::Embedded::start(
+            self.journal.dir.clone(),
+            primary,
+            secondaries,
+            mode,
+        )?);
+        self.ack_timeout =
+            crate::replication::ReplicationState::load(&self.journal.dir)?.ack_timeout();
+        Ok(())
     }
 }
 
@@ -340,6 +366,8 @@ impl<T: Message> JournalQueue<T> {
             appender: None,
             slot,
             reader: None,
+            ack_timeout: None,
+            replication: None,
             _type: PhantomData,
         })
     }
@@ -390,6 +418,10 @@ impl<T: Message> JournalQueue<T> {
 
     fn appender(&mut self) -> Result<&mut Appender> {
         if self.appender.is_none() {
+            // A replica is written by replication only; its producers must go to the primary.
+            let state = crate::replication::ReplicationState::load(&self.journal.dir)?;
+            state.check_writable(&self.journal.dir)?;
+            self.ack_timeout = state.ack_timeout();
             self.appender = Some(Appender::new(
                 self.journal.clone(),
                 self.options.durability,
@@ -408,10 +440,18 @@ impl<T: Message> JournalQueue<T> {
     ///
     /// [`QueueError::Full`] if the backlog reached the capacity (nothing is written);
     /// [`QueueError::Serialization`] if it is larger than the maximum message size;
-    /// [`QueueError::Corrupt`] / [`QueueError::Io`] for damaged files or failed syncs.
+    /// [`QueueError::Corrupt`] / [`QueueError::Io`] for damaged files or failed syncs;
+    /// [`QueueError::Replication`] if the queue is a replica (read-only here), or if its primary
+    /// replicates synchronously and the replicas did not acknowledge the message in time (it
+    /// *is* written locally and will still be replicated; it is just not acknowledged).
     pub fn enqueue(&mut self, message: &T) -> Result<u64> {
-        self.appender()?
-            .append(|slot| crate::message::serialize_into(message, slot))
+        let seq = self
+            .appender()?
+            .append(|slot| crate::message::serialize_into(message, slot))?;
+        if let Some(timeout) = self.ack_timeout {
+            crate::replication::wait_acked(&self.journal, seq, timeout)?;
+        }
+        Ok(seq)
     }
 
     /// Like [`JournalQueue::enqueue`], but waits while the queue is full, up to `timeout`

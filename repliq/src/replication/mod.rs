@@ -29,6 +29,7 @@
 //!   publishes the highest sequence that `required_acks` replicas hold ([`LeaderAction::Acked`]);
 //!   in [`ReplicationMode::Synchronous`] `enqueue` waits for that value to pass its record.
 
+mod embedded;
 mod follower;
 pub mod grpc;
 mod leader;
@@ -37,6 +38,8 @@ mod state;
 #[cfg(test)]
 mod test;
 
+pub use embedded::ReplicatedQueue;
+pub(crate) use embedded::{Embedded, wait_acked};
 pub use follower::{Follower, FollowerDecision, Refusal};
 pub use leader::{Leader, LeaderAction, LeaderConfig};
 pub use node::{PrimaryOptions, ReplicaAddr, ReplicaService, run_primary};

@@ -56,6 +56,9 @@ pub struct PrimaryOptions {
     pub window: u64,
     /// How long a stop waits for replicas to catch up.
     pub drain_timeout: Duration,
+    /// How long a synchronous `enqueue` waits for the acknowledgements before it returns
+    /// [`QueueError::Replication`].
+    pub ack_timeout: Duration,
     /// Metrics to update, if any.
     pub metrics: Option<ReplicationMetrics>,
 }
@@ -77,6 +80,7 @@ impl PrimaryOptions {
             max_frame_bytes: 256 << 10,
             window: 1 << 16,
             drain_timeout: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(5),
             metrics: None,
         }
     }
@@ -178,6 +182,8 @@ pub async fn run_primary(
         )));
     }
     state.primary = Some(options.node.clone());
+    state.synchronous = options.mode == ReplicationMode::Synchronous && options.required_acks > 0;
+    state.ack_timeout_ms = u64::try_from(options.ack_timeout.as_millis()).unwrap_or(u64::MAX);
     state.store(&dir)?;
     state.mirror(&journal);
 
@@ -382,9 +388,13 @@ async fn execute(
                 notify::wake(meta.ack_notify(), meta.ack_waiters());
             }
             LeaderAction::StepDown { epoch } => {
+                // Become a replica of the newer primary. The epoch stays the one this node has
+                // data of: the new primary's first frame then moves aside whatever this node
+                // wrote after the new epoch began.
                 let mut state = ReplicationState::load(&journal.dir)?;
                 state.role = Role::Replica;
-                state.epoch = state.epoch.max(epoch);
+                state.synchronous = false;
+                state.primary = None;
                 state.store(&journal.dir)?;
                 return Err(QueueError::Replication(format!(
                     "{}: a replica has seen epoch {epoch}; this node is no longer the primary",
@@ -503,7 +513,7 @@ async fn connect_once(
                 }
             }
             Some(replica_message::Kind::Refused(r)) => {
-                tracing::error!(replica = %replica.name, reason = ?r.reason(), detail = %r.detail, "replica refused the stream");
+                tracing::warn!(replica = %replica.name, reason = ?r.reason(), detail = %r.detail, "replica refused the stream");
                 if r.reason() == refused::Reason::StaleEpoch {
                     let _ = events
                         .send(Event::Ack {
@@ -653,6 +663,7 @@ fn open_replica(
             epoch: 0,
             epoch_start: 0,
             primary: Some(hello.primary.clone()),
+            ..ReplicationState::default()
         };
         state.store(&dir).map_err(storage)?;
     }
@@ -710,6 +721,21 @@ async fn serve_stream(
             Ok(Some(_)) => return Err(storage("unexpected message after Hello")),
             Err(e) => return Err(storage(e)),
         };
+        // This node may have been promoted while the stream was open: a newer epoch here fences
+        // the old primary.
+        let here = journal.epoch_word().load(Ordering::Acquire);
+        if here > frame.epoch && ReplicationState::load(&dir).is_ok_and(|s| s.role == Role::Primary)
+        {
+            return Err((
+                refused::Reason::StaleEpoch,
+                format!(
+                    "{} was promoted to epoch {here}; frames of epoch {} are refused",
+                    hello.queue, frame.epoch
+                ),
+                here,
+                follower.next_seq(),
+            ));
+        }
         let records = frame_records(&frame.bytes).map_err(|e| {
             (
                 refused::Reason::Diverged,
@@ -741,6 +767,7 @@ async fn serve_stream(
                             epoch: frame.epoch,
                             epoch_start: frame.epoch_start,
                             primary: Some(hello.primary.clone()),
+                            ..ReplicationState::default()
                         };
                         state.store(&dir)?;
                         state.mirror(&journal);

@@ -41,6 +41,17 @@ pub struct ReplicationState {
     /// The primary's node name, when known.
     #[serde(default)]
     pub primary: Option<String>,
+    /// Set by a primary that replicates synchronously: producers then wait up to
+    /// `ack_timeout_ms` for the replicas' acknowledgement of each message.
+    #[serde(default)]
+    pub synchronous: bool,
+    /// How long a synchronous `enqueue` waits for acknowledgements.
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+}
+
+fn default_ack_timeout_ms() -> u64 {
+    5_000
 }
 
 impl Default for ReplicationState {
@@ -50,6 +61,8 @@ impl Default for ReplicationState {
             epoch: 1,
             epoch_start: 0,
             primary: None,
+            synchronous: false,
+            ack_timeout_ms: default_ack_timeout_ms(),
         }
     }
 }
@@ -91,6 +104,61 @@ impl ReplicationState {
         }
         std::fs::rename(&tmp, &path).map_err(io)?;
         Ok(())
+    }
+
+    /// `Ok` if local producers may write the queue in `dir` (it is not a replica).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Replication`] naming the primary if it is a replica.
+    pub fn check_writable(&self, dir: &Path) -> Result<()> {
+        match self.role {
+            Role::Primary => Ok(()),
+            Role::Replica => Err(QueueError::Replication(format!(
+                "{} is a read-only replica of {} (epoch {}): write to the primary, or promote                  this replica with `repliq promote`",
+                dir.display(),
+                self.primary.as_deref().unwrap_or("another node"),
+                self.epoch
+            ))),
+        }
+    }
+
+    /// How long producers wait for acknowledgements, if the queue replicates synchronously.
+    #[must_use]
+    pub fn ack_timeout(&self) -> Option<std::time::Duration> {
+        (self.role == Role::Primary && self.synchronous)
+            .then(|| std::time::Duration::from_millis(self.ack_timeout_ms))
+    }
+
+    /// Makes the replica in `dir` the primary of a new epoch, which begins at the next sequence
+    /// number after what it holds. Producers may write it from now on; a `repliqd` running on
+    /// this node starts streaming it to its peers, and the old primary, when it comes back,
+    /// becomes a replica and moves aside anything it wrote that this replica never received.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Replication`] if the queue is already a primary; I/O and corruption errors.
+    pub fn promote(dir: &Path) -> Result<ReplicationState> {
+        let current = ReplicationState::load(dir)?;
+        if current.role == Role::Primary {
+            return Err(QueueError::Replication(format!(
+                "{} is already the primary of epoch {}",
+                dir.display(),
+                current.epoch
+            )));
+        }
+        let journal = Journal::open(dir, false)?;
+        let next = crate::journal::replica::ByteSink::open(journal.clone())?.next_seq();
+        let state = ReplicationState {
+            role: Role::Primary,
+            epoch: current.epoch + 1,
+            epoch_start: next,
+            primary: None,
+            ..ReplicationState::default()
+        };
+        state.store(dir)?;
+        state.mirror(&journal);
+        Ok(state)
     }
 
     pub(crate) fn mirror(&self, journal: &Journal) {
