@@ -103,7 +103,7 @@ impl MetaConfig {
             created_unix_nanos: read_u64(b, M_CREATED),
         };
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&cfg.segment_size)
-            || cfg.segment_size % 4096 != 0
+            || !cfg.segment_size.is_multiple_of(4096)
         {
             return Err(corrupt(
                 M_SEGMENT_SIZE,

@@ -156,7 +156,10 @@ impl Segment {
 
     /// The header word of the record at `pos`, if `pos` is a valid record position.
     pub(crate) fn header_word(&self, pos: usize) -> Option<&AtomicU64> {
-        if pos < self.data_start || pos % RECORD_ALIGN != 0 || pos + RECORD_HEADER > self.size {
+        if pos < self.data_start
+            || !pos.is_multiple_of(RECORD_ALIGN)
+            || pos + RECORD_HEADER > self.size
+        {
             return None;
         }
         self.map.atomic_u64(pos + R_STATE)
@@ -172,7 +175,7 @@ impl Segment {
     /// Records `pos` as the position of sequence `seq` if `seq` is an index point.
     pub(crate) fn index_record(&self, seq: u64, pos: usize) {
         let rel = seq.wrapping_sub(self.first_seq);
-        if rel % u64::from(self.index_interval) != 0 {
+        if !rel.is_multiple_of(u64::from(self.index_interval)) {
             return;
         }
         if let Some(slot) = self.index_slot(rel / u64::from(self.index_interval)) {
@@ -193,7 +196,7 @@ impl Segment {
             }
             if let Some(slot) = self.index_slot(k) {
                 let pos = slot.load(Ordering::Acquire) as usize;
-                if pos >= self.data_start && pos < self.size && pos % RECORD_ALIGN == 0 {
+                if pos >= self.data_start && pos < self.size && pos.is_multiple_of(RECORD_ALIGN) {
                     return (pos, self.first_seq + k * interval);
                 }
             }

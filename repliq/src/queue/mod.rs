@@ -192,7 +192,7 @@ impl QueueOptions {
             ));
         }
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size)
-            || self.segment_size % 4096 != 0
+            || !self.segment_size.is_multiple_of(4096)
         {
             return Err(QueueError::InvalidConfig(format!(
                 "segment size {} must be a multiple of 4096 between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE}",

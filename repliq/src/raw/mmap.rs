@@ -49,7 +49,7 @@ impl MappedFile {
 
     /// The 8-byte aligned word at `offset`, as an atomic. `None` if out of bounds or misaligned.
     pub(crate) fn atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
-        if offset % 8 != 0 || !self.in_bounds(offset, 8) {
+        if !offset.is_multiple_of(8) || !self.in_bounds(offset, 8) {
             return None;
         }
         // SAFETY:
@@ -63,7 +63,7 @@ impl MappedFile {
 
     /// The 4-byte aligned word at `offset`, as an atomic. `None` if out of bounds or misaligned.
     pub(crate) fn atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {
-        if offset % 4 != 0 || !self.in_bounds(offset, 4) {
+        if !offset.is_multiple_of(4) || !self.in_bounds(offset, 4) {
             return None;
         }
         // SAFETY: as in `atomic_u64`, with 4-byte alignment and size.
