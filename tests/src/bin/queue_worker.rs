@@ -1,0 +1,130 @@
+//! Helper process for the multi-process queue tests (`tests/tests/queue_*.rs`).
+//!
+//! ```text
+//! queue_worker produce DIR PRODUCER COUNT [PAUSE_US]
+//!                                              enqueue COUNT messages, print "PRODUCER N" after each Ok
+//! queue_worker consume DIR CONSUMER            dequeue (waiting) until a stop message; print "P N" per message
+//! queue_worker wait DIR CONSUMER sync|async    wait for one message, print it
+//! ```
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake};
+use std::time::Duration;
+
+use repliq::{JournalQueue, QueueError, QueueOptions};
+
+/// The message of the multi-process tests; `tests/tests/queue_multiprocess.rs` has a twin.
+#[repliq::message(name = "tests.Work")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Work {
+    /// Producer id; `u32::MAX` asks a consumer to stop.
+    pub producer: u32,
+    /// Per-producer counter, from 0.
+    pub n: u64,
+    /// A pattern derived from (producer, n), to detect torn or mixed-up records.
+    pub body: Vec<u8>,
+}
+
+/// The body pattern for (producer, n).
+pub fn body(producer: u32, n: u64) -> Vec<u8> {
+    let len = (n % 61) as usize + (producer % 7) as usize;
+    (0..len)
+        .map(|i| (i as u64 ^ n ^ u64::from(producer)) as u8)
+        .collect()
+}
+
+fn open(dir: &str, consumer: &str) -> Result<JournalQueue<Work>, QueueError> {
+    QueueOptions::new().consumer(consumer).open(dir)
+}
+
+struct ThreadWaker(std::thread::Thread);
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// A minimal executor: polls `fut` on this thread, parking between wake-ups.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let waker = Arc::new(ThreadWaker(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let out = std::io::stdout();
+    match args {
+        [cmd, dir, producer, count, rest @ ..] if cmd == "produce" && rest.len() <= 1 => {
+            let producer: u32 = producer.parse()?;
+            let count: u64 = count.parse()?;
+            let pause = match rest {
+                [us] => Duration::from_micros(us.parse()?),
+                _ => Duration::ZERO,
+            };
+            let mut q = open(dir, "default")?;
+            for n in 0..count {
+                q.enqueue(&Work {
+                    producer,
+                    n,
+                    body: body(producer, n),
+                })?;
+                let mut out = out.lock();
+                writeln!(out, "{producer} {n}")?;
+                out.flush()?;
+                drop(out);
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
+            }
+        }
+        [cmd, dir, consumer] if cmd == "consume" => {
+            let mut q = open(dir, consumer)?;
+            let mut out = std::io::BufWriter::new(out.lock());
+            loop {
+                let Some(w) = q.dequeue_wait(Some(Duration::from_secs(60)))? else {
+                    return Err("no message for 60 s".into());
+                };
+                if w.producer == u32::MAX {
+                    break;
+                }
+                if w.body != body(w.producer, w.n) {
+                    return Err(format!("bad body in {} {}", w.producer, w.n).into());
+                }
+                writeln!(out, "{} {}", w.producer, w.n)?;
+            }
+            out.flush()?;
+        }
+        [cmd, dir, consumer, mode] if cmd == "wait" => {
+            let mut q = open(dir, consumer)?;
+            println!("ready");
+            let w = if mode == "async" {
+                block_on(q.recv())?
+            } else {
+                q.dequeue_wait(Some(Duration::from_secs(60)))?
+                    .ok_or("no message for 60 s")?
+            };
+            println!("{} {}", w.producer, w.n);
+        }
+        _ => return Err(format!("bad arguments: {args:?}").into()),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("queue_worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
