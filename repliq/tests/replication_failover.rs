@@ -3,14 +3,17 @@
 //! follows the new primary; the old primary, restarted, steps down, moves aside what it wrote
 //! that was never acknowledged, and converges to the new primary's log.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
+use std::path::Path;
+
+use repliq::replication::grpc::proto::{
+    Frame, Hello, PrimaryMessage, primary_message, refused, replica_message,
+    replication_client::ReplicationClient,
+};
 use repliq::replication::{ReplicationState, Role};
-use repliq::{QueueError, QueueOptions};
+use repliq::{Fingerprint, Message, QueueError, QueueOptions};
+use support::{Daemon, held, wait_until};
 
 #[repliq::message(name = "test.Payment")]
 #[derive(Debug, Clone, PartialEq)]
@@ -19,107 +22,8 @@ struct Payment {
     cents: i64,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Node {
-    name: &'static str,
-    root: PathBuf,
-    config: PathBuf,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn start(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_repliqd"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("NODE_NAME", self.name)
-            .env("REPLIQ_LOG", "error")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("repliqd listening"), "{line:?}");
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn queue(&self) -> PathBuf {
-        self.root.join("payments")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn cluster(dir: &Path) -> Vec<Node> {
-    let names = ["a", "b", "c"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, &name)| {
-            let root = dir.join(name);
-            std::fs::create_dir_all(&root).unwrap();
-            let peers: String = names
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(j, n)| format!("      - name: {n}\n        address: 127.0.0.1:{}\n", ports[j]))
-                .collect();
-            let config = dir.join(format!("{name}.yaml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "replication:\n  mode: synchronous\n  discovery:\n    method: static\n    peers:\n{peers}\
-                     queue:\n  capacity: 1000000\n  persistence:\n    path: {}\n\
-                     server:\n  grpc_listen: 127.0.0.1:{}\n  http_listen: 127.0.0.1:0\n  shutdown_grace_ms: 1000\n",
-                    root.display(),
-                    ports[i]
-                ),
-            )
-            .unwrap();
-            Node {
-                name,
-                root,
-                config,
-                child: None,
-            }
-        })
-        .collect()
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn held(dir: &Path) -> u64 {
-    repliq::inspect(dir)
-        .ok()
-        .and_then(|i| i.last_seq)
-        .map_or(0, |s| s + 1)
+fn queue(n: &Daemon) -> std::path::PathBuf {
+    n.root.join("payments")
 }
 
 fn all_payments(dir: &Path) -> Vec<Payment> {
@@ -138,18 +42,18 @@ fn all_payments(dir: &Path) -> Vec<Payment> {
 #[test]
 fn promoted_replica_holds_every_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = cluster(dir.path());
+    let mut nodes = Daemon::cluster(dir.path(), &["a", "b", "c"], "synchronous");
     for n in &mut nodes {
         n.start();
     }
     let mut q = QueueOptions::new()
         .capacity(1_000_000)
         .segment_size(1 << 20)
-        .create::<Payment>(nodes[0].queue())
+        .create::<Payment>(queue(&nodes[0]))
         .unwrap();
     // Wait until a's daemon replicates the queue synchronously.
     wait_until("a to replicate synchronously", || {
-        ReplicationState::load(&nodes[0].queue()).is_ok_and(|s| s.synchronous)
+        ReplicationState::load(&queue(&nodes[0])).is_ok_and(|s| s.synchronous)
     });
 
     // Sync load; kill a's daemon half-way. Only `Ok` enqueues count as acknowledged.
@@ -181,22 +85,22 @@ fn promoted_replica_holds_every_acknowledged_message() {
     drop(q);
 
     // Promote b.
-    let state = ReplicationState::promote(&nodes[1].queue()).unwrap();
+    let state = ReplicationState::promote(&queue(&nodes[1])).unwrap();
     assert_eq!(state.role, Role::Primary);
     assert_eq!(state.epoch, 2);
-    let on_b = all_payments(&nodes[1].queue());
+    let on_b = all_payments(&queue(&nodes[1]));
     assert!(
         on_b.len() >= acknowledged.len() && on_b[..acknowledged.len()] == acknowledged[..],
         "an acknowledged message is missing on the promoted replica"
     );
-    let err = ReplicationState::promote(&nodes[1].queue()).unwrap_err();
+    let err = ReplicationState::promote(&queue(&nodes[1])).unwrap_err();
     assert!(matches!(&err, QueueError::Replication(m) if m.contains("already the primary")));
 
     // New writes on b reach c (b's daemon picks up the promotion).
     let mut qb = QueueOptions::new()
-        .open::<Payment>(nodes[1].queue())
+        .open::<Payment>(queue(&nodes[1]))
         .unwrap();
-    let base = held(&nodes[1].queue());
+    let base = held(&queue(&nodes[1]));
     for id in 0..100 {
         qb.enqueue(&Payment {
             id: 10_000 + id,
@@ -204,18 +108,75 @@ fn promoted_replica_holds_every_acknowledged_message() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     }
-    wait_until("c to follow b", || held(&nodes[2].queue()) == base + 100);
+    wait_until("c to follow b", || held(&queue(&nodes[2])) == base + 100);
 
     // The old primary comes back: it steps down, moves its unreplicated tail aside and follows b.
     nodes[0].start();
     wait_until("a to converge", || {
-        held(&nodes[0].queue()) == base + 100
-            && ReplicationState::load(&nodes[0].queue()).is_ok_and(|s| s.role == Role::Replica)
+        held(&queue(&nodes[0])) == base + 100
+            && ReplicationState::load(&queue(&nodes[0])).is_ok_and(|s| s.role == Role::Replica)
     });
     assert_eq!(
-        all_payments(&nodes[0].queue()),
-        all_payments(&nodes[1].queue())
+        all_payments(&queue(&nodes[0])),
+        all_payments(&queue(&nodes[1]))
     );
-    let moved = nodes[0].queue().join("moved-aside");
+    let moved = queue(&nodes[0]).join("moved-aside");
     assert!(moved.exists(), "a's unacknowledged tail was moved aside");
+
+    // A frame from the old epoch, sent by hand to replica c, is refused.
+    let refusal = old_epoch_frame_to(nodes[2].grpc_port, held(&queue(&nodes[2])));
+    assert_eq!(refusal.0, refused::Reason::StaleEpoch, "{}", refusal.1);
+    assert!(refusal.1.contains("epoch 1"), "{}", refusal.1);
+    assert_eq!(held(&queue(&nodes[2])), base + 100, "nothing was written");
+}
+
+/// Opens a replication stream to `port` as an epoch-1 primary and sends one frame at `next_seq`.
+/// Returns the replica's refusal.
+fn old_epoch_frame_to(port: u16, next_seq: u64) -> (refused::Reason, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut client = ReplicationClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let hello = Hello {
+            queue: "payments".into(),
+            primary: "a".into(),
+            epoch: 1,
+            epoch_start: 0,
+            message_type: Payment::NAME.into(),
+            fingerprint: Payment::FINGERPRINT,
+            segment_size: 1 << 20,
+            capacity: 1_000_000,
+            index_interval: 64,
+            max_payload: 1 << 20,
+        };
+        let frame = Frame {
+            epoch: 1,
+            epoch_start: 0,
+            segment_first_seq: 0,
+            offset: 0,
+            first_seq: next_seq,
+            record_count: 0,
+            bytes: Default::default(),
+        };
+        let msgs = [
+            primary_message::Kind::Hello(hello),
+            primary_message::Kind::Frame(frame),
+        ]
+        .map(|k| PrimaryMessage { kind: Some(k) });
+        let mut replies = client
+            .replicate(tokio_stream::iter(msgs))
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(msg) = replies.message().await.unwrap() {
+            if let Some(replica_message::Kind::Refused(r)) = msg.kind {
+                return (r.reason(), r.detail);
+            }
+        }
+        panic!("the replica did not refuse the old epoch's frame");
+    })
 }

@@ -3,12 +3,10 @@
 //! replica down, `enqueue` returns a `Replication` error (never a false acknowledgement) while
 //! the message stays written locally; a restarted replica catches up. Replicas are read-only.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
 
 use repliq::{JournalQueue, PersistentQueue, QueueError, ReplicatedQueue, ReplicationMode};
+use support::{Daemon, free_port, held};
 
 #[repliq::message(name = "test.Order")]
 #[derive(Debug, Clone, PartialEq)]
@@ -17,89 +15,14 @@ struct Order {
     qty: u32,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Replica {
-    root: PathBuf,
-    config: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Replica {
-    fn new(dir: &Path, name: &str) -> Replica {
-        let root = dir.join(name);
-        let port = free_port();
-        let config = dir.join(format!("{name}.yaml"));
-        std::fs::write(
-            &config,
-            format!(
-                "replication:\n  mode: synchronous\n  discovery:\n    method: static\n    peers: []\n\
-                 queue:\n  capacity: 1000\n  persistence:\n    path: {}\n\
-                 server:\n  grpc_listen: 127.0.0.1:{port}\n  http_listen: 127.0.0.1:0\n",
-                root.display()
-            ),
-        )
-        .unwrap();
-        let mut r = Replica {
-            root,
-            config,
-            port,
-            child: None,
-        };
-        r.start(name);
-        r
-    }
-
-    fn start(&mut self, name: &str) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_repliqd"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("NODE_NAME", name)
-            .env("REPLIQ_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("repliqd listening"), "{line:?}");
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn holds(&self, seq: u64) -> bool {
-        repliq::inspect(self.root.join("orders"))
-            .ok()
-            .and_then(|i| i.last_seq)
-            .is_some_and(|last| last >= seq)
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 #[test]
 fn synchronous_enqueue_returns_only_when_every_replica_holds_the_message() {
     let dir = tempfile::tempdir().unwrap();
-    let mut b = Replica::new(dir.path(), "b");
-    let c = Replica::new(dir.path(), "c");
+    let mut b = Daemon::new(dir.path(), "b", "synchronous", &[], free_port());
+    let mut c = Daemon::new(dir.path(), "c", "synchronous", &[], free_port());
+    b.start();
+    c.start();
+    let holds = |d: &Daemon, seq: u64| held(&d.root.join("orders")) > seq;
     let primary_dir = dir.path().join("a").join("orders");
     let mut q = JournalQueue::<Order>::new(&primary_dir, 10_000).unwrap();
 
@@ -116,14 +39,16 @@ fn synchronous_enqueue_returns_only_when_every_replica_holds_the_message() {
         .unwrap_err();
     assert!(matches!(err, QueueError::InvalidConfig(_)));
 
-    let b_addr = format!("b=127.0.0.1:{}", b.port);
-    let c_addr = format!("c=127.0.0.1:{}", c.port);
-    q.configure_replication("a", &[&b_addr, &c_addr], ReplicationMode::Synchronous)
-        .unwrap();
+    q.configure_replication(
+        "a",
+        &[&b.secondary(), &c.secondary()],
+        ReplicationMode::Synchronous,
+    )
+    .unwrap();
     for id in 0..200 {
         let seq = q.enqueue(&Order { id, qty: 1 }).unwrap();
         assert!(
-            b.holds(seq) && c.holds(seq),
+            holds(&b, seq) && holds(&c, seq),
             "message {seq} acknowledged before both replicas hold it"
         );
     }
@@ -144,17 +69,12 @@ fn synchronous_enqueue_returns_only_when_every_replica_holds_the_message() {
         matches!(&err, QueueError::Replication(m) if m.contains("not acknowledged")),
         "{err}"
     );
-    assert!(!b.holds(200));
-    let local = repliq::inspect(&primary_dir).unwrap();
-    assert_eq!(
-        local.last_seq,
-        Some(200),
-        "the message stays written locally"
-    );
+    assert!(!holds(&b, 200));
+    assert_eq!(held(&primary_dir), 201, "the message stays written locally");
 
     // The replica comes back, catches up, and acknowledgements flow again.
-    b.start("b");
+    b.start();
     let seq = q.enqueue(&Order { id: 201, qty: 1 }).unwrap();
     assert_eq!(seq, 201);
-    assert!(b.holds(201) && c.holds(201));
+    assert!(holds(&b, 201) && holds(&c, 201));
 }

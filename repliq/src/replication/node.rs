@@ -304,10 +304,18 @@ pub async fn run_primary(
             break Err(e);
         }
         if let Some(m) = &options.metrics {
+            let now = Instant::now();
             for (name, lag) in leader.lag() {
-                m.lag_records
-                    .get_or_create(&replica_labels(&queue, &name))
-                    .set(lag as i64);
+                let labels = replica_labels(&queue, &name);
+                m.lag_records.get_or_create(&labels).set(lag as i64);
+                // Seconds: how long the oldest frame the replica has not acknowledged has been
+                // on its way (0 when it holds everything).
+                let age = links
+                    .get(&name)
+                    .and_then(|l| l.inflight.front())
+                    .filter(|_| lag > 0)
+                    .map_or(0.0, |&(_, sent)| now.duration_since(sent).as_secs_f64());
+                m.lag_seconds.get_or_create(&labels).set(age);
             }
         }
         if let Some(deadline) = stopping {
@@ -637,7 +645,6 @@ fn open_replica(
         || held.type_name != config.type_name
         || held.segment_size != config.segment_size
         || held.index_interval != config.index_interval
-        || held.max_payload != config.max_payload
     {
         return Err((
             refused::Reason::IncompatibleQueue,

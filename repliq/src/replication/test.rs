@@ -61,6 +61,8 @@ struct Cluster {
     drop_percent: u64,
     dup_percent: u64,
     next_crc: u32,
+    /// A node cut off from everyone: messages to and from it are lost while it is set.
+    partitioned: Option<NodeId>,
 }
 
 impl Cluster {
@@ -88,6 +90,7 @@ impl Cluster {
             drop_percent: 10,
             dup_percent: 10,
             next_crc: 1,
+            partitioned: None,
         };
         for n in &nodes[1..] {
             c.followers.insert(n.to_string(), Follower::new(1, 0));
@@ -155,7 +158,11 @@ impl Cluster {
         } else {
             self.net.swap_remove(i)
         };
-        if self.rng.chance(self.drop_percent) {
+        let cut = self
+            .partitioned
+            .as_ref()
+            .is_some_and(|p| *p == from || *p == to);
+        if cut || self.rng.chance(self.drop_percent) {
             // A lost message breaks the stream between the two; the replica resubscribes.
             let replica = if to == self.leader_name { &from } else { &to };
             if let Some(f) = self.followers.get(replica) {
@@ -267,6 +274,7 @@ impl Cluster {
 
     /// Runs with a healthy network until nothing is in flight, then checks convergence.
     fn heal_and_converge(&mut self) {
+        self.partitioned = None;
         self.drop_percent = 0;
         self.dup_percent = 0;
         // Everyone (re)subscribes, in case their last message was lost.
@@ -334,6 +342,39 @@ fn replicas_converge_under_drops_duplicates_and_reordering() {
     for seed in 1..=40 {
         let mut c = Cluster::new(seed, &["a", "b", "c", "d"], 2);
         for _ in 0..300 {
+            if c.rng.chance(30) {
+                c.write();
+            }
+            c.step();
+        }
+        c.heal_and_converge();
+    }
+}
+
+#[test]
+fn a_partitioned_replica_blocks_no_quorum_and_catches_up_after_healing() {
+    for seed in 1..=30 {
+        // Four nodes, two acks needed: one replica cut off must not stop acknowledgements.
+        let mut c = Cluster::new(seed, &["a", "b", "c", "d"], 2);
+        let mut acked_at_cut = 0;
+        for step in 0..400 {
+            if step == 100 {
+                c.partitioned = Some("d".into());
+                acked_at_cut = c.acked;
+            }
+            if step == 300 {
+                assert!(
+                    c.acked > acked_at_cut,
+                    "seed {seed}: acknowledgements stalled while one replica was cut off"
+                );
+
+                c.partitioned = None;
+                // The stream broke: the replica resubscribes.
+                let f = &c.followers["d"];
+                let (epoch, next_seq) = (f.epoch(), f.next_seq());
+                c.leader.disconnected("d");
+                c.send("d", "a", Msg::Subscribe { epoch, next_seq });
+            }
             if c.rng.chance(30) {
                 c.write();
             }
