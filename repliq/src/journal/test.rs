@@ -429,3 +429,112 @@ fn cursor_registration_finds_existing_names() {
         }
     }
 }
+
+/// Parses a journal written by the code with nothing but the rules of `docs/FORMAT.md` (plain
+/// file reads, no journal code), so the document and the code cannot drift apart silently.
+#[test]
+fn fixture_matches_format_md() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    cursor::register(&j.meta, "reader", || Ok(0)).unwrap();
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    let payloads: Vec<Vec<u8>> = (0..150u64).map(payload).collect();
+    for p in &payloads {
+        append(&mut app, p).unwrap();
+    }
+    drop((app, j));
+
+    let le32 = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let le64 = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let align = |n: usize, a: usize| n.div_ceil(a) * a;
+
+    // Meta file.
+    let meta = std::fs::read(dir.path().join("queue.meta")).unwrap();
+    assert_eq!(meta.len(), 8192);
+    assert_eq!(&meta[0..8], b"RPLQMETA");
+    assert_eq!(le32(&meta, 8), 1);
+    assert_eq!(le32(&meta, 12), 8192);
+    assert_eq!(le64(&meta, 16), 0x1234);
+    let segment_size = le64(&meta, 24) as usize;
+    assert_eq!(segment_size, 8192);
+    let interval = le32(&meta, 40) as usize;
+    let name_len = le32(&meta, 52) as usize;
+    assert_eq!(&meta[64..64 + name_len], b"test.Bytes");
+    assert_eq!(le32(&meta, 320), crc32c::crc32c(&meta[..320]));
+    let home = {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in b"reader" {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        (h % 64) as usize
+    };
+    let slot = &meta[1024 + 64 * home..1024 + 64 * (home + 1)];
+    assert_eq!(le64(slot, 0), 2 << 32, "active");
+    assert_eq!(le64(slot, 8), 0, "cursor");
+    assert_eq!(le32(slot, 16) & 1, 1, "durable");
+    assert_eq!(&slot[24..24 + le32(slot, 20) as usize], b"reader");
+
+    // Segments: follow the chain from 00000000000000000000.seg.
+    let mut seq = 0u64;
+    let mut first = 0u64;
+    let mut got = Vec::new();
+    loop {
+        let path = dir.path().join(format!("{first:020}.seg"));
+        let Ok(seg) = std::fs::read(&path) else { break };
+        assert_eq!(seg.len(), segment_size);
+        assert_eq!(&seg[0..8], b"RPLQSEGM");
+        assert_eq!(le32(&seg, 8), 1);
+        assert_eq!(le64(&seg, 16), first);
+        assert_eq!(le64(&seg, 24), segment_size as u64);
+        assert_eq!(le64(&seg, 32), 0x1234);
+        assert_eq!(le32(&seg, 40) as usize, interval);
+        let entries = le32(&seg, 44) as usize;
+        assert_eq!(entries, (segment_size / 32).div_ceil(interval));
+        let data = le32(&seg, 12) as usize;
+        assert_eq!(data, align(64 + 4 * entries, 64));
+        assert_eq!(le32(&seg, 48), crc32c::crc32c(&seg[..48]));
+        let mut pos = data;
+        let mut next_segment = false;
+        while pos + 32 <= segment_size {
+            let word = le64(&seg, pos);
+            let (tag, mid, low) = (word >> 61, (word >> 32) & ((1 << 29) - 1), word as u32);
+            match tag {
+                0 => break,
+                2 => {
+                    let len = low as usize;
+                    assert_eq!(le64(&seg, pos + 8), seq);
+                    assert_eq!(le32(&seg, pos + 20) as usize, len);
+                    let time = le64(&seg, pos + 24);
+                    let body = &seg[pos + 32..pos + 32 + len];
+                    let mut crc_input = Vec::new();
+                    crc_input.extend_from_slice(&seq.to_le_bytes());
+                    crc_input.extend_from_slice(&(len as u32).to_le_bytes());
+                    crc_input.extend_from_slice(&time.to_le_bytes());
+                    crc_input.extend_from_slice(body);
+                    assert_eq!(le32(&seg, pos + 16), crc32c::crc32c(&crc_input));
+                    let rel = (seq - first) as usize;
+                    if rel % interval == 0 {
+                        let entry = le32(&seg, 64 + 4 * (rel / interval)) as usize;
+                        assert_eq!(entry, pos, "index entry of sequence {seq}");
+                    }
+                    got.push(body.to_vec());
+                    seq += 1;
+                    pos += align(32 + len, 16);
+                }
+                3 => pos += mid as usize * 16,
+                4 => {
+                    next_segment = true;
+                    break;
+                }
+                other => panic!("tag {other} at {pos}"),
+            }
+        }
+        if !next_segment && pos + 32 <= segment_size {
+            break;
+        }
+        first = seq;
+    }
+    assert_eq!(got, payloads);
+    assert!(first > 0, "the fixture spans several segments");
+}
