@@ -183,7 +183,7 @@ fn misaligned_bytes_are_refused() {
     let mut shifted = vec![0u8; bytes.len() + 16];
     // Find an offset that is deliberately *not* 16-aligned.
     let off = (1..16)
-        .find(|o| (shifted.as_ptr() as usize + o) % 16 != 0)
+        .find(|o| !(shifted.as_ptr() as usize + o).is_multiple_of(16))
         .unwrap();
     shifted[off..off + bytes.len()].copy_from_slice(&bytes);
     expect_deserialization_error(
