@@ -44,6 +44,13 @@ fn promoted_replica_holds_every_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = Daemon::cluster(dir.path(), &["a", "b", "c"], "synchronous");
     for n in &mut nodes {
+        // k = 1 of 2: a message is acknowledged once one replica holds it.
+        let text = std::fs::read_to_string(&n.config).unwrap();
+        let text = text.replace(
+            "  mode: synchronous\n",
+            "  mode: synchronous\n  required_acks: 1\n",
+        );
+        std::fs::write(&n.config, text).unwrap();
         n.start();
     }
     let mut q = QueueOptions::new()
@@ -84,23 +91,39 @@ fn promoted_replica_holds_every_acknowledged_message() {
     });
     drop(q);
 
-    // Promote b.
-    let state = ReplicationState::promote(&queue(&nodes[1])).unwrap();
+    // Promote the replica that holds the most (what an operator, or a lease, would pick).
+    let (new, other) = if held(&queue(&nodes[1])) >= held(&queue(&nodes[2])) {
+        (1, 2)
+    } else {
+        (2, 1)
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_repliq"))
+        .arg("promote")
+        .arg(queue(&nodes[new]))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state: ReplicationState = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(state.role, Role::Primary);
     assert_eq!(state.epoch, 2);
-    let on_b = all_payments(&queue(&nodes[1]));
+    assert_eq!(ReplicationState::load(&queue(&nodes[new])).unwrap(), state);
+    let on_b = all_payments(&queue(&nodes[new]));
     assert!(
         on_b.len() >= acknowledged.len() && on_b[..acknowledged.len()] == acknowledged[..],
         "an acknowledged message is missing on the promoted replica"
     );
-    let err = ReplicationState::promote(&queue(&nodes[1])).unwrap_err();
+    let err = ReplicationState::promote(&queue(&nodes[new])).unwrap_err();
     assert!(matches!(&err, QueueError::Replication(m) if m.contains("already the primary")));
 
     // New writes on b reach c (b's daemon picks up the promotion).
     let mut qb = QueueOptions::new()
-        .open::<Payment>(queue(&nodes[1]))
+        .open::<Payment>(queue(&nodes[new]))
         .unwrap();
-    let base = held(&queue(&nodes[1]));
+    let base = held(&queue(&nodes[new]));
     for id in 0..100 {
         qb.enqueue(&Payment {
             id: 10_000 + id,
@@ -108,7 +131,9 @@ fn promoted_replica_holds_every_acknowledged_message() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     }
-    wait_until("c to follow b", || held(&queue(&nodes[2])) == base + 100);
+    wait_until("the other replica to follow the new primary", || {
+        held(&queue(&nodes[other])) == base + 100
+    });
 
     // The old primary comes back: it steps down, moves its unreplicated tail aside and follows b.
     nodes[0].start();
@@ -118,16 +143,20 @@ fn promoted_replica_holds_every_acknowledged_message() {
     });
     assert_eq!(
         all_payments(&queue(&nodes[0])),
-        all_payments(&queue(&nodes[1]))
+        all_payments(&queue(&nodes[new]))
     );
     let moved = queue(&nodes[0]).join("moved-aside");
     assert!(moved.exists(), "a's unacknowledged tail was moved aside");
 
     // A frame from the old epoch, sent by hand to replica c, is refused.
-    let refusal = old_epoch_frame_to(nodes[2].grpc_port, held(&queue(&nodes[2])));
+    let refusal = old_epoch_frame_to(nodes[other].grpc_port, held(&queue(&nodes[other])));
     assert_eq!(refusal.0, refused::Reason::StaleEpoch, "{}", refusal.1);
     assert!(refusal.1.contains("epoch 1"), "{}", refusal.1);
-    assert_eq!(held(&queue(&nodes[2])), base + 100, "nothing was written");
+    assert_eq!(
+        held(&queue(&nodes[other])),
+        base + 100,
+        "nothing was written"
+    );
 }
 
 /// Opens a replication stream to `port` as an epoch-1 primary and sends one frame at `next_seq`.

@@ -5,6 +5,7 @@
 //! repliq verify DIR               check every record's crc; exit code 1 on corruption
 //! repliq tail DIR [--raw] [--from SEQ] [--no-follow]
 //!                                 print records as they arrive: sequence, length (and hex with --raw)
+//! repliq promote DIR              make a replica the primary of a new epoch (failover)
 //! ```
 
 use std::io::{IsTerminal, Write};
@@ -48,6 +49,11 @@ enum Command {
         #[arg(long)]
         no_follow: bool,
     },
+    /// Make a replica the primary of a new epoch (failover). Prints the new replication state.
+    Promote {
+        /// The replica's queue directory.
+        dir: PathBuf,
+    },
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -61,6 +67,13 @@ fn hex(bytes: &[u8]) -> String {
 
 fn run(cli: Cli) -> repliq::Result<ExitCode> {
     match cli.command {
+        Command::Promote { dir } => {
+            let state = repliq::replication::ReplicationState::promote(&dir)?;
+            let json = serde_json::to_string_pretty(&state)
+                .map_err(|e| repliq::QueueError::Other(format!("encoding JSON: {e}")))?;
+            println!("{json}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect { dir } => {
             let info = repliq::inspect(&dir)?;
             let json = serde_json::to_string_pretty(&info)
