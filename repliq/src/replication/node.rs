@@ -233,7 +233,6 @@ pub async fn run_primary(
 
     let mut links: BTreeMap<String, ReplicaLink> = BTreeMap::new();
     let mut stopping: Option<Instant> = None;
-    let mut committed = 0u64;
     let result = loop {
         let event = tokio::select! {
             e = events.recv() => e,
@@ -244,10 +243,7 @@ pub async fn run_primary(
             _ = tokio::time::sleep(Duration::from_millis(20)), if stopping.is_some() => None,
         };
         let actions = match event {
-            Some(Event::Committed(next)) => {
-                committed = committed.max(next);
-                leader.committed(next)
-            }
+            Some(Event::Committed(next)) => leader.committed(next),
             Some(Event::Subscribed {
                 name,
                 epoch,
@@ -331,7 +327,6 @@ pub async fn run_primary(
     let _ = conn_stop_tx.send(true);
     watcher_stop.store(true, Ordering::Release);
     let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
-    let _ = committed;
     result
 }
 
@@ -352,7 +347,17 @@ async fn execute(
                 let mut frames = Vec::new();
                 let source = match &mut link.source {
                     Some(s) if s.next_seq() == from => s,
-                    slot => slot.insert(ByteSource::at(journal.clone(), from)?),
+                    slot => match ByteSource::at(journal.clone(), from) {
+                        Ok(source) => slot.insert(source),
+                        Err(e) => {
+                            // This replica cannot be served (e.g. it needs records retention
+                            // deleted); the others can. Drop its stream; it will retry.
+                            tracing::error!(queue = %queue, replica = %node, error = %e, "cannot serve replica");
+                            links.remove(&node);
+                            leader.disconnected(&node);
+                            continue;
+                        }
+                    },
                 };
                 if from == to {
                     frames.push(empty_frame(leader, from));
