@@ -1,4 +1,4 @@
-//! Concurrency primitives, chosen by `cfg(loom)`: std normally, loom's models under
+//! Concurrency primitives, chosen by `cfg(repliq_loom)`: std normally, loom's models under
 //! `RUSTFLAGS="--cfg loom"`, so the record-header and cursor protocols can be model-checked.
 //!
 //! Words inside a shared file mapping are always `std` atomics (they come from raw pointers);
@@ -8,7 +8,7 @@ pub(crate) use std::sync::atomic::Ordering;
 
 /// The operations the journal protocols need on a 64-bit shared word.
 pub(crate) trait Word {
-    #[cfg_attr(not(loom), allow(dead_code))]
+    #[cfg_attr(not(repliq_loom), allow(dead_code))]
     fn load(&self, order: Ordering) -> u64;
     fn compare_exchange(
         &self,
@@ -36,7 +36,7 @@ impl Word for std::sync::atomic::AtomicU64 {
     }
 }
 
-#[cfg(loom)]
+#[cfg(repliq_loom)]
 impl Word for loom::sync::atomic::AtomicU64 {
     fn load(&self, order: Ordering) -> u64 {
         loom::sync::atomic::AtomicU64::load(self, order)

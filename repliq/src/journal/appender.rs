@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::format::*;
 use super::header::{self, State};
-use super::segment::Segment;
+use super::segment::{self, Segment};
 use super::{Journal, cursor, notify};
+use crate::raw::MappedFile;
 use crate::raw::clock::monotonic_millis;
 use crate::{QueueError, Result};
 
@@ -33,10 +34,16 @@ pub enum Durability {
 
 /// Appends records to a journal. One per producer handle; any number may append to one queue
 /// concurrently, in any number of processes.
+///
+/// Segments are created by the appender that needs one, *with its record already committed
+/// inside* (written into a temporary file, then published with a hard link), so every segment
+/// holds at least one record and the next segment's name (its first sequence number) is never
+/// the same as the current one's, however many reservations in it were abandoned.
 #[derive(Debug)]
 pub(crate) struct Appender {
     journal: Arc<Journal>,
-    seg: Arc<Segment>,
+    /// `None` until the first segment exists.
+    seg: Option<Arc<Segment>>,
     /// Position of the first record not known to be final.
     pos: usize,
     /// Sequence number the record at `pos` gets if it is committed.
@@ -49,15 +56,28 @@ pub(crate) struct Appender {
     last_sync: Instant,
 }
 
+/// Where the tail is.
+enum Tail {
+    /// An EMPTY header in the current segment, at `pos`.
+    Here,
+    /// The current segment is finished and segment `seq` does not exist yet.
+    NeedSegment,
+}
+
 impl Appender {
     /// Finds the tail: the last segment, from its last index point (bounded scan).
     pub(crate) fn new(journal: Arc<Journal>, durability: Durability) -> Result<Appender> {
         let list = journal.list_segments()?;
-        let seg = match list.last() {
-            Some(&first) => journal.segment_or_create(first)?,
-            None => journal.segment_or_create(0)?,
+        let (seg, pos, seq) = match list.last() {
+            Some(&first) => match journal.segment(first)? {
+                Some(seg) => {
+                    let (pos, seq) = seg.last_index_point();
+                    (Some(seg), pos, seq)
+                }
+                None => (None, 0, first),
+            },
+            None => (None, 0, 0),
         };
-        let (pos, seq) = seg.last_index_point();
         Ok(Appender {
             journal,
             seg,
@@ -70,22 +90,34 @@ impl Appender {
         })
     }
 
-    fn corrupt(&self, reason: String) -> QueueError {
+    fn corrupt(seg: &Segment, pos: usize, reason: String) -> QueueError {
         QueueError::Corrupt {
-            path: self.seg.path.clone(),
-            offset: self.pos as u64,
+            path: seg.path.clone(),
+            offset: pos as u64,
             reason,
         }
     }
 
-    fn roll(&mut self) -> Result<()> {
-        let next = self.journal.segment_or_create(self.seq)?;
+    /// Moves to segment `self.seq` if it exists. `Ok(false)` if it does not.
+    fn next_segment(&mut self) -> Result<bool> {
+        let Some(next) = self.journal.segment(self.seq)? else {
+            return Ok(false);
+        };
+        if let Some(cur) = &self.seg
+            && Arc::ptr_eq(cur, &next)
+        {
+            return Err(Self::corrupt(
+                cur,
+                self.pos,
+                "segment ends without a record; its successor would have its own name".into(),
+            ));
+        }
         if self.durability != Durability::PageCache {
             self.sync_dirty()?;
         }
         self.pos = next.data_start;
-        self.seg = next;
-        Ok(())
+        self.seg = Some(next);
+        Ok(true)
     }
 
     /// Capacity check for writing sequence `seq`.
@@ -110,40 +142,61 @@ impl Appender {
         }
     }
 
-    /// Skips over final records until `pos` is at an EMPTY or RESERVED header.
-    /// Returns the header word's current value.
-    fn find_tail(&mut self) -> Result<u64> {
+    /// Skips over final records until `pos` is at an EMPTY header (waiting for, or abandoning,
+    /// a live reservation), or the current segment is finished and the next does not exist.
+    fn find_tail(&mut self, wait: bool) -> Result<Tail> {
         let lease = self.journal.lease_ms();
         let mut spins = 0u32;
         loop {
-            if self.pos + RECORD_HEADER > self.seg.size {
-                self.roll()?;
-                continue;
+            let Some(seg) = self.seg.clone() else {
+                if self.next_segment()? {
+                    continue;
+                }
+                return Ok(Tail::NeedSegment);
+            };
+            if self.pos + RECORD_HEADER > seg.size {
+                if self.next_segment()? {
+                    continue;
+                }
+                return Ok(Tail::NeedSegment);
             }
-            let Some(word) = self.seg.header_word(self.pos) else {
-                return Err(self.corrupt("record position outside the segment".into()));
+            let Some(word) = seg.header_word(self.pos) else {
+                return Err(Self::corrupt(
+                    &seg,
+                    self.pos,
+                    "record position outside the segment".into(),
+                ));
             };
             let w = word.load(Ordering::Acquire);
             match header::decode(w) {
-                State::Empty => return Ok(w),
+                State::Empty => return Ok(Tail::Here),
                 State::Committed { len } => {
                     let extent = committed_extent(len as usize);
-                    if self.pos + extent > self.seg.size {
-                        return Err(self.corrupt(format!(
-                            "record length {len} runs past the end of the segment"
-                        )));
+                    if self.pos + extent > seg.size {
+                        return Err(Self::corrupt(
+                            &seg,
+                            self.pos,
+                            format!("record length {len} runs past the end of the segment"),
+                        ));
                     }
                     self.pos += extent;
                     self.seq += 1;
                 }
                 State::Abandoned { extent } => {
-                    if extent < RECORD_HEADER || self.pos + extent > self.seg.size {
-                        return Err(self.corrupt(format!("invalid abandoned extent {extent}")));
+                    if extent < RECORD_HEADER || self.pos + extent > seg.size {
+                        return Err(Self::corrupt(
+                            &seg,
+                            self.pos,
+                            format!("invalid abandoned extent {extent}"),
+                        ));
                     }
                     self.pos += extent;
                 }
-                State::End => self.roll()?,
+                State::End => self.pos = seg.size,
                 State::Reserved { stamp, .. } => {
+                    if !wait {
+                        return Ok(Tail::Here);
+                    }
                     if header::lease_expired(stamp, monotonic_millis(), lease) {
                         header::abandon(word, w);
                     } else {
@@ -156,7 +209,11 @@ impl Appender {
                     }
                 }
                 State::Invalid(v) => {
-                    return Err(self.corrupt(format!("invalid record header word {v:#018x}")));
+                    return Err(Self::corrupt(
+                        &seg,
+                        self.pos,
+                        format!("invalid record header word {v:#018x}"),
+                    ));
                 }
             }
         }
@@ -171,35 +228,56 @@ impl Appender {
         let max_extent =
             committed_extent(self.journal.config().max_payload as usize).min(header::MAX_EXTENT);
         loop {
-            self.find_tail()?;
+            let seg = match self.find_tail(true)? {
+                Tail::NeedSegment => {
+                    self.check_capacity(self.seq)?;
+                    if let Some((seg, len)) = self.create_segment_with(&mut write)? {
+                        let seq = self.seq;
+                        self.pos = seg.data_start + committed_extent(len);
+                        self.seq += 1;
+                        self.seg = Some(seg.clone());
+                        let meta = &self.journal.meta;
+                        notify::wake(meta.data_notify(), meta.data_waiters());
+                        self.after_commit(&seg, seg.data_start)?;
+                        return Ok(seq);
+                    }
+                    // Another appender created it first: append there.
+                    continue;
+                }
+                Tail::Here => match self.seg.clone() {
+                    Some(seg) => seg,
+                    None => continue,
+                },
+            };
             self.check_capacity(self.seq)?;
-            let room = self.seg.size - self.pos;
+            let room = seg.size - self.pos;
             let extent = room.min(max_extent) & !(RECORD_ALIGN - 1);
-            let Some(word) = self.seg.header_word(self.pos) else {
-                return Err(self.corrupt("record position outside the segment".into()));
+            let Some(word) = seg.header_word(self.pos) else {
+                return Err(Self::corrupt(
+                    &seg,
+                    self.pos,
+                    "record position outside the segment".into(),
+                ));
             };
             let Ok(reserved) = header::try_reserve(word, extent, monotonic_millis()) else {
                 continue;
             };
             // The extent [pos, pos + extent) is ours until we commit or are abandoned.
-            let (seg, pos, seq) = (self.seg.clone(), self.pos, self.seq);
+            let (pos, seq) = (self.pos, self.seq);
             let written = seg
                 .map
                 .with_slot(pos + RECORD_HEADER, extent - RECORD_HEADER, &mut write)
-                .unwrap_or_else(|| Err(self.corrupt("reserved extent outside the segment".into())));
+                .unwrap_or_else(|| {
+                    Err(Self::corrupt(
+                        &seg,
+                        pos,
+                        "reserved extent outside the segment".into(),
+                    ))
+                });
             match written {
                 Ok(len) if len <= extent - RECORD_HEADER => {
-                    let len32 = len as u32;
-                    let time = now_nanos();
-                    let payload = seg.map.committed(pos + RECORD_HEADER, len).unwrap_or(&[]);
-                    let crc = record_crc(seq, len32, time, payload);
-                    let mut head = [0u8; RECORD_HEADER - R_SEQ];
-                    head[0..8].copy_from_slice(&seq.to_le_bytes());
-                    head[8..12].copy_from_slice(&crc.to_le_bytes());
-                    head[12..16].copy_from_slice(&len32.to_le_bytes());
-                    head[16..24].copy_from_slice(&time.to_le_bytes());
-                    let _ = seg.map.write(pos + R_SEQ, &head);
-                    if header::commit(word, reserved, len32) {
+                    write_record_fields(&seg.map, pos, seq, len);
+                    if header::commit(word, reserved, len as u32) {
                         seg.index_record(seq, pos);
                         self.pos = pos + committed_extent(len);
                         self.seq = seq + 1;
@@ -230,6 +308,74 @@ impl Appender {
         }
     }
 
+    /// Creates segment `self.seq` with this record committed as its first one. `Ok(None)` if
+    /// another appender published the segment first.
+    fn create_segment_with(
+        &mut self,
+        write: &mut impl FnMut(&mut [MaybeUninit<u8>]) -> Result<usize>,
+    ) -> Result<Option<(Arc<Segment>, usize)>> {
+        let config = self.journal.config().clone();
+        let first_seq = self.seq;
+        let header_bytes = segment::encode_header(&config, first_seq);
+        let (_, data_start) = segment_geometry(config.segment_size, config.index_interval);
+        let size = config.segment_size as usize;
+        let max_extent = committed_extent(config.max_payload as usize)
+            .min(header::MAX_EXTENT)
+            .min(size - data_start);
+        let sync = self.durability != Durability::PageCache;
+        let mut record_len = None;
+        let published = super::publish_file_with(
+            &self.journal.dir,
+            &self.journal.dir.join(segment::segment_name(first_seq)),
+            &header_bytes,
+            config.segment_size,
+            sync,
+            |map| {
+                let len = map
+                    .with_slot(
+                        data_start + RECORD_HEADER,
+                        max_extent - RECORD_HEADER,
+                        &mut *write,
+                    )
+                    .unwrap_or_else(|| {
+                        Err(QueueError::Other(
+                            "segment smaller than its data start".into(),
+                        ))
+                    })?;
+                if len > max_extent - RECORD_HEADER {
+                    return Err(QueueError::Other(format!(
+                        "serializer reported {len} bytes written into a slot of {}",
+                        max_extent - RECORD_HEADER
+                    )));
+                }
+                write_record_fields(map, data_start, first_seq, len);
+                if let Some(word) = map.atomic_u64(data_start) {
+                    word.store(header::committed(len as u32), Ordering::Release);
+                }
+                if let Some(entry) = map.atomic_u32(S_INDEX) {
+                    entry.store(data_start as u32, Ordering::Release);
+                }
+                record_len = Some(len);
+                Ok(())
+            },
+        )?;
+        if !published {
+            return Ok(None);
+        }
+        let Some(len) = record_len else {
+            return Ok(None);
+        };
+        let seg = self
+            .journal
+            .segment(first_seq)?
+            .ok_or_else(|| QueueError::Corrupt {
+                path: self.journal.dir.join(segment::segment_name(first_seq)),
+                offset: 0,
+                reason: "segment vanished right after it was created".into(),
+            })?;
+        Ok(Some((seg, len)))
+    }
+
     fn after_commit(&mut self, seg: &Arc<Segment>, pos: usize) -> Result<()> {
         match self.durability {
             Durability::PageCache => Ok(()),
@@ -255,12 +401,15 @@ impl Appender {
         let Some((seg, from)) = self.dirty.take() else {
             return Ok(());
         };
-        let result = if Arc::ptr_eq(&seg, &self.seg) {
-            seg.map.flush_range(from, self.pos.saturating_sub(from))
-        } else {
-            seg.map
+        let result = match &self.seg {
+            Some(cur) if Arc::ptr_eq(&seg, cur) => {
+                seg.map.flush_range(from, self.pos.saturating_sub(from))
+            }
+            Some(cur) => seg
+                .map
                 .flush_range(from, seg.size - from)
-                .and_then(|()| self.seg.map.flush_range(0, self.pos))
+                .and_then(|()| cur.map.flush_range(0, self.pos)),
+            None => Ok(()),
         };
         result.map_err(|e| QueueError::io(format!("msync {}", seg.path.display()), e))
     }
@@ -268,55 +417,35 @@ impl Appender {
     /// Syncs the current segment up to the tail, whatever the durability mode.
     pub(crate) fn flush(&mut self) -> Result<()> {
         self.sync_dirty()?;
-        self.seg
-            .map
-            .flush_range(0, self.pos)
-            .map_err(|e| QueueError::io(format!("msync {}", self.seg.path.display()), e))?;
+        if let Some(seg) = &self.seg {
+            seg.map
+                .flush_range(0, self.pos)
+                .map_err(|e| QueueError::io(format!("msync {}", seg.path.display()), e))?;
+        }
         self.journal.meta.flush()
     }
 
     /// The sequence number the next record appended here would get, after catching up with
     /// records other appenders committed.
     pub(crate) fn next_seq(&mut self) -> Result<u64> {
-        self.find_tail_nonblocking()?;
+        self.find_tail(false)?;
         Ok(self.seq)
     }
+}
 
-    /// Like `find_tail` but stops at a live reservation instead of waiting for it.
-    fn find_tail_nonblocking(&mut self) -> Result<()> {
-        loop {
-            if self.pos + RECORD_HEADER > self.seg.size {
-                match self.journal.segment(self.seq)? {
-                    Some(next) => {
-                        self.pos = next.data_start;
-                        self.seg = next;
-                        continue;
-                    }
-                    None => return Ok(()),
-                }
-            }
-            let Some(word) = self.seg.header_word(self.pos) else {
-                return Ok(());
-            };
-            match header::decode(word.load(Ordering::Acquire)) {
-                State::Committed { len } => {
-                    let extent = committed_extent(len as usize);
-                    if self.pos + extent > self.seg.size {
-                        return Err(self.corrupt(format!(
-                            "record length {len} runs past the end of the segment"
-                        )));
-                    }
-                    self.pos += extent;
-                    self.seq += 1;
-                }
-                State::Abandoned { extent } if extent >= RECORD_HEADER => {
-                    self.pos = (self.pos + extent).min(self.seg.size);
-                }
-                State::End => self.pos = self.seg.size,
-                _ => return Ok(()),
-            }
-        }
-    }
+/// Writes a record's sequence number, crc, length and time (header bytes 8..32) for the payload
+/// already in place at `pos + 32`. The caller owns the record (reservation or unpublished file).
+fn write_record_fields(map: &MappedFile, pos: usize, seq: u64, len: usize) {
+    let len32 = len as u32;
+    let time = now_nanos();
+    let payload = map.committed(pos + RECORD_HEADER, len).unwrap_or(&[]);
+    let crc = record_crc(seq, len32, time, payload);
+    let mut head = [0u8; RECORD_HEADER - R_SEQ];
+    head[0..8].copy_from_slice(&seq.to_le_bytes());
+    head[8..12].copy_from_slice(&crc.to_le_bytes());
+    head[12..16].copy_from_slice(&len32.to_le_bytes());
+    head[16..24].copy_from_slice(&time.to_le_bytes());
+    let _ = map.write(pos + R_SEQ, &head);
 }
 
 pub(crate) fn now_nanos() -> u64 {

@@ -13,14 +13,14 @@ pub(crate) mod cursor;
 pub(crate) mod format;
 pub(crate) mod header;
 mod info;
-#[cfg(all(test, loom))]
+#[cfg(all(test, repliq_loom))]
 mod loom_protocol;
 pub(crate) mod meta;
 pub(crate) mod notify;
 mod reader;
 pub(crate) mod replica;
 pub(crate) mod segment;
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(repliq_loom)))]
 mod test;
 
 use std::collections::BTreeMap;
@@ -60,10 +60,8 @@ impl Journal {
         std::fs::create_dir_all(dir)
             .map_err(|e| QueueError::io(format!("creating directory {}", dir.display()), e))?;
         let created = meta::create(dir, config)?;
+        // Segment 0 is created by the first append, with its first record inside.
         let journal = Journal::open(dir, populate)?;
-        if created {
-            segment::create(dir, &journal.meta.config, 0)?;
-        }
         Ok((journal, created))
     }
 
@@ -199,6 +197,19 @@ impl Journal {
 /// which fails if `path` exists: readers never see a half-written meta or segment header.
 /// Returns `Ok(true)` if this call published the file, `Ok(false)` if it already existed.
 pub(crate) fn publish_file(dir: &Path, path: &Path, header: &[u8], len: u64) -> Result<bool> {
+    publish_file_with(dir, path, header, len, true, |_| Ok(()))
+}
+
+/// [`publish_file`], letting `fill` write into a mapping of the unpublished file first (the first
+/// record of a new segment). With `sync`, the file is synced before it is published.
+pub(crate) fn publish_file_with(
+    dir: &Path,
+    path: &Path,
+    header: &[u8],
+    len: u64,
+    sync: bool,
+    fill: impl FnOnce(&crate::raw::MappedFile) -> Result<()>,
+) -> Result<bool> {
     if path.exists() {
         return Ok(false);
     }
@@ -222,8 +233,18 @@ pub(crate) fn publish_file(dir: &Path, path: &Path, header: &[u8], len: u64) -> 
             .map_err(|e| QueueError::io(format!("allocating {}", tmp.display()), e))?;
         file.write_all_at(header, 0)
             .map_err(|e| QueueError::io(format!("writing {}", tmp.display()), e))?;
-        file.sync_all()
-            .map_err(|e| QueueError::io(format!("syncing {}", tmp.display()), e))?;
+        let size = usize::try_from(len)
+            .map_err(|_| QueueError::InvalidConfig(format!("file size {len} too large")))?;
+        let map = crate::raw::MappedFile::map(&file, size, false)
+            .map_err(|e| QueueError::io(format!("mapping {}", tmp.display()), e))?;
+        fill(&map)?;
+        if sync {
+            map.flush_range(0, size)
+                .map_err(|e| QueueError::io(format!("msync {}", tmp.display()), e))?;
+            file.sync_all()
+                .map_err(|e| QueueError::io(format!("syncing {}", tmp.display()), e))?;
+        }
+        drop(map);
         match std::fs::hard_link(&tmp, path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),

@@ -34,7 +34,8 @@ impl RecordRef {
 #[derive(Debug)]
 pub(crate) struct Reader {
     journal: Arc<Journal>,
-    seg: Arc<Segment>,
+    /// `None` while the queue has no segment yet (the first append creates segment 0).
+    seg: Option<Arc<Segment>>,
     pos: usize,
     seq: u64,
     verify_crc: bool,
@@ -44,19 +45,27 @@ impl Reader {
     /// A reader positioned at sequence `seq` (or at the first record after it that exists, if
     /// `seq` was deleted by retention; or at the tail, if `seq` is not written yet).
     pub(crate) fn at(journal: Arc<Journal>, seq: u64, verify_crc: bool) -> Result<Reader> {
-        let seg = match journal.segment_for(seq)? {
-            Some(seg) => seg,
-            None => journal.segment_or_create(0)?,
+        let Some(seg) = journal.segment_for(seq)? else {
+            return Ok(Reader {
+                journal,
+                seg: None,
+                pos: 0,
+                seq: 0,
+                verify_crc,
+            });
         };
         let (pos, start) = seg.index_lookup(seq);
         let mut reader = Reader {
             journal,
-            seg,
+            seg: Some(seg),
             pos,
             seq: start,
             verify_crc,
         };
-        reader.skip_to(seq)?;
+        if start <= seq {
+            reader.skip_to(seq)?;
+        }
+        // else: `seq` was deleted by retention; the reader starts at the first stored record.
         Ok(reader)
     }
 
@@ -76,12 +85,14 @@ impl Reader {
             *self = fresh;
             return Ok(self.seq == target);
         }
-        if target - self.seq > 4 * u64::from(self.seg.index_interval) {
+        let target = target.max(self.seq);
+        let interval = self.seg.as_ref().map_or(1, |s| u64::from(s.index_interval));
+        if target - self.seq > 4 * interval {
             // Far ahead: jump with the index instead of walking.
             if let Some(seg) = self.journal.segment_for(target)? {
                 let (pos, start) = seg.index_lookup(target);
                 if start > self.seq {
-                    self.seg = seg;
+                    self.seg = Some(seg);
                     self.pos = pos;
                     self.seq = start;
                 }
@@ -96,20 +107,30 @@ impl Reader {
         Ok(true)
     }
 
-    fn corrupt(&self, offset: usize, reason: String) -> QueueError {
+    fn corrupt(seg: &Segment, offset: usize, reason: String) -> QueueError {
         QueueError::Corrupt {
-            path: self.seg.path.clone(),
+            path: seg.path.clone(),
             offset: offset as u64,
             reason,
         }
     }
 
-    /// Moves to the next segment, if it exists yet.
+    /// Moves to the segment that starts at the next sequence number, if it exists yet.
     fn next_segment(&mut self) -> Result<bool> {
         match self.journal.segment(self.seq)? {
             Some(next) => {
+                if let Some(cur) = &self.seg
+                    && Arc::ptr_eq(cur, &next)
+                {
+                    return Err(Self::corrupt(
+                        cur,
+                        self.pos,
+                        "segment ends without a record; its successor would have its own name"
+                            .into(),
+                    ));
+                }
                 self.pos = next.data_start;
-                self.seg = next;
+                self.seg = Some(next);
                 Ok(true)
             }
             None => Ok(false),
@@ -120,14 +141,24 @@ impl Reader {
     /// Moves over abandoned extents and segment ends; abandons reservations whose lease expired.
     pub(crate) fn peek(&mut self) -> Result<Option<RecordRef>> {
         loop {
-            if self.pos + RECORD_HEADER > self.seg.size {
+            let Some(seg) = self.seg.clone() else {
+                if self.next_segment()? {
+                    continue;
+                }
+                return Ok(None);
+            };
+            if self.pos + RECORD_HEADER > seg.size {
                 if self.next_segment()? {
                     continue;
                 }
                 return Ok(None);
             }
-            let Some(word) = self.seg.header_word(self.pos) else {
-                return Err(self.corrupt(self.pos, "record position outside the segment".into()));
+            let Some(word) = seg.header_word(self.pos) else {
+                return Err(Self::corrupt(
+                    &seg,
+                    self.pos,
+                    "record position outside the segment".into(),
+                ));
             };
             let w = word.load(Ordering::Acquire);
             match header::decode(w) {
@@ -139,56 +170,67 @@ impl Reader {
                     }
                     return Ok(None);
                 }
-                State::Committed { len } => return self.check_record(len).map(Some),
+                State::Committed { len } => return self.check_record(&seg, len).map(Some),
                 State::Abandoned { extent } => {
-                    if extent < RECORD_HEADER || self.pos + extent > self.seg.size {
-                        return Err(
-                            self.corrupt(self.pos, format!("invalid abandoned extent {extent}"))
-                        );
+                    if extent < RECORD_HEADER || self.pos + extent > seg.size {
+                        return Err(Self::corrupt(
+                            &seg,
+                            self.pos,
+                            format!("invalid abandoned extent {extent}"),
+                        ));
                     }
                     self.pos += extent;
                 }
                 State::End => {
+                    self.pos = seg.size;
                     if self.next_segment()? {
                         continue;
                     }
-                    self.pos = self.seg.size;
                     return Ok(None);
                 }
                 State::Invalid(v) => {
-                    return Err(
-                        self.corrupt(self.pos, format!("invalid record header word {v:#018x}"))
-                    );
+                    return Err(Self::corrupt(
+                        &seg,
+                        self.pos,
+                        format!("invalid record header word {v:#018x}"),
+                    ));
                 }
             }
         }
     }
 
-    fn check_record(&self, len: u32) -> Result<RecordRef> {
+    fn check_record(&self, seg: &Arc<Segment>, len: u32) -> Result<RecordRef> {
         let len = len as usize;
-        if self.pos + committed_extent(len) > self.seg.size {
-            return Err(self.corrupt(
+        if self.pos + committed_extent(len) > seg.size {
+            return Err(Self::corrupt(
+                seg,
                 self.pos,
                 format!("record length {len} runs past the end of the segment"),
             ));
         }
-        let Some((seq, crc, stored_len, time)) = self.seg.header_fields(self.pos) else {
-            return Err(self.corrupt(self.pos, "record header outside the segment".into()));
+        let Some((seq, crc, stored_len, time)) = seg.header_fields(self.pos) else {
+            return Err(Self::corrupt(
+                seg,
+                self.pos,
+                "record header outside the segment".into(),
+            ));
         };
         if seq != self.seq {
-            return Err(self.corrupt(
+            return Err(Self::corrupt(
+                seg,
                 self.pos,
                 format!("record has sequence number {seq}, expected {}", self.seq),
             ));
         }
         if stored_len as usize != len {
-            return Err(self.corrupt(
+            return Err(Self::corrupt(
+                seg,
                 self.pos,
                 format!("record length field {stored_len} disagrees with its header word ({len})"),
             ));
         }
         let rec = RecordRef {
-            seg: self.seg.clone(),
+            seg: seg.clone(),
             pos: self.pos,
             seq,
             len,
@@ -197,7 +239,8 @@ impl Reader {
         if self.verify_crc {
             let actual = record_crc(seq, stored_len, time, rec.payload());
             if actual != crc {
-                return Err(self.corrupt(
+                return Err(Self::corrupt(
+                    seg,
                     self.pos,
                     format!(
                         "checksum mismatch in record {seq} (stored {crc:#010x}, computed {actual:#010x})"
@@ -212,6 +255,9 @@ impl Reader {
     pub(crate) fn advance(&mut self, rec: &RecordRef) {
         self.pos = rec.pos + committed_extent(rec.len);
         self.seq = rec.seq + 1;
+        if !self.seg.as_ref().is_some_and(|s| Arc::ptr_eq(s, &rec.seg)) {
+            self.seg = Some(rec.seg.clone());
+        }
     }
 }
 
@@ -219,14 +265,15 @@ impl Reader {
     /// A cheap check for "something may have changed at this reader's position": the header
     /// word at the position and its current value (for async waiters).
     pub(crate) fn probe(&self) -> Probe {
-        let word = self
+        let seen = self
             .seg
-            .header_word(self.pos)
+            .as_ref()
+            .and_then(|s| s.header_word(self.pos))
             .map(|w| w.load(Ordering::Acquire));
         Probe {
             seg: self.seg.clone(),
             pos: self.pos,
-            seen: word,
+            seen,
         }
     }
 }
@@ -234,7 +281,7 @@ impl Reader {
 /// See [`Reader::probe`].
 #[derive(Debug)]
 pub(crate) struct Probe {
-    seg: Arc<Segment>,
+    seg: Option<Arc<Segment>>,
     pos: usize,
     seen: Option<u64>,
 }
@@ -242,7 +289,10 @@ pub(crate) struct Probe {
 impl Probe {
     /// `true` if the header word changed since the probe was taken (or cannot be watched).
     pub(crate) fn changed(&self) -> bool {
-        match (self.seen, self.seg.header_word(self.pos)) {
+        match (
+            self.seen,
+            self.seg.as_ref().and_then(|s| s.header_word(self.pos)),
+        ) {
             (Some(seen), Some(word)) => word.load(Ordering::Acquire) != seen,
             _ => true,
         }

@@ -190,16 +190,20 @@ fn a_stalled_writer_cannot_commit_after_being_abandoned() {
     // Chronicle-Queue#629: the stalled writer resumes after its reservation was taken over.
     let dir = tempfile::tempdir().unwrap();
     let j = journal(dir.path(), 8192);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    append(&mut app, b"first").unwrap();
     let (seg, pos) = tail_word(&j);
     let word = seg.header_word(pos).unwrap();
     let stale = monotonic_millis().wrapping_sub(10_000);
     let reserved = header::try_reserve(word, 128, stale).unwrap();
     // Another producer abandons the expired reservation and appends after its extent.
-    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
-    assert_eq!(append(&mut app, b"next").unwrap(), 0);
+    assert_eq!(append(&mut app, b"next").unwrap(), 1);
     // The stalled writer wakes up and tries to publish: it must lose.
     assert!(!header::commit(word, reserved, 10));
-    assert_eq!(read_all(&j).unwrap(), vec![(0, b"next".to_vec())]);
+    assert_eq!(
+        read_all(&j).unwrap(),
+        vec![(0, b"first".to_vec()), (1, b"next".to_vec())]
+    );
     assert_eq!(
         header::decode(word.load(Ordering::Acquire)),
         State::Abandoned { extent: 128 }
@@ -289,10 +293,58 @@ fn an_invalid_header_word_is_corrupt_not_a_panic() {
     );
 }
 
+/// A writer dies holding a reservation that covers the rest of a segment: after its lease the
+/// segment is finished, and the next record starts a new segment named by its own sequence number
+/// (segments are created with their first record inside, so they are never empty).
+#[test]
+fn an_abandoned_reservation_to_the_end_of_a_segment_rolls_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    append(&mut app, b"zero").unwrap();
+    let (seg, pos) = tail_word(&j);
+    let word = seg.header_word(pos).unwrap();
+    let stale = monotonic_millis().wrapping_sub(10_000);
+    header::try_reserve(word, seg.size - pos, stale).unwrap();
+    drop(seg);
+    // Both a fresh appender and the old one get past it.
+    let mut fresh = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    assert_eq!(append(&mut fresh, b"one").unwrap(), 1);
+    assert_eq!(append(&mut app, b"two").unwrap(), 2);
+    assert_eq!(j.list_segments().unwrap(), vec![0, 1]);
+    let all = read_all(&j).unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(verify(dir.path(), |_, _| {}).unwrap().abandoned, 1);
+}
+
+#[test]
+fn an_empty_queue_has_no_segment_until_the_first_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    assert!(j.list_segments().unwrap().is_empty());
+    let mut r = Reader::at(j.clone(), 0, true).unwrap();
+    assert!(r.peek().unwrap().is_none());
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    assert_eq!(app.next_seq().unwrap(), 0);
+    assert_eq!(append(&mut app, b"x").unwrap(), 0);
+    assert_eq!(
+        r.peek().unwrap().unwrap().payload(),
+        b"x",
+        "the waiting reader finds it"
+    );
+    let info = inspect(dir.path()).unwrap();
+    assert_eq!(info.last_seq, Some(0));
+}
+
 #[test]
 fn a_truncated_segment_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let j = journal(dir.path(), 8192);
+    append(
+        &mut Appender::new(j.clone(), Durability::PageCache).unwrap(),
+        b"a",
+    )
+    .unwrap();
     drop(j);
     let seg = dir.path().join(segment::segment_name(0));
     std::fs::OpenOptions::new()
@@ -368,7 +420,13 @@ fn files_of_random_bytes_are_corrupt_never_a_panic() {
     assert!(verify(dir.path(), |_, _| {}).is_err());
     // Random bytes after a valid segment header: header words are garbage.
     let dir = tempfile::tempdir().unwrap();
-    drop(journal(dir.path(), 8192));
+    let j = journal(dir.path(), 8192);
+    append(
+        &mut Appender::new(j.clone(), Durability::PageCache).unwrap(),
+        b"a",
+    )
+    .unwrap();
+    drop(j);
     let seg = dir.path().join(segment::segment_name(0));
     let (_, data_start) = segment_geometry(8192, 8);
     let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();

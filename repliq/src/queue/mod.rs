@@ -19,7 +19,7 @@
 //!   work queues whose handlers have side effects.
 
 mod stream;
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(repliq_loom)))]
 mod test;
 
 use std::marker::PhantomData;
