@@ -287,14 +287,16 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
-    /// `true` if the header word changed since the probe was taken (or cannot be watched).
+    /// `true` if the header word changed since the probe was taken.
     pub(crate) fn changed(&self) -> bool {
         match (
             self.seen,
             self.seg.as_ref().and_then(|s| s.header_word(self.pos)),
         ) {
             (Some(seen), Some(word)) => word.load(Ordering::Acquire) != seen,
-            _ => true,
+            // No header to watch (no segment yet, or at a segment's end): the next record
+            // creates a segment, and its producer bumps the futex word, which wakes the waiter.
+            _ => false,
         }
     }
 }
