@@ -249,7 +249,7 @@ fn producers_killed_with_sigkill_lose_no_acknowledged_message() {
         // A record acked just now may not be visible to the tailer yet only if it is still
         // being read; the tailer drained everything committed, so nothing acked may be missing.
         assert!(missing.is_empty(), "acknowledged but missing: {missing:?}");
-        if round % 20 == 0 {
+        if round.is_multiple_of(20) {
             eprintln!("round {round}: {killed} kills, {} records seen", seen.len());
             repliq::verify(&dir, |_, _| {}).unwrap();
         }

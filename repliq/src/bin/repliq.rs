@@ -86,11 +86,7 @@ fn run(cli: Cli) -> repliq::Result<ExitCode> {
             let result = repliq::verify(&dir, |done, total| {
                 if bar {
                     let width = 40;
-                    let filled = if total == 0 {
-                        width
-                    } else {
-                        done * width / total
-                    };
+                    let filled = (done * width).checked_div(total).unwrap_or(width);
                     eprint!(
                         "\r[{}{}] {done}/{total} segments",
                         "#".repeat(filled),

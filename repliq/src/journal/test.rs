@@ -572,7 +572,7 @@ fn fixture_matches_format_md() {
                     crc_input.extend_from_slice(body);
                     assert_eq!(le32(&seg, pos + 16), crc32c::crc32c(&crc_input));
                     let rel = (seq - first) as usize;
-                    if rel % interval == 0 {
+                    if rel.is_multiple_of(interval) {
                         let entry = le32(&seg, 64 + 4 * (rel / interval)) as usize;
                         assert_eq!(entry, pos, "index entry of sequence {seq}");
                     }
