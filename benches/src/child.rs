@@ -1,0 +1,167 @@
+//! Child processes of two-process workloads: the driver re-executes itself with a hidden
+//! `child` subcommand. A child prints `READY` once it is set up and one `REPORT {json}` line
+//! when done; the driver kills a child that overstays its time limit.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::BoxResult;
+use crate::stats::Latency;
+
+/// What a child reports back to the driver.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChildReport {
+    /// Messages the child received.
+    pub received: u64,
+    /// Latency the child measured, if it measured any.
+    pub latency: Option<Latency>,
+    /// `CLOCK_MONOTONIC` time of the last receipt, in ns.
+    pub last_ns: u64,
+}
+
+/// Configuration of a child that reads (or echoes) messages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildCfg {
+    /// A file path or a service name, depending on the workload.
+    pub name: String,
+    /// A second name (e.g. the reply service of a ping-pong).
+    pub name2: String,
+    /// Messages to expect.
+    pub count: u64,
+    /// Payload size in bytes.
+    pub size: usize,
+    /// The CPU to pin to.
+    pub cpu: Option<usize>,
+    /// Whether to record one-way latency from the timestamp in each payload.
+    pub latency: bool,
+    /// Give up after this many seconds.
+    pub secs_limit: f64,
+    /// Workload-specific number (e.g. ring slots).
+    pub extra: u64,
+}
+
+/// A running child process.
+#[derive(Debug)]
+pub struct ChildProc {
+    child: Child,
+    lines: Receiver<String>,
+    role: String,
+}
+
+/// Starts `current_exe child <role> --cfg <json>`.
+pub fn spawn(role: &str, cfg: &ChildCfg) -> BoxResult<ChildProc> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("child")
+        .arg(role)
+        .arg("--cfg")
+        .arg(serde_json::to_string(cfg)?)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("child has no stdout")?;
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(ChildProc {
+        child,
+        lines: rx,
+        role: role.to_owned(),
+    })
+}
+
+impl ChildProc {
+    fn next_line(&self, deadline: Instant) -> BoxResult<String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(line) => Ok(line),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(format!("child `{}` timed out after {left:?}", self.role).into())
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(format!("child `{}` exited without reporting", self.role).into())
+            }
+        }
+    }
+
+    /// Waits for the child's `READY` line.
+    pub fn wait_ready(&self, timeout: Duration) -> BoxResult<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.next_line(deadline)? == "READY" {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Kills the child with SIGKILL (`kill -9`) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the child's report, then for it to exit.
+    pub fn wait_report(mut self, timeout: Duration) -> BoxResult<ChildReport> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let line = self.next_line(deadline)?;
+            if let Some(json) = line.strip_prefix("REPORT ") {
+                let report = serde_json::from_str(json)?;
+                let _ = self.child.wait();
+                return Ok(report);
+            }
+        }
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// In a child: tells the driver it is set up.
+pub fn ready() {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "READY");
+    let _ = out.flush();
+}
+
+/// In a child: sends the report.
+pub fn report(r: &ChildReport) -> BoxResult<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "REPORT {}", serde_json::to_string(r)?)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Entry point of the hidden `child` subcommand.
+pub fn main(role: &str, cfg: &str) -> BoxResult<()> {
+    let cfg: ChildCfg = serde_json::from_str(cfg)?;
+    crate::clock::pin(cfg.cpu);
+    let r = match role {
+        "floor-pong" => crate::workloads::floor::child_pong(&cfg)?,
+        "floor-read" => crate::workloads::floor::child_read(&cfg)?,
+        "iox-read" => crate::workloads::iox::child_read(&cfg)?,
+        "iox-pong" => crate::workloads::iox::child_pong(&cfg)?,
+        "repliq-read" => crate::workloads::repliq::child_read(&cfg)?,
+        "repliq-pong" => crate::workloads::repliq::child_pong(&cfg)?,
+        "repliq-fill" => crate::workloads::repliq::child_fill(&cfg)?,
+        other => return Err(format!("unknown child role `{other}`").into()),
+    };
+    report(&r)
+}

@@ -1,0 +1,653 @@
+//! `repliq-bench`: repliq next to the hardware floor and its peers, in one run.
+//!
+//! ```text
+//! repliq-bench run --quick      # ≤ 5 min on a 2-core machine; writes benches/results/
+//! repliq-bench run --smoke      # tiny counts, every workload, no thresholds (CI)
+//! repliq-bench run              # the full suite
+//! repliq-bench report           # re-render results.md and the plots from results.json
+//! ```
+//!
+//! Every load loop is bounded by a message count and a time limit. Two-process workloads
+//! re-execute this binary with a hidden `child` subcommand. Peer servers (redis-server,
+//! nats-server) are started on ephemeral 127.0.0.1 ports and stopped at the end; a missing one
+//! is skipped and the report says why.
+
+mod child;
+mod clock;
+mod msg;
+mod plot;
+mod results;
+mod servers;
+mod shm;
+mod stats;
+mod workloads;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+
+use results::{Machine, Results, RkyvRow, Row, Skip, SystemStatus};
+use workloads::{Kind, Spec, System};
+
+/// Errors of the harness: anything, with a message.
+pub type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Debug, Parser)]
+#[command(name = "repliq-bench", about = "repliq's benchmark harness")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Runs the suite; writes results.json, results.md and PNG plots.
+    Run(RunArgs),
+    /// Re-renders results.md and the plots from results.json.
+    Report {
+        /// Directory holding results.json.
+        #[arg(long, default_value = "benches/results")]
+        dir: PathBuf,
+    },
+    /// Internal: one side of a two-process workload.
+    #[command(hide = true)]
+    Child {
+        /// Which side.
+        role: String,
+        /// JSON configuration.
+        #[arg(long)]
+        cfg: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The quick suite (≤ 5 minutes on a 2-core machine).
+    #[arg(long, conflicts_with = "smoke")]
+    quick: bool,
+    /// Tiny counts, every workload, no thresholds: proves the harness works (CI).
+    #[arg(long)]
+    smoke: bool,
+    /// Output directory.
+    #[arg(long, default_value = "benches/results")]
+    out: PathBuf,
+    /// Run only these systems (comma-separated names, e.g. `floor,repliq`).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Do not draw PNG plots.
+    #[arg(long)]
+    no_plots: bool,
+}
+
+/// Counts and limits of one mode.
+#[derive(Debug, Clone)]
+struct Params {
+    mode: &'static str,
+    rates: Vec<u64>,
+    lat_sizes: Vec<usize>,
+    tput_sizes: Vec<usize>,
+    oneway_secs: f64,
+    tput_count: u64,
+    tput_secs: f64,
+    pp_count: u64,
+    pp_secs: f64,
+    bytes_budget: u64,
+    rkyv_iters: u64,
+    durability_count: u64,
+    sync_count: u64,
+    recovery_mib: Vec<u64>,
+    fanout: Vec<usize>,
+}
+
+impl Params {
+    fn new(args: &RunArgs) -> Self {
+        if args.smoke {
+            Params {
+                mode: "smoke",
+                rates: vec![10_000],
+                lat_sizes: vec![64],
+                tput_sizes: vec![64, 16384],
+                oneway_secs: 0.02,
+                tput_count: 2_000,
+                tput_secs: 1.0,
+                pp_count: 500,
+                pp_secs: 1.0,
+                bytes_budget: 64 << 20,
+                rkyv_iters: 1_000,
+                durability_count: 2_000,
+                sync_count: 20,
+                recovery_mib: vec![4],
+                fanout: vec![2],
+            }
+        } else if args.quick {
+            Params {
+                mode: "quick",
+                rates: vec![10_000, 100_000],
+                lat_sizes: vec![64, 1024],
+                tput_sizes: vec![64, 1024, 16384],
+                oneway_secs: 1.0,
+                tput_count: 2_000_000,
+                tput_secs: 1.5,
+                pp_count: 200_000,
+                pp_secs: 2.0,
+                bytes_budget: 256 << 20,
+                rkyv_iters: 200_000,
+                durability_count: 500_000,
+                sync_count: 300,
+                recovery_mib: vec![100],
+                fanout: vec![2],
+            }
+        } else {
+            Params {
+                mode: "full",
+                rates: vec![10_000, 100_000, 1_000_000],
+                lat_sizes: vec![64, 1024, 16384],
+                tput_sizes: vec![64, 1024, 16384],
+                oneway_secs: 5.0,
+                tput_count: 20_000_000,
+                tput_secs: 5.0,
+                pp_count: 1_000_000,
+                pp_secs: 5.0,
+                bytes_budget: 1 << 30,
+                rkyv_iters: 2_000_000,
+                durability_count: 5_000_000,
+                sync_count: 2_000,
+                recovery_mib: vec![100, 1024],
+                fanout: vec![1, 2, 4],
+            }
+        }
+    }
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine(pinned: bool) -> Machine {
+    let cpu_model = read_trim("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    Machine {
+        cpu_model,
+        cores: clock::cpus(),
+        kernel: read_trim("/proc/sys/kernel/osrelease"),
+        pinned,
+        loadavg_before: loadavg(),
+        loadavg_after: String::new(),
+        rustc_seen: 0,
+    }
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> String {
+    read_trim("/proc/loadavg")
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Counts running `rustc` processes (other builds on the machine distort the numbers).
+fn rustc_running() -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| read_trim(&format!("{}/comm", e.path().display())) == "rustc")
+        .count()
+}
+
+fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+struct Suite {
+    only: Vec<String>,
+    rows: Vec<Row>,
+    skipped: Vec<Skip>,
+    t0: Instant,
+}
+
+impl Suite {
+    fn wanted(&self, system: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| system.starts_with(o.as_str()))
+    }
+
+    fn skip(&mut self, workload: &str, system: &str, reason: String) {
+        eprintln!("  skip {workload} {system}: {reason}");
+        if !self
+            .skipped
+            .iter()
+            .any(|s| s.workload == workload && s.system == system && s.reason == reason)
+        {
+            self.skipped.push(Skip {
+                workload: workload.into(),
+                system: system.into(),
+                reason,
+            });
+        }
+    }
+
+    fn measure(&mut self, sys: &mut dyn System, spec: Spec) {
+        let name = sys.name();
+        let label = spec.kind.label();
+        if !self.wanted(name) {
+            return;
+        }
+        if let Err(reason) = sys.supports(spec.kind) {
+            self.skip(&label, name, reason);
+            return;
+        }
+        eprintln!(
+            "[{:>6.1}s] {label:<14} {:>6} B  {name}",
+            self.t0.elapsed().as_secs_f64(),
+            spec.size
+        );
+        match sys.run(&spec) {
+            Ok(o) => self.rows.push(Row {
+                workload: label,
+                kind: Some(spec.kind),
+                system: name.into(),
+                size: spec.size,
+                sent: o.sent,
+                latency: o.latency,
+                throughput: o.throughput,
+                note: o.note,
+            }),
+            Err(e) => self.skip(
+                &format!("{label} {} B", spec.size),
+                name,
+                format!("error: {e}"),
+            ),
+        }
+    }
+}
+
+fn run(args: &RunArgs) -> BoxResult<()> {
+    let params = Params::new(args);
+    let command = format!(
+        "cargo run --release -p repliq-bench -- run{}{}",
+        match params.mode {
+            "smoke" => " --smoke",
+            "quick" => " --quick",
+            _ => "",
+        },
+        if args.only.is_empty() {
+            String::new()
+        } else {
+            format!(" --only {}", args.only.join(","))
+        }
+    );
+    std::fs::create_dir_all(&args.out)?;
+    let started_utc = utc_now();
+    let t0 = Instant::now();
+    let (cpu_a, cpu_b) = clock::cpu_pair();
+    let mut machine = machine(cpu_a.is_some() && cpu_b.is_some());
+
+    // Watch for other compilers while we measure.
+    let stop = Arc::new(AtomicBool::new(false));
+    let rustc_max = Arc::new(AtomicUsize::new(rustc_running()));
+    let watcher = {
+        let (stop, max) = (stop.clone(), rustc_max.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                max.fetch_max(rustc_running(), Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        })
+    };
+
+    let mut statuses = Vec::new();
+    let mut systems: Vec<Box<dyn System>> = vec![
+        Box::new(workloads::floor::Floor),
+        Box::new(workloads::crossbeam::Crossbeam),
+        Box::new(workloads::iox::Iceoryx2),
+        Box::new(workloads::repliq::Repliq { unchecked: false }),
+        Box::new(workloads::repliq::Repliq { unchecked: true }),
+    ];
+    statuses.push(SystemStatus {
+        system: "floor".into(),
+        ran: true,
+        detail: "two processes, shared mapping in /dev/shm, one atomic store per message".into(),
+    });
+    statuses.push(SystemStatus {
+        system: "crossbeam".into(),
+        ran: true,
+        detail: "crossbeam-channel 0.5, bounded(1024), in-process threads".into(),
+    });
+    statuses.push(SystemStatus {
+        system: "repliq".into(),
+        ran: true,
+        detail: format!(
+            "this commit; JournalQueue on {} (page cache), reader `read` (crc32c + validation); \
+             repliq-unchecked: `read_bytes` + `access_unchecked`, no crc",
+            std::env::temp_dir().display()
+        ),
+    });
+    statuses.push(SystemStatus {
+        system: "iceoryx2".into(),
+        ran: true,
+        detail: "iceoryx2 0.10 crate, ipc publish/subscribe, two processes".into(),
+    });
+    let want_redis = args.only.is_empty() || args.only.iter().any(|o| o.starts_with("redis"));
+    if want_redis {
+        match workloads::redis::RedisStreams::start() {
+            Ok(r) => {
+                statuses.push(SystemStatus {
+                    system: "redis-streams".into(),
+                    ran: true,
+                    detail: format!("{}; no persistence; loopback TCP", r.version()),
+                });
+                systems.push(Box::new(r));
+            }
+            Err(reason) => statuses.push(SystemStatus {
+                system: "redis-streams".into(),
+                ran: false,
+                detail: reason,
+            }),
+        }
+    }
+    let want_nats = args.only.is_empty() || args.only.iter().any(|o| o.starts_with("nats"));
+    if want_nats {
+        match workloads::nats::NatsJetStream::start() {
+            Ok(n) => {
+                statuses.push(SystemStatus {
+                    system: "nats-jetstream".into(),
+                    ran: true,
+                    detail: format!(
+                        "{}; file storage; async-nats 0.51; loopback TCP",
+                        n.version()
+                    ),
+                });
+                systems.push(Box::new(n));
+            }
+            Err(reason) => statuses.push(SystemStatus {
+                system: "nats-jetstream".into(),
+                ran: false,
+                detail: reason,
+            }),
+        }
+    }
+    for st in &statuses {
+        if !st.ran {
+            eprintln!("peer {} skipped: {}", st.system, st.detail);
+        }
+    }
+
+    let mut suite = Suite {
+        only: args.only.clone(),
+        rows: Vec::new(),
+        skipped: Vec::new(),
+        t0,
+    };
+
+    // 1. Ping-pong round trips.
+    for sys in systems.iter_mut() {
+        let spec = Spec {
+            kind: Kind::PingPong,
+            size: 64,
+            count: params.pp_count,
+            secs_limit: params.pp_secs,
+        };
+        suite.measure(sys.as_mut(), spec);
+    }
+    // 2. One-way latency at fixed rates.
+    for &rate in &params.rates {
+        for &size in &params.lat_sizes {
+            for sys in systems.iter_mut() {
+                let spec = Spec {
+                    kind: Kind::OneWay { rate },
+                    size,
+                    count: ((rate as f64) * params.oneway_secs).max(100.0) as u64,
+                    secs_limit: params.oneway_secs + 0.5,
+                };
+                suite.measure(sys.as_mut(), spec);
+            }
+        }
+    }
+    // 3. Throughput 1 → 1.
+    for &size in &params.tput_sizes {
+        for sys in systems.iter_mut() {
+            let spec = Spec {
+                kind: Kind::Throughput,
+                size,
+                count: params
+                    .tput_count
+                    .min(params.bytes_budget / size as u64)
+                    .max(100),
+                secs_limit: params.tput_secs,
+            };
+            suite.measure(sys.as_mut(), spec);
+        }
+    }
+    drop(systems); // stops the peer servers
+    if suite.wanted("repliq") {
+        repliq_only(&mut suite, &params);
+    }
+
+    // 4. The typed byte path.
+    let mut rkyv = Vec::new();
+    if suite.wanted("repliq") {
+        for &size in &params.tput_sizes {
+            match workloads::rkyv_costs::measure(size, params.rkyv_iters) {
+                Ok(c) => rkyv.push(RkyvRow {
+                    size,
+                    serialize_into_ns: c.serialize_into,
+                    access_ns: c.access,
+                    access_unchecked_ns: c.access_unchecked,
+                    deserialize_ns: c.deserialize,
+                }),
+                Err(e) => suite.skip("rkyv", "repliq", format!("error: {e}")),
+            }
+        }
+    }
+
+    // 5. Replication: not built yet.
+    for w in [
+        "replication async throughput + lag",
+        "replication sync ack latency",
+        "raw tonic baseline",
+    ] {
+        suite.skip(
+            w,
+            "repliq",
+            "skipped: replication transport not built yet".into(),
+        );
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    machine.loadavg_after = loadavg();
+    machine.rustc_seen = rustc_max.load(Ordering::Relaxed);
+    let results = Results {
+        mode: params.mode.into(),
+        command,
+        started_utc,
+        duration_secs: t0.elapsed().as_secs_f64(),
+        machine,
+        systems: statuses,
+        rows: suite.rows,
+        skipped: suite.skipped,
+        rkyv,
+    };
+    write_outputs(&results, &args.out, !args.no_plots)?;
+    eprintln!(
+        "done in {:.1} s: {} rows, {} skipped; see {}",
+        results.duration_secs,
+        results.rows.len(),
+        results.skipped.len(),
+        args.out.join("results.md").display()
+    );
+    Ok(())
+}
+
+/// Workloads only repliq takes part in: N → 1, fan-out, durability modes, recovery.
+fn repliq_only(suite: &mut Suite, params: &Params) {
+    use workloads::repliq as rq;
+    let push = |suite: &mut Suite,
+                workload: String,
+                system: String,
+                size: usize,
+                r: BoxResult<workloads::Outcome>| {
+        match r {
+            Ok(o) => suite.rows.push(Row {
+                workload,
+                kind: None,
+                system,
+                size,
+                sent: o.sent,
+                latency: o.latency,
+                throughput: o.throughput,
+                note: o.note,
+            }),
+            Err(e) => suite.skip(&workload, &system, format!("error: {e}")),
+        }
+    };
+    let size = 64;
+    let count = params.tput_count.min(params.bytes_budget / size as u64);
+    let spec = Spec {
+        kind: Kind::Throughput,
+        size,
+        count,
+        secs_limit: params.tput_secs,
+    };
+    eprintln!(
+        "[{:>6.1}s] throughput 2→1",
+        suite.t0.elapsed().as_secs_f64()
+    );
+    let r = rq::n_to_1(&spec, 2);
+    push(
+        suite,
+        "throughput-2 producers → 1 consumer".into(),
+        "repliq".into(),
+        size,
+        r,
+    );
+    for &k in &params.fanout {
+        eprintln!("[{:>6.1}s] fan-out 1→{k}", suite.t0.elapsed().as_secs_f64());
+        let r = rq::one_way(&spec, 0, false, false, k).map(|(mut o, per)| {
+            let slowest = per.iter().map(|t| t.msgs_per_sec).fold(f64::MAX, f64::min);
+            o.note = Some(format!(
+                "{k} reader processes, each sees every message; slowest reader {} msg/s{}",
+                results::fmt_rate(slowest),
+                o.note.map(|n| format!("; {n}")).unwrap_or_default()
+            ));
+            o
+        });
+        push(
+            suite,
+            "throughput-1 producer → N readers (fan-out)".into(),
+            format!("repliq 1→{k}"),
+            size,
+            r,
+        );
+    }
+    for (name, mode, count) in [
+        (
+            "PageCache",
+            repliq::Durability::PageCache,
+            params.durability_count,
+        ),
+        (
+            "GroupCommit 1 ms",
+            repliq::Durability::GroupCommit {
+                interval: std::time::Duration::from_millis(1),
+            },
+            params.durability_count,
+        ),
+        ("Sync", repliq::Durability::Sync, params.sync_count),
+    ] {
+        eprintln!(
+            "[{:>6.1}s] durability {name}",
+            suite.t0.elapsed().as_secs_f64()
+        );
+        let r = rq::durability(mode, size, count, params.tput_secs);
+        push(
+            suite,
+            "durability".into(),
+            format!("repliq {name}"),
+            size,
+            r,
+        );
+    }
+    for &mib in &params.recovery_mib {
+        eprintln!(
+            "[{:>6.1}s] recovery {mib} MiB",
+            suite.t0.elapsed().as_secs_f64()
+        );
+        match rq::recovery(mib, 120.0) {
+            Ok((open, append)) => {
+                for (what, l) in [("open", open), ("open + first enqueue", append)] {
+                    suite.rows.push(Row {
+                        workload: "recovery".into(),
+                        kind: None,
+                        system: format!("repliq {what}, {mib} MiB journal"),
+                        size: 1024,
+                        sent: 1,
+                        latency: Some(l),
+                        throughput: None,
+                        note: Some("one sample".into()),
+                    });
+                }
+            }
+            Err(e) => suite.skip("recovery", "repliq", format!("error: {e}")),
+        }
+    }
+}
+
+fn write_outputs(results: &Results, dir: &Path, plots: bool) -> BoxResult<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(results)?,
+    )?;
+    let mut names = Vec::new();
+    let mut md_extra = String::new();
+    if plots {
+        match plot::draw_all(results, dir) {
+            Ok(n) => names = n,
+            Err(e) => {
+                eprintln!("plots skipped: {e}");
+                md_extra = format!("\nPlots skipped: {e}\n");
+            }
+        }
+    }
+    let md = results.markdown(&names) + &md_extra;
+    std::fs::write(dir.join("results.md"), md)?;
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Run(args) => run(&args),
+        Cmd::Report { dir } => std::fs::read_to_string(dir.join("results.json"))
+            .map_err(Into::into)
+            .and_then(|s| serde_json::from_str::<Results>(&s).map_err(Into::into))
+            .and_then(|r| write_outputs(&r, &dir, true)),
+        Cmd::Child { role, cfg } => child::main(&role, &cfg),
+    };
+    if let Err(e) = r {
+        eprintln!("repliq-bench: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,449 @@
+//! The results file (JSON) and its Markdown rendering.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{Latency, Throughput};
+use crate::workloads::Kind;
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    /// `smoke`, `quick` or `full`.
+    pub mode: String,
+    /// The command that produced this file.
+    pub command: String,
+    /// UTC start time.
+    pub started_utc: String,
+    /// Wall-clock seconds of the whole run.
+    pub duration_secs: f64,
+    /// The machine.
+    pub machine: Machine,
+    /// Which systems ran and which were skipped, and why.
+    pub systems: Vec<SystemStatus>,
+    /// Measurements.
+    pub rows: Vec<Row>,
+    /// Measurements that were skipped, and why.
+    pub skipped: Vec<Skip>,
+    /// Costs of the typed byte path.
+    pub rkyv: Vec<RkyvRow>,
+}
+
+/// The machine a run came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    /// CPU model name.
+    pub cpu_model: String,
+    /// CPUs available to the run.
+    pub cores: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// Whether producer and consumer were pinned to different cores.
+    pub pinned: bool,
+    /// `/proc/loadavg` before the run.
+    pub loadavg_before: String,
+    /// `/proc/loadavg` after the run.
+    pub loadavg_after: String,
+    /// Most `rustc` processes seen running at once during the run (other builds on the box).
+    pub rustc_seen: usize,
+}
+
+/// One system's participation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SystemStatus {
+    /// System name.
+    pub system: String,
+    /// Whether it ran.
+    pub ran: bool,
+    /// Version when it ran, the reason when it did not.
+    pub detail: String,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    /// Workload group, e.g. `pingpong`, `oneway@100k`, `throughput`, `durability`.
+    pub workload: String,
+    /// What was measured.
+    pub kind: Option<Kind>,
+    /// System name (and variant).
+    pub system: String,
+    /// Payload bytes.
+    pub size: usize,
+    /// Messages sent.
+    pub sent: u64,
+    /// Latency percentiles.
+    pub latency: Option<Latency>,
+    /// Throughput.
+    pub throughput: Option<Throughput>,
+    /// Remarks.
+    pub note: Option<String>,
+}
+
+/// A measurement that did not happen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Skip {
+    /// Workload group.
+    pub workload: String,
+    /// System name.
+    pub system: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Nanoseconds per operation of the typed byte path for one size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RkyvRow {
+    /// Archived message size.
+    pub size: usize,
+    /// `serialize_into` an aligned slot.
+    pub serialize_into_ns: f64,
+    /// Validated `access`.
+    pub access_ns: f64,
+    /// `access_unchecked`.
+    pub access_unchecked_ns: f64,
+    /// `deserialize` to an owned value.
+    pub deserialize_ns: f64,
+}
+
+/// Human units for nanoseconds.
+pub fn fmt_ns(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        format!("{:.1} µs", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.2} ms", ns / 1e6)
+    } else {
+        format!("{:.2} s", ns / 1e9)
+    }
+}
+
+/// Human units for a rate.
+pub fn fmt_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2} M", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1} k", r / 1e3)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+fn fmt_size(size: usize) -> String {
+    if size >= 1024 && size.is_multiple_of(1024) {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
+
+/// A heading for a workload group.
+pub fn group_title(workload: &str, size: usize) -> String {
+    let what = if workload == "pingpong" {
+        "Ping-pong round trip (two processes or threads)".to_owned()
+    } else if let Some(rate) = workload.strip_prefix("oneway@") {
+        format!("One-way latency, writer → reader, paced at {rate} msg/s")
+    } else if workload == "throughput" {
+        "Throughput, 1 producer → 1 consumer, flat out".to_owned()
+    } else if let Some(rest) = workload.strip_prefix("throughput-") {
+        format!("Throughput, {rest}")
+    } else if workload == "durability" {
+        "repliq enqueue cost by durability mode (one process)".to_owned()
+    } else if workload == "recovery" {
+        "Recovery: open a queue after kill -9 of its writer".to_owned()
+    } else {
+        workload.to_owned()
+    };
+    format!("{what}, {}", fmt_size(size))
+}
+
+/// Groups rows by (workload, size), in first-seen order.
+pub fn groups(rows: &[Row]) -> Vec<((String, usize), Vec<&Row>)> {
+    let mut order: Vec<(String, usize)> = Vec::new();
+    let mut map: BTreeMap<(String, usize), Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        let key = (r.workload.clone(), r.size);
+        if !map.contains_key(&key) {
+            order.push(key.clone());
+        }
+        map.entry(key).or_default().push(r);
+    }
+    order
+        .into_iter()
+        .map(|k| {
+            let v = map.remove(&k).unwrap_or_default();
+            (k, v)
+        })
+        .collect()
+}
+
+/// The systems ratios are given against, in this order, when present in a group.
+const RATIO_BASES: &[&str] = &[
+    "floor",
+    "crossbeam",
+    "iceoryx2",
+    "redis-streams",
+    "nats-jetstream",
+];
+
+impl Results {
+    /// The Markdown report.
+    pub fn markdown(&self, plots: &[String]) -> String {
+        let m = &self.machine;
+        let mut s = String::new();
+        let _ = writeln!(s, "# repliq benchmark results ({} run)\n", self.mode);
+        let _ = writeln!(
+            s,
+            "Produced by `{}` on {} in {:.0} s.\n",
+            self.command, self.started_utc, self.duration_secs
+        );
+        let _ = writeln!(
+            s,
+            "Machine: {} · {} cores · Linux {} · producer/consumer pinned to separate cores: {} · \
+             load average before/after: {} / {} · concurrent `rustc` processes seen: {}.\n",
+            m.cpu_model,
+            m.cores,
+            m.kernel,
+            if m.pinned { "yes" } else { "no" },
+            m.loadavg_before,
+            m.loadavg_after,
+            m.rustc_seen
+        );
+        let _ = writeln!(
+            s,
+            "> **Read with care.** This machine has {} shared virtual cores: the producer, the \
+             consumer and (for Redis/NATS) the server compete for them with each other and with \
+             whatever else runs. Medians and ratios are meaningful; p99 and beyond are mostly \
+             scheduler noise here. `× X` columns divide this row by system X: for latency a \
+             value below 1 means faster than X, for throughput above 1 means faster than X. \
+             One-way latency is measured from the *intended* send time of a fixed-rate schedule \
+             (no coordinated omission), with `CLOCK_MONOTONIC`, which all processes share.\n",
+            m.cores
+        );
+        let _ = writeln!(
+            s,
+            "## Systems\n\n| system | ran | version / reason |\n|---|---|---|"
+        );
+        for st in &self.systems {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                st.system,
+                if st.ran { "yes" } else { "**skipped**" },
+                st.detail.replace('|', "/")
+            );
+        }
+        s.push('\n');
+        for ((workload, size), rows) in groups(&self.rows) {
+            let _ = writeln!(s, "## {}\n", group_title(&workload, size));
+            let bases: Vec<&Row> = RATIO_BASES
+                .iter()
+                .filter_map(|b| rows.iter().find(|r| r.system == *b).copied())
+                .collect();
+            let is_lat = rows.iter().any(|r| r.latency.is_some());
+            let is_tput = rows.iter().any(|r| r.throughput.is_some());
+            let mut head = String::from("| system |");
+            let mut rule = String::from("|---|");
+            if is_lat {
+                head.push_str(" p50 | p90 | p99 | p99.9 | max |");
+                rule.push_str("---:|---:|---:|---:|---:|");
+            }
+            if is_tput {
+                head.push_str(" msgs/s | MB/s |");
+                rule.push_str("---:|---:|");
+            }
+            for b in &bases {
+                let _ = write!(head, " × {} |", b.system);
+                rule.push_str("---:|");
+            }
+            head.push_str(" messages | note |");
+            rule.push_str("---:|---|");
+            let _ = writeln!(s, "{head}\n{rule}");
+            for r in &rows {
+                let mut line = format!("| {} |", r.system);
+                if is_lat {
+                    match &r.latency {
+                        Some(l) => {
+                            for v in [l.p50_ns, l.p90_ns, l.p99_ns, l.p999_ns, l.max_ns] {
+                                let _ = write!(line, " {} |", fmt_ns(v as f64));
+                            }
+                        }
+                        None => line.push_str(" | | | | |"),
+                    }
+                }
+                if is_tput {
+                    match &r.throughput {
+                        Some(t) => {
+                            let _ = write!(
+                                line,
+                                " {} | {:.1} |",
+                                fmt_rate(t.msgs_per_sec),
+                                t.mb_per_sec
+                            );
+                        }
+                        None => line.push_str(" | |"),
+                    }
+                }
+                for b in &bases {
+                    let ratio = if is_lat {
+                        match (&r.latency, &b.latency) {
+                            (Some(a), Some(c)) if c.p50_ns > 0 => {
+                                Some(a.p50_ns as f64 / c.p50_ns as f64)
+                            }
+                            _ => None,
+                        }
+                    } else {
+                        match (&r.throughput, &b.throughput) {
+                            (Some(a), Some(c)) if c.msgs_per_sec > 0.0 => {
+                                Some(a.msgs_per_sec / c.msgs_per_sec)
+                            }
+                            _ => None,
+                        }
+                    };
+                    match ratio {
+                        Some(x) if x >= 10.0 => {
+                            let _ = write!(line, " {x:.0} |");
+                        }
+                        Some(x) => {
+                            let _ = write!(line, " {x:.2} |");
+                        }
+                        None => line.push_str(" — |"),
+                    }
+                }
+                let _ = writeln!(
+                    line,
+                    " {} | {} |",
+                    r.sent,
+                    r.note.clone().unwrap_or_default().replace('|', "/")
+                );
+                s.push_str(&line);
+            }
+            if is_lat && is_tput {
+                s.push_str("\nRatios compare p50 latency.\n");
+            } else if is_lat {
+                s.push_str("\nRatios compare p50.\n");
+            } else {
+                s.push_str("\nRatios compare msgs/s.\n");
+            }
+            s.push('\n');
+        }
+        if !self.rkyv.is_empty() {
+            s.push_str(
+                "## Typed byte path (rkyv through repliq's API), one core, ns per operation\n\n",
+            );
+            s.push_str("| archived size | serialize_into | access (validated) | access_unchecked | deserialize |\n|---:|---:|---:|---:|---:|\n");
+            for r in &self.rkyv {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                    fmt_size(r.size),
+                    r.serialize_into_ns,
+                    r.access_ns,
+                    r.access_unchecked_ns,
+                    r.deserialize_ns
+                );
+            }
+            s.push('\n');
+        }
+        if !self.skipped.is_empty() {
+            s.push_str("## Skipped\n\n| workload | system | reason |\n|---|---|---|\n");
+            for k in &self.skipped {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} |",
+                    k.workload,
+                    k.system,
+                    k.reason.replace('|', "/")
+                );
+            }
+            s.push('\n');
+        }
+        if !plots.is_empty() {
+            s.push_str("## Plots\n\n");
+            for p in plots {
+                let _ = writeln!(s, "![{p}]({p})\n");
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Recorder;
+
+    fn results() -> Results {
+        let mut rec = Recorder::new();
+        rec.record(100);
+        let lat = rec.summary();
+        let row = |system: &str, p50: u64| Row {
+            workload: "oneway@100k".into(),
+            kind: Some(Kind::OneWay { rate: 100_000 }),
+            system: system.into(),
+            size: 64,
+            sent: 10,
+            latency: Some(Latency {
+                p50_ns: p50,
+                ..lat.clone()
+            }),
+            throughput: None,
+            note: None,
+        };
+        Results {
+            mode: "smoke".into(),
+            command: "repliq-bench run --smoke".into(),
+            started_utc: "now".into(),
+            duration_secs: 1.0,
+            machine: Machine {
+                cpu_model: "cpu".into(),
+                cores: 2,
+                kernel: "6".into(),
+                pinned: true,
+                loadavg_before: String::new(),
+                loadavg_after: String::new(),
+                rustc_seen: 0,
+            },
+            systems: vec![SystemStatus {
+                system: "nats-jetstream".into(),
+                ran: false,
+                detail: "not installed".into(),
+            }],
+            rows: vec![row("floor", 100), row("repliq", 150)],
+            skipped: vec![Skip {
+                workload: "replication".into(),
+                system: "repliq".into(),
+                reason: "skipped: replication transport not built yet".into(),
+            }],
+            rkyv: vec![],
+        }
+    }
+
+    #[test]
+    fn markdown_has_ratios_and_skips() {
+        let md = results().markdown(&["a.png".into()]);
+        assert!(md.contains("× floor"), "{md}");
+        assert!(md.contains("| repliq | 150 ns"), "{md}");
+        assert!(md.contains(" 1.50 |"), "{md}");
+        assert!(md.contains("replication transport not built yet"));
+        assert!(md.contains("**skipped**"));
+        assert!(md.contains("![a.png](a.png)"));
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let r = results();
+        let back: Results = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.rows.len(), 2);
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(fmt_ns(999.0), "999 ns");
+        assert_eq!(fmt_ns(1500.0), "1.5 µs");
+        assert_eq!(fmt_rate(2_500_000.0), "2.50 M");
+    }
+}

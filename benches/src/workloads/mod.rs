@@ -1,0 +1,153 @@
+//! The workloads and the systems they run against.
+//!
+//! Every system implements [`System`]; the driver asks each for the same [`Spec`]s (same sizes,
+//! same rates, same counts) so rows of one table are comparable. Every load loop is bounded by
+//! a message count *and* a time limit.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::BoxResult;
+use crate::stats::{Latency, Throughput};
+
+pub mod crossbeam;
+pub mod floor;
+pub mod iox;
+pub mod nats;
+pub mod redis;
+pub mod repliq;
+pub mod rkyv_costs;
+
+/// What is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Kind {
+    /// Round trip: A sends, B echoes, A measures.
+    PingPong,
+    /// Writer → reader one-way latency at a fixed rate (messages per second), measured from
+    /// the intended send time.
+    OneWay {
+        /// Messages per second.
+        rate: u64,
+    },
+    /// One producer → one consumer, as fast as possible.
+    Throughput,
+}
+
+impl Kind {
+    /// A short label for tables and file names.
+    pub fn label(&self) -> String {
+        match self {
+            Kind::PingPong => "pingpong".into(),
+            Kind::OneWay { rate } => format!("oneway@{}", rate_label(*rate)),
+            Kind::Throughput => "throughput".into(),
+        }
+    }
+}
+
+/// `100000` → `100k`.
+pub fn rate_label(rate: u64) -> String {
+    if rate >= 1_000_000 && rate.is_multiple_of(1_000_000) {
+        format!("{}M", rate / 1_000_000)
+    } else if rate >= 1000 && rate.is_multiple_of(1000) {
+        format!("{}k", rate / 1000)
+    } else {
+        rate.to_string()
+    }
+}
+
+/// One measurement to make.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// What is measured.
+    pub kind: Kind,
+    /// Payload bytes per message (at least 16: timestamp and sequence number).
+    pub size: usize,
+    /// Messages to send, at most.
+    pub count: u64,
+    /// Stop sending after this many seconds even if `count` is not reached.
+    pub secs_limit: f64,
+}
+
+impl Spec {
+    /// How long to wait for the consumer side before giving up.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.secs_limit * 3.0 + 10.0)
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Latency percentiles (round trip for ping-pong).
+    pub latency: Option<Latency>,
+    /// Throughput.
+    pub throughput: Option<Throughput>,
+    /// Messages sent.
+    pub sent: u64,
+    /// Anything a reader of the table must know.
+    pub note: Option<String>,
+}
+
+/// A system under test.
+pub trait System {
+    /// Its name in tables and plots.
+    fn name(&self) -> &'static str;
+    /// `Err(reason)` if the system does not take part in this kind of measurement.
+    fn supports(&self, _kind: Kind) -> Result<(), String> {
+        Ok(())
+    }
+    /// Runs one measurement.
+    fn run(&mut self, spec: &Spec) -> BoxResult<Outcome>;
+}
+
+/// Writes the timestamp and the sequence number into the head of a payload.
+pub fn stamp(buf: &mut [u8], ts: u64, seq: u64) {
+    buf[..8].copy_from_slice(&ts.to_le_bytes());
+    buf[8..16].copy_from_slice(&seq.to_le_bytes());
+}
+
+/// Reads the timestamp and the sequence number from the head of a payload.
+pub fn unstamp(buf: &[u8]) -> (u64, u64) {
+    let ts = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+    let seq = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
+    (ts, seq)
+}
+
+/// A note for a sender that stopped at its time limit before sending everything.
+pub fn cut_note(sent: u64, wanted: u64) -> Option<String> {
+    (sent < wanted).then(|| format!("time limit: sent {sent} of {wanted}"))
+}
+
+/// Runs `f` on a new thread pinned to `cpu` (threads inherit the affinity of their creator, so
+/// the driver's own thread is never pinned).
+pub fn on_cpu<R: Send>(cpu: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crate::clock::pin(cpu);
+            f()
+        })
+        .join()
+        .expect("benchmark thread panicked")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip() {
+        let mut b = [0u8; 64];
+        stamp(&mut b, 123, 456);
+        assert_eq!(unstamp(&b), (123, 456));
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(rate_label(100_000), "100k");
+        assert_eq!(rate_label(1_000_000), "1M");
+        assert_eq!(Kind::OneWay { rate: 10_000 }.label(), "oneway@10k");
+    }
+}

@@ -1,0 +1,451 @@
+//! repliq itself: a `JournalQueue<BenchMsg>` in a directory on disk (page cache), written by one
+//! process and read by another.
+//!
+//! Two readers are measured: `repliq` (the default: crc32c of each record checked, message
+//! validated by `read`) and `repliq-unchecked` (`verify_checksums(false)`, `read_bytes` +
+//! `access_unchecked`), which shows what validation costs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use repliq::{Durability, JournalQueue, QueueError, QueueOptions};
+
+use super::{Kind, Outcome, Spec, System, cut_note, on_cpu};
+use crate::BoxResult;
+use crate::child::{self, ChildCfg, ChildReport};
+use crate::clock::{Pacer, cpu_pair, deadline, now_ns};
+use crate::msg::BenchMsg;
+use crate::stats::{Latency, Recorder, Throughput};
+
+/// The cursor shared by the benchmark's producer handle and its reader.
+const CURSOR: &str = "bench";
+const END: u64 = u64::MAX;
+
+/// repliq, with checked or unchecked reads.
+#[derive(Debug)]
+pub struct Repliq {
+    /// Skip checksum verification and validation on the read side.
+    pub unchecked: bool,
+}
+
+fn options(spec_count: u64, size: usize) -> QueueOptions {
+    QueueOptions::new()
+        .capacity(spec_count.saturating_mul(2).saturating_add(1024))
+        .segment_size(64 << 20)
+        .max_message_size(((size + 64) as u32).max(4096))
+        .consumer(CURSOR)
+        .prefault(true)
+}
+
+fn open_reader(dir: &str, unchecked: bool, consumer: &str) -> BoxResult<JournalQueue<BenchMsg>> {
+    Ok(QueueOptions::new()
+        .consumer(consumer)
+        .verify_checksums(!unchecked)
+        .prefault(true)
+        .open::<BenchMsg>(dir)?)
+}
+
+/// Reads the next message's (ts, seq) in place.
+fn next(q: &mut JournalQueue<BenchMsg>, unchecked: bool) -> BoxResult<Option<(u64, u64)>> {
+    if unchecked {
+        Ok(q.read_bytes(|b| {
+            // SAFETY: the queue was created for `BenchMsg` (its fingerprint is checked at open)
+            // and records are written only by repliq's `serialize_into`; committed records
+            // never change while mapped.
+            let a = unsafe { repliq::access_unchecked::<BenchMsg>(b) };
+            (a.ts.to_native(), a.seq.to_native())
+        })?)
+    } else {
+        Ok(q.read(|a| (a.ts.to_native(), a.seq.to_native()))?)
+    }
+}
+
+/// Enqueues, retrying while the queue is full, until `end`.
+fn enqueue(q: &mut JournalQueue<BenchMsg>, m: &BenchMsg, end: u64) -> BoxResult<()> {
+    loop {
+        match q.enqueue(m) {
+            Ok(_) => return Ok(()),
+            Err(QueueError::Full { .. }) if now_ns() < end => std::hint::spin_loop(),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+impl System for Repliq {
+    fn name(&self) -> &'static str {
+        if self.unchecked {
+            "repliq-unchecked"
+        } else {
+            "repliq"
+        }
+    }
+
+    fn run(&mut self, spec: &Spec) -> BoxResult<Outcome> {
+        match spec.kind {
+            Kind::PingPong => pingpong(spec, self.unchecked),
+            Kind::OneWay { rate } => one_way(spec, rate, true, self.unchecked, 1).map(|(o, _)| o),
+            Kind::Throughput => one_way(spec, 0, false, self.unchecked, 1).map(|(o, _)| o),
+        }
+    }
+}
+
+fn child_cfg(spec: &Spec, dir: &Path, latency: bool, unchecked: bool) -> ChildCfg {
+    ChildCfg {
+        name: dir.display().to_string(),
+        name2: CURSOR.into(),
+        count: spec.count,
+        size: spec.size,
+        cpu: cpu_pair().1,
+        latency,
+        secs_limit: spec.secs_limit + 10.0,
+        extra: u64::from(unchecked),
+    }
+}
+
+/// One producer → `readers` readers (each its own cursor). Returns the outcome and, for
+/// fan-out, the per-reader throughputs.
+pub fn one_way(
+    spec: &Spec,
+    rate: u64,
+    latency: bool,
+    unchecked: bool,
+    readers: usize,
+) -> BoxResult<(Outcome, Vec<Throughput>)> {
+    let dir = tempfile::tempdir()?;
+    let mut q = options(spec.count, spec.size).create::<BenchMsg>(dir.path())?;
+    let mut procs = Vec::new();
+    for r in 0..readers {
+        let mut cfg = child_cfg(spec, dir.path(), latency, unchecked);
+        if readers > 1 {
+            cfg.name2 = format!("fan{r}");
+            cfg.cpu = None;
+        }
+        // Register the cursor before the producer starts, so it sees every message.
+        if readers > 1 {
+            q.consumer(&cfg.name2)?;
+        }
+        procs.push(child::spawn("repliq-read", &cfg)?);
+    }
+    for p in &procs {
+        p.wait_ready(spec.timeout())?;
+    }
+    let (start, sent) = on_cpu(cpu_pair().0, || -> BoxResult<(u64, u64)> {
+        let mut m = BenchMsg::of_size(spec.size);
+        let pacer = Pacer::new(rate);
+        let end = deadline(spec.secs_limit) + 1_000_000;
+        let start = pacer.intended(0);
+        let mut i = 0;
+        while i < spec.count {
+            m.ts = if latency { pacer.wait(i) } else { now_ns() };
+            m.seq = i;
+            enqueue(&mut q, &m, end)?;
+            i += 1;
+            if i.is_multiple_of(1024) && now_ns() > end {
+                break;
+            }
+        }
+        m.seq = END;
+        enqueue(&mut q, &m, end + 5_000_000_000)?;
+        Ok((start, i))
+    })?;
+    let mut reports = Vec::new();
+    for p in procs {
+        reports.push(p.wait_report(spec.timeout())?);
+    }
+    for r in &reports {
+        if r.received != sent {
+            return Err(format!("repliq reader got {} of {sent}", r.received).into());
+        }
+    }
+    let per_reader: Vec<Throughput> = reports
+        .iter()
+        .map(|r| Throughput::new(sent, spec.size, r.last_ns.saturating_sub(start)))
+        .collect();
+    let last = reports.iter().map(|r| r.last_ns).max().unwrap_or(start);
+    Ok((
+        Outcome {
+            latency: reports.into_iter().next().and_then(|r| r.latency),
+            throughput: (!latency)
+                .then(|| Throughput::new(sent, spec.size, last.saturating_sub(start))),
+            sent,
+            note: cut_note(sent, spec.count),
+        },
+        per_reader,
+    ))
+}
+
+/// Child: reads with its cursor until the end marker.
+pub fn child_read(cfg: &ChildCfg) -> BoxResult<ChildReport> {
+    let unchecked = cfg.extra == 1;
+    let mut q = open_reader(&cfg.name, unchecked, &cfg.name2)?;
+    let end = deadline(cfg.secs_limit);
+    let mut rec = Recorder::new();
+    let mut n = 0;
+    let mut last = now_ns();
+    child::ready();
+    let mut idle = 0u32;
+    loop {
+        match next(&mut q, unchecked)? {
+            Some((_, END)) => break,
+            Some((ts, _)) => {
+                last = now_ns();
+                if cfg.latency {
+                    rec.record(last.saturating_sub(ts));
+                }
+                n += 1;
+            }
+            None => {
+                idle = idle.wrapping_add(1);
+                if idle.is_multiple_of(4096) && now_ns() > end {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+    }
+    Ok(ChildReport {
+        received: n,
+        latency: cfg.latency.then(|| rec.summary()),
+        last_ns: last,
+    })
+}
+
+fn pingpong(spec: &Spec, unchecked: bool) -> BoxResult<Outcome> {
+    let ping_dir = tempfile::tempdir()?;
+    let pong_dir = tempfile::tempdir()?;
+    let mut ping = options(spec.count, spec.size).create::<BenchMsg>(ping_dir.path())?;
+    let pong_w = options(spec.count, spec.size).create::<BenchMsg>(pong_dir.path())?;
+    drop(pong_w);
+    let mut cfg = child_cfg(spec, ping_dir.path(), false, unchecked);
+    cfg.name2 = pong_dir.path().display().to_string();
+    let proc = child::spawn("repliq-pong", &cfg)?;
+    proc.wait_ready(spec.timeout())?;
+    let mut pong = open_reader(&cfg.name2, unchecked, CURSOR)?;
+    let (rec, sent) = on_cpu(cpu_pair().0, || -> BoxResult<(Recorder, u64)> {
+        let mut m = BenchMsg::of_size(spec.size);
+        let mut rec = Recorder::new();
+        let end = deadline(spec.secs_limit);
+        let mut i = 0;
+        while i < spec.count {
+            let t0 = now_ns();
+            m.ts = t0;
+            m.seq = i;
+            enqueue(&mut ping, &m, end + 5_000_000_000)?;
+            let mut idle = 0u32;
+            loop {
+                if next(&mut pong, unchecked)?.is_some() {
+                    break;
+                }
+                idle = idle.wrapping_add(1);
+                if idle.is_multiple_of(4096) && now_ns() > end + 5_000_000_000 {
+                    return Err("repliq ping-pong: no answer".into());
+                }
+                std::hint::spin_loop();
+            }
+            rec.record(now_ns() - t0);
+            i += 1;
+            if i.is_multiple_of(1024) && now_ns() > end {
+                break;
+            }
+        }
+        m.seq = END;
+        enqueue(&mut ping, &m, end + 5_000_000_000)?;
+        Ok((rec, i))
+    })?;
+    proc.wait_report(spec.timeout())?;
+    Ok(Outcome {
+        latency: Some(rec.summary()),
+        throughput: None,
+        sent,
+        note: cut_note(sent, spec.count),
+    })
+}
+
+/// Child: echoes every message of the ping queue into the pong queue.
+pub fn child_pong(cfg: &ChildCfg) -> BoxResult<ChildReport> {
+    let unchecked = cfg.extra == 1;
+    let mut ping = open_reader(&cfg.name, unchecked, CURSOR)?;
+    let mut pong = QueueOptions::new()
+        .consumer(CURSOR)
+        .prefault(true)
+        .open::<BenchMsg>(&cfg.name2)?;
+    let end = deadline(cfg.secs_limit);
+    let mut m = BenchMsg::of_size(cfg.size);
+    let mut n = 0;
+    child::ready();
+    let mut idle = 0u32;
+    loop {
+        match next(&mut ping, unchecked)? {
+            Some((_, END)) => break,
+            Some((ts, seq)) => {
+                m.ts = ts;
+                m.seq = seq;
+                enqueue(&mut pong, &m, end)?;
+                n += 1;
+            }
+            None => {
+                idle = idle.wrapping_add(1);
+                if idle.is_multiple_of(4096) && now_ns() > end {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+    }
+    Ok(ChildReport {
+        received: n,
+        latency: None,
+        last_ns: now_ns(),
+    })
+}
+
+/// N producer threads → one reader process, flat out.
+pub fn n_to_1(spec: &Spec, producers: usize) -> BoxResult<Outcome> {
+    let dir = tempfile::tempdir()?;
+    let q = options(spec.count, spec.size).create::<BenchMsg>(dir.path())?;
+    let mut cfg = child_cfg(spec, dir.path(), false, false);
+    cfg.cpu = None;
+    let proc = child::spawn("repliq-read", &cfg)?;
+    proc.wait_ready(spec.timeout())?;
+    let per = spec.count / producers as u64;
+    let start = now_ns();
+    let end = deadline(spec.secs_limit) + 1_000_000;
+    let sent: u64 = std::thread::scope(|s| -> BoxResult<u64> {
+        let mut handles = Vec::new();
+        for _ in 0..producers {
+            let mut q = q.try_clone()?;
+            handles.push(s.spawn(move || -> BoxResult<u64> {
+                let mut m = BenchMsg::of_size(spec.size);
+                let mut i = 0;
+                while i < per {
+                    m.ts = now_ns();
+                    m.seq = i;
+                    enqueue(&mut q, &m, end)?;
+                    i += 1;
+                    if i.is_multiple_of(1024) && now_ns() > end {
+                        break;
+                    }
+                }
+                Ok(i)
+            }));
+        }
+        let mut total = 0;
+        for h in handles {
+            total += h.join().map_err(|_| "producer panicked")??;
+        }
+        Ok(total)
+    })?;
+    let mut q = q;
+    let mut m = BenchMsg::of_size(spec.size);
+    m.seq = END;
+    enqueue(&mut q, &m, end + 5_000_000_000)?;
+    let r = proc.wait_report(spec.timeout())?;
+    if r.received != sent {
+        return Err(format!("repliq reader got {} of {sent}", r.received).into());
+    }
+    Ok(Outcome {
+        latency: None,
+        throughput: Some(Throughput::new(
+            sent,
+            spec.size,
+            r.last_ns.saturating_sub(start),
+        )),
+        sent,
+        note: cut_note(sent, per * producers as u64),
+    })
+}
+
+/// Enqueue cost in one process for a durability mode: per-call latency and throughput.
+pub fn durability(mode: Durability, size: usize, count: u64, secs: f64) -> BoxResult<Outcome> {
+    let dir = tempfile::tempdir()?;
+    let mut q = options(count, size)
+        .durability(mode)
+        .create::<BenchMsg>(dir.path())?;
+    // A reader cursor that never reads would hold the backlog; consume as we go instead.
+    let mut m = BenchMsg::of_size(size);
+    let mut rec = Recorder::new();
+    let end = deadline(secs);
+    let start = now_ns();
+    let mut i = 0;
+    while i < count {
+        m.seq = i;
+        let t0 = now_ns();
+        enqueue(&mut q, &m, end + 5_000_000_000)?;
+        rec.record(now_ns() - t0);
+        i += 1;
+        if i.is_multiple_of(64) && now_ns() > end {
+            break;
+        }
+    }
+    let ns = now_ns() - start;
+    Ok(Outcome {
+        latency: Some(rec.summary()),
+        throughput: Some(Throughput::new(i, size, ns)),
+        sent: i,
+        note: cut_note(i, count),
+    })
+}
+
+/// Child: fills a queue with 1 KiB messages until it holds `extra` MiB, says READY, then keeps
+/// writing (so the kill lands mid-write) until killed or out of time.
+pub fn child_fill(cfg: &ChildCfg) -> BoxResult<ChildReport> {
+    let mut q = QueueOptions::new()
+        .capacity(u64::MAX / 4)
+        .segment_size(64 << 20)
+        .create::<BenchMsg>(&cfg.name)?;
+    let mut m = BenchMsg::of_size(cfg.size);
+    let target = cfg.extra << 20;
+    let end = deadline(cfg.secs_limit);
+    let mut written = 0u64;
+    let mut i = 0;
+    let mut said = false;
+    while now_ns() < end {
+        m.seq = i;
+        q.enqueue(&m)?;
+        i += 1;
+        written += cfg.size as u64;
+        if !said && written >= target {
+            child::ready();
+            said = true;
+        }
+        if said && i.is_multiple_of(64) {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    Ok(ChildReport {
+        received: i,
+        latency: None,
+        last_ns: now_ns(),
+    })
+}
+
+/// Writes a journal of `mib` MiB in a child, kills it with SIGKILL mid-write, then times
+/// opening the queue and appending the next message (which must first find the tail).
+pub fn recovery(mib: u64, secs_limit: f64) -> BoxResult<(Latency, Latency)> {
+    let dir = tempfile::tempdir()?;
+    let cfg = ChildCfg {
+        name: dir.path().display().to_string(),
+        name2: String::new(),
+        count: 0,
+        size: 1024,
+        cpu: None,
+        latency: false,
+        secs_limit,
+        extra: mib,
+    };
+    let proc = child::spawn("repliq-fill", &cfg)?;
+    proc.wait_ready(Duration::from_secs_f64(secs_limit + 10.0))?;
+    std::thread::sleep(Duration::from_millis(20));
+    proc.kill();
+    let t0 = now_ns();
+    let mut q = QueueOptions::new().open::<BenchMsg>(dir.path())?;
+    let opened = now_ns() - t0;
+    q.enqueue(&BenchMsg::of_size(1024))?;
+    let appended = now_ns() - t0;
+    let one = |ns: u64| {
+        let mut r = Recorder::new();
+        r.record(ns);
+        r.summary()
+    };
+    Ok((one(opened), one(appended)))
+}

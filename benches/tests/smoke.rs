@@ -1,0 +1,59 @@
+//! Runs the driver in smoke mode on the systems that need no server (floor, crossbeam,
+//! repliq) and checks that it writes a report. No timing is asserted.
+
+use std::process::Command;
+
+#[test]
+fn smoke_run_writes_json_and_markdown() {
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_repliq-bench"))
+        .args([
+            "run",
+            "--smoke",
+            "--no-plots",
+            "--only",
+            "floor,crossbeam,repliq",
+            "--out",
+        ])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
+            .unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    let has = |workload: &str, system: &str| {
+        rows.iter()
+            .any(|r| r["workload"] == workload && r["system"] == system)
+    };
+    for system in ["floor", "crossbeam", "repliq", "repliq-unchecked"] {
+        assert!(has("pingpong", system), "no ping-pong row for {system}");
+        assert!(has("oneway@10k", system), "no one-way row for {system}");
+        assert!(has("throughput", system), "no throughput row for {system}");
+    }
+    assert!(rows.iter().any(|r| r["workload"] == "durability"));
+    assert!(rows.iter().any(|r| r["workload"] == "recovery"));
+    let md = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    assert!(md.contains("× floor"));
+    assert!(md.contains("replication transport not built yet"));
+}
+
+#[test]
+fn report_rerenders_from_json() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_repliq-bench"))
+        .args(["run", "--smoke", "--no-plots", "--only", "floor", "--out"])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(run.success());
+    std::fs::remove_file(out.path().join("results.md")).unwrap();
+    let report = Command::new(env!("CARGO_BIN_EXE_repliq-bench"))
+        .args(["report", "--dir"])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(report.success());
+    assert!(out.path().join("results.md").exists());
+}
