@@ -54,6 +54,8 @@ pub(crate) struct Appender {
     /// Start of the range written but not yet synced, in `seg` or an earlier segment.
     dirty: Option<(Arc<Segment>, usize)>,
     last_sync: Instant,
+    /// The segment for whose successor a spare file was requested.
+    spare_for: u64,
 }
 
 /// Where the tail is.
@@ -87,6 +89,7 @@ impl Appender {
             durability,
             dirty: None,
             last_sync: Instant::now(),
+            spare_for: u64::MAX,
         })
     }
 
@@ -279,6 +282,10 @@ impl Appender {
                     write_record_fields(&seg.map, pos, seq, len);
                     if header::commit(word, reserved, len as u32) {
                         seg.index_record(seq, pos);
+                        if self.spare_for != seg.first_seq && pos > seg.size / 2 {
+                            self.spare_for = seg.first_seq;
+                            self.journal.prepare_spare();
+                        }
                         self.pos = pos + committed_extent(len);
                         self.seq = seq + 1;
                         let meta = &self.journal.meta;
@@ -309,7 +316,8 @@ impl Appender {
     }
 
     /// Creates segment `self.seq` with this record committed as its first one. `Ok(None)` if
-    /// another appender published the segment first.
+    /// another appender published the segment first. Uses the spare file prepared in the
+    /// background when there is one.
     fn create_segment_with(
         &mut self,
         write: &mut impl FnMut(&mut [MaybeUninit<u8>]) -> Result<usize>,
@@ -317,59 +325,49 @@ impl Appender {
         let config = self.journal.config().clone();
         let first_seq = self.seq;
         let header_bytes = segment::encode_header(&config, first_seq);
-        let (_, data_start) = segment_geometry(config.segment_size, config.index_interval);
-        let size = config.segment_size as usize;
-        let max_extent = committed_extent(config.max_payload as usize)
-            .min(header::MAX_EXTENT)
-            .min(size - data_start);
         let sync = self.durability != Durability::PageCache;
+        let path = self.journal.dir.join(segment::segment_name(first_seq));
+        if let Some(mut spare) = self.journal.take_spare()
+            && let Some(map) = spare.map.take()
+        {
+            if path.exists() {
+                return Ok(None); // the spare is deleted on drop
+            }
+            map.write(0, &header_bytes);
+            let len = fill_first_record(&map, &config, first_seq, write)?;
+            if sync {
+                map.flush_range(0, config.segment_size as usize)
+                    .map_err(|e| QueueError::io(format!("msync {}", spare.tmp.display()), e))?;
+            }
+            return match std::fs::hard_link(&spare.tmp, &path) {
+                Ok(()) => {
+                    let seg = Segment::from_created(path, &config, first_seq, map);
+                    Ok(Some((self.journal.adopt_segment(seg), len)))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(QueueError::io(format!("publishing {}", path.display()), e)),
+            };
+        }
         let mut record_len = None;
         let published = super::publish_file_with(
             &self.journal.dir,
-            &self.journal.dir.join(segment::segment_name(first_seq)),
+            &path,
             &header_bytes,
             config.segment_size,
             sync,
             |map| {
-                let len = map
-                    .with_slot(
-                        data_start + RECORD_HEADER,
-                        max_extent - RECORD_HEADER,
-                        &mut *write,
-                    )
-                    .unwrap_or_else(|| {
-                        Err(QueueError::Other(
-                            "segment smaller than its data start".into(),
-                        ))
-                    })?;
-                if len > max_extent - RECORD_HEADER {
-                    return Err(QueueError::Other(format!(
-                        "serializer reported {len} bytes written into a slot of {}",
-                        max_extent - RECORD_HEADER
-                    )));
-                }
-                write_record_fields(map, data_start, first_seq, len);
-                if let Some(word) = map.atomic_u64(data_start) {
-                    word.store(header::committed(len as u32), Ordering::Release);
-                }
-                if let Some(entry) = map.atomic_u32(S_INDEX) {
-                    entry.store(data_start as u32, Ordering::Release);
-                }
-                record_len = Some(len);
+                record_len = Some(fill_first_record(map, &config, first_seq, write)?);
                 Ok(())
             },
         )?;
-        if !published {
-            return Ok(None);
-        }
-        let Some(len) = record_len else {
+        let (true, Some(len)) = (published, record_len) else {
             return Ok(None);
         };
         let seg = self
             .journal
             .segment(first_seq)?
             .ok_or_else(|| QueueError::Corrupt {
-                path: self.journal.dir.join(segment::segment_name(first_seq)),
+                path: path.clone(),
                 offset: 0,
                 reason: "segment vanished right after it was created".into(),
             })?;
@@ -431,6 +429,46 @@ impl Appender {
         self.find_tail(false)?;
         Ok(self.seq)
     }
+}
+
+/// Serializes the first record of an unpublished segment into `map` and commits it (plain
+/// stores: nobody can see the file yet). Returns the payload length.
+fn fill_first_record(
+    map: &MappedFile,
+    config: &super::meta::MetaConfig,
+    first_seq: u64,
+    write: &mut impl FnMut(&mut [MaybeUninit<u8>]) -> Result<usize>,
+) -> Result<usize> {
+    let (_, data_start) = segment_geometry(config.segment_size, config.index_interval);
+    let size = config.segment_size as usize;
+    let max_extent = committed_extent(config.max_payload as usize)
+        .min(header::MAX_EXTENT)
+        .min(size - data_start);
+    let len = map
+        .with_slot(
+            data_start + RECORD_HEADER,
+            max_extent - RECORD_HEADER,
+            &mut *write,
+        )
+        .unwrap_or_else(|| {
+            Err(QueueError::Other(
+                "segment smaller than its data start".into(),
+            ))
+        })?;
+    if len > max_extent - RECORD_HEADER {
+        return Err(QueueError::Other(format!(
+            "serializer reported {len} bytes written into a slot of {}",
+            max_extent - RECORD_HEADER
+        )));
+    }
+    write_record_fields(map, data_start, first_seq, len);
+    if let Some(word) = map.atomic_u64(data_start) {
+        word.store(header::committed(len as u32), Ordering::Release);
+    }
+    if let Some(entry) = map.atomic_u32(S_INDEX) {
+        entry.store(data_start as u32, Ordering::Release);
+    }
+    Ok(len)
 }
 
 /// Writes a record's sequence number, crc, length and time (header bytes 8..32) for the payload

@@ -47,6 +47,30 @@ pub(crate) struct Journal {
     segments: Mutex<BTreeMap<u64, Weak<Segment>>>,
     populate: bool,
     waiters: crate::queue::AsyncWaiters,
+    spare: Mutex<SpareState>,
+}
+
+/// A pre-allocated, pre-faulted file for the next segment, prepared in the background so that
+/// a segment roll does not stall a producer on allocation and page zeroing.
+#[derive(Debug, Default)]
+enum SpareState {
+    #[default]
+    None,
+    Preparing,
+    Ready(Spare),
+}
+
+/// See [`SpareState`]. Deleted on drop unless it was published.
+#[derive(Debug)]
+pub(crate) struct Spare {
+    pub tmp: PathBuf,
+    pub map: Option<crate::raw::MappedFile>,
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
 }
 
 impl Journal {
@@ -74,6 +98,7 @@ impl Journal {
             segments: Mutex::new(BTreeMap::new()),
             populate,
             waiters: crate::queue::AsyncWaiters::default(),
+            spare: Mutex::new(SpareState::None),
         }))
     }
 
@@ -157,6 +182,84 @@ impl Journal {
         &self.waiters
     }
 
+    /// Takes the prepared spare segment file, if one is ready.
+    pub(crate) fn take_spare(&self) -> Option<Spare> {
+        let mut state = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        match std::mem::take(&mut *state) {
+            SpareState::Ready(spare) => Some(spare),
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+
+    /// Starts preparing a spare segment file in a background thread, unless one is ready or
+    /// being prepared.
+    pub(crate) fn prepare_spare(self: &Arc<Self>) {
+        {
+            let mut state = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+            if !matches!(*state, SpareState::None) {
+                return;
+            }
+            *state = SpareState::Preparing;
+        }
+        let journal = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("repliq-prealloc".into())
+            .spawn(move || {
+                let spare = journal.make_spare().ok();
+                let mut state = journal.spare.lock().unwrap_or_else(|p| p.into_inner());
+                *state = match spare {
+                    Some(spare) => SpareState::Ready(spare),
+                    None => SpareState::None,
+                };
+            });
+        if spawned.is_err() {
+            let mut state = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+            *state = SpareState::None;
+        }
+    }
+
+    fn make_spare(&self) -> Result<Spare> {
+        let len = self.meta.config.segment_size;
+        let tmp = temp_path(&self.dir, "spare");
+        let mut spare = Spare { tmp, map: None };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&spare.tmp)
+            .map_err(|e| QueueError::io(format!("creating {}", spare.tmp.display()), e))?;
+        file.set_len(len)
+            .map_err(|e| QueueError::io(format!("sizing {}", spare.tmp.display()), e))?;
+        crate::raw::preallocate(&file, len)
+            .map_err(|e| QueueError::io(format!("allocating {}", spare.tmp.display()), e))?;
+        let size = usize::try_from(len)
+            .map_err(|_| QueueError::InvalidConfig(format!("file size {len} too large")))?;
+        // MAP_POPULATE: the kernel allocates and zeroes the page-cache pages here, in this
+        // background thread, instead of on the producer's first touch.
+        let map = crate::raw::MappedFile::map(&file, size, true)
+            .map_err(|e| QueueError::io(format!("mapping {}", spare.tmp.display()), e))?;
+        spare.map = Some(map);
+        Ok(spare)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn spare_ready(&self) -> bool {
+        let state = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(*state, SpareState::Ready(_))
+    }
+
+    /// Publishes a segment this process created from a spare.
+    pub(crate) fn adopt_segment(&self, seg: Segment) -> Arc<Segment> {
+        let seg = Arc::new(seg);
+        let mut cache = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|_, w| w.strong_count() > 0);
+        cache.insert(seg.first_seq, Arc::downgrade(&seg));
+        seg
+    }
+
     pub(crate) fn lease_ms(&self) -> u32 {
         self.meta.config.lease_ms
     }
@@ -193,6 +296,17 @@ impl Journal {
     }
 }
 
+/// A fresh name for a temporary file in `dir` (`.{kind}-{pid}-{nanos}-{n}`).
+pub(crate) fn temp_path(dir: &Path, kind: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    dir.join(format!(".{kind}-{}-{nanos}-{n}", std::process::id()))
+}
+
 /// Writes a complete file under a temporary name and publishes it at `path` with a hard link,
 /// which fails if `path` exists: readers never see a half-written meta or segment header.
 /// Returns `Ok(true)` if this call published the file, `Ok(false)` if it already existed.
@@ -213,13 +327,7 @@ pub(crate) fn publish_file_with(
     if path.exists() {
         return Ok(false);
     }
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let tmp = dir.join(format!(".tmp-{}-{nanos}-{n}", std::process::id()));
+    let tmp = temp_path(dir, "tmp");
     let result = (|| {
         let file = OpenOptions::new()
             .read(true)

@@ -154,6 +154,26 @@ impl Segment {
         }))
     }
 
+    /// A segment this process just created and published at `path`, from its existing mapping.
+    pub(crate) fn from_created(
+        path: PathBuf,
+        config: &MetaConfig,
+        first_seq: u64,
+        map: MappedFile,
+    ) -> Segment {
+        let (index_entries, data_start) =
+            segment_geometry(config.segment_size, config.index_interval);
+        Segment {
+            path,
+            first_seq,
+            size: config.segment_size as usize,
+            data_start,
+            index_entries,
+            index_interval: config.index_interval,
+            map,
+        }
+    }
+
     /// The header word of the record at `pos`, if `pos` is a valid record position.
     pub(crate) fn header_word(&self, pos: usize) -> Option<&AtomicU64> {
         if pos < self.data_start

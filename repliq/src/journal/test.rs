@@ -596,3 +596,42 @@ fn fixture_matches_format_md() {
     assert_eq!(got, payloads);
     assert!(first > 0, "the fixture spans several segments");
 }
+
+#[test]
+fn rolls_use_the_spare_file_prepared_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    let mut i = 0;
+    // Past half of segment 0 the appender asks for a spare; wait until it is ready.
+    while j.list_segments().unwrap().len() < 2 {
+        append(&mut app, &payload(i)).unwrap();
+        i += 1;
+        if i == 60 {
+            for _ in 0..500 {
+                if j.spare_ready() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert!(j.spare_ready(), "the spare was prepared");
+        }
+    }
+    assert!(!j.spare_ready(), "the roll consumed the spare");
+    let spares: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".spare"))
+        .collect();
+    assert!(spares.is_empty(), "the spare's temporary name is gone");
+    for _ in 0..100 {
+        append(&mut app, &payload(i)).unwrap();
+        i += 1;
+    }
+    let all = read_all(&j).unwrap();
+    assert_eq!(all.len() as u64, i);
+    for (seq, bytes) in all {
+        assert_eq!(bytes, payload(seq));
+    }
+    assert_eq!(verify(dir.path(), |_, _| {}).unwrap().records, i);
+}
