@@ -339,14 +339,18 @@ impl Appender {
                 map.flush_range(0, config.segment_size as usize)
                     .map_err(|e| QueueError::io(format!("msync {}", spare.tmp.display()), e))?;
             }
-            return match std::fs::hard_link(&spare.tmp, &path) {
+            match std::fs::hard_link(&spare.tmp, &path) {
                 Ok(()) => {
                     let seg = Segment::from_created(path, &config, first_seq, map);
-                    Ok(Some((self.journal.adopt_segment(seg), len)))
+                    return Ok(Some((self.journal.adopt_segment(seg), len)));
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
-                Err(e) => Err(QueueError::io(format!("publishing {}", path.display()), e)),
-            };
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+                // The spare was removed as stale by another process: create a file below.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(QueueError::io(format!("publishing {}", path.display()), e));
+                }
+            }
         }
         let mut record_len = None;
         let published = super::publish_file_with(

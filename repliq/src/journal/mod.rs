@@ -222,6 +222,7 @@ impl Journal {
     }
 
     fn make_spare(&self) -> Result<Spare> {
+        remove_stale_temp_files(&self.dir, STALE_TEMP_FILE_AGE);
         let len = self.meta.config.segment_size;
         let tmp = temp_path(&self.dir, "spare");
         let mut spare = Spare { tmp, map: None };
@@ -293,6 +294,35 @@ impl Journal {
             }
         }
         Ok(deleted)
+    }
+}
+
+/// Temporary files (`.tmp-*`, `.spare-*`) older than this are left over by killed processes.
+pub(crate) const STALE_TEMP_FILE_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Deletes temporary files in `dir` not modified for `age`: files being published live for
+/// milliseconds, and a process whose spare was deleted falls back to creating a new file.
+/// (Age, not the PID in the name, decides: processes in other containers have other PIDs.)
+pub(crate) fn remove_stale_temp_files(dir: &Path, age: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(".tmp-") || name.starts_with(".spare-")) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|d| d >= age);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 

@@ -635,3 +635,25 @@ fn rolls_use_the_spare_file_prepared_in_the_background() {
     }
     assert_eq!(verify(dir.path(), |_, _| {}).unwrap().records, i);
 }
+
+#[test]
+fn stale_temporary_files_are_removed_fresh_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join(".spare-1-2-3");
+    let fresh = dir.path().join(".tmp-4-5-6");
+    let other = dir.path().join("keep.txt");
+    for p in [&old, &fresh, &other] {
+        std::fs::write(p, b"x").unwrap();
+    }
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    remove_stale_temp_files(dir.path(), STALE_TEMP_FILE_AGE);
+    assert!(!old.exists());
+    assert!(fresh.exists());
+    assert!(other.exists());
+}
