@@ -166,6 +166,31 @@ fn a_waiting_consumer_in_another_process_is_woken() {
     }
 }
 
+#[test]
+fn a_consumer_killed_mid_message_leaves_it_for_the_next_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut q = create(tmp.path(), 64 * 1024);
+    for n in 0..3 {
+        q.enqueue(&Work {
+            producer: 5,
+            n,
+            body: body(5, n),
+        })
+        .unwrap();
+    }
+    let dir = tmp.path().to_str().unwrap();
+    for _ in 0..2 {
+        let out = worker(&["peek-and-die", dir, "default"])
+            .wait_with_output()
+            .unwrap();
+        assert!(!out.status.success(), "the worker aborted");
+        assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "5 0");
+    }
+    // Nothing was consumed: the next consumer gets message 0 (at-least-once).
+    assert_eq!(q.dequeue().unwrap().map(|w| w.n), Some(0));
+    assert_eq!(q.dequeue().unwrap().map(|w| w.n), Some(1));
+}
+
 struct Acks {
     lines: Arc<Mutex<Vec<(u32, u64)>>>,
     reader: std::thread::JoinHandle<()>,

@@ -5,6 +5,7 @@
 //!                                              enqueue COUNT messages, print "PRODUCER N" after each Ok
 //! queue_worker consume DIR CONSUMER            dequeue (waiting) until a stop message; print "P N" per message
 //! queue_worker wait DIR CONSUMER sync|async    wait for one message, print it
+//! queue_worker peek-and-die DIR CONSUMER       print the next message in place, then abort
 //! ```
 
 use std::io::Write;
@@ -101,6 +102,13 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 writeln!(out, "{} {}", w.producer, w.n)?;
             }
             out.flush()?;
+        }
+        [cmd, dir, consumer] if cmd == "peek-and-die" => {
+            // Looks at the next message in place and dies before consuming it.
+            let mut q = open(dir, consumer)?;
+            let guard = q.peek()?.ok_or("no message to peek at")?;
+            println!("{} {}", guard.producer, guard.n);
+            std::process::abort();
         }
         [cmd, dir, consumer, mode] if cmd == "wait" => {
             let mut q = open(dir, consumer)?;
