@@ -48,6 +48,7 @@ pub(crate) struct Journal {
     populate: bool,
     waiters: crate::queue::AsyncWaiters,
     spare: Mutex<SpareState>,
+    delete_consumed: std::sync::atomic::AtomicBool,
 }
 
 /// A pre-allocated, pre-faulted file for the next segment, prepared in the background so that
@@ -99,6 +100,7 @@ impl Journal {
             populate,
             waiters: crate::queue::AsyncWaiters::default(),
             spare: Mutex::new(SpareState::None),
+            delete_consumed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -182,6 +184,15 @@ impl Journal {
         &self.waiters
     }
 
+    /// Turns on automatic retention for this process's producers: segments every consumer
+    /// cursor has passed are deleted in the background once per segment written.
+    pub(crate) fn set_delete_consumed(&self, on: bool) {
+        if on {
+            self.delete_consumed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Takes the prepared spare segment file, if one is ready.
     pub(crate) fn take_spare(&self) -> Option<Spare> {
         let mut state = self.spare.lock().unwrap_or_else(|p| p.into_inner());
@@ -208,6 +219,14 @@ impl Journal {
         let spawned = std::thread::Builder::new()
             .name("repliq-prealloc".into())
             .spawn(move || {
+                if journal
+                    .delete_consumed
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    // Retention runs here too, off the producer's path. Failures are retried at
+                    // the next segment.
+                    let _ = journal.purge_consumed();
+                }
                 let spare = journal.make_spare().ok();
                 let mut state = journal.spare.lock().unwrap_or_else(|p| p.into_inner());
                 *state = match spare {

@@ -104,6 +104,7 @@ pub struct QueueOptions {
     start: StartAt,
     verify_checksums: bool,
     prefault: bool,
+    delete_consumed: bool,
 }
 
 impl Default for QueueOptions {
@@ -119,6 +120,7 @@ impl Default for QueueOptions {
             start: StartAt::Earliest,
             verify_checksums: true,
             prefault: false,
+            delete_consumed: false,
         }
     }
 }
@@ -182,6 +184,16 @@ impl QueueOptions {
     /// more resident memory for fewer page faults on the hot path.
     pub fn prefault(mut self, prefault: bool) -> Self {
         self.prefault = prefault;
+        self
+    }
+
+    /// Delete segment files that every consumer cursor has passed, automatically (default
+    /// `false`: keep everything, e.g. for tailers reading history). Producers of this handle run
+    /// it in a background thread once per segment written; [`JournalQueue::purge_consumed`] runs
+    /// it on demand. Readers that still map a deleted segment keep reading it; its space is freed
+    /// when the last mapping goes away.
+    pub fn delete_consumed_segments(mut self, on: bool) -> Self {
+        self.delete_consumed = on;
         self
     }
 
@@ -351,6 +363,7 @@ impl<T: Message> PersistentQueue<T> for JournalQueue<T> {
 impl<T: Message> JournalQueue<T> {
     fn from_journal(journal: Arc<Journal>, options: QueueOptions) -> Result<Self> {
         check_type::<T>(&journal)?;
+        journal.set_delete_consumed(options.delete_consumed);
         let start = options.start;
         let slot = {
             let j = journal.clone();
