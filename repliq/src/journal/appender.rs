@@ -331,7 +331,10 @@ impl Appender {
             && let Some(map) = spare.map.take()
         {
             if path.exists() {
-                return Ok(None); // the spare is deleted on drop
+                // Another process rolled first; keep the untouched spare for the next roll.
+                spare.map = Some(map);
+                self.journal.put_back_spare(spare);
+                return Ok(None);
             }
             map.write(0, &header_bytes);
             let len = fill_first_record(&map, &config, first_seq, write)?;

@@ -205,6 +205,14 @@ impl Journal {
         }
     }
 
+    /// Returns an unused spare (its file untouched) for a later roll.
+    pub(crate) fn put_back_spare(&self, spare: Spare) {
+        let mut state = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, SpareState::None) {
+            *state = SpareState::Ready(spare);
+        }
+    }
+
     /// Starts preparing a spare segment file in a background thread, unless one is ready or
     /// being prepared.
     pub(crate) fn prepare_spare(self: &Arc<Self>) {
