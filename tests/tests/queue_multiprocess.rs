@@ -191,6 +191,28 @@ fn a_consumer_killed_mid_message_leaves_it_for_the_next_one() {
     assert_eq!(q.dequeue().unwrap().map(|w| w.n), Some(1));
 }
 
+#[test]
+fn a_producer_waiting_for_room_is_woken_by_a_consumer_in_another_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut q: JournalQueue<Work> = QueueOptions::new()
+        .capacity(2)
+        .segment_size(64 * 1024)
+        .create(tmp.path())
+        .unwrap();
+    let child = worker(&["produce-wait", tmp.path().to_str().unwrap(), "3", "10"]);
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        match q.dequeue_wait(Some(Duration::from_secs(60))).unwrap() {
+            Some(w) => got.push(w.n),
+            None => panic!("no message for 60 s"),
+        }
+        // The producer can never be more than `capacity` messages ahead.
+        assert!(q.backlog().unwrap() <= 2);
+    }
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    assert_eq!(output_lines(child).len(), 10);
+}
+
 struct Acks {
     lines: Arc<Mutex<Vec<(u32, u64)>>>,
     reader: std::thread::JoinHandle<()>,

@@ -6,6 +6,7 @@
 //! queue_worker consume DIR CONSUMER            dequeue (waiting) until a stop message; print "P N" per message
 //! queue_worker wait DIR CONSUMER sync|async    wait for one message, print it
 //! queue_worker peek-and-die DIR CONSUMER       print the next message in place, then abort
+//! queue_worker produce-wait DIR PRODUCER COUNT like produce, waiting for room when full
 //! ```
 
 use std::io::Write;
@@ -102,6 +103,21 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 writeln!(out, "{} {}", w.producer, w.n)?;
             }
             out.flush()?;
+        }
+        [cmd, dir, producer, count] if cmd == "produce-wait" => {
+            // Like `produce`, but waits for room when the queue is full.
+            let producer: u32 = producer.parse()?;
+            let count: u64 = count.parse()?;
+            let mut q = open(dir, "default")?;
+            for n in 0..count {
+                let work = Work {
+                    producer,
+                    n,
+                    body: body(producer, n),
+                };
+                q.enqueue_wait(&work, Some(Duration::from_secs(60)))?;
+                println!("{producer} {n}");
+            }
         }
         [cmd, dir, consumer] if cmd == "peek-and-die" => {
             // Looks at the next message in place and dies before consuming it.
