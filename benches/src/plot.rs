@@ -126,7 +126,7 @@ fn latency_chart(path: &Path, title: &str, rows: &[&Row], all: &[String]) -> Box
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
