@@ -283,7 +283,7 @@ fn check_type<T: Message>(journal: &Journal) -> Result<()> {
 /// picks another).
 ///
 /// ```
-/// use repliq::{PersistentQueue, Queue, ReplicatedQueueImpl};
+/// use repliq::{PersistentQueue, ReplicatedQueueImpl};
 ///
 /// #[repliq::message]
 /// #[derive(Debug, PartialEq)]
