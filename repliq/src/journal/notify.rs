@@ -9,6 +9,10 @@
 //! producer sees the waiter or the waiter sees the new record (no lost wake-up). Sleeps are
 //! capped at [`MAX_SLEEP`] as a safety net (e.g. a reservation whose writer died needs a reader to
 //! abandon it).
+//!
+//! Known limitation: a waiter killed while asleep leaves the waiter count raised, so producers
+//! keep paying one `FUTEX_WAKE` system call per commit (still correct, slower). A lease on the
+//! waiter word, like the record reservations have, would bound that.
 
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
