@@ -61,7 +61,7 @@ fn waiter_thread(journal: Arc<Journal>) {
                 return;
             }
         }
-        meta.data_waiters().fetch_add(1, Ordering::SeqCst);
+        notify::join(meta.data_waiters());
         fence(Ordering::SeqCst);
         let seen = meta.data_notify().load(Ordering::SeqCst);
         let any_ready = {
@@ -80,7 +80,7 @@ fn waiter_thread(journal: Arc<Journal>) {
         if !any_ready {
             futex::wait(meta.data_notify(), seen, notify::MAX_SLEEP);
         }
-        meta.data_waiters().fetch_sub(1, Ordering::SeqCst);
+        notify::leave(meta.data_waiters());
         // Wake everyone: each task polls again and re-registers if there is still nothing.
         let drained: Vec<_> = {
             let mut state = this.state.lock().unwrap_or_else(|p| p.into_inner());
