@@ -77,6 +77,13 @@ struct RunArgs {
     /// Run only these systems (comma-separated names, e.g. `floor,repliq`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Run only workloads whose label starts with one of these (comma-separated, e.g.
+    /// `pingpong,oneway@10k,throughput,extra`; `extra` = N→1, fan-out, durability, recovery).
+    #[arg(long, value_delimiter = ',')]
+    workload: Vec<String>,
+    /// Run only these payload sizes (comma-separated bytes).
+    #[arg(long, value_delimiter = ',')]
+    size: Vec<usize>,
     /// Do not draw PNG plots.
     #[arg(long)]
     no_plots: bool,
@@ -99,6 +106,7 @@ struct Params {
     durability_count: u64,
     sync_count: u64,
     recovery_mib: Vec<u64>,
+    recovery_reps: u64,
     fanout: Vec<usize>,
 }
 
@@ -120,6 +128,7 @@ impl Params {
                 durability_count: 2_000,
                 sync_count: 20,
                 recovery_mib: vec![4],
+                recovery_reps: 1,
                 fanout: vec![2],
             }
         } else if args.quick {
@@ -138,6 +147,7 @@ impl Params {
                 durability_count: 500_000,
                 sync_count: 300,
                 recovery_mib: vec![100],
+                recovery_reps: 3,
                 fanout: vec![2],
             }
         } else {
@@ -156,6 +166,7 @@ impl Params {
                 durability_count: 5_000_000,
                 sync_count: 2_000,
                 recovery_mib: vec![100, 1024],
+                recovery_reps: 5,
                 fanout: vec![1, 2, 4],
             }
         }
@@ -222,6 +233,8 @@ fn utc_now() -> String {
 
 struct Suite {
     only: Vec<String>,
+    workloads: Vec<String>,
+    sizes: Vec<usize>,
     rows: Vec<Row>,
     skipped: Vec<Skip>,
     t0: Instant,
@@ -230,6 +243,10 @@ struct Suite {
 impl Suite {
     fn wanted(&self, system: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| system.starts_with(o.as_str()))
+    }
+
+    fn wanted_workload(&self, label: &str) -> bool {
+        self.workloads.is_empty() || self.workloads.iter().any(|w| label.starts_with(w.as_str()))
     }
 
     fn skip(&mut self, workload: &str, system: &str, reason: String) {
@@ -250,7 +267,10 @@ impl Suite {
     fn measure(&mut self, sys: &mut dyn System, spec: Spec) {
         let name = sys.name();
         let label = spec.kind.label();
-        if !self.wanted(name) {
+        if !self.wanted(name) || !self.wanted_workload(&label) {
+            return;
+        }
+        if !self.sizes.is_empty() && !self.sizes.contains(&spec.size) {
             return;
         }
         if let Err(reason) = sys.supports(spec.kind) {
@@ -321,8 +341,18 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         Box::new(workloads::floor::Floor),
         Box::new(workloads::crossbeam::Crossbeam),
         Box::new(workloads::iox::Iceoryx2),
-        Box::new(workloads::repliq::Repliq { unchecked: false }),
-        Box::new(workloads::repliq::Repliq { unchecked: true }),
+        Box::new(workloads::repliq::Repliq {
+            unchecked: false,
+            tmpfs: false,
+        }),
+        Box::new(workloads::repliq::Repliq {
+            unchecked: true,
+            tmpfs: false,
+        }),
+        Box::new(workloads::repliq::Repliq {
+            unchecked: false,
+            tmpfs: true,
+        }),
     ];
     statuses.push(SystemStatus {
         system: "floor".into(),
@@ -339,7 +369,8 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         ran: true,
         detail: format!(
             "this commit; JournalQueue on {} (page cache), reader `read` (crc32c + validation); \
-             repliq-unchecked: `read_bytes` + `access_unchecked`, no crc",
+             repliq-unchecked: `read_bytes` + `access_unchecked`, no crc; \
+             repliq-tmpfs: as repliq, journal in /dev/shm",
             std::env::temp_dir().display()
         ),
     });
@@ -395,6 +426,8 @@ fn run(args: &RunArgs) -> BoxResult<()> {
 
     let mut suite = Suite {
         only: args.only.clone(),
+        workloads: args.workload.clone(),
+        sizes: args.size.clone(),
         rows: Vec::new(),
         skipped: Vec::new(),
         t0,
@@ -440,13 +473,13 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         }
     }
     drop(systems); // stops the peer servers
-    if suite.wanted("repliq") {
+    if suite.wanted("repliq") && suite.wanted_workload("extra") {
         repliq_only(&mut suite, &params);
     }
 
     // 4. The typed byte path.
     let mut rkyv = Vec::new();
-    if suite.wanted("repliq") {
+    if suite.wanted("repliq") && suite.wanted_workload("rkyv") {
         for &size in &params.tput_sizes {
             match workloads::rkyv_costs::measure(size, params.rkyv_iters) {
                 Ok(c) => rkyv.push(RkyvRow {
@@ -544,7 +577,7 @@ fn repliq_only(suite: &mut Suite, params: &Params) {
     );
     for &k in &params.fanout {
         eprintln!("[{:>6.1}s] fan-out 1→{k}", suite.t0.elapsed().as_secs_f64());
-        let r = rq::one_way(&spec, 0, false, false, k).map(|(mut o, per)| {
+        let r = rq::one_way(&spec, 0, false, false, false, k).map(|(mut o, per)| {
             let slowest = per.iter().map(|t| t.msgs_per_sec).fold(f64::MAX, f64::min);
             o.note = Some(format!(
                 "{k} reader processes, each sees every message; slowest reader {} msg/s{}",
@@ -590,26 +623,41 @@ fn repliq_only(suite: &mut Suite, params: &Params) {
         );
     }
     for &mib in &params.recovery_mib {
-        eprintln!(
-            "[{:>6.1}s] recovery {mib} MiB",
-            suite.t0.elapsed().as_secs_f64()
-        );
-        match rq::recovery(mib, 120.0) {
-            Ok((open, append)) => {
-                for (what, l) in [("open", open), ("open + first enqueue", append)] {
-                    suite.rows.push(Row {
-                        workload: "recovery".into(),
-                        kind: None,
-                        system: format!("repliq {what}, {mib} MiB journal"),
-                        size: 1024,
-                        sent: 1,
-                        latency: Some(l),
-                        throughput: None,
-                        note: Some("one sample".into()),
-                    });
+        let mut open = stats::Recorder::new();
+        let mut append = stats::Recorder::new();
+        let mut n = 0;
+        for rep in 0..params.recovery_reps {
+            eprintln!(
+                "[{:>6.1}s] recovery {mib} MiB, kill -9 #{}",
+                suite.t0.elapsed().as_secs_f64(),
+                rep + 1
+            );
+            match rq::recovery(mib, 120.0) {
+                Ok((o, a)) => {
+                    open.record(o);
+                    append.record(a);
+                    n += 1;
                 }
+                Err(e) => suite.skip("recovery", "repliq", format!("error: {e}")),
             }
-            Err(e) => suite.skip("recovery", "repliq", format!("error: {e}")),
+        }
+        if n == 0 {
+            continue;
+        }
+        for (what, l) in [("open", open), ("open + first enqueue", append)] {
+            suite.rows.push(Row {
+                workload: "recovery".into(),
+                kind: None,
+                system: format!("repliq {what}, {mib} MiB journal"),
+                size: 1024,
+                sent: n,
+                latency: Some(l.summary()),
+                throughput: None,
+                note: Some(format!(
+                    "{n} kills; the first enqueue may wait out the killed writer's \
+                     reservation lease (default 200 ms)"
+                )),
+            });
         }
     }
 }

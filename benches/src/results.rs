@@ -190,6 +190,99 @@ const RATIO_BASES: &[&str] = &[
 ];
 
 impl Results {
+    fn row(&self, workload: &str, size: usize, system: &str) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.workload == workload && r.size == size && r.system == system)
+    }
+
+    fn p50_ratio(&self, workload: &str, size: usize, a: &str, b: &str) -> Option<f64> {
+        let x = self.row(workload, size, a)?.latency.as_ref()?.p50_ns as f64;
+        let y = self.row(workload, size, b)?.latency.as_ref()?.p50_ns as f64;
+        (y > 0.0).then(|| x / y)
+    }
+
+    fn tput_ratio(&self, workload: &str, size: usize, a: &str, b: &str) -> Option<f64> {
+        let x = self
+            .row(workload, size, a)?
+            .throughput
+            .as_ref()?
+            .msgs_per_sec;
+        let y = self
+            .row(workload, size, b)?
+            .throughput
+            .as_ref()?
+            .msgs_per_sec;
+        (y > 0.0).then(|| x / y)
+    }
+
+    /// The ratios the project's goals are stated in, from this run.
+    pub fn headline(&self) -> String {
+        let mut s =
+            String::from("## Headline ratios (this run)\n\n| ratio | value |\n|---|---:|\n");
+        let fmt =
+            |r: Option<f64>| r.map_or("n/a (not measured)".to_owned(), |x| format!("{x:.2}×"));
+        let mut oneways: Vec<&str> = self
+            .rows
+            .iter()
+            .filter(|r| r.workload.starts_with("oneway@") && r.size == 64)
+            .map(|r| r.workload.as_str())
+            .collect();
+        oneways.dedup();
+        for w in oneways {
+            let rate = w.trim_start_matches("oneway@");
+            let _ = writeln!(
+                s,
+                "| repliq / floor, one-way p50, 64 B @ {rate} msg/s (goal ≤ 2×) | {} |",
+                fmt(self.p50_ratio(w, 64, "repliq", "floor"))
+            );
+            let _ = writeln!(
+                s,
+                "| repliq / iceoryx2, one-way p50, 64 B @ {rate} msg/s | {} |",
+                fmt(self.p50_ratio(w, 64, "repliq", "iceoryx2"))
+            );
+        }
+        let _ = writeln!(
+            s,
+            "| repliq / floor, ping-pong p50, 64 B | {} |",
+            fmt(self.p50_ratio("pingpong", 64, "repliq", "floor"))
+        );
+        let _ = writeln!(
+            s,
+            "| repliq / iceoryx2, ping-pong p50, 64 B | {} |",
+            fmt(self.p50_ratio("pingpong", 64, "repliq", "iceoryx2"))
+        );
+        let mut sizes: Vec<usize> = self
+            .rows
+            .iter()
+            .filter(|r| r.workload == "throughput")
+            .map(|r| r.size)
+            .collect();
+        sizes.dedup();
+        for size in sizes {
+            let _ = writeln!(
+                s,
+                "| repliq / Redis Streams, throughput 1→1, {} | {} |",
+                fmt_size(size),
+                fmt(self.tput_ratio("throughput", size, "repliq", "redis-streams"))
+            );
+            let _ = writeln!(
+                s,
+                "| repliq / NATS JetStream, throughput 1→1, {} | {} |",
+                fmt_size(size),
+                fmt(self.tput_ratio("throughput", size, "repliq", "nats-jetstream"))
+            );
+            let _ = writeln!(
+                s,
+                "| repliq / floor, throughput 1→1, {} | {} |",
+                fmt_size(size),
+                fmt(self.tput_ratio("throughput", size, "repliq", "floor"))
+            );
+        }
+        s.push_str("| replication / raw tonic, throughput | skipped: replication transport not built yet |\n\n");
+        s
+    }
+
     /// The Markdown report.
     pub fn markdown(&self, plots: &[String]) -> String {
         let m = &self.machine;
@@ -223,6 +316,7 @@ impl Results {
              (no coordinated omission), with `CLOCK_MONOTONIC`, which all processes share.\n",
             m.cores
         );
+        s.push_str(&self.headline());
         let _ = writeln!(
             s,
             "## Systems\n\n| system | ran | version / reason |\n|---|---|---|"
