@@ -73,7 +73,7 @@ pub type Archived<T> = <T as Archive>::Archived;
 ///     price: i64,
 /// }
 ///
-/// use repliq::Message;
+/// use repliq::{Fingerprint, Message};
 /// assert_eq!(Tick::NAME, "Tick");
 /// assert_ne!(Tick::FINGERPRINT, 0);
 /// ```

@@ -11,6 +11,7 @@ macro_rules! variant {
         mod $m {
             #[allow(dead_code)]
             #[repliq::message(name = "T")]
+            #[derive(Debug)]
             $($item)*
         }
     };
@@ -156,10 +157,12 @@ variant!(
 
 mod nested_v1 {
     #[repliq::message(name = "Inner")]
+    #[derive(Debug)]
     pub struct Inner {
         pub v: u32,
     }
     #[repliq::message(name = "Outer")]
+    #[derive(Debug)]
     pub struct Outer {
         pub inner: Vec<Inner>,
     }
@@ -167,10 +170,12 @@ mod nested_v1 {
 
 mod nested_v2 {
     #[repliq::message(name = "Inner")]
+    #[derive(Debug)]
     pub struct Inner {
         pub v: u64,
     }
     #[repliq::message(name = "Outer")]
+    #[derive(Debug)]
     pub struct Outer {
         pub inner: Vec<Inner>,
     }
@@ -178,6 +183,7 @@ mod nested_v2 {
 
 /// The twin of `repliq_tests::Order`, which lives in another crate.
 #[repliq::message(name = "fixture.Order")]
+#[derive(Debug)]
 pub struct Order {
     pub id: u64,
     pub symbol: String,
@@ -231,10 +237,12 @@ fn a_change_in_a_nested_message_reaches_the_outer_one() {
 fn the_name_argument_is_part_of_the_fingerprint() {
     mod a {
         #[repliq::message(name = "a.T")]
+        #[derive(Debug)]
         pub struct T(pub u8);
     }
     mod b {
         #[repliq::message(name = "b.T")]
+        #[derive(Debug)]
         pub struct T(pub u8);
     }
     assert_ne!(a::T::FINGERPRINT, b::T::FINGERPRINT);

@@ -47,17 +47,21 @@ fn corrupt(seg: &Segment, offset: usize, reason: String) -> QueueError {
 
 /// The position right after record `next_seq - 1` (or the start of the journal): where the bytes
 /// a replica that holds every record before `next_seq` lacks begin.
-fn position_after(journal: &Arc<Journal>, next_seq: u64) -> Result<(Arc<Segment>, usize)> {
+///
+/// `Ok(None)` for the start of a journal that has no segment yet (a segment is created by the
+/// writer of its first record, never empty, so nothing here creates one).
+fn position_after(journal: &Arc<Journal>, next_seq: u64) -> Result<Option<(Arc<Segment>, usize)>> {
     if next_seq == 0 {
-        let seg = journal.segment_or_create(0)?;
-        let start = seg.data_start;
-        return Ok((seg, start));
+        return Ok(journal.segment(0)?.map(|seg| {
+            let start = seg.data_start;
+            (seg, start)
+        }));
     }
     let mut reader = super::Reader::at(journal.clone(), next_seq - 1, false)?;
     match reader.peek()? {
         Some(rec) if rec.seq == next_seq - 1 => {
             let end = rec.pos + committed_extent(rec.len);
-            Ok((rec.seg.clone(), end))
+            Ok(Some((rec.seg.clone(), end)))
         }
         _ => Err(QueueError::Replication(format!(
             "{}: record {} is not in the journal (not written yet, or deleted by retention)",
@@ -71,7 +75,8 @@ fn position_after(journal: &Arc<Journal>, next_seq: u64) -> Result<(Arc<Segment>
 #[derive(Debug)]
 pub(crate) struct ByteSource {
     journal: Arc<Journal>,
-    seg: Arc<Segment>,
+    /// `None` until the journal's first segment exists.
+    seg: Option<Arc<Segment>>,
     pos: usize,
     seq: u64,
 }
@@ -79,7 +84,10 @@ pub(crate) struct ByteSource {
 impl ByteSource {
     /// A source whose first frame starts right after record `next_seq - 1`.
     pub(crate) fn at(journal: Arc<Journal>, next_seq: u64) -> Result<ByteSource> {
-        let (seg, pos) = position_after(&journal, next_seq)?;
+        let (seg, pos) = match position_after(&journal, next_seq)? {
+            Some((seg, pos)) => (Some(seg), pos),
+            None => (None, 0),
+        };
         Ok(ByteSource {
             journal,
             seg,
@@ -97,22 +105,29 @@ impl ByteSource {
     /// `max_records` records (always at least one entry when one is final). `Ok(None)` if nothing
     /// new is final yet.
     pub(crate) fn read(&mut self, max_bytes: usize, max_records: u64) -> Result<Option<RawFrame>> {
+        let mut seg = match &self.seg {
+            Some(seg) => seg.clone(),
+            None => match self.journal.segment(0)? {
+                Some(seg) => {
+                    self.pos = seg.data_start;
+                    self.seg = Some(seg.clone());
+                    seg
+                }
+                None => return Ok(None),
+            },
+        };
         loop {
             let start = self.pos;
             let mut records = Vec::new();
             let mut at_end = false;
             while self.pos - start < max_bytes.max(1) && (records.len() as u64) < max_records.max(1)
             {
-                if self.pos + RECORD_HEADER > self.seg.size {
+                if self.pos + RECORD_HEADER > seg.size {
                     at_end = true;
                     break;
                 }
-                let Some(word) = self.seg.header_word(self.pos) else {
-                    return Err(corrupt(
-                        &self.seg,
-                        self.pos,
-                        "record outside the segment".into(),
-                    ));
+                let Some(word) = seg.header_word(self.pos) else {
+                    return Err(corrupt(&seg, self.pos, "record outside the segment".into()));
                 };
                 let w = word.load(Ordering::Acquire);
                 match header::decode(w) {
@@ -127,12 +142,12 @@ impl ByteSource {
                     }
                     State::Committed { len } => {
                         let extent = committed_extent(len as usize);
-                        let Some((seq, crc, _, _)) = self.seg.header_fields(self.pos) else {
-                            return Err(corrupt(&self.seg, self.pos, "bad record header".into()));
+                        let Some((seq, crc, _, _)) = seg.header_fields(self.pos) else {
+                            return Err(corrupt(&seg, self.pos, "bad record header".into()));
                         };
-                        if seq != self.seq || self.pos + extent > self.seg.size {
+                        if seq != self.seq || self.pos + extent > seg.size {
                             return Err(corrupt(
-                                &self.seg,
+                                &seg,
                                 self.pos,
                                 format!("record {seq} found where {} was expected", self.seq),
                             ));
@@ -142,9 +157,9 @@ impl ByteSource {
                         self.seq += 1;
                     }
                     State::Abandoned { extent } => {
-                        if extent < RECORD_HEADER || self.pos + extent > self.seg.size {
+                        if extent < RECORD_HEADER || self.pos + extent > seg.size {
                             return Err(corrupt(
-                                &self.seg,
+                                &seg,
                                 self.pos,
                                 format!("invalid abandoned extent {extent}"),
                             ));
@@ -152,13 +167,13 @@ impl ByteSource {
                         self.pos += extent;
                     }
                     State::End => {
-                        self.pos = self.seg.size;
+                        self.pos = seg.size;
                         at_end = true;
                         break;
                     }
                     State::Invalid(v) => {
                         return Err(corrupt(
-                            &self.seg,
+                            &seg,
                             self.pos,
                             format!("invalid record header word {v:#018x}"),
                         ));
@@ -166,14 +181,13 @@ impl ByteSource {
                 }
             }
             if self.pos > start {
-                let bytes = self
-                    .seg
+                let bytes = seg
                     .map
                     .committed(start, self.pos - start)
-                    .ok_or_else(|| corrupt(&self.seg, start, "range outside the segment".into()))?
+                    .ok_or_else(|| corrupt(&seg, start, "range outside the segment".into()))?
                     .to_vec();
                 return Ok(Some(RawFrame {
-                    segment_first_seq: self.seg.first_seq,
+                    segment_first_seq: seg.first_seq,
                     offset: start,
                     records,
                     bytes,
@@ -186,7 +200,8 @@ impl ByteSource {
             match self.journal.segment(self.seq)? {
                 Some(next) => {
                     self.pos = next.data_start;
-                    self.seg = next;
+                    self.seg = Some(next.clone());
+                    seg = next;
                 }
                 None => return Ok(None),
             }
@@ -228,7 +243,8 @@ pub(crate) fn frame_records(bytes: &[u8]) -> std::result::Result<Vec<RecordId>, 
 #[derive(Debug)]
 pub(crate) struct ByteSink {
     journal: Arc<Journal>,
-    seg: Arc<Segment>,
+    /// `None` while the replica holds no segment yet.
+    seg: Option<Arc<Segment>>,
     pos: usize,
     seq: u64,
 }
@@ -236,10 +252,12 @@ pub(crate) struct ByteSink {
 impl ByteSink {
     /// Finds the end of the replica's journal (a bounded scan from the last index point).
     pub(crate) fn open(journal: Arc<Journal>) -> Result<ByteSink> {
-        let list = journal.list_segments()?;
-        let first = list.last().copied().unwrap_or(0);
-        let seg = journal.segment_or_create(first)?;
-        let (pos, seq) = seg.last_index_point();
+        let last = journal.list_segments()?.last().copied();
+        let seg = match last {
+            Some(first) => journal.segment(first)?,
+            None => None,
+        };
+        let (pos, seq) = seg.as_ref().map_or((0, 0), |s| s.last_index_point());
         let mut sink = ByteSink {
             journal,
             seg,
@@ -251,16 +269,15 @@ impl ByteSink {
     }
 
     fn find_tail(&mut self) -> Result<()> {
+        let Some(seg) = self.seg.clone() else {
+            return Ok(());
+        };
         loop {
-            if self.pos + RECORD_HEADER > self.seg.size {
+            if self.pos + RECORD_HEADER > seg.size {
                 return Ok(());
             }
-            let Some(word) = self.seg.header_word(self.pos) else {
-                return Err(corrupt(
-                    &self.seg,
-                    self.pos,
-                    "record outside the segment".into(),
-                ));
+            let Some(word) = seg.header_word(self.pos) else {
+                return Err(corrupt(&seg, self.pos, "record outside the segment".into()));
             };
             match header::decode(word.load(Ordering::Acquire)) {
                 State::Empty => return Ok(()),
@@ -270,19 +287,19 @@ impl ByteSink {
                 }
                 State::Abandoned { extent } if extent >= RECORD_HEADER => self.pos += extent,
                 State::End => {
-                    self.pos = self.seg.size;
+                    self.pos = seg.size;
                     return Ok(());
                 }
                 State::Reserved { .. } => {
                     return Err(corrupt(
-                        &self.seg,
+                        &seg,
                         self.pos,
                         "a local writer reserved a record in a replica's journal".into(),
                     ));
                 }
                 other => {
                     return Err(corrupt(
-                        &self.seg,
+                        &seg,
                         self.pos,
                         format!("invalid record header {other:?}"),
                     ));
@@ -318,24 +335,36 @@ impl ByteSink {
         bytes: &[u8],
     ) -> Result<()> {
         let mismatch = |what: String| QueueError::Replication(what);
-        if segment_first_seq != self.seg.first_seq {
-            let seg_done = self.pos + RECORD_HEADER > self.seg.size;
-            if segment_first_seq == self.seq && seg_done {
-                self.seg = self.journal.segment_or_create(self.seq)?;
-                self.pos = self.seg.data_start;
-            } else if segment_first_seq < self.seg.first_seq {
-                // Entirely older than what we hold: a duplicate.
-                return Ok(());
-            } else {
-                return Err(mismatch(format!(
-                    "frame for segment {segment_first_seq} at offset {offset}, but this replica is \
-                     at segment {} offset {} (next record {})",
-                    self.seg.first_seq, self.pos, self.seq
-                )));
+        let seg = match self.seg.clone() {
+            Some(seg) if seg.first_seq == segment_first_seq => seg,
+            current => {
+                let done = current
+                    .as_ref()
+                    .is_none_or(|s| self.pos + RECORD_HEADER > s.size);
+                if segment_first_seq == self.seq && done {
+                    let seg = self.journal.segment_or_create(self.seq)?;
+                    self.pos = seg.data_start;
+                    self.seg = Some(seg.clone());
+                    seg
+                } else if current
+                    .as_ref()
+                    .is_some_and(|s| segment_first_seq < s.first_seq)
+                {
+                    // Entirely older than what we hold: a duplicate.
+                    return Ok(());
+                } else {
+                    return Err(mismatch(format!(
+                        "frame for segment {segment_first_seq} at offset {offset}, but this \
+                         replica is at segment {:?} offset {} (next record {})",
+                        current.map(|s| s.first_seq),
+                        self.pos,
+                        self.seq
+                    )));
+                }
             }
-        }
+        };
         let end = offset + bytes.len();
-        if end > self.seg.size {
+        if end > seg.size {
             return Err(mismatch(format!(
                 "frame runs past the end of segment {segment_first_seq}"
             )));
@@ -350,10 +379,10 @@ impl ByteSink {
         // Overlap with what we hold: must be identical.
         let overlap = self.pos.min(end) - offset;
         if overlap > 0 {
-            let held =
-                self.seg.map.committed(offset, overlap).ok_or_else(|| {
-                    corrupt(&self.seg, offset, "range outside the segment".into())
-                })?;
+            let held = seg
+                .map
+                .committed(offset, overlap)
+                .ok_or_else(|| corrupt(&seg, offset, "range outside the segment".into()))?;
             if held != &bytes[..overlap] {
                 return Err(mismatch(format!(
                     "frame bytes at segment {segment_first_seq} offset {offset} differ from the \
@@ -364,13 +393,12 @@ impl ByteSink {
         let start = self.pos;
         let mut i = overlap;
         while i < bytes.len() {
-            i += self.apply_entry(&bytes[i..])?;
+            i += self.apply_entry(&seg, &bytes[i..])?;
         }
         if self.pos > start {
-            self.seg
-                .map
+            seg.map
                 .flush_range(start, self.pos - start)
-                .map_err(|e| QueueError::io(format!("msync {}", self.seg.path.display()), e))?;
+                .map_err(|e| QueueError::io(format!("msync {}", seg.path.display()), e))?;
             let meta = &self.journal.meta;
             notify::wake(meta.data_notify(), meta.data_waiters());
         }
@@ -379,8 +407,8 @@ impl ByteSink {
 
     /// Writes one entry (record, abandoned extent or end marker) at `self.pos` from `b`, whose
     /// first 8 bytes are its header word. Returns the number of bytes it took.
-    fn apply_entry(&mut self, b: &[u8]) -> Result<usize> {
-        let bad = |s: &Self, reason: String| corrupt(&s.seg, s.pos, format!("replicated {reason}"));
+    fn apply_entry(&mut self, seg: &Segment, b: &[u8]) -> Result<usize> {
+        let bad = |s: &Self, reason: String| corrupt(seg, s.pos, format!("replicated {reason}"));
         if b.len() < 8 {
             return Err(bad(self, "frame ends inside a header word".into()));
         }
@@ -421,28 +449,26 @@ impl ByteSink {
             State::Abandoned { extent } if extent >= RECORD_HEADER && b.len() >= extent => {
                 (extent, None)
             }
-            State::End => (self.seg.size - self.pos, None),
+            State::End => (seg.size - self.pos, None),
             other => return Err(bad(self, format!("entry {other:?}"))),
         };
-        if self.pos + extent > self.seg.size || b.len() < extent {
+        if self.pos + extent > seg.size || b.len() < extent {
             return Err(bad(
                 self,
                 "entry runs past the end of the segment or the frame".into(),
             ));
         }
         let body = &b[8..extent];
-        self.seg
-            .map
+        seg.map
             .write(self.pos + 8, body)
             .ok_or_else(|| bad(self, "entry outside the segment".into()))?;
-        let word = self
-            .seg
+        let word = seg
             .header_word(self.pos)
             .ok_or_else(|| bad(self, "entry outside the segment".into()))?;
         // Publish last: local readers acquire-load this word before reading the body.
         word.store(w, Ordering::Release);
         if let Some(seq) = record {
-            self.seg.index_record(seq, self.pos);
+            seg.index_record(seq, self.pos);
             self.seq = seq + 1;
         }
         self.pos += extent;
@@ -455,8 +481,11 @@ impl ByteSink {
 /// Returns that directory. Processes that still map the old files keep reading the old bytes;
 /// new readers see the journal end before `seq`.
 pub(crate) fn move_aside_from(journal: &Arc<Journal>, seq: u64, epoch: u64) -> Result<PathBuf> {
-    let (seg, pos) = position_after(journal, seq)?;
     let dir = &journal.dir;
+    let Some((seg, pos)) = position_after(journal, seq)? else {
+        // Nothing is held at all: nothing to move.
+        return Ok(dir.join("moved-aside"));
+    };
     let aside = dir
         .join("moved-aside")
         .join(format!("epoch-{epoch}-from-{seq}"));
@@ -608,6 +637,25 @@ mod test {
             assert_eq!(reader.dequeue().unwrap(), Some(blob(n)));
         }
         assert_eq!(reader.dequeue().unwrap(), None);
+    }
+
+    #[test]
+    fn empty_journals_are_not_given_an_empty_segment() {
+        let (dir, mut primary, replica) = setup();
+        let mut source = ByteSource::at(primary.journal().clone(), 0).unwrap();
+        assert_eq!(source.read(8192, u64::MAX).unwrap(), None);
+        let mut sink = ByteSink::open(replica.clone()).unwrap();
+        assert_eq!(sink.next_seq(), 0);
+        assert!(files(&dir.path().join("primary")).is_empty());
+        assert!(files(&dir.path().join("replica")).is_empty());
+        // The first record creates the first segment; the source then finds it.
+        primary.enqueue(&blob(1)).unwrap();
+        assert_eq!(pump(&mut source, &mut sink), 1);
+        assert_eq!(sink.next_seq(), 1);
+        assert_eq!(
+            files(&dir.path().join("primary")),
+            files(&dir.path().join("replica"))
+        );
     }
 
     #[test]
