@@ -331,7 +331,7 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 max.fetch_max(rustc_running(), Ordering::Relaxed);
-                std::thread::sleep(std::time::Duration::from_millis(500));
+                std::thread::sleep(std::time::Duration::from_secs(2));
             }
         })
     };

@@ -45,6 +45,24 @@ fn service(node: &Node<ipc::Service>, name: &str) -> BoxResult<PubSub<ipc::Servi
         .map_err(err)
 }
 
+/// Sends 1-byte hello samples until one reaches a subscriber: samples sent before the
+/// publisher has seen the subscriber reach nobody. Readers ignore 1-byte samples.
+fn hello(
+    publisher: &iceoryx2::port::publisher::Publisher<ipc::Service, [u8], ()>,
+) -> BoxResult<()> {
+    let end = deadline(10.0);
+    loop {
+        let s = publisher.loan_slice_uninit(1).map_err(err)?;
+        if s.write_from_slice(&[0]).send().map_err(err)? > 0 {
+            return Ok(());
+        }
+        if now_ns() > end {
+            return Err("iceoryx2: the subscriber never connected".into());
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
 fn unique(tag: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
@@ -85,45 +103,68 @@ fn one_way(spec: &Spec, rate: u64, latency: bool) -> BoxResult<Outcome> {
     let name = unique("oneway");
     let proc = child::spawn("iox-read", &cfg(spec, name.clone(), String::new(), latency))?;
     proc.wait_ready(spec.timeout())?;
-    let (start, sent) = on_cpu(cpu_pair().0, || -> BoxResult<(u64, u64)> {
-        let node = node()?;
-        let svc = service(&node, &name)?;
-        let publisher = svc
-            .publisher_builder()
-            .initial_max_slice_len(spec.size)
-            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-            .create()
-            .map_err(err)?;
-        let mut buf = vec![0xA5u8; spec.size];
-        let pacer = Pacer::new(rate);
-        let end = deadline(spec.secs_limit) + 1_000_000;
-        let start = pacer.intended(0);
-        let mut i = 0;
-        while i < spec.count {
-            let ts = if latency { pacer.wait(i) } else { now_ns() };
-            stamp(&mut buf, ts, i);
-            let sample = publisher.loan_slice_uninit(spec.size).map_err(err)?;
-            sample.write_from_slice(&buf).send().map_err(err)?;
-            i += 1;
-            if i.is_multiple_of(1024) && now_ns() > end {
-                break;
+    // The publisher must outlive the subscriber's reads: samples still queued when a
+    // publisher goes away are dropped. So the producer thread waits for the report itself.
+    let timeout = spec.timeout();
+    let (start, sent, report) = on_cpu(
+        cpu_pair().0,
+        move || -> BoxResult<(u64, u64, ChildReport)> {
+            let node = node()?;
+            let svc = service(&node, &name)?;
+            let publisher = svc
+                .publisher_builder()
+                .initial_max_slice_len(spec.size)
+                .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+                .create()
+                .map_err(err)?;
+            hello(&publisher)?;
+            let mut buf = vec![0xA5u8; spec.size];
+            let pacer = Pacer::new(rate);
+            let end = deadline(spec.secs_limit) + 1_000_000;
+            let start = pacer.intended(0);
+            let mut i = 0;
+            while i < spec.count {
+                let ts = if latency { pacer.wait(i) } else { now_ns() };
+                stamp(&mut buf, ts, i);
+                let sample = publisher.loan_slice_uninit(spec.size).map_err(err)?;
+                sample.write_from_slice(&buf).send().map_err(err)?;
+                i += 1;
+                if i.is_multiple_of(1024) && now_ns() > end {
+                    break;
+                }
             }
-        }
-        // The end marker: a zero-length sample.
-        let sample = publisher.loan_slice_uninit(0).map_err(err)?;
-        sample.write_from_slice(&[]).send().map_err(err)?;
-        Ok((start, i))
-    })?;
-    let report = proc.wait_report(spec.timeout())?;
+            // The end marker: a zero-length sample.
+            let sample = publisher.loan_slice_uninit(0).map_err(err)?;
+            sample.write_from_slice(&[]).send().map_err(err)?;
+            let report = proc.wait_report(timeout)?;
+            Ok((start, i, report))
+        },
+    )?;
+    // Observed: with RetryUntilDelivered and overflow disabled, flat-out runs still lose a few
+    // per cent of samples here (not yet understood). Report what was delivered, and say so.
+    let mut note = cut_note(sent, spec.count);
     if report.received != sent {
-        return Err(format!("iceoryx2 subscriber got {} of {sent}", report.received).into());
+        let lost = format!(
+            "subscriber received {} of {sent} ({} lost); rate counts received only",
+            report.received,
+            sent - report.received.min(sent)
+        );
+        note = Some(match note {
+            Some(n) => format!("{n}; {lost}"),
+            None => lost,
+        });
     }
     Ok(Outcome {
         latency: report.latency,
-        throughput: (!latency)
-            .then(|| Throughput::new(sent, spec.size, report.last_ns.saturating_sub(start))),
+        throughput: (!latency).then(|| {
+            Throughput::new(
+                report.received,
+                spec.size,
+                report.last_ns.saturating_sub(start),
+            )
+        }),
         sent,
-        note: cut_note(sent, spec.count),
+        note,
     })
 }
 
@@ -148,6 +189,9 @@ pub fn child_read(cfg: &ChildCfg) -> BoxResult<ChildReport> {
                 let p = sample.payload();
                 if p.is_empty() {
                     break;
+                }
+                if p.len() == 1 {
+                    continue;
                 }
                 last = now_ns();
                 let (ts, _) = unstamp(p);
@@ -193,7 +237,8 @@ fn pingpong(spec: &Spec) -> BoxResult<Outcome> {
             .buffer_size(BUFFER)
             .create()
             .map_err(err)?;
-        // Let the child's publisher and subscriber connect: one untimed round trip first.
+        hello(&publisher)?;
+        // One untimed round trip first.
         let mut buf = vec![0xA5u8; spec.size];
         let mut rec = Recorder::new();
         let end = deadline(spec.secs_limit);
@@ -261,8 +306,16 @@ pub fn child_pong(cfg: &ChildCfg) -> BoxResult<ChildReport> {
                 if p.is_empty() {
                     break;
                 }
-                let out = publisher.loan_slice_uninit(p.len()).map_err(err)?;
-                out.write_from_slice(p).send().map_err(err)?;
+                if p.len() == 1 {
+                    continue;
+                }
+                // Until the driver's subscriber is seen, an answer reaches nobody: resend.
+                loop {
+                    let out = publisher.loan_slice_uninit(p.len()).map_err(err)?;
+                    if out.write_from_slice(p).send().map_err(err)? > 0 || now_ns() > end {
+                        break;
+                    }
+                }
                 n += 1;
             }
             None => {
