@@ -40,19 +40,18 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn terminated() {
+/// Registers the SIGTERM and SIGINT handlers now (before the daemon says it is listening, so a
+/// signal sent right after that is never lost) and returns the future that completes on either.
+fn terminated() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers, run until killed.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }
 
 fn main() -> ExitCode {
@@ -75,10 +74,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(server::run(config, args.node_name, terminated(), |bound| {
-        // One line on standard output, for supervisors and tests that bind port 0.
-        println!("repliqd listening grpc={} http={}", bound.grpc, bound.http);
-    }));
+    let result = runtime.block_on(async {
+        let shutdown = terminated()
+            .map_err(|e| repliq::QueueError::io("installing the signal handlers", e))?;
+        server::run(config, args.node_name, shutdown, |bound| {
+            // One line on standard output, for supervisors and tests that bind port 0.
+            println!("repliqd listening grpc={} http={}", bound.grpc, bound.http);
+        })
+        .await
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
