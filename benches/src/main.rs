@@ -503,7 +503,7 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         suite.skip(
             w,
             "repliq",
-            "skipped: replication transport not built yet".into(),
+            "skipped: not measured yet (the gRPC replication transport landed during this harness's first session; its workloads and the raw tonic baseline are the next step)".into(),
         );
     }
 

@@ -279,7 +279,7 @@ impl Results {
                 fmt(self.tput_ratio("throughput", size, "repliq", "floor"))
             );
         }
-        s.push_str("| replication / raw tonic, throughput | skipped: replication transport not built yet |\n\n");
+        s.push_str("| replication / raw tonic, throughput | not measured yet (see Skipped) |\n\n");
         s
     }
 

@@ -36,7 +36,7 @@ fn smoke_run_writes_json_and_markdown() {
     assert!(rows.iter().any(|r| r["workload"] == "recovery"));
     let md = std::fs::read_to_string(out.path().join("results.md")).unwrap();
     assert!(md.contains("× floor"));
-    assert!(md.contains("replication transport not built yet"));
+    assert!(md.contains("skipped: not measured yet"));
 }
 
 #[test]
