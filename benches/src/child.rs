@@ -161,6 +161,7 @@ pub fn main(role: &str, cfg: &str) -> BoxResult<()> {
         "repliq-read" => crate::workloads::repliq::child_read(&cfg)?,
         "repliq-pong" => crate::workloads::repliq::child_pong(&cfg)?,
         "repliq-fill" => crate::workloads::repliq::child_fill(&cfg)?,
+        "repliq-replica" => crate::workloads::repliq::child_replica(&cfg)?,
         other => return Err(format!("unknown child role `{other}`").into()),
     };
     report(&r)

@@ -107,6 +107,8 @@ struct Params {
     sync_count: u64,
     recovery_mib: Vec<u64>,
     recovery_reps: u64,
+    repl_sizes: Vec<usize>,
+    repl_max: u64,
     fanout: Vec<usize>,
 }
 
@@ -129,6 +131,8 @@ impl Params {
                 sync_count: 20,
                 recovery_mib: vec![4],
                 recovery_reps: 1,
+                repl_sizes: vec![64],
+                repl_max: 1_000,
                 fanout: vec![2],
             }
         } else if args.quick {
@@ -148,6 +152,8 @@ impl Params {
                 sync_count: 300,
                 recovery_mib: vec![100],
                 recovery_reps: 3,
+                repl_sizes: vec![64, 1024],
+                repl_max: 100_000,
                 fanout: vec![2],
             }
         } else {
@@ -167,6 +173,8 @@ impl Params {
                 sync_count: 2_000,
                 recovery_mib: vec![100, 1024],
                 recovery_reps: 5,
+                repl_sizes: vec![64, 1024, 16384],
+                repl_max: 1_000_000,
                 fanout: vec![1, 2, 4],
             }
         }
@@ -195,6 +203,7 @@ fn machine(pinned: bool) -> Machine {
         loadavg_before: loadavg(),
         loadavg_after: String::new(),
         rustc_seen: 0,
+        cpu_pressure: String::new(),
     }
 }
 
@@ -494,23 +503,25 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         }
     }
 
-    // 5. Replication: not built yet.
-    for w in [
-        "replication async throughput + lag",
-        "replication sync ack latency",
-        "raw tonic baseline",
-    ] {
-        suite.skip(
-            w,
-            "repliq",
-            "skipped: not measured yet (the gRPC replication transport landed during this harness's first session; its workloads and the raw tonic baseline are the next step)".into(),
-        );
+    // 5. Replication over loopback gRPC to one replica process.
+    if suite.wanted("repliq") && suite.wanted_workload("replication") {
+        replication(&mut suite, &params);
     }
+    suite.skip(
+        "raw tonic baseline",
+        "tonic",
+        "skipped: not built yet (needs a raw-bytes tonic codec service)".into(),
+    );
 
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.join();
     machine.loadavg_after = loadavg();
     machine.rustc_seen = rustc_max.load(Ordering::Relaxed);
+    machine.cpu_pressure = read_trim("/proc/pressure/cpu")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .replace("some ", "");
     let results = Results {
         mode: params.mode.into(),
         command,
@@ -531,6 +542,74 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         args.out.join("results.md").display()
     );
     Ok(())
+}
+
+/// Replication: asynchronous throughput and lag, synchronous acknowledgement latency.
+fn replication(suite: &mut Suite, params: &Params) {
+    use workloads::repliq as rq;
+    for &size in &params.repl_sizes {
+        // Bounded so the replica can catch up within the time limit on this machine.
+        let count =
+            (params.tput_count.min(params.bytes_budget / size as u64) / 2).min(params.repl_max);
+        eprintln!(
+            "[{:>6.1}s] replication async {size} B",
+            suite.t0.elapsed().as_secs_f64()
+        );
+        let w = "replication async, 1 replica process, loopback gRPC";
+        match rq::replication(
+            size,
+            count.max(100),
+            params.tput_secs,
+            repliq::ReplicationMode::Asynchronous,
+        ) {
+            Ok((o, _)) => suite.rows.push(Row {
+                workload: w.into(),
+                kind: None,
+                system: "repliq (latency = lag at the replica)".into(),
+                size,
+                sent: o.sent,
+                latency: o.latency,
+                throughput: o.throughput,
+                note: o.note,
+            }),
+            Err(e) => suite.skip(w, "repliq", format!("error: {e}")),
+        }
+    }
+    let w = "replication sync, 1 replica process, loopback gRPC";
+    eprintln!(
+        "[{:>6.1}s] replication sync 64 B",
+        suite.t0.elapsed().as_secs_f64()
+    );
+    match rq::replication(
+        64,
+        params.sync_count * 10,
+        params.tput_secs,
+        repliq::ReplicationMode::Synchronous,
+    ) {
+        Ok((o, call)) => {
+            suite.rows.push(Row {
+                workload: w.into(),
+                kind: None,
+                system: "repliq enqueue (waits for the ack)".into(),
+                size: 64,
+                sent: o.sent,
+                latency: call,
+                throughput: o.throughput.clone(),
+                note: o.note.clone(),
+            });
+            suite.rows.push(Row {
+                workload: w.into(),
+                kind: None,
+                system: "repliq lag at the replica".into(),
+                size: 64,
+                sent: o.sent,
+                latency: o.latency,
+                throughput: None,
+                note: None,
+            });
+        }
+        Err(e) => suite.skip(w, "repliq", format!("error: {e}")),
+    }
 }
 
 /// Workloads only repliq takes part in: N → 1, fan-out, durability modes, recovery.

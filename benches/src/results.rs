@@ -48,6 +48,10 @@ pub struct Machine {
     pub loadavg_after: String,
     /// Most `rustc` processes seen running at once during the run (other builds on the box).
     pub rustc_seen: usize,
+    /// `/proc/pressure/cpu` "some" line after the run: the share of time runnable tasks waited
+    /// for a CPU (avg10/avg60/avg300).
+    #[serde(default)]
+    pub cpu_pressure: String,
 }
 
 /// One system's participation.
@@ -279,6 +283,21 @@ impl Results {
                 fmt(self.tput_ratio("throughput", size, "repliq", "floor"))
             );
         }
+        for r in self
+            .rows
+            .iter()
+            .filter(|r| r.workload.starts_with("replication async"))
+        {
+            if let Some(t) = &r.throughput {
+                let _ = writeln!(
+                    s,
+                    "| repliq async replication to 1 replica, {}: msgs/s at the replica (MB/s) | {} ({:.1}) |",
+                    fmt_size(r.size),
+                    fmt_rate(t.msgs_per_sec),
+                    t.mb_per_sec
+                );
+            }
+        }
         s.push_str("| replication / raw tonic, throughput | not measured yet (see Skipped) |\n\n");
         s
     }
@@ -296,14 +315,20 @@ impl Results {
         let _ = writeln!(
             s,
             "Machine: {} · {} cores · Linux {} · producer/consumer pinned to separate cores: {} · \
-             load average before/after: {} / {} · concurrent `rustc` processes seen: {}.\n",
+             load average before/after: {} / {} · concurrent `rustc` processes seen: {} · \
+             CPU pressure (PSI, after): {}.\n",
             m.cpu_model,
             m.cores,
             m.kernel,
             if m.pinned { "yes" } else { "no" },
             m.loadavg_before,
             m.loadavg_after,
-            m.rustc_seen
+            m.rustc_seen,
+            if m.cpu_pressure.is_empty() {
+                "n/a"
+            } else {
+                &m.cpu_pressure
+            }
         );
         let _ = writeln!(
             s,
@@ -500,6 +525,7 @@ mod tests {
                 loadavg_before: String::new(),
                 loadavg_after: String::new(),
                 rustc_seen: 0,
+                cpu_pressure: String::new(),
             },
             systems: vec![SystemStatus {
                 system: "nats-jetstream".into(),

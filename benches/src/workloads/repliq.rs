@@ -459,3 +459,123 @@ pub fn recovery(mib: u64, secs_limit: f64) -> BoxResult<(u64, u64)> {
     let appended = now_ns() - t0;
     Ok((opened, appended))
 }
+
+/// Child: a replica node (repliq's gRPC `ReplicaService`) on 127.0.0.1:`extra`, storing under
+/// `name`, until killed or out of time.
+pub fn child_replica(cfg: &ChildCfg) -> BoxResult<ChildReport> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let port = u16::try_from(cfg.extra)?;
+    let root = std::path::PathBuf::from(&cfg.name);
+    let limit = Duration::from_secs_f64(cfg.secs_limit);
+    rt.block_on(async move {
+        let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], port).into())?
+            .with_nodelay(Some(true));
+        child::ready();
+        tonic::transport::Server::builder()
+            .add_service(repliq::replication::ReplicaService::new(root).into_server())
+            .serve_with_incoming_shutdown(incoming, tokio::time::sleep(limit))
+            .await?;
+        BoxResult::Ok(())
+    })?;
+    Ok(ChildReport::default())
+}
+
+/// Replication to one replica process over loopback gRPC: the producer enqueues `count`
+/// messages; a tailer on the replica's copy records each message's lag (replica visible −
+/// enqueue time). Returns throughput at the replica, lag percentiles and, in synchronous mode,
+/// per-`enqueue` latency.
+pub fn replication(
+    size: usize,
+    count: u64,
+    secs: f64,
+    mode: repliq::ReplicationMode,
+) -> BoxResult<(Outcome, Option<crate::stats::Latency>)> {
+    use repliq::ReplicatedQueue;
+    let root = tempfile::tempdir()?;
+    let replica_root = root.path().join("replica");
+    let primary_dir = root.path().join("primary").join("benchq");
+    std::fs::create_dir_all(&replica_root)?;
+    let port = crate::servers::free_port()?;
+    let cfg = ChildCfg {
+        name: replica_root.display().to_string(),
+        name2: String::new(),
+        count,
+        size,
+        cpu: None,
+        latency: false,
+        secs_limit: secs * 3.0 + 30.0,
+        extra: u64::from(port),
+    };
+    let proc = child::spawn("repliq-replica", &cfg)?;
+    proc.wait_ready(Duration::from_secs(30))?;
+    let mut q = options(count, size).create::<BenchMsg>(&primary_dir)?;
+    q.configure_replication("bench", &[&format!("r=127.0.0.1:{port}")], mode)?;
+    let replica_dir = replica_root.join("benchq");
+    let end = deadline(secs);
+    let observer = std::thread::spawn(move || -> BoxResult<(Recorder, u64, u64)> {
+        let give_up = deadline(secs * 2.0 + 5.0);
+        let mut tailer = loop {
+            match repliq::Tailer::<BenchMsg>::open(&replica_dir, repliq::StartAt::Earliest) {
+                Ok(t) => break t,
+                Err(_) if now_ns() < give_up => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut lag = Recorder::new();
+        let mut n = 0;
+        let mut last = now_ns();
+        loop {
+            match tailer.read(|_, a| (a.ts.to_native(), a.seq.to_native()))? {
+                Some((_, END)) => break,
+                Some((ts, _)) => {
+                    last = now_ns();
+                    lag.record(last.saturating_sub(ts));
+                    n += 1;
+                }
+                None if now_ns() > give_up => break,
+                None => std::thread::yield_now(),
+            }
+        }
+        Ok((lag, n, last))
+    });
+    let mut m = BenchMsg::of_size(size);
+    let mut call = Recorder::new();
+    let start = now_ns();
+    let mut i = 0;
+    while i < count {
+        m.ts = now_ns();
+        m.seq = i;
+        enqueue(&mut q, &m, end + 5_000_000_000)?;
+        call.record(now_ns() - m.ts);
+        i += 1;
+        if i.is_multiple_of(64) && now_ns() > end {
+            break;
+        }
+    }
+    m.seq = END;
+    enqueue(&mut q, &m, end + 5_000_000_000)?;
+    let (lag, n, last) = observer.join().map_err(|_| "observer panicked")??;
+    drop(q);
+    drop(proc);
+    let mut note = cut_note(i, count);
+    if n != i {
+        let behind = format!("the replica showed {n} of {i} within the time limit");
+        note = Some(match note {
+            Some(x) => format!("{x}; {behind}"),
+            None => behind,
+        });
+    }
+    let sync = matches!(mode, repliq::ReplicationMode::Synchronous);
+    Ok((
+        Outcome {
+            latency: Some(lag.summary()),
+            throughput: Some(Throughput::new(n, size, last.saturating_sub(start))),
+            sent: i,
+            note,
+        },
+        sync.then(|| call.summary()),
+    ))
+}
