@@ -527,16 +527,18 @@ pub fn replication(
         let mut lag = Recorder::new();
         let mut n = 0;
         let mut last = now_ns();
+        // A blocking reader (spin briefly, then sleep on the journal's futex): on 2 cores a
+        // spinning observer would steal the CPU the replication threads need.
         loop {
-            match tailer.read(|_, a| (a.ts.to_native(), a.seq.to_native()))? {
-                Some((_, END)) => break,
-                Some((ts, _)) => {
+            match tailer.next_timeout(Duration::from_millis(100))? {
+                Some(m) if m.seq == END => break,
+                Some(m) => {
                     last = now_ns();
-                    lag.record(last.saturating_sub(ts));
+                    lag.record(last.saturating_sub(m.ts));
                     n += 1;
                 }
                 None if now_ns() > give_up => break,
-                None => std::thread::yield_now(),
+                None => {}
             }
         }
         Ok((lag, n, last))
