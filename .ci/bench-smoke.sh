@@ -25,7 +25,9 @@ fi
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-cargo run --release -p repliq-bench -- run --smoke --out "$out"
+# A debug build: it reuses what `cargo test --workspace` already compiled, and smoke mode
+# asserts no timings. (Published numbers come from `--release` runs; see the README.)
+cargo run -p repliq-bench -- run --smoke --out "$out"
 echo "bench-smoke: harness ran; report follows"
 sed -n '/^## Systems/,/^## Ping-pong/p' "$out/results.md" | head -n -1
 grep -c '' "$out/results.json" >/dev/null
