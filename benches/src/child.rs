@@ -162,6 +162,7 @@ pub fn main(role: &str, cfg: &str) -> BoxResult<()> {
         "repliq-pong" => crate::workloads::repliq::child_pong(&cfg)?,
         "repliq-fill" => crate::workloads::repliq::child_fill(&cfg)?,
         "repliq-replica" => crate::workloads::repliq::child_replica(&cfg)?,
+        "tonic-sink" => crate::workloads::tonic_raw::child_sink(&cfg)?,
         other => return Err(format!("unknown child role `{other}`").into()),
     };
     report(&r)

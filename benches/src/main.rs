@@ -507,11 +507,6 @@ fn run(args: &RunArgs) -> BoxResult<()> {
     if suite.wanted("repliq") && suite.wanted_workload("replication") {
         replication(&mut suite, &params);
     }
-    suite.skip(
-        "raw tonic baseline",
-        "tonic",
-        "skipped: not built yet (needs a raw-bytes tonic codec service)".into(),
-    );
 
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.join();
@@ -574,6 +569,30 @@ fn replication(suite: &mut Suite, params: &Params) {
             }),
             Err(e) => suite.skip(w, "repliq", format!("error: {e}")),
         }
+        eprintln!(
+            "[{:>6.1}s] raw tonic stream {size} B",
+            suite.t0.elapsed().as_secs_f64()
+        );
+        let total = (count.max(100) * size as u64).max(4 * workloads::tonic_raw::FRAME as u64);
+        match workloads::tonic_raw::run(
+            size,
+            workloads::tonic_raw::FRAME,
+            8,
+            total,
+            params.tput_secs,
+        ) {
+            Ok(o) => suite.rows.push(Row {
+                workload: w.into(),
+                kind: None,
+                system: "raw tonic".into(),
+                size,
+                sent: o.sent,
+                latency: None,
+                throughput: o.throughput,
+                note: o.note,
+            }),
+            Err(e) => suite.skip(w, "raw tonic", format!("error: {e}")),
+        }
     }
     let w = "replication sync, 1 replica process, loopback gRPC";
     eprintln!(
@@ -609,6 +628,23 @@ fn replication(suite: &mut Suite, params: &Params) {
             });
         }
         Err(e) => suite.skip(w, "repliq", format!("error: {e}")),
+    }
+    eprintln!(
+        "[{:>6.1}s] raw tonic ping-pong 64 B",
+        suite.t0.elapsed().as_secs_f64()
+    );
+    match workloads::tonic_raw::run(64, 64, 1, params.sync_count * 10 * 64, params.tput_secs) {
+        Ok(o) => suite.rows.push(Row {
+            workload: w.into(),
+            kind: None,
+            system: "raw tonic".into(),
+            size: 64,
+            sent: o.sent,
+            latency: o.latency,
+            throughput: o.throughput,
+            note: Some("one 64 B frame, then wait for its ack: a round trip".into()),
+        }),
+        Err(e) => suite.skip(w, "raw tonic", format!("error: {e}")),
     }
 }
 

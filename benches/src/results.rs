@@ -191,6 +191,7 @@ const RATIO_BASES: &[&str] = &[
     "iceoryx2",
     "redis-streams",
     "nats-jetstream",
+    "raw tonic",
 ];
 
 impl Results {
@@ -224,8 +225,12 @@ impl Results {
     pub fn headline(&self) -> String {
         let mut s =
             String::from("## Headline ratios (this run)\n\n| ratio | value |\n|---|---:|\n");
-        let fmt =
-            |r: Option<f64>| r.map_or("n/a (not measured)".to_owned(), |x| format!("{x:.2}×"));
+        let fmt = |r: Option<f64>| match r {
+            None => "n/a (not measured)".to_owned(),
+            Some(x) if x >= 100.0 => format!("{x:.0}×"),
+            Some(x) if x < 0.01 => format!("{x:.4}×"),
+            Some(x) => format!("{x:.2}×"),
+        };
         let mut oneways: Vec<&str> = self
             .rows
             .iter()
@@ -283,11 +288,9 @@ impl Results {
                 fmt(self.tput_ratio("throughput", size, "repliq", "floor"))
             );
         }
-        for r in self
-            .rows
-            .iter()
-            .filter(|r| r.workload.starts_with("replication async"))
-        {
+        for r in self.rows.iter().filter(|r| {
+            r.workload.starts_with("replication async") && r.system.starts_with("repliq")
+        }) {
             if let Some(t) = &r.throughput {
                 let _ = writeln!(
                     s,
@@ -298,7 +301,17 @@ impl Results {
                 );
             }
         }
-        s.push_str("| replication / raw tonic, throughput | not measured yet (see Skipped) |\n\n");
+        for r in self.rows.iter().filter(|r| {
+            r.workload.starts_with("replication async") && r.system.starts_with("repliq")
+        }) {
+            let _ = writeln!(
+                s,
+                "| repliq async replication / raw tonic stream, throughput, {} | {} |",
+                fmt_size(r.size),
+                fmt(self.tput_ratio(&r.workload, r.size, &r.system, "raw tonic"))
+            );
+        }
+        s.push('\n');
         s
     }
 
@@ -407,24 +420,22 @@ impl Results {
                     }
                 }
                 for b in &bases {
-                    let ratio = if is_lat {
-                        match (&r.latency, &b.latency) {
-                            (Some(a), Some(c)) if c.p50_ns > 0 => {
-                                Some(a.p50_ns as f64 / c.p50_ns as f64)
-                            }
-                            _ => None,
+                    // p50 latency where both rows have one, else msgs/s.
+                    let ratio = match (&r.latency, &b.latency, &r.throughput, &b.throughput) {
+                        (Some(a), Some(c), _, _) if c.p50_ns > 0 => {
+                            Some(a.p50_ns as f64 / c.p50_ns as f64)
                         }
-                    } else {
-                        match (&r.throughput, &b.throughput) {
-                            (Some(a), Some(c)) if c.msgs_per_sec > 0.0 => {
-                                Some(a.msgs_per_sec / c.msgs_per_sec)
-                            }
-                            _ => None,
+                        (_, _, Some(a), Some(c)) if c.msgs_per_sec > 0.0 => {
+                            Some(a.msgs_per_sec / c.msgs_per_sec)
                         }
+                        _ => None,
                     };
                     match ratio {
                         Some(x) if x >= 10.0 => {
                             let _ = write!(line, " {x:.0} |");
+                        }
+                        Some(x) if x < 0.01 => {
+                            let _ = write!(line, " {x:.4} |");
                         }
                         Some(x) => {
                             let _ = write!(line, " {x:.2} |");
@@ -441,7 +452,7 @@ impl Results {
                 s.push_str(&line);
             }
             if is_lat && is_tput {
-                s.push_str("\nRatios compare p50 latency.\n");
+                s.push_str("\nRatios compare p50 latency where both rows have one, else msgs/s.\n");
             } else if is_lat {
                 s.push_str("\nRatios compare p50.\n");
             } else {

@@ -18,6 +18,7 @@ pub mod nats;
 pub mod redis;
 pub mod repliq;
 pub mod rkyv_costs;
+pub mod tonic_raw;
 
 /// What is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

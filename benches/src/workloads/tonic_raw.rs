@@ -1,0 +1,174 @@
+//! Baseline for replication: raw tonic streaming over loopback, with repliq's own replication
+//! messages (`repliq.replication.v1`) but no journal on either side. The sink answers every
+//! frame with an ack at once. What repliq's replication adds on top is journal reads, appends,
+//! syncs and flow control.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use repliq::replication::grpc::proto::{
+    self, primary_message, replica_message, replication_client::ReplicationClient,
+    replication_server::Replication,
+};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::Outcome;
+use crate::BoxResult;
+use crate::child::{self, ChildCfg, ChildReport};
+use crate::clock::{deadline, now_ns};
+use crate::stats::{Recorder, Throughput};
+
+/// Bytes per frame, as repliq's primary sends by default.
+pub const FRAME: usize = 256 << 10;
+
+#[derive(Debug, Default)]
+struct Sink;
+
+#[tonic::async_trait]
+impl Replication for Sink {
+    type ReplicateStream = ReceiverStream<Result<proto::ReplicaMessage, tonic::Status>>;
+
+    async fn replicate(
+        &self,
+        request: tonic::Request<tonic::Streaming<proto::PrimaryMessage>>,
+    ) -> Result<tonic::Response<Self::ReplicateStream>, tonic::Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = inbound.next().await {
+                if let Some(primary_message::Kind::Frame(f)) = m.kind {
+                    let ack = proto::ReplicaMessage {
+                        kind: Some(replica_message::Kind::Ack(proto::Ack {
+                            epoch: f.epoch,
+                            next_seq: f.first_seq + u64::from(f.record_count),
+                        })),
+                    };
+                    if tx.send(Ok(ack)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Child: the acking sink on 127.0.0.1:`extra` until killed or out of time.
+pub fn child_sink(cfg: &ChildCfg) -> BoxResult<ChildReport> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let port = u16::try_from(cfg.extra)?;
+    let limit = Duration::from_secs_f64(cfg.secs_limit);
+    rt.block_on(async move {
+        let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], port).into())?
+            .with_nodelay(Some(true));
+        child::ready();
+        tonic::transport::Server::builder()
+            .add_service(
+                proto::replication_server::ReplicationServer::new(Sink)
+                    .max_decoding_message_size(64 << 20),
+            )
+            .serve_with_incoming_shutdown(incoming, tokio::time::sleep(limit))
+            .await?;
+        BoxResult::Ok(())
+    })?;
+    Ok(ChildReport::default())
+}
+
+fn frame(seq: u64, records: u32, bytes: Vec<u8>) -> proto::PrimaryMessage {
+    proto::PrimaryMessage {
+        kind: Some(primary_message::Kind::Frame(proto::Frame {
+            epoch: 1,
+            epoch_start: 0,
+            segment_first_seq: 0,
+            offset: 0,
+            first_seq: seq,
+            record_count: records,
+            bytes: bytes.into(),
+        })),
+    }
+}
+
+/// Streams frames of `frame_bytes` to a sink process, at most `window` unacknowledged, until
+/// `total` bytes or `secs`. With `window` 1 and one record per frame it is a ping-pong and the
+/// latency is the round trip. Messages count `size`-byte records.
+pub fn run(
+    size: usize,
+    frame_bytes: usize,
+    window: u64,
+    total: u64,
+    secs: f64,
+) -> BoxResult<Outcome> {
+    let port = crate::servers::free_port()?;
+    let cfg = ChildCfg {
+        name: String::new(),
+        name2: String::new(),
+        count: 0,
+        size,
+        cpu: None,
+        latency: false,
+        secs_limit: secs * 3.0 + 30.0,
+        extra: u64::from(port),
+    };
+    let proc = child::spawn("tonic-sink", &cfg)?;
+    proc.wait_ready(Duration::from_secs(30))?;
+    let records = (frame_bytes / size).max(1) as u32;
+    let frames = (total / frame_bytes as u64).max(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (rec, sent, ns) = rt.block_on(async move {
+        let mut client = ReplicationClient::connect(format!("http://127.0.0.1:{port}"))
+            .await?
+            .max_encoding_message_size(64 << 20);
+        let (tx, rx) = tokio::sync::mpsc::channel(window as usize + 1);
+        let payload = vec![0xA5u8; frame_bytes];
+        tx.send(frame(0, records, payload.clone())).await?;
+        let mut acks = client
+            .replicate(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let end = deadline(secs);
+        let mut rec = Recorder::new();
+        let start = now_ns();
+        let (mut sent, mut acked) = (1u64, 0u64);
+        let mut last_send = start;
+        loop {
+            while sent < frames && sent - acked < window && now_ns() < end {
+                last_send = now_ns();
+                tx.send(frame(sent * u64::from(records), records, payload.clone()))
+                    .await?;
+                sent += 1;
+            }
+            if acked == sent {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_secs(10), acks.message()).await {
+                Ok(Ok(Some(_))) => {
+                    acked += 1;
+                    if window == 1 {
+                        rec.record(now_ns() - last_send);
+                    }
+                }
+                Ok(Ok(None)) => return Err("the sink closed the stream".into()),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err("no ack within 10 s".into()),
+            }
+        }
+        BoxResult::Ok((rec, sent, now_ns() - start))
+    })?;
+    drop(proc);
+    let messages = sent * u64::from(records);
+    Ok(Outcome {
+        latency: (window == 1).then(|| rec.summary()),
+        throughput: Some(Throughput::new(messages, size, ns)),
+        sent: messages,
+        note: Some(format!(
+            "{sent} frames of {} records ({} KiB), window {window}",
+            records,
+            frame_bytes / 1024
+        )),
+    })
+}
