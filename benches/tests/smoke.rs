@@ -36,7 +36,12 @@ fn smoke_run_writes_json_and_markdown() {
     assert!(rows.iter().any(|r| r["workload"] == "recovery"));
     let md = std::fs::read_to_string(out.path().join("results.md")).unwrap();
     assert!(md.contains("× floor"));
-    assert!(md.contains("skipped: not measured yet"));
+    assert!(md.contains("| raw tonic |"), "{md}");
+    assert!(rows.iter().any(|r| {
+        r["workload"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("replication"))
+    }));
 }
 
 #[test]
