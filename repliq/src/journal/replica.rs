@@ -247,6 +247,8 @@ pub(crate) struct ByteSink {
     seg: Option<Arc<Segment>>,
     pos: usize,
     seq: u64,
+    /// Ranges written since the last [`ByteSink::sync`]: (segment, start, end).
+    dirty: Vec<(Arc<Segment>, usize, usize)>,
 }
 
 impl ByteSink {
@@ -263,6 +265,7 @@ impl ByteSink {
             seg,
             pos,
             seq,
+            dirty: Vec::new(),
         };
         sink.find_tail()?;
         Ok(sink)
@@ -327,7 +330,7 @@ impl ByteSink {
 
     /// Writes the frame's bytes at their segment and offset. Bytes this replica already holds
     /// must be identical (they are skipped); bytes beyond its end must start exactly there.
-    /// Durable (synced) when this returns.
+    /// Local readers see the records at once; they are durable after [`ByteSink::sync`].
     pub(crate) fn apply(
         &mut self,
         segment_first_seq: u64,
@@ -396,11 +399,22 @@ impl ByteSink {
             i += self.apply_entry(&seg, &bytes[i..])?;
         }
         if self.pos > start {
-            seg.map
-                .flush_range(start, self.pos - start)
-                .map_err(|e| QueueError::io(format!("msync {}", seg.path.display()), e))?;
+            match self.dirty.last_mut() {
+                Some((s, _, end)) if Arc::ptr_eq(s, &seg) && *end == start => *end = self.pos,
+                _ => self.dirty.push((seg.clone(), start, self.pos)),
+            }
             let meta = &self.journal.meta;
             notify::wake(meta.data_notify(), meta.data_waiters());
+        }
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable (`msync`): one sync for any number of frames.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        for (seg, start, end) in self.dirty.drain(..) {
+            seg.map
+                .flush_range(start, end - start)
+                .map_err(|e| QueueError::io(format!("msync {}", seg.path.display()), e))?;
         }
         Ok(())
     }
@@ -569,6 +583,7 @@ mod test {
             sink.apply(f.segment_first_seq, f.offset, &f.bytes).unwrap();
             frames += 1;
         }
+        sink.sync().unwrap();
         frames
     }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -724,102 +725,132 @@ async fn serve_stream(
         }),
     )
     .await?;
-    loop {
-        let frame = match inbound.message().await {
+    let mut ended = false;
+    while !ended {
+        let mut batch = match inbound.message().await {
             Ok(Some(PrimaryMessage {
                 kind: Some(primary_message::Kind::Frame(f)),
-            })) => f,
+            })) => vec![f],
             Ok(None) => return Ok(()),
             Ok(Some(_)) => return Err(storage("unexpected message after Hello")),
             Err(e) => return Err(storage(e)),
         };
-        // This node may have been promoted while the stream was open: a newer epoch here fences
-        // the old primary.
-        let here = journal.epoch_word().load(Ordering::Acquire);
-        if here > frame.epoch && ReplicationState::load(&dir).is_ok_and(|s| s.role == Role::Primary)
-        {
-            return Err((
-                refused::Reason::StaleEpoch,
-                format!(
-                    "{} was promoted to epoch {here}; frames of epoch {} are refused",
-                    hello.queue, frame.epoch
-                ),
-                here,
-                follower.next_seq(),
-            ));
+        // Take every frame that has already arrived, so that one msync and one acknowledgement
+        // cover them all (a sync per frame would bound a stream by the disk's sync latency).
+        while batch.len() < 256 {
+            match inbound.message().now_or_never() {
+                None => break,
+                Some(Ok(Some(PrimaryMessage {
+                    kind: Some(primary_message::Kind::Frame(f)),
+                }))) => batch.push(f),
+                Some(Ok(None)) => {
+                    ended = true;
+                    break;
+                }
+                Some(Ok(Some(_))) => return Err(storage("unexpected message after Hello")),
+                Some(Err(e)) => return Err(storage(e)),
+            }
         }
-        let records = frame_records(&frame.bytes).map_err(|e| {
-            (
-                refused::Reason::Diverged,
-                format!("malformed frame: {e}"),
-                follower.epoch(),
-                follower.next_seq(),
-            )
-        })?;
-        let header = FrameHeader {
-            epoch: frame.epoch,
-            epoch_start: frame.epoch_start,
-            records,
-        };
-        let decision = follower.on_frame(&header, |s| sink.held_crc(s));
-        match decision {
-            FollowerDecision::Append {
-                move_aside_from: aside,
-                ..
-            } => {
-                tokio::task::block_in_place(|| -> Result<()> {
-                    if let Some(from) = aside {
-                        let moved = move_aside_from(&journal, from, frame.epoch)?;
-                        tracing::warn!(queue = %hello.queue, from, moved = %moved.display(), "moved an unreplicated suffix aside");
-                        sink = ByteSink::open(journal.clone())?;
-                    }
-                    if state.epoch != frame.epoch || state.role != Role::Replica {
-                        state = ReplicationState {
-                            role: Role::Replica,
-                            epoch: frame.epoch,
-                            epoch_start: frame.epoch_start,
-                            primary: Some(hello.primary.clone()),
-                            ..ReplicationState::default()
-                        };
-                        state.store(&dir)?;
-                        state.mirror(&journal);
-                    }
-                    if !frame.bytes.is_empty() {
-                        sink.apply(frame.segment_first_seq, frame.offset as usize, &frame.bytes)?;
-                    }
-                    Ok(())
-                })
-                .map_err(storage)?;
-                let next_seq = match header.records.last() {
-                    Some(last) => follower.appended(*last),
-                    None => follower.next_seq(),
-                };
-                reply(
-                    tx,
-                    replica_message::Kind::Ack(Ack {
-                        epoch: follower.epoch(),
-                        next_seq,
-                    }),
-                )
-                .await?;
+        let mut ack = None;
+        let mut refusal = None;
+        for frame in batch {
+            // This node may have been promoted while the stream was open: a newer epoch here fences
+            // the old primary.
+            let here = journal.epoch_word().load(Ordering::Acquire);
+            if here > frame.epoch
+                && ReplicationState::load(&dir).is_ok_and(|s| s.role == Role::Primary)
+            {
+                refusal = Some((
+                    refused::Reason::StaleEpoch,
+                    format!(
+                        "{} was promoted to epoch {here}; frames of epoch {} are refused",
+                        hello.queue, frame.epoch
+                    ),
+                    here,
+                    follower.next_seq(),
+                ));
+                break;
             }
-            FollowerDecision::Duplicate { durable } => {
-                reply(
-                    tx,
-                    replica_message::Kind::Ack(Ack {
-                        epoch: follower.epoch(),
-                        next_seq: durable,
-                    }),
-                )
-                .await?;
+            let records = match frame_records(&frame.bytes) {
+                Ok(records) => records,
+                Err(e) => {
+                    refusal = Some((
+                        refused::Reason::Diverged,
+                        format!("malformed frame: {e}"),
+                        follower.epoch(),
+                        follower.next_seq(),
+                    ));
+                    break;
+                }
+            };
+            let header = FrameHeader {
+                epoch: frame.epoch,
+                epoch_start: frame.epoch_start,
+                records,
+            };
+            let decision = follower.on_frame(&header, |s| sink.held_crc(s));
+            match decision {
+                FollowerDecision::Append {
+                    move_aside_from: aside,
+                    ..
+                } => {
+                    let applied = tokio::task::block_in_place(|| -> Result<()> {
+                        if let Some(from) = aside {
+                            let moved = move_aside_from(&journal, from, frame.epoch)?;
+                            tracing::warn!(queue = %hello.queue, from, moved = %moved.display(), "moved an unreplicated suffix aside");
+                            sink = ByteSink::open(journal.clone())?;
+                        }
+                        if state.epoch != frame.epoch || state.role != Role::Replica {
+                            state = ReplicationState {
+                                role: Role::Replica,
+                                epoch: frame.epoch,
+                                epoch_start: frame.epoch_start,
+                                primary: Some(hello.primary.clone()),
+                                ..ReplicationState::default()
+                            };
+                            state.store(&dir)?;
+                            state.mirror(&journal);
+                        }
+                        if !frame.bytes.is_empty() {
+                            sink.apply(
+                                frame.segment_first_seq,
+                                frame.offset as usize,
+                                &frame.bytes,
+                            )?;
+                        }
+                        Ok(())
+                    });
+                    if let Err(e) = applied {
+                        refusal = Some(storage(e));
+                        break;
+                    }
+                    let next_seq = match header.records.last() {
+                        Some(last) => follower.appended(*last),
+                        None => follower.next_seq(),
+                    };
+                    ack = Some((follower.epoch(), next_seq));
+                }
+                FollowerDecision::Duplicate { durable } => {
+                    ack = Some((follower.epoch(), durable));
+                }
+                FollowerDecision::Refuse(r) => {
+                    let reason = match r {
+                        Refusal::StaleEpoch { .. } => refused::Reason::StaleEpoch,
+                        _ => refused::Reason::Diverged,
+                    };
+                    refusal = Some((reason, r.to_string(), follower.epoch(), follower.next_seq()));
+                    break;
+                }
             }
-            FollowerDecision::Refuse(r) => {
-                let reason = match r {
-                    Refusal::StaleEpoch { .. } => refused::Reason::StaleEpoch,
-                    _ => refused::Reason::Diverged,
-                };
-                return Err((reason, r.to_string(), follower.epoch(), follower.next_seq()));
-            }
+        }
+        // Durable before acknowledged, also when a later frame of the batch is refused.
+        tokio::task::block_in_place(|| sink.sync()).map_err(storage)?;
+        if let Some((epoch, next_seq)) = ack {
+            reply(tx, replica_message::Kind::Ack(Ack { epoch, next_seq })).await?;
+        }
+        if let Some(r) = refusal {
+            return Err(r);
         }
     }
+    Ok(())
 }
