@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{FrameHeader, NodeId, RecordId, ReplicationMode};
+use super::{FrameHeader, NodeId, RecordId};
 
 /// How a [`Leader`] replicates.
 #[derive(Debug, Clone)]
@@ -12,9 +12,8 @@ pub struct LeaderConfig {
     /// The first sequence number written in this epoch (the journal's next sequence when this
     /// node became primary).
     pub epoch_start: u64,
-    /// When `enqueue` returns; see [`ReplicationMode`].
-    pub mode: ReplicationMode,
-    /// How many replicas must hold a record before it counts as acknowledged (k of n).
+    /// How many replicas must hold a record before it counts as acknowledged (k of n; 0 in
+    /// asynchronous mode, where every committed record counts as acknowledged).
     pub required_acks: usize,
     /// At most this many records per frame.
     pub max_batch: u64,

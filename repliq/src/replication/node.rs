@@ -205,7 +205,6 @@ pub async fn run_primary(
         LeaderConfig {
             epoch: state.epoch,
             epoch_start: state.epoch_start,
-            mode: options.mode,
             required_acks: options.required_acks,
             max_batch: 1 << 20,
             window: options.window,

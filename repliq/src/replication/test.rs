@@ -71,7 +71,6 @@ impl Cluster {
         let config = LeaderConfig {
             epoch: 1,
             epoch_start: 0,
-            mode: ReplicationMode::Synchronous,
             required_acks,
             max_batch: 3,
             window: 8,
@@ -498,7 +497,6 @@ fn leader_steps_down_for_a_newer_epoch_and_never_acks_without_k_replicas() {
     let config = LeaderConfig {
         epoch: 3,
         epoch_start: 10,
-        mode: ReplicationMode::Synchronous,
         required_acks: 2,
         max_batch: 100,
         window: 100,

@@ -170,71 +170,73 @@ fn sample_queues(root: &Path) -> Vec<QueueSample> {
     out
 }
 
+/// Encodes one metric family: its descriptor, then one sample per label set.
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    samples: impl IntoIterator<Item = (Vec<(&'static str, String)>, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (labels, value) in samples {
+        value.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for QueueCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let samples = sample_queues(&self.root);
         let q = |s: &QueueSample| vec![("queue", s.queue.clone())];
-        {
-            let mut m = encoder.encode_descriptor(
-                "enqueued_records",
-                "Records committed to the queue since it was created",
-                None,
-                MetricType::Counter,
-            )?;
-            for s in &samples {
-                ConstCounter::new(s.enqueued).encode(m.encode_family(&q(s))?)?;
-            }
-        }
-        {
-            let mut m = encoder.encode_descriptor(
-                "dequeued_records",
-                "Records consumed through a named cursor",
-                None,
-                MetricType::Counter,
-            )?;
-            for s in &samples {
-                for (name, next, _) in &s.cursors {
+        let cursors = || {
+            samples.iter().flat_map(|s| {
+                s.cursors.iter().map(|(name, next, backlog)| {
                     let labels = vec![("queue", s.queue.clone()), ("cursor", name.clone())];
-                    ConstCounter::new(*next).encode(m.encode_family(&labels)?)?;
-                }
-            }
-        }
-        {
-            let mut m = encoder.encode_descriptor(
-                "backlog_records",
-                "Records written but not yet consumed by a cursor",
-                None,
-                MetricType::Gauge,
-            )?;
-            for s in &samples {
-                for (name, _, backlog) in &s.cursors {
-                    let labels = vec![("queue", s.queue.clone()), ("cursor", name.clone())];
-                    ConstGauge::new(*backlog as i64).encode(m.encode_family(&labels)?)?;
-                }
-            }
-        }
-        {
-            let mut m = encoder.encode_descriptor(
-                "segments",
-                "Segment files of the queue",
-                None,
-                MetricType::Gauge,
-            )?;
-            for s in &samples {
-                ConstGauge::new(s.segments as i64).encode(m.encode_family(&q(s))?)?;
-            }
-        }
-        {
-            let mut m = encoder.encode_descriptor(
-                "disk_bytes",
-                "Bytes of the queue's files on disk (allocated size of pre-allocated segments)",
-                None,
-                MetricType::Gauge,
-            )?;
-            for s in &samples {
-                ConstGauge::new(s.disk_bytes as i64).encode(m.encode_family(&q(s))?)?;
-            }
-        }
-        Ok(())
+                    (labels, *next, *backlog)
+                })
+            })
+        };
+        family(
+            &mut encoder,
+            "enqueued_records",
+            "Records committed to the queue since it was created",
+            MetricType::Counter,
+            samples
+                .iter()
+                .map(|s| (q(s), ConstCounter::new(s.enqueued))),
+        )?;
+        family(
+            &mut encoder,
+            "dequeued_records",
+            "Records consumed through a named cursor",
+            MetricType::Counter,
+            cursors().map(|(l, next, _)| (l, ConstCounter::new(next))),
+        )?;
+        family(
+            &mut encoder,
+            "backlog_records",
+            "Records written but not yet consumed by a cursor",
+            MetricType::Gauge,
+            cursors().map(|(l, _, backlog)| (l, ConstGauge::new(backlog as i64))),
+        )?;
+        family(
+            &mut encoder,
+            "segments",
+            "Segment files of the queue",
+            MetricType::Gauge,
+            samples
+                .iter()
+                .map(|s| (q(s), ConstGauge::new(s.segments as i64))),
+        )?;
+        family(
+            &mut encoder,
+            "disk_bytes",
+            "Bytes of the queue's files on disk (allocated size of pre-allocated segments)",
+            MetricType::Gauge,
+            samples
+                .iter()
+                .map(|s| (q(s), ConstGauge::new(s.disk_bytes as i64))),
+        )
     }
 }
