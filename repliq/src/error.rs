@@ -18,9 +18,9 @@ pub enum QueueError {
         #[source]
         source: std::io::Error,
     },
-    /// Replication failed: a peer is unreachable, refused a frame or did not acknowledge in time.
-    #[error("replication error: {0}")]
-    Replication(String),
+    /// Replication refused or failed the operation; [`ReplicationError`] says which case.
+    #[error("replication: {0}")]
+    Replication(#[from] ReplicationError),
     /// The queue's backlog reached its capacity; nothing was written.
     #[error("queue is full: the backlog reached its capacity of {capacity} messages")]
     Full {
@@ -90,6 +90,84 @@ impl QueueError {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// The cases of [`QueueError::Replication`], so callers can act on them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicationError {
+    /// The queue is a read-only replica on this node: write to its primary, or promote it.
+    #[error(
+        "{} is a read-only replica of {} (epoch {epoch}): write to the primary, or promote this \
+         replica with `repliq promote`",
+        path.display(),
+        primary.as_deref().unwrap_or("another node")
+    )]
+    ReadOnlyReplica {
+        /// The queue directory.
+        path: PathBuf,
+        /// The primary's node name, when known.
+        primary: Option<String>,
+        /// The newest epoch this node has seen.
+        epoch: u64,
+    },
+    /// This handle wrote as the primary of `handle_epoch`, and the queue has since been demoted
+    /// or has a newer primary (`epoch`). The handle writes nothing more; open a new one on the
+    /// current primary.
+    #[error(
+        "{} was fenced: this handle wrote as primary of epoch {handle_epoch}, but the queue is now \
+         {} of epoch {epoch}",
+        path.display(),
+        if *replica { "a replica" } else { "the primary" }
+    )]
+    Fenced {
+        /// The queue directory.
+        path: PathBuf,
+        /// The epoch the handle wrote in.
+        handle_epoch: u64,
+        /// The queue's epoch now.
+        epoch: u64,
+        /// Whether the queue is now a replica on this node.
+        replica: bool,
+    },
+    /// A synchronous `enqueue` wrote the message locally, but the required replicas did not
+    /// acknowledge it within the timeout. The message stays in the queue and will still be
+    /// replicated when the replicas return; an application that must know retries its own
+    /// check (for example by waiting for [`Self::AckTimeout::seq`] to be acknowledged later) or
+    /// treats the message as not yet durable elsewhere.
+    #[error(
+        "message {seq} of {} is written locally but was not acknowledged by the replicas within \
+         {timeout:?} (acknowledged up to {acked}); it will still be replicated",
+        path.display()
+    )]
+    AckTimeout {
+        /// The queue directory.
+        path: PathBuf,
+        /// The message's sequence number.
+        seq: u64,
+        /// One past the highest sequence the replicas acknowledged.
+        acked: u64,
+        /// The timeout that passed.
+        timeout: std::time::Duration,
+    },
+    /// A peer could not be reached or configured.
+    #[error("peer {peer} is unreachable: {reason}")]
+    PeerUnreachable {
+        /// The peer's name or address.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// A peer refused the stream, or the protocol was violated (stale epoch, gap, divergence).
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl QueueError {
+    /// A [`ReplicationError::Protocol`] error.
+    pub(crate) fn protocol(message: impl Into<String>) -> Self {
+        QueueError::Replication(ReplicationError::Protocol(message.into()))
     }
 }
 

@@ -35,11 +35,10 @@ mod queue;
 #[allow(unsafe_code)]
 mod raw;
 pub mod replication;
-pub mod server;
 mod sync;
 mod timestamp;
 
-pub use error::{QueueError, Result};
+pub use error::{QueueError, ReplicationError, Result};
 pub use fingerprint::Fingerprint;
 pub use journal::{
     CursorInfo, Durability, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, verify,
@@ -53,7 +52,9 @@ pub use queue::{
     Recv, ReplicatedQueueImpl, StartAt, Tailer,
 };
 pub use raw::access_unchecked;
-pub use replication::{ReplicatedQueue, ReplicationMode};
+#[cfg(feature = "replication")]
+pub use replication::ReplicatedQueue;
+pub use replication::ReplicationMode;
 /// Marks a struct or enum as a repliq message. See [`Message`].
 ///
 /// ```

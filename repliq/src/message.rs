@@ -90,6 +90,23 @@ pub trait Message:
     const NAME: &'static str;
 }
 
+/// Standard types a user sends as a whole message, out of the box. Their names are stable (they
+/// are stored in every queue created for them); their fingerprints are those of the field types.
+macro_rules! std_messages {
+    ($($ty:ty => $name:literal),* $(,)?) => {
+        $(impl Message for $ty {
+            const NAME: &'static str = $name;
+        })*
+    };
+}
+
+std_messages! {
+    String => "std.String", Vec<u8> => "std.Vec<u8>", bool => "std.bool", char => "std.char",
+    u8 => "std.u8", u16 => "std.u16", u32 => "std.u32", u64 => "std.u64", u128 => "std.u128",
+    i8 => "std.i8", i16 => "std.i16", i32 => "std.i32", i64 => "std.i64", i128 => "std.i128",
+    f32 => "std.f32", f64 => "std.f64",
+}
+
 thread_local! {
     // Scratch space for serializers (e.g. the index of a map while it is written). Reused across
     // calls, so steady-state serialization does not allocate.

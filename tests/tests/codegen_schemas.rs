@@ -324,7 +324,7 @@ fn generated_producer_and_hand_written_consumer_interoperate() {
 
 #[test]
 fn generated_producer_and_hand_written_consumer_share_a_queue() {
-    use repliq::{PersistentQueue, QueueError, ReplicatedQueueImpl};
+    use repliq::{JournalQueue, QueueError};
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("order-requests");
@@ -335,15 +335,14 @@ fn generated_producer_and_hand_written_consumer_share_a_queue() {
             reason: None,
         },
     ];
-    let mut producer =
-        ReplicatedQueueImpl::<orders::OrderRequest>::new(&path, 16).expect("create queue");
+    let mut producer = JournalQueue::<orders::OrderRequest>::new(&path, 16).expect("create queue");
     for request in &sent {
         producer.enqueue(request).expect("enqueue");
     }
 
     // A consumer whose type is written by hand opens the queue: same name, same fingerprint.
     let mut consumer =
-        ReplicatedQueueImpl::<twins::orders::OrderRequest>::open(&path).expect("open as twin");
+        JournalQueue::<twins::orders::OrderRequest>::open(&path).expect("open as twin");
     let Some(twins::orders::OrderRequest::New(order)) = consumer.dequeue().expect("dequeue") else {
         panic!("expected the new order first");
     };
@@ -359,7 +358,7 @@ fn generated_producer_and_hand_written_consumer_share_a_queue() {
     assert_eq!(consumer.dequeue().expect("dequeue"), None);
 
     // Any other type is refused on open.
-    match ReplicatedQueueImpl::<market::Trade>::open(&path) {
+    match JournalQueue::<market::Trade>::open(&path) {
         Err(QueueError::TypeMismatch { found_name, .. }) => {
             assert_eq!(found_name, "orders.OrderRequest");
         }

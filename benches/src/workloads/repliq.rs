@@ -493,7 +493,6 @@ pub fn replication(
     secs: f64,
     mode: repliq::ReplicationMode,
 ) -> BoxResult<(Outcome, Option<crate::stats::Latency>)> {
-    use repliq::ReplicatedQueue;
     let root = tempfile::tempdir()?;
     let replica_root = root.path().join("replica");
     let primary_dir = root.path().join("primary").join("benchq");
@@ -512,7 +511,12 @@ pub fn replication(
     let proc = child::spawn("repliq-replica", &cfg)?;
     proc.wait_ready(Duration::from_secs(30))?;
     let mut q = options(count, size).create::<BenchMsg>(&primary_dir)?;
-    q.configure_replication("bench", &[&format!("r=127.0.0.1:{port}")], mode)?;
+    let replication = repliq::replication::EmbeddedReplication::start(
+        q.path(),
+        "bench",
+        &[&format!("r=127.0.0.1:{port}")],
+        repliq::replication::PrimaryOptions::new("bench", Vec::new(), mode),
+    )?;
     let replica_dir = replica_root.join("benchq");
     let end = deadline(secs);
     let observer = std::thread::spawn(move || -> BoxResult<(Recorder, u64, u64)> {
@@ -560,6 +564,7 @@ pub fn replication(
     m.seq = END;
     enqueue(&mut q, &m, end + 5_000_000_000)?;
     let (lag, n, last) = observer.join().map_err(|_| "observer panicked")??;
+    drop(replication);
     drop(q);
     drop(proc);
     let mut note = cut_note(i, count);

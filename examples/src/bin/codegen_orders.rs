@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use repliq::{PersistentQueue, QueueError, ReplicatedQueueImpl, Timestamp};
+use repliq::{JournalQueue, QueueError, Timestamp};
 
 // `schemas.rs` mounts every schema package as a module: `market`, `orders`, `telemetry`.
 include!(concat!(env!("OUT_DIR"), "/schemas.rs"));
@@ -84,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn run(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     // The gateway: produces the generated type.
-    let mut gateway = ReplicatedQueueImpl::<OrderRequest>::new(path, 1024)?;
+    let mut gateway = JournalQueue::<OrderRequest>::new(path, 1024)?;
     for request in requests() {
         gateway.enqueue(&request)?;
     }
@@ -95,13 +95,13 @@ fn run(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // The risk check: reads each request in place.
-    let mut risk = ReplicatedQueueImpl::<OrderRequest>::open(path)?;
+    let mut risk = JournalQueue::<OrderRequest>::open(path)?;
     while let Some(line) = risk.read(describe)? {
         println!("  {line}");
     }
 
     // A consumer built against another type cannot open the queue by mistake.
-    match ReplicatedQueueImpl::<market::Trade>::open(path) {
+    match JournalQueue::<market::Trade>::open(path) {
         Err(QueueError::TypeMismatch { found_name, .. }) => {
             println!("opening it as `market.Trade` is refused: the queue holds `{found_name}`");
             Ok(())

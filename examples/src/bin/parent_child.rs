@@ -1,7 +1,8 @@
-//! The seed README's sample, made real: a parent process creates `my_queue` (capacity 1024),
-//! enqueues a greeting and spawns a child process; the child opens the queue by path, dequeues the
-//! greeting (zero-copy mapped journal, no daemon) and writes it to its stdout; the parent prints
-//! what the child received.
+//! The seed README's sample, as the seed wrote it: a `#[tokio::main]` parent creates `my_queue`
+//! (capacity 1024), `enqueue(..).await`s "Hello from parent!" and spawns a child process with
+//! tokio's process API; the child opens the queue by path and `dequeue().await`s the greeting
+//! (zero-copy mapped journal, no daemon) and writes it to its stdout; the parent prints what the
+//! child received.
 //!
 //! ```text
 //! cargo run -p repliq-examples --bin parent_child
@@ -9,39 +10,33 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use repliq::{PersistentQueue, ReplicatedQueueImpl};
+use tokio::process::Command;
 
-/// The message the two processes exchange.
-#[repliq::message(name = "examples.Greeting")]
-#[derive(Debug, Clone, PartialEq)]
-pub struct Greeting {
-    /// The text.
-    pub text: String,
-}
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn parent() -> Result<(), Box<dyn std::error::Error>> {
+async fn parent() -> Result<(), BoxError> {
     let root = std::env::temp_dir().join(format!("repliq-parent-child-{}", std::process::id()));
     let path = root.join("my_queue");
-    let result = run_parent(&path);
+    let result = run_parent(&path).await;
     let _ = std::fs::remove_dir_all(&root);
     result
 }
 
-fn run_parent(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let mut queue = ReplicatedQueueImpl::<Greeting>::new(path, 1024)?;
-    queue.enqueue(&Greeting {
-        text: "Hello from parent!".into(),
-    })?;
+async fn run_parent(path: &Path) -> Result<(), BoxError> {
+    let queue = ReplicatedQueueImpl::<String>::new(path, 1024)?;
+    queue.enqueue("Hello from parent!".to_string()).await?;
 
     let output = Command::new(std::env::current_exe()?)
         .arg("child")
         .arg(path)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()?;
+        .output()
+        .await?;
     if !output.status.success() {
         return Err(format!("child process failed: {}", output.status).into());
     }
@@ -50,24 +45,26 @@ fn run_parent(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn child(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
-    let mut queue = ReplicatedQueueImpl::<Greeting>::open(&path)?;
+async fn child(path: PathBuf) -> Result<(), BoxError> {
+    let queue = ReplicatedQueueImpl::<String>::open(&path)?;
     // The parent enqueued before spawning us, so the message is there; wait a little anyway.
-    let greeting = match queue.dequeue()? {
+    let greeting = match queue.dequeue().await? {
         Some(g) => g,
         None => queue
-            .dequeue_wait(Some(Duration::from_secs(5)))?
+            .recv_timeout(Duration::from_secs(5))
+            .await?
             .ok_or("no message arrived within 5 s")?,
     };
-    println!("{}", greeting.text);
+    println!("{greeting}");
     Ok(())
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let result = match (args.next(), args.next()) {
-        (Some(cmd), Some(path)) if cmd == "child" => child(PathBuf::from(path)),
-        _ => parent(),
+        (Some(cmd), Some(path)) if cmd == "child" => child(PathBuf::from(path)).await,
+        _ => parent().await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

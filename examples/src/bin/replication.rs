@@ -8,8 +8,8 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use repliq::server::{self, Config};
-use repliq::{JournalQueue, PersistentQueue, QueueError, QueueOptions};
+use repliq::{JournalQueue, QueueError, QueueOptions};
+use repliqd::{self as server, Config};
 
 /// One trade.
 #[repliq::message(name = "example.Trade")]
@@ -88,7 +88,7 @@ fn main() -> repliq::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !replica.join("queue.meta").exists() {
         if Instant::now() > deadline {
-            return Err(QueueError::Replication(
+            return Err(QueueError::Other(
                 "the replica did not appear within 30 s".into(),
             ));
         }
@@ -99,7 +99,7 @@ fn main() -> repliq::Result<()> {
     for _ in 0..1000 {
         last = consumer.dequeue_wait(Some(Duration::from_secs(30)))?;
         if last.is_none() {
-            return Err(QueueError::Replication(
+            return Err(QueueError::Other(
                 "a trade did not arrive within 30 s".into(),
             ));
         }

@@ -31,6 +31,10 @@ pub(crate) const MAX_TYPE_NAME: usize = 256;
 /// crc32c of bytes `0..M_CRC`.
 pub(crate) const M_CRC: usize = 320;
 pub(crate) const M_EPOCH: usize = 512;
+/// Replication policy words (see `policy.rs`): role, required acknowledgements, ack timeout.
+pub(crate) const M_ROLE: usize = 520;
+pub(crate) const M_REQUIRED_ACKS: usize = 524;
+pub(crate) const M_ACK_TIMEOUT_MS: usize = 528;
 pub(crate) const M_ACKED: usize = 576;
 /// Futex word bumped when `M_ACKED` advances, and the count of its waiters.
 pub(crate) const M_ACK_NOTIFY: usize = 584;

@@ -188,6 +188,15 @@ impl Meta {
     pub(crate) fn epoch(&self) -> &AtomicU64 {
         self.u64_at(M_EPOCH)
     }
+    pub(crate) fn role(&self) -> &AtomicU32 {
+        self.u32_at(M_ROLE)
+    }
+    pub(crate) fn required_acks(&self) -> &AtomicU32 {
+        self.u32_at(M_REQUIRED_ACKS)
+    }
+    pub(crate) fn ack_timeout_ms(&self) -> &AtomicU64 {
+        self.u64_at(M_ACK_TIMEOUT_MS)
+    }
     pub(crate) fn acked(&self) -> &AtomicU64 {
         self.u64_at(M_ACKED)
     }

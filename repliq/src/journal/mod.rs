@@ -17,11 +17,15 @@ mod info;
 mod loom_protocol;
 pub(crate) mod meta;
 pub(crate) mod notify;
+mod policy;
 mod reader;
+// Byte-level access for replication; without the transport only part of it is used.
+#[cfg_attr(not(feature = "replication"), allow(dead_code))]
 pub(crate) mod replica;
 pub(crate) mod segment;
 #[cfg(all(test, not(repliq_loom)))]
 mod test;
+mod wait;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -33,7 +37,10 @@ use std::sync::{Arc, Mutex, Weak};
 pub(crate) use appender::Appender;
 pub use appender::Durability;
 pub use info::{CursorInfo, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, verify};
-pub(crate) use reader::{Probe, Reader, RecordRef};
+pub use policy::Role;
+pub(crate) use policy::{Policy, ack_timeout_error, acked_past, wait_acked};
+pub(crate) use reader::{Reader, RecordRef};
+pub(crate) use wait::{ReadyFn, Word, poll_until};
 
 use self::meta::{Meta, MetaConfig};
 use self::segment::Segment;
@@ -46,7 +53,7 @@ pub(crate) struct Journal {
     pub meta: Meta,
     segments: Mutex<BTreeMap<u64, Weak<Segment>>>,
     populate: bool,
-    waiters: crate::queue::AsyncWaiters,
+    waiters: wait::AsyncWaiters,
     spare: Mutex<SpareState>,
     delete_consumed: std::sync::atomic::AtomicBool,
 }
@@ -98,10 +105,16 @@ impl Journal {
             meta,
             segments: Mutex::new(BTreeMap::new()),
             populate,
-            waiters: crate::queue::AsyncWaiters::default(),
+            waiters: wait::AsyncWaiters::default(),
             spare: Mutex::new(SpareState::None),
             delete_consumed: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// The replication policy as published in the meta file now (a few loads).
+    #[inline]
+    pub(crate) fn policy(&self) -> Policy {
+        Policy::load(&self.meta)
     }
 
     pub(crate) fn config(&self) -> &MetaConfig {
@@ -110,6 +123,7 @@ impl Journal {
 
     /// Drops the cached mappings, so that segment files replaced on disk are mapped anew.
     /// Handles that still hold an old mapping keep it.
+    #[cfg_attr(not(feature = "replication"), allow(dead_code))]
     pub(crate) fn forget_segments(&self) {
         self.segments
             .lock()
@@ -154,6 +168,7 @@ impl Journal {
     }
 
     /// Opens segment `first_seq`, creating it first if needed.
+    #[cfg_attr(not(feature = "replication"), allow(dead_code))]
     pub(crate) fn segment_or_create(&self, first_seq: u64) -> Result<Arc<Segment>> {
         if let Some(seg) = self.segment(first_seq)? {
             return Ok(seg);
@@ -178,10 +193,6 @@ impl Journal {
     /// The lowest sequence number still stored (the first segment's first sequence).
     pub(crate) fn earliest_seq(&self) -> Result<u64> {
         Ok(self.list_segments()?.first().copied().unwrap_or(0))
-    }
-
-    pub(crate) fn async_waiters(&self) -> &crate::queue::AsyncWaiters {
-        &self.waiters
     }
 
     /// Turns on automatic retention for this process's producers: segments every consumer

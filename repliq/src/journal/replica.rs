@@ -21,8 +21,16 @@ use super::header::{self, State};
 use super::segment::{self, Segment};
 use super::{Journal, notify};
 use crate::raw::clock::monotonic_millis;
-use crate::replication::RecordId;
 use crate::{QueueError, Result};
+
+/// A committed record as replication sees it: its sequence number and checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordId {
+    /// The record's dense sequence number.
+    pub seq: u64,
+    /// crc32c of the record, as stored in its header.
+    pub crc: u32,
+}
 
 /// A byte range of one segment file, as the primary holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +71,7 @@ fn position_after(journal: &Arc<Journal>, next_seq: u64) -> Result<Option<(Arc<S
             let end = rec.pos + committed_extent(rec.len);
             Ok(Some((rec.seg.clone(), end)))
         }
-        _ => Err(QueueError::Replication(format!(
+        _ => Err(QueueError::protocol(format!(
             "{}: record {} is not in the journal (not written yet, or deleted by retention)",
             journal.dir.display(),
             next_seq - 1
@@ -337,7 +345,7 @@ impl ByteSink {
         offset: usize,
         bytes: &[u8],
     ) -> Result<()> {
-        let mismatch = |what: String| QueueError::Replication(what);
+        let mismatch = |what: String| QueueError::protocol(what);
         let seg = match self.seg.clone() {
             Some(seg) if seg.first_seq == segment_first_seq => seg,
             current => {
@@ -544,7 +552,7 @@ pub(crate) fn move_aside_from(journal: &Arc<Journal>, seq: u64, epoch: u64) -> R
 #[cfg(all(test, not(loom)))]
 mod test {
     use super::*;
-    use crate::queue::QueueOptions;
+    use crate::QueueOptions;
 
     #[crate::message(name = "test.Blob")]
     #[derive(Debug, Clone, PartialEq)]
@@ -689,7 +697,7 @@ mod test {
             .apply(second.segment_first_seq, second.offset, &second.bytes)
             .unwrap_err();
         assert!(
-            matches!(&err, QueueError::Replication(m) if m.contains("gap")),
+            matches!(&err, QueueError::Replication(repliq_err) if repliq_err.to_string().contains("gap")),
             "{err}"
         );
         sink.apply(first.segment_first_seq, first.offset, &first.bytes)
@@ -722,7 +730,7 @@ mod test {
             .apply(first.segment_first_seq, first.offset, &changed)
             .unwrap_err();
         assert!(
-            matches!(&err, QueueError::Replication(m) if m.contains("differ")),
+            matches!(&err, QueueError::Replication(repliq_err) if repliq_err.to_string().contains("differ")),
             "{err}"
         );
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::{
-    JournalQueue, PersistentQueue, Queue, QueueError, QueueOptions, ReplicatedQueueImpl, StartAt,
+    JournalQueue, PersistentQueue, QueueError, QueueOptions, ReplicatedQueueImpl, StartAt,
 };
 
 #[crate::message(name = "test.Job")]
@@ -31,21 +31,229 @@ fn small() -> QueueOptions {
     QueueOptions::new().segment_size(8192).index_interval(4)
 }
 
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn enqueue_then_dequeue_through_the_traits() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
-    let mut q = <ReplicatedQueueImpl<Job> as PersistentQueue<Job>>::new(&path, 16).unwrap();
-    assert_eq!(Queue::enqueue(&mut q, &job(1)).unwrap(), 0);
-    assert_eq!(Queue::enqueue(&mut q, &job(2)).unwrap(), 1);
-    let mut c = <JournalQueue<Job> as PersistentQueue<Job>>::open(&path).unwrap();
-    assert_eq!(Queue::dequeue(&mut c).unwrap(), Some(job(1)));
+    current_thread().block_on(async {
+        let q = <ReplicatedQueueImpl<Job> as PersistentQueue<Job>>::new(&path, 16).unwrap();
+        q.enqueue(job(1)).await.unwrap();
+        q.enqueue(job(2)).await.unwrap();
+        let c = <ReplicatedQueueImpl<Job> as PersistentQueue<Job>>::open(&path).unwrap();
+        assert_eq!(c.dequeue().await.unwrap(), Some(job(1)));
+        assert_eq!(
+            q.dequeue().await.unwrap(),
+            Some(job(2)),
+            "same default cursor"
+        );
+        assert_eq!(c.dequeue().await.unwrap(), None);
+        assert!(matches!(c.try_recv(), Err(QueueError::Empty)));
+        // The sync handle sees the same queue.
+        let mut sync = JournalQueue::<Job>::open(&path).unwrap();
+        assert_eq!(sync.enqueue(&job(3)).unwrap(), 2);
+        assert_eq!(q.recv().await.unwrap(), job(3));
+    });
+}
+
+#[test]
+fn clones_shared_by_many_tasks_deliver_each_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    const PRODUCERS: u64 = 4;
+    const EACH: u64 = 500;
+    let got = rt.block_on(async {
+        let q = ReplicatedQueueImpl::<Job>::create_with(&path, small().capacity(10_000)).unwrap();
+        let mut consumers = Vec::new();
+        for _ in 0..3 {
+            let c = q.clone();
+            consumers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(j) = c.recv_timeout(Duration::from_millis(500)).await.unwrap() {
+                    got.push(j.id);
+                }
+                got
+            }));
+        }
+        // A handle opened separately with the same consumer name competes too.
+        let other = ReplicatedQueueImpl::<Job>::open_with(&path, small()).unwrap();
+        consumers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(j) = other
+                .recv_timeout(Duration::from_millis(500))
+                .await
+                .unwrap()
+            {
+                got.push(j.id);
+            }
+            got
+        }));
+        let mut producers = Vec::new();
+        for p in 0..PRODUCERS {
+            let q = q.clone();
+            producers.push(tokio::spawn(async move {
+                for i in 0..EACH {
+                    q.enqueue(job(p * EACH + i)).await.unwrap();
+                    if i % 50 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }));
+        }
+        for p in producers {
+            p.await.unwrap();
+        }
+        let mut all = Vec::new();
+        for c in consumers {
+            all.extend(c.await.unwrap());
+        }
+        all
+    });
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), got.len(), "no message delivered twice");
     assert_eq!(
-        Queue::dequeue(&mut q).unwrap(),
-        Some(job(2)),
-        "same default cursor"
+        sorted,
+        (0..PRODUCERS * EACH).collect::<Vec<_>>(),
+        "none lost"
     );
-    assert_eq!(Queue::dequeue(&mut c).unwrap(), None);
+}
+
+#[test]
+fn recv_on_a_current_thread_runtime_is_woken_by_another_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = ReplicatedQueueImpl::<Job>::create_with(&path, small()).unwrap();
+    let producer_path = path.clone();
+    let producer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        let mut p = JournalQueue::<Job>::open(&producer_path).unwrap();
+        p.enqueue(&job(7)).unwrap();
+    });
+    current_thread().block_on(async {
+        // A timer task proves the executor keeps running while `recv` waits.
+        let ticks = tokio::spawn(async {
+            let mut n = 0;
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                n += 1;
+            }
+            n
+        });
+        let got = tokio::time::timeout(Duration::from_secs(10), q.recv())
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(got, job(7));
+        assert_eq!(ticks.await.unwrap(), 5);
+    });
+    producer.join().unwrap();
+}
+
+#[test]
+fn send_waits_for_room_and_enqueue_refuses_when_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    current_thread().block_on(async {
+        let q = ReplicatedQueueImpl::<Job>::create_with(&path, small().capacity(2)).unwrap();
+        q.enqueue(job(0)).await.unwrap();
+        q.enqueue(job(1)).await.unwrap();
+        assert!(matches!(
+            q.enqueue(job(2)).await,
+            Err(QueueError::Full { capacity: 2 })
+        ));
+        let sender = q.clone();
+        let send = tokio::spawn(async move { sender.send(&job(2)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!send.is_finished(), "no room yet");
+        assert_eq!(q.dequeue().await.unwrap(), Some(job(0)));
+        let seq = tokio::time::timeout(Duration::from_secs(10), send)
+            .await
+            .expect("woken by the consumer")
+            .unwrap()
+            .unwrap();
+        assert_eq!(seq, 2);
+    });
+}
+
+#[test]
+fn the_replication_policy_is_read_on_every_enqueue() {
+    use crate::ReplicationError;
+    use crate::journal::{Policy, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let mut sync = small().create::<Job>(&path).unwrap();
+    let journal = sync.journal().clone();
+    let policy = |role, epoch, acks| Policy {
+        role,
+        epoch,
+        required_acks: acks,
+        ack_timeout: Duration::from_millis(50),
+    };
+    assert_eq!(sync.enqueue(&job(0)).unwrap(), 0);
+    // Synchronous: a handle opened before the policy changed waits, and times out.
+    policy(Role::Primary, 1, 1).store(&journal.meta);
+    match sync.enqueue(&job(1)) {
+        Err(QueueError::Replication(ReplicationError::AckTimeout { seq: 1, .. })) => {}
+        other => panic!("expected an acknowledgement timeout, got {other:?}"),
+    }
+    let q = ReplicatedQueueImpl::<Job>::open_with(&path, small()).unwrap();
+    current_thread().block_on(async {
+        match q.enqueue(job(2)).await {
+            Err(QueueError::Replication(ReplicationError::AckTimeout { seq: 2, .. })) => {}
+            other => panic!("expected an acknowledgement timeout, got {other:?}"),
+        }
+        // Acknowledged up to 3: the next one is waited for and then acknowledged.
+        journal
+            .meta
+            .acked()
+            .store(4, std::sync::atomic::Ordering::Release);
+        q.enqueue(job(3)).await.unwrap();
+    });
+    // Demoted: the handle that wrote is fenced, a new one is refused as a replica's.
+    policy(Role::Replica, 1, 0).store(&journal.meta);
+    assert!(matches!(
+        sync.enqueue(&job(4)),
+        Err(QueueError::Replication(ReplicationError::Fenced {
+            handle_epoch: 1,
+            ..
+        }))
+    ));
+    let mut fresh = JournalQueue::<Job>::open(&path).unwrap();
+    assert!(matches!(
+        fresh.enqueue(&job(4)),
+        Err(QueueError::Replication(
+            ReplicationError::ReadOnlyReplica { .. }
+        ))
+    ));
+    // Promoted again in a newer epoch: old handles stay fenced, new ones write.
+    policy(Role::Primary, 2, 0).store(&journal.meta);
+    assert!(matches!(
+        sync.enqueue(&job(4)),
+        Err(QueueError::Replication(ReplicationError::Fenced {
+            epoch: 2,
+            ..
+        }))
+    ));
+    assert_eq!(fresh.enqueue(&job(4)).unwrap(), 4);
+    let mut seen = Vec::new();
+    let mut c = JournalQueue::<Job>::open(&path).unwrap();
+    while let Some(j) = c.dequeue().unwrap() {
+        seen.push(j.id);
+    }
+    assert_eq!(seen, vec![0, 1, 2, 3, 4], "nothing written while fenced");
 }
 
 #[test]

@@ -2,24 +2,22 @@
 //! `configure_replication(primary, secondaries, mode)`, and the wait of synchronous producers.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::{PrimaryOptions, ReplicaAddr, ReplicationMode, run_primary};
-use crate::journal::{Journal, notify};
-use crate::{Message, Queue, QueueError, Result};
+use crate::{Message, PersistentQueue, QueueError, ReplicatedQueueImpl, Result};
 
 /// A queue that can replicate itself: the seed's interface.
-pub trait ReplicatedQueue<T: Message>: Queue<T> {
-    /// Starts replicating this queue from this process, which acts as node `primary`, to the
-    /// `secondaries` (each `host:port`, or `name=host:port`), each running a replica service
-    /// (`repliqd`). In [`ReplicationMode::Synchronous`], `enqueue` returns only after every
-    /// secondary acknowledged the message (or fails with [`QueueError::Replication`] after the
-    /// acknowledgement timeout, 5 s). Replication stops, after letting the replicas catch up,
-    /// when the queue handle is dropped.
+pub trait ReplicatedQueue<T: Message + Send + Sync>: PersistentQueue<T> {
+    /// Starts replicating this queue from this process, which acts as node `primary_node`, to
+    /// the `secondary_nodes` (each `host:port`, or `name=host:port`), each running a replica
+    /// service (`repliqd`). In [`ReplicationMode::Synchronous`], `enqueue` (on any handle of the
+    /// queue, in any process) returns only after every secondary acknowledged the message, or
+    /// fails with [`ReplicationError::AckTimeout`](crate::ReplicationError::AckTimeout) after
+    /// the acknowledgement timeout (5 s; see [`ReplicatedQueueImpl::configure_replication_with`]).
+    /// Replication stops, after letting the replicas catch up, when the last clone of the handle
+    /// is dropped; the queue then no longer waits for acknowledgements.
     ///
     /// # Errors
     ///
@@ -27,10 +25,50 @@ pub trait ReplicatedQueue<T: Message>: Queue<T> {
     /// address; [`QueueError::Replication`] if the queue is a replica here.
     fn configure_replication(
         &mut self,
-        primary: &str,
-        secondaries: &[&str],
-        mode: ReplicationMode,
+        primary_node: &str,
+        secondary_nodes: Vec<&str>,
+        replication_mode: ReplicationMode,
     ) -> Result<()>;
+}
+
+impl<T: Message + Send + Sync + 'static> ReplicatedQueue<T> for ReplicatedQueueImpl<T> {
+    fn configure_replication(
+        &mut self,
+        primary_node: &str,
+        secondary_nodes: Vec<&str>,
+        replication_mode: ReplicationMode,
+    ) -> Result<()> {
+        let options = PrimaryOptions::new(primary_node, Vec::new(), replication_mode);
+        self.configure_replication_with(primary_node, &secondary_nodes, options)
+    }
+}
+
+impl<T: Message + Send + Sync + 'static> ReplicatedQueueImpl<T> {
+    /// [`ReplicatedQueue::configure_replication`] with every option of [`PrimaryOptions`]
+    /// (acknowledgement timeout, required acknowledgements, frame size, ...); the node name and
+    /// the replicas come from `primary_node` and `secondary_nodes`, and `required_acks` is
+    /// capped at the number of secondaries (0 means all of them).
+    ///
+    /// # Errors
+    ///
+    /// As [`ReplicatedQueue::configure_replication`].
+    pub fn configure_replication_with(
+        &mut self,
+        primary_node: &str,
+        secondary_nodes: &[&str],
+        options: PrimaryOptions,
+    ) -> Result<()> {
+        // Stop a previous configuration first (it drains), then start the new one.
+        drop(self.attach(None));
+        let embedded = EmbeddedReplication::start(
+            self.journal().dir.clone(),
+            primary_node,
+            secondary_nodes,
+            options,
+        )?;
+        self.attach(Some(Box::new(embedded)));
+        Ok(())
+    }
 }
 
 /// Parses `host:port` or `name=host:port`.
@@ -53,20 +91,46 @@ pub(crate) fn parse_secondary(s: &str) -> Result<ReplicaAddr> {
     })
 }
 
-/// Replication running on a thread of its own, stopped (and drained) on drop.
+/// Replication of one queue run on a thread of this process (no daemon), stopped (after letting
+/// the replicas catch up) when dropped. [`ReplicatedQueue::configure_replication`] keeps one
+/// with the handle; a [`JournalQueue`](crate::JournalQueue) user keeps it beside the handle:
+///
+/// ```no_run
+/// # use repliq::{JournalQueue, ReplicationMode};
+/// # use repliq::replication::{EmbeddedReplication, PrimaryOptions};
+/// # fn main() -> repliq::Result<()> {
+/// let mut queue = JournalQueue::<String>::new("/var/lib/repliq/orders", 1 << 20)?;
+/// let options = PrimaryOptions::new("node-a", Vec::new(), ReplicationMode::Synchronous);
+/// let _replication =
+///     EmbeddedReplication::start(queue.path(), "node-a", &["node-b=10.0.0.2:31337"], options)?;
+/// queue.enqueue(&"acknowledged by node-b".to_string())?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
-pub(crate) struct Embedded {
+pub struct EmbeddedReplication {
+    dir: PathBuf,
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Embedded {
-    pub(crate) fn start(
-        dir: PathBuf,
+impl EmbeddedReplication {
+    /// Starts replicating the queue in `dir` as node `primary` to `secondaries` (`host:port` or
+    /// `name=host:port`) with `options` (whose `node` and `replicas` are replaced by `primary`
+    /// and `secondaries`; in synchronous mode `required_acks` 0 means all secondaries, and it is
+    /// capped at their number). The policy is published in the queue's meta file before this
+    /// returns, so every producer of the queue obeys it from then on.
+    ///
+    /// # Errors
+    ///
+    /// As [`ReplicatedQueue::configure_replication`].
+    pub fn start(
+        dir: impl AsRef<std::path::Path>,
         primary: &str,
         secondaries: &[&str],
-        mode: ReplicationMode,
-    ) -> Result<Embedded> {
+        mut options: PrimaryOptions,
+    ) -> Result<EmbeddedReplication> {
+        let dir = dir.as_ref().to_path_buf();
         if primary.trim().is_empty() {
             return Err(QueueError::InvalidConfig(
                 "configure_replication: the primary's name must not be empty".into(),
@@ -81,15 +145,24 @@ impl Embedded {
             .iter()
             .map(|s| parse_secondary(s))
             .collect::<Result<Vec<_>>>()?;
-        let options = PrimaryOptions::new(primary, replicas, mode);
-        // Write the state now, so that `enqueue` sees the mode as soon as this returns.
+        // Synchronous: `required_acks` of the secondaries (0, the default, means all of them).
+        options.required_acks = match options.mode {
+            ReplicationMode::Asynchronous => 0,
+            ReplicationMode::Synchronous if options.required_acks == 0 => replicas.len(),
+            ReplicationMode::Synchronous => options.required_acks.min(replicas.len()),
+        };
+        options.node = primary.to_owned();
+        options.replicas = replicas;
+        // Publish the policy now, so that every `enqueue` obeys it as soon as this returns.
         let mut state = super::ReplicationState::load(&dir)?;
         state.check_writable(&dir)?;
-        state.synchronous = mode == ReplicationMode::Synchronous;
+        state.synchronous = options.required_acks > 0;
+        state.required_acks = u32::try_from(options.required_acks).unwrap_or(u32::MAX);
         state.ack_timeout_ms = u64::try_from(options.ack_timeout.as_millis()).unwrap_or(u64::MAX);
         state.primary = Some(primary.to_owned());
         state.store(&dir)?;
 
+        let thread_dir = dir.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -98,52 +171,35 @@ impl Embedded {
         let thread = std::thread::Builder::new()
             .name("repliq-replication".into())
             .spawn(move || {
+                let dir = thread_dir;
                 if let Err(e) = runtime.block_on(run_primary(dir.clone(), options, stop_rx)) {
                     tracing::error!(queue = %dir.display(), error = %e, "replication stopped");
                 }
             })
             .map_err(|e| QueueError::io("starting the replication thread", e))?;
-        Ok(Embedded {
+        Ok(EmbeddedReplication {
+            dir,
             stop,
             thread: Some(thread),
         })
     }
 }
 
-impl Drop for Embedded {
+impl Drop for EmbeddedReplication {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // Replication ended: later producers must not wait for acknowledgements nobody sends.
+        if let Ok(mut state) = super::ReplicationState::load(&self.dir)
+            && state.role == super::Role::Primary
+            && state.synchronous
+        {
+            state.synchronous = false;
+            if let Err(e) = state.store(&self.dir) {
+                tracing::warn!(queue = %self.dir.display(), error = %e, "could not clear the synchronous policy");
+            }
+        }
     }
-}
-
-/// Waits until the replicas acknowledged record `seq` (the primary publishes the k-of-n
-/// acknowledged sequence in the meta file), spinning briefly, then sleeping on its futex.
-///
-/// # Errors
-///
-/// [`QueueError::Replication`] if `timeout` passes first. The record stays written locally.
-pub(crate) fn wait_acked(journal: &Arc<Journal>, seq: u64, timeout: Duration) -> Result<()> {
-    let meta = &journal.meta;
-    let acked = || meta.acked().load(Ordering::Acquire) > seq;
-    if acked() {
-        return Ok(());
-    }
-    let deadline = Instant::now() + timeout;
-    let done = notify::wait_until(
-        meta.ack_notify(),
-        meta.ack_waiters(),
-        Some(deadline),
-        || Ok(acked().then_some(())),
-    )?;
-    done.ok_or_else(|| {
-        QueueError::Replication(format!(
-            "message {seq} of {} is written locally but was not acknowledged by the replicas \
-             within {timeout:?} (acknowledged up to {})",
-            journal.dir.display(),
-            meta.acked().load(Ordering::Acquire)
-        ))
-    })
 }

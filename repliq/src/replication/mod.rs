@@ -29,20 +29,34 @@
 //!   publishes the highest sequence that `required_acks` replicas hold ([`LeaderAction::Acked`]);
 //!   in [`ReplicationMode::Synchronous`] `enqueue` waits for that value to pass its record.
 
+#[cfg(feature = "replication")]
 mod embedded;
 mod follower;
+#[cfg(feature = "replication")]
 pub mod grpc;
 mod leader;
-mod node;
+mod observer;
+#[cfg(feature = "replication")]
+mod options;
+#[cfg(feature = "replication")]
+mod primary;
+#[cfg(feature = "replication")]
+mod replica_service;
 mod state;
 #[cfg(test)]
 mod test;
 
-pub use embedded::ReplicatedQueue;
-pub(crate) use embedded::{Embedded, wait_acked};
+#[cfg(feature = "replication")]
+pub use embedded::{EmbeddedReplication, ReplicatedQueue};
 pub use follower::{Follower, FollowerDecision, Refusal};
 pub use leader::{Leader, LeaderAction, LeaderConfig};
-pub use node::{PrimaryOptions, ReplicaAddr, ReplicaService, run_primary};
+pub use observer::ReplicationObserver;
+#[cfg(feature = "replication")]
+pub use options::{PrimaryOptions, ReplicaAddr};
+#[cfg(feature = "replication")]
+pub use primary::run_primary;
+#[cfg(feature = "replication")]
+pub use replica_service::ReplicaService;
 pub use state::{ReplicationState, Role, STATE_FILE};
 
 /// When `enqueue` returns on a replicated queue.
@@ -58,14 +72,7 @@ pub enum ReplicationMode {
 /// The name of a node (its `NODE_NAME`).
 pub type NodeId = String;
 
-/// A committed record as replication sees it: its sequence number and checksum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RecordId {
-    /// The record's dense sequence number.
-    pub seq: u64,
-    /// crc32c of the record, as stored in its header.
-    pub crc: u32,
-}
+pub use crate::journal::replica::RecordId;
 
 /// The header of a frame: a batch of consecutive committed records of one epoch. The bytes of
 /// the records travel beside it, unchanged.

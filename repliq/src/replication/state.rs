@@ -9,25 +9,15 @@
 //! into the meta file's epoch word for `repliq inspect`.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::Journal;
-use crate::{QueueError, Result};
+pub use crate::journal::Role;
+use crate::journal::{Journal, Policy};
+use crate::{QueueError, ReplicationError, Result};
 
 /// The state file's name inside a queue directory.
 pub const STATE_FILE: &str = "replication.json";
-
-/// Whether this node writes the queue or follows another node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Producers on this node write the queue; it is streamed to replicas.
-    Primary,
-    /// The queue is a read-only copy of another node's.
-    Replica,
-}
 
 /// The replication state of one queue on one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +38,10 @@ pub struct ReplicationState {
     /// How long a synchronous `enqueue` waits for acknowledgements.
     #[serde(default = "default_ack_timeout_ms")]
     pub ack_timeout_ms: u64,
+    /// How many replicas must acknowledge a message in synchronous mode (0: not known, read as
+    /// 1 when `synchronous`).
+    #[serde(default)]
+    pub required_acks: u32,
 }
 
 fn default_ack_timeout_ms() -> u64 {
@@ -63,6 +57,7 @@ impl Default for ReplicationState {
             primary: None,
             synchronous: false,
             ack_timeout_ms: default_ack_timeout_ms(),
+            required_acks: 0,
         }
     }
 }
@@ -86,12 +81,30 @@ impl ReplicationState {
         }
     }
 
-    /// Replaces the state file atomically.
+    /// Replaces the state file atomically, then publishes the policy in the queue's meta file
+    /// (if the queue exists), where every producer handle reads it on each `enqueue`.
     ///
     /// # Errors
     ///
-    /// [`QueueError::Io`] if it cannot be written.
+    /// [`QueueError::Io`] if it cannot be written; errors opening the meta file.
     pub fn store(&self, dir: &Path) -> Result<()> {
+        if self.role == Role::Replica {
+            // A demotion fences local producers before anything else.
+            self.publish(dir)?;
+        }
+        self.write_file(dir)?;
+        self.publish(dir)
+    }
+
+    fn publish(&self, dir: &Path) -> Result<()> {
+        if dir.join(crate::journal::format::META_FILE).exists() {
+            let journal = Journal::open(dir, false)?;
+            self.mirror(&journal);
+        }
+        Ok(())
+    }
+
+    fn write_file(&self, dir: &Path) -> Result<()> {
         let path = dir.join(STATE_FILE);
         let tmp = dir.join(format!(".{STATE_FILE}.{}", std::process::id()));
         let io = |e| QueueError::io(format!("writing {}", path.display()), e);
@@ -110,24 +123,32 @@ impl ReplicationState {
     ///
     /// # Errors
     ///
-    /// [`QueueError::Replication`] naming the primary if it is a replica.
+    /// [`ReplicationError::ReadOnlyReplica`] naming the primary if it is a replica.
     pub fn check_writable(&self, dir: &Path) -> Result<()> {
         match self.role {
             Role::Primary => Ok(()),
-            Role::Replica => Err(QueueError::Replication(format!(
-                "{} is a read-only replica of {} (epoch {}): write to the primary, or promote                  this replica with `repliq promote`",
-                dir.display(),
-                self.primary.as_deref().unwrap_or("another node"),
-                self.epoch
-            ))),
+            Role::Replica => Err(ReplicationError::ReadOnlyReplica {
+                path: dir.to_path_buf(),
+                primary: self.primary.clone(),
+                epoch: self.epoch,
+            }
+            .into()),
         }
     }
 
-    /// How long producers wait for acknowledgements, if the queue replicates synchronously.
-    #[must_use]
-    pub fn ack_timeout(&self) -> Option<std::time::Duration> {
-        (self.role == Role::Primary && self.synchronous)
-            .then(|| std::time::Duration::from_millis(self.ack_timeout_ms))
+    /// The policy producers obey, as published in the meta file.
+    pub(crate) fn policy(&self) -> Policy {
+        let required_acks = if self.role == Role::Primary && self.synchronous {
+            self.required_acks.max(1)
+        } else {
+            0
+        };
+        Policy {
+            role: self.role,
+            epoch: self.epoch.max(1),
+            required_acks,
+            ack_timeout: std::time::Duration::from_millis(self.ack_timeout_ms.max(1)),
+        }
     }
 
     /// Makes the replica in `dir` the primary of a new epoch, which begins at the next sequence
@@ -141,7 +162,7 @@ impl ReplicationState {
     pub fn promote(dir: &Path) -> Result<ReplicationState> {
         let current = ReplicationState::load(dir)?;
         if current.role == Role::Primary {
-            return Err(QueueError::Replication(format!(
+            return Err(QueueError::protocol(format!(
                 "{} is already the primary of epoch {}",
                 dir.display(),
                 current.epoch
@@ -161,7 +182,8 @@ impl ReplicationState {
         Ok(state)
     }
 
+    /// Publishes this state's policy in the meta file of the open `journal`.
     pub(crate) fn mirror(&self, journal: &Journal) {
-        journal.epoch_word().store(self.epoch, Ordering::Release);
+        self.policy().store(&journal.meta);
     }
 }

@@ -5,7 +5,10 @@
 
 mod support;
 
-use repliq::{JournalQueue, PersistentQueue, QueueError, ReplicatedQueue, ReplicationMode};
+use repliq::{
+    JournalQueue, PersistentQueue, QueueError, ReplicatedQueue, ReplicatedQueueImpl,
+    ReplicationError, ReplicationMode,
+};
 use support::{Daemon, free_port, held};
 
 #[repliq::message(name = "test.Order")]
@@ -24,29 +27,37 @@ fn synchronous_enqueue_returns_only_when_every_replica_holds_the_message() {
     c.start();
     let holds = |d: &Daemon, seq: u64| held(&d.root.join("orders")) > seq;
     let primary_dir = dir.path().join("a").join("orders");
-    let mut q = JournalQueue::<Order>::new(&primary_dir, 10_000).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The seed's API: an async handle, replicated from this process.
+    let mut q = ReplicatedQueueImpl::<Order>::new(&primary_dir, 10_000).unwrap();
+    // A synchronous handle opened before replication was configured obeys it too.
+    let mut early = JournalQueue::<Order>::open(&primary_dir).unwrap();
 
     // Bad configurations are refused with a clear error.
     let err = q
-        .configure_replication("a", &["nowhere"], ReplicationMode::Synchronous)
+        .configure_replication("a", vec!["nowhere"], ReplicationMode::Synchronous)
         .unwrap_err();
     assert!(
         matches!(&err, QueueError::InvalidConfig(m) if m.contains("`nowhere`")),
         "{err}"
     );
     let err = q
-        .configure_replication("a", &[], ReplicationMode::Synchronous)
+        .configure_replication("a", vec![], ReplicationMode::Synchronous)
         .unwrap_err();
     assert!(matches!(err, QueueError::InvalidConfig(_)));
 
-    q.configure_replication(
-        "a",
-        &[&b.secondary(), &c.secondary()],
-        ReplicationMode::Synchronous,
-    )
-    .unwrap();
+    let (sb, sc) = (b.secondary(), c.secondary());
+    q.configure_replication("a", vec![&sb, &sc], ReplicationMode::Synchronous)
+        .unwrap();
     for id in 0..200 {
-        let seq = q.enqueue(&Order { id, qty: 1 }).unwrap();
+        let seq = if id % 2 == 0 {
+            rt.block_on(q.enqueue_ref(&Order { id, qty: 1 })).unwrap()
+        } else {
+            early.enqueue(&Order { id, qty: 1 }).unwrap()
+        };
         assert!(
             holds(&b, seq) && holds(&c, seq),
             "message {seq} acknowledged before both replicas hold it"
@@ -57,16 +68,24 @@ fn synchronous_enqueue_returns_only_when_every_replica_holds_the_message() {
     let mut on_replica = JournalQueue::<Order>::open(b.root.join("orders")).unwrap();
     let err = on_replica.enqueue(&Order { id: 0, qty: 0 }).unwrap_err();
     assert!(
-        matches!(&err, QueueError::Replication(m) if m.contains("read-only replica of a")),
+        matches!(
+            &err,
+            QueueError::Replication(ReplicationError::ReadOnlyReplica { .. })
+        ),
         "{err}"
     );
     assert_eq!(on_replica.dequeue().unwrap(), Some(Order { id: 0, qty: 1 }));
 
     // One of the two required replicas down: no false acknowledgement.
     b.kill9();
-    let err = q.enqueue(&Order { id: 200, qty: 1 }).unwrap_err();
+    let err = rt
+        .block_on(q.enqueue(Order { id: 200, qty: 1 }))
+        .unwrap_err();
     assert!(
-        matches!(&err, QueueError::Replication(m) if m.contains("not acknowledged")),
+        matches!(
+            &err,
+            QueueError::Replication(ReplicationError::AckTimeout { seq: 200, .. })
+        ),
         "{err}"
     );
     assert!(!holds(&b, 200));
@@ -74,7 +93,14 @@ fn synchronous_enqueue_returns_only_when_every_replica_holds_the_message() {
 
     // The replica comes back, catches up, and acknowledgements flow again.
     b.start();
-    let seq = q.enqueue(&Order { id: 201, qty: 1 }).unwrap();
+    let seq = rt
+        .block_on(q.enqueue_ref(&Order { id: 201, qty: 1 }))
+        .unwrap();
     assert_eq!(seq, 201);
     assert!(holds(&b, 201) && holds(&c, 201));
+
+    // Replication ends with the handle: later producers no longer wait for acknowledgements.
+    drop(q);
+    c.kill9();
+    assert_eq!(early.enqueue(&Order { id: 202, qty: 1 }).unwrap(), 202);
 }

@@ -1,11 +1,11 @@
 //! `repliqd`, the repliq node daemon: replicates the queues under its persistence path and
-//! serves `/metrics`, `/healthz` and `/readyz`. See `repliq::server`.
+//! serves `/metrics`, `/healthz` and `/readyz`. See the `repliqd` library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use repliq::server::{self, Config};
+use repliqd::{self as server, Config};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::{QueueError, ReplicationMode};
+use repliq::{QueueError, ReplicationMode};
 
 /// The default gRPC port of `repliqd`.
 pub const DEFAULT_GRPC_PORT: u16 = 31337;
@@ -152,7 +152,7 @@ fn default_grace() -> u64 {
 mod mode {
     use serde::{Deserialize, Deserializer};
 
-    use crate::ReplicationMode;
+    use repliq::ReplicationMode;
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,

@@ -40,6 +40,33 @@ pub struct ReplicationMetrics {
     pub ack_latency_seconds: Family<ReplicaLabels, Histogram, fn() -> Histogram>,
 }
 
+impl repliq::replication::ReplicationObserver for ReplicationMetrics {
+    fn acked_records(&self, queue: &str, replica: &str, records: u64) {
+        self.replicated_records
+            .get_or_create(&replica_labels(queue, replica))
+            .inc_by(records);
+    }
+    fn ack_latency(&self, queue: &str, replica: &str, latency: std::time::Duration) {
+        self.ack_latency_seconds
+            .get_or_create(&replica_labels(queue, replica))
+            .observe(latency.as_secs_f64());
+    }
+    fn sent_bytes(&self, queue: &str, replica: &str, bytes: u64) {
+        self.replicated_bytes
+            .get_or_create(&replica_labels(queue, replica))
+            .inc_by(bytes);
+    }
+    fn lag(&self, queue: &str, replica: &str, records: u64, age: std::time::Duration) {
+        let labels = replica_labels(queue, replica);
+        self.lag_records
+            .get_or_create(&labels)
+            .set(i64::try_from(records).unwrap_or(i64::MAX));
+        self.lag_seconds
+            .get_or_create(&labels)
+            .set(age.as_secs_f64());
+    }
+}
+
 fn ack_latency_histogram() -> Histogram {
     // 50 µs to ~1.6 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -142,7 +169,7 @@ fn sample_queues(root: &Path) -> Vec<QueueSample> {
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let dir = entry.path();
-        let Ok(info) = crate::inspect(&dir) else {
+        let Ok(info) = repliq::inspect(&dir) else {
             continue;
         };
         let disk_bytes = std::fs::read_dir(&dir)

@@ -1,8 +1,8 @@
-//! The library half of the `repliqd` node daemon: [`run`] serves gRPC (replication) and HTTP
+//! `repliqd`, the repliq node daemon, as a library (the `repliqd` binary is a thin main over it): [`run`] serves gRPC (replication) and HTTP
 //! (`/metrics`, `/healthz`, `/readyz`) until its shutdown future completes, then drains.
 
 pub mod config;
-pub mod http;
+mod http;
 pub mod metrics;
 
 use std::future::Future;
@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 pub use config::Config;
 use tokio::net::TcpListener;
 
-use crate::QueueError;
-use crate::replication::{
+use repliq::QueueError;
+use repliq::replication::{
     PrimaryOptions, ReplicaAddr, ReplicaService, ReplicationState, Role, run_primary,
 };
 
@@ -101,7 +101,7 @@ pub async fn run(
     let _ = primaries.await;
     match grpc_task.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(QueueError::Replication(format!("serving gRPC: {e}"))),
+        Ok(Err(e)) => return Err(QueueError::Other(format!("serving gRPC: {e}"))),
         Err(e) => return Err(QueueError::Other(format!("the gRPC task failed: {e}"))),
     }
     match http_task.await {
@@ -161,7 +161,7 @@ async fn run_primaries(
             options.required_acks = config.required_acks();
             options.drain_timeout =
                 std::time::Duration::from_millis(config.server.shutdown_grace_ms);
-            options.metrics = Some(metrics.clone());
+            options.observer = Some(Arc::new(metrics.clone()));
             tracing::info!(queue = %dir.display(), replicas = peers.len(), "replicating");
             let task = tokio::spawn(run_primary(dir.clone(), options, stop.clone()));
             running.insert(dir, task);

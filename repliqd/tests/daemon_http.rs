@@ -4,7 +4,6 @@
 
 mod support;
 
-use repliq::PersistentQueue;
 use support::{Daemon, http_get, metric, repliqd};
 
 #[repliq::message(name = "test.Ping")]

@@ -1,91 +1,25 @@
-//! Replication over gRPC: [`run_primary`] streams one queue from this node to its replicas, and
-//! [`ReplicaService`] hosts replicas of other nodes' queues. Both are thin adapters around the
-//! I/O-free [`Leader`] and [`Follower`]: they translate gRPC messages into state-machine events
-//! and carry out the actions with the journal's byte-level access (`journal::replica`).
+//! The primary side of replication over gRPC: [`run_primary`] streams one queue from this node to
+//! its replicas. A thin adapter around the I/O-free [`Leader`]: it turns gRPC messages and journal
+//! commits into events and carries out the leader's actions with the journal's byte access
+//! (`journal::replica`).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
 
 use super::grpc::proto::replication_client::ReplicationClient;
-use super::grpc::proto::replication_server::Replication;
-use super::grpc::proto::{
-    self, Ack, Frame, Hello, PrimaryMessage, Refused, ReplicaMessage, Subscribe, primary_message,
-    refused, replica_message,
-};
+use super::grpc::proto::{Frame, Hello, PrimaryMessage, primary_message, refused, replica_message};
 use super::state::{ReplicationState, Role};
-use super::{
-    FollowerDecision, FrameHeader, Leader, LeaderAction, LeaderConfig, Refusal, ReplicationMode,
-};
-use crate::journal::meta::MetaConfig;
-use crate::journal::replica::{ByteSink, ByteSource, frame_records, move_aside_from};
+use super::{Leader, LeaderAction, LeaderConfig, PrimaryOptions, ReplicaAddr, ReplicationMode};
+use crate::journal::replica::ByteSource;
 use crate::journal::{Journal, Reader, notify};
-use crate::server::metrics::{ReplicationMetrics, replica_labels};
-use crate::{QueueError, Result};
-
-/// A replica of a queue: a node name and its gRPC address (`host:port`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaAddr {
-    /// The replica's node name.
-    pub name: String,
-    /// Its gRPC address.
-    pub address: String,
-}
-
-/// How the primary side replicates one queue.
-#[derive(Debug, Clone)]
-pub struct PrimaryOptions {
-    /// This node's name.
-    pub node: String,
-    /// The replicas.
-    pub replicas: Vec<ReplicaAddr>,
-    /// Synchronous or asynchronous.
-    pub mode: ReplicationMode,
-    /// Replicas that must hold a record before it is acknowledged (k of n).
-    pub required_acks: usize,
-    /// Largest frame, in bytes.
-    pub max_frame_bytes: usize,
-    /// Records in flight per replica beyond its acknowledgement.
-    pub window: u64,
-    /// How long a stop waits for replicas to catch up.
-    pub drain_timeout: Duration,
-    /// How long a synchronous `enqueue` waits for the acknowledgements before it returns
-    /// [`QueueError::Replication`].
-    pub ack_timeout: Duration,
-    /// Metrics to update, if any.
-    pub metrics: Option<ReplicationMetrics>,
-}
-
-impl PrimaryOptions {
-    /// Options with defaults: 256 KiB frames, a window of 65 536 records, all replicas
-    /// acknowledging in synchronous mode.
-    #[must_use]
-    pub fn new(node: impl Into<String>, replicas: Vec<ReplicaAddr>, mode: ReplicationMode) -> Self {
-        let required_acks = match mode {
-            ReplicationMode::Synchronous => replicas.len(),
-            ReplicationMode::Asynchronous => 0,
-        };
-        PrimaryOptions {
-            node: node.into(),
-            replicas,
-            mode,
-            required_acks,
-            max_frame_bytes: 256 << 10,
-            window: 1 << 16,
-            drain_timeout: Duration::from_secs(5),
-            ack_timeout: Duration::from_secs(5),
-            metrics: None,
-        }
-    }
-}
+use crate::{QueueError, ReplicationError, Result};
 
 enum Event {
     Committed(u64),
@@ -175,7 +109,7 @@ pub async fn run_primary(
         .unwrap_or_default();
     let mut state = ReplicationState::load(&dir)?;
     if state.role != Role::Primary {
-        return Err(QueueError::Replication(format!(
+        return Err(QueueError::protocol(format!(
             "{} is a replica of {} (epoch {}); promote it before writing",
             dir.display(),
             state.primary.as_deref().unwrap_or("another node"),
@@ -267,22 +201,17 @@ pub async fn run_primary(
                 epoch,
                 next_seq,
             }) => {
-                if let (Some(link), Some(m)) = (links.get_mut(&name), &options.metrics) {
-                    let labels = replica_labels(&queue, &name);
+                if let (Some(link), Some(m)) = (links.get_mut(&name), &options.observer) {
                     let now = Instant::now();
                     while let Some(&(last, sent)) = link.inflight.front() {
                         if last >= next_seq {
                             break;
                         }
-                        m.ack_latency_seconds
-                            .get_or_create(&labels)
-                            .observe(now.duration_since(sent).as_secs_f64());
+                        m.ack_latency(&queue, &name, now.duration_since(sent));
                         link.inflight.pop_front();
                     }
                     if next_seq > link.acked {
-                        m.replicated_records
-                            .get_or_create(&labels)
-                            .inc_by(next_seq - link.acked);
+                        m.acked_records(&queue, &name, next_seq - link.acked);
                         link.acked = next_seq;
                     }
                 }
@@ -299,19 +228,17 @@ pub async fn run_primary(
         {
             break Err(e);
         }
-        if let Some(m) = &options.metrics {
+        if let Some(m) = &options.observer {
             let now = Instant::now();
             for (name, lag) in leader.lag() {
-                let labels = replica_labels(&queue, &name);
-                m.lag_records.get_or_create(&labels).set(lag as i64);
-                // Seconds: how long the oldest frame the replica has not acknowledged has been
-                // on its way (0 when it holds everything).
+                // Age: how long the oldest frame the replica has not acknowledged has been on
+                // its way (zero when it holds everything).
                 let age = links
                     .get(&name)
                     .and_then(|l| l.inflight.front())
                     .filter(|_| lag > 0)
-                    .map_or(0.0, |&(_, sent)| now.duration_since(sent).as_secs_f64());
-                m.lag_seconds.get_or_create(&labels).set(age);
+                    .map_or(Duration::ZERO, |&(_, sent)| now.duration_since(sent));
+                m.lag(&queue, &name, lag, age);
             }
         }
         if let Some(deadline) = stopping {
@@ -367,10 +294,8 @@ async fn execute(
                     else {
                         break;
                     };
-                    if let Some(m) = &options.metrics {
-                        m.replicated_bytes
-                            .get_or_create(&replica_labels(queue, &node))
-                            .inc_by(raw.bytes.len() as u64);
+                    if let Some(m) = &options.observer {
+                        m.sent_bytes(queue, &node, raw.bytes.len() as u64);
                     }
                     let first_seq = raw.records.first().map_or(source.next_seq(), |r| r.seq);
                     if let Some(last) = raw.records.last() {
@@ -409,7 +334,7 @@ async fn execute(
                 state.synchronous = false;
                 state.primary = None;
                 state.store(&journal.dir)?;
-                return Err(QueueError::Replication(format!(
+                return Err(QueueError::protocol(format!(
                     "{}: a replica has seen epoch {epoch}; this node is no longer the primary",
                     journal.dir.display()
                 )));
@@ -473,10 +398,10 @@ async fn connect_once(
     events: &mpsc::Sender<Event>,
 ) -> Result<()> {
     let err = |what: &str, e: &dyn std::fmt::Display| {
-        QueueError::Replication(format!(
-            "{} ({}): {what}: {e}",
-            replica.name, replica.address
-        ))
+        QueueError::Replication(ReplicationError::PeerUnreachable {
+            peer: format!("{} ({})", replica.name, replica.address),
+            reason: format!("{what}: {e}"),
+        })
     };
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", replica.address))
         .map_err(|e| err("bad address", &e))?
@@ -536,320 +461,17 @@ async fn connect_once(
                         })
                         .await;
                 }
-                return Err(QueueError::Replication(format!(
+                return Err(QueueError::protocol(format!(
                     "{} refused: {}",
                     replica.name, r.detail
                 )));
             }
             other => {
-                return Err(QueueError::Replication(format!(
+                return Err(QueueError::protocol(format!(
                     "{}: unexpected message {other:?}",
                     replica.name
                 )));
             }
         }
     }
-}
-
-/// The gRPC service that hosts replicas of other nodes' queues under one directory.
-#[derive(Debug, Clone)]
-pub struct ReplicaService {
-    root: PathBuf,
-}
-
-impl ReplicaService {
-    /// Hosts replicas under `root` (one sub-directory per queue).
-    #[must_use]
-    pub fn new(root: PathBuf) -> Self {
-        ReplicaService { root }
-    }
-
-    /// The tonic server for this service.
-    #[must_use]
-    pub fn into_server(self) -> proto::replication_server::ReplicationServer<ReplicaService> {
-        proto::replication_server::ReplicationServer::new(self)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
-    }
-}
-
-type ReplyTx = mpsc::Sender<std::result::Result<ReplicaMessage, Status>>;
-
-#[tonic::async_trait]
-impl Replication for ReplicaService {
-    type ReplicateStream = ReceiverStream<std::result::Result<ReplicaMessage, Status>>;
-
-    async fn replicate(
-        &self,
-        request: Request<Streaming<PrimaryMessage>>,
-    ) -> std::result::Result<Response<Self::ReplicateStream>, Status> {
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(64);
-        let root = self.root.clone();
-        tokio::spawn(async move {
-            if let Err((reason, detail, epoch, next_seq)) = serve_stream(root, inbound, &tx).await {
-                tracing::warn!(?reason, %detail, "replication stream refused");
-                let refused = Refused {
-                    reason: reason as i32,
-                    detail,
-                    epoch,
-                    next_seq,
-                };
-                let _ = tx
-                    .send(Ok(ReplicaMessage {
-                        kind: Some(replica_message::Kind::Refused(refused)),
-                    }))
-                    .await;
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-}
-
-type Refusing = (refused::Reason, String, u64, u64);
-
-fn storage(e: impl std::fmt::Display) -> Refusing {
-    (refused::Reason::Storage, e.to_string(), 0, 0)
-}
-
-fn valid_queue_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.starts_with('.')
-        && !name.contains(['/', '\\', '\0'])
-}
-
-fn open_replica(
-    root: &Path,
-    hello: &Hello,
-) -> std::result::Result<(Arc<Journal>, PathBuf), Refusing> {
-    if !valid_queue_name(&hello.queue) {
-        return Err((
-            refused::Reason::IncompatibleQueue,
-            format!("invalid queue name {:?}", hello.queue),
-            0,
-            0,
-        ));
-    }
-    let dir = root.join(&hello.queue);
-    let existed = dir.join("queue.meta").exists();
-    let config = MetaConfig {
-        type_name: hello.message_type.clone(),
-        fingerprint: hello.fingerprint,
-        segment_size: hello.segment_size,
-        capacity: hello.capacity,
-        index_interval: hello.index_interval,
-        max_payload: hello.max_payload,
-        lease_ms: 200,
-        created_unix_nanos: 0,
-    };
-    let (journal, _) = Journal::create_or_open(&dir, &config, false).map_err(storage)?;
-    let held = journal.config();
-    if held.fingerprint != config.fingerprint
-        || held.type_name != config.type_name
-        || held.segment_size != config.segment_size
-        || held.index_interval != config.index_interval
-    {
-        return Err((
-            refused::Reason::IncompatibleQueue,
-            format!(
-                "{} holds `{}` (fingerprint {:#018x}, segments of {} bytes), the primary sends \
-                 `{}` (fingerprint {:#018x}, segments of {} bytes)",
-                dir.display(),
-                held.type_name,
-                held.fingerprint,
-                held.segment_size,
-                config.type_name,
-                config.fingerprint,
-                config.segment_size
-            ),
-            0,
-            0,
-        ));
-    }
-    if !existed {
-        // A new replica: it has seen no epoch yet.
-        let state = ReplicationState {
-            role: Role::Replica,
-            epoch: 0,
-            epoch_start: 0,
-            primary: Some(hello.primary.clone()),
-            ..ReplicationState::default()
-        };
-        state.store(&dir).map_err(storage)?;
-    }
-    Ok((journal, dir))
-}
-
-async fn reply(tx: &ReplyTx, kind: replica_message::Kind) -> std::result::Result<(), Refusing> {
-    tx.send(Ok(ReplicaMessage { kind: Some(kind) }))
-        .await
-        .map_err(|_| storage("the primary went away"))
-}
-
-async fn serve_stream(
-    root: PathBuf,
-    mut inbound: Streaming<PrimaryMessage>,
-    tx: &ReplyTx,
-) -> std::result::Result<(), Refusing> {
-    let hello = match inbound.message().await {
-        Ok(Some(PrimaryMessage {
-            kind: Some(primary_message::Kind::Hello(h)),
-        })) => h,
-        Ok(_) => return Err(storage("the stream must start with a Hello")),
-        Err(e) => return Err(storage(e)),
-    };
-    let (journal, dir) = tokio::task::block_in_place(|| open_replica(&root, &hello))?;
-    let mut state = ReplicationState::load(&dir).map_err(storage)?;
-    if state.role == Role::Primary && state.epoch >= hello.epoch {
-        return Err((
-            refused::Reason::StaleEpoch,
-            format!(
-                "{} is primary of epoch {} here; {} sent epoch {}",
-                hello.queue, state.epoch, hello.primary, hello.epoch
-            ),
-            state.epoch,
-            0,
-        ));
-    }
-    let mut sink =
-        tokio::task::block_in_place(|| ByteSink::open(journal.clone())).map_err(storage)?;
-    let mut follower = super::Follower::new(state.epoch, sink.next_seq());
-    reply(
-        tx,
-        replica_message::Kind::Subscribe(Subscribe {
-            epoch: follower.epoch(),
-            next_seq: follower.next_seq(),
-        }),
-    )
-    .await?;
-    let mut ended = false;
-    while !ended {
-        let mut batch = match inbound.message().await {
-            Ok(Some(PrimaryMessage {
-                kind: Some(primary_message::Kind::Frame(f)),
-            })) => vec![f],
-            Ok(None) => return Ok(()),
-            Ok(Some(_)) => return Err(storage("unexpected message after Hello")),
-            Err(e) => return Err(storage(e)),
-        };
-        // Take every frame that has already arrived, so that one msync and one acknowledgement
-        // cover them all (a sync per frame would bound a stream by the disk's sync latency).
-        while batch.len() < 256 {
-            match inbound.message().now_or_never() {
-                None => break,
-                Some(Ok(Some(PrimaryMessage {
-                    kind: Some(primary_message::Kind::Frame(f)),
-                }))) => batch.push(f),
-                Some(Ok(None)) => {
-                    ended = true;
-                    break;
-                }
-                Some(Ok(Some(_))) => return Err(storage("unexpected message after Hello")),
-                Some(Err(e)) => return Err(storage(e)),
-            }
-        }
-        let mut ack = None;
-        let mut refusal = None;
-        for frame in batch {
-            // This node may have been promoted while the stream was open: a newer epoch here fences
-            // the old primary.
-            let here = journal.epoch_word().load(Ordering::Acquire);
-            if here > frame.epoch
-                && ReplicationState::load(&dir).is_ok_and(|s| s.role == Role::Primary)
-            {
-                refusal = Some((
-                    refused::Reason::StaleEpoch,
-                    format!(
-                        "{} was promoted to epoch {here}; frames of epoch {} are refused",
-                        hello.queue, frame.epoch
-                    ),
-                    here,
-                    follower.next_seq(),
-                ));
-                break;
-            }
-            let records = match frame_records(&frame.bytes) {
-                Ok(records) => records,
-                Err(e) => {
-                    refusal = Some((
-                        refused::Reason::Diverged,
-                        format!("malformed frame: {e}"),
-                        follower.epoch(),
-                        follower.next_seq(),
-                    ));
-                    break;
-                }
-            };
-            let header = FrameHeader {
-                epoch: frame.epoch,
-                epoch_start: frame.epoch_start,
-                records,
-            };
-            let decision = follower.on_frame(&header, |s| sink.held_crc(s));
-            match decision {
-                FollowerDecision::Append {
-                    move_aside_from: aside,
-                    ..
-                } => {
-                    let applied = tokio::task::block_in_place(|| -> Result<()> {
-                        if let Some(from) = aside {
-                            let moved = move_aside_from(&journal, from, frame.epoch)?;
-                            tracing::warn!(queue = %hello.queue, from, moved = %moved.display(), "moved an unreplicated suffix aside");
-                            sink = ByteSink::open(journal.clone())?;
-                        }
-                        if state.epoch != frame.epoch || state.role != Role::Replica {
-                            state = ReplicationState {
-                                role: Role::Replica,
-                                epoch: frame.epoch,
-                                epoch_start: frame.epoch_start,
-                                primary: Some(hello.primary.clone()),
-                                ..ReplicationState::default()
-                            };
-                            state.store(&dir)?;
-                            state.mirror(&journal);
-                        }
-                        if !frame.bytes.is_empty() {
-                            sink.apply(
-                                frame.segment_first_seq,
-                                frame.offset as usize,
-                                &frame.bytes,
-                            )?;
-                        }
-                        Ok(())
-                    });
-                    if let Err(e) = applied {
-                        refusal = Some(storage(e));
-                        break;
-                    }
-                    let next_seq = match header.records.last() {
-                        Some(last) => follower.appended(*last),
-                        None => follower.next_seq(),
-                    };
-                    ack = Some((follower.epoch(), next_seq));
-                }
-                FollowerDecision::Duplicate { durable } => {
-                    ack = Some((follower.epoch(), durable));
-                }
-                FollowerDecision::Refuse(r) => {
-                    let reason = match r {
-                        Refusal::StaleEpoch { .. } => refused::Reason::StaleEpoch,
-                        _ => refused::Reason::Diverged,
-                    };
-                    refusal = Some((reason, r.to_string(), follower.epoch(), follower.next_seq()));
-                    break;
-                }
-            }
-        }
-        // Durable before acknowledged, also when a later frame of the batch is refused.
-        tokio::task::block_in_place(|| sink.sync()).map_err(storage)?;
-        if let Some((epoch, next_seq)) = ack {
-            reply(tx, replica_message::Kind::Ack(Ack { epoch, next_seq })).await?;
-        }
-        if let Some(r) = refusal {
-            return Err(r);
-        }
-    }
-    Ok(())
 }

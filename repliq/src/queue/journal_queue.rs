@@ -1,0 +1,462 @@
+//! [`JournalQueue`]: the synchronous handle, with no allocation, lock or system call on its hot
+//! path; and [`ReadGuard`], a message read in place.
+
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::options::check_type;
+use super::{QueueOptions, StartAt, Tailer};
+use crate::journal::{
+    Appender, Durability, Journal, Policy, Reader, RecordRef, Role, cursor, notify,
+};
+use crate::message::check_alignment;
+use crate::{Archived, Message, QueueError, ReplicationError, Result};
+
+/// The synchronous handle on a queue directory of `T` messages, stored in memory-mapped
+/// journal files: the zero-overhead choice for hot loops (no lock, allocation or system call per
+/// message once a segment is mapped). It takes `&mut self`; use one per thread
+/// ([`JournalQueue::try_clone`] shares the consumer name, [`JournalQueue::consumer`] picks
+/// another). For async code, or one handle shared by many tasks, use
+/// [`ReplicatedQueueImpl`](crate::ReplicatedQueueImpl), which wraps it.
+///
+/// ```
+/// use repliq::JournalQueue;
+///
+/// #[repliq::message]
+/// #[derive(Debug, PartialEq)]
+/// struct Greeting {
+///     text: String,
+/// }
+///
+/// # fn main() -> repliq::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("greetings");
+/// let mut queue = JournalQueue::<Greeting>::new(&path, 1024)?;
+/// queue.enqueue(&Greeting { text: "hello".into() })?;
+///
+/// let mut consumer = JournalQueue::<Greeting>::open(&path)?;
+/// assert_eq!(consumer.dequeue()?, Some(Greeting { text: "hello".into() }));
+/// assert_eq!(consumer.dequeue()?, None);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct JournalQueue<T> {
+    journal: Arc<Journal>,
+    options: QueueOptions,
+    appender: Option<Appender>,
+    slot: usize,
+    reader: Option<Reader>,
+    /// The epoch this handle first appended in: a later epoch, or a demotion, fences it.
+    epoch: Option<u64>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Message> JournalQueue<T> {
+    /// Creates the queue at `path` with room for `capacity` unconsumed messages, or opens it if
+    /// it exists (keeping its stored settings). Uses the [`DEFAULT_CONSUMER`] cursor.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::TypeMismatch`] if the queue holds another message type; as
+    /// [`QueueOptions::create`].
+    ///
+    /// [`DEFAULT_CONSUMER`]: super::DEFAULT_CONSUMER
+    pub fn new(path: impl AsRef<Path>, capacity: u64) -> Result<Self> {
+        QueueOptions::new().capacity(capacity).create(path)
+    }
+
+    /// Opens the existing queue at `path` with the [`DEFAULT_CONSUMER`] cursor.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Io`] if it does not exist; [`QueueError::TypeMismatch`]; as
+    /// [`QueueOptions::open`].
+    ///
+    /// [`DEFAULT_CONSUMER`]: super::DEFAULT_CONSUMER
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        QueueOptions::new().open(path)
+    }
+
+    pub(crate) fn from_journal(journal: Arc<Journal>, options: QueueOptions) -> Result<Self> {
+        check_type::<T>(&journal)?;
+        journal.set_delete_consumed(options.delete_consumed);
+        let start = options.start;
+        let slot = {
+            let j = journal.clone();
+            cursor::register(&journal.meta, &options.consumer, move || match start {
+                StartAt::Earliest => j.earliest_seq(),
+                StartAt::Seq(s) => Ok(s),
+                StartAt::Latest => Appender::new(j.clone(), Durability::PageCache)?.next_seq(),
+            })?
+        };
+        Ok(JournalQueue {
+            journal,
+            options,
+            appender: None,
+            slot,
+            reader: None,
+            epoch: None,
+            _type: PhantomData,
+        })
+    }
+
+    /// The queue directory.
+    pub fn path(&self) -> &Path {
+        &self.journal.dir
+    }
+
+    /// The capacity stored in the queue.
+    pub fn capacity(&self) -> u64 {
+        self.journal.config().capacity
+    }
+
+    /// This handle's consumer name.
+    pub fn consumer_name(&self) -> &str {
+        &self.options.consumer
+    }
+
+    /// Another handle on the same queue with the same consumer name (they compete).
+    ///
+    /// # Errors
+    ///
+    /// As [`QueueOptions::open`].
+    pub fn try_clone(&self) -> Result<Self> {
+        JournalQueue::from_journal(self.journal.clone(), self.options.clone())
+    }
+
+    /// Another handle on the same queue consuming as `name` (created at [`StartAt::Earliest`]
+    /// if new): different names each see every message.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::InvalidConfig`] for a bad name or when all consumer slots are used.
+    pub fn consumer(&self, name: &str) -> Result<Self> {
+        let options = self
+            .options
+            .clone()
+            .consumer(name)
+            .start_at(StartAt::Earliest);
+        JournalQueue::from_journal(self.journal.clone(), options)
+    }
+
+    /// Deletes consumer cursor `name`; it no longer holds back capacity. `true` if it existed.
+    pub fn remove_consumer(&self, name: &str) -> bool {
+        cursor::remove(&self.journal.meta, name)
+    }
+
+    fn appender(&mut self) -> Result<&mut Appender> {
+        if self.appender.is_none() {
+            self.appender = Some(Appender::new(
+                self.journal.clone(),
+                self.options.durability,
+            )?);
+        }
+        match self.appender.as_mut() {
+            Some(a) => Ok(a),
+            None => Err(QueueError::Other("appender not initialised".into())),
+        }
+    }
+
+    /// Refuses to write into a replica, and fences a handle whose queue changed epoch or was
+    /// demoted since it first wrote. Read on every append: a few loads.
+    fn check_policy(&mut self, policy: &Policy) -> Result<()> {
+        let replica = policy.role == Role::Replica;
+        match self.epoch {
+            Some(mine) if mine != policy.epoch || replica => Err(ReplicationError::Fenced {
+                path: self.journal.dir.clone(),
+                handle_epoch: mine,
+                epoch: policy.epoch,
+                replica,
+            }
+            .into()),
+            None if replica => Err(ReplicationError::ReadOnlyReplica {
+                path: self.journal.dir.clone(),
+                primary: None,
+                epoch: policy.epoch,
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends `message` under the current replication policy and returns its sequence number
+    /// and, when the queue replicates synchronously, how long to wait for the acknowledgement.
+    pub(crate) fn append(&mut self, message: &T) -> Result<(u64, Option<Duration>)> {
+        let policy = self.journal.policy();
+        self.check_policy(&policy)?;
+        let seq = self
+            .appender()?
+            .append(|slot| crate::message::serialize_into(message, slot))?;
+        self.epoch = Some(policy.epoch);
+        let wait = (policy.required_acks > 0).then_some(policy.ack_timeout);
+        Ok((seq, wait))
+    }
+
+    /// Appends `message`, serialized straight into the mapped segment, and returns its sequence
+    /// number. The replication policy (role, epoch, synchronous or not) is read from the queue's
+    /// meta file on every call, so the handle obeys whatever policy is current.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Full`] if the backlog reached the capacity (nothing is written);
+    /// [`QueueError::Serialization`] if it is larger than the maximum message size;
+    /// [`QueueError::Corrupt`] / [`QueueError::Io`] for damaged files or failed syncs;
+    /// [`QueueError::Replication`] with [`ReplicationError::ReadOnlyReplica`] if the queue is a
+    /// replica here, [`ReplicationError::Fenced`] if this handle wrote in an earlier epoch, or
+    /// [`ReplicationError::AckTimeout`] if the queue replicates synchronously and the replicas
+    /// did not acknowledge the message in time (it *is* written locally and will still be
+    /// replicated; it is just not acknowledged).
+    pub fn enqueue(&mut self, message: &T) -> Result<u64> {
+        let (seq, wait) = self.append(message)?;
+        if let Some(timeout) = wait {
+            crate::journal::wait_acked(&self.journal, seq, timeout)?;
+        }
+        Ok(seq)
+    }
+
+    /// Like [`JournalQueue::enqueue`], but waits while the queue is full, up to `timeout`
+    /// (`None`: forever). Sleeps on a futex that consumers signal.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Full`] if there is still no room at the deadline; as `enqueue`.
+    pub fn enqueue_wait(&mut self, message: &T, timeout: Option<Duration>) -> Result<u64> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let journal = self.journal.clone();
+        let result = notify::wait_until(
+            journal.meta.space_notify(),
+            journal.meta.space_waiters(),
+            deadline,
+            || match self.enqueue(message) {
+                Ok(seq) => Ok(Some(seq)),
+                Err(QueueError::Full { .. }) => Ok(None),
+                Err(e) => Err(e),
+            },
+        )?;
+        result.ok_or(QueueError::Full {
+            capacity: self.capacity(),
+        })
+    }
+
+    /// Syncs everything this handle wrote to disk (`msync`), whatever the durability mode.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Io`] if the sync fails.
+    pub fn flush(&mut self) -> Result<()> {
+        match self.appender.as_mut() {
+            Some(a) => a.flush(),
+            None => self.journal.meta.flush(),
+        }
+    }
+
+    /// Messages written but not yet consumed by this handle's consumer.
+    ///
+    /// # Errors
+    ///
+    /// I/O and corruption errors while finding the tail.
+    pub fn backlog(&mut self) -> Result<u64> {
+        let next = self.appender()?.next_seq()?;
+        Ok(next.saturating_sub(self.cursor_value()))
+    }
+
+    fn cursor_value(&self) -> u64 {
+        self.journal.meta.load_cursor(self.slot)
+    }
+
+    /// The record at this handle's cursor, if committed. Positions the reader first.
+    fn next_record(&mut self) -> Result<Option<(u64, RecordRef)>> {
+        let at = self.cursor_value();
+        let reader = match self.reader.as_mut() {
+            Some(r) => r,
+            None => {
+                let r = Reader::at(self.journal.clone(), at, self.options.verify_checksums)?;
+                self.reader.insert(r)
+            }
+        };
+        if reader.seq() != at && !reader.skip_to(at)? {
+            return Ok(None);
+        }
+        if reader.seq() != at {
+            return Ok(None);
+        }
+        Ok(reader.peek()?.map(|rec| (at, rec)))
+    }
+
+    /// Moves the cursor past `seq`. `false` if another handle of the same name did first.
+    fn claim(&mut self, seq: u64, rec: &RecordRef) -> bool {
+        let ok = cursor::claim(self.journal.meta.cursor_next(self.slot), seq).is_ok();
+        if ok {
+            if let Some(r) = self.reader.as_mut() {
+                r.advance(rec);
+            }
+            let meta = &self.journal.meta;
+            notify::wake(meta.space_notify(), meta.space_waiters());
+        }
+        ok
+    }
+
+    /// Takes the next message for this handle's consumer name; `Ok(None)` if there is none.
+    /// The message is copied out (deserialized) before the cursor moves.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Corrupt`] for a damaged record (naming file and offset),
+    /// [`QueueError::Deserialization`] for bytes that are not a valid `T`.
+    pub fn dequeue(&mut self) -> Result<Option<T>> {
+        loop {
+            let Some((seq, rec)) = self.next_record()? else {
+                return Ok(None);
+            };
+            let value = crate::deserialize::<T>(crate::access::<T>(rec.payload())?)?;
+            if self.claim(seq, &rec) {
+                return Ok(Some(value));
+            }
+        }
+    }
+
+    /// Waits up to `timeout` (`None`: forever) for the next message: spins briefly, then sleeps
+    /// on a futex that producers in any process wake.
+    ///
+    /// # Errors
+    ///
+    /// As [`JournalQueue::dequeue`]. A timeout is `Ok(None)`.
+    pub fn dequeue_wait(&mut self, timeout: Option<Duration>) -> Result<Option<T>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let journal = self.journal.clone();
+        notify::wait_until(
+            journal.meta.data_notify(),
+            journal.meta.data_waiters(),
+            deadline,
+            || self.dequeue(),
+        )
+    }
+
+    /// Zero-copy consume: runs `f` on the next message in place (validated) and then moves the
+    /// cursor. `Ok(None)` if there is no message. See the module docs for the guarantee.
+    ///
+    /// # Errors
+    ///
+    /// As [`JournalQueue::dequeue`].
+    pub fn read<R>(&mut self, mut f: impl FnMut(&Archived<T>) -> R) -> Result<Option<R>> {
+        loop {
+            let Some((seq, rec)) = self.next_record()? else {
+                return Ok(None);
+            };
+            let r = f(crate::access::<T>(rec.payload())?);
+            if self.claim(seq, &rec) {
+                return Ok(Some(r));
+            }
+            // Another handle with the same name took it first: `f` saw a message this handle
+            // does not get. Go on with the next one.
+        }
+    }
+
+    /// Unchecked zero-copy consume: runs `f` on the next message's raw bytes (16-byte aligned,
+    /// exactly the archived message) and then moves the cursor. Use it with
+    /// [`access_unchecked`](crate::access_unchecked) to skip validation.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Corrupt`] for damaged records.
+    pub fn read_bytes<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        let Some((seq, rec)) = self.next_record()? else {
+            return Ok(None);
+        };
+        check_alignment::<T>(rec.payload())?;
+        let r = f(rec.payload());
+        if self.claim(seq, &rec) {
+            Ok(Some(r))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The next message in place, without consuming it: the guard derefs to `&Archived<T>`;
+    /// [`ReadGuard::commit`] consumes it, dropping the guard leaves it in the queue.
+    ///
+    /// # Errors
+    ///
+    /// As [`JournalQueue::dequeue`].
+    pub fn peek(&mut self) -> Result<Option<ReadGuard<'_, T>>> {
+        let Some((seq, rec)) = self.next_record()? else {
+            return Ok(None);
+        };
+        crate::access::<T>(rec.payload())?;
+        Ok(Some(ReadGuard {
+            queue: self,
+            seq,
+            rec,
+        }))
+    }
+
+    /// A reader of this queue that is not a consumer (holds nothing back).
+    ///
+    /// # Errors
+    ///
+    /// I/O and corruption errors.
+    pub fn tailer(&self, start: StartAt) -> Result<Tailer<T>> {
+        Tailer::new(self.journal.clone(), start, self.options.verify_checksums)
+    }
+
+    /// Deletes whole segment files that every consumer cursor has passed. Returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Io`] if a file cannot be deleted.
+    pub fn purge_consumed(&self) -> Result<usize> {
+        self.journal.purge_consumed()
+    }
+
+    pub(crate) fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// A condition that turns true when a record may have been committed at this handle's
+    /// position (for async waits).
+    pub(crate) fn data_ready(&self) -> crate::journal::ReadyFn {
+        match self.reader.as_ref().map(Reader::probe) {
+            Some(probe) => Box::new(move || probe.changed()),
+            None => Box::new(|| false),
+        }
+    }
+}
+
+/// A message in place, returned by [`JournalQueue::peek`].
+#[derive(Debug)]
+pub struct ReadGuard<'a, T: Message> {
+    queue: &'a mut JournalQueue<T>,
+    seq: u64,
+    rec: RecordRef,
+}
+
+impl<T: Message> ReadGuard<'_, T> {
+    /// The message's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// The archived message, straight from the mapping.
+    pub fn get(&self) -> &Archived<T> {
+        // Validated when the guard was made; the committed bytes never change. Validate again
+        // rather than trusting that, since it is cheap and keeps this path free of `unsafe`.
+        match crate::access::<T>(self.rec.payload()) {
+            Ok(a) => a,
+            Err(_) => unreachable!("bytes validated at peek and never written again"),
+        }
+    }
+    /// Consumes the message (moves the cursor). `false` if another handle with the same
+    /// consumer name took it first.
+    pub fn commit(self) -> bool {
+        self.queue.claim(self.seq, &self.rec)
+    }
+}
+
+impl<T: Message> std::ops::Deref for ReadGuard<'_, T> {
+    type Target = Archived<T>;
+    fn deref(&self) -> &Archived<T> {
+        self.get()
+    }
+}

@@ -1,0 +1,336 @@
+//! The replica side of replication over gRPC: [`ReplicaService`] hosts replicas of other nodes'
+//! queues under one directory. A thin adapter around the I/O-free [`Follower`]: frames go in,
+//! the journal's byte sink (`journal::replica`) applies them, acknowledgements come out.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::grpc::proto::replication_server::Replication;
+use super::grpc::proto::{
+    self, Ack, Hello, PrimaryMessage, Refused, ReplicaMessage, Subscribe, primary_message, refused,
+    replica_message,
+};
+use super::state::{ReplicationState, Role};
+use super::{FollowerDecision, FrameHeader, Refusal};
+use crate::Result;
+use crate::journal::Journal;
+use crate::journal::meta::MetaConfig;
+use crate::journal::replica::{ByteSink, frame_records, move_aside_from};
+/// The gRPC service that hosts replicas of other nodes' queues under one directory.
+#[derive(Debug, Clone)]
+pub struct ReplicaService {
+    root: PathBuf,
+}
+
+impl ReplicaService {
+    /// Hosts replicas under `root` (one sub-directory per queue).
+    #[must_use]
+    pub fn new(root: PathBuf) -> Self {
+        ReplicaService { root }
+    }
+
+    /// The tonic server for this service.
+    #[must_use]
+    pub fn into_server(self) -> proto::replication_server::ReplicationServer<ReplicaService> {
+        proto::replication_server::ReplicationServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+}
+
+type ReplyTx = mpsc::Sender<std::result::Result<ReplicaMessage, Status>>;
+
+#[tonic::async_trait]
+impl Replication for ReplicaService {
+    type ReplicateStream = ReceiverStream<std::result::Result<ReplicaMessage, Status>>;
+
+    async fn replicate(
+        &self,
+        request: Request<Streaming<PrimaryMessage>>,
+    ) -> std::result::Result<Response<Self::ReplicateStream>, Status> {
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let root = self.root.clone();
+        tokio::spawn(async move {
+            if let Err((reason, detail, epoch, next_seq)) = serve_stream(root, inbound, &tx).await {
+                tracing::warn!(?reason, %detail, "replication stream refused");
+                let refused = Refused {
+                    reason: reason as i32,
+                    detail,
+                    epoch,
+                    next_seq,
+                };
+                let _ = tx
+                    .send(Ok(ReplicaMessage {
+                        kind: Some(replica_message::Kind::Refused(refused)),
+                    }))
+                    .await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+type Refusing = (refused::Reason, String, u64, u64);
+
+fn storage(e: impl std::fmt::Display) -> Refusing {
+    (refused::Reason::Storage, e.to_string(), 0, 0)
+}
+
+fn valid_queue_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '\0'])
+}
+
+fn open_replica(
+    root: &Path,
+    hello: &Hello,
+) -> std::result::Result<(Arc<Journal>, PathBuf), Refusing> {
+    if !valid_queue_name(&hello.queue) {
+        return Err((
+            refused::Reason::IncompatibleQueue,
+            format!("invalid queue name {:?}", hello.queue),
+            0,
+            0,
+        ));
+    }
+    let dir = root.join(&hello.queue);
+    let existed = dir.join("queue.meta").exists();
+    let config = MetaConfig {
+        type_name: hello.message_type.clone(),
+        fingerprint: hello.fingerprint,
+        segment_size: hello.segment_size,
+        capacity: hello.capacity,
+        index_interval: hello.index_interval,
+        max_payload: hello.max_payload,
+        lease_ms: 200,
+        created_unix_nanos: 0,
+    };
+    let (journal, _) = Journal::create_or_open(&dir, &config, false).map_err(storage)?;
+    let held = journal.config();
+    if held.fingerprint != config.fingerprint
+        || held.type_name != config.type_name
+        || held.segment_size != config.segment_size
+        || held.index_interval != config.index_interval
+    {
+        return Err((
+            refused::Reason::IncompatibleQueue,
+            format!(
+                "{} holds `{}` (fingerprint {:#018x}, segments of {} bytes), the primary sends \
+                 `{}` (fingerprint {:#018x}, segments of {} bytes)",
+                dir.display(),
+                held.type_name,
+                held.fingerprint,
+                held.segment_size,
+                config.type_name,
+                config.fingerprint,
+                config.segment_size
+            ),
+            0,
+            0,
+        ));
+    }
+    if !existed {
+        // A new replica: it has seen no epoch yet.
+        let state = ReplicationState {
+            role: Role::Replica,
+            epoch: 0,
+            epoch_start: 0,
+            primary: Some(hello.primary.clone()),
+            ..ReplicationState::default()
+        };
+        state.store(&dir).map_err(storage)?;
+    }
+    Ok((journal, dir))
+}
+
+async fn reply(tx: &ReplyTx, kind: replica_message::Kind) -> std::result::Result<(), Refusing> {
+    tx.send(Ok(ReplicaMessage { kind: Some(kind) }))
+        .await
+        .map_err(|_| storage("the primary went away"))
+}
+
+async fn serve_stream(
+    root: PathBuf,
+    mut inbound: Streaming<PrimaryMessage>,
+    tx: &ReplyTx,
+) -> std::result::Result<(), Refusing> {
+    let hello = match inbound.message().await {
+        Ok(Some(PrimaryMessage {
+            kind: Some(primary_message::Kind::Hello(h)),
+        })) => h,
+        Ok(_) => return Err(storage("the stream must start with a Hello")),
+        Err(e) => return Err(storage(e)),
+    };
+    let (journal, dir) = blocking(|| open_replica(&root, &hello))?;
+    let mut state = ReplicationState::load(&dir).map_err(storage)?;
+    if state.role == Role::Primary && state.epoch >= hello.epoch {
+        return Err((
+            refused::Reason::StaleEpoch,
+            format!(
+                "{} is primary of epoch {} here; {} sent epoch {}",
+                hello.queue, state.epoch, hello.primary, hello.epoch
+            ),
+            state.epoch,
+            0,
+        ));
+    }
+    let mut sink = blocking(|| ByteSink::open(journal.clone())).map_err(storage)?;
+    let mut follower = super::Follower::new(state.epoch, sink.next_seq());
+    reply(
+        tx,
+        replica_message::Kind::Subscribe(Subscribe {
+            epoch: follower.epoch(),
+            next_seq: follower.next_seq(),
+        }),
+    )
+    .await?;
+    let mut ended = false;
+    while !ended {
+        let mut batch = match inbound.message().await {
+            Ok(Some(PrimaryMessage {
+                kind: Some(primary_message::Kind::Frame(f)),
+            })) => vec![f],
+            Ok(None) => return Ok(()),
+            Ok(Some(_)) => return Err(storage("unexpected message after Hello")),
+            Err(e) => return Err(storage(e)),
+        };
+        // Take every frame that has already arrived, so that one msync and one acknowledgement
+        // cover them all (a sync per frame would bound a stream by the disk's sync latency).
+        while batch.len() < 256 {
+            match inbound.message().now_or_never() {
+                None => break,
+                Some(Ok(Some(PrimaryMessage {
+                    kind: Some(primary_message::Kind::Frame(f)),
+                }))) => batch.push(f),
+                Some(Ok(None)) => {
+                    ended = true;
+                    break;
+                }
+                Some(Ok(Some(_))) => return Err(storage("unexpected message after Hello")),
+                Some(Err(e)) => return Err(storage(e)),
+            }
+        }
+        let mut ack = None;
+        let mut refusal = None;
+        for frame in batch {
+            // This node may have been promoted while the stream was open: a newer epoch here fences
+            // the old primary.
+            let here = journal.epoch_word().load(Ordering::Acquire);
+            if here > frame.epoch
+                && ReplicationState::load(&dir).is_ok_and(|s| s.role == Role::Primary)
+            {
+                refusal = Some((
+                    refused::Reason::StaleEpoch,
+                    format!(
+                        "{} was promoted to epoch {here}; frames of epoch {} are refused",
+                        hello.queue, frame.epoch
+                    ),
+                    here,
+                    follower.next_seq(),
+                ));
+                break;
+            }
+            let records = match frame_records(&frame.bytes) {
+                Ok(records) => records,
+                Err(e) => {
+                    refusal = Some((
+                        refused::Reason::Diverged,
+                        format!("malformed frame: {e}"),
+                        follower.epoch(),
+                        follower.next_seq(),
+                    ));
+                    break;
+                }
+            };
+            let header = FrameHeader {
+                epoch: frame.epoch,
+                epoch_start: frame.epoch_start,
+                records,
+            };
+            let decision = follower.on_frame(&header, |s| sink.held_crc(s));
+            match decision {
+                FollowerDecision::Append {
+                    move_aside_from: aside,
+                    ..
+                } => {
+                    let applied = blocking(|| -> Result<()> {
+                        if let Some(from) = aside {
+                            let moved = move_aside_from(&journal, from, frame.epoch)?;
+                            tracing::warn!(queue = %hello.queue, from, moved = %moved.display(), "moved an unreplicated suffix aside");
+                            sink = ByteSink::open(journal.clone())?;
+                        }
+                        if state.epoch != frame.epoch || state.role != Role::Replica {
+                            state = ReplicationState {
+                                role: Role::Replica,
+                                epoch: frame.epoch,
+                                epoch_start: frame.epoch_start,
+                                primary: Some(hello.primary.clone()),
+                                ..ReplicationState::default()
+                            };
+                            state.store(&dir)?;
+                            state.mirror(&journal);
+                        }
+                        if !frame.bytes.is_empty() {
+                            sink.apply(
+                                frame.segment_first_seq,
+                                frame.offset as usize,
+                                &frame.bytes,
+                            )?;
+                        }
+                        Ok(())
+                    });
+                    if let Err(e) = applied {
+                        refusal = Some(storage(e));
+                        break;
+                    }
+                    let next_seq = match header.records.last() {
+                        Some(last) => follower.appended(*last),
+                        None => follower.next_seq(),
+                    };
+                    ack = Some((follower.epoch(), next_seq));
+                }
+                FollowerDecision::Duplicate { durable } => {
+                    ack = Some((follower.epoch(), durable));
+                }
+                FollowerDecision::Refuse(r) => {
+                    let reason = match r {
+                        Refusal::StaleEpoch { .. } => refused::Reason::StaleEpoch,
+                        _ => refused::Reason::Diverged,
+                    };
+                    refusal = Some((reason, r.to_string(), follower.epoch(), follower.next_seq()));
+                    break;
+                }
+            }
+        }
+        // Durable before acknowledged, also when a later frame of the batch is refused.
+        blocking(|| sink.sync()).map_err(storage)?;
+        if let Some((epoch, next_seq)) = ack {
+            reply(tx, replica_message::Kind::Ack(Ack { epoch, next_seq })).await?;
+        }
+        if let Some(r) = refusal {
+            return Err(r);
+        }
+    }
+    Ok(())
+}
+
+/// Runs blocking journal work (file creation, msync) from the service: with `block_in_place` on
+/// a multi-thread runtime (other tasks move to other workers), inline on a current-thread
+/// runtime, where `block_in_place` would panic.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
