@@ -6,7 +6,7 @@
 mod support;
 
 use repliq::{
-    JournalQueue, PersistentQueue, QueueError, ReplicatedQueue, ReplicatedQueueImpl,
+    JournalQueue, PersistentQueue, Queue, QueueError, ReplicatedQueue, ReplicatedQueueImpl,
     ReplicationError, ReplicationMode,
 };
 use support::{Daemon, free_port, held};

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
-use repliq::{PersistentQueue, ReplicatedQueueImpl};
+use repliq::{PersistentQueue, Queue, ReplicatedQueueImpl};
 use tokio::process::Command;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

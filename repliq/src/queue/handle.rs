@@ -139,25 +139,6 @@ impl<T: Message + Send + Sync + 'static> ReplicatedQueueImpl<T> {
         lock(&self.shared.consumer).try_clone()
     }
 
-    /// Appends `item` ([`Queue::enqueue`], also callable without importing the trait).
-    ///
-    /// # Errors
-    ///
-    /// As [`Queue::enqueue`].
-    pub async fn enqueue(&self, item: T) -> Result<()> {
-        self.append(&item, false).await.map(|_| ())
-    }
-
-    /// Takes the next message, `Ok(None)` if there is none ([`Queue::dequeue`], also callable
-    /// without importing the trait).
-    ///
-    /// # Errors
-    ///
-    /// As [`Queue::dequeue`].
-    pub async fn dequeue(&self) -> Result<Option<T>> {
-        lock(&self.shared.consumer).dequeue()
-    }
-
     /// Appends `message` and returns its sequence number; [`QueueError::Full`] at capacity.
     ///
     /// # Errors
@@ -303,11 +284,11 @@ impl<T: Message + Send + Sync + 'static> ReplicatedQueueImpl<T> {
 
 impl<T: Message + Send + Sync + 'static> Queue<T> for ReplicatedQueueImpl<T> {
     async fn enqueue(&self, item: T) -> Result<()> {
-        ReplicatedQueueImpl::enqueue(self, item).await
+        self.append(&item, false).await.map(|_| ())
     }
 
     async fn dequeue(&self) -> Result<Option<T>> {
-        ReplicatedQueueImpl::dequeue(self).await
+        lock(&self.shared.consumer).dequeue()
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::{
-    JournalQueue, PersistentQueue, QueueError, QueueOptions, ReplicatedQueueImpl, StartAt,
+    JournalQueue, PersistentQueue, Queue, QueueError, QueueOptions, ReplicatedQueueImpl, StartAt,
 };
 
 #[crate::message(name = "test.Job")]
