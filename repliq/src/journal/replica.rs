@@ -654,6 +654,81 @@ mod test {
         assert_eq!(reader.dequeue().unwrap(), None);
     }
 
+    /// Issue 10 item 0: a sink that is caught up when the source's segment rolls over. The END
+    /// marker of the full segment then travels alone, in a frame without records, which the
+    /// receiver must apply all the same (it used to be acknowledged as a duplicate and dropped,
+    /// and the next segment's first frame was refused for ever). Small and large messages; the
+    /// sink and source are reopened exactly at some rolls, before and after the END frame.
+    #[test]
+    fn a_caught_up_sink_follows_every_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut primary = QueueOptions::new()
+            .segment_size(8192)
+            .max_message_size(2048)
+            .index_interval(8)
+            .create::<Blob>(dir.path().join("primary"))
+            .unwrap();
+        let (replica, _) = Journal::create_or_open(
+            &dir.path().join("replica"),
+            primary.journal().config(),
+            false,
+        )
+        .unwrap();
+        let big = |n: u64| Blob {
+            n,
+            data: vec![n as u8; if n % 5 == 2 { 1500 } else { (n as usize * 13) % 90 }],
+        };
+        let mut source = ByteSource::at(primary.journal().clone(), 0).unwrap();
+        let mut sink = ByteSink::open(replica.clone()).unwrap();
+        let (mut rolls, mut record_less, mut segments) = (0, 0, 0);
+        for n in 0..600u64 {
+            primary.enqueue(&big(n)).unwrap();
+            let now = primary.journal().list_segments().unwrap().len();
+            let rolled = segments > 0 && now > segments;
+            segments = now;
+            if rolled {
+                rolls += 1;
+                if rolls % 3 == 1 {
+                    // Reopened holding the last record of the full segment, without its END.
+                    sink = ByteSink::open(replica.clone()).unwrap();
+                    source = ByteSource::at(primary.journal().clone(), sink.next_seq()).unwrap();
+                }
+            }
+            let mut first = true;
+            while let Some(f) = source.read(1 << 20, u64::MAX).unwrap() {
+                assert_eq!(frame_records(&f.bytes).unwrap(), f.records);
+                if f.records.is_empty() {
+                    record_less += 1;
+                }
+                sink.apply(f.segment_first_seq, f.offset, &f.bytes).unwrap();
+                if rolled && first && rolls % 3 == 2 {
+                    // Reopened right after the END frame: the full segment is complete.
+                    sink.sync().unwrap();
+                    sink = ByteSink::open(replica.clone()).unwrap();
+                    source = ByteSource::at(primary.journal().clone(), sink.next_seq()).unwrap();
+                }
+                first = false;
+            }
+            sink.sync().unwrap();
+            assert_eq!(sink.next_seq(), n + 1, "caught up after record {n}");
+        }
+        assert!(rolls > 10, "rolled {rolls} times");
+        assert!(
+            record_less >= rolls / 2,
+            "END markers travel alone when the sink is caught up ({record_less} of {rolls})"
+        );
+        assert_eq!(
+            files(&dir.path().join("primary")),
+            files(&dir.path().join("replica"))
+        );
+        let mut reader = QueueOptions::new()
+            .open::<Blob>(dir.path().join("replica"))
+            .unwrap();
+        for n in 0..600 {
+            assert_eq!(reader.dequeue().unwrap(), Some(big(n)));
+        }
+    }
+
     #[test]
     fn empty_journals_are_not_given_an_empty_segment() {
         let (dir, mut primary, replica) = setup();

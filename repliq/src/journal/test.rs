@@ -488,6 +488,35 @@ fn cursor_registration_finds_existing_names() {
     }
 }
 
+/// A registration stalled past the claim timeout (the process was descheduled, or stopped with
+/// SIGSTOP, between its claim and its publication) resumes after another process has taken the
+/// slot over and made it active. The stalled claimer must not overwrite that consumer's name or
+/// cursor: it loses its publication and registers again.
+#[test]
+fn a_stalled_cursor_registration_never_overwrites_a_slot_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let home = cursor::find_home("bbb");
+    // Process A claims the slot "bbb" will land in, for its own consumer "aaa", and stalls.
+    let stale = monotonic_millis().wrapping_sub(cursor::CLAIM_TIMEOUT_MS + 5000);
+    let claim = cursor::try_claim(&j.meta, home, stale).unwrap();
+    // Process B registers "bbb" meanwhile: the claim has expired.
+    let b = cursor::register(&j.meta, "bbb", || Ok(7)).unwrap();
+    assert_eq!(cursor::find(&j.meta, "bbb"), Some(b));
+    // A resumes where it stopped: its publication must fail and leave B's slot alone.
+    assert!(!cursor::publish(&j.meta, home, claim, b"aaa", &|| Ok(99)).unwrap());
+    assert_eq!(cursor::find(&j.meta, "bbb"), Some(b), "B's consumer survives");
+    assert_eq!(j.meta.cursor_name(b), b"bbb");
+    assert_eq!(j.meta.load_cursor(b), 7, "B's cursor is not overwritten");
+    assert_eq!(cursor::find(&j.meta, "aaa"), None);
+    // A registers again and gets a slot of its own.
+    let a = cursor::register(&j.meta, "aaa", || Ok(99)).unwrap();
+    assert_ne!(a, b);
+    let mut all = cursor::list(&j.meta);
+    all.sort();
+    assert_eq!(all, vec![("aaa".into(), 99), ("bbb".into(), 7)]);
+}
+
 /// Parses a journal written by the code with nothing but the rules of `docs/FORMAT.md` (plain
 /// file reads, no journal code), so the document and the code cannot drift apart silently.
 #[test]
