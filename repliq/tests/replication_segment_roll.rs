@@ -21,7 +21,11 @@ struct Blob {
 /// Mostly small messages, every 7th one large (a quarter of a segment), so that rolls happen
 /// both with a few bytes left (END marker alone in the last 32 bytes) and with a large rest.
 fn blob(n: u64) -> Blob {
-    let len = if n % 7 == 3 { 1000 } else { (n as usize * 13) % 90 };
+    let len = if n % 7 == 3 {
+        1000
+    } else {
+        (n as usize * 13) % 90
+    };
     Blob {
         n,
         data: vec![n as u8; len],

@@ -206,6 +206,25 @@ pub(crate) fn min_position(meta: &Meta) -> Option<u64> {
         .min()
 }
 
+/// Checks one slot's state word and, for an active slot, its name length (for `verify`).
+pub(crate) fn check_slot(meta: &Meta, slot: usize) -> std::result::Result<(), String> {
+    let s = meta.cursor_state(slot).load(Ordering::Acquire);
+    match s >> 32 {
+        FREE if s == 0 => Ok(()),
+        CLAIMING => Ok(()),
+        ACTIVE if s == ACTIVE << 32 => {
+            let len = meta.cursor_name_len(slot);
+            if (1..=MAX_CONSUMER_NAME).contains(&len) {
+                Ok(())
+            } else {
+                Err(format!("active with name length {len}"))
+            }
+        }
+        REMOVED if s == REMOVED << 32 => Ok(()),
+        _ => Err(format!("invalid state {s:#018x}")),
+    }
+}
+
 /// Claims record `seq` for a consumer of cursor `word`: CAS `seq` → `seq + 1`.
 /// `Err(current)` if another handle of the same name moved the cursor first.
 pub(crate) fn claim<W: Word + ?Sized>(word: &W, seq: u64) -> Result<(), u64> {

@@ -216,15 +216,19 @@ impl Meta {
     pub(crate) fn cursor_next(&self, slot: usize) -> &AtomicU64 {
         self.u64_at(M_CURSORS + slot * CURSOR_ENTRY + C_NEXT)
     }
-    /// The name of an ACTIVE cursor slot (published before the slot became ACTIVE).
-    pub(crate) fn cursor_name(&self, slot: usize) -> &[u8] {
+    /// The name length field of an ACTIVE cursor slot (unchecked).
+    pub(crate) fn cursor_name_len(&self, slot: usize) -> usize {
         let base = M_CURSORS + slot * CURSOR_ENTRY;
-        let len = self
-            .map
+        self.map
             .committed(base + C_NAME_LEN, 4)
             .map(|b| read_u32(b, 0) as usize)
             .unwrap_or(0)
-            .min(MAX_CONSUMER_NAME);
+    }
+
+    /// The name of an ACTIVE cursor slot (published before the slot became ACTIVE).
+    pub(crate) fn cursor_name(&self, slot: usize) -> &[u8] {
+        let base = M_CURSORS + slot * CURSOR_ENTRY;
+        let len = self.cursor_name_len(slot).min(MAX_CONSUMER_NAME);
         self.map.committed(base + C_NAME, len).unwrap_or(&[])
     }
     /// Writes the name and flags of a cursor slot this process holds in the CLAIMING state.

@@ -22,6 +22,7 @@ pub(crate) mod replica;
 pub(crate) mod segment;
 #[cfg(all(test, not(repliq_loom)))]
 mod test;
+pub(crate) mod walk;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;

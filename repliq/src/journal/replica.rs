@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use super::format::*;
 use super::header::{self, State};
 use super::segment::{self, Segment};
+use super::walk::{self, Entry, Walk};
 use super::{Journal, notify};
 use crate::raw::clock::monotonic_millis;
 use crate::replication::RecordId;
@@ -75,115 +76,95 @@ fn position_after(journal: &Arc<Journal>, next_seq: u64) -> Result<Option<(Arc<S
 #[derive(Debug)]
 pub(crate) struct ByteSource {
     journal: Arc<Journal>,
-    /// `None` until the journal's first segment exists.
-    seg: Option<Arc<Segment>>,
-    pos: usize,
-    seq: u64,
+    /// The first entry not sent yet (its segment is `None` until the journal's first segment
+    /// exists).
+    walk: Walk,
+    /// The END marker at the walk's position was sent: continue in the next segment.
+    end_sent: bool,
 }
 
 impl ByteSource {
     /// A source whose first frame starts right after record `next_seq - 1`.
     pub(crate) fn at(journal: Arc<Journal>, next_seq: u64) -> Result<ByteSource> {
-        let (seg, pos) = match position_after(&journal, next_seq)? {
-            Some((seg, pos)) => (Some(seg), pos),
-            None => (None, 0),
+        let walk = match position_after(&journal, next_seq)? {
+            Some((seg, pos)) => Walk::new(Some(seg), pos, next_seq),
+            None => Walk::new(None, 0, next_seq),
         };
         Ok(ByteSource {
             journal,
-            seg,
-            pos,
-            seq: next_seq,
+            walk,
+            end_sent: false,
         })
     }
 
     /// The sequence number of the next record this source will send.
     pub(crate) fn next_seq(&self) -> u64 {
-        self.seq
+        self.walk.seq
     }
 
     /// The next frame: final entries from the current position, at most about `max_bytes` and
     /// `max_records` records (always at least one entry when one is final). `Ok(None)` if nothing
-    /// new is final yet.
+    /// new is final yet. A segment's END marker is sent with the rest of its segment, in a frame
+    /// of its own when nothing precedes it (a receiver must apply such record-less frames too).
     pub(crate) fn read(&mut self, max_bytes: usize, max_records: u64) -> Result<Option<RawFrame>> {
-        let mut seg = match &self.seg {
-            Some(seg) => seg.clone(),
-            None => match self.journal.segment(0)? {
-                Some(seg) => {
-                    self.pos = seg.data_start;
-                    self.seg = Some(seg.clone());
-                    seg
-                }
-                None => return Ok(None),
-            },
-        };
         loop {
-            let start = self.pos;
+            if self.end_sent {
+                if !self.walk.next_segment(&self.journal)? {
+                    return Ok(None);
+                }
+                self.end_sent = false;
+            }
+            let Some(seg) = self.walk.seg.clone() else {
+                if self.walk.next_segment(&self.journal)? {
+                    continue;
+                }
+                return Ok(None);
+            };
+            let start = self.walk.pos;
+            let mut end = start;
             let mut records = Vec::new();
             let mut at_end = false;
-            while self.pos - start < max_bytes.max(1) && (records.len() as u64) < max_records.max(1)
-            {
-                if self.pos + RECORD_HEADER > seg.size {
-                    at_end = true;
-                    break;
-                }
-                let Some(word) = seg.header_word(self.pos) else {
-                    return Err(corrupt(&seg, self.pos, "record outside the segment".into()));
-                };
-                let w = word.load(Ordering::Acquire);
-                match header::decode(w) {
-                    State::Empty => break,
-                    State::Reserved { stamp, .. } => {
+            while end - start < max_bytes.max(1) && (records.len() as u64) < max_records.max(1) {
+                let entry = self.walk.look(false)?;
+                match entry {
+                    Entry::Empty | Entry::NoSegment => break,
+                    Entry::Reserved { word, stamp } => {
                         if header::lease_expired(stamp, monotonic_millis(), self.journal.lease_ms())
                         {
-                            header::abandon(word, w);
+                            // A record boundary reached by the walk: a real header.
+                            if let Some(w) = self.walk.header_word() {
+                                header::abandon(w, word);
+                            }
                             continue;
                         }
                         break;
                     }
-                    State::Committed { len } => {
-                        let extent = committed_extent(len as usize);
-                        let Some((seq, crc, _, _)) = seg.header_fields(self.pos) else {
-                            return Err(corrupt(&seg, self.pos, "bad record header".into()));
-                        };
-                        if seq != self.seq || self.pos + extent > seg.size {
-                            return Err(corrupt(
-                                &seg,
-                                self.pos,
-                                format!("record {seq} found where {} was expected", self.seq),
-                            ));
-                        }
-                        records.push(RecordId { seq, crc });
-                        self.pos += extent;
-                        self.seq += 1;
+                    Entry::Record(ref rec) => {
+                        records.push(RecordId {
+                            seq: rec.seq,
+                            crc: rec.crc,
+                        });
+                        self.walk.pass(&entry);
+                        end = self.walk.pos;
                     }
-                    State::Abandoned { extent } => {
-                        if extent < RECORD_HEADER || self.pos + extent > seg.size {
-                            return Err(corrupt(
-                                &seg,
-                                self.pos,
-                                format!("invalid abandoned extent {extent}"),
-                            ));
-                        }
-                        self.pos += extent;
+                    Entry::Abandoned { .. } => {
+                        self.walk.pass(&entry);
+                        end = self.walk.pos;
                     }
-                    State::End => {
-                        self.pos = seg.size;
+                    Entry::SegmentEnd { marker } => {
+                        if marker {
+                            end = seg.size;
+                            self.end_sent = true;
+                        }
                         at_end = true;
                         break;
                     }
-                    State::Invalid(v) => {
-                        return Err(corrupt(
-                            &seg,
-                            self.pos,
-                            format!("invalid record header word {v:#018x}"),
-                        ));
-                    }
                 }
             }
-            if self.pos > start {
+            if end > start {
                 let bytes = seg
                     .map
-                    .committed(start, self.pos - start)
+                    .committed(start, end - start)
                     .ok_or_else(|| corrupt(&seg, start, "range outside the segment".into()))?
                     .to_vec();
                 return Ok(Some(RawFrame {
@@ -193,17 +174,8 @@ impl ByteSource {
                     bytes,
                 }));
             }
-            if !at_end {
+            if !at_end || !self.walk.next_segment(&self.journal)? {
                 return Ok(None);
-            }
-            // This segment is complete: continue in the next one, once it exists.
-            match self.journal.segment(self.seq)? {
-                Some(next) => {
-                    self.pos = next.data_start;
-                    self.seg = Some(next.clone());
-                    seg = next;
-                }
-                None => return Ok(None),
             }
         }
     }
@@ -243,28 +215,29 @@ pub(crate) fn frame_records(bytes: &[u8]) -> std::result::Result<Vec<RecordId>, 
 #[derive(Debug)]
 pub(crate) struct ByteSink {
     journal: Arc<Journal>,
+    /// The end of the replica's data (past an END marker: the segment's size); its segment is
     /// `None` while the replica holds no segment yet.
-    seg: Option<Arc<Segment>>,
-    pos: usize,
-    seq: u64,
+    walk: Walk,
     /// Ranges written since the last [`ByteSink::sync`]: (segment, start, end).
     dirty: Vec<(Arc<Segment>, usize, usize)>,
 }
 
 impl ByteSink {
-    /// Finds the end of the replica's journal (a bounded scan from the last index point).
+    /// Finds the end of the replica's journal (a bounded scan from the last index point), after
+    /// checking that its segments chain up and that the end found is not a hole.
     pub(crate) fn open(journal: Arc<Journal>) -> Result<ByteSink> {
-        let last = journal.list_segments()?.last().copied();
-        let seg = match last {
-            Some(first) => journal.segment(first)?,
-            None => None,
+        let list = journal.list_segments()?;
+        walk::check_segment_chain(&journal, &list)?;
+        let walk = match list.last() {
+            Some(&first) => match journal.segment(first)? {
+                Some(seg) => Walk::last_index_point(seg),
+                None => Walk::new(None, 0, 0),
+            },
+            None => Walk::new(None, 0, 0),
         };
-        let (pos, seq) = seg.as_ref().map_or((0, 0), |s| s.last_index_point());
         let mut sink = ByteSink {
             journal,
-            seg,
-            pos,
-            seq,
+            walk,
             dirty: Vec::new(),
         };
         sink.find_tail()?;
@@ -272,39 +245,27 @@ impl ByteSink {
     }
 
     fn find_tail(&mut self) -> Result<()> {
-        let Some(seg) = self.seg.clone() else {
-            return Ok(());
-        };
         loop {
-            if self.pos + RECORD_HEADER > seg.size {
-                return Ok(());
-            }
-            let Some(word) = seg.header_word(self.pos) else {
-                return Err(corrupt(&seg, self.pos, "record outside the segment".into()));
-            };
-            match header::decode(word.load(Ordering::Acquire)) {
-                State::Empty => return Ok(()),
-                State::Committed { len } => {
-                    self.pos += committed_extent(len as usize);
-                    self.seq += 1;
+            let entry = self.walk.look(false)?;
+            match entry {
+                Entry::NoSegment => return Ok(()),
+                Entry::Empty | Entry::SegmentEnd { marker: false } => {
+                    return self.walk.check_tail(&self.journal);
                 }
-                State::Abandoned { extent } if extent >= RECORD_HEADER => self.pos += extent,
-                State::End => {
-                    self.pos = seg.size;
+                Entry::SegmentEnd { marker: true } => {
+                    self.walk.check_tail(&self.journal)?;
+                    if let Some(seg) = &self.walk.seg {
+                        self.walk.pos = seg.size;
+                    }
                     return Ok(());
                 }
-                State::Reserved { .. } => {
+                Entry::Record(_) | Entry::Abandoned { .. } => self.walk.pass(&entry),
+                Entry::Reserved { .. } => {
+                    let seg = self.walk.seg.as_ref().unwrap_or_else(|| unreachable!());
                     return Err(corrupt(
-                        &seg,
-                        self.pos,
+                        seg,
+                        self.walk.pos,
                         "a local writer reserved a record in a replica's journal".into(),
-                    ));
-                }
-                other => {
-                    return Err(corrupt(
-                        &seg,
-                        self.pos,
-                        format!("invalid record header {other:?}"),
                     ));
                 }
             }
@@ -313,19 +274,17 @@ impl ByteSink {
 
     /// One past the last record held.
     pub(crate) fn next_seq(&self) -> u64 {
-        self.seq
+        self.walk.seq
     }
 
     /// The checksum of record `seq`, if this replica holds it.
     pub(crate) fn held_crc(&self, seq: u64) -> Option<u32> {
-        if seq >= self.seq {
+        if seq >= self.walk.seq {
             return None;
         }
         let mut reader = super::Reader::at(self.journal.clone(), seq, false).ok()?;
         let rec = reader.peek().ok()??;
-        (rec.seq == seq)
-            .then(|| rec.seg.header_fields(rec.pos).map(|(_, crc, _, _)| crc))
-            .flatten()
+        (rec.seq == seq).then_some(rec.crc)
     }
 
     /// Writes the frame's bytes at their segment and offset. Bytes this replica already holds
@@ -338,16 +297,16 @@ impl ByteSink {
         bytes: &[u8],
     ) -> Result<()> {
         let mismatch = |what: String| QueueError::Replication(what);
-        let seg = match self.seg.clone() {
+        let seg = match self.walk.seg.clone() {
             Some(seg) if seg.first_seq == segment_first_seq => seg,
             current => {
                 let done = current
                     .as_ref()
-                    .is_none_or(|s| self.pos + RECORD_HEADER > s.size);
-                if segment_first_seq == self.seq && done {
-                    let seg = self.journal.segment_or_create(self.seq)?;
-                    self.pos = seg.data_start;
-                    self.seg = Some(seg.clone());
+                    .is_none_or(|s| self.walk.pos + RECORD_HEADER > s.size);
+                if segment_first_seq == self.walk.seq && done {
+                    let seg = self.journal.segment_or_create(self.walk.seq)?;
+                    self.walk.pos = seg.data_start;
+                    self.walk.seg = Some(seg.clone());
                     seg
                 } else if current
                     .as_ref()
@@ -360,8 +319,8 @@ impl ByteSink {
                         "frame for segment {segment_first_seq} at offset {offset}, but this \
                          replica is at segment {:?} offset {} (next record {})",
                         current.map(|s| s.first_seq),
-                        self.pos,
-                        self.seq
+                        self.walk.pos,
+                        self.walk.seq
                     )));
                 }
             }
@@ -372,15 +331,15 @@ impl ByteSink {
                 "frame runs past the end of segment {segment_first_seq}"
             )));
         }
-        if offset > self.pos {
+        if offset > self.walk.pos {
             return Err(mismatch(format!(
                 "gap in segment {segment_first_seq}: frame starts at offset {offset}, this \
                  replica ends at {}",
-                self.pos
+                self.walk.pos
             )));
         }
         // Overlap with what we hold: must be identical.
-        let overlap = self.pos.min(end) - offset;
+        let overlap = self.walk.pos.min(end) - offset;
         if overlap > 0 {
             let held = seg
                 .map
@@ -393,15 +352,15 @@ impl ByteSink {
                 )));
             }
         }
-        let start = self.pos;
+        let start = self.walk.pos;
         let mut i = overlap;
         while i < bytes.len() {
             i += self.apply_entry(&seg, &bytes[i..])?;
         }
-        if self.pos > start {
+        if self.walk.pos > start {
             match self.dirty.last_mut() {
-                Some((s, _, end)) if Arc::ptr_eq(s, &seg) && *end == start => *end = self.pos,
-                _ => self.dirty.push((seg.clone(), start, self.pos)),
+                Some((s, _, end)) if Arc::ptr_eq(s, &seg) && *end == start => *end = self.walk.pos,
+                _ => self.dirty.push((seg.clone(), start, self.walk.pos)),
             }
             let meta = &self.journal.meta;
             notify::wake(meta.data_notify(), meta.data_waiters());
@@ -419,10 +378,11 @@ impl ByteSink {
         Ok(())
     }
 
-    /// Writes one entry (record, abandoned extent or end marker) at `self.pos` from `b`, whose
+    /// Writes one entry (record, abandoned extent or end marker) at `self.walk.pos` from `b`, whose
     /// first 8 bytes are its header word. Returns the number of bytes it took.
     fn apply_entry(&mut self, seg: &Segment, b: &[u8]) -> Result<usize> {
-        let bad = |s: &Self, reason: String| corrupt(seg, s.pos, format!("replicated {reason}"));
+        let bad =
+            |s: &Self, reason: String| corrupt(seg, s.walk.pos, format!("replicated {reason}"));
         if b.len() < 8 {
             return Err(bad(self, "frame ends inside a header word".into()));
         }
@@ -439,12 +399,12 @@ impl ByteSink {
                     read_u32(b, R_LEN),
                     read_u64(b, R_TIME),
                 );
-                if seq != self.seq || stored_len != len {
+                if seq != self.walk.seq || stored_len != len {
                     return Err(bad(
                         self,
                         format!(
                             "record {seq} (length {stored_len}) where {} was expected",
-                            self.seq
+                            self.walk.seq
                         ),
                     ));
                 }
@@ -463,10 +423,10 @@ impl ByteSink {
             State::Abandoned { extent } if extent >= RECORD_HEADER && b.len() >= extent => {
                 (extent, None)
             }
-            State::End => (seg.size - self.pos, None),
+            State::End => (seg.size - self.walk.pos, None),
             other => return Err(bad(self, format!("entry {other:?}"))),
         };
-        if self.pos + extent > seg.size || b.len() < extent {
+        if self.walk.pos + extent > seg.size || b.len() < extent {
             return Err(bad(
                 self,
                 "entry runs past the end of the segment or the frame".into(),
@@ -474,18 +434,18 @@ impl ByteSink {
         }
         let body = &b[8..extent];
         seg.map
-            .write(self.pos + 8, body)
+            .write(self.walk.pos + 8, body)
             .ok_or_else(|| bad(self, "entry outside the segment".into()))?;
         let word = seg
-            .header_word(self.pos)
+            .header_word(self.walk.pos)
             .ok_or_else(|| bad(self, "entry outside the segment".into()))?;
         // Publish last: local readers acquire-load this word before reading the body.
         word.store(w, Ordering::Release);
         if let Some(seq) = record {
-            seg.index_record(seq, self.pos);
-            self.seq = seq + 1;
+            seg.index_record(seq, self.walk.pos);
+            self.walk.seq = seq + 1;
         }
-        self.pos += extent;
+        self.walk.pos += extent;
         Ok(extent)
     }
 }
@@ -676,7 +636,14 @@ mod test {
         .unwrap();
         let big = |n: u64| Blob {
             n,
-            data: vec![n as u8; if n % 5 == 2 { 1500 } else { (n as usize * 13) % 90 }],
+            data: vec![
+                n as u8;
+                if n % 5 == 2 {
+                    1500
+                } else {
+                    (n as usize * 13) % 90
+                }
+            ],
         };
         let mut source = ByteSource::at(primary.journal().clone(), 0).unwrap();
         let mut sink = ByteSink::open(replica.clone()).unwrap();

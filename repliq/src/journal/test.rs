@@ -505,7 +505,11 @@ fn a_stalled_cursor_registration_never_overwrites_a_slot_taken_over() {
     assert_eq!(cursor::find(&j.meta, "bbb"), Some(b));
     // A resumes where it stopped: its publication must fail and leave B's slot alone.
     assert!(!cursor::publish(&j.meta, home, claim, b"aaa", &|| Ok(99)).unwrap());
-    assert_eq!(cursor::find(&j.meta, "bbb"), Some(b), "B's consumer survives");
+    assert_eq!(
+        cursor::find(&j.meta, "bbb"),
+        Some(b),
+        "B's consumer survives"
+    );
     assert_eq!(j.meta.cursor_name(b), b"bbb");
     assert_eq!(j.meta.load_cursor(b), 7, "B's cursor is not overwritten");
     assert_eq!(cursor::find(&j.meta, "aaa"), None);
