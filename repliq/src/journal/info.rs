@@ -58,10 +58,12 @@ pub struct CursorInfo {
 /// # Errors
 ///
 /// [`QueueError::Io`] if the files cannot be read, [`QueueError::Corrupt`] if the meta file or
-/// the tail segment is damaged.
+/// the tail segment is damaged, or a segment file does not end where the next one begins (a
+/// missing segment). Damage inside a segment is found by [`verify`].
 pub fn inspect(dir: impl AsRef<Path>) -> Result<JournalInfo> {
     let journal = Journal::open(dir.as_ref(), false)?;
     let segments = journal.list_segments()?;
+    super::walk::check_segment_chain(&journal, &segments)?;
     let first_seq = segments.first().copied().unwrap_or(0);
     let next = match segments.last() {
         Some(&last) => tail_of(&journal, last)?,
