@@ -172,6 +172,7 @@ impl Appender {
 
     /// Appends one record whose payload `write` serializes into the slot it is given (16-byte
     /// aligned) and whose length it returns. Returns the record's sequence number.
+    #[allow(unsafe_code)]
     pub(crate) fn append(
         &mut self,
         mut write: impl FnMut(&mut [MaybeUninit<u8>]) -> Result<usize>,
@@ -217,16 +218,20 @@ impl Appender {
             };
             // The extent [pos, pos + extent) is ours until we commit or are abandoned.
             let (pos, seq) = (self.walk.pos, self.walk.seq);
-            let written = seg
-                .map
-                .with_slot(pos + RECORD_HEADER, extent - RECORD_HEADER, &mut write)
-                .unwrap_or_else(|| {
-                    Err(walk::corrupt(
-                        &seg,
-                        pos,
-                        "reserved extent outside the segment".into(),
-                    ))
-                });
+            // SAFETY: the CAS EMPTY → RESERVED above gave this appender the extent
+            // [pos, pos + extent): no one else writes it (others wait, or abandon it, which only
+            // CASes the header word), and no one reads it before our commit CAS.
+            let written = unsafe {
+                seg.map
+                    .with_slot(pos + RECORD_HEADER, extent - RECORD_HEADER, &mut write)
+            }
+            .unwrap_or_else(|| {
+                Err(walk::corrupt(
+                    &seg,
+                    pos,
+                    "reserved extent outside the segment".into(),
+                ))
+            });
             match written {
                 Ok(len) if len <= extent - RECORD_HEADER => {
                     write_record_fields(&seg.map, pos, seq, len);
@@ -268,6 +273,7 @@ impl Appender {
     /// Creates segment `self.seq` with this record committed as its first one. `Ok(None)` if
     /// another appender published the segment first. Uses the spare file prepared in the
     /// background when there is one.
+    #[allow(unsafe_code)]
     fn create_segment_with(
         &mut self,
         write: &mut impl FnMut(&mut [MaybeUninit<u8>]) -> Result<usize>,
@@ -286,7 +292,8 @@ impl Appender {
                 self.journal.put_back_spare(spare);
                 return Ok(None);
             }
-            map.write(0, &header_bytes);
+            // SAFETY: the spare file is this process's alone until it is linked below.
+            unsafe { map.write(0, &header_bytes) };
             let len = fill_first_record(&map, &config, first_seq, write)?;
             if sync {
                 map.flush_range(0, config.segment_size as usize)
@@ -390,6 +397,7 @@ impl Appender {
 
 /// Serializes the first record of an unpublished segment into `map` and commits it (plain
 /// stores: nobody can see the file yet). Returns the payload length.
+#[allow(unsafe_code)]
 fn fill_first_record(
     map: &MappedFile,
     config: &super::meta::MetaConfig,
@@ -401,17 +409,19 @@ fn fill_first_record(
     let max_extent = committed_extent(config.max_payload as usize)
         .min(header::MAX_EXTENT)
         .min(size - data_start);
-    let len = map
-        .with_slot(
+    // SAFETY: the file is not published yet (the caller's contract): nobody else maps it.
+    let len = unsafe {
+        map.with_slot(
             data_start + RECORD_HEADER,
             max_extent - RECORD_HEADER,
             &mut *write,
         )
-        .unwrap_or_else(|| {
-            Err(QueueError::Other(
-                "segment smaller than its data start".into(),
-            ))
-        })?;
+    }
+    .unwrap_or_else(|| {
+        Err(QueueError::Other(
+            "segment smaller than its data start".into(),
+        ))
+    })?;
     if len > max_extent - RECORD_HEADER {
         return Err(QueueError::Other(format!(
             "serializer reported {len} bytes written into a slot of {}",
@@ -430,17 +440,21 @@ fn fill_first_record(
 
 /// Writes a record's sequence number, crc, length and time (header bytes 8..32) for the payload
 /// already in place at `pos + 32`. The caller owns the record (reservation or unpublished file).
+#[allow(unsafe_code)]
 fn write_record_fields(map: &MappedFile, pos: usize, seq: u64, len: usize) {
     let len32 = len as u32;
     let time = now_nanos();
-    let payload = map.committed(pos + RECORD_HEADER, len).unwrap_or(&[]);
+    // SAFETY: the caller owns the record (reservation or unpublished file) and holds no
+    // `with_slot` borrow: nobody writes the payload while it is read here.
+    let payload = unsafe { map.committed(pos + RECORD_HEADER, len) }.unwrap_or(&[]);
     let crc = record_crc(seq, len32, time, payload);
     let mut head = [0u8; RECORD_HEADER - R_SEQ];
     head[0..8].copy_from_slice(&seq.to_le_bytes());
     head[8..12].copy_from_slice(&crc.to_le_bytes());
     head[12..16].copy_from_slice(&len32.to_le_bytes());
     head[16..24].copy_from_slice(&time.to_le_bytes());
-    let _ = map.write(pos + R_SEQ, &head);
+    // SAFETY: as above, the caller owns the record's extent, and `payload` is no longer used.
+    let _ = unsafe { map.write(pos + R_SEQ, &head) };
 }
 
 pub(crate) fn now_nanos() -> u64 {

@@ -23,8 +23,11 @@ pub(crate) struct RecordRef {
 
 impl RecordRef {
     /// The payload, straight from the mapping (16-byte aligned).
+    #[allow(unsafe_code)]
     pub(crate) fn payload(&self) -> &[u8] {
-        self.seg.payload(self.pos, self.len).unwrap_or(&[])
+        // SAFETY: a `RecordRef` is made only by `Walk::look` after an acquire-load of the
+        // COMMITTED header word at `pos` with length `len`; committed bytes never change.
+        unsafe { self.seg.payload(self.pos, self.len) }.unwrap_or(&[])
     }
 }
 

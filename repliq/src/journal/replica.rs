@@ -106,6 +106,7 @@ impl ByteSource {
     /// `max_records` records (always at least one entry when one is final). `Ok(None)` if nothing
     /// new is final yet. A segment's END marker is sent with the rest of its segment, in a frame
     /// of its own when nothing precedes it (a receiver must apply such record-less frames too).
+    #[allow(unsafe_code)]
     pub(crate) fn read(&mut self, max_bytes: usize, max_records: u64) -> Result<Option<RawFrame>> {
         loop {
             if self.end_sent {
@@ -162,9 +163,10 @@ impl ByteSource {
                 }
             }
             if end > start {
-                let bytes = seg
-                    .map
-                    .committed(start, end - start)
+                // SAFETY: every entry in [start, end) was acquire-loaded as final by the walk
+                // (committed records, abandoned extents, an END marker with the rest of its
+                // segment): bytes nobody writes any more.
+                let bytes = unsafe { seg.map.committed(start, end - start) }
                     .ok_or_else(|| corrupt(&seg, start, "range outside the segment".into()))?
                     .to_vec();
                 return Ok(Some(RawFrame {
@@ -290,6 +292,7 @@ impl ByteSink {
     /// Writes the frame's bytes at their segment and offset. Bytes this replica already holds
     /// must be identical (they are skipped); bytes beyond its end must start exactly there.
     /// Local readers see the records at once; they are durable after [`ByteSink::sync`].
+    #[allow(unsafe_code)]
     pub(crate) fn apply(
         &mut self,
         segment_first_seq: u64,
@@ -341,9 +344,10 @@ impl ByteSink {
         // Overlap with what we hold: must be identical.
         let overlap = self.walk.pos.min(end) - offset;
         if overlap > 0 {
-            let held = seg
-                .map
-                .committed(offset, overlap)
+            // SAFETY: [offset, offset + overlap) lies before this sink's position: entries it
+            // wrote and published, which nobody writes again (the sink is the replica's only
+            // writer and never rewrites what it holds).
+            let held = unsafe { seg.map.committed(offset, overlap) }
                 .ok_or_else(|| corrupt(&seg, offset, "range outside the segment".into()))?;
             if held != &bytes[..overlap] {
                 return Err(mismatch(format!(
@@ -380,6 +384,7 @@ impl ByteSink {
 
     /// Writes one entry (record, abandoned extent or end marker) at `self.walk.pos` from `b`, whose
     /// first 8 bytes are its header word. Returns the number of bytes it took.
+    #[allow(unsafe_code)]
     fn apply_entry(&mut self, seg: &Segment, b: &[u8]) -> Result<usize> {
         let bad =
             |s: &Self, reason: String| corrupt(seg, s.walk.pos, format!("replicated {reason}"));
@@ -433,8 +438,10 @@ impl ByteSink {
             ));
         }
         let body = &b[8..extent];
-        seg.map
-            .write(self.walk.pos + 8, body)
+        // SAFETY: the sink is the replica journal's only writer (no local appenders) and
+        // `self.walk.pos` is past everything it published: nobody else writes or reads these
+        // bytes before the header word below is stored (release).
+        unsafe { seg.map.write(self.walk.pos + 8, body) }
             .ok_or_else(|| bad(self, "entry outside the segment".into()))?;
         let word = seg
             .header_word(self.walk.pos)
@@ -454,6 +461,7 @@ impl ByteSink {
 /// `<dir>/moved-aside/epoch-<epoch>-from-<seq>/` (whole segment files, the first one as it was).
 /// Returns that directory. Processes that still map the old files keep reading the old bytes;
 /// new readers see the journal end before `seq`.
+#[allow(unsafe_code)]
 pub(crate) fn move_aside_from(journal: &Arc<Journal>, seq: u64, epoch: u64) -> Result<PathBuf> {
     let dir = &journal.dir;
     let Some((seg, pos)) = position_after(journal, seq)? else {
@@ -478,9 +486,10 @@ pub(crate) fn move_aside_from(journal: &Arc<Journal>, seq: u64, epoch: u64) -> R
     let live = dir.join(segment::segment_name(seg.first_seq));
     let keep = aside.join(segment::segment_name(seg.first_seq));
     std::fs::copy(&live, &keep).map_err(|e| io("copying aside", &live, e))?;
-    let mut head = seg
-        .map
-        .committed(0, pos)
+    // SAFETY: [0, pos) is the segment header (written before publication), the index (on a
+    // replica written only by its sink, which runs in this same task and not concurrently) and
+    // final entries up to the end of record `seq - 1`, never written again.
+    let mut head = unsafe { seg.map.committed(0, pos) }
         .ok_or_else(|| corrupt(&seg, pos, "position outside the segment".into()))?
         .to_vec();
     // Clear index entries of moved records.

@@ -207,6 +207,7 @@ impl Segment {
     /// `true` if a committed record with sequence number `seq` starts at `pos`: the header word
     /// is COMMITTED (acquire), the record fits the segment and its sequence number and length
     /// fields agree. Committed headers never change, so the answer stays true.
+    #[allow(unsafe_code)]
     fn is_record(&self, pos: usize, seq: u64) -> bool {
         let Some(word) = self.header_word(pos) else {
             return false;
@@ -214,10 +215,10 @@ impl Segment {
         let State::Committed { len } = header::decode(word.load(Ordering::Acquire)) else {
             return false;
         };
+        // SAFETY: the header word at `pos` was acquire-loaded as COMMITTED just above; a
+        // committed header is never written again.
         pos + committed_extent(len as usize) <= self.size
-            && self
-                .header_fields(pos)
-                .is_some_and(|(s, _, l, _)| s == seq && l == len)
+            && unsafe { self.header_fields(pos) }.is_some_and(|(s, _, l, _)| s == seq && l == len)
     }
 
     /// The best known starting point for reaching `seq`: the nearest index point at or before it,
@@ -252,13 +253,27 @@ impl Segment {
     }
 
     /// The payload of the committed record at `pos` (16-byte aligned), `len` bytes.
-    pub(crate) fn payload(&self, pos: usize, len: usize) -> Option<&[u8]> {
-        self.map.committed(pos + RECORD_HEADER, len)
+    ///
+    /// # Safety
+    ///
+    /// The caller acquire-loaded the header word at `pos` as COMMITTED with length `len` (or
+    /// ABANDONED/END covering the range: bytes no one writes any more).
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn payload(&self, pos: usize, len: usize) -> Option<&[u8]> {
+        // SAFETY: committed payload bytes are never written again (the caller's guarantee).
+        unsafe { self.map.committed(pos + RECORD_HEADER, len) }
     }
 
     /// Committed bytes of the record header at `pos` (sequence, crc, length, time).
-    pub(crate) fn header_fields(&self, pos: usize) -> Option<(u64, u32, u32, u64)> {
-        let b = self.map.committed(pos, RECORD_HEADER)?;
+    ///
+    /// # Safety
+    ///
+    /// The caller acquire-loaded the header word at `pos` as COMMITTED.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn header_fields(&self, pos: usize) -> Option<(u64, u32, u32, u64)> {
+        // SAFETY: the fields of a committed header were written before its release-CAS and are
+        // never written again (the caller's guarantee).
+        let b = unsafe { self.map.committed(pos, RECORD_HEADER) }?;
         Some((
             read_u64(b, R_SEQ),
             read_u32(b, R_CRC),

@@ -130,6 +130,7 @@ impl Walk {
         })
     }
 
+    #[allow(unsafe_code)]
     fn check_record(&self, seg: &Arc<Segment>, len: u32, verify_crc: bool) -> Result<RecordRef> {
         let (pos, len) = (self.pos, len as usize);
         if pos + committed_extent(len) > seg.size {
@@ -139,7 +140,8 @@ impl Walk {
                 format!("record length {len} runs past the end of the segment"),
             ));
         }
-        let Some((seq, crc, stored_len, time)) = seg.header_fields(pos) else {
+        // SAFETY: `look` acquire-loaded the header word at `pos` as COMMITTED.
+        let Some((seq, crc, stored_len, time)) = (unsafe { seg.header_fields(pos) }) else {
             return Err(corrupt(
                 seg,
                 pos,
@@ -321,6 +323,7 @@ impl Walk {
     /// The sequence number of a committed record of this segment at `q`, later than the walk's
     /// position, if one is there (header word committed, sequence number in range, lengths agree,
     /// checksum matches: a payload cannot pass for one by accident).
+    #[allow(unsafe_code)]
     fn record_at(&self, seg: &Segment, q: usize) -> Option<u64> {
         let w = seg.header_word(q)?.load(Ordering::Acquire);
         let State::Committed { len } = header::decode(w) else {
@@ -329,12 +332,15 @@ impl Walk {
         if q + committed_extent(len as usize) > seg.size {
             return None;
         }
-        let (seq, crc, stored_len, time) = seg.header_fields(q)?;
+        // SAFETY: the header word at `q` was acquire-loaded as COMMITTED just above (even if it
+        // lies inside another record's payload, those bytes are committed and never change).
+        let (seq, crc, stored_len, time) = unsafe { seg.header_fields(q) }?;
         let span = (seg.size / RECORD_HEADER) as u64;
         if seq <= self.seq || seq > self.seq + span || stored_len != len {
             return None;
         }
-        let payload = seg.payload(q, len as usize)?;
+        // SAFETY: as above, the COMMITTED word at `q` covers `len` payload bytes.
+        let payload = unsafe { seg.payload(q, len as usize) }?;
         (record_crc(seq, len, time, payload) == crc).then_some(seq)
     }
 }
