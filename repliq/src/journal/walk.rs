@@ -288,10 +288,17 @@ impl Walk {
         let Some(seg) = &self.seg else {
             return Ok(());
         };
+        // Writers may extend the journal while this runs: what follows then is new data, not a
+        // hole. A hole's header word does not change; compare it before and after.
+        let word = || seg.header_word(self.pos).map(|w| w.load(Ordering::Acquire));
+        let before = word();
+        let grew = || word() != before;
         if let Some(&later) = journal
             .list_segments()?
             .iter()
             .find(|&&s| s > seg.first_seq)
+            && !grew()
+            && journal.segment(self.seq)?.is_none()
         {
             return Err(corrupt(
                 seg,
@@ -305,6 +312,9 @@ impl Walk {
         let mut q = self.pos + RECORD_ALIGN;
         while q + RECORD_HEADER <= seg.size {
             if let Some(found) = self.record_at(seg, q) {
+                if grew() {
+                    return Ok(());
+                }
                 return Err(corrupt(
                     seg,
                     self.pos,
