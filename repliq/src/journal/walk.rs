@@ -292,6 +292,14 @@ impl Walk {
         // hole. A hole's header word does not change; compare it before and after.
         let word = || seg.header_word(self.pos).map(|w| w.load(Ordering::Acquire));
         let before = word();
+        if let Some(w) = before
+            && matches!(
+                header::decode(w),
+                State::Committed { .. } | State::Abandoned { .. }
+            )
+        {
+            return Ok(()); // the walk's position is no longer the end: written meanwhile
+        }
         let grew = || word() != before;
         if let Some(&later) = journal
             .list_segments()?
