@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::format::*;
-use super::header::{self, State};
+use super::header;
 use super::segment::{self, Segment};
+use super::walk::{self, Entry, Walk};
 use super::{Journal, cursor, notify};
 use crate::raw::MappedFile;
 use crate::raw::clock::monotonic_millis;
@@ -42,12 +43,9 @@ pub enum Durability {
 #[derive(Debug)]
 pub(crate) struct Appender {
     journal: Arc<Journal>,
-    /// `None` until the first segment exists.
-    seg: Option<Arc<Segment>>,
-    /// Position of the first record not known to be final.
-    pos: usize,
-    /// Sequence number the record at `pos` gets if it is committed.
-    seq: u64,
+    /// The first entry not known to be final, and the sequence number it gets if it is
+    /// committed. Its segment is `None` until the first segment exists.
+    walk: Walk,
     /// `enqueue` may write sequence numbers below this without re-reading the cursors.
     limit: u64,
     durability: Durability,
@@ -67,59 +65,48 @@ enum Tail {
 }
 
 impl Appender {
-    /// Finds the tail: the last segment, from its last index point (bounded scan).
+    /// Finds the tail: the last segment, from its last index point (bounded scan), after
+    /// checking that the journal has no hole (see [`Appender::recover`]).
     pub(crate) fn new(journal: Arc<Journal>, durability: Durability) -> Result<Appender> {
         let list = journal.list_segments()?;
-        let (seg, pos, seq) = match list.last() {
+        let walk = match list.last() {
             Some(&first) => match journal.segment(first)? {
-                Some(seg) => {
-                    let (pos, seq) = seg.last_index_point();
-                    (Some(seg), pos, seq)
-                }
-                None => (None, 0, first),
+                Some(seg) => Walk::last_index_point(seg),
+                None => Walk::new(None, 0, first),
             },
-            None => (None, 0, 0),
+            None => Walk::new(None, 0, 0),
         };
-        Ok(Appender {
+        let mut appender = Appender {
             journal,
-            seg,
-            pos,
-            seq,
+            walk,
             limit: 0,
             durability,
             dirty: None,
             last_sync: Instant::now(),
             spare_for: u64::MAX,
-        })
-    }
-
-    fn corrupt(seg: &Segment, pos: usize, reason: String) -> QueueError {
-        QueueError::Corrupt {
-            path: seg.path.clone(),
-            offset: pos as u64,
-            reason,
-        }
-    }
-
-    /// Moves to segment `self.seq` if it exists. `Ok(false)` if it does not.
-    fn next_segment(&mut self) -> Result<bool> {
-        let Some(next) = self.journal.segment(self.seq)? else {
-            return Ok(false);
         };
-        if let Some(cur) = &self.seg
-            && Arc::ptr_eq(cur, &next)
-        {
-            return Err(Self::corrupt(
-                cur,
-                self.pos,
-                "segment ends without a record; its successor would have its own name".into(),
-            ));
+        appender.recover(&list)?;
+        Ok(appender)
+    }
+
+    /// Refuses to append after a hole: every segment file must end right where the next one
+    /// begins, and the tail found must be the journal's end (no later record behind an EMPTY,
+    /// reserved or END header). One mapping and a walk from the last index point per segment.
+    fn recover(&mut self, list: &[u64]) -> Result<()> {
+        walk::check_segment_chain(&self.journal, list)?;
+        self.find_tail(false)?;
+        self.walk.check_tail(&self.journal)
+    }
+
+    /// Moves to segment `self.walk.seq` if it exists. `Ok(false)` if it does not.
+    fn next_segment(&mut self) -> Result<bool> {
+        let had = self.walk.seg.is_some();
+        if !self.walk.next_segment(&self.journal)? {
+            return Ok(false);
         }
-        if self.durability != Durability::PageCache {
+        if had && self.durability != Durability::PageCache {
             self.sync_dirty()?;
         }
-        self.pos = next.data_start;
-        self.seg = Some(next);
         Ok(true)
     }
 
@@ -151,57 +138,25 @@ impl Appender {
         let lease = self.journal.lease_ms();
         let mut spins = 0u32;
         loop {
-            let Some(seg) = self.seg.clone() else {
-                if self.next_segment()? {
-                    continue;
-                }
-                return Ok(Tail::NeedSegment);
-            };
-            if self.pos + RECORD_HEADER > seg.size {
-                if self.next_segment()? {
-                    continue;
-                }
-                return Ok(Tail::NeedSegment);
-            }
-            let Some(word) = seg.header_word(self.pos) else {
-                return Err(Self::corrupt(
-                    &seg,
-                    self.pos,
-                    "record position outside the segment".into(),
-                ));
-            };
-            let w = word.load(Ordering::Acquire);
-            match header::decode(w) {
-                State::Empty => return Ok(Tail::Here),
-                State::Committed { len } => {
-                    let extent = committed_extent(len as usize);
-                    if self.pos + extent > seg.size {
-                        return Err(Self::corrupt(
-                            &seg,
-                            self.pos,
-                            format!("record length {len} runs past the end of the segment"),
-                        ));
+            let entry = self.walk.look(false)?;
+            match entry {
+                Entry::Empty => return Ok(Tail::Here),
+                Entry::Record(_) | Entry::Abandoned { .. } => self.walk.pass(&entry),
+                Entry::SegmentEnd { .. } | Entry::NoSegment => {
+                    if self.next_segment()? {
+                        continue;
                     }
-                    self.pos += extent;
-                    self.seq += 1;
+                    return Ok(Tail::NeedSegment);
                 }
-                State::Abandoned { extent } => {
-                    if extent < RECORD_HEADER || self.pos + extent > seg.size {
-                        return Err(Self::corrupt(
-                            &seg,
-                            self.pos,
-                            format!("invalid abandoned extent {extent}"),
-                        ));
-                    }
-                    self.pos += extent;
-                }
-                State::End => self.pos = seg.size,
-                State::Reserved { stamp, .. } => {
+                Entry::Reserved { word, stamp } => {
                     if !wait {
                         return Ok(Tail::Here);
                     }
                     if header::lease_expired(stamp, monotonic_millis(), lease) {
-                        header::abandon(word, w);
+                        // A record boundary reached by the walk (see `walk`): a real header.
+                        if let Some(w) = self.walk.header_word() {
+                            header::abandon(w, word);
+                        }
                     } else {
                         spins += 1;
                         if spins < 200 {
@@ -211,19 +166,13 @@ impl Appender {
                         }
                     }
                 }
-                State::Invalid(v) => {
-                    return Err(Self::corrupt(
-                        &seg,
-                        self.pos,
-                        format!("invalid record header word {v:#018x}"),
-                    ));
-                }
             }
         }
     }
 
     /// Appends one record whose payload `write` serializes into the slot it is given (16-byte
     /// aligned) and whose length it returns. Returns the record's sequence number.
+    #[allow(unsafe_code)]
     pub(crate) fn append(
         &mut self,
         mut write: impl FnMut(&mut [MaybeUninit<u8>]) -> Result<usize>,
@@ -233,12 +182,14 @@ impl Appender {
         loop {
             let seg = match self.find_tail(true)? {
                 Tail::NeedSegment => {
-                    self.check_capacity(self.seq)?;
+                    self.check_capacity(self.walk.seq)?;
                     if let Some((seg, len)) = self.create_segment_with(&mut write)? {
-                        let seq = self.seq;
-                        self.pos = seg.data_start + committed_extent(len);
-                        self.seq += 1;
-                        self.seg = Some(seg.clone());
+                        let seq = self.walk.seq;
+                        self.walk = Walk::new(
+                            Some(seg.clone()),
+                            seg.data_start + committed_extent(len),
+                            seq + 1,
+                        );
                         let meta = &self.journal.meta;
                         notify::wake(meta.data_notify(), meta.data_waiters());
                         self.after_commit(&seg, seg.data_start)?;
@@ -247,18 +198,18 @@ impl Appender {
                     // Another appender created it first: append there.
                     continue;
                 }
-                Tail::Here => match self.seg.clone() {
+                Tail::Here => match self.walk.seg.clone() {
                     Some(seg) => seg,
                     None => continue,
                 },
             };
-            self.check_capacity(self.seq)?;
-            let room = seg.size - self.pos;
+            self.check_capacity(self.walk.seq)?;
+            let room = seg.size - self.walk.pos;
             let extent = room.min(max_extent) & !(RECORD_ALIGN - 1);
-            let Some(word) = seg.header_word(self.pos) else {
-                return Err(Self::corrupt(
+            let Some(word) = seg.header_word(self.walk.pos) else {
+                return Err(walk::corrupt(
                     &seg,
-                    self.pos,
+                    self.walk.pos,
                     "record position outside the segment".into(),
                 ));
             };
@@ -266,17 +217,21 @@ impl Appender {
                 continue;
             };
             // The extent [pos, pos + extent) is ours until we commit or are abandoned.
-            let (pos, seq) = (self.pos, self.seq);
-            let written = seg
-                .map
-                .with_slot(pos + RECORD_HEADER, extent - RECORD_HEADER, &mut write)
-                .unwrap_or_else(|| {
-                    Err(Self::corrupt(
-                        &seg,
-                        pos,
-                        "reserved extent outside the segment".into(),
-                    ))
-                });
+            let (pos, seq) = (self.walk.pos, self.walk.seq);
+            // SAFETY: the CAS EMPTY → RESERVED above gave this appender the extent
+            // [pos, pos + extent): no one else writes it (others wait, or abandon it, which only
+            // CASes the header word), and no one reads it before our commit CAS.
+            let written = unsafe {
+                seg.map
+                    .with_slot(pos + RECORD_HEADER, extent - RECORD_HEADER, &mut write)
+            }
+            .unwrap_or_else(|| {
+                Err(walk::corrupt(
+                    &seg,
+                    pos,
+                    "reserved extent outside the segment".into(),
+                ))
+            });
             match written {
                 Ok(len) if len <= extent - RECORD_HEADER => {
                     write_record_fields(&seg.map, pos, seq, len);
@@ -286,8 +241,8 @@ impl Appender {
                             self.spare_for = seg.first_seq;
                             self.journal.prepare_spare();
                         }
-                        self.pos = pos + committed_extent(len);
-                        self.seq = seq + 1;
+                        self.walk.pos = pos + committed_extent(len);
+                        self.walk.seq = seq + 1;
                         let meta = &self.journal.meta;
                         notify::wake(meta.data_notify(), meta.data_waiters());
                         self.after_commit(&seg, pos)?;
@@ -318,12 +273,13 @@ impl Appender {
     /// Creates segment `self.seq` with this record committed as its first one. `Ok(None)` if
     /// another appender published the segment first. Uses the spare file prepared in the
     /// background when there is one.
+    #[allow(unsafe_code)]
     fn create_segment_with(
         &mut self,
         write: &mut impl FnMut(&mut [MaybeUninit<u8>]) -> Result<usize>,
     ) -> Result<Option<(Arc<Segment>, usize)>> {
         let config = self.journal.config().clone();
-        let first_seq = self.seq;
+        let first_seq = self.walk.seq;
         let header_bytes = segment::encode_header(&config, first_seq);
         let sync = self.durability != Durability::PageCache;
         let path = self.journal.dir.join(segment::segment_name(first_seq));
@@ -336,7 +292,8 @@ impl Appender {
                 self.journal.put_back_spare(spare);
                 return Ok(None);
             }
-            map.write(0, &header_bytes);
+            // SAFETY: the spare file is this process's alone until it is linked below.
+            unsafe { map.write(0, &header_bytes) };
             let len = fill_first_record(&map, &config, first_seq, write)?;
             if sync {
                 map.flush_range(0, config.segment_size as usize)
@@ -386,7 +343,7 @@ impl Appender {
             Durability::PageCache => Ok(()),
             Durability::Sync => seg
                 .map
-                .flush_range(pos, self.pos.saturating_sub(pos))
+                .flush_range(pos, self.walk.pos.saturating_sub(pos))
                 .map_err(|e| QueueError::io(format!("msync {}", seg.path.display()), e)),
             Durability::GroupCommit { interval } => {
                 if self.dirty.is_none() {
@@ -406,14 +363,14 @@ impl Appender {
         let Some((seg, from)) = self.dirty.take() else {
             return Ok(());
         };
-        let result = match &self.seg {
-            Some(cur) if Arc::ptr_eq(&seg, cur) => {
-                seg.map.flush_range(from, self.pos.saturating_sub(from))
-            }
+        let result = match &self.walk.seg {
+            Some(cur) if Arc::ptr_eq(&seg, cur) => seg
+                .map
+                .flush_range(from, self.walk.pos.saturating_sub(from)),
             Some(cur) => seg
                 .map
                 .flush_range(from, seg.size - from)
-                .and_then(|()| cur.map.flush_range(0, self.pos)),
+                .and_then(|()| cur.map.flush_range(0, self.walk.pos)),
             None => Ok(()),
         };
         result.map_err(|e| QueueError::io(format!("msync {}", seg.path.display()), e))
@@ -422,9 +379,9 @@ impl Appender {
     /// Syncs the current segment up to the tail, whatever the durability mode.
     pub(crate) fn flush(&mut self) -> Result<()> {
         self.sync_dirty()?;
-        if let Some(seg) = &self.seg {
+        if let Some(seg) = &self.walk.seg {
             seg.map
-                .flush_range(0, self.pos)
+                .flush_range(0, self.walk.pos)
                 .map_err(|e| QueueError::io(format!("msync {}", seg.path.display()), e))?;
         }
         self.journal.meta.flush()
@@ -434,12 +391,13 @@ impl Appender {
     /// records other appenders committed.
     pub(crate) fn next_seq(&mut self) -> Result<u64> {
         self.find_tail(false)?;
-        Ok(self.seq)
+        Ok(self.walk.seq)
     }
 }
 
 /// Serializes the first record of an unpublished segment into `map` and commits it (plain
 /// stores: nobody can see the file yet). Returns the payload length.
+#[allow(unsafe_code)]
 fn fill_first_record(
     map: &MappedFile,
     config: &super::meta::MetaConfig,
@@ -451,17 +409,19 @@ fn fill_first_record(
     let max_extent = committed_extent(config.max_payload as usize)
         .min(header::MAX_EXTENT)
         .min(size - data_start);
-    let len = map
-        .with_slot(
+    // SAFETY: the file is not published yet (the caller's contract): nobody else maps it.
+    let len = unsafe {
+        map.with_slot(
             data_start + RECORD_HEADER,
             max_extent - RECORD_HEADER,
             &mut *write,
         )
-        .unwrap_or_else(|| {
-            Err(QueueError::Other(
-                "segment smaller than its data start".into(),
-            ))
-        })?;
+    }
+    .unwrap_or_else(|| {
+        Err(QueueError::Other(
+            "segment smaller than its data start".into(),
+        ))
+    })?;
     if len > max_extent - RECORD_HEADER {
         return Err(QueueError::Other(format!(
             "serializer reported {len} bytes written into a slot of {}",
@@ -480,17 +440,21 @@ fn fill_first_record(
 
 /// Writes a record's sequence number, crc, length and time (header bytes 8..32) for the payload
 /// already in place at `pos + 32`. The caller owns the record (reservation or unpublished file).
+#[allow(unsafe_code)]
 fn write_record_fields(map: &MappedFile, pos: usize, seq: u64, len: usize) {
     let len32 = len as u32;
     let time = now_nanos();
-    let payload = map.committed(pos + RECORD_HEADER, len).unwrap_or(&[]);
+    // SAFETY: the caller owns the record (reservation or unpublished file) and holds no
+    // `with_slot` borrow: nobody writes the payload while it is read here.
+    let payload = unsafe { map.committed(pos + RECORD_HEADER, len) }.unwrap_or(&[]);
     let crc = record_crc(seq, len32, time, payload);
     let mut head = [0u8; RECORD_HEADER - R_SEQ];
     head[0..8].copy_from_slice(&seq.to_le_bytes());
     head[8..12].copy_from_slice(&crc.to_le_bytes());
     head[12..16].copy_from_slice(&len32.to_le_bytes());
     head[16..24].copy_from_slice(&time.to_le_bytes());
-    let _ = map.write(pos + R_SEQ, &head);
+    // SAFETY: as above, the caller owns the record's extent, and `payload` is no longer used.
+    let _ = unsafe { map.write(pos + R_SEQ, &head) };
 }
 
 pub(crate) fn now_nanos() -> u64 {

@@ -9,8 +9,15 @@
 //!   FREE ──CAS──▶ CLAIMING(stamp) ──CAS──▶ ACTIVE ──CAS──▶ REMOVED (tombstone, never reused)
 //! ```
 //!
-//! The name is written while CLAIMING and published by the CAS to ACTIVE (release). A claim
-//! older than [`CLAIM_TIMEOUT_MS`] (its writer died) may be taken over.
+//! A slot leaves FREE once, by the compare-and-swap of exactly one claimer, and never returns to
+//! FREE or CLAIMING; so the claim word is unique to its claimer. The claimer writes name, flags
+//! and cursor while CLAIMING and publishes them by the CAS CLAIMING → ACTIVE (release). A claim
+//! older than [`CLAIM_TIMEOUT_MS`] (its claimer died, or is stalled) is **retired**, never taken
+//! over: CLAIMING → REMOVED by CAS, and the registration probes on to the next slot. The plain
+//! stores of a stalled claimer cannot be fenced, so they must only ever land in a slot that no
+//! one else will own: its own claimed slot, which either it makes ACTIVE or is retired for good
+//! (its late stores then hit a tombstone that nobody reads). Its publication CAS fails after a
+//! retirement, and it registers again. The price is one slot per dead registration.
 //!
 //! Consuming is a compare-and-swap of the cursor from `n` to `n + 1` *after* the consumer has
 //! what it needs from record `n`: handles sharing a name each get a message exactly once while
@@ -30,7 +37,7 @@ const FREE: u64 = 0;
 const CLAIMING: u64 = 1;
 const ACTIVE: u64 = 2;
 const REMOVED: u64 = 3;
-/// How long a half-registered slot may stay CLAIMING before another process takes it over.
+/// How long a half-registered slot may stay CLAIMING before another process retires it.
 pub(crate) const CLAIM_TIMEOUT_MS: u32 = 1000;
 /// Flag bit: the cursor holds back retention and capacity.
 pub(crate) const FLAG_DURABLE: u32 = 1;
@@ -67,11 +74,7 @@ pub(crate) fn register(meta: &Meta, name: &str, start: impl Fn() -> Result<u64>)
                 let s = state.load(Ordering::Acquire);
                 match s >> 32 {
                     FREE if s == 0 => {
-                        let claim = (CLAIMING << 32) | u64::from(monotonic_millis());
-                        if state
-                            .compare_exchange(0, claim, Ordering::AcqRel, Ordering::Acquire)
-                            .is_ok()
-                        {
+                        if let Some(claim) = try_claim(meta, slot, monotonic_millis()) {
                             if publish(meta, slot, claim, bytes, &start)? {
                                 return Ok(slot);
                             }
@@ -80,15 +83,20 @@ pub(crate) fn register(meta: &Meta, name: &str, start: impl Fn() -> Result<u64>)
                     }
                     CLAIMING => {
                         if lease_expired(s as u32, monotonic_millis(), CLAIM_TIMEOUT_MS) {
-                            let claim = (CLAIMING << 32) | u64::from(monotonic_millis());
+                            // Never take a stale claim over: its claimer may only be stalled and
+                            // still write its name and cursor into this slot. Retire the slot
+                            // (a tombstone, never reused) and probe on; the claimer's
+                            // publication then fails and it registers again elsewhere.
                             if state
-                                .compare_exchange(s, claim, Ordering::AcqRel, Ordering::Acquire)
+                                .compare_exchange(
+                                    s,
+                                    REMOVED << 32,
+                                    Ordering::AcqRel,
+                                    Ordering::Acquire,
+                                )
                                 .is_ok()
                             {
-                                if publish(meta, slot, claim, bytes, &start)? {
-                                    return Ok(slot);
-                                }
-                                continue 'restart;
+                                break;
                             }
                         } else {
                             spins += 1;
@@ -122,7 +130,16 @@ pub(crate) fn register(meta: &Meta, name: &str, start: impl Fn() -> Result<u64>)
     }
 }
 
-fn publish(
+/// Claims a FREE slot: FREE → CLAIMING(stamp). The claim word on success.
+pub(crate) fn try_claim(meta: &Meta, slot: usize, stamp: u32) -> Option<u64> {
+    let claim = (CLAIMING << 32) | u64::from(stamp);
+    meta.cursor_state(slot)
+        .compare_exchange(0, claim, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+        .then_some(claim)
+}
+
+pub(crate) fn publish(
     meta: &Meta,
     slot: usize,
     claim: u64,
@@ -189,9 +206,34 @@ pub(crate) fn min_position(meta: &Meta) -> Option<u64> {
         .min()
 }
 
+/// Checks one slot's state word and, for an active slot, its name length (for `verify`).
+pub(crate) fn check_slot(meta: &Meta, slot: usize) -> std::result::Result<(), String> {
+    let s = meta.cursor_state(slot).load(Ordering::Acquire);
+    match s >> 32 {
+        FREE if s == 0 => Ok(()),
+        CLAIMING => Ok(()),
+        ACTIVE if s == ACTIVE << 32 => {
+            let len = meta.cursor_name_len(slot);
+            if (1..=MAX_CONSUMER_NAME).contains(&len) {
+                Ok(())
+            } else {
+                Err(format!("active with name length {len}"))
+            }
+        }
+        REMOVED if s == REMOVED << 32 => Ok(()),
+        _ => Err(format!("invalid state {s:#018x}")),
+    }
+}
+
 /// Claims record `seq` for a consumer of cursor `word`: CAS `seq` → `seq + 1`.
 /// `Err(current)` if another handle of the same name moved the cursor first.
 pub(crate) fn claim<W: Word + ?Sized>(word: &W, seq: u64) -> Result<(), u64> {
     word.compare_exchange(seq, seq + 1, Ordering::AcqRel, Ordering::Acquire)
         .map(|_| ())
+}
+
+/// The home slot of `name` (where its probe starts).
+#[cfg(test)]
+pub(crate) fn find_home(name: &str) -> usize {
+    hash(name.as_bytes())
 }

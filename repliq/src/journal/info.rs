@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 use super::format::*;
-use super::header::{self, State};
+use super::walk::{Entry, Walk};
 use super::{Journal, Reader, cursor};
 use crate::{QueueError, Result};
 
@@ -58,10 +58,12 @@ pub struct CursorInfo {
 /// # Errors
 ///
 /// [`QueueError::Io`] if the files cannot be read, [`QueueError::Corrupt`] if the meta file or
-/// the tail segment is damaged.
+/// the tail segment is damaged, or a segment file does not end where the next one begins (a
+/// missing segment). Damage inside a segment is found by [`verify`].
 pub fn inspect(dir: impl AsRef<Path>) -> Result<JournalInfo> {
     let journal = Journal::open(dir.as_ref(), false)?;
     let segments = journal.list_segments()?;
+    super::walk::check_segment_chain(&journal, &segments)?;
     let first_seq = segments.first().copied().unwrap_or(0);
     let next = match segments.last() {
         Some(&last) => tail_of(&journal, last)?,
@@ -94,13 +96,14 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<JournalInfo> {
 }
 
 /// The next sequence number after the committed records of segment `first` (and its
-/// successors), found from the segment's last index point.
+/// successors), found from the segment's last index point. A tool's reader: it proves that
+/// where it stops is the tail, not a hole.
 fn tail_of(journal: &Arc<Journal>, first: u64) -> Result<u64> {
     let Some(seg) = journal.segment(first)? else {
         return Ok(first);
     };
     let (_, start) = seg.last_index_point();
-    let mut reader = Reader::at(journal.clone(), start, false)?;
+    let mut reader = Reader::at(journal.clone(), start, false)?.strict();
     while let Some(rec) = reader.peek()? {
         reader.advance(&rec);
     }
@@ -132,6 +135,7 @@ pub fn verify(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<VerifyReport> {
     let journal = Journal::open(dir.as_ref(), false)?;
+    check_cursor_slots(&journal.meta)?;
     let segments = journal.list_segments()?;
     let mut report = VerifyReport {
         segments: 0,
@@ -139,97 +143,62 @@ pub fn verify(
         abandoned: 0,
         in_progress: 0,
     };
-    let mut expected_first = segments.first().copied().unwrap_or(0);
-    for (i, &first) in segments.iter().enumerate() {
-        let path = journal.dir.join(super::segment::segment_name(first));
-        let corrupt = |offset: usize, reason: String| QueueError::Corrupt {
-            path: path.clone(),
-            offset: offset as u64,
-            reason,
-        };
-        if first != expected_first {
-            return Err(corrupt(
-                0,
-                format!(
-                    "segment starts at sequence {first}, the previous one ended at {expected_first}"
-                ),
-            ));
-        }
-        let Some(seg) = journal.segment(first)? else {
-            continue;
-        };
-        let mut pos = seg.data_start;
-        let mut seq = first;
-        while pos + RECORD_HEADER <= seg.size {
-            let Some(word) = seg.header_word(pos) else {
-                break;
-            };
-            match header::decode(word.load(Ordering::Acquire)) {
-                State::Empty => break,
-                State::End => break,
-                State::Reserved { .. } => {
-                    report.in_progress += 1;
+    let Some(&first) = segments.first() else {
+        return Ok(report);
+    };
+    let Some(seg) = journal.segment(first)? else {
+        return Ok(report);
+    };
+    // One walk over every segment in turn: a missing segment file, or a segment that does not
+    // end where the next begins, stops it with the file and offset.
+    let mut walk = Walk::segment_start(seg);
+    report.segments = 1;
+    loop {
+        let entry = walk.look(true)?;
+        match entry {
+            Entry::Record(_) => {
+                report.records += 1;
+                walk.pass(&entry);
+            }
+            Entry::Abandoned { .. } => {
+                report.abandoned += 1;
+                walk.pass(&entry);
+            }
+            Entry::SegmentEnd { .. } | Entry::NoSegment => {
+                progress(report.segments, segments.len());
+                if !walk.next_segment(&journal)? {
                     break;
                 }
-                State::Abandoned { extent } => {
-                    if extent < RECORD_HEADER || pos + extent > seg.size {
-                        return Err(corrupt(pos, format!("invalid abandoned extent {extent}")));
-                    }
-                    report.abandoned += 1;
-                    pos += extent;
-                }
-                State::Committed { len } => {
-                    let len = len as usize;
-                    if pos + committed_extent(len) > seg.size {
-                        return Err(corrupt(
-                            pos,
-                            format!("record length {len} runs past the end of the segment"),
-                        ));
-                    }
-                    let Some((rseq, crc, rlen, time)) = seg.header_fields(pos) else {
-                        return Err(corrupt(pos, "record header outside the segment".into()));
-                    };
-                    if rseq != seq {
-                        return Err(corrupt(
-                            pos,
-                            format!("record has sequence number {rseq}, expected {seq}"),
-                        ));
-                    }
-                    if rlen as usize != len {
-                        return Err(corrupt(
-                            pos,
-                            format!(
-                                "record length field {rlen} disagrees with its header word ({len})"
-                            ),
-                        ));
-                    }
-                    let payload = seg.map.committed(pos + RECORD_HEADER, len).unwrap_or(&[]);
-                    let actual = record_crc(rseq, rlen, time, payload);
-                    if actual != crc {
-                        return Err(corrupt(
-                            pos,
-                            format!(
-                                "checksum mismatch in record {rseq} (stored {crc:#010x}, computed {actual:#010x})"
-                            ),
-                        ));
-                    }
-                    report.records += 1;
-                    seq += 1;
-                    pos += committed_extent(len);
-                }
-                State::Invalid(v) => {
-                    return Err(corrupt(
-                        pos,
-                        format!("invalid record header word {v:#018x}"),
-                    ));
-                }
+                report.segments += 1;
             }
+            Entry::Reserved { .. } => {
+                report.in_progress += 1;
+                break;
+            }
+            Entry::Empty => break,
         }
-        expected_first = seq;
-        report.segments += 1;
-        progress(i + 1, segments.len());
+    }
+    // Where the walk stopped must be the end: no later record, no later segment.
+    walk.check_tail(&journal)?;
+    if report.segments < segments.len() {
+        progress(segments.len(), segments.len());
     }
     Ok(report)
+}
+
+/// Checks every consumer cursor slot of the meta file: a garbage consumer area would make every
+/// open (which registers or finds a consumer) fail.
+fn check_cursor_slots(meta: &super::meta::Meta) -> Result<()> {
+    for slot in 0..CURSOR_SLOTS {
+        if let Err(reason) = cursor::check_slot(meta, slot) {
+            return Err(QueueError::Corrupt {
+                path: meta.path.clone(),
+                offset: (M_CURSORS + slot * CURSOR_ENTRY) as u64,
+                reason: format!("consumer cursor slot {slot}: {reason}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One record seen by a [`RawTailer`].
@@ -264,7 +233,7 @@ impl RawTailer {
             None => journal.earliest_seq()?,
         };
         Ok(RawTailer {
-            reader: Reader::at(journal, start, true)?,
+            reader: Reader::at(journal, start, true)?.strict(),
         })
     }
 

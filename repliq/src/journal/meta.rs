@@ -225,25 +225,38 @@ impl Meta {
     pub(crate) fn cursor_next(&self, slot: usize) -> &AtomicU64 {
         self.u64_at(M_CURSORS + slot * CURSOR_ENTRY + C_NEXT)
     }
-    /// The name of an ACTIVE cursor slot (published before the slot became ACTIVE).
-    pub(crate) fn cursor_name(&self, slot: usize) -> &[u8] {
+    /// The name length field of an ACTIVE cursor slot (unchecked).
+    #[allow(unsafe_code)]
+    pub(crate) fn cursor_name_len(&self, slot: usize) -> usize {
         let base = M_CURSORS + slot * CURSOR_ENTRY;
-        let len = self
-            .map
-            .committed(base + C_NAME_LEN, 4)
+        // SAFETY: callers ask only for slots they acquire-loaded as ACTIVE; the slot's only
+        // writer (its claimer) wrote these bytes before its release-CAS to ACTIVE and never
+        // writes again (`cursor`: stale claims are retired, never taken over).
+        unsafe { self.map.committed(base + C_NAME_LEN, 4) }
             .map(|b| read_u32(b, 0) as usize)
             .unwrap_or(0)
-            .min(MAX_CONSUMER_NAME);
-        self.map.committed(base + C_NAME, len).unwrap_or(&[])
+    }
+
+    /// The name of an ACTIVE cursor slot (published before the slot became ACTIVE).
+    #[allow(unsafe_code)]
+    pub(crate) fn cursor_name(&self, slot: usize) -> &[u8] {
+        let base = M_CURSORS + slot * CURSOR_ENTRY;
+        let len = self.cursor_name_len(slot).min(MAX_CONSUMER_NAME);
+        // SAFETY: as in `cursor_name_len`: published name bytes of an ACTIVE slot.
+        unsafe { self.map.committed(base + C_NAME, len) }.unwrap_or(&[])
     }
     /// Writes the name and flags of a cursor slot this process holds in the CLAIMING state.
+    #[allow(unsafe_code)]
     pub(crate) fn write_cursor_name(&self, slot: usize, name: &[u8], flags: u32) {
         let base = M_CURSORS + slot * CURSOR_ENTRY;
         let mut entry = [0u8; CURSOR_ENTRY - C_FLAGS];
         entry[0..4].copy_from_slice(&flags.to_le_bytes());
         entry[4..8].copy_from_slice(&(name.len() as u32).to_le_bytes());
         entry[8..8 + name.len()].copy_from_slice(name);
-        let _ = self.map.write(base + C_FLAGS, &entry);
+        // SAFETY: the caller won the claim CAS FREE → CLAIMING on this slot, which happens once
+        // per slot: no one else ever writes these bytes, and no one reads them unless the caller
+        // publishes the slot as ACTIVE afterwards.
+        let _ = unsafe { self.map.write(base + C_FLAGS, &entry) };
     }
 
     pub(crate) fn flush(&self) -> Result<()> {

@@ -26,6 +26,7 @@ pub(crate) mod segment;
 #[cfg(all(test, not(repliq_loom)))]
 mod test;
 mod wait;
+pub(crate) mod walk;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;

@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Journal;
-use super::format::*;
-use super::header::{self, State};
+use super::header;
 use super::segment::Segment;
+use super::walk::{Entry, Walk};
+use crate::Result;
 use crate::raw::clock::monotonic_millis;
-use crate::{QueueError, Result};
 
-/// A committed record found by [`Reader::peek`].
+/// A committed record found by [`Reader::peek`] (or a [`Walk`]).
 #[derive(Debug, Clone)]
 pub(crate) struct RecordRef {
     pub seg: Arc<Segment>,
@@ -18,27 +18,34 @@ pub(crate) struct RecordRef {
     pub seq: u64,
     pub len: usize,
     pub time: u64,
+    pub crc: u32,
 }
 
 impl RecordRef {
     /// The payload, straight from the mapping (16-byte aligned).
+    #[allow(unsafe_code)]
     pub(crate) fn payload(&self) -> &[u8] {
-        self.seg
-            .map
-            .committed(self.pos + RECORD_HEADER, self.len)
-            .unwrap_or(&[])
+        // SAFETY: a `RecordRef` is made only by `Walk::look` after an acquire-load of the
+        // COMMITTED header word at `pos` with length `len`; committed bytes never change.
+        unsafe { self.seg.payload(self.pos, self.len) }.unwrap_or(&[])
     }
 }
 
 /// A position in the journal that walks forward over committed records.
+///
+/// Where the data ends, a reader makes sure it is the tail and not a hole
+/// ([`Walk::check_tail`]): a strict reader (tools) at once, others once they have waited at the
+/// same position for the reservation lease (the check reads the rest of the segment, too much
+/// for every poll of a caught-up consumer).
 #[derive(Debug)]
 pub(crate) struct Reader {
     journal: Arc<Journal>,
-    /// `None` while the queue has no segment yet (the first append creates segment 0).
-    seg: Option<Arc<Segment>>,
-    pos: usize,
-    seq: u64,
+    walk: Walk,
     verify_crc: bool,
+    strict: bool,
+    /// (segment, position, since when) the reader has found no record, and whether that
+    /// position was proven to be the tail.
+    waiting: Option<(u64, usize, u32, bool)>,
 }
 
 impl Reader {
@@ -48,19 +55,19 @@ impl Reader {
         let Some(seg) = journal.segment_for(seq)? else {
             return Ok(Reader {
                 journal,
-                seg: None,
-                pos: 0,
-                seq: 0,
+                walk: Walk::new(None, 0, 0),
                 verify_crc,
+                strict: false,
+                waiting: None,
             });
         };
         let (pos, start) = seg.index_lookup(seq);
         let mut reader = Reader {
             journal,
-            seg: Some(seg),
-            pos,
-            seq: start,
+            walk: Walk::new(Some(seg), pos, start),
             verify_crc,
+            strict: false,
+            waiting: None,
         };
         if start <= seq {
             reader.skip_to(seq)?;
@@ -69,9 +76,16 @@ impl Reader {
         Ok(reader)
     }
 
+    /// Makes the reader prove at once, every time it finds no record, that it is at the tail and
+    /// not at a hole (for tools, which stop there).
+    pub(crate) fn strict(mut self) -> Reader {
+        self.strict = true;
+        self
+    }
+
     /// The sequence number of the next record this reader returns.
     pub(crate) fn seq(&self) -> u64 {
-        self.seq
+        self.walk.seq
     }
 
     pub(crate) fn journal(&self) -> &Arc<Journal> {
@@ -80,25 +94,28 @@ impl Reader {
 
     /// Walks forward to `target` (or as far as records exist). Returns `true` if reached.
     pub(crate) fn skip_to(&mut self, target: u64) -> Result<bool> {
-        if target < self.seq {
+        if target < self.walk.seq {
             let fresh = Reader::at(self.journal.clone(), target, self.verify_crc)?;
+            let strict = self.strict;
             *self = fresh;
-            return Ok(self.seq == target);
+            self.strict = strict;
+            return Ok(self.walk.seq == target);
         }
-        let target = target.max(self.seq);
-        let interval = self.seg.as_ref().map_or(1, |s| u64::from(s.index_interval));
-        if target - self.seq > 4 * interval {
+        let interval = self
+            .walk
+            .seg
+            .as_ref()
+            .map_or(1, |s| u64::from(s.index_interval));
+        if target - self.walk.seq > 4 * interval {
             // Far ahead: jump with the index instead of walking.
             if let Some(seg) = self.journal.segment_for(target)? {
                 let (pos, start) = seg.index_lookup(target);
-                if start > self.seq {
-                    self.seg = Some(seg);
-                    self.pos = pos;
-                    self.seq = start;
+                if start > self.walk.seq {
+                    self.walk = Walk::new(Some(seg), pos, start);
                 }
             }
         }
-        while self.seq < target {
+        while self.walk.seq < target {
             match self.peek()? {
                 Some(rec) => self.advance(&rec),
                 None => return Ok(false),
@@ -107,157 +124,75 @@ impl Reader {
         Ok(true)
     }
 
-    fn corrupt(seg: &Segment, offset: usize, reason: String) -> QueueError {
-        QueueError::Corrupt {
-            path: seg.path.clone(),
-            offset: offset as u64,
-            reason,
-        }
-    }
-
-    /// Moves to the segment that starts at the next sequence number, if it exists yet.
-    fn next_segment(&mut self) -> Result<bool> {
-        match self.journal.segment(self.seq)? {
-            Some(next) => {
-                if let Some(cur) = &self.seg
-                    && Arc::ptr_eq(cur, &next)
-                {
-                    return Err(Self::corrupt(
-                        cur,
-                        self.pos,
-                        "segment ends without a record; its successor would have its own name"
-                            .into(),
-                    ));
-                }
-                self.pos = next.data_start;
-                self.seg = Some(next);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
     /// The next committed record, without moving past it. `Ok(None)` if there is none yet.
     /// Moves over abandoned extents and segment ends; abandons reservations whose lease expired.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Corrupt`] on a damaged record or a hole (see [`Reader`]).
     pub(crate) fn peek(&mut self) -> Result<Option<RecordRef>> {
         loop {
-            let Some(seg) = self.seg.clone() else {
-                if self.next_segment()? {
-                    continue;
+            let entry = self.walk.look(self.verify_crc)?;
+            match entry {
+                Entry::Record(rec) => {
+                    self.waiting = None;
+                    return Ok(Some(rec));
                 }
-                return Ok(None);
-            };
-            if self.pos + RECORD_HEADER > seg.size {
-                if self.next_segment()? {
-                    continue;
+                Entry::Abandoned { .. } => self.walk.pass(&entry),
+                Entry::SegmentEnd { .. } | Entry::NoSegment => {
+                    if !self.walk.next_segment(&self.journal)? {
+                        self.no_record_yet()?;
+                        return Ok(None);
+                    }
                 }
-                return Ok(None);
-            }
-            let Some(word) = seg.header_word(self.pos) else {
-                return Err(Self::corrupt(
-                    &seg,
-                    self.pos,
-                    "record position outside the segment".into(),
-                ));
-            };
-            let w = word.load(Ordering::Acquire);
-            match header::decode(w) {
-                State::Empty => return Ok(None),
-                State::Reserved { stamp, .. } => {
+                Entry::Reserved { word, stamp } => {
                     if header::lease_expired(stamp, monotonic_millis(), self.journal.lease_ms()) {
-                        header::abandon(word, w);
+                        // The walk's position is a record boundary (see `walk`): the word
+                        // abandoned here is a real reservation, never payload bytes.
+                        if let Some(w) = self.walk.header_word() {
+                            header::abandon(w, word);
+                        }
                         continue;
                     }
+                    self.no_record_yet()?;
                     return Ok(None);
                 }
-                State::Committed { len } => return self.check_record(&seg, len).map(Some),
-                State::Abandoned { extent } => {
-                    if extent < RECORD_HEADER || self.pos + extent > seg.size {
-                        return Err(Self::corrupt(
-                            &seg,
-                            self.pos,
-                            format!("invalid abandoned extent {extent}"),
-                        ));
-                    }
-                    self.pos += extent;
-                }
-                State::End => {
-                    self.pos = seg.size;
-                    if self.next_segment()? {
-                        continue;
-                    }
+                Entry::Empty => {
+                    self.no_record_yet()?;
                     return Ok(None);
-                }
-                State::Invalid(v) => {
-                    return Err(Self::corrupt(
-                        &seg,
-                        self.pos,
-                        format!("invalid record header word {v:#018x}"),
-                    ));
                 }
             }
         }
     }
 
-    fn check_record(&self, seg: &Arc<Segment>, len: u32) -> Result<RecordRef> {
-        let len = len as usize;
-        if self.pos + committed_extent(len) > seg.size {
-            return Err(Self::corrupt(
-                seg,
-                self.pos,
-                format!("record length {len} runs past the end of the segment"),
-            ));
-        }
-        let Some((seq, crc, stored_len, time)) = seg.header_fields(self.pos) else {
-            return Err(Self::corrupt(
-                seg,
-                self.pos,
-                "record header outside the segment".into(),
-            ));
+    /// Called where no record is (yet): proves, when due, that this is the tail and not a hole.
+    fn no_record_yet(&mut self) -> Result<()> {
+        let Some(seg) = &self.walk.seg else {
+            return Ok(());
         };
-        if seq != self.seq {
-            return Err(Self::corrupt(
-                seg,
-                self.pos,
-                format!("record has sequence number {seq}, expected {}", self.seq),
-            ));
-        }
-        if stored_len as usize != len {
-            return Err(Self::corrupt(
-                seg,
-                self.pos,
-                format!("record length field {stored_len} disagrees with its header word ({len})"),
-            ));
-        }
-        let rec = RecordRef {
-            seg: seg.clone(),
-            pos: self.pos,
-            seq,
-            len,
-            time,
+        let now = monotonic_millis();
+        let here = (seg.first_seq, self.walk.pos);
+        let due = match &mut self.waiting {
+            Some((first, pos, since, checked)) if (*first, *pos) == here => {
+                !*checked && (self.strict || now.wrapping_sub(*since) >= self.journal.lease_ms())
+            }
+            slot => {
+                *slot = Some((here.0, here.1, now, false));
+                self.strict
+            }
         };
-        if self.verify_crc {
-            let actual = record_crc(seq, stored_len, time, rec.payload());
-            if actual != crc {
-                return Err(Self::corrupt(
-                    seg,
-                    self.pos,
-                    format!(
-                        "checksum mismatch in record {seq} (stored {crc:#010x}, computed {actual:#010x})"
-                    ),
-                ));
+        if due {
+            self.walk.check_tail(&self.journal)?;
+            if let Some(w) = &mut self.waiting {
+                w.3 = true;
             }
         }
-        Ok(rec)
+        Ok(())
     }
 
     /// Moves past `rec`, which [`Reader::peek`] just returned.
     pub(crate) fn advance(&mut self, rec: &RecordRef) {
-        self.pos = rec.pos + committed_extent(rec.len);
-        self.seq = rec.seq + 1;
-        if !self.seg.as_ref().is_some_and(|s| Arc::ptr_eq(s, &rec.seg)) {
-            self.seg = Some(rec.seg.clone());
-        }
+        self.walk.pass_record(rec);
     }
 }
 
@@ -266,13 +201,14 @@ impl Reader {
     /// word at the position and its current value (for async waiters).
     pub(crate) fn probe(&self) -> Probe {
         let seen = self
+            .walk
             .seg
             .as_ref()
-            .and_then(|s| s.header_word(self.pos))
+            .and_then(|s| s.header_word(self.walk.pos))
             .map(|w| w.load(Ordering::Acquire));
         Probe {
-            seg: self.seg.clone(),
-            pos: self.pos,
+            seg: self.walk.seg.clone(),
+            pos: self.walk.pos,
             seen,
         }
     }

@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use super::format::*;
 use super::header::{self, State};
 use super::segment::{self, Segment};
+use super::walk::{self, Entry, Walk};
 use super::{Journal, notify};
 use crate::raw::clock::monotonic_millis;
 use crate::{QueueError, Result};
@@ -83,115 +84,97 @@ fn position_after(journal: &Arc<Journal>, next_seq: u64) -> Result<Option<(Arc<S
 #[derive(Debug)]
 pub(crate) struct ByteSource {
     journal: Arc<Journal>,
-    /// `None` until the journal's first segment exists.
-    seg: Option<Arc<Segment>>,
-    pos: usize,
-    seq: u64,
+    /// The first entry not sent yet (its segment is `None` until the journal's first segment
+    /// exists).
+    walk: Walk,
+    /// The END marker at the walk's position was sent: continue in the next segment.
+    end_sent: bool,
 }
 
 impl ByteSource {
     /// A source whose first frame starts right after record `next_seq - 1`.
     pub(crate) fn at(journal: Arc<Journal>, next_seq: u64) -> Result<ByteSource> {
-        let (seg, pos) = match position_after(&journal, next_seq)? {
-            Some((seg, pos)) => (Some(seg), pos),
-            None => (None, 0),
+        let walk = match position_after(&journal, next_seq)? {
+            Some((seg, pos)) => Walk::new(Some(seg), pos, next_seq),
+            None => Walk::new(None, 0, next_seq),
         };
         Ok(ByteSource {
             journal,
-            seg,
-            pos,
-            seq: next_seq,
+            walk,
+            end_sent: false,
         })
     }
 
     /// The sequence number of the next record this source will send.
     pub(crate) fn next_seq(&self) -> u64 {
-        self.seq
+        self.walk.seq
     }
 
     /// The next frame: final entries from the current position, at most about `max_bytes` and
     /// `max_records` records (always at least one entry when one is final). `Ok(None)` if nothing
-    /// new is final yet.
+    /// new is final yet. A segment's END marker is sent with the rest of its segment, in a frame
+    /// of its own when nothing precedes it (a receiver must apply such record-less frames too).
+    #[allow(unsafe_code)]
     pub(crate) fn read(&mut self, max_bytes: usize, max_records: u64) -> Result<Option<RawFrame>> {
-        let mut seg = match &self.seg {
-            Some(seg) => seg.clone(),
-            None => match self.journal.segment(0)? {
-                Some(seg) => {
-                    self.pos = seg.data_start;
-                    self.seg = Some(seg.clone());
-                    seg
-                }
-                None => return Ok(None),
-            },
-        };
         loop {
-            let start = self.pos;
+            if self.end_sent {
+                if !self.walk.next_segment(&self.journal)? {
+                    return Ok(None);
+                }
+                self.end_sent = false;
+            }
+            let Some(seg) = self.walk.seg.clone() else {
+                if self.walk.next_segment(&self.journal)? {
+                    continue;
+                }
+                return Ok(None);
+            };
+            let start = self.walk.pos;
+            let mut end = start;
             let mut records = Vec::new();
             let mut at_end = false;
-            while self.pos - start < max_bytes.max(1) && (records.len() as u64) < max_records.max(1)
-            {
-                if self.pos + RECORD_HEADER > seg.size {
-                    at_end = true;
-                    break;
-                }
-                let Some(word) = seg.header_word(self.pos) else {
-                    return Err(corrupt(&seg, self.pos, "record outside the segment".into()));
-                };
-                let w = word.load(Ordering::Acquire);
-                match header::decode(w) {
-                    State::Empty => break,
-                    State::Reserved { stamp, .. } => {
+            while end - start < max_bytes.max(1) && (records.len() as u64) < max_records.max(1) {
+                let entry = self.walk.look(false)?;
+                match entry {
+                    Entry::Empty | Entry::NoSegment => break,
+                    Entry::Reserved { word, stamp } => {
                         if header::lease_expired(stamp, monotonic_millis(), self.journal.lease_ms())
                         {
-                            header::abandon(word, w);
+                            // A record boundary reached by the walk: a real header.
+                            if let Some(w) = self.walk.header_word() {
+                                header::abandon(w, word);
+                            }
                             continue;
                         }
                         break;
                     }
-                    State::Committed { len } => {
-                        let extent = committed_extent(len as usize);
-                        let Some((seq, crc, _, _)) = seg.header_fields(self.pos) else {
-                            return Err(corrupt(&seg, self.pos, "bad record header".into()));
-                        };
-                        if seq != self.seq || self.pos + extent > seg.size {
-                            return Err(corrupt(
-                                &seg,
-                                self.pos,
-                                format!("record {seq} found where {} was expected", self.seq),
-                            ));
-                        }
-                        records.push(RecordId { seq, crc });
-                        self.pos += extent;
-                        self.seq += 1;
+                    Entry::Record(ref rec) => {
+                        records.push(RecordId {
+                            seq: rec.seq,
+                            crc: rec.crc,
+                        });
+                        self.walk.pass(&entry);
+                        end = self.walk.pos;
                     }
-                    State::Abandoned { extent } => {
-                        if extent < RECORD_HEADER || self.pos + extent > seg.size {
-                            return Err(corrupt(
-                                &seg,
-                                self.pos,
-                                format!("invalid abandoned extent {extent}"),
-                            ));
-                        }
-                        self.pos += extent;
+                    Entry::Abandoned { .. } => {
+                        self.walk.pass(&entry);
+                        end = self.walk.pos;
                     }
-                    State::End => {
-                        self.pos = seg.size;
+                    Entry::SegmentEnd { marker } => {
+                        if marker {
+                            end = seg.size;
+                            self.end_sent = true;
+                        }
                         at_end = true;
                         break;
                     }
-                    State::Invalid(v) => {
-                        return Err(corrupt(
-                            &seg,
-                            self.pos,
-                            format!("invalid record header word {v:#018x}"),
-                        ));
-                    }
                 }
             }
-            if self.pos > start {
-                let bytes = seg
-                    .map
-                    .committed(start, self.pos - start)
+            if end > start {
+                // SAFETY: every entry in [start, end) was acquire-loaded as final by the walk
+                // (committed records, abandoned extents, an END marker with the rest of its
+                // segment): bytes nobody writes any more.
+                let bytes = unsafe { seg.map.committed(start, end - start) }
                     .ok_or_else(|| corrupt(&seg, start, "range outside the segment".into()))?
                     .to_vec();
                 return Ok(Some(RawFrame {
@@ -201,17 +184,8 @@ impl ByteSource {
                     bytes,
                 }));
             }
-            if !at_end {
+            if !at_end || !self.walk.next_segment(&self.journal)? {
                 return Ok(None);
-            }
-            // This segment is complete: continue in the next one, once it exists.
-            match self.journal.segment(self.seq)? {
-                Some(next) => {
-                    self.pos = next.data_start;
-                    self.seg = Some(next.clone());
-                    seg = next;
-                }
-                None => return Ok(None),
             }
         }
     }
@@ -251,28 +225,29 @@ pub(crate) fn frame_records(bytes: &[u8]) -> std::result::Result<Vec<RecordId>, 
 #[derive(Debug)]
 pub(crate) struct ByteSink {
     journal: Arc<Journal>,
+    /// The end of the replica's data (past an END marker: the segment's size); its segment is
     /// `None` while the replica holds no segment yet.
-    seg: Option<Arc<Segment>>,
-    pos: usize,
-    seq: u64,
+    walk: Walk,
     /// Ranges written since the last [`ByteSink::sync`]: (segment, start, end).
     dirty: Vec<(Arc<Segment>, usize, usize)>,
 }
 
 impl ByteSink {
-    /// Finds the end of the replica's journal (a bounded scan from the last index point).
+    /// Finds the end of the replica's journal (a bounded scan from the last index point), after
+    /// checking that its segments chain up and that the end found is not a hole.
     pub(crate) fn open(journal: Arc<Journal>) -> Result<ByteSink> {
-        let last = journal.list_segments()?.last().copied();
-        let seg = match last {
-            Some(first) => journal.segment(first)?,
-            None => None,
+        let list = journal.list_segments()?;
+        walk::check_segment_chain(&journal, &list)?;
+        let walk = match list.last() {
+            Some(&first) => match journal.segment(first)? {
+                Some(seg) => Walk::last_index_point(seg),
+                None => Walk::new(None, 0, 0),
+            },
+            None => Walk::new(None, 0, 0),
         };
-        let (pos, seq) = seg.as_ref().map_or((0, 0), |s| s.last_index_point());
         let mut sink = ByteSink {
             journal,
-            seg,
-            pos,
-            seq,
+            walk,
             dirty: Vec::new(),
         };
         sink.find_tail()?;
@@ -280,39 +255,27 @@ impl ByteSink {
     }
 
     fn find_tail(&mut self) -> Result<()> {
-        let Some(seg) = self.seg.clone() else {
-            return Ok(());
-        };
         loop {
-            if self.pos + RECORD_HEADER > seg.size {
-                return Ok(());
-            }
-            let Some(word) = seg.header_word(self.pos) else {
-                return Err(corrupt(&seg, self.pos, "record outside the segment".into()));
-            };
-            match header::decode(word.load(Ordering::Acquire)) {
-                State::Empty => return Ok(()),
-                State::Committed { len } => {
-                    self.pos += committed_extent(len as usize);
-                    self.seq += 1;
+            let entry = self.walk.look(false)?;
+            match entry {
+                Entry::NoSegment => return Ok(()),
+                Entry::Empty | Entry::SegmentEnd { marker: false } => {
+                    return self.walk.check_tail(&self.journal);
                 }
-                State::Abandoned { extent } if extent >= RECORD_HEADER => self.pos += extent,
-                State::End => {
-                    self.pos = seg.size;
+                Entry::SegmentEnd { marker: true } => {
+                    self.walk.check_tail(&self.journal)?;
+                    if let Some(seg) = &self.walk.seg {
+                        self.walk.pos = seg.size;
+                    }
                     return Ok(());
                 }
-                State::Reserved { .. } => {
+                Entry::Record(_) | Entry::Abandoned { .. } => self.walk.pass(&entry),
+                Entry::Reserved { .. } => {
+                    let seg = self.walk.seg.as_ref().unwrap_or_else(|| unreachable!());
                     return Err(corrupt(
-                        &seg,
-                        self.pos,
+                        seg,
+                        self.walk.pos,
                         "a local writer reserved a record in a replica's journal".into(),
-                    ));
-                }
-                other => {
-                    return Err(corrupt(
-                        &seg,
-                        self.pos,
-                        format!("invalid record header {other:?}"),
                     ));
                 }
             }
@@ -321,24 +284,23 @@ impl ByteSink {
 
     /// One past the last record held.
     pub(crate) fn next_seq(&self) -> u64 {
-        self.seq
+        self.walk.seq
     }
 
     /// The checksum of record `seq`, if this replica holds it.
     pub(crate) fn held_crc(&self, seq: u64) -> Option<u32> {
-        if seq >= self.seq {
+        if seq >= self.walk.seq {
             return None;
         }
         let mut reader = super::Reader::at(self.journal.clone(), seq, false).ok()?;
         let rec = reader.peek().ok()??;
-        (rec.seq == seq)
-            .then(|| rec.seg.header_fields(rec.pos).map(|(_, crc, _, _)| crc))
-            .flatten()
+        (rec.seq == seq).then_some(rec.crc)
     }
 
     /// Writes the frame's bytes at their segment and offset. Bytes this replica already holds
     /// must be identical (they are skipped); bytes beyond its end must start exactly there.
     /// Local readers see the records at once; they are durable after [`ByteSink::sync`].
+    #[allow(unsafe_code)]
     pub(crate) fn apply(
         &mut self,
         segment_first_seq: u64,
@@ -346,16 +308,16 @@ impl ByteSink {
         bytes: &[u8],
     ) -> Result<()> {
         let mismatch = |what: String| QueueError::protocol(what);
-        let seg = match self.seg.clone() {
+        let seg = match self.walk.seg.clone() {
             Some(seg) if seg.first_seq == segment_first_seq => seg,
             current => {
                 let done = current
                     .as_ref()
-                    .is_none_or(|s| self.pos + RECORD_HEADER > s.size);
-                if segment_first_seq == self.seq && done {
-                    let seg = self.journal.segment_or_create(self.seq)?;
-                    self.pos = seg.data_start;
-                    self.seg = Some(seg.clone());
+                    .is_none_or(|s| self.walk.pos + RECORD_HEADER > s.size);
+                if segment_first_seq == self.walk.seq && done {
+                    let seg = self.journal.segment_or_create(self.walk.seq)?;
+                    self.walk.pos = seg.data_start;
+                    self.walk.seg = Some(seg.clone());
                     seg
                 } else if current
                     .as_ref()
@@ -368,8 +330,8 @@ impl ByteSink {
                         "frame for segment {segment_first_seq} at offset {offset}, but this \
                          replica is at segment {:?} offset {} (next record {})",
                         current.map(|s| s.first_seq),
-                        self.pos,
-                        self.seq
+                        self.walk.pos,
+                        self.walk.seq
                     )));
                 }
             }
@@ -380,19 +342,20 @@ impl ByteSink {
                 "frame runs past the end of segment {segment_first_seq}"
             )));
         }
-        if offset > self.pos {
+        if offset > self.walk.pos {
             return Err(mismatch(format!(
                 "gap in segment {segment_first_seq}: frame starts at offset {offset}, this \
                  replica ends at {}",
-                self.pos
+                self.walk.pos
             )));
         }
         // Overlap with what we hold: must be identical.
-        let overlap = self.pos.min(end) - offset;
+        let overlap = self.walk.pos.min(end) - offset;
         if overlap > 0 {
-            let held = seg
-                .map
-                .committed(offset, overlap)
+            // SAFETY: [offset, offset + overlap) lies before this sink's position: entries it
+            // wrote and published, which nobody writes again (the sink is the replica's only
+            // writer and never rewrites what it holds).
+            let held = unsafe { seg.map.committed(offset, overlap) }
                 .ok_or_else(|| corrupt(&seg, offset, "range outside the segment".into()))?;
             if held != &bytes[..overlap] {
                 return Err(mismatch(format!(
@@ -401,15 +364,15 @@ impl ByteSink {
                 )));
             }
         }
-        let start = self.pos;
+        let start = self.walk.pos;
         let mut i = overlap;
         while i < bytes.len() {
             i += self.apply_entry(&seg, &bytes[i..])?;
         }
-        if self.pos > start {
+        if self.walk.pos > start {
             match self.dirty.last_mut() {
-                Some((s, _, end)) if Arc::ptr_eq(s, &seg) && *end == start => *end = self.pos,
-                _ => self.dirty.push((seg.clone(), start, self.pos)),
+                Some((s, _, end)) if Arc::ptr_eq(s, &seg) && *end == start => *end = self.walk.pos,
+                _ => self.dirty.push((seg.clone(), start, self.walk.pos)),
             }
             let meta = &self.journal.meta;
             notify::wake(meta.data_notify(), meta.data_waiters());
@@ -427,10 +390,12 @@ impl ByteSink {
         Ok(())
     }
 
-    /// Writes one entry (record, abandoned extent or end marker) at `self.pos` from `b`, whose
+    /// Writes one entry (record, abandoned extent or end marker) at `self.walk.pos` from `b`, whose
     /// first 8 bytes are its header word. Returns the number of bytes it took.
+    #[allow(unsafe_code)]
     fn apply_entry(&mut self, seg: &Segment, b: &[u8]) -> Result<usize> {
-        let bad = |s: &Self, reason: String| corrupt(seg, s.pos, format!("replicated {reason}"));
+        let bad =
+            |s: &Self, reason: String| corrupt(seg, s.walk.pos, format!("replicated {reason}"));
         if b.len() < 8 {
             return Err(bad(self, "frame ends inside a header word".into()));
         }
@@ -447,12 +412,12 @@ impl ByteSink {
                     read_u32(b, R_LEN),
                     read_u64(b, R_TIME),
                 );
-                if seq != self.seq || stored_len != len {
+                if seq != self.walk.seq || stored_len != len {
                     return Err(bad(
                         self,
                         format!(
                             "record {seq} (length {stored_len}) where {} was expected",
-                            self.seq
+                            self.walk.seq
                         ),
                     ));
                 }
@@ -471,29 +436,31 @@ impl ByteSink {
             State::Abandoned { extent } if extent >= RECORD_HEADER && b.len() >= extent => {
                 (extent, None)
             }
-            State::End => (seg.size - self.pos, None),
+            State::End => (seg.size - self.walk.pos, None),
             other => return Err(bad(self, format!("entry {other:?}"))),
         };
-        if self.pos + extent > seg.size || b.len() < extent {
+        if self.walk.pos + extent > seg.size || b.len() < extent {
             return Err(bad(
                 self,
                 "entry runs past the end of the segment or the frame".into(),
             ));
         }
         let body = &b[8..extent];
-        seg.map
-            .write(self.pos + 8, body)
+        // SAFETY: the sink is the replica journal's only writer (no local appenders) and
+        // `self.walk.pos` is past everything it published: nobody else writes or reads these
+        // bytes before the header word below is stored (release).
+        unsafe { seg.map.write(self.walk.pos + 8, body) }
             .ok_or_else(|| bad(self, "entry outside the segment".into()))?;
         let word = seg
-            .header_word(self.pos)
+            .header_word(self.walk.pos)
             .ok_or_else(|| bad(self, "entry outside the segment".into()))?;
         // Publish last: local readers acquire-load this word before reading the body.
         word.store(w, Ordering::Release);
         if let Some(seq) = record {
-            seg.index_record(seq, self.pos);
-            self.seq = seq + 1;
+            seg.index_record(seq, self.walk.pos);
+            self.walk.seq = seq + 1;
         }
-        self.pos += extent;
+        self.walk.pos += extent;
         Ok(extent)
     }
 }
@@ -502,6 +469,7 @@ impl ByteSink {
 /// `<dir>/moved-aside/epoch-<epoch>-from-<seq>/` (whole segment files, the first one as it was).
 /// Returns that directory. Processes that still map the old files keep reading the old bytes;
 /// new readers see the journal end before `seq`.
+#[allow(unsafe_code)]
 pub(crate) fn move_aside_from(journal: &Arc<Journal>, seq: u64, epoch: u64) -> Result<PathBuf> {
     let dir = &journal.dir;
     let Some((seg, pos)) = position_after(journal, seq)? else {
@@ -526,9 +494,10 @@ pub(crate) fn move_aside_from(journal: &Arc<Journal>, seq: u64, epoch: u64) -> R
     let live = dir.join(segment::segment_name(seg.first_seq));
     let keep = aside.join(segment::segment_name(seg.first_seq));
     std::fs::copy(&live, &keep).map_err(|e| io("copying aside", &live, e))?;
-    let mut head = seg
-        .map
-        .committed(0, pos)
+    // SAFETY: [0, pos) is the segment header (written before publication), the index (on a
+    // replica written only by its sink, which runs in this same task and not concurrently) and
+    // final entries up to the end of record `seq - 1`, never written again.
+    let mut head = unsafe { seg.map.committed(0, pos) }
         .ok_or_else(|| corrupt(&seg, pos, "position outside the segment".into()))?
         .to_vec();
     // Clear index entries of moved records.
@@ -660,6 +629,88 @@ mod test {
             assert_eq!(reader.dequeue().unwrap(), Some(blob(n)));
         }
         assert_eq!(reader.dequeue().unwrap(), None);
+    }
+
+    /// Issue 10 item 0: a sink that is caught up when the source's segment rolls over. The END
+    /// marker of the full segment then travels alone, in a frame without records, which the
+    /// receiver must apply all the same (it used to be acknowledged as a duplicate and dropped,
+    /// and the next segment's first frame was refused for ever). Small and large messages; the
+    /// sink and source are reopened exactly at some rolls, before and after the END frame.
+    #[test]
+    fn a_caught_up_sink_follows_every_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut primary = QueueOptions::new()
+            .segment_size(8192)
+            .max_message_size(2048)
+            .index_interval(8)
+            .create::<Blob>(dir.path().join("primary"))
+            .unwrap();
+        let (replica, _) = Journal::create_or_open(
+            &dir.path().join("replica"),
+            primary.journal().config(),
+            false,
+        )
+        .unwrap();
+        let big = |n: u64| Blob {
+            n,
+            data: vec![
+                n as u8;
+                if n % 5 == 2 {
+                    1500
+                } else {
+                    (n as usize * 13) % 90
+                }
+            ],
+        };
+        let mut source = ByteSource::at(primary.journal().clone(), 0).unwrap();
+        let mut sink = ByteSink::open(replica.clone()).unwrap();
+        let (mut rolls, mut record_less, mut segments) = (0, 0, 0);
+        for n in 0..600u64 {
+            primary.enqueue(&big(n)).unwrap();
+            let now = primary.journal().list_segments().unwrap().len();
+            let rolled = segments > 0 && now > segments;
+            segments = now;
+            if rolled {
+                rolls += 1;
+                if rolls % 3 == 1 {
+                    // Reopened holding the last record of the full segment, without its END.
+                    sink = ByteSink::open(replica.clone()).unwrap();
+                    source = ByteSource::at(primary.journal().clone(), sink.next_seq()).unwrap();
+                }
+            }
+            let mut first = true;
+            while let Some(f) = source.read(1 << 20, u64::MAX).unwrap() {
+                assert_eq!(frame_records(&f.bytes).unwrap(), f.records);
+                if f.records.is_empty() {
+                    record_less += 1;
+                }
+                sink.apply(f.segment_first_seq, f.offset, &f.bytes).unwrap();
+                if rolled && first && rolls % 3 == 2 {
+                    // Reopened right after the END frame: the full segment is complete.
+                    sink.sync().unwrap();
+                    sink = ByteSink::open(replica.clone()).unwrap();
+                    source = ByteSource::at(primary.journal().clone(), sink.next_seq()).unwrap();
+                }
+                first = false;
+            }
+            sink.sync().unwrap();
+            assert_eq!(sink.next_seq(), n + 1, "caught up after record {n}");
+        }
+        assert!(rolls > 10, "rolled {rolls} times");
+        assert!(
+            record_less >= rolls / 2,
+            "END markers travel alone when the sink is caught up ({record_less} of {rolls})"
+        );
+        assert_eq!(
+            files(&dir.path().join("primary")),
+            files(&dir.path().join("replica"))
+        );
+        let mut reader = QueueOptions::new()
+            .open::<Blob>(dir.path().join("replica"))
+            .unwrap();
+        for n in 0..600 {
+            assert_eq!(reader.dequeue().unwrap(), Some(big(n)));
+        }
     }
 
     #[test]

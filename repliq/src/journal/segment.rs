@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::format::*;
+use super::header::{self, State};
 use super::meta::{MetaConfig, read_exact_at};
 use crate::raw::MappedFile;
 use crate::{QueueError, Result};
@@ -203,9 +204,28 @@ impl Segment {
         }
     }
 
+    /// `true` if a committed record with sequence number `seq` starts at `pos`: the header word
+    /// is COMMITTED (acquire), the record fits the segment and its sequence number and length
+    /// fields agree. Committed headers never change, so the answer stays true.
+    #[allow(unsafe_code)]
+    fn is_record(&self, pos: usize, seq: u64) -> bool {
+        let Some(word) = self.header_word(pos) else {
+            return false;
+        };
+        let State::Committed { len } = header::decode(word.load(Ordering::Acquire)) else {
+            return false;
+        };
+        // SAFETY: the header word at `pos` was acquire-loaded as COMMITTED just above; a
+        // committed header is never written again.
+        pos + committed_extent(len as usize) <= self.size
+            && unsafe { self.header_fields(pos) }.is_some_and(|(s, _, l, _)| s == seq && l == len)
+    }
+
     /// The best known starting point for reaching `seq`: the nearest index point at or before it,
-    /// as (position, sequence). Falls back to the data start. Index entries are hints: the walk
-    /// from them checks every record's sequence number.
+    /// as (position, sequence). Falls back to the data start. Index entries are hints, written by
+    /// anyone and possibly damaged: an entry is used only if a committed record with its sequence
+    /// number starts where it points ([`Segment::is_record`]), so a walk never starts inside a
+    /// payload (where it could take payload bytes for a header and write over them).
     pub(crate) fn index_lookup(&self, seq: u64) -> (usize, u64) {
         let interval = u64::from(self.index_interval);
         let rel = seq.saturating_sub(self.first_seq);
@@ -216,8 +236,9 @@ impl Segment {
             }
             if let Some(slot) = self.index_slot(k) {
                 let pos = slot.load(Ordering::Acquire) as usize;
-                if pos >= self.data_start && pos < self.size && pos.is_multiple_of(RECORD_ALIGN) {
-                    return (pos, self.first_seq + k * interval);
+                let seq = self.first_seq + k * interval;
+                if self.is_record(pos, seq) {
+                    return (pos, seq);
                 }
             }
             k -= 1;
@@ -231,9 +252,28 @@ impl Segment {
         )
     }
 
+    /// The payload of the committed record at `pos` (16-byte aligned), `len` bytes.
+    ///
+    /// # Safety
+    ///
+    /// The caller acquire-loaded the header word at `pos` as COMMITTED with length `len` (or
+    /// ABANDONED/END covering the range: bytes no one writes any more).
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn payload(&self, pos: usize, len: usize) -> Option<&[u8]> {
+        // SAFETY: committed payload bytes are never written again (the caller's guarantee).
+        unsafe { self.map.committed(pos + RECORD_HEADER, len) }
+    }
+
     /// Committed bytes of the record header at `pos` (sequence, crc, length, time).
-    pub(crate) fn header_fields(&self, pos: usize) -> Option<(u64, u32, u32, u64)> {
-        let b = self.map.committed(pos, RECORD_HEADER)?;
+    ///
+    /// # Safety
+    ///
+    /// The caller acquire-loaded the header word at `pos` as COMMITTED.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn header_fields(&self, pos: usize) -> Option<(u64, u32, u32, u64)> {
+        // SAFETY: the fields of a committed header were written before its release-CAS and are
+        // never written again (the caller's guarantee).
+        let b = unsafe { self.map.committed(pos, RECORD_HEADER) }?;
         Some((
             read_u64(b, R_SEQ),
             read_u32(b, R_CRC),

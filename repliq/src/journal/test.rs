@@ -175,7 +175,9 @@ fn a_dead_writers_reservation_is_abandoned_after_its_lease() {
     let (seg, pos) = tail_word(&j);
     let word = seg.header_word(pos).unwrap();
     header::try_reserve(word, 256, monotonic_millis()).unwrap();
-    seg.map.write(pos + RECORD_HEADER, &[0xAB; 100]).unwrap();
+    // SAFETY: this test owns the reservation it just made; nothing reads the extent.
+    #[allow(unsafe_code)]
+    unsafe { seg.map.write(pos + RECORD_HEADER, &[0xAB; 100]) }.unwrap();
     // Readers never see it; the next append waits for the lease (50 ms) and then goes on.
     assert_eq!(read_all(&j).unwrap().len(), 1);
     assert_eq!(append(&mut app, b"two").unwrap(), 1);
@@ -488,6 +490,39 @@ fn cursor_registration_finds_existing_names() {
     }
 }
 
+/// A registration stalled past the claim timeout (the process was descheduled, or stopped with
+/// SIGSTOP, between its claim and its publication) resumes after another process has taken the
+/// slot over and made it active. The stalled claimer must not overwrite that consumer's name or
+/// cursor: it loses its publication and registers again.
+#[test]
+fn a_stalled_cursor_registration_never_overwrites_a_slot_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let home = cursor::find_home("bbb");
+    // Process A claims the slot "bbb" will land in, for its own consumer "aaa", and stalls.
+    let stale = monotonic_millis().wrapping_sub(cursor::CLAIM_TIMEOUT_MS + 5000);
+    let claim = cursor::try_claim(&j.meta, home, stale).unwrap();
+    // Process B registers "bbb" meanwhile: the claim has expired.
+    let b = cursor::register(&j.meta, "bbb", || Ok(7)).unwrap();
+    assert_eq!(cursor::find(&j.meta, "bbb"), Some(b));
+    // A resumes where it stopped: its publication must fail and leave B's slot alone.
+    assert!(!cursor::publish(&j.meta, home, claim, b"aaa", &|| Ok(99)).unwrap());
+    assert_eq!(
+        cursor::find(&j.meta, "bbb"),
+        Some(b),
+        "B's consumer survives"
+    );
+    assert_eq!(j.meta.cursor_name(b), b"bbb");
+    assert_eq!(j.meta.load_cursor(b), 7, "B's cursor is not overwritten");
+    assert_eq!(cursor::find(&j.meta, "aaa"), None);
+    // A registers again and gets a slot of its own.
+    let a = cursor::register(&j.meta, "aaa", || Ok(99)).unwrap();
+    assert_ne!(a, b);
+    let mut all = cursor::list(&j.meta);
+    all.sort();
+    assert_eq!(all, vec![("aaa".into(), 99), ("bbb".into(), 7)]);
+}
+
 /// Parses a journal written by the code with nothing but the rules of `docs/FORMAT.md` (plain
 /// file reads, no journal code), so the document and the code cannot drift apart silently.
 #[test]
@@ -656,4 +691,187 @@ fn stale_temporary_files_are_removed_fresh_ones_kept() {
     assert!(!old.exists());
     assert!(fresh.exists());
     assert!(other.exists());
+}
+
+/// A queue of 400 records over several 8 KiB segments; returns the journal and the segments.
+fn damaged_fixture(dir: &Path) -> (Arc<Journal>, Vec<u64>) {
+    let j = journal(dir, 8192);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    for i in 0..400 {
+        append(&mut app, &payload(i)).unwrap();
+    }
+    let list = j.list_segments().unwrap();
+    assert!(list.len() > 4);
+    (j, list)
+}
+
+/// Reads everything a strict tool reader (as `repliq tail`) gets, until the first error.
+fn tail_all(dir: &Path) -> crate::Result<u64> {
+    let mut t = RawTailer::open(dir, None)?;
+    let mut n = 0;
+    while t.try_next()?.is_some() {
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[test]
+fn a_deleted_middle_segment_is_a_hole_everyone_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, list) = damaged_fixture(dir.path());
+    drop(j);
+    let missing = dir.path().join(segment::segment_name(list[2]));
+    std::fs::remove_file(&missing).unwrap();
+    let j = Journal::open(dir.path(), false).unwrap();
+
+    // Readers (consumers) and the tail tool stop with an error naming the missing file.
+    let (p, offset, reason) = corrupt_at(read_all(&j).unwrap_err());
+    assert_eq!((p.as_path(), offset), (missing.as_path(), 0));
+    assert!(reason.contains("segment file missing"), "{reason}");
+    assert_eq!(corrupt_at(tail_all(dir.path()).unwrap_err()).0, missing);
+    // A reader placed inside the hole too.
+    let err = Reader::at(j.clone(), list[2] + 1, true).and_then(|mut r| r.peek());
+    assert_eq!(corrupt_at(err.unwrap_err()).0, missing);
+    // verify and inspect.
+    assert_eq!(
+        corrupt_at(verify(dir.path(), |_, _| {}).unwrap_err()).0,
+        missing
+    );
+    let (_, _, reason) = corrupt_at(inspect(dir.path()).unwrap_err());
+    assert!(reason.contains("missing"), "{reason}");
+    // Producers refuse to append after the hole.
+    let err = Appender::new(j.clone(), Durability::PageCache).unwrap_err();
+    let (_, _, reason) = corrupt_at(err);
+    assert!(reason.contains("missing"), "{reason}");
+}
+
+/// Finds the position of record `seq`.
+fn position_of(j: &Arc<Journal>, seq: u64) -> (std::path::PathBuf, usize) {
+    let mut r = Reader::at(j.clone(), seq, true).unwrap();
+    let rec = r.peek().unwrap().unwrap();
+    assert_eq!(rec.seq, seq);
+    (rec.seg.path.clone(), rec.pos)
+}
+
+fn damage_header(j: &Arc<Journal>, seq: u64, word: u64, whole: bool) -> (std::path::PathBuf, u64) {
+    let (path, pos) = position_of(j, seq);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let bytes = if whole {
+        let mut b = vec![0u8; RECORD_HEADER];
+        b[..8].copy_from_slice(&word.to_le_bytes());
+        b
+    } else {
+        word.to_le_bytes().to_vec()
+    };
+    file.write_all_at(&bytes, pos as u64).unwrap();
+    (path, pos as u64)
+}
+
+#[test]
+fn a_zeroed_or_ended_middle_header_is_a_hole_not_the_tail() {
+    for (what, word, whole, seq_of) in [
+        ("zeroed header in a middle segment", 0, true, 0usize),
+        ("zeroed state word in the last segment", 0, false, 1),
+        ("END in the last segment", header::END, false, 1),
+        ("END in a middle segment", header::END, false, 0),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, list) = damaged_fixture(dir.path());
+        // A record in the middle of segment 1, or 3 records before the end of the last one.
+        let seq = if seq_of == 0 { list[1] + 5 } else { 397 };
+        let (path, offset) = damage_header(&j, seq, word, whole);
+        drop(j);
+        let j = Journal::open(dir.path(), false).unwrap();
+        let check = |err: crate::QueueError, who: &str| {
+            let (p, o, reason) = corrupt_at(err);
+            assert!(
+                p == path || o == 0,
+                "{what}, {who}: names {} at {o}: {reason}",
+                p.display()
+            );
+            if p == path {
+                assert_eq!(o, offset, "{what}, {who}: {reason}");
+            }
+        };
+        check(tail_all(dir.path()).unwrap_err(), "tail");
+        check(verify(dir.path(), |_, _| {}).unwrap_err(), "verify");
+        if seq_of == 1 {
+            // `inspect` is the quick view: it walks the last segment from its last index point.
+            check(inspect(dir.path()).unwrap_err(), "inspect");
+        }
+        if seq_of == 1 {
+            // Recovery is bounded (last index point of each segment): it finds holes at the
+            // tail and missing segments, not damage deep inside an older segment.
+            check(
+                Appender::new(j.clone(), Durability::PageCache).unwrap_err(),
+                "appender",
+            );
+        }
+        // A consumer that waits there longer than the reservation lease gets the error too.
+        let mut r = Reader::at(j.clone(), 0, true).unwrap();
+        let mut got = Ok(());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            match r.peek() {
+                Ok(Some(rec)) => r.advance(&rec),
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                Err(e) => {
+                    got = Err(e);
+                    break;
+                }
+            }
+        }
+        check(got.unwrap_err(), "consumer");
+        assert_eq!(r.seq(), seq, "{what}: nothing before the hole is lost");
+    }
+}
+
+#[test]
+fn a_damaged_index_entry_never_makes_a_reader_write_into_a_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    // Record 7's payload holds a stale-looking RESERVED word at a 16-aligned offset; record 8
+    // (an index point, interval 8) is then pointed at it by a damaged index entry.
+    let stale = header::reserved(64, monotonic_millis().wrapping_sub(100_000));
+    let mut trap = vec![0u8; 64];
+    trap[..8].copy_from_slice(&stale.to_le_bytes());
+    for i in 0..7 {
+        append(&mut app, &payload(i)).unwrap();
+    }
+    append(&mut app, &trap).unwrap();
+    for i in 8..20 {
+        append(&mut app, &payload(i)).unwrap();
+    }
+    let (path, pos7) = position_of(&j, 7);
+    let seg = j.segment(0).unwrap().unwrap();
+    seg.map
+        .atomic_u32(S_INDEX + 4)
+        .unwrap()
+        .store((pos7 + RECORD_HEADER) as u32, Ordering::Release);
+    let before = std::fs::read(&path).unwrap();
+    for target in [8, 9, 12] {
+        let mut r = Reader::at(j.clone(), target, true).unwrap();
+        assert_eq!(r.peek().unwrap().unwrap().seq, target);
+    }
+    assert_eq!(read_all(&j).unwrap().len(), 20);
+    let mut again = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    assert_eq!(append(&mut again, b"x").unwrap(), 20);
+    let after = std::fs::read(&path).unwrap();
+    let end7 = pos7 + committed_extent(64);
+    assert_eq!(before[..end7], after[..end7], "record 7 is untouched");
+    assert_eq!(read_all(&j).unwrap()[7].1, trap);
+}
+
+#[test]
+fn verify_reports_a_garbage_consumer_area() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(journal(dir.path(), 8192));
+    let meta = dir.path().join(META_FILE);
+    let file = std::fs::OpenOptions::new().write(true).open(&meta).unwrap();
+    file.write_all_at(&[0xA5; 64 * 3], (M_CURSORS + 64 * 5) as u64)
+        .unwrap();
+    let (p, offset, reason) = corrupt_at(verify(dir.path(), |_, _| {}).unwrap_err());
+    assert_eq!((p, offset), (meta, (M_CURSORS + 64 * 5) as u64));
+    assert!(reason.contains("consumer cursor slot 5"), "{reason}");
 }

@@ -72,25 +72,33 @@ impl MappedFile {
 
     /// Committed, immutable bytes at `offset..offset + len`. `None` if out of bounds.
     ///
-    /// Callers pass only ranges they found through an acquire-load of a committed record header
-    /// (or fixed header fields written before the file was published); such bytes are never
-    /// written again.
-    pub(crate) fn committed(&self, offset: usize, len: usize) -> Option<&[u8]> {
+    /// # Safety
+    ///
+    /// No one (in any process) may write these bytes while the returned borrow lives: the caller
+    /// found the range through an acquire-load of a committed record header (or a published
+    /// cursor slot, or fixed header fields written before the file was published), or owns it
+    /// (its own reservation or unpublished file, with no `with_slot`/`write` borrow alive).
+    pub(crate) unsafe fn committed(&self, offset: usize, len: usize) -> Option<&[u8]> {
         if !self.in_bounds(offset, len) {
             return None;
         }
         // SAFETY:
         // * the range is inside the live mapping (checked above) and the file is never truncated
         //   while mapped;
-        // * by the journal protocol these bytes were published with a release store that the caller
-        //   acquire-loaded, and are never written again, so no write races with this shared
-        //   borrow; `u8` has no invalid bit patterns.
+        // * the caller guarantees (see `# Safety`) that nothing writes these bytes while the
+        //   borrow lives, so no write races with it; `u8` has no invalid bit patterns.
         Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) })
     }
 
-    /// Runs `f` on the writable bytes at `offset..offset + len`, which the caller owns through a
-    /// reservation won by compare-and-swap on a record header. Returns `None` if out of bounds.
-    pub(crate) fn with_slot<R>(
+    /// Runs `f` on the writable bytes at `offset..offset + len`. Returns `None` if out of bounds.
+    ///
+    /// # Safety
+    ///
+    /// The caller must own the range exclusively for the duration of the call: a reservation it
+    /// won by compare-and-swap on the record header covering it (and not lost), a file no other
+    /// party can see yet, or the only writer's position of a replica. No one reads it before the
+    /// caller publishes it (a release store of a header word after this call returns).
+    pub(crate) unsafe fn with_slot<R>(
         &self,
         offset: usize,
         len: usize,
@@ -101,8 +109,8 @@ impl MappedFile {
         }
         // SAFETY:
         // * the range is inside the live mapping and the file is never truncated while mapped;
-        // * the caller holds the reservation for this extent: no other writer writes it, and no
-        //   reader reads it before the header is committed (after `f` returns), so the exclusive
+        // * the caller owns the range exclusively (see `# Safety`): no other writer writes it, and
+        //   no reader reads it before it is published (after `f` returns), so the exclusive
         //   borrow is not aliased; `MaybeUninit<u8>` accepts any bytes.
         let slot = unsafe {
             std::slice::from_raw_parts_mut(
@@ -113,14 +121,20 @@ impl MappedFile {
         Some(f(slot))
     }
 
-    /// Copies `data` to `offset`, in bytes the caller owns (a reservation, or a file that is not
-    /// yet published). Returns `None` if out of bounds.
-    pub(crate) fn write(&self, offset: usize, data: &[u8]) -> Option<()> {
-        self.with_slot(offset, data.len(), |slot| {
-            for (dst, src) in slot.iter_mut().zip(data) {
-                dst.write(*src);
-            }
-        })
+    /// Copies `data` to `offset`. Returns `None` if out of bounds.
+    ///
+    /// # Safety
+    ///
+    /// As [`MappedFile::with_slot`]: the caller owns `offset..offset + data.len()` exclusively.
+    pub(crate) unsafe fn write(&self, offset: usize, data: &[u8]) -> Option<()> {
+        // SAFETY: the caller's guarantee is the one `with_slot` asks for, for the same range.
+        unsafe {
+            self.with_slot(offset, data.len(), |slot| {
+                for (dst, src) in slot.iter_mut().zip(data) {
+                    dst.write(*src);
+                }
+            })
+        }
     }
 
     /// Writes dirty pages of `offset..offset + len` back to the file (`msync(MS_SYNC)`).

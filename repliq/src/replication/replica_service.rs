@@ -300,6 +300,18 @@ async fn serve_stream(
                     ack = Some((follower.epoch(), next_seq));
                 }
                 FollowerDecision::Duplicate { durable } => {
+                    // Every record is held, but the bytes may still hold entries that carry no
+                    // record past this replica's tail: the END marker of a full segment (sent
+                    // alone when the replica is caught up at a roll) or an abandoned extent.
+                    // The sink compares and skips what it holds and writes the rest.
+                    if !frame.bytes.is_empty()
+                        && let Err(e) = blocking(|| {
+                            sink.apply(frame.segment_first_seq, frame.offset as usize, &frame.bytes)
+                        })
+                    {
+                        refusal = Some(storage(e));
+                        break;
+                    }
                     ack = Some((follower.epoch(), durable));
                 }
                 FollowerDecision::Refuse(r) => {
