@@ -60,7 +60,7 @@ bin_dir=$target_dir/$triple/release
 
 for b in repliqd repliq; do
     # A dynamically linked binary would fail in the empty image with a confusing "no such file".
-    if LC_ALL=C file "$bin_dir/$b" 2>/dev/null | grep -q 'dynamically linked'; then
+    if LC_ALL=C readelf -lW "$bin_dir/$b" | grep -q 'program interpreter'; then
         echo "build-image: $bin_dir/$b is dynamically linked; crt-static did not apply" >&2
         exit 1
     fi
@@ -78,7 +78,7 @@ if [ "$make_image" = 1 ]; then
     find "$context/rootfs" -type f -exec chmod 0644 {} +
     chmod 0755 "$context/data"
     echo "build-image: docker build -t $tag" >&2
-    docker build --quiet --force-rm \
+    DOCKER_BUILDKIT=0 docker build --quiet --force-rm \
         --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
         -f "$repo/deploy/docker/Dockerfile" -t "$tag" "$context" >&2
     echo "build-image: built $tag ($(docker image inspect -f '{{.Size}}' "$tag") bytes)" >&2
