@@ -289,8 +289,11 @@ step "static build and image"
 image="repliq:$run_id"
 # queue_worker (package repliq-tests) is built in the same cargo call, with the same flags: one
 # feature resolution, no second build of the library.
-bin_dir=$(REPLIQ_EXTRA_CARGO_ARGS="-p repliq-tests --bin queue_worker" \
-    deploy/docker/build-image.sh --tag "$image" --print-bin-dir)
+extra=""
+if grep -q '^name = "repliq-tests"' tests/Cargo.toml 2>/dev/null && [ -f tests/src/bin/queue_worker.rs ]; then
+    extra="-p repliq-tests --bin queue_worker"
+fi
+bin_dir=$(REPLIQ_EXTRA_CARGO_ARGS="$extra" deploy/docker/build-image.sh --tag "$image" --print-bin-dir)
 size=$(docker image inspect -f '{{.Size}}' "$image")
 note "image $image: $size bytes ($(( (size + 524288) / 1048576 )) MiB); limit $IMAGE_MAX_BYTES"
 [ "$size" -le "$IMAGE_MAX_BYTES" ] || die "the image is larger than $IMAGE_MAX_BYTES bytes"
