@@ -1,0 +1,154 @@
+{{/* Names, labels and the values derived from others. */}}
+
+{{- define "repliq.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's base name: the release name, prefixed with the chart name unless it holds it. */}}
+{{- define "repliq.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "repliq.headlessName" -}}
+{{- printf "%s-headless" (include "repliq.fullname" . | trunc 54 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "repliq.configMapName" -}}
+{{- printf "%s-config" (include "repliq.fullname" . | trunc 56 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "repliq.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "repliq.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "repliq.labels" -}}
+{{ include "repliq.selectorLabels" . }}
+app.kubernetes.io/component: node
+app.kubernetes.io/part-of: repliq
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{- define "repliq.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "repliq.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "repliq.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "repliq.isStatefulSet" -}}
+{{- if eq .Values.workload.kind "StatefulSet" -}}true{{- end -}}
+{{- end -}}
+
+{{/* The port of a listen address: "0.0.0.0:31337" and "[::]:31337" both give 31337. */}}
+{{- define "repliq.portOf" -}}
+{{- $port := . | toString | splitList ":" | last -}}
+{{- if not (regexMatch "^[0-9]+$" $port) -}}
+{{- fail (printf "config.server: %q has no port" (toString .)) -}}
+{{- end -}}
+{{- $port -}}
+{{- end -}}
+
+{{- define "repliq.grpcPort" -}}
+{{- include "repliq.portOf" .Values.config.server.grpc_listen -}}
+{{- end -}}
+
+{{- define "repliq.httpPort" -}}
+{{- include "repliq.portOf" .Values.config.server.http_listen -}}
+{{- end -}}
+
+{{/* replication.discovery.label_selector: the value, or the selector of this release's pods. */}}
+{{- define "repliq.labelSelector" -}}
+{{- if .Values.config.replication.discovery.label_selector -}}
+{{- .Values.config.replication.discovery.label_selector -}}
+{{- else -}}
+{{- $sel := include "repliq.selectorLabels" . | fromYaml -}}
+{{- $pairs := list -}}
+{{- range $k := keys $sel | sortAlpha -}}
+{{- $pairs = append $pairs (printf "%s=%s" $k (get $sel $k)) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The static peer list: the value, or every pod of the StatefulSet by its stable DNS name. */}}
+{{- define "repliq.staticPeers" -}}
+{{- $peers := .Values.config.replication.discovery.peers | default list -}}
+{{- if and (not $peers) (include "repliq.isStatefulSet" .) -}}
+{{- $full := include "repliq.fullname" . -}}
+{{- $domain := printf "%s.%s.svc.%s" (include "repliq.headlessName" .) .Release.Namespace .Values.clusterDomain -}}
+{{- range $i := until (int .Values.workload.replicas) -}}
+{{- $peers = append $peers (dict "name" (printf "%s-%d" $full $i) "address" (printf "%s-%d.%s:%s" $full $i $domain (include "repliq.grpcPort" $))) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml (dict "peers" $peers) -}}
+{{- end -}}
+
+{{/* repliqd's config.yaml. Keys the daemon does not know are never emitted (it refuses them). */}}
+{{- define "repliq.config" -}}
+{{- $c := .Values.config -}}
+{{- $d := $c.replication.discovery -}}
+{{- $discovery := dict "method" $d.method -}}
+{{- if eq $d.method "kubernetes" -}}
+{{- $_ := set $discovery "label_selector" (include "repliq.labelSelector" .) -}}
+{{- else -}}
+{{- if $d.label_selector -}}
+{{- $_ := set $discovery "label_selector" $d.label_selector -}}
+{{- end -}}
+{{- $_ := set $discovery "peers" (include "repliq.staticPeers" . | fromYaml).peers -}}
+{{- end -}}
+{{- $replication := dict "mode" $c.replication.mode "discovery" $discovery -}}
+{{- if not (kindIs "invalid" $c.replication.required_acks) -}}
+{{- $_ := set $replication "required_acks" (int $c.replication.required_acks) -}}
+{{- else if and (has $c.replication.mode (list "synchronous" "sync")) (eq $d.method "static") (not $d.peers) (include "repliq.isStatefulSet" .) (gt (int .Values.workload.replicas) 1) -}}
+{{- /* The generated list names every pod, itself included, and repliqd's default ("all
+       peers") counts the list: ask for the other pods explicitly. */ -}}
+{{- $_ := set $replication "required_acks" (sub (int .Values.workload.replicas) 1) -}}
+{{- end -}}
+{{- $queue := dict "capacity" (int64 $c.queue.capacity) "persistence" (dict "path" $c.queue.persistence.path) -}}
+{{- $server := dict "grpc_listen" (toString $c.server.grpc_listen) "http_listen" (toString $c.server.http_listen) "shutdown_grace_ms" (int64 $c.server.shutdown_grace_ms) -}}
+replication:
+{{- toYaml $replication | nindent 2 }}
+queue:
+{{- toYaml $queue | nindent 2 }}
+server:
+{{- toYaml $server | nindent 2 }}
+{{- end -}}
+
+{{/* shutdown_grace_ms rounded up to seconds, plus terminationGraceExtraSeconds. */}}
+{{- define "repliq.terminationGracePeriodSeconds" -}}
+{{- $drain := div (add (int64 .Values.config.server.shutdown_grace_ms) 999) 1000 -}}
+{{- add $drain (int64 .Values.terminationGraceExtraSeconds) -}}
+{{- end -}}
+
+{{/* Refuses value combinations that would render a broken release. */}}
+{{- define "repliq.validate" -}}
+{{- if not (has .Values.workload.kind (list "DaemonSet" "StatefulSet")) -}}
+{{- fail (printf "workload.kind: %q is neither DaemonSet nor StatefulSet" .Values.workload.kind) -}}
+{{- end -}}
+{{- if eq (include "repliq.grpcPort" .) (include "repliq.httpPort" .) -}}
+{{- fail "config.server: grpc_listen and http_listen must use different ports" -}}
+{{- end -}}
+{{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) -}}
+{{- fail "podDisruptionBudget: set maxUnavailable or minAvailable, not both" -}}
+{{- end -}}
+{{- if and .Values.podDisruptionBudget.enabled (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable) (kindIs "invalid" .Values.podDisruptionBudget.minAvailable) -}}
+{{- fail "podDisruptionBudget: set maxUnavailable or minAvailable" -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,194 @@
+{{/* The pod template shared by the DaemonSet and the StatefulSet. */}}
+{{- define "repliq.podTemplate" -}}
+{{- $sts := include "repliq.isStatefulSet" . -}}
+{{- $dataPath := .Values.config.queue.persistence.path -}}
+metadata:
+  labels:
+    {{- include "repliq.labels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  annotations:
+    kubectl.kubernetes.io/default-container: repliqd
+    # Rolls the pods when the configuration changes.
+    checksum/config: {{ include "repliq.config" . | sha256sum }}
+    {{- with .Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "repliq.serviceAccountName" . }}
+  # repliqd needs its token for discovery and leases.
+  automountServiceAccountToken: true
+  enableServiceLinks: false
+  terminationGracePeriodSeconds: {{ include "repliq.terminationGracePeriodSeconds" . }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml .Values.podSecurityContext | nindent 4 }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- if .Values.affinity }}
+  affinity:
+    {{- toYaml .Values.affinity | nindent 4 }}
+  {{- else if and $sts (eq .Values.workload.podAntiAffinity "hard") }}
+  affinity:
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        - topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "repliq.selectorLabels" . | nindent 14 }}
+  {{- else if and $sts (eq .Values.workload.podAntiAffinity "soft") }}
+  affinity:
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 100
+          podAffinityTerm:
+            topologyKey: kubernetes.io/hostname
+            labelSelector:
+              matchLabels:
+                {{- include "repliq.selectorLabels" . | nindent 16 }}
+  {{- end }}
+  {{- with .Values.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- if or (and (not $sts) .Values.dataDir.prepare.enabled) .Values.extraInitContainers }}
+  initContainers:
+    {{- if and (not $sts) .Values.dataDir.prepare.enabled }}
+    # The kubelet creates a missing hostPath directory as root:root 0755: hand it to the repliq
+    # user and group (setgid, group-writable) once. Never recurses into the queues.
+    - name: prepare-data-dir
+      image: {{ .Values.dataDir.prepare.image }}
+      imagePullPolicy: {{ .Values.dataDir.prepare.pullPolicy }}
+      command:
+        - sh
+        - -c
+        - >-
+          d={{ $dataPath }};
+          [ "$(stat -c %u:%g "$d")" = {{ .Values.podSecurityContext.runAsUser }}:{{ .Values.podSecurityContext.runAsGroup }} ] ||
+          chown {{ .Values.podSecurityContext.runAsUser }}:{{ .Values.podSecurityContext.runAsGroup }} "$d";
+          chmod 2775 "$d"
+      securityContext:
+        runAsNonRoot: false
+        runAsUser: 0
+        runAsGroup: 0
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities:
+          drop: ["ALL"]
+          add: ["CHOWN", "FOWNER", "FSETID"]
+      {{- with .Values.dataDir.prepare.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      volumeMounts:
+        - name: data
+          mountPath: {{ $dataPath }}
+    {{- end }}
+    {{- with .Values.extraInitContainers }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- end }}
+  containers:
+    - name: repliqd
+      image: {{ include "repliq.image" . }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        - --config
+        - /etc/repliq/config.yaml
+        - --log-format
+        - {{ .Values.logFormat }}
+        {{- with .Values.extraArgs }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      env:
+        # repliqd's identity among its peers: the node for a DaemonSet (the journals live on the
+        # node), the pod for a StatefulSet (the journals live on the pod's claim).
+        - name: NODE_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: {{ ternary "metadata.name" "spec.nodeName" (eq $sts "true") }}
+        - name: K8S_NODE_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: spec.nodeName
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        - name: POD_NAMESPACE
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.namespace
+        - name: POD_IP
+          valueFrom:
+            fieldRef:
+              fieldPath: status.podIP
+        - name: REPLIQ_LOG
+          value: {{ .Values.logLevel | quote }}
+        {{- with .Values.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      ports:
+        - name: grpc
+          containerPort: {{ include "repliq.grpcPort" . }}
+          protocol: TCP
+        - name: http-metrics
+          containerPort: {{ include "repliq.httpPort" . }}
+          protocol: TCP
+      {{- with .Values.startupProbe }}
+      startupProbe:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.livenessProbe }}
+      livenessProbe:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.readinessProbe }}
+      readinessProbe:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        {{- toYaml .Values.securityContext | nindent 8 }}
+      volumeMounts:
+        - name: config
+          mountPath: /etc/repliq
+          readOnly: true
+        - name: data
+          mountPath: {{ $dataPath }}
+        {{- with .Values.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    {{- with .Values.extraContainers }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  volumes:
+    - name: config
+      configMap:
+        name: {{ include "repliq.configMapName" . }}
+    {{- if not $sts }}
+    - name: data
+      hostPath:
+        path: {{ .Values.dataDir.hostPath }}
+        type: DirectoryOrCreate
+    {{- end }}
+    {{- with .Values.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end -}}
