@@ -289,13 +289,19 @@ impl Config {
 
     /// The number of replica acknowledgements a synchronous `enqueue` waits for.
     #[must_use]
-    pub fn required_acks(&self) -> usize {
+    pub fn required_acks(&self, node: &str) -> usize {
+        // A shared peer list (the same ConfigMap on every node) names the node itself: it is
+        // not one of its own replicas.
+        let replicas = self
+            .replication
+            .discovery
+            .peers
+            .iter()
+            .filter(|p| p.name != node)
+            .count();
         match self.replication.mode {
             ReplicationMode::Asynchronous => 0,
-            ReplicationMode::Synchronous => self
-                .replication
-                .required_acks
-                .unwrap_or(self.replication.discovery.peers.len()),
+            ReplicationMode::Synchronous => self.replication.required_acks.unwrap_or(replicas),
         }
     }
 }
@@ -339,7 +345,8 @@ queue:
     fn the_seed_shape_parses_with_defaults() {
         let c = Config::from_yaml(SEED).unwrap();
         assert_eq!(c.replication.mode, ReplicationMode::Synchronous);
-        assert_eq!(c.required_acks(), 2);
+        assert_eq!(c.required_acks("node-x"), 2);
+        assert_eq!(c.required_acks("b"), 1, "a node is not its own replica");
         assert_eq!(c.queue.capacity, 1024);
         assert_eq!(c.server.grpc_listen.port(), DEFAULT_GRPC_PORT);
         assert_eq!(c.replication.discovery.peers[1].address, "localhost:4002");
@@ -403,6 +410,6 @@ queue:
     fn asynchronous_mode_needs_no_acks() {
         let c =
             Config::from_yaml(&SEED.replace("mode: synchronous", "mode: asynchronous")).unwrap();
-        assert_eq!(c.required_acks(), 0);
+        assert_eq!(c.required_acks("node-x"), 0);
     }
 }

@@ -96,13 +96,27 @@ pub async fn run(
     on_bound(bound);
     shutdown.await;
     tracing::info!("shutting down: draining replication");
+    let stopping = std::time::Instant::now();
     state.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = primaries.await;
-    match grpc_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(QueueError::Other(format!("serving gRPC: {e}"))),
-        Err(e) => return Err(QueueError::Other(format!("the gRPC task failed: {e}"))),
+    // tonic's graceful shutdown waits for open streams, and a primary keeps its replication
+    // stream to this node open for as long as it lives: give them the grace period, then stop.
+    let grace = std::time::Duration::from_millis(config.server.shutdown_grace_ms)
+        .saturating_sub(stopping.elapsed())
+        .max(std::time::Duration::from_millis(100));
+    let grpc_abort = grpc_task.abort_handle();
+    match tokio::time::timeout(grace, grpc_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(QueueError::Other(format!("serving gRPC: {e}"))),
+        Ok(Err(e)) => return Err(QueueError::Other(format!("the gRPC task failed: {e}"))),
+        Err(_) => {
+            tracing::info!(
+                grace_ms = config.server.shutdown_grace_ms,
+                "closing the replication streams still open after the grace period"
+            );
+            grpc_abort.abort();
+        }
     }
     match http_task.await {
         Ok(Ok(())) => {}
@@ -158,7 +172,7 @@ async fn run_primaries(
             }
             let mut options =
                 PrimaryOptions::new(node.clone(), peers.clone(), config.replication.mode);
-            options.required_acks = config.required_acks();
+            options.required_acks = config.required_acks(&node);
             options.drain_timeout =
                 std::time::Duration::from_millis(config.server.shutdown_grace_ms);
             options.observer = Some(Arc::new(metrics.clone()));

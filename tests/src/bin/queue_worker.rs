@@ -7,6 +7,7 @@
 //! queue_worker wait DIR CONSUMER sync|async    wait for one message, print it
 //! queue_worker peek-and-die DIR CONSUMER       print the next message in place, then abort
 //! queue_worker produce-wait DIR PRODUCER COUNT like produce, waiting for room when full
+//! queue_worker create DIR CAPACITY             create the queue (used by the container smoke test)
 //! ```
 
 use std::io::Write;
@@ -136,6 +137,11 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                     .ok_or("no message for 60 s")?
             };
             println!("{} {}", w.producer, w.n);
+        }
+        [cmd, dir, capacity] if cmd == "create" => {
+            QueueOptions::new()
+                .capacity(capacity.parse()?)
+                .create::<Work>(dir)?;
         }
         _ => return Err(format!("bad arguments: {args:?}").into()),
     }
