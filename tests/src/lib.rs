@@ -38,3 +38,31 @@ impl<const N: usize> Default for AlignedSlot<N> {
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// Runs `cargo SUBCOMMAND` (`build` or `run`) on the fixture crate `tests/fixtures/NAME`, which
+/// lies outside the workspace, with a target dir of its own under `target/` (the outer
+/// `cargo test` holds the lock on the workspace's). Panics with cargo's stderr if it fails.
+/// Returns the output and the fixture's target dir.
+#[must_use]
+pub fn cargo_on_fixture(
+    subcommand: &str,
+    name: &str,
+) -> (std::process::Output, std::path::PathBuf) {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = here.join("../target").join(format!("{name}-fixture"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([subcommand, "--quiet", "--manifest-path"])
+        .arg(here.join("fixtures").join(name).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "fixture crate {name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, target)
+}

@@ -10,23 +10,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn fixture_binary() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/async-external/Cargo.toml");
-    // A target dir of its own: the outer `cargo test` holds the lock on the workspace's.
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/async-external-fixture");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--quiet", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target)
-        .env_remove("RUSTFLAGS")
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "fixture crate failed to build:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, target) = repliq_tests::cargo_on_fixture("build", "async-external");
     target.join("debug/repliq-async-external-fixture")
 }
 
