@@ -38,7 +38,7 @@ IMAGE_MAX_BYTES=30000000
 #   kubernetes-discovery  repliqd refuses replication.discovery.method: kubernetes
 #   replica-shutdown      a repliqd receiving a replication stream ignores SIGTERM's drain
 #                         deadline: gRPC's graceful shutdown waits for the stream to end
-KNOWN_GAPS=${REPLIQ_DEPLOY_KNOWN_GAPS-kubernetes-discovery replica-shutdown}
+KNOWN_GAPS=${REPLIQ_DEPLOY_KNOWN_GAPS-kubernetes-discovery}
 
 with_image=1
 case "${1:-}" in
