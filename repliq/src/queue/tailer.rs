@@ -34,7 +34,7 @@ impl<T: Message> Tailer<T> {
     ///
     /// # Errors
     ///
-    /// As [`QueueOptions::open`].
+    /// As [`QueueOptions::open`](crate::QueueOptions::open).
     pub fn open(path: impl AsRef<Path>, start: StartAt) -> Result<Self> {
         let journal = Journal::open(path.as_ref(), false)?;
         check_type::<T>(&journal)?;
@@ -50,7 +50,7 @@ impl<T: Message> Tailer<T> {
     ///
     /// # Errors
     ///
-    /// [`QueueError::Corrupt`], [`QueueError::Deserialization`].
+    /// [`QueueError::Corrupt`](crate::QueueError::Corrupt), [`QueueError::Deserialization`](crate::QueueError::Deserialization).
     pub fn read<R>(&mut self, f: impl FnOnce(u64, &Archived<T>) -> R) -> Result<Option<R>> {
         let Some(rec) = self.reader.peek()? else {
             return Ok(None);
