@@ -622,6 +622,36 @@ mod tests {
     }
 
     #[test]
+    fn async_vs_sync_ratios() {
+        let mut r = results();
+        assert_eq!(r.async_vs_sync(), "");
+        let base = r.rows[0].clone();
+        for (workload, system, p50) in [
+            ("enqueue", "repliq", 100),
+            ("enqueue", "repliq-async-ct", 130),
+            ("oneway@100k", "repliq-async-mt", 300),
+        ] {
+            let mut row = base.clone();
+            row.workload = workload.into();
+            row.system = system.into();
+            if let Some(l) = &mut row.latency {
+                l.p50_ns = p50;
+            }
+            r.rows.push(row);
+        }
+        let md = r.async_vs_sync();
+        assert!(
+            md.contains("| enqueue cost, 64 B (goal ≤ 1.5×) | 100 ns | 130 ns | 1.30× | — | — |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| one-way @ 100k msg/s, 64 B | 150 ns | — | — | 300 ns | 2.00× |"),
+            "{md}"
+        );
+        assert!(r.markdown(&[]).contains("## Async vs sync handle"));
+    }
+
+    #[test]
     fn json_round_trips() {
         let r = results();
         let back: Results = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
