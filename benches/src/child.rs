@@ -160,6 +160,7 @@ pub fn main(role: &str, cfg: &str) -> BoxResult<()> {
         "iox-pong" => crate::workloads::iox::child_pong(&cfg)?,
         "repliq-read" => crate::workloads::repliq::child_read(&cfg)?,
         "repliq-pong" => crate::workloads::repliq::child_pong(&cfg)?,
+        "repliq-async-read" => crate::workloads::repliq_async::child_read(&cfg)?,
         "repliq-fill" => crate::workloads::repliq::child_fill(&cfg)?,
         "repliq-replica" => crate::workloads::repliq::child_replica(&cfg)?,
         "tonic-sink" => crate::workloads::tonic_raw::child_sink(&cfg)?,

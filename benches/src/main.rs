@@ -30,6 +30,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 
 use results::{Machine, Results, RkyvRow, Row, Skip, SystemStatus};
+use workloads::repliq_async::Flavor;
 use workloads::{Kind, Spec, System};
 
 /// Errors of the harness: anything, with a message.
@@ -78,7 +79,8 @@ struct RunArgs {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Run only workloads whose label starts with one of these (comma-separated, e.g.
-    /// `pingpong,oneway@10k,throughput,extra`; `extra` = N→1, fan-out, durability, recovery).
+    /// `pingpong,oneway@10k,throughput,enqueue,extra`; `enqueue` = enqueue cost of the
+    /// synchronous and the async handle; `extra` = N→1, fan-out, durability, recovery).
     #[arg(long, value_delimiter = ',')]
     workload: Vec<String>,
     /// Run only these payload sizes (comma-separated bytes).
@@ -273,6 +275,29 @@ impl Suite {
         }
     }
 
+    /// Adds a row of a workload outside the common tables, or a skip for its error.
+    fn push(
+        &mut self,
+        workload: &str,
+        system: &str,
+        size: usize,
+        r: BoxResult<workloads::Outcome>,
+    ) {
+        match r {
+            Ok(o) => self.rows.push(Row {
+                workload: workload.into(),
+                kind: None,
+                system: system.into(),
+                size,
+                sent: o.sent,
+                latency: o.latency,
+                throughput: o.throughput,
+                note: o.note,
+            }),
+            Err(e) => self.skip(workload, system, format!("error: {e}")),
+        }
+    }
+
     fn measure(&mut self, sys: &mut dyn System, spec: Spec) {
         let name = sys.name();
         let label = spec.kind.label();
@@ -320,11 +345,22 @@ fn run(args: &RunArgs) -> BoxResult<()> {
             "quick" => " --quick",
             _ => "",
         },
-        if args.only.is_empty() {
-            String::new()
-        } else {
-            format!(" --only {}", args.only.join(","))
-        }
+        [
+            ("only", args.only.join(",")),
+            ("workload", args.workload.join(",")),
+            (
+                "size",
+                args.size
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        ]
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!(" --{k} {v}"))
+        .collect::<String>()
     );
     std::fs::create_dir_all(&args.out)?;
     let started_utc = utc_now();
@@ -362,6 +398,8 @@ fn run(args: &RunArgs) -> BoxResult<()> {
             unchecked: false,
             tmpfs: true,
         }),
+        Box::new(workloads::repliq_async::RepliqAsync(Flavor::CurrentThread)),
+        Box::new(workloads::repliq_async::RepliqAsync(Flavor::MultiThread)),
     ];
     statuses.push(SystemStatus {
         system: "floor".into(),
@@ -382,6 +420,14 @@ fn run(args: &RunArgs) -> BoxResult<()> {
              repliq-tmpfs: as repliq, journal in /dev/shm",
             std::env::temp_dir().display()
         ),
+    });
+    statuses.push(SystemStatus {
+        system: "repliq-async-ct / repliq-async-mt".into(),
+        ran: true,
+        detail: "this commit; the async handle ReplicatedQueueImpl: producer task awaits \
+                 `enqueue_ref`, reader task awaits `recv()`; tokio current-thread runtime / \
+                 multi-thread runtime with 2 workers, all threads pinned like repliq's"
+            .into(),
     });
     statuses.push(SystemStatus {
         system: "iceoryx2".into(),
@@ -482,6 +528,7 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         }
     }
     drop(systems); // stops the peer servers
+    enqueue_cost(&mut suite, &params);
     if suite.wanted("repliq") && suite.wanted_workload("extra") {
         repliq_only(&mut suite, &params);
     }
@@ -648,28 +695,48 @@ fn replication(suite: &mut Suite, params: &Params) {
     }
 }
 
+/// Enqueue cost of the synchronous handle (`JournalQueue::enqueue`) and of the async one
+/// (`ReplicatedQueueImpl::enqueue_ref(..).await`) in one process, per call, same options, same
+/// pinned CPU, one after the other.
+fn enqueue_cost(suite: &mut Suite, params: &Params) {
+    use workloads::{repliq as rq, repliq_async as ra};
+    const W: &str = "enqueue";
+    if !suite.wanted_workload(W) {
+        return;
+    }
+    for &size in &params.lat_sizes {
+        if !suite.sizes.is_empty() && !suite.sizes.contains(&size) {
+            continue;
+        }
+        let count = params
+            .durability_count
+            .min(params.bytes_budget / size as u64)
+            .max(100);
+        let secs = params.tput_secs;
+        let mut systems: Vec<(&str, Option<Flavor>)> = vec![("repliq", None)];
+        systems.extend(Flavor::ALL.map(|f| (f.name(), Some(f))));
+        for (name, flavor) in systems {
+            if !suite.wanted(name) {
+                continue;
+            }
+            eprintln!(
+                "[{:>6.1}s] {W:<14} {size:>6} B  {name}",
+                suite.t0.elapsed().as_secs_f64()
+            );
+            let r = match flavor {
+                None => workloads::on_cpu(clock::cpu_pair().0, || {
+                    rq::durability(repliq::Durability::PageCache, size, count, secs)
+                }),
+                Some(f) => ra::enqueue_cost(f, size, count, secs),
+            };
+            suite.push(W, name, size, r);
+        }
+    }
+}
+
 /// Workloads only repliq takes part in: N → 1, fan-out, durability modes, recovery.
 fn repliq_only(suite: &mut Suite, params: &Params) {
     use workloads::repliq as rq;
-    let push = |suite: &mut Suite,
-                workload: String,
-                system: String,
-                size: usize,
-                r: BoxResult<workloads::Outcome>| {
-        match r {
-            Ok(o) => suite.rows.push(Row {
-                workload,
-                kind: None,
-                system,
-                size,
-                sent: o.sent,
-                latency: o.latency,
-                throughput: o.throughput,
-                note: o.note,
-            }),
-            Err(e) => suite.skip(&workload, &system, format!("error: {e}")),
-        }
-    };
     let size = 64;
     let count = params.tput_count.min(params.bytes_budget / size as u64);
     let spec = Spec {
@@ -683,13 +750,7 @@ fn repliq_only(suite: &mut Suite, params: &Params) {
         suite.t0.elapsed().as_secs_f64()
     );
     let r = rq::n_to_1(&spec, 2);
-    push(
-        suite,
-        "throughput-2 producers → 1 consumer".into(),
-        "repliq".into(),
-        size,
-        r,
-    );
+    suite.push("throughput-2 producers → 1 consumer", "repliq", size, r);
     for &k in &params.fanout {
         eprintln!("[{:>6.1}s] fan-out 1→{k}", suite.t0.elapsed().as_secs_f64());
         let r = rq::one_way(&spec, 0, false, false, false, k).map(|(mut o, per)| {
@@ -701,10 +762,9 @@ fn repliq_only(suite: &mut Suite, params: &Params) {
             ));
             o
         });
-        push(
-            suite,
-            "throughput-1 producer → N readers (fan-out)".into(),
-            format!("repliq 1→{k}"),
+        suite.push(
+            "throughput-1 producer → N readers (fan-out)",
+            &format!("repliq 1→{k}"),
             size,
             r,
         );
@@ -729,13 +789,7 @@ fn repliq_only(suite: &mut Suite, params: &Params) {
             suite.t0.elapsed().as_secs_f64()
         );
         let r = rq::durability(mode, size, count, params.tput_secs);
-        push(
-            suite,
-            "durability".into(),
-            format!("repliq {name}"),
-            size,
-            r,
-        );
+        suite.push("durability", &format!("repliq {name}"), size, r);
     }
     for &mib in &params.recovery_mib {
         let mut open = stats::Recorder::new();

@@ -154,6 +154,8 @@ pub fn group_title(workload: &str, size: usize) -> String {
         "Throughput, 1 producer → 1 consumer, flat out".to_owned()
     } else if let Some(rest) = workload.strip_prefix("throughput-") {
         format!("Throughput, {rest}")
+    } else if workload == "enqueue" {
+        "repliq enqueue cost per call, synchronous vs async handle (one process)".to_owned()
     } else if workload == "durability" {
         "repliq enqueue cost by durability mode (one process)".to_owned()
     } else if workload == "recovery" {
@@ -315,6 +317,60 @@ impl Results {
         s
     }
 
+    /// Same-run ratios of the async handle's p50 to the synchronous handle's, for enqueue cost
+    /// and one-way latency; empty when no async row was measured.
+    pub fn async_vs_sync(&self) -> String {
+        const ASYNC: [&str; 2] = ["repliq-async-ct", "repliq-async-mt"];
+        let mut keys: Vec<(&str, usize)> = self
+            .rows
+            .iter()
+            .filter(|r| {
+                ASYNC.contains(&r.system.as_str())
+                    && (r.workload == "enqueue" || r.workload.starts_with("oneway@"))
+            })
+            .map(|r| (r.workload.as_str(), r.size))
+            .collect();
+        keys.dedup();
+        if keys.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from(
+            "## Async vs sync handle (this run)\n\n\
+             p50 of the async handle (`ReplicatedQueueImpl`, awaited in a tokio task) divided by \
+             p50 of the synchronous `JournalQueue` (`repliq` row) of the same run. Enqueue cost: \
+             one call, one process (goal ≤ 1.5×). One-way: producer awaits `enqueue_ref`, the \
+             reader process awaits `recv()` (woken by repliq's waiter thread), against a \
+             synchronous producer and a spinning `read` reader.\n\n\
+             | measurement | sync p50 | async current-thread p50 | ratio | async multi-thread p50 | ratio |\n\
+             |---|---:|---:|---:|---:|---:|\n",
+        );
+        let p50 = |w: &str, size: usize, system: &str| {
+            self.row(w, size, system)
+                .and_then(|r| r.latency.as_ref())
+                .map(|l| l.p50_ns)
+        };
+        let cell = |v: Option<u64>| v.map_or_else(|| "—".to_owned(), |v| fmt_ns(v as f64));
+        for (w, size) in keys {
+            let what = match w.strip_prefix("oneway@") {
+                Some(rate) => format!("one-way @ {rate} msg/s, {}", fmt_size(size)),
+                None => format!("enqueue cost, {} (goal ≤ 1.5×)", fmt_size(size)),
+            };
+            let sync = p50(w, size, "repliq");
+            let _ = write!(s, "| {what} | {} |", cell(sync));
+            for a in ASYNC {
+                let v = p50(w, size, a);
+                let ratio = match (v, sync) {
+                    (Some(x), Some(y)) if y > 0 => format!("{:.2}×", x as f64 / y as f64),
+                    _ => "—".to_owned(),
+                };
+                let _ = write!(s, " {} | {ratio} |", cell(v));
+            }
+            s.push('\n');
+        }
+        s.push('\n');
+        s
+    }
+
     /// The Markdown report.
     pub fn markdown(&self, plots: &[String]) -> String {
         let m = &self.machine;
@@ -355,6 +411,7 @@ impl Results {
             m.cores
         );
         s.push_str(&self.headline());
+        s.push_str(&self.async_vs_sync());
         let _ = writeln!(
             s,
             "## Systems\n\n| system | ran | version / reason |\n|---|---|---|"
@@ -562,6 +619,36 @@ mod tests {
         assert!(md.contains("replication transport not built yet"));
         assert!(md.contains("**skipped**"));
         assert!(md.contains("![a.png](a.png)"));
+    }
+
+    #[test]
+    fn async_vs_sync_ratios() {
+        let mut r = results();
+        assert_eq!(r.async_vs_sync(), "");
+        let base = r.rows[0].clone();
+        for (workload, system, p50) in [
+            ("enqueue", "repliq", 100),
+            ("enqueue", "repliq-async-ct", 130),
+            ("oneway@100k", "repliq-async-mt", 300),
+        ] {
+            let mut row = base.clone();
+            row.workload = workload.into();
+            row.system = system.into();
+            if let Some(l) = &mut row.latency {
+                l.p50_ns = p50;
+            }
+            r.rows.push(row);
+        }
+        let md = r.async_vs_sync();
+        assert!(
+            md.contains("| enqueue cost, 64 B (goal ≤ 1.5×) | 100 ns | 130 ns | 1.30× | — | — |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| one-way @ 100k msg/s, 64 B | 150 ns | — | — | 300 ns | 2.00× |"),
+            "{md}"
+        );
+        assert!(r.markdown(&[]).contains("## Async vs sync handle"));
     }
 
     #[test]

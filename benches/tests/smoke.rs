@@ -1,5 +1,5 @@
 //! Runs the driver in smoke mode on the systems that need no server (floor, crossbeam,
-//! repliq) and checks that it writes a report. No timing is asserted.
+//! repliq, repliq's async handle) and checks that it writes a report. No timing is asserted.
 
 use std::process::Command;
 
@@ -32,10 +32,17 @@ fn smoke_run_writes_json_and_markdown() {
         assert!(has("oneway@10k", system), "no one-way row for {system}");
         assert!(has("throughput", system), "no throughput row for {system}");
     }
+    for system in ["repliq-async-ct", "repliq-async-mt"] {
+        assert!(has("oneway@10k", system), "no one-way row for {system}");
+        assert!(has("throughput", system), "no throughput row for {system}");
+        assert!(has("enqueue", system), "no enqueue-cost row for {system}");
+    }
+    assert!(has("enqueue", "repliq"), "no synchronous enqueue-cost row");
     assert!(rows.iter().any(|r| r["workload"] == "durability"));
     assert!(rows.iter().any(|r| r["workload"] == "recovery"));
     let md = std::fs::read_to_string(out.path().join("results.md")).unwrap();
     assert!(md.contains("× floor"));
+    assert!(md.contains("## Async vs sync handle"), "{md}");
     assert!(md.contains("| raw tonic |"), "{md}");
     assert!(rows.iter().any(|r| {
         r["workload"]

@@ -17,6 +17,7 @@ pub mod iox;
 pub mod nats;
 pub mod redis;
 pub mod repliq;
+pub mod repliq_async;
 pub mod rkyv_costs;
 pub mod tonic_raw;
 
@@ -72,6 +73,17 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// `count` messages of `size` bytes, sent flat out for at most `secs` seconds, in one
+    /// process (per-call cost).
+    pub fn cost(size: usize, count: u64, secs: f64) -> Self {
+        Spec {
+            kind: Kind::Throughput,
+            size,
+            count,
+            secs_limit: secs,
+        }
+    }
+
     /// How long to wait for the consumer side before giving up.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.secs_limit * 3.0 + 10.0)

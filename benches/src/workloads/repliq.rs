@@ -18,8 +18,9 @@ use crate::msg::BenchMsg;
 use crate::stats::{Recorder, Throughput};
 
 /// The cursor shared by the benchmark's producer handle and its reader.
-const CURSOR: &str = "bench";
-const END: u64 = u64::MAX;
+pub(crate) const CURSOR: &str = "bench";
+/// The sequence number of the message that ends a run.
+pub(crate) const END: u64 = u64::MAX;
 
 /// repliq, with checked or unchecked reads, journal on disk or on tmpfs.
 #[derive(Debug)]
@@ -32,7 +33,7 @@ pub struct Repliq {
 }
 
 /// A fresh queue directory: in `/dev/shm` when `tmpfs`, else in the temporary directory.
-fn queue_dir(tmpfs: bool) -> BoxResult<tempfile::TempDir> {
+pub(crate) fn queue_dir(tmpfs: bool) -> BoxResult<tempfile::TempDir> {
     Ok(if tmpfs {
         tempfile::tempdir_in(crate::shm::shm_dir())?
     } else {
@@ -40,7 +41,9 @@ fn queue_dir(tmpfs: bool) -> BoxResult<tempfile::TempDir> {
     })
 }
 
-fn options(spec_count: u64, size: usize) -> QueueOptions {
+/// Options of a benchmark queue: room for twice `spec_count` messages of `size` bytes, so a
+/// producer never finds it full.
+pub(crate) fn options(spec_count: u64, size: usize) -> QueueOptions {
     QueueOptions::new()
         .capacity(spec_count.saturating_mul(2).saturating_add(1024))
         .segment_size(64 << 20)
@@ -49,12 +52,134 @@ fn options(spec_count: u64, size: usize) -> QueueOptions {
         .prefault(true)
 }
 
-fn open_reader(dir: &str, unchecked: bool, consumer: &str) -> BoxResult<JournalQueue<BenchMsg>> {
-    Ok(QueueOptions::new()
+/// Options of a reader handle on an existing benchmark queue.
+pub(crate) fn reader_options(unchecked: bool, consumer: &str) -> QueueOptions {
+    QueueOptions::new()
         .consumer(consumer)
         .verify_checksums(!unchecked)
         .prefault(true)
-        .open::<BenchMsg>(dir)?)
+}
+
+fn open_reader(dir: &str, unchecked: bool, consumer: &str) -> BoxResult<JournalQueue<BenchMsg>> {
+    Ok(reader_options(unchecked, consumer).open::<BenchMsg>(dir)?)
+}
+
+/// The producer side of a run: the next message to send, stamped and paced, until `count` are
+/// sent or the time limit passed; then the end marker.
+#[derive(Debug)]
+pub(crate) struct Feed {
+    m: BenchMsg,
+    pacer: Pacer,
+    latency: bool,
+    count: u64,
+    /// Stop sending after this `CLOCK_MONOTONIC` time (ns).
+    pub end: u64,
+    i: u64,
+}
+
+impl Feed {
+    /// A feed of `spec.count` messages of `spec.size` bytes at `rate` (0: flat out); with
+    /// `latency` each carries its intended send time, else the time it was stamped. The
+    /// schedule starts now (+1 ms when paced).
+    pub fn new(spec: &Spec, rate: u64, latency: bool) -> Self {
+        let pacer = Pacer::new(rate);
+        Feed {
+            m: BenchMsg::of_size(spec.size),
+            pacer,
+            latency,
+            count: spec.count,
+            end: deadline(spec.secs_limit) + 1_000_000,
+            i: 0,
+        }
+    }
+
+    /// The intended send time of the first message.
+    pub fn start(&self) -> u64 {
+        self.pacer.intended(0)
+    }
+
+    /// Messages handed out so far.
+    pub fn sent(&self) -> u64 {
+        self.i
+    }
+
+    /// The next message, once it is due; `None` when done or out of time.
+    pub fn next(&mut self) -> Option<&BenchMsg> {
+        if self.i >= self.count || (self.i.is_multiple_of(64) && self.i > 0 && now_ns() > self.end)
+        {
+            return None;
+        }
+        self.m.ts = if self.latency {
+            self.pacer.wait(self.i)
+        } else {
+            now_ns()
+        };
+        self.m.seq = self.i;
+        self.i += 1;
+        Some(&self.m)
+    }
+
+    /// The message that ends the run.
+    pub fn finish(&mut self) -> &BenchMsg {
+        self.m.seq = END;
+        &self.m
+    }
+
+    /// The outcome of an enqueue-cost run that fed `rec` one sample per call: per-call
+    /// latency, and throughput from the feed's start until now.
+    pub fn cost_outcome(&self, rec: &Recorder) -> Outcome {
+        Outcome {
+            latency: Some(rec.summary()),
+            throughput: Some(Throughput::new(
+                self.i,
+                self.m.payload.len() + crate::msg::OVERHEAD,
+                now_ns() - self.start(),
+            )),
+            sent: self.i,
+            note: cut_note(self.i, self.count),
+        }
+    }
+}
+
+/// The consumer side of a run: counts messages and records their one-way latency.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    rec: Option<Recorder>,
+    n: u64,
+    last: u64,
+}
+
+impl Tally {
+    /// Records latency if `latency`.
+    pub fn new(latency: bool) -> Self {
+        Tally {
+            rec: latency.then(Recorder::new),
+            n: 0,
+            last: now_ns(),
+        }
+    }
+
+    /// Counts a message stamped `ts`; `false` for the end marker.
+    pub fn take(&mut self, ts: u64, seq: u64) -> bool {
+        if seq == END {
+            return false;
+        }
+        self.last = now_ns();
+        if let Some(rec) = &mut self.rec {
+            rec.record(self.last.saturating_sub(ts));
+        }
+        self.n += 1;
+        true
+    }
+
+    /// What the child reports.
+    pub fn report(&self) -> ChildReport {
+        ChildReport {
+            received: self.n,
+            latency: self.rec.as_ref().map(Recorder::summary),
+            last_ns: self.last,
+        }
+    }
 }
 
 /// Reads the next message's (ts, seq) in place.
@@ -103,7 +228,7 @@ impl System for Repliq {
     }
 }
 
-fn child_cfg(spec: &Spec, dir: &Path, latency: bool, unchecked: bool) -> ChildCfg {
+fn child_cfg(spec: &Spec, dir: &Path, latency: bool, extra: u64) -> ChildCfg {
     ChildCfg {
         name: dir.display().to_string(),
         name2: CURSOR.into(),
@@ -112,7 +237,7 @@ fn child_cfg(spec: &Spec, dir: &Path, latency: bool, unchecked: bool) -> ChildCf
         cpu: cpu_pair().1,
         latency,
         secs_limit: spec.secs_limit + 10.0,
-        extra: u64::from(unchecked),
+        extra,
     }
 }
 
@@ -126,43 +251,49 @@ pub fn one_way(
     tmpfs: bool,
     readers: usize,
 ) -> BoxResult<(Outcome, Vec<Throughput>)> {
+    let reader = ("repliq-read", u64::from(unchecked));
+    one_way_with(spec, tmpfs, readers, reader, latency, |mut q| {
+        on_cpu(cpu_pair().0, || {
+            let mut feed = Feed::new(spec, rate, latency);
+            let (start, end) = (feed.start(), feed.end);
+            while let Some(m) = feed.next() {
+                enqueue(&mut q, m, end)?;
+            }
+            let sent = feed.sent();
+            enqueue(&mut q, feed.finish(), end + 5_000_000_000)?;
+            Ok((start, sent))
+        })
+    })
+}
+
+/// One producer → `readers` reader processes of role `reader.0` (with `extra` = `reader.1`) on
+/// a fresh queue. `produce` gets the producer handle, sends the run and the end marker, and
+/// returns the intended time of its first send and the number of messages sent.
+pub(crate) fn one_way_with(
+    spec: &Spec,
+    tmpfs: bool,
+    readers: usize,
+    reader: (&str, u64),
+    latency: bool,
+    produce: impl FnOnce(JournalQueue<BenchMsg>) -> BoxResult<(u64, u64)>,
+) -> BoxResult<(Outcome, Vec<Throughput>)> {
     let dir = queue_dir(tmpfs)?;
-    let mut q = options(spec.count, spec.size).create::<BenchMsg>(dir.path())?;
+    let q = options(spec.count, spec.size).create::<BenchMsg>(dir.path())?;
     let mut procs = Vec::new();
     for r in 0..readers {
-        let mut cfg = child_cfg(spec, dir.path(), latency, unchecked);
+        let mut cfg = child_cfg(spec, dir.path(), latency, reader.1);
         if readers > 1 {
             cfg.name2 = format!("fan{r}");
             cfg.cpu = None;
-        }
-        // Register the cursor before the producer starts, so it sees every message.
-        if readers > 1 {
+            // Register the cursor before the producer starts, so it sees every message.
             q.consumer(&cfg.name2)?;
         }
-        procs.push(child::spawn("repliq-read", &cfg)?);
+        procs.push(child::spawn(reader.0, &cfg)?);
     }
     for p in &procs {
         p.wait_ready(spec.timeout())?;
     }
-    let (start, sent) = on_cpu(cpu_pair().0, || -> BoxResult<(u64, u64)> {
-        let mut m = BenchMsg::of_size(spec.size);
-        let pacer = Pacer::new(rate);
-        let end = deadline(spec.secs_limit) + 1_000_000;
-        let start = pacer.intended(0);
-        let mut i = 0;
-        while i < spec.count {
-            m.ts = if latency { pacer.wait(i) } else { now_ns() };
-            m.seq = i;
-            enqueue(&mut q, &m, end)?;
-            i += 1;
-            if i.is_multiple_of(1024) && now_ns() > end {
-                break;
-            }
-        }
-        m.seq = END;
-        enqueue(&mut q, &m, end + 5_000_000_000)?;
-        Ok((start, i))
-    })?;
+    let (start, sent) = produce(q)?;
     let mut reports = Vec::new();
     for p in procs {
         reports.push(p.wait_report(spec.timeout())?);
@@ -194,20 +325,15 @@ pub fn child_read(cfg: &ChildCfg) -> BoxResult<ChildReport> {
     let unchecked = cfg.extra == 1;
     let mut q = open_reader(&cfg.name, unchecked, &cfg.name2)?;
     let end = deadline(cfg.secs_limit);
-    let mut rec = Recorder::new();
-    let mut n = 0;
-    let mut last = now_ns();
+    let mut tally = Tally::new(cfg.latency);
     child::ready();
     let mut idle = 0u32;
     loop {
         match next(&mut q, unchecked)? {
-            Some((_, END)) => break,
-            Some((ts, _)) => {
-                last = now_ns();
-                if cfg.latency {
-                    rec.record(last.saturating_sub(ts));
+            Some((ts, seq)) => {
+                if !tally.take(ts, seq) {
+                    break;
                 }
-                n += 1;
             }
             None => {
                 idle = idle.wrapping_add(1);
@@ -218,11 +344,7 @@ pub fn child_read(cfg: &ChildCfg) -> BoxResult<ChildReport> {
             }
         }
     }
-    Ok(ChildReport {
-        received: n,
-        latency: cfg.latency.then(|| rec.summary()),
-        last_ns: last,
-    })
+    Ok(tally.report())
 }
 
 fn pingpong(spec: &Spec, unchecked: bool, tmpfs: bool) -> BoxResult<Outcome> {
@@ -231,7 +353,7 @@ fn pingpong(spec: &Spec, unchecked: bool, tmpfs: bool) -> BoxResult<Outcome> {
     let mut ping = options(spec.count, spec.size).create::<BenchMsg>(ping_dir.path())?;
     let pong_w = options(spec.count, spec.size).create::<BenchMsg>(pong_dir.path())?;
     drop(pong_w);
-    let mut cfg = child_cfg(spec, ping_dir.path(), false, unchecked);
+    let mut cfg = child_cfg(spec, ping_dir.path(), false, u64::from(unchecked));
     cfg.name2 = pong_dir.path().display().to_string();
     let proc = child::spawn("repliq-pong", &cfg)?;
     proc.wait_ready(spec.timeout())?;
@@ -318,7 +440,7 @@ pub fn child_pong(cfg: &ChildCfg) -> BoxResult<ChildReport> {
 pub fn n_to_1(spec: &Spec, producers: usize) -> BoxResult<Outcome> {
     let dir = tempfile::tempdir()?;
     let q = options(spec.count, spec.size).create::<BenchMsg>(dir.path())?;
-    let mut cfg = child_cfg(spec, dir.path(), false, false);
+    let mut cfg = child_cfg(spec, dir.path(), false, 0);
     cfg.cpu = None;
     let proc = child::spawn("repliq-read", &cfg)?;
     proc.wait_ready(spec.timeout())?;
@@ -373,32 +495,19 @@ pub fn n_to_1(spec: &Spec, producers: usize) -> BoxResult<Outcome> {
 /// Enqueue cost in one process for a durability mode: per-call latency and throughput.
 pub fn durability(mode: Durability, size: usize, count: u64, secs: f64) -> BoxResult<Outcome> {
     let dir = tempfile::tempdir()?;
+    // Room for every message (the reader cursor never moves): nothing is ever full.
     let mut q = options(count, size)
         .durability(mode)
         .create::<BenchMsg>(dir.path())?;
-    // A reader cursor that never reads would hold the backlog; consume as we go instead.
-    let mut m = BenchMsg::of_size(size);
+    let mut feed = Feed::new(&Spec::cost(size, count, secs), 0, false);
     let mut rec = Recorder::new();
-    let end = deadline(secs);
-    let start = now_ns();
-    let mut i = 0;
-    while i < count {
-        m.seq = i;
+    let end = feed.end + 5_000_000_000;
+    while let Some(m) = feed.next() {
         let t0 = now_ns();
-        enqueue(&mut q, &m, end + 5_000_000_000)?;
+        enqueue(&mut q, m, end)?;
         rec.record(now_ns() - t0);
-        i += 1;
-        if i.is_multiple_of(64) && now_ns() > end {
-            break;
-        }
     }
-    let ns = now_ns() - start;
-    Ok(Outcome {
-        latency: Some(rec.summary()),
-        throughput: Some(Throughput::new(i, size, ns)),
-        sent: i,
-        note: cut_note(i, count),
-    })
+    Ok(feed.cost_outcome(&rec))
 }
 
 /// Child: fills a queue with 1 KiB messages until it holds `extra` MiB, says READY, then keeps
