@@ -2,6 +2,8 @@
 //! (`/metrics`, `/healthz`, `/readyz`) until its shutdown future completes, then drains.
 
 pub mod config;
+pub mod discovery;
+pub mod election;
 mod http;
 pub mod metrics;
 
