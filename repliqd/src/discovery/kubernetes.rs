@@ -75,7 +75,7 @@ impl Settings {
     }
 }
 
-fn namespace_from_env() -> Result<String, QueueError> {
+pub(crate) fn namespace_from_env() -> Result<String, QueueError> {
     if let Ok(ns) = std::env::var("POD_NAMESPACE")
         && !ns.trim().is_empty()
     {

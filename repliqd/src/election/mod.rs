@@ -105,3 +105,62 @@ pub mod backend;
 pub mod driver;
 pub mod etcd;
 pub mod kubernetes;
+
+/// Starts automatic failover if the configuration has an `election:` section (in a Tokio
+/// runtime); `None` when failover is manual.
+///
+/// # Errors
+///
+/// [`QueueError::InvalidConfig`] if the Kubernetes backend is selected outside a cluster.
+pub fn spawn(
+    config: &crate::Config,
+    node: &str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, QueueError> {
+    let Some(e) = &config.election else {
+        return Ok(None);
+    };
+    let timing = e.timing();
+    let root = config.queue.persistence.path.clone();
+    let node = node.to_owned();
+    let task = match e.backend {
+        BackendKind::Etcd => {
+            let backend = etcd::EtcdBackend::new(
+                e.endpoints.clone(),
+                &e.prefix,
+                timing.lease_duration,
+                timing.retry_period,
+            );
+            tokio::spawn(driver::run(
+                std::sync::Arc::new(backend),
+                node,
+                root,
+                timing,
+                stop,
+            ))
+        }
+        BackendKind::Kubernetes => {
+            let client = crate::discovery::kubernetes::in_cluster_client().map_err(|err| {
+                QueueError::InvalidConfig(format!(
+                    "election.backend: {}",
+                    err.to_string().replace("replication.discovery.method: ", "")
+                ))
+            })?;
+            let namespace = match (&e.namespace, &config.replication.discovery.namespace) {
+                (Some(ns), _) | (None, Some(ns)) => ns.clone(),
+                (None, None) => crate::discovery::kubernetes::namespace_from_env()?,
+            };
+            let seconds = i32::try_from(timing.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
+            let backend =
+                kubernetes::KubeLeaseBackend::new(client, &namespace, &e.prefix, seconds);
+            tokio::spawn(driver::run(
+                std::sync::Arc::new(backend),
+                node,
+                root,
+                timing,
+                stop,
+            ))
+        }
+    };
+    Ok(Some(task))
+}
