@@ -120,7 +120,10 @@ fn compare_and_swap_and_advertisements_on_a_real_etcd() {
         let first = seen.candidates[0].token.clone();
         b.advertise("orders", "b", 43).await.unwrap();
         let seen = a.observe("orders").await.unwrap();
-        assert_ne!(seen.candidates[0].token, first, "each advertisement changes the token");
+        assert_ne!(
+            seen.candidates[0].token, first,
+            "each advertisement changes the token"
+        );
 
         // a renews; b's stale token loses.
         let WriteOutcome::Written(t2) = a.write("orders", "a", 1, &t1).await else {
@@ -136,7 +139,10 @@ fn compare_and_swap_and_advertisements_on_a_real_etcd() {
         drop(b);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !a.observe("orders").await.unwrap().candidates.is_empty() {
-            assert!(Instant::now() < deadline, "b's advertisement did not expire");
+            assert!(
+                Instant::now() < deadline,
+                "b's advertisement did not expire"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
@@ -268,7 +274,9 @@ fn the_lease_fails_over_a_killed_primary_without_losing_acknowledged_messages() 
     );
 
     // Writes on the new primary reach the other replica.
-    let mut qn = QueueOptions::new().open::<Order>(queue(&nodes[new])).unwrap();
+    let mut qn = QueueOptions::new()
+        .open::<Order>(queue(&nodes[new]))
+        .unwrap();
     let base = held(&queue(&nodes[new]));
     for id in 0..50 {
         qn.enqueue(&Order { id: 10_000 + id })

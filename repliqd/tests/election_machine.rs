@@ -137,7 +137,12 @@ impl Sim {
                     let obs = self.backend.observe();
                     cmds.extend(self.nodes[i].machine.observe(now, local, &obs));
                 } else {
-                    cmds.extend(self.nodes[i].machine.unreachable(now));
+                    let local = Local {
+                        role: self.nodes[i].role,
+                        epoch: self.nodes[i].epoch,
+                        next_seq: self.nodes[i].log.len() as u64,
+                    };
+                    cmds.extend(self.nodes[i].machine.unreachable(now, local));
                 }
             }
             let mut queue: std::collections::VecDeque<Command> = cmds.into();
@@ -424,11 +429,33 @@ fn failed_renewals_fence_at_the_renew_deadline_counted_from_the_last_send() {
     );
     assert_eq!(e.valid_until(), Some(ms(100) + timing.renew_deadline));
     for s in 1..6 {
-        assert!(e.unreachable(ms(s * 1000)).is_empty());
+        assert!(e.unreachable(ms(s * 1000), local).is_empty());
     }
     assert_eq!(e.tick(ms(6099)), []);
     assert_eq!(e.tick(ms(6100)), [Command::Fence]);
     assert!(e.tick(ms(7000)).is_empty());
+}
+
+#[test]
+fn a_primary_that_cannot_confirm_its_lease_at_start_fences_after_the_renew_deadline() {
+    let timing = Timing::default();
+    let mut e = Election::new("a", timing);
+    let local = Local {
+        role: Role::Primary,
+        epoch: 2,
+        next_seq: 5,
+    };
+    assert!(e.unreachable(Duration::ZERO, local).is_empty());
+    assert!(e.unreachable(Duration::from_secs(5), local).is_empty());
+    assert_eq!(
+        e.unreachable(timing.renew_deadline, local),
+        [Command::Fence]
+    );
+    let replica = Local {
+        role: Role::Replica,
+        ..local
+    };
+    assert!(e.unreachable(Duration::from_secs(60), replica).is_empty());
 }
 
 #[test]

@@ -141,7 +141,10 @@ pub fn mirror_readiness(
             set(snapshot.ready);
             if !snapshot.ready {
                 tracing::warn!(
-                    problem = snapshot.problem.as_deref().unwrap_or("waiting for the first list"),
+                    problem = snapshot
+                        .problem
+                        .as_deref()
+                        .unwrap_or("waiting for the first list"),
                     "not ready: discovery has no complete peer set"
                 );
             }

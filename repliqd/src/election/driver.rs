@@ -131,7 +131,7 @@ impl<B: LeaseBackend> QueueElection<B> {
                     tracing::warn!(queue = %self.queue, problem = %why, "cannot read the lease; no failover decisions until it can be read");
                     self.unreachable_logged = true;
                 }
-                cmds.extend(self.machine.unreachable(self.now()));
+                cmds.extend(self.machine.unreachable(self.now(), local));
             }
         }
         self.execute(cmds).await;

@@ -233,9 +233,21 @@ impl Election {
         }
     }
 
-    /// The backend could not be read.
-    pub fn unreachable(&mut self, now: Duration) -> Vec<Command> {
-        self.tick(now)
+    /// The backend could not be read. A queue that says "primary" without this node having
+    /// confirmed the lease (e.g. the daemon restarted while the backend is unreachable) is
+    /// fenced once `renew_deadline` has passed since the first round: it cannot know that no
+    /// one else holds the lease.
+    pub fn unreachable(&mut self, now: Duration, local: Local) -> Vec<Command> {
+        let mut out = self.tick(now);
+        let started = *self.started.get_or_insert(now);
+        if out.is_empty()
+            && self.leading.is_none()
+            && local.role == Role::Primary
+            && now >= started + self.timing.renew_deadline
+        {
+            out.push(Command::Fence);
+        }
+        out
     }
 
     /// One round: what this node read of the backend, and its local copy.

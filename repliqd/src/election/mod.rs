@@ -143,7 +143,8 @@ pub fn spawn(
             let client = crate::discovery::kubernetes::in_cluster_client().map_err(|err| {
                 QueueError::InvalidConfig(format!(
                     "election.backend: {}",
-                    err.to_string().replace("replication.discovery.method: ", "")
+                    err.to_string()
+                        .replace("replication.discovery.method: ", "")
                 ))
             })?;
             let namespace = match (&e.namespace, &config.replication.discovery.namespace) {
@@ -151,8 +152,7 @@ pub fn spawn(
                 (None, None) => crate::discovery::kubernetes::namespace_from_env()?,
             };
             let seconds = i32::try_from(timing.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
-            let backend =
-                kubernetes::KubeLeaseBackend::new(client, &namespace, &e.prefix, seconds);
+            let backend = kubernetes::KubeLeaseBackend::new(client, &namespace, &e.prefix, seconds);
             tokio::spawn(driver::run(
                 std::sync::Arc::new(backend),
                 node,
