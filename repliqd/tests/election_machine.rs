@@ -124,9 +124,9 @@ impl Sim {
                 continue;
             }
             let mut cmds = self.nodes[i].machine.tick(now);
-            let round = (now + self.timing.retry_period - self.nodes[i].phase).as_millis()
-                % self.timing.retry_period.as_millis()
-                == 0;
+            let round = (now + self.timing.retry_period - self.nodes[i].phase)
+                .as_millis()
+                .is_multiple_of(self.timing.retry_period.as_millis());
             if round {
                 if self.nodes[i].reachable {
                     let local = Local {
@@ -181,7 +181,6 @@ impl Sim {
             }
             Command::Advertise { next_seq } => {
                 if reachable {
-                    self.backend.version += 0;
                     let v = self.backend.candidates.get(&name).map_or(0, |c| c.1) + 1;
                     self.backend.candidates.insert(name, (next_seq, v));
                 }
