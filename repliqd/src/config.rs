@@ -5,11 +5,15 @@
 //!   mode: synchronous          # or asynchronous (default)
 //!   required_acks: 1           # synchronous mode: replicas that must acknowledge (default: all)
 //!   discovery:
-//!     method: static           # `kubernetes` is not available yet
+//!     method: static           # or kubernetes (pods matching label_selector, Ready only)
 //!     label_selector: app=repliq
-//!     peers:
+//!     peers:                   # static only; never this node itself
 //!       - name: node-b
 //!         address: 127.0.0.1:31338
+//!     # kubernetes only:
+//!     # namespace: repliq      # default: POD_NAMESPACE, else the service account's namespace
+//!     # peer_name: node        # a pod's peer name: `node` (spec.nodeName) or `pod` (its name)
+//!     # port: 31337            # the peers' gRPC port
 //! queue:
 //!   capacity: 1048576
 //!   persistence:
@@ -18,6 +22,13 @@
 //!   grpc_listen: 0.0.0.0:31337
 //!   http_listen: 0.0.0.0:9100
 //!   shutdown_grace_ms: 10000
+//! election:                    # optional: automatic failover by a lease (see `election`)
+//!   backend: etcd              # or kubernetes (a coordination.k8s.io/v1 Lease per queue)
+//!   endpoints: [http://127.0.0.1:2379]
+//!   prefix: repliq
+//!   lease_duration_ms: 10000
+//!   renew_deadline_ms: 6000
+//!   retry_period_ms: 1000
 //! ```
 //!
 //! Every problem is reported with the key it concerns, as `key.path: reason`.
@@ -46,6 +57,9 @@ pub struct Config {
     /// Listening addresses and shutdown behaviour.
     #[serde(default)]
     pub server: Server,
+    /// Automatic failover (absent: failover is manual, `repliq promote`).
+    #[serde(default)]
+    pub election: Option<crate::election::ElectionConfig>,
 }
 
 /// `replication:`
@@ -66,7 +80,7 @@ pub struct Replication {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Discovery {
-    /// `static` (peers listed here) or `kubernetes` (not available yet).
+    /// `static` (peers listed here) or `kubernetes` (pods found by label selector).
     pub method: DiscoveryMethod,
     /// Kubernetes label selector of the repliq pods.
     #[serde(default)]
@@ -74,6 +88,27 @@ pub struct Discovery {
     /// The other nodes, for `static` discovery.
     #[serde(default)]
     pub peers: Vec<Peer>,
+    /// `kubernetes`: the namespace to watch (default: `POD_NAMESPACE`, else the service
+    /// account's namespace).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// `kubernetes`: how a pod's peer name is chosen.
+    #[serde(default)]
+    pub peer_name: PeerName,
+    /// `kubernetes`: the peers' gRPC port (default 31337).
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+/// How Kubernetes discovery names a peer pod.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerName {
+    /// The Kubernetes node it runs on (`spec.nodeName`), as `NODE_NAME` from the downward API.
+    #[default]
+    Node,
+    /// The pod's name (`metadata.name`).
+    Pod,
 }
 
 /// How peers are found.
@@ -219,11 +254,21 @@ impl Config {
     fn validate(&self) -> Result<(), QueueError> {
         let d = &self.replication.discovery;
         if d.method == DiscoveryMethod::Kubernetes {
-            return Err(invalid(
-                "replication.discovery.method",
-                "`kubernetes` discovery is not available in this version of repliqd; use \
-                 `static` with `replication.discovery.peers`",
-            ));
+            if d.label_selector.is_none() {
+                return Err(invalid(
+                    "replication.discovery.label_selector",
+                    "required by `method: kubernetes`",
+                ));
+            }
+            if !d.peers.is_empty() {
+                return Err(invalid(
+                    "replication.discovery.peers",
+                    "only for `method: static` (kubernetes discovery finds the peers)",
+                ));
+            }
+        }
+        if let Some(e) = &self.election {
+            e.validate()?;
         }
         if let Some(sel) = &d.label_selector
             && sel.trim().is_empty()
@@ -261,7 +306,7 @@ impl Config {
                     "must be at least 1 (use `mode: asynchronous` for no acknowledgements)",
                 ));
             }
-            if k > d.peers.len() {
+            if d.method == DiscoveryMethod::Static && k > d.peers.len() {
                 return Err(invalid(
                     "replication.required_acks",
                     format_args!(
@@ -299,9 +344,15 @@ impl Config {
             .iter()
             .filter(|p| p.name != node)
             .count();
+        self.required_acks_of(replicas)
+    }
+
+    /// The same, when `peers` other nodes are known (discovery snapshots).
+    #[must_use]
+    pub fn required_acks_of(&self, peers: usize) -> usize {
         match self.replication.mode {
             ReplicationMode::Asynchronous => 0,
-            ReplicationMode::Synchronous => self.replication.required_acks.unwrap_or(replicas),
+            ReplicationMode::Synchronous => self.replication.required_acks.unwrap_or(peers),
         }
     }
 }
@@ -361,9 +412,10 @@ queue:
         );
 
         let m = err(&SEED.replace("method: static", "method: kubernetes"));
-        assert!(
-            m.starts_with("replication.discovery.method: `kubernetes` discovery is not available"),
-            "{m}"
+        assert_eq!(
+            m,
+            "replication.discovery.peers: only for `method: static` (kubernetes discovery finds \
+             the peers)"
         );
 
         let m = err(&SEED.replace("capacity: 1024", "capacity: -3"));

@@ -2,6 +2,8 @@
 //! (`/metrics`, `/healthz`, `/readyz`) until its shutdown future completes, then drains.
 
 pub mod config;
+pub mod discovery;
+pub mod election;
 mod http;
 pub mod metrics;
 
@@ -45,6 +47,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(Bound),
 ) -> Result<(), QueueError> {
+    let discovery = discovery::start(&config, &node_name)?;
     let root = config.queue.persistence.path.clone();
     std::fs::create_dir_all(&root)
         .map_err(|e| QueueError::io(format!("creating {}", root.display()), e))?;
@@ -85,21 +88,31 @@ pub async fn run(
             }),
     );
 
+    let election = election::spawn(&config, &node_name, stop_rx.clone())?;
     let primaries = tokio::spawn(run_primaries(
         config.clone(),
         node_name.clone(),
+        discovery.subscribe(),
         state.metrics.replication.clone(),
         stop_rx.clone(),
     ));
 
-    state.ready.store(true, Ordering::Release);
+    let ready = Arc::clone(&state);
+    let readiness = discovery::mirror_readiness(discovery.subscribe(), move |r| {
+        ready.ready.store(r, Ordering::Release);
+    });
     on_bound(bound);
     shutdown.await;
     tracing::info!("shutting down: draining replication");
     let stopping = std::time::Instant::now();
+    readiness.abort();
     state.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = primaries.await;
+    if let Some(e) = election {
+        let _ = e.await;
+    }
+    drop(discovery);
     // tonic's graceful shutdown waits for open streams, and a primary keeps its replication
     // stream to this node open for as long as it lives: give them the grace period, then stop.
     let grace = std::time::Duration::from_millis(config.server.shutdown_grace_ms)
@@ -128,34 +141,36 @@ pub async fn run(
 }
 
 /// Starts a replication task for every queue under the persistence path that this node is
-/// primary for (looking again every second for new queues), until `stop`.
+/// primary for (looking again every second for new queues and for demotions), until `stop`.
+/// A change of the peer set restarts the replication tasks with the new set.
 async fn run_primaries(
     config: Config,
     node: String,
+    mut peer_sets: tokio::sync::watch::Receiver<discovery::PeerSet>,
     metrics: metrics::ReplicationMetrics,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let peers: Vec<ReplicaAddr> = config
-        .replication
-        .discovery
-        .peers
-        .iter()
-        .filter(|p| p.name != node)
-        .map(|p| ReplicaAddr {
-            name: p.name.clone(),
-            address: p.address.clone(),
-        })
-        .collect();
-    if peers.is_empty() {
-        return;
-    }
     let root = config.queue.persistence.path.clone();
-    let mut running = std::collections::BTreeMap::new();
+    let mut peers = replica_addrs(&peer_sets.borrow_and_update(), &node);
+    let mut discovery_open = true;
+    // Queue directory → (its task's stop, the replicas it was started with, the task).
+    let mut running: std::collections::BTreeMap<
+        _,
+        (tokio::sync::watch::Sender<bool>, Vec<ReplicaAddr>, _),
+    > = std::collections::BTreeMap::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut stop_wait = stop.clone();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            changed = peer_sets.changed(), if discovery_open => {
+                if changed.is_err() {
+                    discovery_open = false;
+                    continue;
+                }
+                // Tasks started with another set are stopped below and restarted once finished.
+                peers = replica_addrs(&peer_sets.borrow_and_update(), &node);
+            }
             _ = stop_wait.wait_for(|s| *s) => break,
         }
         let Ok(entries) = std::fs::read_dir(&root) else {
@@ -163,38 +178,68 @@ async fn run_primaries(
         };
         for entry in entries.flatten() {
             let dir = entry.path();
-            if running.contains_key(&dir) || !dir.join("queue.meta").exists() {
+            if !dir.join("queue.meta").exists() {
                 continue;
             }
-            match ReplicationState::load(&dir) {
-                Ok(s) if s.role == Role::Primary => {}
-                _ => continue,
+            let primary = matches!(ReplicationState::load(&dir), Ok(s) if s.role == Role::Primary);
+            if let Some((task_stop, with, _)) = running.get(&dir) {
+                if !primary || *with != peers {
+                    // Demoted (fenced by the election, or a newer primary appeared), or the peer
+                    // set changed: drain; a new task starts once this one has finished.
+                    let _ = task_stop.send(true);
+                }
+                continue;
+            }
+            if !primary || peers.is_empty() {
+                continue;
             }
             let mut options =
                 PrimaryOptions::new(node.clone(), peers.clone(), config.replication.mode);
-            options.required_acks = config.required_acks(&node);
+            options.required_acks = config.required_acks_of(peers.len());
             options.drain_timeout =
                 std::time::Duration::from_millis(config.server.shutdown_grace_ms);
             options.observer = Some(Arc::new(metrics.clone()));
             tracing::info!(queue = %dir.display(), replicas = peers.len(), "replicating");
-            let task = tokio::spawn(run_primary(dir.clone(), options, stop.clone()));
-            running.insert(dir, task);
+            let (task_stop_tx, task_stop_rx) = tokio::sync::watch::channel(false);
+            let mut all_stop = stop.clone();
+            let mut task_stop = task_stop_rx.clone();
+            let (combined_tx, combined_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = all_stop.wait_for(|s| *s) => {}
+                    _ = task_stop.wait_for(|s| *s) => {}
+                }
+                let _ = combined_tx.send(true);
+            });
+            let task = tokio::spawn(run_primary(dir.clone(), options, combined_rx));
+            running.insert(dir, (task_stop_tx, peers.clone(), task));
         }
         // Forget finished tasks (e.g. after a step-down) so a later promotion restarts them.
         let finished: Vec<_> = running
             .iter()
-            .filter(|(_, t)| t.is_finished())
+            .filter(|(_, (_, _, t))| t.is_finished())
             .map(|(d, _)| d.clone())
             .collect();
         for dir in finished {
-            if let Some(task) = running.remove(&dir)
+            if let Some((_, _, task)) = running.remove(&dir)
                 && let Ok(Err(e)) = task.await
             {
                 tracing::warn!(queue = %dir.display(), error = %e, "replication stopped");
             }
         }
     }
-    for (_, task) in running {
+    for (_, (_, _, task)) in running {
         let _ = task.await;
     }
+}
+
+fn replica_addrs(set: &discovery::PeerSet, node: &str) -> Vec<ReplicaAddr> {
+    set.peers
+        .iter()
+        .filter(|p| p.name != node)
+        .map(|p| ReplicaAddr {
+            name: p.name.clone(),
+            address: p.address.clone(),
+        })
+        .collect()
 }

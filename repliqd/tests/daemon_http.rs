@@ -22,7 +22,7 @@ fn invalid_config_names_the_key_and_exits_non_zero() {
         ),
         (
             text.replace("method: static", "method: kubernetes"),
-            "replication.discovery.method: `kubernetes` discovery is not available",
+            "replication.discovery.label_selector: required by `method: kubernetes`",
         ),
         (
             text.replace("capacity: 1000000", "capacity: 0"),

@@ -1,0 +1,156 @@
+//! Peer discovery: where the other nodes of the cluster are, as a stream of snapshots.
+//!
+//! [`Discovery::subscribe`] hands out a [`tokio::sync::watch::Receiver`] of [`PeerSet`]s: static
+//! discovery publishes the configured peers once; Kubernetes discovery ([`kubernetes`]) publishes
+//! a new snapshot whenever a matching pod becomes Ready, stops being Ready or goes away. A node
+//! never lists itself.
+
+pub mod kubernetes;
+
+use repliq::QueueError;
+use tokio::sync::watch;
+
+use crate::config::{Config, DiscoveryMethod, Peer};
+
+/// One snapshot of the other nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerSet {
+    /// The other nodes, sorted by name.
+    pub peers: Vec<Peer>,
+    /// `false` until discovery has a complete view (before the first successful list, while
+    /// the list is refused, or when the selector matches no pod at all).
+    pub ready: bool,
+    /// What is wrong, when something is (named in `/readyz`-style logs).
+    pub problem: Option<String>,
+}
+
+impl PeerSet {
+    /// A complete snapshot of `peers`.
+    #[must_use]
+    pub fn of(mut peers: Vec<Peer>) -> Self {
+        peers.sort_by(|a, b| a.name.cmp(&b.name));
+        PeerSet {
+            peers,
+            ready: true,
+            problem: None,
+        }
+    }
+}
+
+/// A running discovery; dropping it stops the Kubernetes watcher.
+#[derive(Debug)]
+pub struct Discovery {
+    tx: watch::Sender<PeerSet>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Discovery {
+    /// A discovery that always answers `set`.
+    #[must_use]
+    pub fn constant(set: PeerSet) -> Self {
+        Discovery {
+            tx: watch::Sender::new(set),
+            task: None,
+        }
+    }
+
+    /// A discovery fed by a task (see [`kubernetes::spawn`]).
+    #[must_use]
+    pub fn from_task(tx: watch::Sender<PeerSet>, task: tokio::task::JoinHandle<()>) -> Self {
+        Discovery {
+            tx,
+            task: Some(task),
+        }
+    }
+
+    /// The current and future snapshots.
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<PeerSet> {
+        self.tx.subscribe()
+    }
+
+    /// The current snapshot.
+    #[must_use]
+    pub fn current(&self) -> PeerSet {
+        self.tx.borrow().clone()
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+/// Checks what the configuration cannot check alone: this node's name, against the static peer
+/// list.
+///
+/// # Errors
+///
+/// [`QueueError::InvalidConfig`] naming the problem.
+pub fn preflight(config: &Config, node: &str) -> Result<(), QueueError> {
+    if node.trim().is_empty() {
+        return Err(QueueError::InvalidConfig(
+            "the node name is empty: pass --node-name or set NODE_NAME (in Kubernetes, from the \
+             downward API: spec.nodeName)"
+                .into(),
+        ));
+    }
+    let d = &config.replication.discovery;
+    if d.method == DiscoveryMethod::Static
+        && let Some(i) = d.peers.iter().position(|p| p.name == node)
+    {
+        return Err(QueueError::InvalidConfig(format!(
+            "replication.discovery.peers[{i}].name: `{node}` is this node's own name \
+             (--node-name / NODE_NAME); list only the other nodes"
+        )));
+    }
+    Ok(())
+}
+
+/// Starts the discovery the configuration selects (in a Tokio runtime).
+///
+/// # Errors
+///
+/// [`QueueError::InvalidConfig`] if Kubernetes discovery is selected outside a cluster (no
+/// `KUBERNETES_SERVICE_HOST`, no service-account token) or without a namespace.
+pub fn start(config: &Config, node: &str) -> Result<Discovery, QueueError> {
+    preflight(config, node)?;
+    let d = &config.replication.discovery;
+    match d.method {
+        DiscoveryMethod::Static => Ok(Discovery::constant(PeerSet::of(d.peers.clone()))),
+        DiscoveryMethod::Kubernetes => {
+            let settings = kubernetes::Settings::from_config(config, node)?;
+            let client = kubernetes::in_cluster_client()?;
+            Ok(kubernetes::spawn(client, settings))
+        }
+    }
+}
+
+/// Calls `set` with the readiness of every snapshot (the daemon's `/readyz`), logging what is
+/// missing while it is not ready.
+pub fn mirror_readiness(
+    mut rx: watch::Receiver<PeerSet>,
+    set: impl Fn(bool) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let snapshot = rx.borrow_and_update().clone();
+            set(snapshot.ready);
+            if !snapshot.ready {
+                tracing::warn!(
+                    problem = snapshot
+                        .problem
+                        .as_deref()
+                        .unwrap_or("waiting for the first list"),
+                    "not ready: discovery has no complete peer set"
+                );
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}

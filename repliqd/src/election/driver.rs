@@ -1,0 +1,266 @@
+//! Runs one [`Election`] per queue under the persistence path against a [`LeaseBackend`], and
+//! carries out its commands on the queue: a fence stores the replica role (producers are fenced
+//! at their next `enqueue`), a promotion makes the queue the primary of the lease's epoch.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use repliq::replication::{ReplicationState, Role};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::backend::LeaseBackend;
+use super::machine::{Command, Election, Local, Timing, WriteOutcome};
+
+/// Local facts about the queue in `dir`.
+///
+/// # Errors
+///
+/// A sentence if the queue cannot be read.
+pub fn local(dir: &Path) -> Result<Local, String> {
+    let state = ReplicationState::load(dir).map_err(|e| e.to_string())?;
+    let info = repliq::inspect(dir).map_err(|e| e.to_string())?;
+    Ok(Local {
+        role: state.role,
+        epoch: state.epoch,
+        next_seq: info.last_seq.map_or(info.first_seq, |s| s + 1),
+    })
+}
+
+/// Stops producers: the queue becomes a replica (of whoever the next lease holder is).
+///
+/// # Errors
+///
+/// The queue's state cannot be stored.
+pub fn fence(dir: &Path) -> Result<(), String> {
+    let mut state = ReplicationState::load(dir).map_err(|e| e.to_string())?;
+    if state.role == Role::Replica {
+        return Ok(());
+    }
+    state.role = Role::Replica;
+    state.primary = None;
+    state.synchronous = false;
+    state.store(dir).map_err(|e| e.to_string())
+}
+
+/// Makes the queue the primary of `epoch` (from the next sequence number it does not hold).
+///
+/// # Errors
+///
+/// The queue's state cannot be read or stored.
+pub fn promote(dir: &Path, epoch: u64) -> Result<ReplicationState, String> {
+    let mut state = ReplicationState::load(dir).map_err(|e| e.to_string())?;
+    if state.role == Role::Replica {
+        state = ReplicationState::promote(dir).map_err(|e| e.to_string())?;
+    }
+    if state.epoch < epoch {
+        state.epoch = epoch;
+        state.store(dir).map_err(|e| e.to_string())?;
+    }
+    Ok(state)
+}
+
+/// Runs `fut` unless `deadline` comes first (`None`).
+async fn before<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(d) => tokio::select! {
+            v = fut => Some(v),
+            () = tokio::time::sleep_until(d) => None,
+        },
+        None => Some(fut.await),
+    }
+}
+
+struct QueueElection<B> {
+    dir: PathBuf,
+    queue: String,
+    node: String,
+    backend: Arc<B>,
+    machine: Election,
+    timing: Timing,
+    origin: Instant,
+    unreachable_logged: bool,
+}
+
+impl<B: LeaseBackend> QueueElection<B> {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.machine.valid_until().map(|v| self.origin + v)
+    }
+
+    /// One round; returns early with a fence if the renew deadline passes mid-round.
+    async fn round(&mut self) {
+        let mut cmds = self.machine.tick(self.now());
+        let local = match local(&self.dir) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(queue = %self.queue, error = %e, "cannot read the queue; skipping its election round");
+                self.execute(cmds).await;
+                return;
+            }
+        };
+        let timeout = self.timing.retry_period;
+        let observed = before(
+            self.deadline(),
+            tokio::time::timeout(timeout, self.backend.observe(&self.queue)),
+        )
+        .await;
+        match observed {
+            Some(Ok(Ok(obs))) => {
+                if self.unreachable_logged {
+                    tracing::info!(backend = %self.backend.describe(), queue = %self.queue, "election backend reachable again");
+                    self.unreachable_logged = false;
+                }
+                cmds.extend(self.machine.observe(self.now(), local, &obs));
+            }
+            other => {
+                if !self.unreachable_logged {
+                    let why = match other {
+                        Some(Ok(Err(e))) => e,
+                        Some(Err(_)) => format!(
+                            "{} did not answer within {timeout:?}",
+                            self.backend.describe()
+                        ),
+                        _ => "the renew deadline passed while reading the lease".into(),
+                    };
+                    tracing::warn!(queue = %self.queue, problem = %why, "cannot read the lease; no failover decisions until it can be read");
+                    self.unreachable_logged = true;
+                }
+                cmds.extend(self.machine.unreachable(self.now(), local));
+            }
+        }
+        self.execute(cmds).await;
+    }
+
+    async fn execute(&mut self, cmds: Vec<Command>) {
+        let mut queue: std::collections::VecDeque<Command> = cmds.into();
+        while let Some(cmd) = queue.pop_front() {
+            match cmd {
+                Command::Write {
+                    epoch, expected, ..
+                } => {
+                    let sent = self.now();
+                    let write = tokio::time::timeout(
+                        self.timing.retry_period,
+                        self.backend
+                            .write(&self.queue, &self.node, epoch, &expected),
+                    );
+                    let outcome = match before(self.deadline(), write).await {
+                        Some(Ok(o)) => o,
+                        _ => WriteOutcome::Failed,
+                    };
+                    queue.extend(self.machine.written(self.now(), sent, outcome));
+                }
+                Command::Advertise { next_seq } => {
+                    let adv = tokio::time::timeout(
+                        self.timing.retry_period,
+                        self.backend.advertise(&self.queue, &self.node, next_seq),
+                    );
+                    match before(self.deadline(), adv).await {
+                        Some(Ok(Ok(()))) => {}
+                        Some(Ok(Err(e))) => {
+                            tracing::debug!(queue = %self.queue, error = %e, "cannot advertise");
+                        }
+                        _ => {}
+                    }
+                }
+                Command::Fence => match fence(&self.dir) {
+                    Ok(()) => tracing::warn!(
+                        queue = %self.queue,
+                        "not the lease holder (lost, expired or never held): fenced, enqueues are refused here"
+                    ),
+                    Err(e) => {
+                        tracing::error!(queue = %self.queue, error = %e, "cannot fence the queue")
+                    }
+                },
+                Command::Promote { epoch } => match promote(&self.dir, epoch) {
+                    Ok(s) => tracing::info!(
+                        queue = %self.queue, epoch = s.epoch, epoch_start = s.epoch_start,
+                        "acquired the lease: primary"
+                    ),
+                    Err(e) => {
+                        tracing::error!(queue = %self.queue, error = %e, "cannot promote the queue")
+                    }
+                },
+            }
+        }
+        // A deadline that passed during the commands fences now.
+        let late = self.machine.tick(self.now());
+        if !late.is_empty() {
+            Box::pin(self.execute(late)).await;
+        }
+    }
+
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut interval = tokio::time::interval(self.timing.retry_period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self.deadline();
+            let round = tokio::select! {
+                _ = interval.tick() => true,
+                () = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => false,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            if round {
+                self.round().await;
+            } else {
+                let cmds = self.machine.tick(self.now());
+                self.execute(cmds).await;
+            }
+        }
+    }
+}
+
+/// Elects a primary for every queue under `root` (looking for new queues every retry period)
+/// until `stop`.
+pub async fn run<B: LeaseBackend>(
+    backend: Arc<B>,
+    node: String,
+    root: PathBuf,
+    timing: Timing,
+    stop: watch::Receiver<bool>,
+) {
+    tracing::info!(backend = %backend.describe(), "automatic failover by lease");
+    let mut running = std::collections::BTreeMap::new();
+    let mut interval = tokio::time::interval(timing.retry_period);
+    let mut stop_wait = stop.clone();
+    let origin = Instant::now();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop_wait.wait_for(|s| *s) => break,
+        }
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if running.contains_key(&dir) || !dir.join("queue.meta").exists() {
+                continue;
+            }
+            let queue = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let election = QueueElection {
+                dir: dir.clone(),
+                queue,
+                node: node.clone(),
+                backend: Arc::clone(&backend),
+                machine: Election::new(node.clone(), timing),
+                timing,
+                origin,
+                unreachable_logged: false,
+            };
+            running.insert(dir, tokio::spawn(election.run(stop.clone())));
+        }
+    }
+    for (_, task) in running {
+        let _ = task.await;
+    }
+}

@@ -1,0 +1,300 @@
+//! The etcd backend and automatic failover against a real etcd started on loopback (Debian's
+//! `etcd-server`; `.ci/install-etcd.sh`). Skipped, saying so, when `etcd` is not installed.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use repliq::replication::{ReplicationState, Role};
+use repliq::{Message, QueueError, QueueOptions};
+use repliqd::election::backend::LeaseBackend;
+use repliqd::election::etcd::EtcdBackend;
+use repliqd::election::machine::WriteOutcome;
+use support::{Daemon, free_port, held, wait_until};
+
+struct Etcd {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn etcd_binary() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("etcd"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A single-member etcd on ephemeral loopback ports, or `None` (after saying why) if the binary
+/// is absent.
+fn start_etcd() -> Option<Etcd> {
+    let Some(bin) = etcd_binary() else {
+        eprintln!("SKIPPED: `etcd` is not installed (run .ci/install-etcd.sh)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let endpoint = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new(bin)
+        .args(["--name", "test", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen-client-urls", &endpoint])
+        .args(["--advertise-client-urls", &endpoint])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("test={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let etcd = Etcd {
+        child,
+        endpoint,
+        _dir: dir,
+    };
+    // Ready once a client can read from it.
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = rt.block_on(async {
+            let b = backend(&etcd);
+            b.observe("probe").await.is_ok()
+        });
+        if ok {
+            return Some(etcd);
+        }
+        assert!(Instant::now() < deadline, "etcd did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn backend(etcd: &Etcd) -> EtcdBackend {
+    EtcdBackend::new(
+        vec![etcd.endpoint.clone()],
+        "repliq-test",
+        Duration::from_secs(3),
+        Duration::from_secs(2),
+    )
+}
+
+#[test]
+fn compare_and_swap_and_advertisements_on_a_real_etcd() {
+    let Some(etcd) = start_etcd() else { return };
+    runtime().block_on(async {
+        let (a, b) = (backend(&etcd), backend(&etcd));
+        let empty = a.observe("orders").await.unwrap();
+        assert_eq!(empty.lease.holder, None);
+        assert_eq!(empty.lease.epoch, 0);
+        let WriteOutcome::Written(t1) = a.write("orders", "a", 1, "").await else {
+            panic!("a could not create the lease");
+        };
+        assert_eq!(b.write("orders", "b", 2, "").await, WriteOutcome::Conflict);
+        let seen = b.observe("orders").await.unwrap();
+        assert_eq!(seen.lease.holder.as_deref(), Some("a"));
+        assert_eq!(seen.lease.epoch, 1);
+        assert_eq!(seen.lease.token, t1);
+
+        b.advertise("orders", "b", 42).await.unwrap();
+        let seen = a.observe("orders").await.unwrap();
+        assert_eq!(seen.candidates.len(), 1);
+        assert_eq!(seen.candidates[0].node, "b");
+        assert_eq!(seen.candidates[0].next_seq, 42);
+        let first = seen.candidates[0].token.clone();
+        b.advertise("orders", "b", 43).await.unwrap();
+        let seen = a.observe("orders").await.unwrap();
+        assert_ne!(
+            seen.candidates[0].token, first,
+            "each advertisement changes the token"
+        );
+
+        // a renews; b's stale token loses.
+        let WriteOutcome::Written(t2) = a.write("orders", "a", 1, &t1).await else {
+            panic!("a could not renew");
+        };
+        assert_ne!(t1, t2);
+        assert_eq!(b.write("orders", "b", 2, &t1).await, WriteOutcome::Conflict);
+        assert!(matches!(
+            b.write("orders", "b", 2, &t2).await,
+            WriteOutcome::Written(_)
+        ));
+        // Advertisements disappear with their node (its etcd lease, TTL 3 s, is not kept alive).
+        drop(b);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !a.observe("orders").await.unwrap().candidates.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "b's advertisement did not expire"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
+#[test]
+fn an_unreachable_etcd_is_an_error_naming_it() {
+    let port = free_port();
+    let b = EtcdBackend::new(
+        vec![format!("http://127.0.0.1:{port}")],
+        "repliq",
+        Duration::from_secs(3),
+        Duration::from_millis(500),
+    );
+    let err = runtime().block_on(b.observe("q")).unwrap_err();
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert_eq!(
+        runtime().block_on(b.write("q", "a", 1, "")),
+        WriteOutcome::Failed
+    );
+}
+
+#[repliq::message(name = "test.Order")]
+#[derive(Debug, Clone, PartialEq)]
+struct Order {
+    id: u64,
+}
+
+fn queue(n: &Daemon) -> PathBuf {
+    n.root.join("orders")
+}
+
+fn all_orders(dir: &Path) -> Vec<Order> {
+    let mut q = QueueOptions::new()
+        .consumer("check")
+        .open::<Order>(dir)
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(o) = q.dequeue().unwrap() {
+        out.push(o);
+    }
+    q.remove_consumer("check");
+    out
+}
+
+const LEASE_MS: u64 = 3000;
+
+/// Issue 11 item 6(a): three daemons, synchronous, a lease on etcd; the primary's daemon is
+/// SIGKILLed under load; a replica becomes primary within lease duration + 2 s with every
+/// acknowledged message; the old primary rejoins as a replica.
+#[test]
+fn the_lease_fails_over_a_killed_primary_without_losing_acknowledged_messages() {
+    let Some(etcd) = start_etcd() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Daemon::cluster(dir.path(), &["a", "b", "c"], "synchronous");
+    for n in &mut nodes {
+        let mut text = std::fs::read_to_string(&n.config).unwrap();
+        text = text.replace(
+            "  mode: synchronous\n",
+            "  mode: synchronous\n  required_acks: 1\n",
+        );
+        text.push_str(&format!(
+            "election:\n  backend: etcd\n  endpoints: [\"{}\"]\n  prefix: failover\n  \
+             lease_duration_ms: {LEASE_MS}\n  renew_deadline_ms: 1800\n  retry_period_ms: 500\n",
+            etcd.endpoint
+        ));
+        std::fs::write(&n.config, text).unwrap();
+        n.start();
+    }
+    let mut q = QueueOptions::new()
+        .capacity(1_000_000)
+        .segment_size(1 << 20)
+        .create::<Order>(queue(&nodes[0]))
+        .unwrap();
+    wait_until("a to replicate synchronously", || {
+        ReplicationState::load(&queue(&nodes[0])).is_ok_and(|s| s.synchronous)
+    });
+    wait_until("the replicas to have the queue", || {
+        queue(&nodes[1]).join("queue.meta").exists() && queue(&nodes[2]).join("queue.meta").exists()
+    });
+
+    let is_primary = |dir: &Path| {
+        ReplicationState::load(dir).is_ok_and(|s| s.role == Role::Primary && s.epoch >= 2)
+    };
+    let replicas = [queue(&nodes[1]), queue(&nodes[2])];
+    let mut acknowledged = Vec::new();
+    let mut killed = None;
+    let mut watcher = None;
+    for id in 0..3000u64 {
+        if id == 1500 {
+            nodes[0].kill9();
+            let at = Instant::now();
+            killed = Some(at);
+            // Watch for the promotion from now on (producers meanwhile wait for acks).
+            let replicas = replicas.clone();
+            watcher = Some(std::thread::spawn(move || {
+                loop {
+                    if let Some(i) = replicas.iter().position(|d| is_primary(d)) {
+                        return (i + 1, at.elapsed());
+                    }
+                    assert!(at.elapsed() < Duration::from_secs(60), "no new primary");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }));
+        }
+        match q.enqueue(&Order { id }) {
+            Ok(_) => acknowledged.push(Order { id }),
+            Err(QueueError::Replication(_)) => break,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    drop(q);
+    let killed = killed.unwrap();
+    assert!(acknowledged.len() >= 1500, "{}", acknowledged.len());
+
+    let _ = killed;
+    let (new, took) = watcher.unwrap().join().unwrap();
+    eprintln!("time from SIGKILL to a new primary: {took:?} (lease {LEASE_MS} ms)");
+    assert!(
+        took <= Duration::from_millis(LEASE_MS) + Duration::from_secs(2),
+        "a new primary took {took:?}, more than lease duration + 2 s"
+    );
+    let other = 3 - new;
+    assert!(!is_primary(&queue(&nodes[other])), "two primaries");
+    let on_new = all_orders(&queue(&nodes[new]));
+    assert!(
+        on_new.len() >= acknowledged.len() && on_new[..acknowledged.len()] == acknowledged[..],
+        "an acknowledged message is missing on the new primary"
+    );
+
+    // Writes on the new primary reach the other replica.
+    let mut qn = QueueOptions::new()
+        .open::<Order>(queue(&nodes[new]))
+        .unwrap();
+    let base = held(&queue(&nodes[new]));
+    for id in 0..50 {
+        qn.enqueue(&Order { id: 10_000 + id })
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    wait_until("the other replica to follow", || {
+        held(&queue(&nodes[other])) == base + 50
+    });
+
+    // The old primary restarts: it does not hold the lease, fences itself and follows.
+    nodes[0].start();
+    wait_until("a to rejoin as a replica", || {
+        ReplicationState::load(&queue(&nodes[0])).is_ok_and(|s| s.role == Role::Replica)
+            && held(&queue(&nodes[0])) == base + 50
+    });
+    assert_eq!(
+        all_orders(&queue(&nodes[0])),
+        all_orders(&queue(&nodes[new]))
+    );
+    let _ = Order::NAME;
+}
