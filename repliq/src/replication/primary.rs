@@ -118,7 +118,16 @@ pub async fn run_primary(
     }
     state.primary = Some(options.node.clone());
     state.synchronous = options.mode == ReplicationMode::Synchronous && options.required_acks > 0;
+    state.required_acks = u32::try_from(options.required_acks).unwrap_or(u32::MAX);
     state.ack_timeout_ms = u64::try_from(options.ack_timeout.as_millis()).unwrap_or(u64::MAX);
+    // The acknowledged word may hold a value of an earlier term of this node (it was primary,
+    // became a replica, its suffix was moved aside, now it is primary again): a record written
+    // now must not count as acknowledged by it. This leader publishes afresh from what its
+    // replicas acknowledge.
+    journal
+        .meta
+        .acked()
+        .fetch_min(state.epoch_start, Ordering::SeqCst);
     state.store(&dir)?;
     state.mirror(&journal);
 

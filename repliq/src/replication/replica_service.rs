@@ -19,20 +19,32 @@ use super::grpc::proto::{
 use super::state::{ReplicationState, Role};
 use super::{FollowerDecision, FrameHeader, Refusal};
 use crate::Result;
-use crate::journal::Journal;
+use super::PeerSet;
 use crate::journal::meta::MetaConfig;
 use crate::journal::replica::{ByteSink, frame_records, move_aside_from};
+use crate::journal::{InitialPolicy, Journal, Policy};
 /// The gRPC service that hosts replicas of other nodes' queues under one directory.
 #[derive(Debug, Clone)]
 pub struct ReplicaService {
     root: PathBuf,
+    peers: PeerSet,
 }
 
 impl ReplicaService {
-    /// Hosts replicas under `root` (one sub-directory per queue).
+    /// Hosts replicas under `root` (one sub-directory per queue) for any primary that connects
+    /// ([`PeerSet::any`]): for tests and trusted single-tenant setups. A node daemon uses
+    /// [`ReplicaService::with_peers`].
     #[must_use]
     pub fn new(root: PathBuf) -> Self {
-        ReplicaService { root }
+        Self::with_peers(root, PeerSet::any())
+    }
+
+    /// Hosts replicas under `root` for the primaries in `peers` only. A stream whose `Hello`
+    /// names anyone else is refused (`NOT_A_PEER`) before anything on disk is read or written,
+    /// so a stranger claiming a newer epoch cannot demote a primary.
+    #[must_use]
+    pub fn with_peers(root: PathBuf, peers: PeerSet) -> Self {
+        ReplicaService { root, peers }
     }
 
     /// The tonic server for this service.
@@ -57,8 +69,11 @@ impl Replication for ReplicaService {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let root = self.root.clone();
+        let peers = self.peers.clone();
         tokio::spawn(async move {
-            if let Err((reason, detail, epoch, next_seq)) = serve_stream(root, inbound, &tx).await {
+            if let Err((reason, detail, epoch, next_seq)) =
+                serve_stream(root, &peers, inbound, &tx).await
+            {
                 tracing::warn!(?reason, %detail, "replication stream refused");
                 let refused = Refused {
                     reason: reason as i32,
@@ -105,6 +120,7 @@ fn open_replica(
     }
     let dir = root.join(&hello.queue);
     let existed = dir.join("queue.meta").exists();
+    let dir_existed = dir.exists();
     let config = MetaConfig {
         type_name: hello.message_type.clone(),
         fingerprint: hello.fingerprint,
@@ -115,7 +131,31 @@ fn open_replica(
         lease_ms: 200,
         created_unix_nanos: 0,
     };
-    let (journal, _) = Journal::create_or_open(&dir, &config, false).map_err(storage)?;
+    if let Err(why) = config.validate() {
+        return Err((
+            refused::Reason::InvalidHello,
+            format!("queue {:?}: {why}", hello.queue),
+            0,
+            0,
+        ));
+    }
+    // A new replica is a replica from its first byte: the node policy of this root (meant for
+    // queues this node writes) does not apply.
+    let replica = InitialPolicy::Explicit(Policy {
+        role: Role::Replica,
+        epoch: 0,
+        required_acks: 0,
+        ack_timeout: crate::journal::DEFAULT_ACK_TIMEOUT,
+    });
+    let (journal, _) = match Journal::create_or_open(&dir, &config, false, replica) {
+        Ok(j) => j,
+        Err(e) => {
+            if !dir_existed {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Err(storage(e));
+        }
+    };
     let held = journal.config();
     if held.fingerprint != config.fingerprint
         || held.type_name != config.type_name
@@ -161,6 +201,7 @@ async fn reply(tx: &ReplyTx, kind: replica_message::Kind) -> std::result::Result
 
 async fn serve_stream(
     root: PathBuf,
+    peers: &PeerSet,
     mut inbound: Streaming<PrimaryMessage>,
     tx: &ReplyTx,
 ) -> std::result::Result<(), Refusing> {
@@ -171,6 +212,17 @@ async fn serve_stream(
         Ok(_) => return Err(storage("the stream must start with a Hello")),
         Err(e) => return Err(storage(e)),
     };
+    if !peers.allows(&hello.primary) {
+        return Err((
+            refused::Reason::NotAPeer,
+            format!(
+                "{:?} is not a peer of this node; replication of {:?} refused",
+                hello.primary, hello.queue
+            ),
+            0,
+            0,
+        ));
+    }
     let (journal, dir) = blocking(|| open_replica(&root, &hello))?;
     let mut state = ReplicationState::load(&dir).map_err(storage)?;
     if state.role == Role::Primary && state.epoch >= hello.epoch {

@@ -177,6 +177,12 @@ impl ReplicationState {
             primary: None,
             ..ReplicationState::default()
         };
+        // An acknowledged word left from an earlier term of this node must not acknowledge the
+        // records of this one.
+        journal
+            .meta
+            .acked()
+            .fetch_min(next, std::sync::atomic::Ordering::SeqCst);
         state.store(dir)?;
         state.mirror(&journal);
         Ok(state)
