@@ -16,7 +16,7 @@ use super::grpc::proto::{
     self, Ack, Hello, PrimaryMessage, Refused, ReplicaMessage, Subscribe, primary_message, refused,
     replica_message,
 };
-use super::state::{ReplicationState, Role};
+use super::state::{ReplicationState, Role, state_lock};
 use super::{FollowerDecision, FrameHeader, Refusal};
 use crate::Result;
 use super::PeerSet;
@@ -274,6 +274,10 @@ async fn serve_stream(
         }
         let mut ack = None;
         let mut refusal = None;
+        // A promotion of this replica (`ReplicationState::promote`, in any process) takes this
+        // lock exclusively: it sees either none or all of the batch, and the batch sees the
+        // promotion, so no record of the old primary lands after the new epoch's start.
+        let lock = blocking(|| state_lock(&dir, false)).map_err(storage)?;
         for frame in batch {
             // This node may have been promoted while the stream was open: a newer epoch here fences
             // the old primary.
@@ -352,6 +356,26 @@ async fn serve_stream(
                     ack = Some((follower.epoch(), next_seq));
                 }
                 FollowerDecision::Duplicate { durable } => {
+                    // Possibly the announcement of a newer epoch with nothing to append: this
+                    // replica now follows it (and refuses the older primary from here on).
+                    if state.epoch != frame.epoch || state.role != Role::Replica {
+                        let stored = blocking(|| -> Result<()> {
+                            state = ReplicationState {
+                                role: Role::Replica,
+                                epoch: frame.epoch,
+                                epoch_start: frame.epoch_start,
+                                primary: Some(hello.primary.clone()),
+                                ..ReplicationState::default()
+                            };
+                            state.store(&dir)?;
+                            state.mirror(&journal);
+                            Ok(())
+                        });
+                        if let Err(e) = stored {
+                            refusal = Some(storage(e));
+                            break;
+                        }
+                    }
                     // Every record is held, but the bytes may still hold entries that carry no
                     // record past this replica's tail: the END marker of a full segment (sent
                     // alone when the replica is caught up at a roll) or an abandoned extent.
@@ -376,6 +400,7 @@ async fn serve_stream(
                 }
             }
         }
+        drop(lock);
         // Durable before acknowledged, also when a later frame of the batch is refused.
         blocking(|| sink.sync()).map_err(storage)?;
         if let Some((epoch, next_seq)) = ack {
