@@ -94,3 +94,18 @@ fn a_promoted_replica_does_not_reuse_an_old_terms_acknowledged_word() {
         3
     );
 }
+
+#[test]
+fn a_reader_started_before_the_first_segment_sees_the_first_record() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("q");
+    let mut q = JournalQueue::<u64>::new(&dir, 1000).unwrap();
+    let journal = Journal::open(&dir, false).unwrap();
+    let mut reader = crate::journal::Reader::at(journal, u64::MAX, false).unwrap();
+    assert_eq!(reader.seq(), 0);
+    assert!(reader.peek().unwrap().is_none());
+    q.enqueue(&7).unwrap();
+    let rec = reader.peek().unwrap().expect("the first record");
+    reader.advance(&rec);
+    assert_eq!(reader.seq(), 1);
+}
