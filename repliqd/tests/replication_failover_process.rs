@@ -91,8 +91,7 @@ fn no_acknowledged_message_is_lost_when_the_primary_node_dies() {
             held(&q(&nodes[0])),
             held(&q(&nodes[2]))
         );
-        ReplicationState::load(&q(&nodes[0]))
-            .is_ok_and(|s| s.role == Role::Replica && s.epoch == 2)
+        ReplicationState::load(&q(&nodes[0])).is_ok_and(|s| s.role == Role::Replica && s.epoch == 2)
             && held(&q(&nodes[0])) == base
             && held(&q(&nodes[2])) == base
     });
@@ -105,7 +104,9 @@ fn no_acknowledged_message_is_lost_when_the_primary_node_dies() {
         acked2.len(),
         200,
         "{:?}",
-        p2.lines_with("TIMEOUT").first().or(p2.lines_with("ERR").first())
+        p2.lines_with("TIMEOUT")
+            .first()
+            .or(p2.lines_with("ERR").first())
     );
     assert_eq!(acked2[0], (base, base));
     for n in &nodes {

@@ -52,7 +52,14 @@ fn a_handle_on_the_old_primary_is_fenced_and_its_late_writes_never_surface() {
         }
     };
     assert!(
-        matches!(fenced, ReplicationError::Fenced { handle_epoch: 1, replica: true, .. }),
+        matches!(
+            fenced,
+            ReplicationError::Fenced {
+                handle_epoch: 1,
+                replica: true,
+                ..
+            }
+        ),
         "{fenced}"
     );
     // Fenced for good: a second attempt is refused too, and writes nothing.

@@ -64,7 +64,13 @@ fn send_hello(port: u16, hello: Hello) -> Option<(refused::Reason, String)> {
 #[test]
 fn a_stranger_cannot_demote_a_primary_and_bad_geometry_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = Daemon::new(dir.path(), "a", "asynchronous", &[("b", free_port())], free_port());
+    let mut a = Daemon::new(
+        dir.path(),
+        "a",
+        "asynchronous",
+        &[("b", free_port())],
+        free_port(),
+    );
     a.start();
     let queue = a.root.join("orders");
     let mut q = JournalQueue::<Order>::new(&queue, 1_000).unwrap();
@@ -78,7 +84,10 @@ fn a_stranger_cannot_demote_a_primary_and_bad_geometry_creates_nothing() {
     let (reason, detail) = send_hello(a.grpc_port, hello("evil", "orders", 1000)).unwrap();
     assert_eq!(reason, refused::Reason::NotAPeer, "{detail}");
     assert!(detail.contains("\"evil\" is not a peer"), "{detail}");
-    assert_eq!(std::fs::read(queue.join("replication.json")).unwrap(), state_file);
+    assert_eq!(
+        std::fs::read(queue.join("replication.json")).unwrap(),
+        state_file
+    );
     assert_eq!(ReplicationState::load(&queue).unwrap().role, Role::Primary);
     q.enqueue(&order(2)).expect("a is still the primary");
     // Nor may a stranger create queues.
@@ -90,7 +99,9 @@ fn a_stranger_cannot_demote_a_primary_and_bad_geometry_creates_nothing() {
     let bad: [(&str, fn(&mut Hello)); 6] = [
         ("segment size 0", |h| h.segment_size = 0),
         ("segment size 2^40", |h| h.segment_size = 1 << 40),
-        ("segment size not a page multiple", |h| h.segment_size = 5000),
+        ("segment size not a page multiple", |h| {
+            h.segment_size = 5000
+        }),
         ("index interval 0", |h| h.index_interval = 0),
         ("capacity 0", |h| h.capacity = 0),
         ("empty type name", |h| h.message_type.clear()),

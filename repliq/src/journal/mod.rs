@@ -16,8 +16,8 @@ mod info;
 #[cfg(all(test, repliq_loom))]
 mod loom_protocol;
 pub(crate) mod meta;
-pub(crate) mod notify;
 mod node_policy;
+pub(crate) mod notify;
 mod policy;
 mod reader;
 // Byte-level access for replication; without the transport only part of it is used.
@@ -39,8 +39,8 @@ use std::sync::{Arc, Mutex, Weak};
 pub(crate) use appender::Appender;
 pub use appender::Durability;
 pub use info::{CursorInfo, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, verify};
-pub use node_policy::{NODE_POLICY_FILE, NodePolicy};
 pub(crate) use node_policy::InitialPolicy;
+pub use node_policy::{NODE_POLICY_FILE, NodePolicy};
 pub use policy::Role;
 pub(crate) use policy::{DEFAULT_ACK_TIMEOUT, Policy, ack_timeout_error, acked_past, wait_acked};
 pub(crate) use reader::{Reader, RecordRef};
@@ -99,9 +99,8 @@ impl Journal {
             false
         } else {
             let policy = initial.resolve(dir)?;
-            std::fs::create_dir_all(dir).map_err(|e| {
-                QueueError::io(format!("creating directory {}", dir.display()), e)
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| QueueError::io(format!("creating directory {}", dir.display()), e))?;
             meta::create(dir, config, policy.as_ref())?
         };
         // Segment 0 is created by the first append, with its first record inside.

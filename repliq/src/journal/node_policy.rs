@@ -119,9 +119,10 @@ impl NodePolicy {
                 }
                 "epoch" => policy.epoch = num(value)?.max(1),
                 "required_acks" => {
-                    acks = Some(u32::try_from(num(value)?).map_err(|_| {
-                        bad(i, format!("`required_acks`: {value} is too large"))
-                    })?);
+                    acks =
+                        Some(u32::try_from(num(value)?).map_err(|_| {
+                            bad(i, format!("`required_acks`: {value} is too large"))
+                        })?);
                 }
                 "ack_timeout_ms" => {
                     let ms = num(value)?;

@@ -104,7 +104,8 @@ impl Policy {
             .max(1);
         meta[M_EPOCH..M_EPOCH + 8].copy_from_slice(&self.epoch.to_le_bytes());
         meta[M_ROLE..M_ROLE + 4].copy_from_slice(&role.to_le_bytes());
-        meta[M_REQUIRED_ACKS..M_REQUIRED_ACKS + 4].copy_from_slice(&self.required_acks.to_le_bytes());
+        meta[M_REQUIRED_ACKS..M_REQUIRED_ACKS + 4]
+            .copy_from_slice(&self.required_acks.to_le_bytes());
         meta[M_ACK_TIMEOUT_MS..M_ACK_TIMEOUT_MS + 8].copy_from_slice(&timeout_ms.to_le_bytes());
     }
 }

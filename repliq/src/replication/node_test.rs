@@ -26,7 +26,9 @@ fn a_queue_created_under_a_node_policy_waits_from_its_first_message() {
     let mut q = JournalQueue::<u64>::new(root.path().join("orders"), 1000).unwrap();
     let started = Instant::now();
     match q.enqueue(&1) {
-        Err(QueueError::Replication(ReplicationError::AckTimeout { seq: 0, timeout, .. })) => {
+        Err(QueueError::Replication(ReplicationError::AckTimeout {
+            seq: 0, timeout, ..
+        })) => {
             assert_eq!(timeout, Duration::from_millis(150));
         }
         other => panic!("the first message must wait for acknowledgements: {other:?}"),
@@ -56,7 +58,11 @@ fn a_queue_created_under_a_node_policy_waits_from_its_first_message() {
 #[test]
 fn a_damaged_node_policy_refuses_to_create_queues() {
     let root = tempfile::tempdir().unwrap();
-    std::fs::write(NodePolicy::path(root.path()), "version = 7\nrequired_acks = 1\n").unwrap();
+    std::fs::write(
+        NodePolicy::path(root.path()),
+        "version = 7\nrequired_acks = 1\n",
+    )
+    .unwrap();
     let e = JournalQueue::<u64>::new(root.path().join("orders"), 1000).unwrap_err();
     assert!(
         matches!(&e, QueueError::InvalidConfig(m) if m.contains("version 7")),
@@ -90,7 +96,10 @@ fn a_promoted_replica_does_not_reuse_an_old_terms_acknowledged_word() {
     let state = ReplicationState::promote(&dir).unwrap();
     assert_eq!((state.epoch, state.epoch_start), (3, 3));
     assert_eq!(
-        journal.meta.acked().load(std::sync::atomic::Ordering::SeqCst),
+        journal
+            .meta
+            .acked()
+            .load(std::sync::atomic::Ordering::SeqCst),
         3
     );
 }

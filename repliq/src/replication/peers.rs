@@ -83,10 +83,7 @@ impl PeerSet {
     pub fn allows(&self, name: &str) -> bool {
         match &self.0 {
             Inner::Any => true,
-            Inner::Names(set) => set
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(name),
+            Inner::Names(set) => set.read().unwrap_or_else(|p| p.into_inner()).contains(name),
             Inner::Fn(f) => f(name),
         }
     }

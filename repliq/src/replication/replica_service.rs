@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::PeerSet;
 use super::grpc::proto::replication_server::Replication;
 use super::grpc::proto::{
     self, Ack, Hello, PrimaryMessage, Refused, ReplicaMessage, Subscribe, primary_message, refused,
@@ -19,7 +20,6 @@ use super::grpc::proto::{
 use super::state::{ReplicationState, Role, state_lock};
 use super::{FollowerDecision, FrameHeader, Refusal};
 use crate::Result;
-use super::PeerSet;
 use crate::journal::meta::MetaConfig;
 use crate::journal::replica::{ByteSink, frame_records, move_aside_from};
 use crate::journal::{InitialPolicy, Journal, Policy};

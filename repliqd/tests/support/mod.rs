@@ -243,7 +243,8 @@ pub fn producer_child() {
         match q.enqueue(&order(id)) {
             Ok(seq) => writeln!(out, "ACK {seq} {id}").unwrap(),
             Err(repliq::QueueError::Replication(repliq::ReplicationError::AckTimeout {
-                seq, ..
+                seq,
+                ..
             })) => writeln!(out, "TIMEOUT {seq} {id}").unwrap(),
             Err(repliq::QueueError::Replication(repliq::ReplicationError::Fenced { .. })) => {
                 writeln!(out, "FENCED {id}").unwrap();
@@ -271,7 +272,12 @@ pub struct Producer {
 impl Producer {
     pub fn spawn(dir: &Path, base: u64, count: u64, secs: u64) -> Producer {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["producer_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "producer_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR, dir)
             .env("REPLIQ_TEST_PRODUCER_BASE", base.to_string())
             .env("REPLIQ_TEST_PRODUCER_COUNT", count.to_string())
