@@ -96,7 +96,8 @@ fn a_stranger_cannot_demote_a_primary_and_bad_geometry_creates_nothing() {
     assert!(!a.root.join("planted").exists());
 
     // A peer's Hello with an impossible geometry is refused before anything is created.
-    let bad: [(&str, fn(&mut Hello)); 6] = [
+    type Spoil = fn(&mut Hello);
+    let bad: [(&str, Spoil); 6] = [
         ("segment size 0", |h| h.segment_size = 0),
         ("segment size 2^40", |h| h.segment_size = 1 << 40),
         ("segment size not a page multiple", |h| {
