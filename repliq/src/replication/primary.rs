@@ -191,6 +191,9 @@ pub async fn run_primary(
     drop(events_tx);
 
     let mut links: BTreeMap<String, ReplicaLink> = BTreeMap::new();
+    // What each replica acknowledged as far as the observer was told, across its streams (a
+    // stream may end between an acknowledgement and its report).
+    let mut counted: BTreeMap<String, u64> = BTreeMap::new();
     let mut health: BTreeMap<String, ReplicaHealth> = options
         .replicas
         .iter()
@@ -224,6 +227,18 @@ pub async fn run_primary(
                 if let Some(h) = health.get_mut(&name) {
                     h.error = None;
                 }
+                match counted.get_mut(&name) {
+                    None => {
+                        counted.insert(name.clone(), next_seq);
+                    }
+                    Some(c) if next_seq > *c => {
+                        if let Some(m) = &options.observer {
+                            m.acked_records(&queue, &name, next_seq - *c);
+                        }
+                        *c = next_seq;
+                    }
+                    Some(_) => {}
+                }
                 links.insert(
                     name.clone(),
                     ReplicaLink {
@@ -251,11 +266,13 @@ pub async fn run_primary(
                         }
                         link.inflight.pop_front();
                     }
-                    if next_seq > link.acked {
+                    link.acked = link.acked.max(next_seq);
+                    let c = counted.entry(name.clone()).or_insert(next_seq);
+                    if next_seq > *c {
                         if let Some(m) = &options.observer {
-                            m.acked_records(&queue, &name, next_seq - link.acked);
+                            m.acked_records(&queue, &name, next_seq - *c);
                         }
-                        link.acked = next_seq;
+                        *c = next_seq;
                     }
                 }
                 leader.ack(&name, epoch, next_seq)
@@ -364,7 +381,7 @@ fn oldest_missing_age(journal: &Arc<Journal>, seq: u64) -> Duration {
 /// How long the primary waits for room in a replica's stream before it gives the stream up
 /// (the replica is stopped or far slower than the others): one slow replica must not stall
 /// acknowledgements from the others or the metrics.
-const SEND_STALL: Duration = Duration::from_millis(200);
+const SEND_STALL: Duration = Duration::from_secs(1);
 
 async fn execute(
     journal: &Arc<Journal>,
