@@ -4,6 +4,7 @@
 //! replication:
 //!   mode: synchronous          # or asynchronous (default)
 //!   required_acks: 1           # synchronous mode: replicas that must acknowledge (default: all)
+//!   ack_timeout_ms: 5000       # synchronous mode: how long `enqueue` waits for them (default 5000)
 //!   discovery:
 //!     method: static           # or kubernetes (pods matching label_selector, Ready only)
 //!     label_selector: app=repliq
@@ -72,6 +73,10 @@ pub struct Replication {
     /// In synchronous mode, how many replicas must acknowledge a message (default: all peers).
     #[serde(default)]
     pub required_acks: Option<usize>,
+    /// In synchronous mode, how long an `enqueue` waits for the acknowledgements before it
+    /// fails with `ReplicationError::AckTimeout` (milliseconds, default 5000).
+    #[serde(default)]
+    pub ack_timeout_ms: Option<u64>,
     /// How peers are found.
     pub discovery: Discovery,
 }
@@ -316,6 +321,9 @@ impl Config {
                 ));
             }
         }
+        if self.replication.ack_timeout_ms == Some(0) {
+            return Err(invalid("replication.ack_timeout_ms", "must be at least 1"));
+        }
         if self.queue.capacity == 0 {
             return Err(invalid("queue.capacity", "must be at least 1"));
         }
@@ -354,6 +362,14 @@ impl Config {
             ReplicationMode::Asynchronous => 0,
             ReplicationMode::Synchronous => self.replication.required_acks.unwrap_or(peers),
         }
+    }
+}
+
+impl Config {
+    /// How long a synchronous `enqueue` waits for its acknowledgements.
+    #[must_use]
+    pub fn ack_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.replication.ack_timeout_ms.unwrap_or(5_000))
     }
 }
 
@@ -456,6 +472,25 @@ queue:
 
         let m = err("queue: {capacity: 1, persistence: {path: /x}}");
         assert!(m.contains("missing field `replication`"), "{m}");
+    }
+
+    #[test]
+    fn ack_timeout_is_a_key() {
+        assert_eq!(
+            Config::from_yaml(SEED).unwrap().ack_timeout(),
+            std::time::Duration::from_secs(5)
+        );
+        let c = Config::from_yaml(&SEED.replace(
+            "  mode: synchronous\n",
+            "  mode: synchronous\n  ack_timeout_ms: 250\n",
+        ))
+        .unwrap();
+        assert_eq!(c.ack_timeout(), std::time::Duration::from_millis(250));
+        let m = err(&SEED.replace(
+            "  mode: synchronous\n",
+            "  mode: synchronous\n  ack_timeout_ms: 0\n",
+        ));
+        assert_eq!(m, "replication.ack_timeout_ms: must be at least 1");
     }
 
     #[test]

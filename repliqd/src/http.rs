@@ -39,10 +39,26 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     }
 }
 
+/// 200 when the daemon serves and every queue it is primary of has as many replicas up as
+/// synchronous producers need; 503 with the reasons otherwise. Replicas that are down without
+/// degrading a queue are listed in the 200 body.
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    if !state.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
     }
+    let (degraded, report) = state.metrics.replication.health_report();
+    let body = if report.is_empty() {
+        "ready\n".to_owned()
+    } else {
+        format!(
+            "{}\n{report}\n",
+            if degraded { "not ready" } else { "ready" }
+        )
+    };
+    let status = if degraded {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, body).into_response()
 }

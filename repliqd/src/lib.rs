@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 
 use repliq::QueueError;
 use repliq::replication::{
-    PrimaryOptions, ReplicaAddr, ReplicaService, ReplicationState, Role, run_primary,
+    NodePolicy, PeerSet, PrimaryOptions, ReplicaAddr, ReplicaService, ReplicationState, Role,
+    run_primary,
 };
 
 /// The addresses a running daemon listens on (useful with port 0 in tests).
@@ -51,6 +52,7 @@ pub async fn run(
     let root = config.queue.persistence.path.clone();
     std::fs::create_dir_all(&root)
         .map_err(|e| QueueError::io(format!("creating {}", root.display()), e))?;
+    write_node_policy(&config, &node_name)?;
     let grpc_listener = bind(config.server.grpc_listen, "gRPC").await?;
     let http_listener = bind(config.server.http_listen, "HTTP").await?;
     let bound = Bound {
@@ -82,7 +84,10 @@ pub async fn run(
     let mut grpc_stop = stop_rx.clone();
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(ReplicaService::new(root.clone()).into_server())
+            .add_service(
+                ReplicaService::with_peers(root.clone(), accepted_peers(&discovery, &node_name))
+                    .into_server(),
+            )
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             }),
@@ -140,9 +145,58 @@ pub async fn run(
     Ok(())
 }
 
+/// Writes the node policy into the persistence root, so that a queue a producer creates there
+/// waits for the replicas' acknowledgements from its first message, before this daemon has
+/// found it. The file stays when the daemon stops: a queue created while it is down still waits
+/// (and times out) rather than silently going unreplicated.
+fn write_node_policy(config: &Config, node: &str) -> Result<(), QueueError> {
+    let policy = NodePolicy {
+        node: node.to_owned(),
+        role: Role::Primary,
+        epoch: 1,
+        // With discovered peers the count is not known yet: wait for at least one replica until
+        // the queue's replication task publishes the real requirement.
+        required_acks: u32::try_from(match config.required_acks(node) {
+            0 if config.replication.mode == repliq::ReplicationMode::Synchronous => 1,
+            n => n,
+        })
+        .unwrap_or(u32::MAX),
+        ack_timeout: config.ack_timeout(),
+    };
+    policy.write(&config.queue.persistence.path)
+}
+
+/// The primaries this node's replicas accept streams from: the discovered peers (static or
+/// Kubernetes), kept current by a task that follows discovery's snapshots.
+fn accepted_peers(discovery: &discovery::Discovery, node: &str) -> PeerSet {
+    fn names(set: &discovery::PeerSet, node: &str) -> Vec<String> {
+        set.peers
+            .iter()
+            .filter(|p| p.name != node)
+            .map(|p| p.name.clone())
+            .collect()
+    }
+    let mut snapshots = discovery.subscribe();
+    let accepted = PeerSet::of(names(&snapshots.borrow_and_update(), node));
+    let follower = accepted.clone();
+    let node = node.to_owned();
+    tokio::spawn(async move {
+        while snapshots.changed().await.is_ok() {
+            let current = names(&snapshots.borrow_and_update(), &node);
+            follower.replace(current);
+        }
+    });
+    accepted
+}
+
+/// How often the persistence path is scanned for queues to replicate. A queue created in
+/// between already obeys the node policy (its producers wait for acknowledgements); the scan
+/// only decides how soon they come.
+const SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Starts a replication task for every queue under the persistence path that this node is
-/// primary for (looking again every second for new queues and for demotions), until `stop`.
-/// A change of the peer set restarts the replication tasks with the new set.
+/// primary for (looking again every [`SCAN_INTERVAL`] for new queues and for demotions), until
+/// `stop`. A change of the peer set restarts the replication tasks with the new set.
 async fn run_primaries(
     config: Config,
     node: String,
@@ -158,7 +212,8 @@ async fn run_primaries(
         _,
         (tokio::sync::watch::Sender<bool>, Vec<ReplicaAddr>, _),
     > = std::collections::BTreeMap::new();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut tick = tokio::time::interval(SCAN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop_wait = stop.clone();
     loop {
         tokio::select! {
@@ -196,6 +251,7 @@ async fn run_primaries(
             let mut options =
                 PrimaryOptions::new(node.clone(), peers.clone(), config.replication.mode);
             options.required_acks = config.required_acks_of(peers.len());
+            options.ack_timeout = config.ack_timeout();
             options.drain_timeout =
                 std::time::Duration::from_millis(config.server.shutdown_grace_ms);
             options.observer = Some(Arc::new(metrics.clone()));

@@ -4,8 +4,9 @@
 //! consumer process on the node, not only the daemon); replication metrics are kept by the
 //! replication tasks as they run.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -38,6 +39,81 @@ pub struct ReplicationMetrics {
     pub lag_seconds: Family<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Time from sending a frame to its acknowledgement.
     pub ack_latency_seconds: Family<ReplicaLabels, Histogram, fn() -> Histogram>,
+    /// 1 while a replica streams and acknowledges in time, else 0.
+    pub replica_up: Family<ReplicaLabels, Gauge>,
+    /// Replicas a synchronous `enqueue` of the queue needs (0: asynchronous).
+    pub required_acks: Family<QueueLabels, Gauge>,
+    /// Replicas of the queue that are up.
+    pub replicas_up: Family<QueueLabels, Gauge>,
+    /// 1 while fewer replicas are up than required: synchronous enqueues time out.
+    pub degraded: Family<QueueLabels, Gauge>,
+    /// What `/readyz` reports, per queue this node is primary of.
+    pub health: Arc<Mutex<BTreeMap<String, QueueHealth>>>,
+}
+
+/// Labels of a per-queue metric.
+pub type QueueLabels = Vec<(&'static str, String)>;
+
+/// The replication health of one queue this node is primary of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueHealth {
+    /// Acknowledgements a synchronous `enqueue` needs.
+    pub required: usize,
+    /// Replicas up.
+    pub up: usize,
+    /// Replicas that are not up, with the last connection error if any.
+    pub down: BTreeMap<String, Option<String>>,
+}
+
+impl QueueHealth {
+    /// Fewer replicas up than required.
+    #[must_use]
+    pub fn degraded(&self) -> bool {
+        self.up < self.required
+    }
+}
+
+impl ReplicationMetrics {
+    /// One line per queue with a replica down, degraded queues first; `true` if any queue is
+    /// degraded.
+    #[must_use]
+    pub fn health_report(&self) -> (bool, String) {
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let mut degraded = false;
+        let mut lines = Vec::new();
+        for (queue, h) in health.iter() {
+            if h.down.is_empty() && !h.degraded() {
+                continue;
+            }
+            degraded |= h.degraded();
+            let down: Vec<String> = h
+                .down
+                .iter()
+                .map(|(r, e)| match e {
+                    Some(e) => format!("{r} ({e})"),
+                    None => format!("{r} (not acknowledging)"),
+                })
+                .collect();
+            lines.push(format!(
+                "{}queue {queue}: {} of {} required replicas up; down: {}",
+                if h.degraded() { "degraded: " } else { "" },
+                h.up,
+                h.required,
+                down.join(", ")
+            ));
+        }
+        lines.sort_by_key(|l| !l.starts_with("degraded"));
+        (degraded, lines.join("\n"))
+    }
+
+    fn with_health(&self, queue: &str, f: impl FnOnce(&mut QueueHealth)) {
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        f(health.entry(queue.to_owned()).or_default());
+    }
+}
+
+fn queue_labels(queue: &str) -> QueueLabels {
+    vec![("queue", queue.to_owned())]
 }
 
 impl repliq::replication::ReplicationObserver for ReplicationMetrics {
@@ -65,6 +141,42 @@ impl repliq::replication::ReplicationObserver for ReplicationMetrics {
             .get_or_create(&labels)
             .set(age.as_secs_f64());
     }
+    fn replica_state(&self, queue: &str, replica: &str, up: bool, error: Option<&str>) {
+        self.replica_up
+            .get_or_create(&replica_labels(queue, replica))
+            .set(i64::from(up));
+        self.with_health(queue, |h| {
+            if up {
+                h.down.remove(replica);
+            } else {
+                h.down
+                    .insert(replica.to_owned(), error.map(ToOwned::to_owned));
+            }
+        });
+    }
+    fn quorum(&self, queue: &str, required: usize, up: usize) {
+        let labels = queue_labels(queue);
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.required_acks.get_or_create(&labels).set(n(required));
+        self.replicas_up.get_or_create(&labels).set(n(up));
+        self.degraded
+            .get_or_create(&labels)
+            .set(i64::from(up < required));
+        self.with_health(queue, |h| {
+            h.required = required;
+            h.up = up;
+        });
+    }
+    fn stopped(&self, queue: &str) {
+        let labels = queue_labels(queue);
+        self.required_acks.remove(&labels);
+        self.replicas_up.remove(&labels);
+        self.degraded.remove(&labels);
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(queue);
+    }
 }
 
 fn ack_latency_histogram() -> Histogram {
@@ -80,6 +192,11 @@ impl Default for ReplicationMetrics {
             lag_records: Family::default(),
             lag_seconds: Family::default(),
             ack_latency_seconds: Family::new_with_constructor(ack_latency_histogram),
+            replica_up: Family::default(),
+            required_acks: Family::default(),
+            replicas_up: Family::default(),
+            degraded: Family::default(),
+            health: Arc::default(),
         }
     }
 }
@@ -122,6 +239,26 @@ impl Metrics {
             "replication_ack_latency_seconds",
             "Time from sending a frame to the replica's acknowledgement",
             replication.ack_latency_seconds.clone(),
+        );
+        registry.register(
+            "replication_replica_up",
+            "1 while a replica streams and acknowledges within the acknowledgement timeout",
+            replication.replica_up.clone(),
+        );
+        registry.register(
+            "replication_required_acks",
+            "Replica acknowledgements a synchronous enqueue needs (0: asynchronous)",
+            replication.required_acks.clone(),
+        );
+        registry.register(
+            "replication_replicas_up",
+            "Replicas of the queue that stream and acknowledge in time",
+            replication.replicas_up.clone(),
+        );
+        registry.register(
+            "replication_degraded",
+            "1 while fewer replicas are up than required: synchronous enqueues time out",
+            replication.degraded.clone(),
         );
         registry.register_collector(Box::new(QueueCollector {
             root: Arc::new(root),

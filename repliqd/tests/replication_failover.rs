@@ -182,7 +182,7 @@ fn old_epoch_frame_to(port: u16, next_seq: u64) -> (refused::Reason, String) {
             segment_size: 1 << 20,
             capacity: 1_000_000,
             index_interval: 64,
-            max_payload: 1 << 20,
+            max_payload: 4096,
         };
         let frame = Frame {
             epoch: 1,

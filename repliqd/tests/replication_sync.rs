@@ -21,8 +21,22 @@ struct Order {
 #[test]
 fn synchronous_enqueue_returns_only_when_every_replica_holds_the_message() {
     let dir = tempfile::tempdir().unwrap();
-    let mut b = Daemon::new(dir.path(), "b", "synchronous", &[], free_port());
-    let mut c = Daemon::new(dir.path(), "c", "synchronous", &[], free_port());
+    // The embedded primary "a" must be a peer of its replicas (they refuse strangers).
+    let a_port = free_port();
+    let mut b = Daemon::new(
+        dir.path(),
+        "b",
+        "synchronous",
+        &[("a", a_port)],
+        free_port(),
+    );
+    let mut c = Daemon::new(
+        dir.path(),
+        "c",
+        "synchronous",
+        &[("a", a_port)],
+        free_port(),
+    );
     b.start();
     c.start();
     let holds = |d: &Daemon, seq: u64| held(&d.root.join("orders")) > seq;

@@ -46,6 +46,42 @@ impl MetaConfig {
         b
     }
 
+    /// Checks settings received from elsewhere (a primary's `Hello`) before anything is created
+    /// from them: the rules `decode` enforces, plus a non-empty type name and capacity.
+    #[cfg_attr(not(feature = "replication"), allow(dead_code))]
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size)
+            || !self.segment_size.is_multiple_of(4096)
+        {
+            return Err(format!(
+                "segment size {} is not a multiple of 4096 in {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE}",
+                self.segment_size
+            ));
+        }
+        if self.index_interval == 0 {
+            return Err("index interval 0".into());
+        }
+        if self.capacity == 0 {
+            return Err("capacity 0".into());
+        }
+        if self.type_name.is_empty() || self.type_name.len() > MAX_TYPE_NAME {
+            return Err(format!(
+                "message type name of {} bytes (1..={MAX_TYPE_NAME})",
+                self.type_name.len()
+            ));
+        }
+        let (_, data_start) = segment_geometry(self.segment_size, self.index_interval);
+        if data_start as u64 + RECORD_HEADER as u64 + u64::from(self.max_payload)
+            > self.segment_size
+        {
+            return Err(format!(
+                "max payload {} does not fit a segment of {} bytes",
+                self.max_payload, self.segment_size
+            ));
+        }
+        Ok(())
+    }
+
     /// Parses and checks the fixed header. Every failure names the file and offset.
     pub(crate) fn decode(path: &Path, b: &[u8]) -> Result<Self> {
         let corrupt = |offset: usize, reason: String| QueueError::Corrupt {
@@ -138,9 +174,17 @@ pub(crate) fn meta_path(dir: &Path) -> PathBuf {
 }
 
 /// Creates the meta file atomically (temp file + hard link, which fails if it exists).
-/// Returns `Ok(false)` if another process created it first.
-pub(crate) fn create(dir: &Path, config: &MetaConfig) -> Result<bool> {
-    let bytes = config.encode();
+/// Returns `Ok(false)` if another process created it first. `policy`, if given, is written into
+/// the policy words before the file is published, so no handle sees the queue without it.
+pub(crate) fn create(
+    dir: &Path,
+    config: &MetaConfig,
+    policy: Option<&super::Policy>,
+) -> Result<bool> {
+    let mut bytes = config.encode();
+    if let Some(p) = policy {
+        p.encode_into(&mut bytes);
+    }
     let path = meta_path(dir);
     super::publish_file(dir, &path, &bytes, META_SIZE as u64)
 }

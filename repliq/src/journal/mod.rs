@@ -16,6 +16,7 @@ mod info;
 #[cfg(all(test, repliq_loom))]
 mod loom_protocol;
 pub(crate) mod meta;
+mod node_policy;
 pub(crate) mod notify;
 mod policy;
 mod reader;
@@ -38,8 +39,10 @@ use std::sync::{Arc, Mutex, Weak};
 pub(crate) use appender::Appender;
 pub use appender::Durability;
 pub use info::{CursorInfo, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, verify};
+pub(crate) use node_policy::InitialPolicy;
+pub use node_policy::{NODE_POLICY_FILE, NodePolicy};
 pub use policy::Role;
-pub(crate) use policy::{Policy, ack_timeout_error, acked_past, wait_acked};
+pub(crate) use policy::{DEFAULT_ACK_TIMEOUT, Policy, ack_timeout_error, acked_past, wait_acked};
 pub(crate) use reader::{Reader, RecordRef};
 pub(crate) use wait::{ReadyFn, Word, poll_until};
 
@@ -83,16 +86,23 @@ impl Drop for Spare {
 }
 
 impl Journal {
-    /// Creates the queue directory and its meta file and first segment, or opens the queue if it
-    /// already exists. `Ok((journal, created))`.
+    /// Creates the queue directory and its meta file, or opens the queue if it already exists.
+    /// A new meta file starts with the `initial` replication policy (by default the node policy
+    /// of the directory's parent, see [`NodePolicy`]). `Ok((journal, created))`.
     pub(crate) fn create_or_open(
         dir: &Path,
         config: &MetaConfig,
         populate: bool,
+        initial: InitialPolicy,
     ) -> Result<(Arc<Journal>, bool)> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| QueueError::io(format!("creating directory {}", dir.display()), e))?;
-        let created = meta::create(dir, config)?;
+        let created = if meta::meta_path(dir).exists() {
+            false
+        } else {
+            let policy = initial.resolve(dir)?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| QueueError::io(format!("creating directory {}", dir.display()), e))?;
+            meta::create(dir, config, policy.as_ref())?
+        };
         // Segment 0 is created by the first append, with its first record inside.
         let journal = Journal::open(dir, populate)?;
         Ok((journal, created))

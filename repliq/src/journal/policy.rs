@@ -91,6 +91,25 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Writes the policy words into the bytes of a meta file that is not published yet.
+    pub(crate) fn encode_into(&self, meta: &mut [u8]) {
+        use super::format::{M_ACK_TIMEOUT_MS, M_EPOCH, M_REQUIRED_ACKS, M_ROLE};
+        let role: u32 = match self.role {
+            Role::Primary => 0,
+            Role::Replica => 1,
+        };
+        let timeout_ms = u64::try_from(self.ack_timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        meta[M_EPOCH..M_EPOCH + 8].copy_from_slice(&self.epoch.to_le_bytes());
+        meta[M_ROLE..M_ROLE + 4].copy_from_slice(&role.to_le_bytes());
+        meta[M_REQUIRED_ACKS..M_REQUIRED_ACKS + 4]
+            .copy_from_slice(&self.required_acks.to_le_bytes());
+        meta[M_ACK_TIMEOUT_MS..M_ACK_TIMEOUT_MS + 8].copy_from_slice(&timeout_ms.to_le_bytes());
+    }
+}
+
 /// `true` once the replicas acknowledged record `seq` (the replication owner publishes one past
 /// the highest sequence `required_acks` replicas hold).
 #[inline]

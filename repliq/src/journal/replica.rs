@@ -576,6 +576,7 @@ mod test {
             &dir.path().join("replica"),
             primary.journal().config(),
             false,
+            crate::journal::InitialPolicy::Inherit,
         )
         .unwrap();
         (dir, primary, replica)
@@ -649,6 +650,7 @@ mod test {
             &dir.path().join("replica"),
             primary.journal().config(),
             false,
+            crate::journal::InitialPolicy::Inherit,
         )
         .unwrap();
         let big = |n: u64| Blob {

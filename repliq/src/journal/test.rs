@@ -27,7 +27,7 @@ fn config(segment_size: u64) -> MetaConfig {
 }
 
 fn journal(dir: &Path, segment_size: u64) -> Arc<Journal> {
-    Journal::create_or_open(dir, &config(segment_size), false)
+    Journal::create_or_open(dir, &config(segment_size), false, InitialPolicy::Inherit)
         .unwrap()
         .0
 }

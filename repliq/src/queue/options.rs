@@ -178,7 +178,12 @@ impl QueueOptions {
     /// [`QueueError::Io`].
     pub fn create<T: Message>(self, path: impl AsRef<Path>) -> Result<JournalQueue<T>> {
         let config = self.meta_config::<T>()?;
-        let (journal, _) = Journal::create_or_open(path.as_ref(), &config, self.prefault)?;
+        let (journal, _) = Journal::create_or_open(
+            path.as_ref(),
+            &config,
+            self.prefault,
+            crate::journal::InitialPolicy::Inherit,
+        )?;
         JournalQueue::from_journal(journal, self)
     }
 

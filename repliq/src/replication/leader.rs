@@ -96,6 +96,12 @@ impl Leader {
         self.acked
     }
 
+    /// One past the last committed local record, as last reported.
+    #[must_use]
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// How many records each known replica lacks.
     #[must_use]
     pub fn lag(&self) -> BTreeMap<NodeId, u64> {

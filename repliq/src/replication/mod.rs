@@ -35,9 +35,13 @@ mod follower;
 #[cfg(feature = "replication")]
 pub mod grpc;
 mod leader;
+#[cfg(all(test, feature = "replication"))]
+mod node_test;
 mod observer;
 #[cfg(feature = "replication")]
 mod options;
+#[cfg(feature = "replication")]
+mod peers;
 #[cfg(feature = "replication")]
 mod primary;
 #[cfg(feature = "replication")]
@@ -53,6 +57,8 @@ pub use leader::{Leader, LeaderAction, LeaderConfig};
 pub use observer::ReplicationObserver;
 #[cfg(feature = "replication")]
 pub use options::{PrimaryOptions, ReplicaAddr};
+#[cfg(feature = "replication")]
+pub use peers::PeerSet;
 #[cfg(feature = "replication")]
 pub use primary::run_primary;
 #[cfg(feature = "replication")]
@@ -73,6 +79,7 @@ pub enum ReplicationMode {
 pub type NodeId = String;
 
 pub use crate::journal::replica::RecordId;
+pub use crate::journal::{NODE_POLICY_FILE, NodePolicy};
 
 /// The header of a frame: a batch of consecutive committed records of one epoch. The bytes of
 /// the records travel beside it, unchanged.

@@ -23,4 +23,20 @@ pub trait ReplicationObserver: Send + Sync + std::fmt::Debug {
     fn lag(&self, queue: &str, replica: &str, records: u64, age: Duration) {
         let _ = (queue, replica, records, age);
     }
+    /// `replica` of `queue` is (`up`) or is not streaming and acknowledging in time; `error` says
+    /// why not when a connection attempt failed (unresolvable name, refused connection, a
+    /// refusal by the replica). Called when this changes and periodically.
+    fn replica_state(&self, queue: &str, replica: &str, up: bool, error: Option<&str>) {
+        let _ = (queue, replica, up, error);
+    }
+    /// `up` of the replicas of `queue` stream and acknowledge in time; synchronous producers
+    /// need `required` of them (0: asynchronous). Fewer up than required: every synchronous
+    /// `enqueue` times out.
+    fn quorum(&self, queue: &str, required: usize, up: usize) {
+        let _ = (queue, required, up);
+    }
+    /// Replication of `queue` from this node stopped (shutdown, step-down, error).
+    fn stopped(&self, queue: &str) {
+        let _ = queue;
+    }
 }

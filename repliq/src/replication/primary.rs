@@ -35,7 +35,16 @@ enum Event {
         next_seq: u64,
     },
     Disconnected(String),
+    /// A connection attempt or stream to the replica failed (before `Disconnected`).
+    Failed {
+        name: String,
+        reason: String,
+    },
 }
+
+/// How often lag, replica health and the quorum are reported even when nothing happens (a
+/// stopped replica sends no events).
+const REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Watches the journal's tail on a thread (futex wait) and reports each advance.
 fn spawn_tail_watcher(
@@ -89,6 +98,13 @@ struct ReplicaLink {
     acked: u64,
 }
 
+/// The health of one configured replica, as reported to the observer.
+#[derive(Default)]
+struct ReplicaHealth {
+    up: bool,
+    error: Option<String>,
+}
+
 /// Replicates the queue in `dir` from this node until `stop` turns true, then drains (waits up to
 /// `drain_timeout` for replicas to catch up). Publishes the k-of-n acknowledged sequence in the
 /// queue's meta file, where synchronous producers wait for it.
@@ -118,7 +134,16 @@ pub async fn run_primary(
     }
     state.primary = Some(options.node.clone());
     state.synchronous = options.mode == ReplicationMode::Synchronous && options.required_acks > 0;
+    state.required_acks = u32::try_from(options.required_acks).unwrap_or(u32::MAX);
     state.ack_timeout_ms = u64::try_from(options.ack_timeout.as_millis()).unwrap_or(u64::MAX);
+    // The acknowledged word may hold a value of an earlier term of this node (it was primary,
+    // became a replica, its suffix was moved aside, now it is primary again): a record written
+    // now must not count as acknowledged by it. This leader publishes afresh from what its
+    // replicas acknowledge.
+    journal
+        .meta
+        .acked()
+        .fetch_min(state.epoch_start, Ordering::SeqCst);
     state.store(&dir)?;
     state.mirror(&journal);
 
@@ -166,12 +191,26 @@ pub async fn run_primary(
     drop(events_tx);
 
     let mut links: BTreeMap<String, ReplicaLink> = BTreeMap::new();
+    // What each replica acknowledged as far as the observer was told, across its streams (a
+    // stream may end between an acknowledgement and its report).
+    let mut counted: BTreeMap<String, u64> = BTreeMap::new();
+    let mut health: BTreeMap<String, ReplicaHealth> = options
+        .replicas
+        .iter()
+        .map(|r| (r.name.clone(), ReplicaHealth::default()))
+        .collect();
+    let mut report = tokio::time::interval(REPORT_INTERVAL);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping: Option<Instant> = None;
     let result = loop {
         let event = tokio::select! {
             e = events.recv() => e,
             _ = stop.wait_for(|s| *s), if stopping.is_none() => {
                 stopping = Some(Instant::now() + options.drain_timeout);
+                continue;
+            }
+            _ = report.tick() => {
+                report_health(&journal, &queue, &leader, &links, &mut health, &options);
                 continue;
             }
             _ = tokio::time::sleep(Duration::from_millis(20)), if stopping.is_some() => None,
@@ -185,6 +224,21 @@ pub async fn run_primary(
                 tx,
             }) => {
                 tracing::info!(queue = %queue, replica = %name, epoch, next_seq, "replica subscribed");
+                if let Some(h) = health.get_mut(&name) {
+                    h.error = None;
+                }
+                match counted.get_mut(&name) {
+                    None => {
+                        counted.insert(name.clone(), next_seq);
+                    }
+                    Some(c) if next_seq > *c => {
+                        if let Some(m) = &options.observer {
+                            m.acked_records(&queue, &name, next_seq - *c);
+                        }
+                        *c = next_seq;
+                    }
+                    Some(_) => {}
+                }
                 links.insert(
                     name.clone(),
                     ReplicaLink {
@@ -201,18 +255,24 @@ pub async fn run_primary(
                 epoch,
                 next_seq,
             }) => {
-                if let (Some(link), Some(m)) = (links.get_mut(&name), &options.observer) {
+                if let Some(link) = links.get_mut(&name) {
                     let now = Instant::now();
                     while let Some(&(last, sent)) = link.inflight.front() {
                         if last >= next_seq {
                             break;
                         }
-                        m.ack_latency(&queue, &name, now.duration_since(sent));
+                        if let Some(m) = &options.observer {
+                            m.ack_latency(&queue, &name, now.duration_since(sent));
+                        }
                         link.inflight.pop_front();
                     }
-                    if next_seq > link.acked {
-                        m.acked_records(&queue, &name, next_seq - link.acked);
-                        link.acked = next_seq;
+                    link.acked = link.acked.max(next_seq);
+                    let c = counted.entry(name.clone()).or_insert(next_seq);
+                    if next_seq > *c {
+                        if let Some(m) = &options.observer {
+                            m.acked_records(&queue, &name, next_seq - *c);
+                        }
+                        *c = next_seq;
                     }
                 }
                 leader.ack(&name, epoch, next_seq)
@@ -222,24 +282,20 @@ pub async fn run_primary(
                 leader.disconnected(&name);
                 Vec::new()
             }
+            Some(Event::Failed { name, reason }) => {
+                let h = health.entry(name.clone()).or_default();
+                // Loud once per distinct failure, quiet while it repeats (retries back off).
+                if h.error.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!(queue = %queue, replica = %name, error = %reason, "replica unreachable");
+                }
+                h.error = Some(reason);
+                Vec::new()
+            }
             None => Vec::new(),
         };
         if let Err(e) = execute(&journal, &queue, &mut leader, &mut links, actions, &options).await
         {
             break Err(e);
-        }
-        if let Some(m) = &options.observer {
-            let now = Instant::now();
-            for (name, lag) in leader.lag() {
-                // Age: how long the oldest frame the replica has not acknowledged has been on
-                // its way (zero when it holds everything).
-                let age = links
-                    .get(&name)
-                    .and_then(|l| l.inflight.front())
-                    .filter(|_| lag > 0)
-                    .map_or(Duration::ZERO, |&(_, sent)| now.duration_since(sent));
-                m.lag(&queue, &name, lag, age);
-            }
         }
         if let Some(deadline) = stopping {
             let caught_up = leader.lag().values().all(|&l| l == 0);
@@ -251,11 +307,81 @@ pub async fn run_primary(
             }
         }
     };
+    if let Some(m) = &options.observer {
+        m.stopped(&queue);
+    }
     let _ = conn_stop_tx.send(true);
     watcher_stop.store(true, Ordering::Release);
     let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
     result
 }
+
+/// Reports lag, replica health and the quorum to the observer. A replica is *up* while its
+/// stream is open and its oldest unacknowledged frame is younger than the acknowledgement
+/// timeout (a stopped or wedged replica keeps its TCP connection but is not up).
+fn report_health(
+    journal: &Arc<Journal>,
+    queue: &str,
+    leader: &Leader,
+    links: &BTreeMap<String, ReplicaLink>,
+    health: &mut BTreeMap<String, ReplicaHealth>,
+    options: &PrimaryOptions,
+) {
+    let Some(m) = &options.observer else {
+        return;
+    };
+    let now = Instant::now();
+    let committed = leader.next_seq();
+    let lags = leader.lag();
+    let mut up_count = 0;
+    for replica in &options.replicas {
+        let name = &replica.name;
+        // A replica that never subscribed is not known to hold anything.
+        let lag = lags.get(name).copied().unwrap_or(committed);
+        let age = if lag == 0 {
+            Duration::ZERO
+        } else {
+            oldest_missing_age(journal, committed - lag)
+        };
+        m.lag(queue, name, lag, age);
+        let up = links.get(name).is_some_and(|l| {
+            l.inflight
+                .front()
+                .is_none_or(|&(_, sent)| now.duration_since(sent) < options.ack_timeout)
+        });
+        up_count += usize::from(up);
+        let h = health.entry(name.clone()).or_default();
+        if h.up && !up {
+            tracing::warn!(queue = %queue, replica = %name, lag, "replica is not acknowledging");
+        }
+        h.up = up;
+        m.replica_state(queue, name, up, if up { None } else { h.error.as_deref() });
+    }
+    m.quorum(queue, options.required_acks, up_count);
+}
+
+/// How long ago the record `seq` (the oldest one a replica lacks) was written, by its write
+/// time in the journal (zero if it cannot be read).
+fn oldest_missing_age(journal: &Arc<Journal>, seq: u64) -> Duration {
+    let written = Reader::at(journal.clone(), seq, false)
+        .and_then(|mut r| r.peek())
+        .ok()
+        .flatten()
+        .filter(|rec| rec.seq == seq)
+        .map(|rec| rec.time);
+    let Some(nanos) = written else {
+        return Duration::ZERO;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    Duration::from_nanos(now.saturating_sub(nanos))
+}
+
+/// How long the primary waits for room in a replica's stream before it gives the stream up
+/// (the replica is stopped or far slower than the others): one slow replica must not stall
+/// acknowledgements from the others or the metrics.
+const SEND_STALL: Duration = Duration::from_secs(1);
 
 async fn execute(
     journal: &Arc<Journal>,
@@ -314,9 +440,20 @@ async fn execute(
                     });
                 }
                 for f in frames {
-                    if link.tx.send(f).await.is_err() {
-                        leader.disconnected(&node);
-                        break;
+                    match tokio::time::timeout(SEND_STALL, link.tx.send(f)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => {
+                            leader.disconnected(&node);
+                            break;
+                        }
+                        Err(_) => {
+                            // Dropping the link's sender ends the stream (the connection task
+                            // holds none): the replica resubscribes when it is back.
+                            tracing::warn!(queue = %queue, replica = %node, "replica stream stalled; dropping it");
+                            links.remove(&node);
+                            leader.disconnected(&node);
+                            break;
+                        }
                     }
                 }
             }
@@ -374,6 +511,13 @@ async fn connection(
         };
         if let Err(e) = &result {
             tracing::debug!(replica = %replica.name, error = %e, "replication stream ended");
+            let failed = Event::Failed {
+                name: replica.name.clone(),
+                reason: e.to_string(),
+            };
+            if events.send(failed).await.is_err() {
+                return;
+            }
         } else {
             backoff = Duration::from_millis(50);
         }
@@ -417,6 +561,8 @@ async fn connect_once(
     })
     .await
     .map_err(|e| err("send", &e))?;
+    // Handed to the replication task at the subscription: the stream ends when it drops it.
+    let mut tx = Some(tx);
     let mut inbound = client
         .replicate(ReceiverStream::new(rx))
         .await
@@ -430,11 +576,14 @@ async fn connect_once(
         match msg.kind {
             Some(replica_message::Kind::Subscribe(s)) if !subscribed => {
                 subscribed = true;
+                let Some(tx) = tx.take() else {
+                    return Ok(());
+                };
                 let event = Event::Subscribed {
                     name: replica.name.clone(),
                     epoch: s.epoch,
                     next_seq: s.next_seq,
-                    tx: tx.clone(),
+                    tx,
                 };
                 if events.send(event).await.is_err() {
                     return Ok(());

@@ -11,28 +11,40 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::PeerSet;
 use super::grpc::proto::replication_server::Replication;
 use super::grpc::proto::{
     self, Ack, Hello, PrimaryMessage, Refused, ReplicaMessage, Subscribe, primary_message, refused,
     replica_message,
 };
-use super::state::{ReplicationState, Role};
+use super::state::{ReplicationState, Role, state_lock};
 use super::{FollowerDecision, FrameHeader, Refusal};
 use crate::Result;
-use crate::journal::Journal;
 use crate::journal::meta::MetaConfig;
 use crate::journal::replica::{ByteSink, frame_records, move_aside_from};
+use crate::journal::{InitialPolicy, Journal, Policy};
 /// The gRPC service that hosts replicas of other nodes' queues under one directory.
 #[derive(Debug, Clone)]
 pub struct ReplicaService {
     root: PathBuf,
+    peers: PeerSet,
 }
 
 impl ReplicaService {
-    /// Hosts replicas under `root` (one sub-directory per queue).
+    /// Hosts replicas under `root` (one sub-directory per queue) for any primary that connects
+    /// ([`PeerSet::any`]): for tests and trusted single-tenant setups. A node daemon uses
+    /// [`ReplicaService::with_peers`].
     #[must_use]
     pub fn new(root: PathBuf) -> Self {
-        ReplicaService { root }
+        Self::with_peers(root, PeerSet::any())
+    }
+
+    /// Hosts replicas under `root` for the primaries in `peers` only. A stream whose `Hello`
+    /// names anyone else is refused (`NOT_A_PEER`) before anything on disk is read or written,
+    /// so a stranger claiming a newer epoch cannot demote a primary.
+    #[must_use]
+    pub fn with_peers(root: PathBuf, peers: PeerSet) -> Self {
+        ReplicaService { root, peers }
     }
 
     /// The tonic server for this service.
@@ -57,8 +69,11 @@ impl Replication for ReplicaService {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let root = self.root.clone();
+        let peers = self.peers.clone();
         tokio::spawn(async move {
-            if let Err((reason, detail, epoch, next_seq)) = serve_stream(root, inbound, &tx).await {
+            if let Err((reason, detail, epoch, next_seq)) =
+                serve_stream(root, &peers, inbound, &tx).await
+            {
                 tracing::warn!(?reason, %detail, "replication stream refused");
                 let refused = Refused {
                     reason: reason as i32,
@@ -105,6 +120,7 @@ fn open_replica(
     }
     let dir = root.join(&hello.queue);
     let existed = dir.join("queue.meta").exists();
+    let dir_existed = dir.exists();
     let config = MetaConfig {
         type_name: hello.message_type.clone(),
         fingerprint: hello.fingerprint,
@@ -115,7 +131,31 @@ fn open_replica(
         lease_ms: 200,
         created_unix_nanos: 0,
     };
-    let (journal, _) = Journal::create_or_open(&dir, &config, false).map_err(storage)?;
+    if let Err(why) = config.validate() {
+        return Err((
+            refused::Reason::InvalidHello,
+            format!("queue {:?}: {why}", hello.queue),
+            0,
+            0,
+        ));
+    }
+    // A new replica is a replica from its first byte: the node policy of this root (meant for
+    // queues this node writes) does not apply.
+    let replica = InitialPolicy::Explicit(Policy {
+        role: Role::Replica,
+        epoch: 0,
+        required_acks: 0,
+        ack_timeout: crate::journal::DEFAULT_ACK_TIMEOUT,
+    });
+    let (journal, _) = match Journal::create_or_open(&dir, &config, false, replica) {
+        Ok(j) => j,
+        Err(e) => {
+            if !dir_existed {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Err(storage(e));
+        }
+    };
     let held = journal.config();
     if held.fingerprint != config.fingerprint
         || held.type_name != config.type_name
@@ -161,6 +201,7 @@ async fn reply(tx: &ReplyTx, kind: replica_message::Kind) -> std::result::Result
 
 async fn serve_stream(
     root: PathBuf,
+    peers: &PeerSet,
     mut inbound: Streaming<PrimaryMessage>,
     tx: &ReplyTx,
 ) -> std::result::Result<(), Refusing> {
@@ -171,6 +212,17 @@ async fn serve_stream(
         Ok(_) => return Err(storage("the stream must start with a Hello")),
         Err(e) => return Err(storage(e)),
     };
+    if !peers.allows(&hello.primary) {
+        return Err((
+            refused::Reason::NotAPeer,
+            format!(
+                "{:?} is not a peer of this node; replication of {:?} refused",
+                hello.primary, hello.queue
+            ),
+            0,
+            0,
+        ));
+    }
     let (journal, dir) = blocking(|| open_replica(&root, &hello))?;
     let mut state = ReplicationState::load(&dir).map_err(storage)?;
     if state.role == Role::Primary && state.epoch >= hello.epoch {
@@ -222,6 +274,10 @@ async fn serve_stream(
         }
         let mut ack = None;
         let mut refusal = None;
+        // A promotion of this replica (`ReplicationState::promote`, in any process) takes this
+        // lock exclusively: it sees either none or all of the batch, and the batch sees the
+        // promotion, so no record of the old primary lands after the new epoch's start.
+        let lock = blocking(|| state_lock(&dir, false)).map_err(storage)?;
         for frame in batch {
             // This node may have been promoted while the stream was open: a newer epoch here fences
             // the old primary.
@@ -300,6 +356,26 @@ async fn serve_stream(
                     ack = Some((follower.epoch(), next_seq));
                 }
                 FollowerDecision::Duplicate { durable } => {
+                    // Possibly the announcement of a newer epoch with nothing to append: this
+                    // replica now follows it (and refuses the older primary from here on).
+                    if state.epoch != frame.epoch || state.role != Role::Replica {
+                        let stored = blocking(|| -> Result<()> {
+                            state = ReplicationState {
+                                role: Role::Replica,
+                                epoch: frame.epoch,
+                                epoch_start: frame.epoch_start,
+                                primary: Some(hello.primary.clone()),
+                                ..ReplicationState::default()
+                            };
+                            state.store(&dir)?;
+                            state.mirror(&journal);
+                            Ok(())
+                        });
+                        if let Err(e) = stored {
+                            refusal = Some(storage(e));
+                            break;
+                        }
+                    }
                     // Every record is held, but the bytes may still hold entries that carry no
                     // record past this replica's tail: the END marker of a full segment (sent
                     // alone when the replica is caught up at a roll) or an abandoned extent.
@@ -324,6 +400,7 @@ async fn serve_stream(
                 }
             }
         }
+        drop(lock);
         // Durable before acknowledged, also when a later frame of the batch is refused.
         blocking(|| sink.sync()).map_err(storage)?;
         if let Some((epoch, next_seq)) = ack {

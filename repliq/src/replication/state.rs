@@ -19,6 +19,28 @@ use crate::{QueueError, ReplicationError, Result};
 /// The state file's name inside a queue directory.
 pub const STATE_FILE: &str = "replication.json";
 
+/// The lock file (`flock`) that orders a promotion against a replica's appends.
+pub(crate) const LOCK_FILE: &str = ".replication.lock";
+
+/// Takes the queue's replication lock, shared (a replica applying a batch) or exclusive (a
+/// promotion). Released when the returned file is dropped.
+pub(crate) fn state_lock(dir: &Path, exclusive: bool) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let io = |e| QueueError::io(format!("locking {}", path.display()), e);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    if exclusive {
+        file.lock().map_err(io)?;
+    } else {
+        file.lock_shared().map_err(io)?;
+    }
+    Ok(file)
+}
+
 /// The replication state of one queue on one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicationState {
@@ -168,6 +190,18 @@ impl ReplicationState {
                 current.epoch
             )));
         }
+        // Excludes the replica service's appends (it holds the lock shared per batch): the new
+        // epoch starts after everything the old primary's stream delivered, and nothing it sends
+        // later is applied (the service sees the newer epoch and refuses).
+        let _lock = state_lock(dir, true)?;
+        let current = ReplicationState::load(dir)?;
+        if current.role == Role::Primary {
+            return Err(QueueError::protocol(format!(
+                "{} is already the primary of epoch {}",
+                dir.display(),
+                current.epoch
+            )));
+        }
         let journal = Journal::open(dir, false)?;
         let next = crate::journal::replica::ByteSink::open(journal.clone())?.next_seq();
         let state = ReplicationState {
@@ -177,6 +211,12 @@ impl ReplicationState {
             primary: None,
             ..ReplicationState::default()
         };
+        // An acknowledged word left from an earlier term of this node must not acknowledge the
+        // records of this one.
+        journal
+            .meta
+            .acked()
+            .fetch_min(next, std::sync::atomic::Ordering::SeqCst);
         state.store(dir)?;
         state.mirror(&journal);
         Ok(state)

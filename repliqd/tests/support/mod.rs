@@ -99,7 +99,8 @@ impl Daemon {
 
     /// Starts the process and waits for its "listening" line.
     pub fn start(&mut self) {
-        let mut child = repliqd(&self.config, &self.name, "error")
+        let level = std::env::var("REPLIQ_TEST_LOG").unwrap_or_else(|_| "error".into());
+        let mut child = repliqd(&self.config, &self.name, &level)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -194,4 +195,199 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The message of the producer processes.
+#[repliq::message(name = "test.FailoverOrder")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub id: u64,
+    pub body: Vec<u8>,
+}
+
+/// The body of order `id` (its length varies, so records vary in size).
+pub fn order(id: u64) -> Order {
+    Order {
+        id,
+        body: (0..(id % 97) as u8).map(|b| b ^ id as u8).collect(),
+    }
+}
+
+const CHILD_DIR: &str = "REPLIQ_TEST_PRODUCER_DIR";
+
+/// The body of the producer process: each test file that spawns producers has
+/// `#[test] fn producer_child() { support::producer_child() }`, which does nothing unless the
+/// test binary was started by [`Producer::spawn`]. It creates (or opens) the queue with
+/// `JournalQueue::new` and enqueues orders `base..base+count` for at most `secs` seconds, one line
+/// on stdout per outcome: `ACK seq id` (enqueue returned Ok), `TIMEOUT seq id` (AckTimeout: written
+/// locally, not acknowledged), `FENCED id`, `ERR id message`; `DONE` at the end.
+pub fn producer_child() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let num = |k: &str| -> u64 { std::env::var(k).unwrap().parse().unwrap() };
+    let (base, count, secs) = (
+        num("REPLIQ_TEST_PRODUCER_BASE"),
+        num("REPLIQ_TEST_PRODUCER_COUNT"),
+        num("REPLIQ_TEST_PRODUCER_SECS"),
+    );
+    let mut out = std::io::stdout().lock();
+    // libtest printed "test producer_child ... " without a line end.
+    writeln!(out).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut q = repliq::JournalQueue::<Order>::new(&dir, 10_000_000).unwrap();
+    for id in base..base + count {
+        if Instant::now() > deadline {
+            break;
+        }
+        match q.enqueue(&order(id)) {
+            Ok(seq) => writeln!(out, "ACK {seq} {id}").unwrap(),
+            Err(repliq::QueueError::Replication(repliq::ReplicationError::AckTimeout {
+                seq,
+                ..
+            })) => writeln!(out, "TIMEOUT {seq} {id}").unwrap(),
+            Err(repliq::QueueError::Replication(repliq::ReplicationError::Fenced { .. })) => {
+                writeln!(out, "FENCED {id}").unwrap();
+                break;
+            }
+            Err(e) => {
+                writeln!(out, "ERR {id} {e}").unwrap();
+                break;
+            }
+        }
+        out.flush().unwrap();
+    }
+    writeln!(out, "DONE").unwrap();
+    out.flush().unwrap();
+}
+
+/// A producer process (this test binary re-executed, see [`producer_child`]), with its output
+/// collected by a thread.
+pub struct Producer {
+    child: Option<Child>,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Producer {
+    pub fn spawn(dir: &Path, base: u64, count: u64, secs: u64) -> Producer {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "producer_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR, dir)
+            .env("REPLIQ_TEST_PRODUCER_BASE", base.to_string())
+            .env("REPLIQ_TEST_PRODUCER_COUNT", count.to_string())
+            .env("REPLIQ_TEST_PRODUCER_SECS", secs.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Producer {
+            child: Some(child),
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// (seq, id) of every enqueue that returned Ok so far.
+    pub fn acked(&self) -> Vec<(u64, u64)> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| {
+                let mut w = l.strip_prefix("ACK ")?.split(' ');
+                Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Every line with `prefix`.
+    pub fn lines_with(&self, prefix: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// SIGKILL, then collect what it printed.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            c.wait().unwrap();
+        }
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+    }
+
+    /// Waits for it to exit (bounded by its own time limit plus a margin).
+    pub fn wait(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        if let Some(mut c) = self.child.take() {
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every order in the queue at `dir`, in sequence order, read through a temporary cursor.
+pub fn all_orders(dir: &Path) -> Vec<Order> {
+    let mut q = repliq::QueueOptions::new()
+        .consumer("check")
+        .open::<Order>(dir)
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(o) = q.dequeue().unwrap() {
+        out.push(o);
+    }
+    q.remove_consumer("check");
+    out
+}
+
+/// `repliq promote DIR`: the new state.
+pub fn promote(dir: &Path) -> repliq::replication::ReplicationState {
+    let out = Command::new(env!("CARGO_BIN_EXE_repliq"))
+        .arg("promote")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

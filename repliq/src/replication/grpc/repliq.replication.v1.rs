@@ -135,6 +135,10 @@ pub mod refused {
         Diverged = 3,
         /// The replica cannot write (disk full, I/O error).
         Storage = 4,
+        /// The sender is not in the replica's peer set; nothing was read or written.
+        NotAPeer = 5,
+        /// The `Hello` describes an impossible queue (geometry, type name); nothing was created.
+        InvalidHello = 6,
     }
     impl Reason {
         /// String value of the enum field names used in the ProtoBuf definition.
@@ -148,6 +152,8 @@ pub mod refused {
                 Self::IncompatibleQueue => "INCOMPATIBLE_QUEUE",
                 Self::Diverged => "DIVERGED",
                 Self::Storage => "STORAGE",
+                Self::NotAPeer => "NOT_A_PEER",
+                Self::InvalidHello => "INVALID_HELLO",
             }
         }
         /// Creates an enum from field names used in the ProtoBuf definition.
@@ -158,6 +164,8 @@ pub mod refused {
                 "INCOMPATIBLE_QUEUE" => Some(Self::IncompatibleQueue),
                 "DIVERGED" => Some(Self::Diverged),
                 "STORAGE" => Some(Self::Storage),
+                "NOT_A_PEER" => Some(Self::NotAPeer),
+                "INVALID_HELLO" => Some(Self::InvalidHello),
                 _ => None,
             }
         }
