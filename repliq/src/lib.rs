@@ -27,6 +27,7 @@
 // Lets `#[repliq::message]` (which names `::repliq`) be used inside this crate too.
 extern crate self as repliq;
 
+pub mod descriptor;
 mod error;
 pub mod fingerprint;
 mod journal;
@@ -89,6 +90,8 @@ pub use timestamp::{ArchivedTimestamp, Timestamp};
 pub mod __private {
     pub use rkyv;
     pub use serde;
+
+    pub use std::borrow::Cow;
 
     pub use crate::fingerprint::Hasher;
 }
