@@ -198,7 +198,6 @@ pub enum Type {
 
 /// A struct or enum marked `#[repliq::message]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct MessageType {
     /// [`Message::NAME`](crate::Message::NAME).
     pub name: Cow<'static, str>,

@@ -311,10 +311,12 @@ impl Reader<'_> {
             if len <= 8 {
                 return err(pos, format!("out-of-line string of only {len} bytes"));
             }
-            let target = self.rel_ptr(pos + 4).map_err(|e| RenderError {
-                offset: pos,
-                ..e
-            })?;
+            // The offset (second word) is relative to the start of the representation.
+            let offset = self.i32(pos + 4)?;
+            let target = pos as i64 + i64::from(offset);
+            let Ok(target) = usize::try_from(target) else {
+                return err(pos, format!("string offset {offset:+} leads outside the payload"));
+            };
             self.bytes(target, len)?
         };
         std::str::from_utf8(bytes).or_else(|e| err(pos, format!("string is not UTF-8: {e}")))
