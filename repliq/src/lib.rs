@@ -42,7 +42,8 @@ mod timestamp;
 pub use error::{QueueError, ReplicationError, Result};
 pub use fingerprint::Fingerprint;
 pub use journal::{
-    CursorInfo, Durability, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, verify,
+    CursorInfo, Durability, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, read_schema,
+    verify,
 };
 pub use message::{
     AlignedBytes, Archived, Message, PAYLOAD_ALIGN, access, deserialize, from_bytes,
