@@ -236,3 +236,27 @@ pub fn sort_sets(v: &mut serde_json::Value) {
         a.sort_by_key(|x| x.as_u64());
     }
 }
+
+/// Writes `count` generated [`Everything`] values (a fixed seed: the same values every run) into
+/// a new queue at `dir` with small segments, and returns them.
+///
+/// # Panics
+///
+/// If the queue cannot be written.
+pub fn write_sample_queue(dir: &std::path::Path, count: usize) -> Vec<Everything> {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut q = repliq::QueueOptions::new()
+        .capacity(1 << 20)
+        .segment_size(256 * 1024)
+        .max_message_size(64 * 1024)
+        .create::<Everything>(dir)
+        .expect("creating the queue");
+    let values: Vec<Everything> = (0..count)
+        .map(|_| everything().new_tree(&mut runner).expect("a value").current())
+        .collect();
+    for v in &values {
+        q.enqueue(v).expect("enqueue");
+    }
+    values
+}
