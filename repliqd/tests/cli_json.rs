@@ -45,14 +45,8 @@ fn cat_prints_every_message_as_serde_would() {
     }
 
     // `tail --json --from` prints the same lines from that sequence on.
-    let (code, out, _) = run(Command::new(BIN).args([
-        "tail",
-        dir,
-        "--json",
-        "--no-follow",
-        "--from",
-        "100",
-    ]));
+    let (code, out, _) =
+        run(Command::new(BIN).args(["tail", dir, "--json", "--no-follow", "--from", "100"]));
     assert_eq!(code, 0);
     assert_eq!(lines(&out), printed[100..]);
 

@@ -253,7 +253,12 @@ pub fn write_sample_queue(dir: &std::path::Path, count: usize) -> Vec<Everything
         .create::<Everything>(dir)
         .expect("creating the queue");
     let values: Vec<Everything> = (0..count)
-        .map(|_| everything().new_tree(&mut runner).expect("a value").current())
+        .map(|_| {
+            everything()
+                .new_tree(&mut runner)
+                .expect("a value")
+                .current()
+        })
         .collect();
     for v in &values {
         q.enqueue(v).expect("enqueue");

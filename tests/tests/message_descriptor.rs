@@ -12,7 +12,7 @@ use repliq::descriptor::{Schema, Type, to_json};
 use repliq::{Archived, Fingerprint, Message, Timestamp};
 use repliq_tests::kitchen_sink::*;
 
-fn check<T: Fingerprint + rkyv_free::ArchiveLayout>(what: &str) {
+fn check<T: Fingerprint>(what: &str, archived: (usize, usize)) {
     assert_eq!(
         T::DESCRIPTOR.fingerprint(),
         T::FINGERPRINT,
@@ -21,34 +21,18 @@ fn check<T: Fingerprint + rkyv_free::ArchiveLayout>(what: &str) {
     let layout = T::DESCRIPTOR.layout();
     assert_eq!(
         (layout.size, layout.align),
-        T::archived_layout(),
+        archived,
         "archived size and alignment of {what}"
     );
 }
 
-/// `size_of`/`align_of` of `Archived<T>` without naming rkyv (the tests depend on the facade).
-mod rkyv_free {
-    pub trait ArchiveLayout {
-        fn archived_layout() -> (usize, usize);
-    }
-}
-
-macro_rules! archive_layout {
-    ($($t:ty),* $(,)?) => {
-        $(impl rkyv_free::ArchiveLayout for $t {
-            fn archived_layout() -> (usize, usize) {
-                (size_of::<Archived<$t>>(), align_of::<Archived<$t>>())
-            }
-        })*
-    };
-}
-
-// Archived<T> only needs `T: Archive`; Message has it as a supertrait for message types, and
-// the facade re-exports the alias.
+/// Checks each type against `size_of`/`align_of` of its `Archived<T>`.
 macro_rules! check_all {
     ($($t:ty),* $(,)?) => {{
-        archive_layout!($($t),*);
-        $(check::<$t>(stringify!($t));)*
+        $(check::<$t>(
+            stringify!($t),
+            (size_of::<Archived<$t>>(), align_of::<Archived<$t>>()),
+        );)*
     }};
 }
 
@@ -110,11 +94,16 @@ fn render(value: &Everything, root: &Type) -> serde_json::Value {
 fn btree_of_many_levels_and_big_strings_render() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let mut value = everything().new_tree(&mut runner).unwrap().current();
-    value.ordered = (0..500).map(|i| (i * 7 - 1000, Shape::Circle(i as f64))).collect();
+    value.ordered = (0..500)
+        .map(|i| (i * 7 - 1000, Shape::Circle(i as f64)))
+        .collect();
     value.names = (0..300).map(|i| format!("name number {i}")).collect();
     value.numbers = (0..300).collect();
     value.text = "x".repeat(10_000);
-    assert_eq!(render(&value, Everything::DESCRIPTOR), expected_json(&value));
+    assert_eq!(
+        render(&value, Everything::DESCRIPTOR),
+        expected_json(&value)
+    );
 }
 
 proptest! {

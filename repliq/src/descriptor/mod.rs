@@ -344,24 +344,19 @@ impl Type {
             Type::U64 | Type::I64 | Type::F64 => prim(8),
             Type::U128 | Type::I128 => prim(16),
             Type::Unit => Layout { size: 0, align: 1 },
-            Type::String | Type::Vec(_) | Type::BtreeMap { .. } | Type::BtreeSet(_) => Layout {
-                size: 8,
-                align: 4,
-            },
+            Type::String | Type::Vec(_) | Type::BtreeMap { .. } | Type::BtreeSet(_) => {
+                Layout { size: 8, align: 4 }
+            }
             Type::Box(_) => prim(4),
-            Type::HashMap { .. } | Type::HashSet(_) => Layout {
-                size: 12,
-                align: 4,
-            },
-            Type::Duration => Layout {
-                size: 16,
-                align: 8,
-            },
+            Type::HashMap { .. } | Type::HashSet(_) => Layout { size: 12, align: 4 },
+            Type::Duration => Layout { size: 16, align: 8 },
             Type::Option(t) => Layout::tagged([&**t]),
             Type::Array { len, of } => {
                 let l = of.layout();
                 Layout {
-                    size: l.size.saturating_mul(usize::try_from(*len).unwrap_or(usize::MAX)),
+                    size: l
+                        .size
+                        .saturating_mul(usize::try_from(*len).unwrap_or(usize::MAX)),
                     align: l.align,
                 }
             }
@@ -444,12 +439,10 @@ impl MessageType {
         let h = Hasher::new().str("repliq.message.v1");
         match &self.kind {
             Kind::Struct(body) => body.hash(h.str("struct").str(&self.name)),
-            Kind::Enum(variants) => variants
-                .iter()
-                .fold(
-                    h.str("enum").str(&self.name).u64(variants.len() as u64),
-                    |h, v| v.body.hash(h.str(&v.name)),
-                ),
+            Kind::Enum(variants) => variants.iter().fold(
+                h.str("enum").str(&self.name).u64(variants.len() as u64),
+                |h, v| v.body.hash(h.str(&v.name)),
+            ),
         }
         .finish()
     }

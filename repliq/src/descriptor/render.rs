@@ -315,7 +315,10 @@ impl Reader<'_> {
             let offset = self.i32(pos + 4)?;
             let target = pos as i64 + i64::from(offset);
             let Ok(target) = usize::try_from(target) else {
-                return err(pos, format!("string offset {offset:+} leads outside the payload"));
+                return err(
+                    pos,
+                    format!("string offset {offset:+} leads outside the payload"),
+                );
             };
             self.bytes(target, len)?
         };
@@ -347,7 +350,10 @@ impl Reader<'_> {
             .checked_mul(cap)
             .and_then(|n| ctrl.checked_sub(n))
         else {
-            return err(pos, format!("{cap} hash table buckets lie before the payload"));
+            return err(
+                pos,
+                format!("{cap} hash table buckets lie before the payload"),
+            );
         };
         if !first.is_multiple_of(entry.align) || !ctrl.is_multiple_of(entry.align) {
             return err(ctrl, "misaligned hash table buckets");
@@ -359,7 +365,10 @@ impl Reader<'_> {
             }
             let at = ctrl - (i + 1) * entry.size;
             seen += 1;
-            f(self.value(key, at + offsets[0])?, self.value(value, at + offsets[1])?)?;
+            f(
+                self.value(key, at + offsets[0])?,
+                self.value(value, at + offsets[1])?,
+            )?;
         }
         if seen != len {
             return err(
@@ -387,7 +396,10 @@ impl Reader<'_> {
         let mut seen = 0;
         self.btree_node(&node, root, key, value, 0, len, &mut seen, f)?;
         if seen != len {
-            return err(pos, format!("B-tree holds {seen} entries, its length says {len}"));
+            return err(
+                pos,
+                format!("B-tree holds {seen} entries, its length says {len}"),
+            );
         }
         Ok(())
     }
@@ -410,7 +422,10 @@ impl Reader<'_> {
         let entry = |i: usize, seen: &mut usize, f: &mut dyn FnMut(Value, Value) -> R<()>| {
             *seen += 1;
             if *seen > len {
-                return err(at, format!("B-tree holds more entries than its length {len}"));
+                return err(
+                    at,
+                    format!("B-tree holds more entries than its length {len}"),
+                );
             }
             f(
                 self.value(key, at + node.keys + i * node.key_size)?,

@@ -39,10 +39,10 @@ use std::sync::{Arc, Mutex, Weak};
 pub(crate) use appender::Appender;
 pub use appender::Durability;
 pub use info::{CursorInfo, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, verify};
-pub use schema_file::read_schema;
 pub use policy::Role;
 pub(crate) use policy::{Policy, ack_timeout_error, acked_past, wait_acked};
 pub(crate) use reader::{Reader, RecordRef};
+pub use schema_file::read_schema;
 pub(crate) use wait::{ReadyFn, Word, poll_until};
 
 use self::meta::{Meta, MetaConfig};

@@ -148,7 +148,7 @@ impl Segment {
         } else {
             MappedFile::map(&file, size, populate)
         }
-            .map_err(|e| QueueError::io(format!("mapping {}", path.display()), e))?;
+        .map_err(|e| QueueError::io(format!("mapping {}", path.display()), e))?;
         Ok(Some(Segment {
             path,
             first_seq,
