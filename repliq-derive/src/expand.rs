@@ -87,6 +87,29 @@ fn expand(args: &args::Args, input: &Input<'_>, item: &Item) -> TokenStream {
         }
     };
 
+    let d = quote!(#krate::descriptor);
+    let cow = quote!(#krate::__private::Cow::Borrowed);
+    let kind = match &input.data {
+        Data::Struct(body) => {
+            let body = body_descriptor(&krate, body);
+            quote!(#d::Kind::Struct(#body))
+        }
+        Data::Enum { variants, .. } => {
+            let variants = variants.iter().map(|v| {
+                let vname = unraw(&v.original.ident);
+                let body = body_descriptor(&krate, &v.body);
+                quote!(#d::Variant { name: #cow(#vname), body: #body })
+            });
+            quote!(#d::Kind::Enum(#d::List::Static(&[#(#variants),*])))
+        }
+    };
+    let descriptor = quote! {
+        &#d::Type::Message(#d::Ref::Static(&#d::MessageType {
+            name: #cow(#name),
+            kind: #kind,
+        }))
+    };
+
     quote! {
         #[derive(
             #krate::__private::rkyv::Archive,
@@ -104,6 +127,7 @@ fn expand(args: &args::Args, input: &Input<'_>, item: &Item) -> TokenStream {
             #[automatically_derived]
             impl #krate::Fingerprint for #ident {
                 const FINGERPRINT: u64 = #fingerprint;
+                const DESCRIPTOR: &'static #krate::descriptor::Type = #descriptor;
             }
             #[automatically_derived]
             impl #krate::Message for #ident {
@@ -125,4 +149,25 @@ fn body_items(krate: &Path, body: &Body<'_>) -> TokenStream {
         quote!(.str(#fname).u64(#fp))
     });
     quote!(.str(#shape).u64(#count) #(#fields)*)
+}
+
+/// The descriptor of a struct's or variant's fields; each field type's part is spanned on the
+/// user's type, like the fingerprint's.
+fn body_descriptor(krate: &Path, body: &Body<'_>) -> TokenStream {
+    let d = quote!(#krate::descriptor);
+    let shape = match body.shape {
+        crate::ast::Shape::Named => quote!(#d::Shape::Named),
+        crate::ast::Shape::Tuple => quote!(#d::Shape::Tuple),
+        crate::ast::Shape::Unit => quote!(#d::Shape::Unit),
+    };
+    let fields = body.fields.iter().map(|f| {
+        let fname = &f.name;
+        let ty = f.ty;
+        let desc = quote_spanned!(ty.span()=> <#ty as #krate::Fingerprint>::DESCRIPTOR);
+        quote!(#d::Field {
+            name: #krate::__private::Cow::Borrowed(#fname),
+            ty: #d::Ref::Static(#desc),
+        })
+    });
+    quote!(#d::Body { shape: #shape, fields: #d::List::Static(&[#(#fields),*]) })
 }

@@ -119,36 +119,45 @@ impl Default for Hasher {
 pub trait Fingerprint {
     /// The structural hash; see the [module docs](self).
     const FINGERPRINT: u64;
+
+    /// The type's shape as a value. [`Type::fingerprint`] of it equals
+    /// [`FINGERPRINT`](Self::FINGERPRINT); see the [`descriptor`](crate::descriptor) module.
+    const DESCRIPTOR: &'static Type;
 }
 
 macro_rules! leaf {
-    ($($ty:ty => $name:literal),* $(,)?) => {
+    ($($ty:ty => $name:literal $variant:ident),* $(,)?) => {
         $(impl Fingerprint for $ty {
             const FINGERPRINT: u64 = Hasher::new().str($name).finish();
+            const DESCRIPTOR: &'static Type = &Type::$variant;
         })*
     };
 }
 
 leaf! {
-    bool => "bool", char => "char",
-    u8 => "u8", u16 => "u16", u32 => "u32", u64 => "u64", u128 => "u128",
-    i8 => "i8", i16 => "i16", i32 => "i32", i64 => "i64", i128 => "i128",
-    f32 => "f32", f64 => "f64", usize => "usize", isize => "isize",
-    () => "unit", String => "string", std::time::Duration => "duration",
+    bool => "bool" Bool, char => "char" Char,
+    u8 => "u8" U8, u16 => "u16" U16, u32 => "u32" U32, u64 => "u64" U64, u128 => "u128" U128,
+    i8 => "i8" I8, i16 => "i16" I16, i32 => "i32" I32, i64 => "i64" I64, i128 => "i128" I128,
+    f32 => "f32" F32, f64 => "f64" F64, usize => "usize" Usize, isize => "isize" Isize,
+    () => "unit" Unit, String => "string" String, std::time::Duration => "duration" Duration,
 }
 
 macro_rules! wrapper {
-    ($($ty:ident => $name:literal),* $(,)?) => {
+    ($($ty:ident => $name:literal $variant:ident),* $(,)?) => {
         $(impl<T: Fingerprint> Fingerprint for $ty<T> {
             const FINGERPRINT: u64 = Hasher::new().str($name).u64(T::FINGERPRINT).finish();
+            const DESCRIPTOR: &'static Type = &Type::$variant(Ref::Static(T::DESCRIPTOR));
         })*
     };
 }
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use crate::descriptor::{List, Ref, Type};
+
 wrapper! {
-    Vec => "vec", Option => "option", Box => "box", HashSet => "hash_set", BTreeSet => "btree_set",
+    Vec => "vec" Vec, Option => "option" Option, Box => "box" Box,
+    HashSet => "hash_set" HashSet, BTreeSet => "btree_set" BtreeSet,
 }
 
 impl<K: Fingerprint, V: Fingerprint> Fingerprint for HashMap<K, V> {
@@ -157,6 +166,10 @@ impl<K: Fingerprint, V: Fingerprint> Fingerprint for HashMap<K, V> {
         .u64(K::FINGERPRINT)
         .u64(V::FINGERPRINT)
         .finish();
+    const DESCRIPTOR: &'static Type = &Type::HashMap {
+        key: Ref::Static(K::DESCRIPTOR),
+        value: Ref::Static(V::DESCRIPTOR),
+    };
 }
 
 impl<K: Fingerprint, V: Fingerprint> Fingerprint for BTreeMap<K, V> {
@@ -165,6 +178,10 @@ impl<K: Fingerprint, V: Fingerprint> Fingerprint for BTreeMap<K, V> {
         .u64(K::FINGERPRINT)
         .u64(V::FINGERPRINT)
         .finish();
+    const DESCRIPTOR: &'static Type = &Type::BtreeMap {
+        key: Ref::Static(K::DESCRIPTOR),
+        value: Ref::Static(V::DESCRIPTOR),
+    };
 }
 
 impl<T: Fingerprint, const N: usize> Fingerprint for [T; N] {
@@ -173,12 +190,17 @@ impl<T: Fingerprint, const N: usize> Fingerprint for [T; N] {
         .u64(N as u64)
         .u64(T::FINGERPRINT)
         .finish();
+    const DESCRIPTOR: &'static Type = &Type::Array {
+        len: N as u64,
+        of: Ref::Static(T::DESCRIPTOR),
+    };
 }
 
 macro_rules! tuple {
     ($($n:literal => ($($t:ident),+)),* $(,)?) => {
         $(impl<$($t: Fingerprint),+> Fingerprint for ($($t,)+) {
             const FINGERPRINT: u64 = Hasher::new().str("tuple").u64($n)$(.u64($t::FINGERPRINT))+.finish();
+            const DESCRIPTOR: &'static Type = &Type::Tuple(List::Static(&[$(Ref::Static($t::DESCRIPTOR)),+]));
         })*
     };
 }

@@ -27,6 +27,7 @@
 // Lets `#[repliq::message]` (which names `::repliq`) be used inside this crate too.
 extern crate self as repliq;
 
+pub mod descriptor;
 mod error;
 pub mod fingerprint;
 mod journal;
@@ -41,7 +42,8 @@ mod timestamp;
 pub use error::{QueueError, ReplicationError, Result};
 pub use fingerprint::Fingerprint;
 pub use journal::{
-    CursorInfo, Durability, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, verify,
+    CursorInfo, Durability, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, read_schema,
+    verify,
 };
 pub use message::{
     AlignedBytes, Archived, Message, PAYLOAD_ALIGN, access, deserialize, from_bytes,
@@ -89,6 +91,8 @@ pub use timestamp::{ArchivedTimestamp, Timestamp};
 pub mod __private {
     pub use rkyv;
     pub use serde;
+
+    pub use std::borrow::Cow;
 
     pub use crate::fingerprint::Hasher;
 }

@@ -183,6 +183,7 @@ fn old_epoch_frame_to(port: u16, next_seq: u64) -> (refused::Reason, String) {
             capacity: 1_000_000,
             index_interval: 64,
             max_payload: 4096,
+            schema_json: None,
         };
         let frame = Frame {
             epoch: 1,

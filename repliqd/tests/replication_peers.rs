@@ -24,6 +24,7 @@ fn hello(primary: &str, queue: &str, epoch: u64) -> Hello {
         capacity: 1_000,
         index_interval: 64,
         max_payload: 4096,
+        schema_json: None,
     }
 }
 

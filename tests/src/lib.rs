@@ -1,5 +1,7 @@
 //! Shared helpers and fixture types for repliq's cross-crate tests.
 
+pub mod kitchen_sink;
+
 /// A message defined in this crate; `tests/message_fingerprint.rs` defines an identical twin in
 /// another crate and checks that both have the same fingerprint.
 #[repliq::message(name = "fixture.Order")]

@@ -61,7 +61,7 @@ pub struct CursorInfo {
 /// the tail segment is damaged, or a segment file does not end where the next one begins (a
 /// missing segment). Damage inside a segment is found by [`verify`].
 pub fn inspect(dir: impl AsRef<Path>) -> Result<JournalInfo> {
-    let journal = Journal::open(dir.as_ref(), false)?;
+    let journal = Journal::open_read_only(dir.as_ref())?;
     let segments = journal.list_segments()?;
     super::walk::check_segment_chain(&journal, &segments)?;
     let first_seq = segments.first().copied().unwrap_or(0);
@@ -134,7 +134,7 @@ pub fn verify(
     dir: impl AsRef<Path>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<VerifyReport> {
-    let journal = Journal::open(dir.as_ref(), false)?;
+    let journal = Journal::open_read_only(dir.as_ref())?;
     check_cursor_slots(&journal.meta)?;
     let segments = journal.list_segments()?;
     let mut report = VerifyReport {
@@ -211,6 +211,10 @@ pub struct RawRecord {
     pub time_unix_nanos: u64,
     /// The payload bytes (an archived message).
     pub payload: Vec<u8>,
+    /// The segment file holding the record.
+    pub file: PathBuf,
+    /// Offset of the record's header in that file (the payload starts 32 bytes later).
+    pub offset: u64,
 }
 
 /// Follows a queue's records as bytes, whatever their message type (for tools). Not a consumer:
@@ -227,7 +231,7 @@ impl RawTailer {
     ///
     /// As [`inspect`].
     pub fn open(dir: impl AsRef<Path>, from: Option<u64>) -> Result<RawTailer> {
-        let journal = Journal::open(dir.as_ref(), false)?;
+        let journal = Journal::open_read_only(dir.as_ref())?;
         let start = match from {
             Some(s) => s,
             None => journal.earliest_seq()?,
@@ -250,6 +254,12 @@ impl RawTailer {
             seq: rec.seq,
             time_unix_nanos: rec.time,
             payload: rec.payload().to_vec(),
+            file: self
+                .reader
+                .journal()
+                .dir
+                .join(super::segment::segment_name(rec.seg.first_seq)),
+            offset: rec.pos as u64,
         };
         self.reader.advance(&rec);
         Ok(Some(out))
@@ -263,6 +273,19 @@ impl RawTailer {
     pub fn next_timeout(&mut self, timeout: std::time::Duration) -> Result<Option<RawRecord>> {
         let journal = self.reader.journal().clone();
         let deadline = std::time::Instant::now() + timeout;
+        if journal.read_only {
+            // Announcing a futex waiter writes to the meta file; a read-only tail polls.
+            loop {
+                if let Some(rec) = self.try_next()? {
+                    return Ok(Some(rec));
+                }
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
+                std::thread::sleep((deadline - now).min(std::time::Duration::from_millis(5)));
+            }
+        }
         super::notify::wait_until(
             journal.meta.data_notify(),
             journal.meta.data_waiters(),

@@ -173,6 +173,16 @@ pub(crate) fn meta_path(dir: &Path) -> PathBuf {
     dir.join(META_FILE)
 }
 
+/// Reads the configuration part of the meta file of the queue in `dir` (read-only).
+pub(crate) fn read_config(dir: &Path) -> Result<MetaConfig> {
+    let path = meta_path(dir);
+    let file =
+        File::open(&path).map_err(|e| QueueError::io(format!("opening {}", path.display()), e))?;
+    let mut head = vec![0u8; META_SIZE];
+    read_exact_at(&file, &mut head, 0, &path)?;
+    MetaConfig::decode(&path, &head)
+}
+
 /// Creates the meta file atomically (temp file + hard link, which fails if it exists).
 /// Returns `Ok(false)` if another process created it first. `policy`, if given, is written into
 /// the policy words before the file is published, so no handle sees the queue without it.
@@ -190,11 +200,13 @@ pub(crate) fn create(
 }
 
 impl Meta {
-    pub(crate) fn open(dir: &Path) -> Result<Meta> {
+    /// Opens and maps the meta file; `read_only` maps it with `PROT_READ` from a read-only
+    /// descriptor (for tools).
+    pub(crate) fn open(dir: &Path, read_only: bool) -> Result<Meta> {
         let path = meta_path(dir);
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(!read_only)
             .open(&path)
             .map_err(|e| QueueError::io(format!("opening {}", path.display()), e))?;
         let len = file
@@ -211,8 +223,12 @@ impl Meta {
         let mut head = vec![0u8; META_SIZE];
         read_exact_at(&file, &mut head, 0, &path)?;
         let config = MetaConfig::decode(&path, &head)?;
-        let map = MappedFile::map(&file, META_SIZE, false)
-            .map_err(|e| QueueError::io(format!("mapping {}", path.display()), e))?;
+        let map = if read_only {
+            MappedFile::map_read_only(&file, META_SIZE)
+        } else {
+            MappedFile::map(&file, META_SIZE, false)
+        }
+        .map_err(|e| QueueError::io(format!("mapping {}", path.display()), e))?;
         Ok(Meta { path, config, map })
     }
 

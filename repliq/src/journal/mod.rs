@@ -20,6 +20,7 @@ mod node_policy;
 pub(crate) mod notify;
 mod policy;
 mod reader;
+pub(crate) mod schema_file;
 // Byte-level access for replication; without the transport only part of it is used.
 #[cfg_attr(not(feature = "replication"), allow(dead_code))]
 pub(crate) mod replica;
@@ -44,6 +45,7 @@ pub use node_policy::{NODE_POLICY_FILE, NodePolicy};
 pub use policy::Role;
 pub(crate) use policy::{DEFAULT_ACK_TIMEOUT, Policy, ack_timeout_error, acked_past, wait_acked};
 pub(crate) use reader::{Reader, RecordRef};
+pub use schema_file::read_schema;
 pub(crate) use wait::{ReadyFn, Word, poll_until};
 
 use self::meta::{Meta, MetaConfig};
@@ -57,6 +59,8 @@ pub(crate) struct Journal {
     pub meta: Meta,
     segments: Mutex<BTreeMap<u64, Weak<Segment>>>,
     populate: bool,
+    /// Opened by a tool with [`Journal::open_read_only`]: nothing is ever written.
+    pub read_only: bool,
     waiters: wait::AsyncWaiters,
     spare: Mutex<SpareState>,
     delete_consumed: std::sync::atomic::AtomicBool,
@@ -110,12 +114,24 @@ impl Journal {
 
     /// Opens an existing queue directory.
     pub(crate) fn open(dir: &Path, populate: bool) -> Result<Arc<Journal>> {
-        let meta = Meta::open(dir)?;
+        Self::open_mode(dir, populate, false)
+    }
+
+    /// Opens an existing queue directory for reading only: files are opened read-only and mapped
+    /// with `PROT_READ`, so this works for a user who may only read them and on a read-only
+    /// mount. Readers on it never abandon expired reservations (they wait for a writer to).
+    pub(crate) fn open_read_only(dir: &Path) -> Result<Arc<Journal>> {
+        Self::open_mode(dir, false, true)
+    }
+
+    fn open_mode(dir: &Path, populate: bool, read_only: bool) -> Result<Arc<Journal>> {
+        let meta = Meta::open(dir, read_only)?;
         Ok(Arc::new(Journal {
             dir: dir.to_path_buf(),
             meta,
             segments: Mutex::new(BTreeMap::new()),
             populate,
+            read_only,
             waiters: wait::AsyncWaiters::default(),
             spare: Mutex::new(SpareState::None),
             delete_consumed: std::sync::atomic::AtomicBool::new(false),
@@ -168,7 +184,13 @@ impl Journal {
         if let Some(seg) = cache.get(&first_seq).and_then(Weak::upgrade) {
             return Ok(Some(seg));
         }
-        let Some(seg) = Segment::open(&self.dir, &self.meta.config, first_seq, self.populate)?
+        let Some(seg) = Segment::open(
+            &self.dir,
+            &self.meta.config,
+            first_seq,
+            self.populate,
+            self.read_only,
+        )?
         else {
             return Ok(None);
         };

@@ -146,7 +146,10 @@ impl Reader {
                     }
                 }
                 Entry::Reserved { word, stamp } => {
-                    if header::lease_expired(stamp, monotonic_millis(), self.journal.lease_ms()) {
+                    // A read-only journal cannot abandon; it waits for a writer to.
+                    if !self.journal.read_only
+                        && header::lease_expired(stamp, monotonic_millis(), self.journal.lease_ms())
+                    {
                         // The walk's position is a record boundary (see `walk`): the word
                         // abandoned here is a real reservation, never payload bytes.
                         if let Some(w) = self.walk.header_word() {

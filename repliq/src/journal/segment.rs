@@ -68,9 +68,10 @@ impl Segment {
         config: &MetaConfig,
         first_seq: u64,
         populate: bool,
+        read_only: bool,
     ) -> Result<Option<Segment>> {
         let path = dir.join(segment_name(first_seq));
-        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+        let file = match OpenOptions::new().read(true).write(!read_only).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(QueueError::io(format!("opening {}", path.display()), e)),
@@ -142,8 +143,12 @@ impl Segment {
             segment_geometry(config.segment_size, config.index_interval);
         let size = usize::try_from(config.segment_size)
             .map_err(|_| corrupt(S_SEGMENT_SIZE, "segment too large for this platform".into()))?;
-        let map = MappedFile::map(&file, size, populate)
-            .map_err(|e| QueueError::io(format!("mapping {}", path.display()), e))?;
+        let map = if read_only {
+            MappedFile::map_read_only(&file, size)
+        } else {
+            MappedFile::map(&file, size, populate)
+        }
+        .map_err(|e| QueueError::io(format!("mapping {}", path.display()), e))?;
         Ok(Some(Segment {
             path,
             first_seq,

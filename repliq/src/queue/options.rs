@@ -184,7 +184,13 @@ impl QueueOptions {
             self.prefault,
             crate::journal::InitialPolicy::Inherit,
         )?;
-        JournalQueue::from_journal(journal, self)
+        let queue = JournalQueue::from_journal(journal, self)?;
+        // After the type check: the schema describes the type the meta file names.
+        crate::journal::schema_file::publish(
+            path.as_ref(),
+            &crate::descriptor::Schema::of::<T>().to_json_string(),
+        )?;
+        Ok(queue)
     }
 
     /// Opens the existing queue at `path`.
@@ -194,7 +200,14 @@ impl QueueOptions {
     /// As [`QueueOptions::create`]; [`QueueError::Io`] (not found) if there is no queue.
     pub fn open<T: Message>(self, path: impl AsRef<Path>) -> Result<JournalQueue<T>> {
         let journal = Journal::open(path.as_ref(), self.prefault)?;
-        JournalQueue::from_journal(journal, self)
+        let queue = JournalQueue::from_journal(journal, self)?;
+        // A queue created before schema files existed gets one from its first typed handle;
+        // best effort (the directory may be read-only for this user).
+        let _ = crate::journal::schema_file::publish(
+            path.as_ref(),
+            &crate::descriptor::Schema::of::<T>().to_json_string(),
+        );
+        Ok(queue)
     }
 }
 

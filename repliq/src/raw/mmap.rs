@@ -26,6 +26,9 @@ use memmap2::{MmapOptions, MmapRaw};
 #[derive(Debug)]
 pub(crate) struct MappedFile {
     map: MmapRaw,
+    /// `false` for a `PROT_READ` mapping ([`MappedFile::map_read_only`]): then only atomic loads
+    /// and [`MappedFile::committed`] may touch it, and the write methods refuse.
+    writable: bool,
 }
 
 impl MappedFile {
@@ -38,7 +41,22 @@ impl MappedFile {
             options.populate();
         }
         let map = options.map_raw(file)?;
-        Ok(MappedFile { map })
+        Ok(MappedFile {
+            map,
+            writable: true,
+        })
+    }
+
+    /// Maps the first `len` bytes of `file` (opened read-only) with `PROT_READ`, for tools run
+    /// by users who may only read the files, or on a read-only mount. The journal opened this way
+    /// only ever loads from the mapping (it never abandons reservations, registers cursors or
+    /// announces futex waiters); [`MappedFile::with_slot`] and [`MappedFile::write`] refuse.
+    pub(crate) fn map_read_only(file: &File, len: usize) -> std::io::Result<Self> {
+        let map = MmapOptions::new().len(len).map_raw_read_only(file)?;
+        Ok(MappedFile {
+            map,
+            writable: false,
+        })
     }
 
     fn in_bounds(&self, offset: usize, len: usize) -> bool {
@@ -57,7 +75,9 @@ impl MappedFile {
         //   page-aligned and `offset` is a multiple of 8);
         // * the mapping lives as long as `&self`, and the file is never truncated while mapped;
         // * every concurrent access to this word, in any process, is atomic (journal protocol),
-        //   and `AtomicU64` has the same layout as `u64`, so any bit pattern is valid.
+        //   and `AtomicU64` has the same layout as `u64`, so any bit pattern is valid;
+        // * on a read-only mapping, the journal opened read-only only loads (see
+        //   `map_read_only`), and atomic loads from read-only memory are allowed.
         Some(unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset).cast::<u64>()) })
     }
 
@@ -104,7 +124,7 @@ impl MappedFile {
         len: usize,
         f: impl FnOnce(&mut [MaybeUninit<u8>]) -> R,
     ) -> Option<R> {
-        if !self.in_bounds(offset, len) {
+        if !self.writable || !self.in_bounds(offset, len) {
             return None;
         }
         // SAFETY:

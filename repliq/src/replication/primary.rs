@@ -159,6 +159,9 @@ pub async fn run_primary(
         capacity: config.capacity,
         index_interval: config.index_interval,
         max_payload: config.max_payload,
+        schema_json: crate::journal::schema_file::read_text(&journal.dir)
+            .ok()
+            .flatten(),
     };
     let mut leader = Leader::new(
         LeaderConfig {

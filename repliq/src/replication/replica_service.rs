@@ -190,6 +190,14 @@ fn open_replica(
         };
         state.store(&dir).map_err(storage)?;
     }
+    // The primary's schema file, verbatim, if it is one for this queue's type.
+    if let Some(text) = &hello.schema_json {
+        let fits = crate::descriptor::Schema::from_json(text)
+            .is_ok_and(|s| s.fingerprint == held.fingerprint && s.name == held.type_name);
+        if fits {
+            crate::journal::schema_file::publish(&dir, text).map_err(storage)?;
+        }
+    }
     Ok((journal, dir))
 }
 

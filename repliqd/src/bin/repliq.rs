@@ -1,10 +1,18 @@
 //! `repliq`: inspect, verify and tail queue directories.
 //!
 //! ```text
-//! repliq inspect DIR              JSON: type, fingerprint, segments, sequences, cursors, capacity
+//! repliq inspect DIR              JSON: type, fingerprint, schema, segments, sequences, cursors
 //! repliq verify DIR               check every record's crc; exit code 1 on corruption
-//! repliq tail DIR [--raw] [--from SEQ] [--no-follow]
-//!                                 print records as they arrive: sequence, length (and hex with --raw)
+//! repliq cat DIR [--from SEQ] [--since UNIX_SECONDS]
+//!                                 every stored message as a JSON line (by the queue's schema.json)
+//! repliq tail DIR [--json] [--raw] [--from SEQ] [--since UNIX_SECONDS] [--no-follow]
+//!                                 print records as they arrive: sequence, length (and hex with
+//!                                 --raw), or JSON lines like `cat` with --json
+//!
+//! The reading commands open the queue's files read-only: they work for a user who may only read
+//! them, on a read-only mount, and on a replica while it is being written. A JSON line is
+//! `{"seq":N,"time":T,"message":{..}}` (`time`: write time, nanoseconds since the Unix epoch); a
+//! record that cannot be decoded is reported on stderr with its file and offset and skipped.
 //! repliq promote DIR              make a replica the primary of a new epoch (failover)
 //! ```
 
@@ -35,16 +43,33 @@ enum Command {
         /// The queue directory.
         dir: PathBuf,
     },
+    /// Print every stored message as a JSON line, decoded with the queue's schema.
+    Cat {
+        /// The queue directory.
+        dir: PathBuf,
+        /// Start at this sequence number (default: the first stored record).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Skip records written before this time (Unix seconds, fractions allowed).
+        #[arg(long)]
+        since: Option<f64>,
+    },
     /// Print records as they arrive.
     Tail {
         /// The queue directory.
         dir: PathBuf,
+        /// Print each message as a JSON line, decoded with the queue's schema.
+        #[arg(long, conflicts_with = "raw")]
+        json: bool,
         /// Also print each payload as hex.
         #[arg(long)]
         raw: bool,
         /// Start at this sequence number (default: the first stored record).
         #[arg(long)]
         from: Option<u64>,
+        /// Skip records written before this time (Unix seconds, fractions allowed).
+        #[arg(long)]
+        since: Option<f64>,
         /// Stop at the current end instead of waiting for more.
         #[arg(long)]
         no_follow: bool,
@@ -76,7 +101,17 @@ fn run(cli: Cli) -> repliq::Result<ExitCode> {
         }
         Command::Inspect { dir } => {
             let info = repliq::inspect(&dir)?;
-            let json = serde_json::to_string_pretty(&info)
+            let mut value = serde_json::to_value(&info)
+                .map_err(|e| repliq::QueueError::Other(format!("encoding JSON: {e}")))?;
+            // The message type's descriptor (null for a queue without schema.json).
+            let schema = repliq::read_schema(&dir)?;
+            if let serde_json::Value::Object(map) = &mut value {
+                map.insert(
+                    "schema".into(),
+                    serde_json::to_value(&schema).unwrap_or_default(),
+                );
+            }
+            let json = serde_json::to_string_pretty(&value)
                 .map_err(|e| repliq::QueueError::Other(format!("encoding JSON: {e}")))?;
             println!("{json}");
             Ok(ExitCode::SUCCESS)
@@ -112,12 +147,24 @@ fn run(cli: Cli) -> repliq::Result<ExitCode> {
                 Err(e) => Err(e),
             }
         }
+        Command::Cat { dir, from, since } => print_json(&dir, from, since, false),
+        Command::Tail {
+            dir,
+            json: true,
+            from,
+            since,
+            no_follow,
+            ..
+        } => print_json(&dir, from, since, !no_follow),
         Command::Tail {
             dir,
             raw,
             from,
+            since,
             no_follow,
+            json: false,
         } => {
+            let since = since_nanos(since);
             let mut tailer = repliq::RawTailer::open(&dir, from)?;
             let stdout = std::io::stdout();
             loop {
@@ -132,6 +179,9 @@ fn run(cli: Cli) -> repliq::Result<ExitCode> {
                     }
                     continue;
                 };
+                if rec.time_unix_nanos < since {
+                    continue;
+                }
                 let mut out = stdout.lock();
                 let written = if raw {
                     writeln!(
@@ -149,6 +199,76 @@ fn run(cli: Cli) -> repliq::Result<ExitCode> {
                     return Ok(ExitCode::SUCCESS);
                 }
             }
+        }
+    }
+}
+
+/// `--since` in nanoseconds since the Unix epoch (0 without it).
+fn since_nanos(since: Option<f64>) -> u64 {
+    since.map_or(0, |s| (s.max(0.0) * 1e9) as u64)
+}
+
+/// `repliq cat` and `repliq tail --json`: each record as `{"seq","time","message"}` on a line.
+/// Records that cannot be decoded are reported on stderr (file, offset, reason) and skipped.
+fn print_json(
+    dir: &std::path::Path,
+    from: Option<u64>,
+    since: Option<f64>,
+    follow: bool,
+) -> repliq::Result<ExitCode> {
+    let Some(schema) = repliq::read_schema(dir)? else {
+        return Err(repliq::QueueError::Other(format!(
+            "{} has no schema.json (created by a repliq without schema files, and not opened by a \
+             typed handle since); `repliq tail --raw` prints the bytes",
+            dir.display()
+        )));
+    };
+    let since = since_nanos(since);
+    let mut tailer = repliq::RawTailer::open(dir, from)?;
+    let stdout = std::io::stdout();
+    let mut damaged = false;
+    loop {
+        let next = if follow {
+            tailer.next_timeout(Duration::from_secs(1))?
+        } else {
+            tailer.try_next()?
+        };
+        let Some(rec) = next else {
+            if follow {
+                continue;
+            }
+            return Ok(if damaged {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            });
+        };
+        if rec.time_unix_nanos < since {
+            continue;
+        }
+        let message = match repliq::descriptor::to_json(&schema.root, &rec.payload) {
+            Ok(m) => m,
+            Err(e) => {
+                damaged = true;
+                eprintln!(
+                    "repliq: {} offset {}: record {} ({} bytes) skipped: {e}",
+                    rec.file.display(),
+                    rec.offset,
+                    rec.seq,
+                    rec.payload.len()
+                );
+                continue;
+            }
+        };
+        let line = serde_json::json!({
+            "seq": rec.seq,
+            "time": rec.time_unix_nanos,
+            "message": message,
+        });
+        let mut out = stdout.lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            // Reader went away (e.g. `| head`).
+            return Ok(ExitCode::SUCCESS);
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct Hello {
     pub index_interval: u32,
     #[prost(uint32, tag = "10")]
     pub max_payload: u32,
+    /// The primary's `schema.json` (docs/FORMAT.md, "Schema file"), if it has one. A replica without
+    /// one stores it, so tools can read the replica's records without the Rust type.
+    #[prost(string, optional, tag = "11")]
+    pub schema_json: ::core::option::Option<::prost::alloc::string::String>,
 }
 /// A contiguous range of one segment file holding committed records (with any padding between
 /// them), exactly as the primary's journal holds them.
