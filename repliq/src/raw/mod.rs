@@ -6,6 +6,7 @@
 
 pub(crate) mod clock;
 mod codec;
+pub(crate) mod crc;
 pub(crate) mod futex;
 mod mmap;
 
