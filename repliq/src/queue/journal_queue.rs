@@ -149,10 +149,9 @@ impl<T: Message> JournalQueue<T> {
 
     fn appender(&mut self) -> Result<&mut Appender> {
         if self.appender.is_none() {
-            self.appender = Some(Appender::new(
-                self.journal.clone(),
-                self.options.durability,
-            )?);
+            let mut appender = Appender::new(self.journal.clone(), self.options.durability)?;
+            appender.set_precise_time(self.options.precise_timestamps);
+            self.appender = Some(appender);
         }
         match self.appender.as_mut() {
             Some(a) => Ok(a),

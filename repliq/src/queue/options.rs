@@ -36,6 +36,7 @@ pub struct QueueOptions {
     pub(crate) verify_checksums: bool,
     pub(crate) prefault: bool,
     pub(crate) delete_consumed: bool,
+    pub(crate) precise_timestamps: bool,
 }
 
 impl Default for QueueOptions {
@@ -52,6 +53,7 @@ impl Default for QueueOptions {
             verify_checksums: true,
             prefault: false,
             delete_consumed: false,
+            precise_timestamps: false,
         }
     }
 }
@@ -125,6 +127,16 @@ impl QueueOptions {
     /// when the last mapping goes away.
     pub fn delete_consumed_segments(mut self, on: bool) -> Self {
         self.delete_consumed = on;
+        self
+    }
+
+    /// Stamp each record this handle writes with the full-resolution wall clock
+    /// (`CLOCK_REALTIME`, ~25 ns per message) instead of the default coarse one
+    /// (`CLOCK_REALTIME_COARSE`: the time of the last timer tick, 1–4 ms resolution, ~4 ns).
+    /// The record time is informational (`inspect`, `tail`, [`RawRecord`](crate::RawRecord));
+    /// ordering is by sequence number either way.
+    pub fn precise_timestamps(mut self, precise: bool) -> Self {
+        self.precise_timestamps = precise;
         self
     }
 
