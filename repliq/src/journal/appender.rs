@@ -58,6 +58,9 @@ pub(crate) struct Appender {
     precise_time: bool,
 }
 
+/// How long a producer that needs a new segment waits for the spare file being prepared.
+const SPARE_WAIT: Duration = Duration::from_secs(2);
+
 /// Where the tail is.
 enum Tail {
     /// An EMPTY header in the current segment, at `pos`.
@@ -246,7 +249,10 @@ impl Appender {
                     write_record_fields(&seg.map, pos, seq, len, self.precise_time);
                     if header::commit(word, reserved, len as u32) {
                         seg.index_record(seq, pos);
-                        if self.spare_for != seg.first_seq && pos > seg.size / 2 {
+                        // The successor's file is prepared as soon as this segment is being
+                        // written: a fast producer fills a segment in milliseconds, and
+                        // preparing (allocate, zero, map writable) takes about as long.
+                        if self.spare_for != seg.first_seq {
                             self.spare_for = seg.first_seq;
                             self.journal.prepare_spare();
                         }
@@ -292,7 +298,7 @@ impl Appender {
         let header_bytes = segment::encode_header(&config, first_seq);
         let sync = self.durability != Durability::PageCache;
         let path = self.journal.dir.join(segment::segment_name(first_seq));
-        if let Some(mut spare) = self.journal.take_spare()
+        if let Some(mut spare) = self.journal.take_spare(SPARE_WAIT)
             && let Some(map) = spare.map.take()
         {
             if path.exists() {

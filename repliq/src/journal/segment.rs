@@ -67,7 +67,6 @@ impl Segment {
         dir: &Path,
         config: &MetaConfig,
         first_seq: u64,
-        populate: bool,
     ) -> Result<Option<Segment>> {
         let path = dir.join(segment_name(first_seq));
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
@@ -142,7 +141,9 @@ impl Segment {
             segment_geometry(config.segment_size, config.index_interval);
         let size = usize::try_from(config.segment_size)
             .map_err(|_| corrupt(S_SEGMENT_SIZE, "segment too large for this platform".into()))?;
-        let map = MappedFile::map(&file, size, populate)
+        // Never MAP_POPULATE here: this runs on the hot path of whoever first needs the
+        // segment. `Journal::segment` pre-faults it in the background instead.
+        let map = MappedFile::map(&file, size, false)
             .map_err(|e| QueueError::io(format!("mapping {}", path.display()), e))?;
         Ok(Some(Segment {
             path,

@@ -190,7 +190,12 @@ impl QueueOptions {
     /// [`QueueError::Io`].
     pub fn create<T: Message>(self, path: impl AsRef<Path>) -> Result<JournalQueue<T>> {
         let config = self.meta_config::<T>()?;
-        let (journal, _) = Journal::create_or_open(path.as_ref(), &config, self.prefault)?;
+        let (journal, created) = Journal::create_or_open(path.as_ref(), &config, self.prefault)?;
+        if created {
+            // A new queue is about to be written: prepare the first segment's file (allocated,
+            // zeroed, mapped writable) in the background now rather than on the first enqueue.
+            journal.prepare_spare();
+        }
         JournalQueue::from_journal(journal, self)
     }
 

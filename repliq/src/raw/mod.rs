@@ -4,6 +4,7 @@
 //! and every `unsafe fn` a `# Safety` section. Code outside this module is compiled with
 //! `#![deny(unsafe_code)]`.
 
+pub(crate) mod background;
 pub(crate) mod clock;
 mod codec;
 pub(crate) mod crc;
@@ -11,4 +12,4 @@ pub(crate) mod futex;
 mod mmap;
 
 pub use codec::access_unchecked;
-pub(crate) use mmap::{MappedFile, preallocate};
+pub(crate) use mmap::{MappedFile, Prefault, preallocate};
