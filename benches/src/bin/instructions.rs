@@ -32,7 +32,7 @@ type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 const WARMUP: u64 = 64;
 
 /// Every operation the worker can count.
-const OPS: &[&str] = &["enqueue", "dequeue", "read", "read_unchecked"];
+const OPS: &[&str] = &["enqueue", "enqueue_bytes", "dequeue", "read", "read_unchecked"];
 
 fn main() -> BoxResult<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -135,10 +135,15 @@ fn worker(args: &[String]) -> BoxResult<()> {
         .max_message_size(64 << 10)
         .create::<BenchMsg>(&path)?;
     let msg = BenchMsg::of_size(size);
+    let bytes = repliq::to_bytes(&msg)?;
     match op.as_str() {
         "enqueue" => {
             fill(&mut q, &msg, WARMUP)?;
             counted_enqueue(&mut q, &msg, n)?;
+        }
+        "enqueue_bytes" => {
+            fill(&mut q, &msg, WARMUP)?;
+            counted_enqueue_bytes(&mut q, &bytes, n)?;
         }
         "dequeue" | "read" | "read_unchecked" => {
             fill(&mut q, &msg, total)?;
@@ -170,6 +175,14 @@ fn fill(q: &mut JournalQueue<BenchMsg>, msg: &BenchMsg, n: u64) -> BoxResult<()>
 fn counted_enqueue(q: &mut JournalQueue<BenchMsg>, msg: &BenchMsg, n: u64) -> BoxResult<()> {
     for _ in 0..n {
         black_box(q.enqueue(black_box(msg))?);
+    }
+    Ok(())
+}
+
+#[inline(never)]
+fn counted_enqueue_bytes(q: &mut JournalQueue<BenchMsg>, bytes: &[u8], n: u64) -> BoxResult<()> {
+    for _ in 0..n {
+        black_box(q.enqueue_bytes(black_box(bytes))?);
     }
     Ok(())
 }

@@ -184,14 +184,57 @@ impl<T: Message> JournalQueue<T> {
     /// Appends `message` under the current replication policy and returns its sequence number
     /// and, when the queue replicates synchronously, how long to wait for the acknowledgement.
     pub(crate) fn append(&mut self, message: &T) -> Result<(u64, Option<Duration>)> {
+        self.append_with(|slot| crate::message::serialize_into(message, slot))
+    }
+
+    /// [`JournalQueue::append`] with a payload writer: `write` fills the (16-byte aligned) slot
+    /// and returns the length written.
+    fn append_with(
+        &mut self,
+        write: impl FnMut(&mut [std::mem::MaybeUninit<u8>]) -> Result<usize>,
+    ) -> Result<(u64, Option<Duration>)> {
         let policy = self.journal.policy();
         self.check_policy(&policy)?;
-        let seq = self
-            .appender()?
-            .append(|slot| crate::message::serialize_into(message, slot))?;
+        let seq = self.appender()?.append(write)?;
         self.epoch = Some(policy.epoch);
         let wait = (policy.required_acks > 0).then_some(policy.ack_timeout);
         Ok((seq, wait))
+    }
+
+    /// Appends a message that is already serialized, without serializing it again: `bytes` are
+    /// exactly what [`to_bytes`](crate::to_bytes) or [`serialize_into`](crate::serialize_into)
+    /// produced for a `T` (a message built once and sent many times, or bytes received from
+    /// elsewhere), starting at a multiple of [`PAYLOAD_ALIGN`](crate::PAYLOAD_ALIGN). They are
+    /// validated as an archived `T` first (so readers that skip validation stay sound), then
+    /// copied into the mapped slot. Otherwise as [`JournalQueue::enqueue`].
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Deserialization`] if `bytes` are misaligned or not a valid archived `T`
+    /// (nothing is written); [`QueueError::Serialization`] if they exceed the maximum message
+    /// size; as [`JournalQueue::enqueue`].
+    pub fn enqueue_bytes(&mut self, bytes: &[u8]) -> Result<u64> {
+        crate::access::<T>(bytes)?;
+        let (seq, wait) = self.append_with(|slot| {
+            if bytes.len() > slot.len() {
+                return Err(QueueError::Serialization {
+                    type_name: T::NAME,
+                    reason: format!(
+                        "a {}-byte message does not fit a slot of {} bytes",
+                        bytes.len(),
+                        slot.len()
+                    ),
+                });
+            }
+            for (dst, src) in slot.iter_mut().zip(bytes) {
+                dst.write(*src);
+            }
+            Ok(bytes.len())
+        })?;
+        if let Some(timeout) = wait {
+            crate::journal::wait_acked(&self.journal, seq, timeout)?;
+        }
+        Ok(seq)
     }
 
     /// Appends `message`, serialized straight into the mapped segment, and returns its sequence
