@@ -192,27 +192,39 @@ impl Appender {
         let max_extent =
             committed_extent(self.journal.config().max_payload as usize).min(header::MAX_EXTENT);
         loop {
-            let seg = match self.find_tail(true)? {
-                Tail::NeedSegment => {
-                    self.check_capacity(self.walk.seq)?;
-                    if let Some((seg, len)) = self.create_segment_with(&mut write)? {
-                        let seq = self.walk.seq;
-                        self.walk = Walk::new(
-                            Some(seg.clone()),
-                            seg.data_start + committed_extent(len),
-                            seq + 1,
-                        );
-                        let meta = &self.journal.meta;
-                        notify::wake(meta.data_notify(), meta.data_waiters());
-                        self.after_commit(&seg, seg.data_start)?;
-                        return Ok(seq);
+            // The common case, without building an `Entry`: the walk's position (just after
+            // this appender's last record) is still EMPTY. Exactly what `find_tail` concludes
+            // from `Entry::Empty` there.
+            let fast = self.walk.seg.as_ref().filter(|seg| {
+                self.walk.pos + RECORD_HEADER <= seg.size
+                    && seg
+                        .header_word(self.walk.pos)
+                        .is_some_and(|w| w.load(Ordering::Acquire) == 0)
+            });
+            let seg = match fast {
+                Some(seg) => seg.clone(),
+                None => match self.find_tail(true)? {
+                    Tail::NeedSegment => {
+                        self.check_capacity(self.walk.seq)?;
+                        if let Some((seg, len)) = self.create_segment_with(&mut write)? {
+                            let seq = self.walk.seq;
+                            self.walk = Walk::new(
+                                Some(seg.clone()),
+                                seg.data_start + committed_extent(len),
+                                seq + 1,
+                            );
+                            let meta = &self.journal.meta;
+                            notify::wake(meta.data_notify(), meta.data_waiters());
+                            self.after_commit(&seg, seg.data_start)?;
+                            return Ok(seq);
+                        }
+                        // Another appender created it first: append there.
+                        continue;
                     }
-                    // Another appender created it first: append there.
-                    continue;
-                }
-                Tail::Here => match self.walk.seg.clone() {
-                    Some(seg) => seg,
-                    None => continue,
+                    Tail::Here => match self.walk.seg.clone() {
+                        Some(seg) => seg,
+                        None => continue,
+                    },
                 },
             };
             self.check_capacity(self.walk.seq)?;
@@ -359,6 +371,7 @@ impl Appender {
         Ok(Some((seg, len)))
     }
 
+    #[inline]
     fn after_commit(&mut self, seg: &Arc<Segment>, pos: usize) -> Result<()> {
         match self.durability {
             Durability::PageCache => Ok(()),

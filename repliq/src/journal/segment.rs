@@ -63,11 +63,7 @@ pub(crate) fn create(dir: &Path, config: &MetaConfig, first_seq: u64) -> Result<
 impl Segment {
     /// Opens and maps a segment, checking its header against the queue's configuration.
     /// `Ok(None)` if the file does not exist.
-    pub(crate) fn open(
-        dir: &Path,
-        config: &MetaConfig,
-        first_seq: u64,
-    ) -> Result<Option<Segment>> {
+    pub(crate) fn open(dir: &Path, config: &MetaConfig, first_seq: u64) -> Result<Option<Segment>> {
         let path = dir.join(segment_name(first_seq));
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,

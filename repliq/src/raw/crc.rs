@@ -77,7 +77,11 @@ mod tests {
         for len in (0..80).chain([511, 512, 513, 1024, 2047]) {
             for off in 0..3 {
                 let p = &data[off..off + len];
-                let (seq, l, t) = (0x0102_0304_0506_0708 + len as u64, len as u32, 42 + off as u64);
+                let (seq, l, t) = (
+                    0x0102_0304_0506_0708 + len as u64,
+                    len as u32,
+                    42 + off as u64,
+                );
                 assert_eq!(
                     record_crc(seq, l, t, p),
                     record_crc_portable(seq, l, t, p),
