@@ -173,6 +173,7 @@ impl Segment {
     }
 
     /// The header word of the record at `pos`, if `pos` is a valid record position.
+    #[inline]
     pub(crate) fn header_word(&self, pos: usize) -> Option<&AtomicU64> {
         if pos < self.data_start
             || !pos.is_multiple_of(RECORD_ALIGN)
@@ -191,6 +192,7 @@ impl Segment {
     }
 
     /// Records `pos` as the position of sequence `seq` if `seq` is an index point.
+    #[inline]
     pub(crate) fn index_record(&self, seq: u64, pos: usize) {
         let rel = seq.wrapping_sub(self.first_seq);
         if !rel.is_multiple_of(u64::from(self.index_interval)) {
@@ -256,6 +258,7 @@ impl Segment {
     /// The caller acquire-loaded the header word at `pos` as COMMITTED with length `len` (or
     /// ABANDONED/END covering the range: bytes no one writes any more).
     #[allow(unsafe_code)]
+    #[inline]
     pub(crate) unsafe fn payload(&self, pos: usize, len: usize) -> Option<&[u8]> {
         // SAFETY: committed payload bytes are never written again (the caller's guarantee).
         unsafe { self.map.committed(pos + RECORD_HEADER, len) }
@@ -267,6 +270,7 @@ impl Segment {
     ///
     /// The caller acquire-loaded the header word at `pos` as COMMITTED.
     #[allow(unsafe_code)]
+    #[inline]
     pub(crate) unsafe fn header_fields(&self, pos: usize) -> Option<(u64, u32, u32, u64)> {
         // SAFETY: the fields of a committed header were written before its release-CAS and are
         // never written again (the caller's guarantee).

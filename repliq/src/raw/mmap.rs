@@ -117,6 +117,7 @@ impl MappedFile {
         false
     }
 
+    #[inline]
     fn in_bounds(&self, offset: usize, len: usize) -> bool {
         offset
             .checked_add(len)
@@ -124,6 +125,7 @@ impl MappedFile {
     }
 
     /// The 8-byte aligned word at `offset`, as an atomic. `None` if out of bounds or misaligned.
+    #[inline]
     pub(crate) fn atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
         if !offset.is_multiple_of(8) || !self.in_bounds(offset, 8) {
             return None;
@@ -138,6 +140,7 @@ impl MappedFile {
     }
 
     /// The 4-byte aligned word at `offset`, as an atomic. `None` if out of bounds or misaligned.
+    #[inline]
     pub(crate) fn atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {
         if !offset.is_multiple_of(4) || !self.in_bounds(offset, 4) {
             return None;
@@ -154,6 +157,7 @@ impl MappedFile {
     /// found the range through an acquire-load of a committed record header (or a published
     /// cursor slot, or fixed header fields written before the file was published), or owns it
     /// (its own reservation or unpublished file, with no `with_slot`/`write` borrow alive).
+    #[inline]
     pub(crate) unsafe fn committed(&self, offset: usize, len: usize) -> Option<&[u8]> {
         if !self.in_bounds(offset, len) {
             return None;
