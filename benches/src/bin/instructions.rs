@@ -32,7 +32,14 @@ type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 const WARMUP: u64 = 64;
 
 /// Every operation the worker can count.
-const OPS: &[&str] = &["enqueue", "enqueue_bytes", "dequeue", "read", "read_unchecked"];
+const OPS: &[&str] = &[
+    "enqueue",
+    "enqueue_bytes",
+    "dequeue",
+    "read",
+    "read_unchecked",
+    "read_batch",
+];
 
 fn main() -> BoxResult<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -145,7 +152,7 @@ fn worker(args: &[String]) -> BoxResult<()> {
             fill(&mut q, &msg, WARMUP)?;
             counted_enqueue_bytes(&mut q, &bytes, n)?;
         }
-        "dequeue" | "read" | "read_unchecked" => {
+        "dequeue" | "read" | "read_unchecked" | "read_batch" => {
             fill(&mut q, &msg, total)?;
             for _ in 0..WARMUP {
                 q.dequeue()?.ok_or("queue empty during warm-up")?;
@@ -153,6 +160,7 @@ fn worker(args: &[String]) -> BoxResult<()> {
             let got = match op.as_str() {
                 "dequeue" => counted_dequeue(&mut q, n)?,
                 "read" => counted_read(&mut q, n)?,
+                "read_batch" => counted_read_batch(&mut q, n)?,
                 _ => counted_read_unchecked(&mut q, n)?,
             };
             if got != n {
@@ -205,6 +213,23 @@ fn counted_read(q: &mut JournalQueue<BenchMsg>, n: u64) -> BoxResult<u64> {
         if q.read(|m| black_box(m.seq.to_native()))?.is_some() {
             got += 1;
         }
+    }
+    Ok(got)
+}
+
+/// `read_batch` in batches of 64 messages (one cursor move each).
+#[inline(never)]
+fn counted_read_batch(q: &mut JournalQueue<BenchMsg>, n: u64) -> BoxResult<u64> {
+    let mut got = 0;
+    while got < n {
+        let want = (n - got).min(64) as usize;
+        let k = q.read_batch(want, |_, m| {
+            black_box(m.seq.to_native());
+        })?;
+        if k == 0 {
+            break;
+        }
+        got += k as u64;
     }
     Ok(got)
 }
