@@ -71,7 +71,9 @@ fn main() -> BoxResult<()> {
         let mut worst = 0u64;
         let mut last = Instant::now();
         while got < count {
-            if r.read(|m| std::hint::black_box(m.seq.to_native()))?.is_some() {
+            if r.read(|m| std::hint::black_box(m.seq.to_native()))?
+                .is_some()
+            {
                 let now = Instant::now();
                 if got > 0 {
                     worst = worst.max(now.duration_since(last).as_nanos() as u64);
