@@ -232,6 +232,13 @@ pub(crate) fn claim<W: Word + ?Sized>(word: &W, seq: u64) -> Result<(), u64> {
         .map(|_| ())
 }
 
+/// Claims records `from..from + count` at once: CAS `from` → `from + count`. `Err(current)` if
+/// another handle of the same name moved the cursor first (then none of them is claimed).
+pub(crate) fn claim_range<W: Word + ?Sized>(word: &W, from: u64, count: u64) -> Result<(), u64> {
+    word.compare_exchange(from, from + count, Ordering::AcqRel, Ordering::Acquire)
+        .map(|_| ())
+}
+
 /// The home slot of `name` (where its probe starts).
 #[cfg(test)]
 pub(crate) fn find_home(name: &str) -> usize {

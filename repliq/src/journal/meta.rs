@@ -232,6 +232,7 @@ impl Meta {
         Ok(Meta { path, config, map })
     }
 
+    #[inline]
     fn u64_at(&self, off: usize) -> &AtomicU64 {
         // The offsets are constants inside META_SIZE and 8-aligned; the mapping is META_SIZE long.
         self.map
@@ -239,49 +240,63 @@ impl Meta {
             .unwrap_or_else(|| unreachable!("meta offset {off} is a constant inside the file"))
     }
 
+    #[inline]
     fn u32_at(&self, off: usize) -> &AtomicU32 {
         self.map
             .atomic_u32(off)
             .unwrap_or_else(|| unreachable!("meta offset {off} is a constant inside the file"))
     }
 
+    #[inline]
     pub(crate) fn epoch(&self) -> &AtomicU64 {
         self.u64_at(M_EPOCH)
     }
+    #[inline]
     pub(crate) fn role(&self) -> &AtomicU32 {
         self.u32_at(M_ROLE)
     }
+    #[inline]
     pub(crate) fn required_acks(&self) -> &AtomicU32 {
         self.u32_at(M_REQUIRED_ACKS)
     }
+    #[inline]
     pub(crate) fn ack_timeout_ms(&self) -> &AtomicU64 {
         self.u64_at(M_ACK_TIMEOUT_MS)
     }
+    #[inline]
     pub(crate) fn acked(&self) -> &AtomicU64 {
         self.u64_at(M_ACKED)
     }
+    #[inline]
     pub(crate) fn ack_notify(&self) -> &AtomicU32 {
         self.u32_at(M_ACK_NOTIFY)
     }
+    #[inline]
     pub(crate) fn ack_waiters(&self) -> &AtomicU32 {
         self.u32_at(M_ACK_WAITERS)
     }
+    #[inline]
     pub(crate) fn data_notify(&self) -> &AtomicU32 {
         self.u32_at(M_DATA_NOTIFY)
     }
+    #[inline]
     pub(crate) fn data_waiters(&self) -> &AtomicU32 {
         self.u32_at(M_DATA_WAITERS)
     }
+    #[inline]
     pub(crate) fn space_notify(&self) -> &AtomicU32 {
         self.u32_at(M_SPACE_NOTIFY)
     }
+    #[inline]
     pub(crate) fn space_waiters(&self) -> &AtomicU32 {
         self.u32_at(M_SPACE_WAITERS)
     }
 
+    #[inline]
     pub(crate) fn cursor_state(&self, slot: usize) -> &AtomicU64 {
         self.u64_at(M_CURSORS + slot * CURSOR_ENTRY + C_STATE)
     }
+    #[inline]
     pub(crate) fn cursor_next(&self, slot: usize) -> &AtomicU64 {
         self.u64_at(M_CURSORS + slot * CURSOR_ENTRY + C_NEXT)
     }
@@ -325,6 +340,7 @@ impl Meta {
             .map_err(|e| QueueError::io(format!("msync {}", self.path.display()), e))
     }
 
+    #[inline]
     pub(crate) fn load_cursor(&self, slot: usize) -> u64 {
         self.cursor_next(slot).load(Ordering::Acquire)
     }

@@ -63,6 +63,8 @@ pub(crate) struct Journal {
     pub read_only: bool,
     waiters: wait::AsyncWaiters,
     spare: Mutex<SpareState>,
+    /// Signalled when a spare being prepared is ready (or failed).
+    spare_done: std::sync::Condvar,
     delete_consumed: std::sync::atomic::AtomicBool,
 }
 
@@ -134,6 +136,7 @@ impl Journal {
             read_only,
             waiters: wait::AsyncWaiters::default(),
             spare: Mutex::new(SpareState::None),
+            spare_done: std::sync::Condvar::new(),
             delete_consumed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
@@ -184,19 +187,25 @@ impl Journal {
         if let Some(seg) = cache.get(&first_seq).and_then(Weak::upgrade) {
             return Ok(Some(seg));
         }
-        let Some(seg) = Segment::open(
-            &self.dir,
-            &self.meta.config,
-            first_seq,
-            self.populate,
-            self.read_only,
-        )?
+        let Some(seg) = Segment::open(&self.dir, &self.meta.config, first_seq, self.read_only)?
         else {
             return Ok(None);
         };
         let seg = Arc::new(seg);
         cache.retain(|_, w| w.strong_count() > 0);
         cache.insert(first_seq, Arc::downgrade(&seg));
+        drop(cache);
+        if self.populate {
+            // Off the caller's path: the page cache already holds the pages (the writer's spare
+            // was pre-faulted when it was made), this maps them into this process. A reader
+            // starting at the segment's beginning races ahead of it only for the first pages.
+            let weak = Arc::downgrade(&seg);
+            crate::raw::background::run(move || {
+                if let Some(seg) = weak.upgrade() {
+                    seg.map.prefault(0, seg.size, crate::raw::Prefault::Read);
+                }
+            });
+        }
         Ok(Some(seg))
     }
 
@@ -237,9 +246,19 @@ impl Journal {
         }
     }
 
-    /// Takes the prepared spare segment file, if one is ready.
-    pub(crate) fn take_spare(&self) -> Option<Spare> {
+    /// Takes the prepared spare segment file, if one is ready; if one is being prepared, waits
+    /// for it up to `wait`. Waiting is cheaper than making another file: that would do the same
+    /// work (allocate, zero, fault in) on the producer's thread while the preparing thread
+    /// competes for the same CPU and disk.
+    pub(crate) fn take_spare(&self, wait: std::time::Duration) -> Option<Spare> {
         let mut state = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, SpareState::Preparing) && !wait.is_zero() {
+            state = self
+                .spare_done
+                .wait_timeout_while(state, wait, |s| matches!(s, SpareState::Preparing))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
         match std::mem::take(&mut *state) {
             SpareState::Ready(spare) => Some(spare),
             other => {
@@ -285,10 +304,14 @@ impl Journal {
                     Some(spare) => SpareState::Ready(spare),
                     None => SpareState::None,
                 };
+                drop(state);
+                journal.spare_done.notify_all();
             });
         if spawned.is_err() {
             let mut state = self.spare.lock().unwrap_or_else(|p| p.into_inner());
             *state = SpareState::None;
+            drop(state);
+            self.spare_done.notify_all();
         }
     }
 
@@ -309,10 +332,16 @@ impl Journal {
             .map_err(|e| QueueError::io(format!("allocating {}", spare.tmp.display()), e))?;
         let size = usize::try_from(len)
             .map_err(|_| QueueError::InvalidConfig(format!("file size {len} too large")))?;
-        // MAP_POPULATE: the kernel allocates and zeroes the page-cache pages here, in this
-        // background thread, instead of on the producer's first touch.
-        let map = crate::raw::MappedFile::map(&file, size, true)
+        // The kernel allocates and zeroes the page-cache pages here, in this background thread,
+        // and (MADV_POPULATE_WRITE) maps them writable, running the file system's first-write
+        // work too: the producer's stores into the new segment then take no page fault at all.
+        // (MAP_POPULATE would map them read-only on a file system that tracks dirty pages, and
+        // leave a write fault per page to the producer.)
+        let map = crate::raw::MappedFile::map(&file, size, false)
             .map_err(|e| QueueError::io(format!("mapping {}", spare.tmp.display()), e))?;
+        if !map.prefault(0, size, crate::raw::Prefault::Write) {
+            map.prefault(0, size, crate::raw::Prefault::Read);
+        }
         spare.map = Some(map);
         Ok(spare)
     }

@@ -67,7 +67,6 @@ impl Segment {
         dir: &Path,
         config: &MetaConfig,
         first_seq: u64,
-        populate: bool,
         read_only: bool,
     ) -> Result<Option<Segment>> {
         let path = dir.join(segment_name(first_seq));
@@ -143,10 +142,12 @@ impl Segment {
             segment_geometry(config.segment_size, config.index_interval);
         let size = usize::try_from(config.segment_size)
             .map_err(|_| corrupt(S_SEGMENT_SIZE, "segment too large for this platform".into()))?;
+        // Never MAP_POPULATE here: this runs on the hot path of whoever first needs the
+        // segment. `Journal::segment` pre-faults it in the background instead.
         let map = if read_only {
             MappedFile::map_read_only(&file, size)
         } else {
-            MappedFile::map(&file, size, populate)
+            MappedFile::map(&file, size, false)
         }
         .map_err(|e| QueueError::io(format!("mapping {}", path.display()), e))?;
         Ok(Some(Segment {
@@ -181,6 +182,7 @@ impl Segment {
     }
 
     /// The header word of the record at `pos`, if `pos` is a valid record position.
+    #[inline]
     pub(crate) fn header_word(&self, pos: usize) -> Option<&AtomicU64> {
         if pos < self.data_start
             || !pos.is_multiple_of(RECORD_ALIGN)
@@ -199,6 +201,7 @@ impl Segment {
     }
 
     /// Records `pos` as the position of sequence `seq` if `seq` is an index point.
+    #[inline]
     pub(crate) fn index_record(&self, seq: u64, pos: usize) {
         let rel = seq.wrapping_sub(self.first_seq);
         if !rel.is_multiple_of(u64::from(self.index_interval)) {
@@ -264,6 +267,7 @@ impl Segment {
     /// The caller acquire-loaded the header word at `pos` as COMMITTED with length `len` (or
     /// ABANDONED/END covering the range: bytes no one writes any more).
     #[allow(unsafe_code)]
+    #[inline]
     pub(crate) unsafe fn payload(&self, pos: usize, len: usize) -> Option<&[u8]> {
         // SAFETY: committed payload bytes are never written again (the caller's guarantee).
         unsafe { self.map.committed(pos + RECORD_HEADER, len) }
@@ -275,6 +279,7 @@ impl Segment {
     ///
     /// The caller acquire-loaded the header word at `pos` as COMMITTED.
     #[allow(unsafe_code)]
+    #[inline]
     pub(crate) unsafe fn header_fields(&self, pos: usize) -> Option<(u64, u32, u32, u64)> {
         // SAFETY: the fields of a committed header were written before its release-CAS and are
         // never written again (the caller's guarantee).

@@ -149,10 +149,9 @@ impl<T: Message> JournalQueue<T> {
 
     fn appender(&mut self) -> Result<&mut Appender> {
         if self.appender.is_none() {
-            self.appender = Some(Appender::new(
-                self.journal.clone(),
-                self.options.durability,
-            )?);
+            let mut appender = Appender::new(self.journal.clone(), self.options.durability)?;
+            appender.set_precise_time(self.options.precise_timestamps);
+            self.appender = Some(appender);
         }
         match self.appender.as_mut() {
             Some(a) => Ok(a),
@@ -185,14 +184,57 @@ impl<T: Message> JournalQueue<T> {
     /// Appends `message` under the current replication policy and returns its sequence number
     /// and, when the queue replicates synchronously, how long to wait for the acknowledgement.
     pub(crate) fn append(&mut self, message: &T) -> Result<(u64, Option<Duration>)> {
+        self.append_with(|slot| crate::message::serialize_into(message, slot))
+    }
+
+    /// [`JournalQueue::append`] with a payload writer: `write` fills the (16-byte aligned) slot
+    /// and returns the length written.
+    fn append_with(
+        &mut self,
+        write: impl FnMut(&mut [std::mem::MaybeUninit<u8>]) -> Result<usize>,
+    ) -> Result<(u64, Option<Duration>)> {
         let policy = self.journal.policy();
         self.check_policy(&policy)?;
-        let seq = self
-            .appender()?
-            .append(|slot| crate::message::serialize_into(message, slot))?;
+        let seq = self.appender()?.append(write)?;
         self.epoch = Some(policy.epoch);
         let wait = (policy.required_acks > 0).then_some(policy.ack_timeout);
         Ok((seq, wait))
+    }
+
+    /// Appends a message that is already serialized, without serializing it again: `bytes` are
+    /// exactly what [`to_bytes`](crate::to_bytes) or [`serialize_into`](crate::serialize_into)
+    /// produced for a `T` (a message built once and sent many times, or bytes received from
+    /// elsewhere), starting at a multiple of [`PAYLOAD_ALIGN`](crate::PAYLOAD_ALIGN). They are
+    /// validated as an archived `T` first (so readers that skip validation stay sound), then
+    /// copied into the mapped slot. Otherwise as [`JournalQueue::enqueue`].
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Deserialization`] if `bytes` are misaligned or not a valid archived `T`
+    /// (nothing is written); [`QueueError::Serialization`] if they exceed the maximum message
+    /// size; as [`JournalQueue::enqueue`].
+    pub fn enqueue_bytes(&mut self, bytes: &[u8]) -> Result<u64> {
+        crate::access::<T>(bytes)?;
+        let (seq, wait) = self.append_with(|slot| {
+            if bytes.len() > slot.len() {
+                return Err(QueueError::Serialization {
+                    type_name: T::NAME,
+                    reason: format!(
+                        "a {}-byte message does not fit a slot of {} bytes",
+                        bytes.len(),
+                        slot.len()
+                    ),
+                });
+            }
+            for (dst, src) in slot.iter_mut().zip(bytes) {
+                dst.write(*src);
+            }
+            Ok(bytes.len())
+        })?;
+        if let Some(timeout) = wait {
+            crate::journal::wait_acked(&self.journal, seq, timeout)?;
+        }
+        Ok(seq)
     }
 
     /// Appends `message`, serialized straight into the mapped segment, and returns its sequence
@@ -353,6 +395,56 @@ impl<T: Message> JournalQueue<T> {
             // Another handle with the same name took it first: `f` saw a message this handle
             // does not get. Go on with the next one.
         }
+    }
+
+    /// Zero-copy consume of up to `max` messages with **one** cursor move: runs `f` on each
+    /// next message in place (validated, with its sequence number), then moves the cursor past
+    /// all of them with a single compare-and-swap. Returns how many this handle consumed.
+    ///
+    /// What the delivery guarantee becomes: still at-least-once, but per batch. The cursor moves
+    /// only after `f` has seen the whole batch, so a consumer killed in the middle of a batch sees
+    /// all of it again (up to `max` messages redelivered instead of one). With competing handles
+    /// of the same consumer name, a handle whose cursor move loses against another's gets none
+    /// of the batch (`Ok(0)`), though `f` saw it, as with [`JournalQueue::read`]; with one handle
+    /// per name, nothing changes but the count of atomic operations on the shared cursor (and of
+    /// wake-ups of producers waiting for room: one per batch).
+    ///
+    /// # Errors
+    ///
+    /// As [`JournalQueue::read`]; on an error nothing of the batch is consumed.
+    pub fn read_batch(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(u64, &Archived<T>),
+    ) -> Result<usize> {
+        let Some((from, first)) = self.next_record()? else {
+            return Ok(0);
+        };
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(0);
+        };
+        let mut rec = first;
+        let mut n = 0u64;
+        loop {
+            f(rec.seq, crate::access::<T>(rec.payload())?);
+            reader.advance(&rec);
+            n += 1;
+            if n as usize >= max {
+                break;
+            }
+            match reader.peek()? {
+                Some(next) => rec = next,
+                None => break,
+            }
+        }
+        if cursor::claim_range(self.journal.meta.cursor_next(self.slot), from, n).is_err() {
+            // Another handle of this name moved the cursor: none of the batch is ours. The
+            // reader is repositioned at the cursor by the next call (`next_record`).
+            return Ok(0);
+        }
+        let meta = &self.journal.meta;
+        notify::wake(meta.space_notify(), meta.space_waiters());
+        Ok(n as usize)
     }
 
     /// Unchecked zero-copy consume: runs `f` on the next message's raw bytes (16-byte aligned,

@@ -607,3 +607,45 @@ fn consumed_segments_are_deleted_automatically_when_asked() {
         "history before the cursor is gone"
     );
 }
+
+#[test]
+fn read_batch_consumes_in_order_with_one_cursor_move_per_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = small().create::<Job>(dir.path()).unwrap();
+    for i in 0..10 {
+        q.enqueue(&job(i)).unwrap();
+    }
+    let mut seen = Vec::new();
+    let n = q
+        .read_batch(4, |seq, m| seen.push((seq, m.id.to_native())))
+        .unwrap();
+    assert_eq!(n, 4);
+    // A second handle of the same name starts where the batch ended.
+    let mut other = q.try_clone().unwrap();
+    assert_eq!(other.dequeue().unwrap(), Some(job(4)));
+    let n = q
+        .read_batch(100, |seq, m| seen.push((seq, m.id.to_native())))
+        .unwrap();
+    assert_eq!(n, 5, "the batch stops at the tail");
+    let ids: Vec<(u64, u64)> = (0..10).filter(|&i| i != 4).map(|i| (i, i)).collect();
+    assert_eq!(seen, ids);
+    assert_eq!(q.read_batch(8, |_, _| panic!("empty")).unwrap(), 0);
+    assert_eq!(other.dequeue().unwrap(), None);
+}
+
+#[test]
+fn enqueue_bytes_appends_validated_pre_serialized_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = small().create::<Job>(dir.path()).unwrap();
+    let bytes = crate::to_bytes(&job(7)).unwrap();
+    assert_eq!(q.enqueue_bytes(&bytes).unwrap(), 0);
+    assert_eq!(q.enqueue_bytes(&bytes).unwrap(), 1);
+    let other = crate::to_bytes(&Other { x: 1 }).unwrap();
+    assert!(matches!(
+        q.enqueue_bytes(&other[..2]),
+        Err(QueueError::Deserialization { .. })
+    ));
+    assert_eq!(q.dequeue().unwrap(), Some(job(7)));
+    assert_eq!(q.dequeue().unwrap(), Some(job(7)));
+    assert_eq!(q.dequeue().unwrap(), None);
+}

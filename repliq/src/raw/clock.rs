@@ -21,3 +21,32 @@ pub(crate) fn monotonic_millis() -> u32 {
         .wrapping_add(ts.tv_nsec as u64 / 1_000_000);
     millis as u32
 }
+
+/// Nanoseconds since the Unix epoch of `CLOCK_REALTIME_COARSE`: the wall clock as of the last
+/// timer tick (resolution 1–4 ms, `clock_getres` tells; 4 ms on the benchmark VM). About 4 ns
+/// from the vDSO against ~25 ns for `CLOCK_REALTIME` (~33 ns through `SystemTime::now`).
+pub(crate) fn realtime_coarse_nanos() -> u64 {
+    read_nanos(libc::CLOCK_REALTIME_COARSE)
+}
+
+/// Nanoseconds since the Unix epoch of `CLOCK_REALTIME` (full resolution).
+pub(crate) fn realtime_nanos() -> u64 {
+    read_nanos(libc::CLOCK_REALTIME)
+}
+
+#[inline]
+fn read_nanos(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; both realtime clocks exist on every Linux
+    // this crate supports (the coarse one since 2.6.32).
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    if rc != 0 || ts.tv_sec < 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}

@@ -17,18 +17,49 @@
 //!   so an access inside `len()` never faults with SIGBUS.
 
 use std::fs::File;
-use std::mem::MaybeUninit;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 /// A `MAP_SHARED`, read-write mapping of a whole file. See the module documentation.
+///
+/// Dropping a large mapping does not unmap it on the dropping thread: `munmap` of a 64 MiB
+/// segment tears down 16 Ki page-table entries and flushes TLBs (milliseconds), which would
+/// stall a producer or consumer right when it moves to the next segment. The mapping goes to
+/// [`super::background`] instead; nothing references it any more, so when it is unmapped does
+/// not matter to anyone.
 #[derive(Debug)]
 pub(crate) struct MappedFile {
-    map: MmapRaw,
+    map: ManuallyDrop<MmapRaw>,
     /// `false` for a `PROT_READ` mapping ([`MappedFile::map_read_only`]): then only atomic loads
     /// and [`MappedFile::committed`] may touch it, and the write methods refuse.
     writable: bool,
+}
+
+/// Mappings at least this large are unmapped in the background.
+const BACKGROUND_UNMAP_FROM: usize = 1 << 20;
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: `drop` runs once and `self.map` is not used after this line.
+        let map = unsafe { ManuallyDrop::take(&mut self.map) };
+        if map.len() >= BACKGROUND_UNMAP_FROM {
+            super::background::run(move || drop(map));
+        }
+    }
+}
+
+/// How [`MappedFile::prefault`] faults pages in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prefault {
+    /// Map the pages readable (`MADV_POPULATE_READ`): for readers. Pages not in the page cache
+    /// are read (or, beyond the written part of a file, allocated zeroed).
+    Read,
+    /// Map the pages writable (`MADV_POPULATE_WRITE`): for a writer's fresh file. Also runs the
+    /// file system's first-write work (`page_mkwrite`: block allocation, dirty accounting), which
+    /// `MAP_POPULATE` leaves to the first store into each page.
+    Write,
 }
 
 impl MappedFile {
@@ -42,7 +73,7 @@ impl MappedFile {
         }
         let map = options.map_raw(file)?;
         Ok(MappedFile {
-            map,
+            map: ManuallyDrop::new(map),
             writable: true,
         })
     }
@@ -54,11 +85,55 @@ impl MappedFile {
     pub(crate) fn map_read_only(file: &File, len: usize) -> std::io::Result<Self> {
         let map = MmapOptions::new().len(len).map_raw_read_only(file)?;
         Ok(MappedFile {
-            map,
+            map: ManuallyDrop::new(map),
             writable: false,
         })
     }
 
+    /// Faults in the pages of `offset..offset + len` (clamped to the mapping) for this process,
+    /// so that later accesses take no page fault. Meant for a background thread: it takes as long
+    /// as the kernel needs to read or allocate and zero the pages. Kernels before 5.14 do not know
+    /// the advice: then it touches one byte per page for [`Prefault::Read`] and does nothing for
+    /// [`Prefault::Write`] (the caller mapped with `MAP_POPULATE` if it wanted that).
+    pub(crate) fn prefault(&self, offset: usize, len: usize, how: Prefault) -> bool {
+        let end = offset.saturating_add(len).min(self.map.len());
+        let start = offset.min(end) & !(PAGE - 1);
+        if start == end {
+            return true;
+        }
+        let advice = match how {
+            Prefault::Read => libc::MADV_POPULATE_READ,
+            Prefault::Write => libc::MADV_POPULATE_WRITE,
+        };
+        // SAFETY: the range lies inside this live mapping (clamped above, start page-aligned as
+        // the mapping is); MADV_POPULATE_* only faults pages in, it changes no byte, so it cannot
+        // race with other processes' accesses in the sense of a data race.
+        let rc = unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().add(start).cast::<libc::c_void>(),
+                end - start,
+                advice,
+            )
+        };
+        if rc == 0 {
+            return true;
+        }
+        if how == Prefault::Read {
+            let mut sum = 0u64;
+            let mut p = start;
+            while p < end {
+                // An atomic load of the page's first word faults the page in.
+                if let Some(w) = self.atomic_u64(p) {
+                    sum ^= w.load(std::sync::atomic::Ordering::Relaxed);
+                }
+                p += PAGE;
+            }
+            std::hint::black_box(sum);
+        }
+        false
+    }
+
+    #[inline]
     fn in_bounds(&self, offset: usize, len: usize) -> bool {
         offset
             .checked_add(len)
@@ -66,6 +141,7 @@ impl MappedFile {
     }
 
     /// The 8-byte aligned word at `offset`, as an atomic. `None` if out of bounds or misaligned.
+    #[inline]
     pub(crate) fn atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
         if !offset.is_multiple_of(8) || !self.in_bounds(offset, 8) {
             return None;
@@ -82,6 +158,7 @@ impl MappedFile {
     }
 
     /// The 4-byte aligned word at `offset`, as an atomic. `None` if out of bounds or misaligned.
+    #[inline]
     pub(crate) fn atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {
         if !offset.is_multiple_of(4) || !self.in_bounds(offset, 4) {
             return None;
@@ -98,6 +175,7 @@ impl MappedFile {
     /// found the range through an acquire-load of a committed record header (or a published
     /// cursor slot, or fixed header fields written before the file was published), or owns it
     /// (its own reservation or unpublished file, with no `with_slot`/`write` borrow alive).
+    #[inline]
     pub(crate) unsafe fn committed(&self, offset: usize, len: usize) -> Option<&[u8]> {
         if !self.in_bounds(offset, len) {
             return None;
@@ -167,6 +245,10 @@ impl MappedFile {
         self.map.flush_range(start, end - start)
     }
 }
+
+/// The page size assumed for pre-faulting (x86-64 and most aarch64 kernels; a larger page only
+/// makes the touch loop do more work than needed).
+const PAGE: usize = 4096;
 
 /// Allocates disk blocks for the first `len` bytes of `file` (`fallocate`), so that writes
 /// through a mapping cannot fail with SIGBUS for lack of space later. Filesystems that do not

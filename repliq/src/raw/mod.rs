@@ -4,10 +4,12 @@
 //! and every `unsafe fn` a `# Safety` section. Code outside this module is compiled with
 //! `#![deny(unsafe_code)]`.
 
+pub(crate) mod background;
 pub(crate) mod clock;
 mod codec;
+pub(crate) mod crc;
 pub(crate) mod futex;
 mod mmap;
 
 pub use codec::access_unchecked;
-pub(crate) use mmap::{MappedFile, preallocate};
+pub(crate) use mmap::{MappedFile, Prefault, preallocate};
