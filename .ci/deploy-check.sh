@@ -38,7 +38,7 @@ IMAGE_MAX_BYTES=30000000
 #   kubernetes-discovery  repliqd refuses replication.discovery.method: kubernetes
 #   replica-shutdown      a repliqd receiving a replication stream ignores SIGTERM's drain
 #                         deadline: gRPC's graceful shutdown waits for the stream to end
-KNOWN_GAPS=${REPLIQ_DEPLOY_KNOWN_GAPS-kubernetes-discovery}
+KNOWN_GAPS=${REPLIQ_DEPLOY_KNOWN_GAPS-}
 
 with_image=1
 case "${1:-}" in
@@ -340,7 +340,11 @@ for cfg in "$work/configs"/*.yaml; do
     case "$verdict" in
         listening) note "$name: accepted" ;;
         exited)
-            if grep -q '`kubernetes` discovery is not available' <<<"$logs"; then
+            if grep -q 'KUBERNETES_SERVICE_HOST is not set' <<<"$logs"; then
+                # The config is valid; outside a cluster Kubernetes discovery must refuse to
+                # start, naming what is missing (there is no API server here).
+                note "$name: accepted; outside a cluster repliqd says: $(grep -o 'KUBERNETES_SERVICE_HOST is not set[^"]*' <<<"$logs" | head -1)"
+            elif grep -q '`kubernetes` discovery is not available' <<<"$logs"; then
                 known_gap kubernetes-discovery "$name: repliqd refuses discovery.method kubernetes"
             else
                 printf '%s\n' "$logs" >&2
