@@ -91,3 +91,41 @@ fn queue_without_schema_is_refused_with_a_hint() {
     assert_eq!(code, 0);
     assert!(out.contains("\"schema\": null"), "{out}");
 }
+
+#[test]
+fn a_record_with_a_bad_checksum_is_reported_and_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let values = write_sample_queue(tmp.path(), 20);
+    let dir = tmp.path().to_str().unwrap();
+    // Flip the last payload byte of record 7, as a disk or an operator might.
+    let mut tailer = repliq::RawTailer::open(tmp.path(), Some(7)).unwrap();
+    let rec = tailer.try_next().unwrap().unwrap();
+    assert_eq!(rec.seq, 7);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&rec.file)
+            .unwrap();
+        // The payload ends where the record's header says; find its last byte by content.
+        let header = 32u64; // docs/FORMAT.md, "Record"
+        let at = rec.offset + header + rec.payload.len() as u64 - 1;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, at).unwrap();
+        assert_eq!(b[0], rec.payload[rec.payload.len() - 1], "payload located");
+        f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
+    }
+    let (code, out, err) = run(Command::new(BIN).args(["cat", dir]));
+    assert_eq!(code, 1, "damage is not silent");
+    assert!(
+        err.contains(&rec.file.display().to_string()) && err.contains(&rec.offset.to_string()),
+        "stderr names file and offset: {err}"
+    );
+    let seqs: Vec<u64> = lines(&out)
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (0..values.len() as u64).filter(|&s| s != 7).collect();
+    assert_eq!(seqs, expected, "every other record is printed");
+}

@@ -265,6 +265,28 @@ impl RawTailer {
         Ok(Some(out))
     }
 
+    /// After [`RawTailer::try_next`] reported a [`QueueError::Corrupt`] record, moves past it if
+    /// only its checksum is wrong (its header, sequence number and length are intact), so that a
+    /// tool can report it and go on. `Ok(false)` if the damage is structural (a hole, a bad
+    /// header): nothing after it can be found by walking.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors while mapping a segment.
+    pub fn skip_damaged(&mut self) -> Result<bool> {
+        self.reader.set_verify_crc(false);
+        let next = self.reader.peek();
+        self.reader.set_verify_crc(true);
+        match next {
+            Ok(Some(rec)) => {
+                self.reader.advance(&rec);
+                Ok(true)
+            }
+            Ok(None) | Err(QueueError::Corrupt { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Waits up to `timeout` for the next record (spin, then futex sleep).
     ///
     /// # Errors

@@ -83,6 +83,11 @@ impl Reader {
         self
     }
 
+    /// Turns checksum verification on or off (a tool skipping a record whose checksum fails).
+    pub(crate) fn set_verify_crc(&mut self, verify: bool) {
+        self.verify_crc = verify;
+    }
+
     /// The sequence number of the next record this reader returns.
     pub(crate) fn seq(&self) -> u64 {
         self.walk.seq

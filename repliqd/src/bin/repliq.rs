@@ -229,9 +229,24 @@ fn print_json(
     let mut damaged = false;
     loop {
         let next = if follow {
-            tailer.next_timeout(Duration::from_secs(1))?
+            tailer.next_timeout(Duration::from_secs(1))
         } else {
-            tailer.try_next()?
+            tailer.try_next()
+        };
+        let next = match next {
+            Ok(next) => next,
+            Err(e @ repliq::QueueError::Corrupt { .. }) => {
+                // The error names the file and offset. A record whose checksum alone is wrong
+                // is skipped; structural damage ends the walk.
+                damaged = true;
+                if tailer.skip_damaged()? {
+                    eprintln!("repliq: record skipped: {e}");
+                    continue;
+                }
+                eprintln!("repliq: {e}");
+                return Ok(ExitCode::from(1));
+            }
+            Err(e) => return Err(e),
         };
         let Some(rec) = next else {
             if follow {
