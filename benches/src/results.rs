@@ -244,7 +244,7 @@ impl Results {
             let rate = w.trim_start_matches("oneway@");
             let _ = writeln!(
                 s,
-                "| repliq / floor, one-way p50, 64 B @ {rate} msg/s (goal ≤ 2×) | {} |",
+                "| repliq / floor, one-way p50, 64 B @ {rate} msg/s (goal ≤ 1.5×) | {} |",
                 fmt(self.p50_ratio(w, 64, "repliq", "floor"))
             );
             let _ = writeln!(
