@@ -166,7 +166,7 @@ impl NodePolicy {
     pub fn write(&self, root: &Path) -> Result<()> {
         use std::io::Write;
         let path = Self::path(root);
-        let tmp = root.join(format!(".{NODE_POLICY_FILE}.{}", std::process::id()));
+        let tmp = super::temp_path(root, &format!("tmp-{NODE_POLICY_FILE}"));
         let io = |e| QueueError::io(format!("writing {}", path.display()), e);
         {
             let mut f = std::fs::File::create(&tmp).map_err(io)?;

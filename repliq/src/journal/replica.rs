@@ -510,7 +510,7 @@ pub(crate) fn move_aside_from(journal: &Arc<Journal>, seq: u64, epoch: u64) -> R
             }
         }
     }
-    let tmp = dir.join(format!(".tmp-move-aside-{}", std::process::id()));
+    let tmp = super::temp_path(dir, "tmp-move-aside");
     let _ = std::fs::remove_file(&tmp);
     super::publish_file(dir, &tmp, &head, seg.size as u64)?;
     std::fs::rename(&tmp, &live).map_err(|e| io("replacing", &live, e))?;

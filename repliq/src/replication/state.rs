@@ -128,7 +128,7 @@ impl ReplicationState {
 
     fn write_file(&self, dir: &Path) -> Result<()> {
         let path = dir.join(STATE_FILE);
-        let tmp = dir.join(format!(".{STATE_FILE}.{}", std::process::id()));
+        let tmp = crate::journal::temp_path(dir, &format!("tmp-{STATE_FILE}"));
         let io = |e| QueueError::io(format!("writing {}", path.display()), e);
         let json = serde_json::to_vec_pretty(self).map_err(|e| QueueError::Other(e.to_string()))?;
         {

@@ -96,7 +96,7 @@ fn run(cli: Cli) -> repliq::Result<ExitCode> {
             let state = repliq::replication::ReplicationState::promote(&dir)?;
             let json = serde_json::to_string_pretty(&state)
                 .map_err(|e| repliq::QueueError::Other(format!("encoding JSON: {e}")))?;
-            println!("{json}");
+            print_line(&json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { dir } => {
@@ -113,7 +113,7 @@ fn run(cli: Cli) -> repliq::Result<ExitCode> {
             }
             let json = serde_json::to_string_pretty(&value)
                 .map_err(|e| repliq::QueueError::Other(format!("encoding JSON: {e}")))?;
-            println!("{json}");
+            print_line(&json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { dir } => {
@@ -201,6 +201,13 @@ fn run(cli: Cli) -> repliq::Result<ExitCode> {
             }
         }
     }
+}
+
+/// Prints `text` and a newline on standard output; a reader that went away (`repliq inspect DIR
+/// | head`) ends the output quietly instead of a panic on the broken pipe.
+fn print_line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
 /// `--since` in nanoseconds since the Unix epoch (0 without it).
