@@ -42,8 +42,10 @@ pub use appender::Durability;
 pub use info::{CursorInfo, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, verify};
 pub(crate) use node_policy::InitialPolicy;
 pub use node_policy::{NODE_POLICY_FILE, NodePolicy};
+#[cfg(feature = "replication")]
+pub(crate) use policy::DEFAULT_ACK_TIMEOUT;
 pub use policy::Role;
-pub(crate) use policy::{DEFAULT_ACK_TIMEOUT, Policy, ack_timeout_error, acked_past, wait_acked};
+pub(crate) use policy::{Policy, ack_timeout_error, acked_past, wait_acked};
 pub(crate) use reader::{Reader, RecordRef};
 pub use schema_file::read_schema;
 pub(crate) use wait::{ReadyFn, Word, poll_until};
