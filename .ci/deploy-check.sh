@@ -328,7 +328,7 @@ for cfg in "$work/configs"/*.yaml; do
     c="$run_id-cfg-$name"
     containers+=("$c")
     docker run -d --name "$c" "${hardened[@]}" --tmpfs /var/lib/repliq:uid=65532,gid=65532 \
-        -e NODE_NAME=check -v "$cfg:/etc/repliq/config.yaml:ro" "$image" >/dev/null
+        -e NODE_NAME=check -e POD_NAMESPACE=check -v "$cfg:/etc/repliq/config.yaml:ro" "$image" >/dev/null
     verdict=""
     for _ in $(seq 1 50); do # at most ~10 s
         if [ "$(docker inspect -f '{{.State.Running}}' "$c")" = false ]; then verdict=exited; break; fi
@@ -340,10 +340,10 @@ for cfg in "$work/configs"/*.yaml; do
     case "$verdict" in
         listening) note "$name: accepted" ;;
         exited)
-            if grep -q 'KUBERNETES_SERVICE_HOST is not set' <<<"$logs"; then
+            if grep -qE 'KUBERNETES_SERVICE_HOST is not set|POD_NAMESPACE is not set' <<<"$logs"; then
                 # The config is valid; outside a cluster Kubernetes discovery must refuse to
                 # start, naming what is missing (there is no API server here).
-                note "$name: accepted; outside a cluster repliqd says: $(grep -o 'KUBERNETES_SERVICE_HOST is not set[^"]*' <<<"$logs" | head -1)"
+                note "$name: accepted; outside a cluster repliqd says: $(grep -oE '(KUBERNETES_SERVICE_HOST|POD_NAMESPACE) is not set[^"]*' <<<"$logs" | head -1)"
             elif grep -q '`kubernetes` discovery is not available' <<<"$logs"; then
                 known_gap kubernetes-discovery "$name: repliqd refuses discovery.method kubernetes"
             else
