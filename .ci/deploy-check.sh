@@ -360,12 +360,11 @@ network="$run_id-net"
 docker network create "$network" >/dev/null
 grace_ms=3000
 mkdir -p "$work/a" "$work/b" "$work/cfg"
+# Each node lists the other: a replica accepts streams only from a primary in its peer list,
+# and a node's own name in its list is refused.
 for node in a b; do
-    if [ "$node" = a ]; then
-        peers="[{name: b, address: \"$run_id-b:31337\"}]"
-    else
-        peers="[]"
-    fi
+    other=$([ "$node" = a ] && echo b || echo a)
+    peers="[{name: $other, address: \"$run_id-$other:31337\"}]"
     cat > "$work/cfg/$node.yaml" <<EOF
 replication:
   mode: asynchronous
