@@ -238,12 +238,15 @@ fn the_lease_fails_over_a_killed_primary_without_losing_acknowledged_messages() 
             killed = Some(at);
             // Watch for the promotion from now on (producers meanwhile wait for acks).
             let replicas = replicas.clone();
+            // A bound on the wait, not a speed goal: the time to promotion is reported, and
+            // only its order of magnitude (the lease) is a property of the election.
+            let give_up = at + Duration::from_secs(60);
             watcher = Some(std::thread::spawn(move || {
                 loop {
                     if let Some(i) = replicas.iter().position(|d| is_primary(d)) {
                         return (i + 1, at.elapsed());
                     }
-                    assert!(at.elapsed() < Duration::from_secs(60), "no new primary");
+                    assert!(Instant::now() < give_up, "no new primary within 60 s");
                     std::thread::sleep(Duration::from_millis(5));
                 }
             }));

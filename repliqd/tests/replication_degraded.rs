@@ -33,6 +33,7 @@ fn expect_timeout(q: &mut JournalQueue<Order>, id: u64) {
     match q.enqueue(&order(id)) {
         Err(QueueError::Replication(ReplicationError::AckTimeout { timeout, .. })) => {
             assert_eq!(timeout, Duration::from_millis(300));
+            // A lower bound (the configured timeout is honoured), not a speed goal.
             assert!(started.elapsed() >= Duration::from_millis(300));
         }
         other => panic!("expected AckTimeout, got {other:?}"),

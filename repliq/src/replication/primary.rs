@@ -144,8 +144,8 @@ pub async fn run_primary(
         .meta
         .acked()
         .fetch_min(state.epoch_start, Ordering::SeqCst);
+    // `store` also publishes the policy into the meta file every handle reads.
     state.store(&dir)?;
-    state.mirror(&journal);
 
     let config = journal.config().clone();
     let hello = Hello {

@@ -333,17 +333,7 @@ async fn serve_stream(
                             tracing::warn!(queue = %hello.queue, from, moved = %moved.display(), "moved an unreplicated suffix aside");
                             sink = ByteSink::open(journal.clone())?;
                         }
-                        if state.epoch != frame.epoch || state.role != Role::Replica {
-                            state = ReplicationState {
-                                role: Role::Replica,
-                                epoch: frame.epoch,
-                                epoch_start: frame.epoch_start,
-                                primary: Some(hello.primary.clone()),
-                                ..ReplicationState::default()
-                            };
-                            state.store(&dir)?;
-                            state.mirror(&journal);
-                        }
+                        follow_epoch(&mut state, &frame, &hello.primary, &dir)?;
                         if !frame.bytes.is_empty() {
                             sink.apply(
                                 frame.segment_first_seq,
@@ -366,23 +356,11 @@ async fn serve_stream(
                 FollowerDecision::Duplicate { durable } => {
                     // Possibly the announcement of a newer epoch with nothing to append: this
                     // replica now follows it (and refuses the older primary from here on).
-                    if state.epoch != frame.epoch || state.role != Role::Replica {
-                        let stored = blocking(|| -> Result<()> {
-                            state = ReplicationState {
-                                role: Role::Replica,
-                                epoch: frame.epoch,
-                                epoch_start: frame.epoch_start,
-                                primary: Some(hello.primary.clone()),
-                                ..ReplicationState::default()
-                            };
-                            state.store(&dir)?;
-                            state.mirror(&journal);
-                            Ok(())
-                        });
-                        if let Err(e) = stored {
-                            refusal = Some(storage(e));
-                            break;
-                        }
+                    if let Err(e) =
+                        blocking(|| follow_epoch(&mut state, &frame, &hello.primary, &dir))
+                    {
+                        refusal = Some(storage(e));
+                        break;
                     }
                     // Every record is held, but the bytes may still hold entries that carry no
                     // record past this replica's tail: the END marker of a full segment (sent
@@ -419,6 +397,27 @@ async fn serve_stream(
         }
     }
     Ok(())
+}
+
+/// Makes this node a replica of `primary` in the frame's epoch, if it is not one already;
+/// `store` writes `replication.json` and publishes the policy words local producers read.
+fn follow_epoch(
+    state: &mut ReplicationState,
+    frame: &Frame,
+    primary: &str,
+    dir: &Path,
+) -> Result<()> {
+    if state.epoch == frame.epoch && state.role == Role::Replica {
+        return Ok(());
+    }
+    *state = ReplicationState {
+        role: Role::Replica,
+        epoch: frame.epoch,
+        epoch_start: frame.epoch_start,
+        primary: Some(primary.to_owned()),
+        ..ReplicationState::default()
+    };
+    state.store(dir)
 }
 
 /// Runs blocking journal work (file creation, msync) from the service: with `block_in_place` on

@@ -217,8 +217,8 @@ impl ReplicationState {
             .meta
             .acked()
             .fetch_min(next, std::sync::atomic::Ordering::SeqCst);
+        // `store` also publishes the policy into the meta file every handle reads.
         state.store(dir)?;
-        state.mirror(&journal);
         Ok(state)
     }
 
