@@ -403,7 +403,7 @@ async fn serve_stream(
 /// `store` writes `replication.json` and publishes the policy words local producers read.
 fn follow_epoch(
     state: &mut ReplicationState,
-    frame: &Frame,
+    frame: &proto::Frame,
     primary: &str,
     dir: &Path,
 ) -> Result<()> {
