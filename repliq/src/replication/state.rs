@@ -5,7 +5,7 @@
 //! ```
 //!
 //! A queue without the file has never been replicated: it is the primary of epoch 1, which began
-//! at sequence 0. The file is replaced atomically (write, fsync, rename). The epoch is mirrored
+//! at sequence 0, unless its meta file's policy words say it was created as a replica. The file is replaced atomically (write, fsync, rename). The epoch is mirrored
 //! into the meta file's epoch word for `repliq inspect`.
 
 use std::path::Path;
@@ -98,9 +98,29 @@ impl ReplicationState {
                 offset: e.column() as u64,
                 reason: format!("invalid replication state: {e}"),
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ReplicationState::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::from_meta(dir),
             Err(e) => Err(QueueError::io(format!("reading {}", path.display()), e)),
         }
+    }
+
+    /// The state of a queue without a state file: what its meta file's policy words say. A
+    /// replica's queue is created with the replica role in those words, before its state file
+    /// is written; a daemon that scans the directory in between must not take it for a primary.
+    fn from_meta(dir: &Path) -> Result<ReplicationState> {
+        if !dir.join(crate::journal::format::META_FILE).exists() {
+            return Ok(ReplicationState::default());
+        }
+        let meta = crate::journal::meta::Meta::open(dir, true)?;
+        let policy = Policy::load(&meta);
+        Ok(match policy.role {
+            Role::Primary => ReplicationState::default(),
+            Role::Replica => ReplicationState {
+                role: Role::Replica,
+                epoch: meta.epoch().load(std::sync::atomic::Ordering::Acquire),
+                epoch_start: 0,
+                ..ReplicationState::default()
+            },
+        })
     }
 
     /// Replaces the state file atomically, then publishes the policy in the queue's meta file

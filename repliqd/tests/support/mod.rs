@@ -7,13 +7,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound and released; a small race that loopback tests accept).
+/// A free loopback port (bound and released), never one this process handed out before: the
+/// kernel may offer a released port again, and two nodes of one test given the same port fail to
+/// start. (Another process taking the port in between is a small race loopback tests accept.)
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The `repliqd` command for a config file and node name, logging at `level` to stderr.
@@ -97,12 +107,23 @@ impl Daemon {
             .collect()
     }
 
-    /// Starts the process and waits for its "listening" line.
+    /// The node's log file (every start appends to it); printed when a test fails.
+    pub fn log_path(&self) -> PathBuf {
+        self.config.with_extension("log")
+    }
+
+    /// Starts the process and waits for its "listening" line. It logs at `info` (or
+    /// `REPLIQ_TEST_LOG`) to [`Daemon::log_path`].
     pub fn start(&mut self) {
-        let level = std::env::var("REPLIQ_TEST_LOG").unwrap_or_else(|_| "error".into());
+        let level = std::env::var("REPLIQ_TEST_LOG").unwrap_or_else(|_| "info".into());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let mut child = repliqd(&self.config, &self.name, &level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -134,6 +155,16 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            // The test failed: what the node logged is the first thing to read.
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let from = lines.len().saturating_sub(60);
+            eprintln!("---- last log lines of node {} ----", self.name);
+            for line in &lines[from..] {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
