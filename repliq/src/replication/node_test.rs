@@ -120,3 +120,42 @@ fn a_reader_started_before_the_first_segment_sees_the_first_record() {
     reader.advance(&rec);
     assert_eq!(reader.seq(), 1);
 }
+
+#[test]
+fn a_replicas_new_queue_is_a_replica_before_its_state_file_exists() {
+    // The replica service creates a queue with the replica role in its policy words, then writes
+    // `replication.json`. A daemon scanning the root in between (it looks every 100 ms) must not
+    // take the queue for one of its own primaries: it would stream it to the real primary and
+    // both would claim the same epoch.
+    let root = tempfile::tempdir().unwrap();
+    sync_policy(Duration::from_secs(5))
+        .write(root.path())
+        .unwrap();
+    let dir = root.path().join("orders");
+    let config = crate::journal::meta::MetaConfig {
+        type_name: "std.u64".into(),
+        fingerprint: 7,
+        segment_size: 1 << 20,
+        capacity: 1000,
+        index_interval: 64,
+        max_payload: 4096,
+        lease_ms: 200,
+        created_unix_nanos: 0,
+    };
+    let replica = crate::journal::InitialPolicy::Explicit(crate::journal::Policy {
+        role: Role::Replica,
+        epoch: 0,
+        required_acks: 0,
+        ack_timeout: crate::journal::DEFAULT_ACK_TIMEOUT,
+    });
+    Journal::create_or_open(&dir, &config, false, replica).unwrap();
+    assert!(!dir.join(super::STATE_FILE).exists());
+    let state = ReplicationState::load(&dir).unwrap();
+    assert_eq!(state.role, Role::Replica, "{state:?}");
+    assert_eq!(state.epoch, 0);
+
+    // A queue this node writes (created under its node policy) is still its primary.
+    JournalQueue::<u64>::new(root.path().join("mine"), 1000).unwrap();
+    let mine = ReplicationState::load(&root.path().join("mine")).unwrap();
+    assert_eq!(mine.role, Role::Primary);
+}
