@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::grpc::proto::replication_client::ReplicationClient;
 use super::grpc::proto::{Frame, Hello, PrimaryMessage, primary_message, refused, replica_message};
-use super::state::{ReplicationState, Role};
+use super::state::{ReplicationState, Role, state_lock};
 use super::{Leader, LeaderAction, LeaderConfig, PrimaryOptions, ReplicaAddr, ReplicationMode};
 use crate::journal::replica::ByteSource;
 use crate::journal::{Journal, Reader, notify};
@@ -123,6 +123,10 @@ pub async fn run_primary(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Held from reading the role to storing it: a demotion by a newer primary's stream (the
+    // replica service holds this lock while it applies a frame) lands before or after, never in
+    // between, where this task would store `Primary` over it.
+    let lock = state_lock(&dir, true)?;
     let mut state = ReplicationState::load(&dir)?;
     if state.role != Role::Primary {
         return Err(QueueError::protocol(format!(
@@ -146,6 +150,7 @@ pub async fn run_primary(
         .fetch_min(state.epoch_start, Ordering::SeqCst);
     // `store` also publishes the policy into the meta file every handle reads.
     state.store(&dir)?;
+    drop(lock);
 
     let config = journal.config().clone();
     let hello = Hello {
