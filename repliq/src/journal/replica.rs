@@ -132,6 +132,9 @@ impl ByteSource {
             let start = self.walk.pos;
             let mut end = start;
             let mut records = Vec::new();
+            // (offset, extent) of the ABANDONED extents in the frame: shipped as their state word
+            // and zeros (see below).
+            let mut dead = Vec::new();
             let mut at_end = false;
             while end - start < max_bytes.max(1) && (records.len() as u64) < max_records.max(1) {
                 let entry = self.walk.look(false)?;
@@ -156,7 +159,8 @@ impl ByteSource {
                         self.walk.pass(&entry);
                         end = self.walk.pos;
                     }
-                    Entry::Abandoned { .. } => {
+                    Entry::Abandoned { extent } => {
+                        dead.push((self.walk.pos, extent));
                         self.walk.pass(&entry);
                         end = self.walk.pos;
                     }
@@ -171,12 +175,7 @@ impl ByteSource {
                 }
             }
             if end > start {
-                // SAFETY: every entry in [start, end) was acquire-loaded as final by the walk
-                // (committed records, abandoned extents, an END marker with the rest of its
-                // segment): bytes nobody writes any more.
-                let bytes = unsafe { seg.map.committed(start, end - start) }
-                    .ok_or_else(|| corrupt(&seg, start, "range outside the segment".into()))?
-                    .to_vec();
+                let bytes = frame_bytes(&seg, start, end, &dead)?;
                 return Ok(Some(RawFrame {
                     segment_first_seq: seg.first_seq,
                     offset: start,
@@ -189,6 +188,41 @@ impl ByteSource {
             }
         }
     }
+}
+
+/// The bytes of the entries in `[start, end)` of `seg`, as a frame carries them: committed records
+/// and an END marker (with the rest of its segment) verbatim; an ABANDONED extent as its state
+/// word followed by zeros. A writer that stalled past its lease may still be writing inside its
+/// abandoned extent, in this process or another: those bytes are never read (which would race
+/// with its writes) and a replica holds zeros there. `docs/FORMAT.md` ("Replicas") states it.
+#[allow(unsafe_code)]
+fn frame_bytes(
+    seg: &Segment,
+    start: usize,
+    end: usize,
+    dead: &[(usize, usize)],
+) -> Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(end - start);
+    let copy = |from: usize, to: usize, bytes: &mut Vec<u8>| -> Result<()> {
+        if to > from {
+            // SAFETY: every entry in [from, to) was acquire-loaded as final by the walk: committed
+            // records and an END marker with the rest of its segment, which nobody writes any
+            // more. (Abandoned extents, which a stalled writer may still write, are excluded.)
+            let live = unsafe { seg.map.committed(from, to - from) }
+                .ok_or_else(|| corrupt(seg, from, "range outside the segment".into()))?;
+            bytes.extend_from_slice(live);
+        }
+        Ok(())
+    };
+    let mut at = start;
+    for &(offset, extent) in dead {
+        copy(at, offset, &mut bytes)?;
+        bytes.extend_from_slice(&header::abandoned(extent).to_le_bytes());
+        bytes.resize(bytes.len() + extent - 8, 0);
+        at = offset + extent;
+    }
+    copy(at, end, &mut bytes)?;
+    Ok(bytes)
 }
 
 /// The committed records in a frame's bytes (which start at an entry), for the replication state

@@ -875,3 +875,77 @@ fn verify_reports_a_garbage_consumer_area() {
     assert_eq!((p, offset), (meta, (M_CURSORS + 64 * 5) as u64));
     assert!(reason.contains("consumer cursor slot 5"), "{reason}");
 }
+
+/// Issue 10 item 7: what "byte-identical" means for the one region a replica cannot copy. A writer
+/// that stalled past its lease keeps writing inside its (now abandoned) extent after the extent
+/// was shipped; the replica holds the extent's state word and zeros, and every other byte equals
+/// the primary's.
+#[test]
+fn a_replica_holds_zeros_where_a_stalled_writer_scribbles_in_its_abandoned_extent() {
+    use super::replica::{ByteSink, ByteSource};
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(&dir.path().join("primary"), 8192);
+    let (replica, _) = Journal::create_or_open(
+        &dir.path().join("replica"),
+        j.config(),
+        false,
+        InitialPolicy::Inherit,
+    )
+    .unwrap();
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    append(&mut app, b"first").unwrap();
+    // A writer reserves 128 bytes, writes part of its payload and stalls past its lease.
+    let (seg, pos) = tail_word(&j);
+    let word = seg.header_word(pos).unwrap();
+    let stale = monotonic_millis().wrapping_sub(10_000);
+    let reserved = header::try_reserve(word, 128, stale).unwrap();
+    // SAFETY: the test plays the stalled writer, which owns the extent it reserved.
+    #[allow(unsafe_code)]
+    unsafe { seg.map.write(pos + RECORD_HEADER, &[0xAB; 40]) }.unwrap();
+    // Another producer abandons it and appends after it; the primary ships all of it.
+    assert_eq!(append(&mut app, b"next").unwrap(), 1);
+    let mut source = ByteSource::at(j.clone(), 0).unwrap();
+    let mut sink = ByteSink::open(replica.clone()).unwrap();
+    let ship = |source: &mut ByteSource, sink: &mut ByteSink| {
+        while let Some(f) = source.read(1 << 20, u64::MAX).unwrap() {
+            sink.apply(f.segment_first_seq, f.offset, &f.bytes).unwrap();
+        }
+        sink.sync().unwrap();
+    };
+    ship(&mut source, &mut sink);
+    // The stalled writer wakes, writes its header fields and the rest, and loses the commit.
+    // SAFETY: as above; after this it writes nothing more (its commit fails).
+    #[allow(unsafe_code)]
+    unsafe { seg.map.write(pos + 8, &[0xCD; 120]) }.unwrap();
+    assert!(!header::commit(word, reserved, 100));
+    assert_eq!(append(&mut app, b"last").unwrap(), 2);
+    ship(&mut source, &mut sink);
+
+    let name = segment::segment_name(0);
+    let p = std::fs::read(dir.path().join("primary").join(&name)).unwrap();
+    let r = std::fs::read(dir.path().join("replica").join(&name)).unwrap();
+    assert_eq!(p.len(), r.len());
+    let body = pos + 8..pos + 128;
+    assert!(
+        p[body.clone()].iter().all(|&b| b == 0xCD),
+        "the primary holds the scribbles"
+    );
+    assert!(
+        r[body.clone()].iter().all(|&b| b == 0),
+        "the replica holds zeros"
+    );
+    assert_eq!(
+        p[..body.start],
+        r[..body.start],
+        "identical before the abandoned body"
+    );
+    assert_eq!(p[body.end..], r[body.end..], "identical after it");
+    assert_eq!(
+        read_all(&replica).unwrap(),
+        vec![
+            (0, b"first".to_vec()),
+            (1, b"next".to_vec()),
+            (2, b"last".to_vec())
+        ]
+    );
+}
