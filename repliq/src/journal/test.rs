@@ -187,6 +187,16 @@ fn a_dead_writers_reservation_is_abandoned_after_its_lease() {
     assert_eq!((report.records, report.abandoned), (2, 1));
 }
 
+/// Plays a writer that reserved `extent` bytes at the tail 10 s ago and stalled: returns its
+/// segment, the record's offset and the reserved header word it would commit against.
+fn reserve_stale_tail(j: &Arc<Journal>, extent: usize) -> (Arc<segment::Segment>, usize, u64) {
+    let (seg, pos) = tail_word(j);
+    let word = seg.header_word(pos).unwrap();
+    let stale = monotonic_millis().wrapping_sub(10_000);
+    let reserved = header::try_reserve(word, extent, stale).unwrap();
+    (seg, pos, reserved)
+}
+
 #[test]
 fn a_stalled_writer_cannot_commit_after_being_abandoned() {
     // Chronicle-Queue#629: the stalled writer resumes after its reservation was taken over.
@@ -194,10 +204,8 @@ fn a_stalled_writer_cannot_commit_after_being_abandoned() {
     let j = journal(dir.path(), 8192);
     let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
     append(&mut app, b"first").unwrap();
-    let (seg, pos) = tail_word(&j);
+    let (seg, pos, reserved) = reserve_stale_tail(&j, 128);
     let word = seg.header_word(pos).unwrap();
-    let stale = monotonic_millis().wrapping_sub(10_000);
-    let reserved = header::try_reserve(word, 128, stale).unwrap();
     // Another producer abandons the expired reservation and appends after its extent.
     assert_eq!(append(&mut app, b"next").unwrap(), 1);
     // The stalled writer wakes up and tries to publish: it must lose.
@@ -895,10 +903,8 @@ fn a_replica_holds_zeros_where_a_stalled_writer_scribbles_in_its_abandoned_exten
     let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
     append(&mut app, b"first").unwrap();
     // A writer reserves 128 bytes, writes part of its payload and stalls past its lease.
-    let (seg, pos) = tail_word(&j);
+    let (seg, pos, reserved) = reserve_stale_tail(&j, 128);
     let word = seg.header_word(pos).unwrap();
-    let stale = monotonic_millis().wrapping_sub(10_000);
-    let reserved = header::try_reserve(word, 128, stale).unwrap();
     // SAFETY: the test plays the stalled writer, which owns the extent it reserved.
     #[allow(unsafe_code)]
     unsafe { seg.map.write(pos + RECORD_HEADER, &[0xAB; 40]) }.unwrap();
