@@ -103,6 +103,9 @@ fn retention_keeps_what_a_stopped_replica_needs() {
     let primary = nodes[0].root.join("blobs");
     let replica = nodes[1].root.join("blobs");
     let mut q = create(&primary);
+    wait_until("the daemon registered the replica's cursor", || {
+        replica_cursor(&primary).is_some()
+    });
     write_and_consume(&mut q, 0..300);
     wait_until("the replica holds the first 300 records", || {
         held(&replica) == 300
@@ -114,7 +117,11 @@ fn retention_keeps_what_a_stopped_replica_needs() {
     nodes[1].kill9();
     write_and_consume(&mut q, 300..2300);
     let segments = segment_files(&primary);
-    assert!(segments.len() > 25, "written past many segments: {}", segments.len());
+    assert!(
+        segments.len() > 25,
+        "written past many segments: {}",
+        segments.len()
+    );
     assert!(
         first_segment(&primary) <= 299,
         "the primary keeps the segment of the replica's last record (oldest {})",
@@ -165,6 +172,9 @@ fn a_lost_replica_is_resynced_in_full() {
     let primary = nodes[0].root.join("blobs");
     let replica = nodes[1].root.join("blobs");
     let mut q = create(&primary);
+    wait_until("the daemon registered the replica's cursor", || {
+        replica_cursor(&primary).is_some()
+    });
     write_and_consume(&mut q, 0..200);
     wait_until("the replica holds the first 200 records", || {
         held(&replica) == 200
@@ -173,6 +183,9 @@ fn a_lost_replica_is_resynced_in_full() {
     let lost_count = |node: &Daemon| metric(&http_get(node.http(), "/metrics").1, lost);
     assert_eq!(lost_count(&nodes[0]).unwrap_or(0.0), 0.0);
 
+    wait_until("the replica's cursor on the primary moved", || {
+        replica_cursor(&primary) == Some(199)
+    });
     nodes[1].kill9();
     // Within the bound at first: the segments stay.
     write_and_consume(&mut q, 200..300);
@@ -184,11 +197,16 @@ fn a_lost_replica_is_resynced_in_full() {
     });
     let log = std::fs::read_to_string(nodes[0].log_path()).unwrap();
     assert!(
-        log.lines()
-            .any(|l| l.contains("replica lost") && l.contains("replica=b") && l.contains("lag_segments")),
+        log.lines().any(|l| l.contains("replica lost")
+            && l.contains("replica=b")
+            && l.contains("lag_segments")),
         "a warning names the replica and its lag"
     );
-    assert_eq!(replica_cursor(&primary), Some(u64::MAX), "its cursor is released");
+    assert_eq!(
+        replica_cursor(&primary),
+        Some(u64::MAX),
+        "its cursor is released"
+    );
     write_and_consume(&mut q, 2000..2100);
     let oldest = first_segment(&primary);
     assert!(

@@ -105,7 +105,12 @@ pub(crate) fn register_replica(
     node: &str,
     start: impl Fn() -> Result<u64>,
 ) -> Result<usize> {
-    register_flagged(meta, &replica_name(node), FLAG_DURABLE | FLAG_REPLICA, start)
+    register_flagged(
+        meta,
+        &replica_name(node),
+        FLAG_DURABLE | FLAG_REPLICA,
+        start,
+    )
 }
 
 fn register_flagged(

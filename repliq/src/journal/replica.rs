@@ -308,7 +308,12 @@ impl ByteSink {
     /// record before that segment and does not hold the segment yet (after a restart killed
     /// before the first frame was applied, it holds it, possibly empty, and follows normally).
     pub(crate) fn needs_restart_at(&self, first_seq: u64) -> bool {
-        self.walk.seq <= first_seq && self.walk.seg.as_ref().is_none_or(|s| s.first_seq < first_seq)
+        self.walk.seq <= first_seq
+            && self
+                .walk
+                .seg
+                .as_ref()
+                .is_none_or(|s| s.first_seq < first_seq)
     }
 
     /// A full resync: the primary holds nothing before segment `first_seq`, which this journal

@@ -42,9 +42,8 @@ impl ReplicaCursors {
         let mut slots = BTreeMap::new();
         for replica in replicas {
             let j = journal.clone();
-            let slot = cursor::register_replica(&journal.meta, &replica.name, move || {
-                j.earliest_seq()
-            })?;
+            let slot =
+                cursor::register_replica(&journal.meta, &replica.name, move || j.earliest_seq())?;
             slots.insert(replica.name.clone(), slot);
         }
         Ok(ReplicaCursors {
