@@ -47,6 +47,7 @@ pub(crate) const FLAG_REPLICA: u32 = 2;
 /// Names starting with this are replica cursors, reserved for replication.
 pub(crate) const REPLICA_PREFIX: &str = "replica:";
 /// The position of a replica cursor whose replica was declared lost: it holds back nothing.
+#[cfg_attr(not(feature = "replication"), allow(dead_code))]
 pub(crate) const RELEASED: u64 = u64::MAX;
 
 fn hash(name: &[u8]) -> usize {
@@ -76,6 +77,7 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
 /// The name of the cursor that holds replica `node`'s position on its primary:
 /// `replica:<node>`, or, for a node name too long for a slot, its first 22 bytes (on a character
 /// boundary), `~` and 8 hex digits of the name's FNV-1a hash.
+#[cfg_attr(not(feature = "replication"), allow(dead_code))]
 pub(crate) fn replica_name(node: &str) -> String {
     let full = format!("{REPLICA_PREFIX}{node}");
     if full.len() <= MAX_CONSUMER_NAME && !node.is_empty() {
@@ -100,6 +102,7 @@ pub(crate) fn register(meta: &Meta, name: &str, start: impl Fn() -> Result<u64>)
 }
 
 /// Finds the slot of replica `node`'s cursor, registering it at `start` if it does not exist.
+#[cfg_attr(not(feature = "replication"), allow(dead_code))]
 pub(crate) fn register_replica(
     meta: &Meta,
     node: &str,
