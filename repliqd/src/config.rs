@@ -5,6 +5,8 @@
 //!   mode: synchronous          # or asynchronous (default)
 //!   required_acks: 1           # synchronous mode: replicas that must acknowledge (default: all)
 //!   ack_timeout_ms: 5000       # synchronous mode: how long `enqueue` waits for them (default 5000)
+//!   max_replica_lag_segments: 1024  # retention keeps a replica's segments up to this lag, then
+//!                              # declares it lost (it resyncs in full when back; default 1024)
 //!   discovery:
 //!     method: static           # or kubernetes (pods matching label_selector, Ready only)
 //!     label_selector: app=repliq
@@ -77,6 +79,11 @@ pub struct Replication {
     /// fails with `ReplicationError::AckTimeout` (milliseconds, default 5000).
     #[serde(default)]
     pub ack_timeout_ms: Option<u64>,
+    /// Retention on a primary keeps the segments a replica lacks until it is this many segments
+    /// behind; then the replica is declared lost (metric, warning) and retention proceeds
+    /// (default [`repliq::replication::DEFAULT_MAX_REPLICA_LAG_SEGMENTS`]).
+    #[serde(default)]
+    pub max_replica_lag_segments: Option<u64>,
     /// How peers are found.
     pub discovery: Discovery,
 }
@@ -324,6 +331,12 @@ impl Config {
         if self.replication.ack_timeout_ms == Some(0) {
             return Err(invalid("replication.ack_timeout_ms", "must be at least 1"));
         }
+        if self.replication.max_replica_lag_segments == Some(0) {
+            return Err(invalid(
+                "replication.max_replica_lag_segments",
+                "must be at least 1",
+            ));
+        }
         if self.queue.capacity == 0 {
             return Err(invalid("queue.capacity", "must be at least 1"));
         }
@@ -370,6 +383,14 @@ impl Config {
     #[must_use]
     pub fn ack_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.replication.ack_timeout_ms.unwrap_or(5_000))
+    }
+
+    /// After how many segments of lag a replica is declared lost.
+    #[must_use]
+    pub fn max_replica_lag_segments(&self) -> u64 {
+        self.replication
+            .max_replica_lag_segments
+            .unwrap_or(repliq::replication::DEFAULT_MAX_REPLICA_LAG_SEGMENTS)
     }
 }
 

@@ -41,6 +41,9 @@ pub struct ReplicationMetrics {
     pub ack_latency_seconds: Family<ReplicaLabels, Histogram, fn() -> Histogram>,
     /// 1 while a replica streams and acknowledges in time, else 0.
     pub replica_up: Family<ReplicaLabels, Gauge>,
+    /// Times a replica was declared lost (too far behind; retention stopped keeping its
+    /// segments).
+    pub replica_lost: Family<ReplicaLabels, Counter>,
     /// Replicas a synchronous `enqueue` of the queue needs (0: asynchronous).
     pub required_acks: Family<QueueLabels, Gauge>,
     /// Replicas of the queue that are up.
@@ -154,6 +157,11 @@ impl repliq::replication::ReplicationObserver for ReplicationMetrics {
             }
         });
     }
+    fn replica_lost(&self, queue: &str, replica: &str, _segments: u64, _records: u64) {
+        self.replica_lost
+            .get_or_create(&replica_labels(queue, replica))
+            .inc();
+    }
     fn quorum(&self, queue: &str, required: usize, up: usize) {
         let labels = queue_labels(queue);
         let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
@@ -193,6 +201,7 @@ impl Default for ReplicationMetrics {
             lag_seconds: Family::default(),
             ack_latency_seconds: Family::new_with_constructor(ack_latency_histogram),
             replica_up: Family::default(),
+            replica_lost: Family::default(),
             required_acks: Family::default(),
             replicas_up: Family::default(),
             degraded: Family::default(),
@@ -244,6 +253,12 @@ impl Metrics {
             "replication_replica_up",
             "1 while a replica streams and acknowledges within the acknowledgement timeout",
             replication.replica_up.clone(),
+        );
+        registry.register(
+            "replication_replica_lost",
+            "Times a replica was declared lost: more than replication.max_replica_lag_segments \
+             segments behind, so retention stopped keeping its segments (it resyncs in full)",
+            replication.replica_lost.clone(),
         );
         registry.register(
             "replication_required_acks",

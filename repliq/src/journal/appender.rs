@@ -128,7 +128,7 @@ impl Appender {
             return Ok(());
         }
         let capacity = self.journal.config().capacity;
-        match cursor::min_position(&self.journal.meta) {
+        match cursor::min_consumer_position(&self.journal.meta) {
             None => {
                 self.limit = seq.saturating_add(1);
                 Ok(())

@@ -41,6 +41,14 @@ const REMOVED: u64 = 3;
 pub(crate) const CLAIM_TIMEOUT_MS: u32 = 1000;
 /// Flag bit: the cursor holds back retention and capacity.
 pub(crate) const FLAG_DURABLE: u32 = 1;
+/// Flag bit: the cursor is a replica's position on its primary (`replica:<node>`, moved by the
+/// replication task): it holds back retention only, never a producer (capacity).
+pub(crate) const FLAG_REPLICA: u32 = 2;
+/// Names starting with this are replica cursors, reserved for replication.
+pub(crate) const REPLICA_PREFIX: &str = "replica:";
+/// The position of a replica cursor whose replica was declared lost: it holds back nothing.
+#[cfg_attr(not(feature = "replication"), allow(dead_code))]
+pub(crate) const RELEASED: u64 = u64::MAX;
 
 fn hash(name: &[u8]) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -57,12 +65,63 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
             "consumer name {name:?} must be 1 to {MAX_CONSUMER_NAME} bytes long"
         )));
     }
+    if name.starts_with(REPLICA_PREFIX) {
+        return Err(QueueError::InvalidConfig(format!(
+            "consumer name {name:?}: names starting with {REPLICA_PREFIX:?} are reserved for \
+             replica cursors"
+        )));
+    }
     Ok(())
 }
 
-/// Finds the slot of cursor `name`, registering it at `start` if it does not exist.
+/// The name of the cursor that holds replica `node`'s position on its primary:
+/// `replica:<node>`, or, for a node name too long for a slot, its first 22 bytes (on a character
+/// boundary), `~` and 8 hex digits of the name's FNV-1a hash.
+#[cfg_attr(not(feature = "replication"), allow(dead_code))]
+pub(crate) fn replica_name(node: &str) -> String {
+    let full = format!("{REPLICA_PREFIX}{node}");
+    if full.len() <= MAX_CONSUMER_NAME && !node.is_empty() {
+        return full;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in node.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut cut = node.len().min(22);
+    while !node.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{REPLICA_PREFIX}{}~{:08x}", &node[..cut], h as u32)
+}
+
+/// Finds the slot of consumer cursor `name`, registering it at `start` if it does not exist.
 pub(crate) fn register(meta: &Meta, name: &str, start: impl Fn() -> Result<u64>) -> Result<usize> {
     check_name(name)?;
+    register_flagged(meta, name, FLAG_DURABLE, start)
+}
+
+/// Finds the slot of replica `node`'s cursor, registering it at `start` if it does not exist.
+#[cfg_attr(not(feature = "replication"), allow(dead_code))]
+pub(crate) fn register_replica(
+    meta: &Meta,
+    node: &str,
+    start: impl Fn() -> Result<u64>,
+) -> Result<usize> {
+    register_flagged(
+        meta,
+        &replica_name(node),
+        FLAG_DURABLE | FLAG_REPLICA,
+        start,
+    )
+}
+
+fn register_flagged(
+    meta: &Meta,
+    name: &str,
+    flags: u32,
+    start: impl Fn() -> Result<u64>,
+) -> Result<usize> {
     let bytes = name.as_bytes();
     let h = hash(bytes);
     'restart: loop {
@@ -75,7 +134,7 @@ pub(crate) fn register(meta: &Meta, name: &str, start: impl Fn() -> Result<u64>)
                 match s >> 32 {
                     FREE if s == 0 => {
                         if let Some(claim) = try_claim(meta, slot, monotonic_millis()) {
-                            if publish(meta, slot, claim, bytes, &start)? {
+                            if publish_flagged(meta, slot, claim, bytes, flags, &start)? {
                                 return Ok(slot);
                             }
                             continue 'restart;
@@ -139,6 +198,7 @@ pub(crate) fn try_claim(meta: &Meta, slot: usize, stamp: u32) -> Option<u64> {
         .then_some(claim)
 }
 
+#[cfg(test)]
 pub(crate) fn publish(
     meta: &Meta,
     slot: usize,
@@ -146,7 +206,18 @@ pub(crate) fn publish(
     name: &[u8],
     start: &impl Fn() -> Result<u64>,
 ) -> Result<bool> {
-    meta.write_cursor_name(slot, name, FLAG_DURABLE);
+    publish_flagged(meta, slot, claim, name, FLAG_DURABLE, start)
+}
+
+fn publish_flagged(
+    meta: &Meta,
+    slot: usize,
+    claim: u64,
+    name: &[u8],
+    flags: u32,
+    start: &impl Fn() -> Result<u64>,
+) -> Result<bool> {
+    meta.write_cursor_name(slot, name, flags);
     meta.cursor_next(slot).store(start()?, Ordering::Release);
     Ok(meta
         .cursor_state(slot)
@@ -198,10 +269,22 @@ pub(crate) fn list(meta: &Meta) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// The position of the slowest active cursor, if any.
+/// The position of the slowest active cursor, replica cursors included, if any: what retention
+/// keeps.
 pub(crate) fn min_position(meta: &Meta) -> Option<u64> {
     (0..CURSOR_SLOTS)
         .filter(|&slot| meta.cursor_state(slot).load(Ordering::Acquire) == ACTIVE << 32)
+        .map(|slot| meta.load_cursor(slot))
+        .min()
+}
+
+/// The position of the slowest active consumer cursor (replica cursors left out), if any: what
+/// bounds the backlog (capacity). A stopped replica must not stop producers; its bound is the
+/// replication task's (the replica is declared lost).
+pub(crate) fn min_consumer_position(meta: &Meta) -> Option<u64> {
+    (0..CURSOR_SLOTS)
+        .filter(|&slot| meta.cursor_state(slot).load(Ordering::Acquire) == ACTIVE << 32)
+        .filter(|&slot| meta.cursor_flags(slot) & FLAG_REPLICA == 0)
         .map(|slot| meta.load_cursor(slot))
         .min()
 }

@@ -312,6 +312,16 @@ impl Meta {
             .unwrap_or(0)
     }
 
+    /// The flags of an ACTIVE cursor slot (published before the slot became ACTIVE).
+    #[allow(unsafe_code)]
+    pub(crate) fn cursor_flags(&self, slot: usize) -> u32 {
+        let base = M_CURSORS + slot * CURSOR_ENTRY;
+        // SAFETY: as in `cursor_name_len`: published bytes of an ACTIVE slot, never written again.
+        unsafe { self.map.committed(base + C_FLAGS, 4) }
+            .map(|b| read_u32(b, 0))
+            .unwrap_or(0)
+    }
+
     /// The name of an ACTIVE cursor slot (published before the slot became ACTIVE).
     #[allow(unsafe_code)]
     pub(crate) fn cursor_name(&self, slot: usize) -> &[u8] {

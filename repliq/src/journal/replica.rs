@@ -105,6 +105,23 @@ impl ByteSource {
         })
     }
 
+    /// A source whose first frame starts at the data start of segment `first_seq` (a full
+    /// resync: the records before it are gone).
+    pub(crate) fn at_segment_start(journal: Arc<Journal>, first_seq: u64) -> Result<ByteSource> {
+        let Some(seg) = journal.segment(first_seq)? else {
+            return Err(QueueError::protocol(format!(
+                "{}: segment {first_seq} is not in the journal (deleted by retention)",
+                journal.dir.display()
+            )));
+        };
+        let start = seg.data_start;
+        Ok(ByteSource {
+            journal,
+            walk: Walk::new(Some(seg), start, first_seq),
+            end_sent: false,
+        })
+    }
+
     /// The sequence number of the next record this source will send.
     pub(crate) fn next_seq(&self) -> u64 {
         self.walk.seq
@@ -319,6 +336,58 @@ impl ByteSink {
     /// One past the last record held.
     pub(crate) fn next_seq(&self) -> u64 {
         self.walk.seq
+    }
+
+    /// Whether a resync frame for segment `first_seq` must restart this journal: it needs a
+    /// record before that segment and does not hold the segment yet (after a restart killed
+    /// before the first frame was applied, it holds it, possibly empty, and follows normally).
+    pub(crate) fn needs_restart_at(&self, first_seq: u64) -> bool {
+        self.walk.seq <= first_seq
+            && self
+                .walk
+                .seg
+                .as_ref()
+                .is_none_or(|s| s.first_seq < first_seq)
+    }
+
+    /// A full resync: the primary holds nothing before segment `first_seq`, which this journal
+    /// needs. Every segment file is deleted (or, with `aside`, moved into that directory), oldest
+    /// first, so that at every instant what remains is a valid journal (a suffix of the old
+    /// one, as after retention; finally none); then the sink waits for segment `first_seq`,
+    /// which the next frame creates. Local readers see the records before `first_seq` go, as
+    /// with retention, and then the new ones. A kill at any point leaves a journal that a new
+    /// subscription resyncs again.
+    pub(crate) fn restart_at(&mut self, first_seq: u64, aside: Option<&Path>) -> Result<()> {
+        self.sync()?;
+        let dir = self.journal.dir.clone();
+        if let Some(aside) = aside {
+            std::fs::create_dir_all(aside)
+                .map_err(|e| QueueError::io(format!("creating {}", aside.display()), e))?;
+        }
+        for first in self.journal.list_segments()? {
+            let from = dir.join(segment::segment_name(first));
+            let done = match aside {
+                Some(aside) => std::fs::rename(&from, aside.join(segment::segment_name(first))),
+                None => std::fs::remove_file(&from),
+            };
+            match done {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(QueueError::io(
+                        format!("dropping {} for a resync", from.display()),
+                        e,
+                    ));
+                }
+            }
+        }
+        // The directory entries are gone before anything of the new start is written.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        self.journal.forget_segments();
+        self.walk = Walk::new(None, 0, first_seq);
+        Ok(())
     }
 
     /// The checksum of record `seq`, if this replica holds it.

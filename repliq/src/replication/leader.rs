@@ -132,8 +132,23 @@ impl Leader {
             next_seq.min(self.config.epoch_start)
         } else {
             next_seq
+        };
+        self.start(node, epoch, holds)
+    }
+
+    /// A replica subscribed that needs records this primary no longer holds (they are before its
+    /// oldest segment, which starts at `oldest`): it is resynced from `oldest` on, dropping
+    /// everything it held, and counts as holding every record before `oldest` (no record before
+    /// it can be sent or acknowledged by anyone any more).
+    pub fn resync(&mut self, node: &str, epoch: u64, oldest: u64) -> Vec<LeaderAction> {
+        if epoch > self.config.epoch {
+            return vec![LeaderAction::StepDown { epoch }];
         }
-        .min(self.next_seq);
+        self.start(node, epoch, oldest)
+    }
+
+    fn start(&mut self, node: &str, epoch: u64, holds: u64) -> Vec<LeaderAction> {
+        let holds = holds.min(self.next_seq);
         self.replicas.insert(
             node.to_owned(),
             Progress {

@@ -45,6 +45,8 @@ mod peers;
 #[cfg(feature = "replication")]
 mod primary;
 #[cfg(feature = "replication")]
+mod replica_cursors;
+#[cfg(feature = "replication")]
 mod replica_service;
 mod state;
 #[cfg(test)]
@@ -56,7 +58,7 @@ pub use follower::{Follower, FollowerDecision, Refusal};
 pub use leader::{Leader, LeaderAction, LeaderConfig};
 pub use observer::ReplicationObserver;
 #[cfg(feature = "replication")]
-pub use options::{PrimaryOptions, ReplicaAddr};
+pub use options::{DEFAULT_MAX_REPLICA_LAG_SEGMENTS, PrimaryOptions, ReplicaAddr};
 #[cfg(feature = "replication")]
 pub use peers::PeerSet;
 #[cfg(feature = "replication")]

@@ -35,6 +35,13 @@ pub trait ReplicationObserver: Send + Sync + std::fmt::Debug {
     fn quorum(&self, queue: &str, required: usize, up: usize) {
         let _ = (queue, required, up);
     }
+    /// `replica` of `queue` was declared lost: it lacked `segments` segments beyond the one
+    /// holding its last record (more than `PrimaryOptions::max_replica_lag_segments`) and
+    /// `records` records; retention no longer keeps segments for it (it resyncs in full when it
+    /// is back).
+    fn replica_lost(&self, queue: &str, replica: &str, segments: u64, records: u64) {
+        let _ = (queue, replica, segments, records);
+    }
     /// Replication of `queue` from this node stopped (shutdown, step-down, error).
     fn stopped(&self, queue: &str) {
         let _ = queue;

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use super::{ReplicationMode, ReplicationObserver};
 
+/// The default bound after which a replica is declared lost: 1024 segments (16 GiB with the
+/// default segment size).
+pub const DEFAULT_MAX_REPLICA_LAG_SEGMENTS: u64 = 1024;
+
 /// A replica of a queue: a node name and its gRPC address (`host:port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaAddr {
@@ -34,13 +38,18 @@ pub struct PrimaryOptions {
     /// How long a synchronous `enqueue` waits for the acknowledgements before it returns
     /// [`QueueError::Replication`](crate::QueueError::Replication).
     pub ack_timeout: Duration,
+    /// Retention keeps the segments a replica lacks (a durable cursor per replica) until it is
+    /// this many segments behind (beyond the one holding its last record); then it is declared
+    /// lost and retention proceeds. `None`: never (a stopped replica may fill the disk).
+    pub max_replica_lag_segments: Option<u64>,
     /// Told about acknowledgements, bytes sent and lag (the daemon's metrics), if set.
     pub observer: Option<Arc<dyn ReplicationObserver>>,
 }
 
 impl PrimaryOptions {
     /// Options with defaults: 256 KiB frames, a window of 65 536 records, all replicas
-    /// acknowledging in synchronous mode.
+    /// acknowledging in synchronous mode, a replica lost after
+    /// [`DEFAULT_MAX_REPLICA_LAG_SEGMENTS`] segments.
     #[must_use]
     pub fn new(node: impl Into<String>, replicas: Vec<ReplicaAddr>, mode: ReplicationMode) -> Self {
         let required_acks = match mode {
@@ -56,6 +65,7 @@ impl PrimaryOptions {
             window: 1 << 16,
             drain_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(5),
+            max_replica_lag_segments: Some(DEFAULT_MAX_REPLICA_LAG_SEGMENTS),
             observer: None,
         }
     }

@@ -14,7 +14,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::grpc::proto::replication_client::ReplicationClient;
-use super::grpc::proto::{Frame, Hello, PrimaryMessage, primary_message, refused, replica_message};
+use super::grpc::proto::{
+    Frame, Hello, PrimaryMessage, Resync, primary_message, refused, replica_message,
+};
+use super::replica_cursors::ReplicaCursors;
 use super::state::{ReplicationState, Role, state_lock};
 use super::{Leader, LeaderAction, LeaderConfig, PrimaryOptions, ReplicaAddr, ReplicationMode};
 use crate::journal::replica::ByteSource;
@@ -96,6 +99,9 @@ struct ReplicaLink {
     /// (last sequence of a frame, when it was sent), for the ack latency.
     inflight: VecDeque<(u64, Instant)>,
     acked: u64,
+    /// A full resync from this segment is due: the replica needs records retention deleted.
+    /// A `Resync` message goes before the first frame sent from there.
+    resync: Option<u64>,
 }
 
 /// The health of one configured replica, as reported to the observer.
@@ -151,6 +157,13 @@ pub async fn run_primary(
     // `store` also publishes the policy into the meta file every handle reads.
     state.store(&dir)?;
     drop(lock);
+    // Retention keeps what each replica lacks, up to the bound (`replica_cursors`).
+    let cursors = ReplicaCursors::register(
+        journal.clone(),
+        &queue,
+        &options.replicas,
+        options.max_replica_lag_segments,
+    )?;
 
     let config = journal.config().clone();
     let hello = Hello {
@@ -219,6 +232,7 @@ pub async fn run_primary(
             }
             _ = report.tick() => {
                 report_health(&journal, &queue, &leader, &links, &mut health, &options);
+                cursors.check(leader.next_seq(), options.observer.as_ref());
                 continue;
             }
             _ = tokio::time::sleep(Duration::from_millis(20)), if stopping.is_some() => None,
@@ -247,6 +261,14 @@ pub async fn run_primary(
                     }
                     Some(_) => {}
                 }
+                cursors.held(&name, next_seq);
+                // The primary's oldest segment starts at `oldest`: a replica that needs a record
+                // before it (or the END marker of the segment before it) is resynced in full.
+                let oldest = journal.earliest_seq().unwrap_or(0);
+                let resync = (oldest > 0 && next_seq <= oldest).then_some(oldest);
+                if resync.is_some() {
+                    tracing::warn!(queue = %queue, replica = %name, next_seq, oldest, "replica needs records retention deleted; resyncing it from the oldest segment");
+                }
                 links.insert(
                     name.clone(),
                     ReplicaLink {
@@ -254,9 +276,13 @@ pub async fn run_primary(
                         source: None,
                         inflight: VecDeque::new(),
                         acked: next_seq,
+                        resync,
                     },
                 );
-                leader.subscribe(&name, epoch, next_seq)
+                match resync {
+                    Some(oldest) => leader.resync(&name, epoch, oldest),
+                    None => leader.subscribe(&name, epoch, next_seq),
+                }
             }
             Some(Event::Ack {
                 name,
@@ -275,6 +301,9 @@ pub async fn run_primary(
                         link.inflight.pop_front();
                     }
                     link.acked = link.acked.max(next_seq);
+                    if epoch == leader.config().epoch {
+                        cursors.held(&name, next_seq);
+                    }
                     let c = counted.entry(name.clone()).or_insert(next_seq);
                     if next_seq > *c {
                         if let Some(m) = &options.observer {
@@ -408,7 +437,7 @@ async fn execute(
                 let mut frames = Vec::new();
                 let source = match &mut link.source {
                     Some(s) if s.next_seq() == from => s,
-                    slot => match ByteSource::at(journal.clone(), from) {
+                    slot => match open_source(journal, from, link.resync) {
                         Ok(source) => slot.insert(source),
                         Err(e) => {
                             // This replica cannot be served (e.g. it needs records retention
@@ -434,6 +463,13 @@ async fn execute(
                     let first_seq = raw.records.first().map_or(source.next_seq(), |r| r.seq);
                     if let Some(last) = raw.records.last() {
                         link.inflight.push_back((last.seq, Instant::now()));
+                    }
+                    if let Some(at) = link.resync.take() {
+                        frames.push(PrimaryMessage {
+                            kind: Some(primary_message::Kind::Resync(Resync {
+                                segment_first_seq: at,
+                            })),
+                        });
                     }
                     frames.push(PrimaryMessage {
                         kind: Some(primary_message::Kind::Frame(Frame {
@@ -487,6 +523,16 @@ async fn execute(
         }
     }
     Ok(())
+}
+
+/// The source of frames from `from` on: at the data start of segment `from` for a due resync
+/// from there, else right after record `from - 1`.
+fn open_source(journal: &Arc<Journal>, from: u64, resync: Option<u64>) -> Result<ByteSource> {
+    if resync == Some(from) {
+        ByteSource::at_segment_start(journal.clone(), from)
+    } else {
+        ByteSource::at(journal.clone(), from)
+    }
 }
 
 fn empty_frame(leader: &Leader, at: u64) -> PrimaryMessage {

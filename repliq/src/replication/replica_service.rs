@@ -255,23 +255,39 @@ async fn serve_stream(
     )
     .await?;
     let mut ended = false;
+    // A `Resync` announced the primary's oldest segment: applies to the next frame of it.
+    let mut resync_at: Option<u64> = None;
     while !ended {
         let mut batch = match inbound.message().await {
             Ok(Some(PrimaryMessage {
                 kind: Some(primary_message::Kind::Frame(f)),
             })) => vec![f],
+            Ok(Some(PrimaryMessage {
+                kind: Some(primary_message::Kind::Resync(r)),
+            })) => {
+                resync_at = Some(r.segment_first_seq);
+                continue;
+            }
             Ok(None) => return Ok(()),
             Ok(Some(_)) => return Err(storage("unexpected message after Hello")),
             Err(e) => return Err(storage(e)),
         };
         // Take every frame that has already arrived, so that one msync and one acknowledgement
         // cover them all (a sync per frame would bound a stream by the disk's sync latency).
+        let mut next_resync = None;
         while batch.len() < 256 {
             match inbound.message().now_or_never() {
                 None => break,
                 Some(Ok(Some(PrimaryMessage {
                     kind: Some(primary_message::Kind::Frame(f)),
                 }))) => batch.push(f),
+                Some(Ok(Some(PrimaryMessage {
+                    kind: Some(primary_message::Kind::Resync(r)),
+                }))) => {
+                    // Its frame comes next: take it into the next batch.
+                    next_resync = Some(r.segment_first_seq);
+                    break;
+                }
                 Some(Ok(None)) => {
                     ended = true;
                     break;
@@ -303,6 +319,23 @@ async fn serve_stream(
                     follower.next_seq(),
                 ));
                 break;
+            }
+            let announced = !frame.bytes.is_empty() && resync_at == Some(frame.segment_first_seq);
+            if announced {
+                resync_at = None;
+            }
+            if announced
+                && frame.epoch >= follower.epoch()
+                && sink.needs_restart_at(frame.segment_first_seq)
+            {
+                let restarted = blocking(|| resync(&mut sink, &mut state, &frame, &hello, &dir));
+                match restarted {
+                    Ok(()) => follower = super::Follower::new(frame.epoch, frame.segment_first_seq),
+                    Err(e) => {
+                        refusal = Some(storage(e));
+                        break;
+                    }
+                }
             }
             let records = match frame_records(&frame.bytes) {
                 Ok(records) => records,
@@ -395,8 +428,42 @@ async fn serve_stream(
         if let Some(r) = refusal {
             return Err(r);
         }
+        resync_at = next_resync.or(resync_at);
     }
     Ok(())
+}
+
+/// A full resync (the frame's `resync` flag): the primary holds nothing before the frame's
+/// segment, which this replica needs. Its segments are dropped, oldest first: moved aside if
+/// they may hold records an older primary wrote from the frame's epoch start on (this replica
+/// saw an older epoch and holds records from there on), deleted otherwise (the primary's
+/// retention deleted the same records). Then it follows the frame's epoch; the frame itself
+/// creates the segment.
+fn resync(
+    sink: &mut ByteSink,
+    state: &mut ReplicationState,
+    frame: &proto::Frame,
+    hello: &Hello,
+    dir: &Path,
+) -> Result<()> {
+    let held = sink.next_seq();
+    let aside = (frame.epoch > state.epoch && held > frame.epoch_start).then(|| {
+        dir.join("moved-aside").join(format!(
+            "epoch-{}-resync-at-{}",
+            frame.epoch, frame.segment_first_seq
+        ))
+    });
+    sink.restart_at(frame.segment_first_seq, aside.as_deref())?;
+    tracing::warn!(
+        queue = %hello.queue,
+        primary = %hello.primary,
+        held_up_to = held,
+        restart_at = frame.segment_first_seq,
+        moved_aside = ?aside,
+        "full resync: the primary no longer holds the records this replica needs; its segments \
+         are dropped and it starts again at the primary's oldest segment"
+    );
+    follow_epoch(state, frame, &hello.primary, dir)
 }
 
 /// Makes this node a replica of `primary` in the frame's epoch, if it is not one already;

@@ -1,0 +1,250 @@
+//! Issue 10 item 6: replicas never fall off. Two `repliqd` processes on loopback, retention on
+//! the primary (a producer with `delete_consumed_segments` that also consumes everything), and a
+//! replica SIGKILLed while the primary writes past many segments.
+//!
+//! * Within the bound, the primary keeps every segment the replica lacks (its durable cursor
+//!   `replica:b`); the restarted replica resumes and ends byte-identical.
+//! * Past the bound (`replication.max_replica_lag_segments`), the replica is declared lost
+//!   (metric and log line), retention deletes its segments, and the restarted replica resyncs in
+//!   full from the primary's oldest segment, ends byte-identical, and streams as before.
+
+mod support;
+
+use std::path::Path;
+
+use repliq::{JournalQueue, QueueOptions};
+use support::{Daemon, held, http_get, metric, segment_files, wait_until};
+
+#[repliq::message(name = "test.RetentionBlob")]
+#[derive(Debug, Clone, PartialEq)]
+struct Blob {
+    n: u64,
+    data: Vec<u8>,
+}
+
+fn blob(n: u64) -> Blob {
+    Blob {
+        n,
+        data: vec![n as u8; (n as usize * 13) % 200],
+    }
+}
+
+/// The queue on the primary: small segments (about 60 records each), retention on.
+fn create(dir: &Path) -> JournalQueue<Blob> {
+    QueueOptions::new()
+        .capacity(1_000_000)
+        .segment_size(8192)
+        .index_interval(8)
+        .max_message_size(1024)
+        .delete_consumed_segments(true)
+        .create::<Blob>(dir)
+        .unwrap()
+}
+
+/// Writes `range` and consumes everything on the primary (the only consumer), then runs the
+/// retention the producers run in the background once more, so its outcome is settled.
+fn write_and_consume(q: &mut JournalQueue<Blob>, range: std::ops::Range<u64>) {
+    for n in range {
+        q.enqueue(&blob(n)).unwrap();
+    }
+    while let Some(m) = q.dequeue().unwrap() {
+        let n = m.n;
+        assert_eq!(m, blob(n));
+    }
+    q.purge_consumed().unwrap();
+}
+
+/// The position of the primary's cursor for replica `b`.
+fn replica_cursor(dir: &Path) -> Option<u64> {
+    repliq::inspect(dir)
+        .unwrap()
+        .cursors
+        .into_iter()
+        .find(|c| c.name == "replica:b")
+        .map(|c| c.next_seq)
+}
+
+/// Every message of the queue at `dir` from its oldest stored record, read through a cursor that
+/// is removed afterwards.
+fn messages(dir: &Path) -> Vec<Blob> {
+    let mut q = QueueOptions::new()
+        .consumer("check")
+        .open::<Blob>(dir)
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = q.dequeue().unwrap() {
+        out.push(m);
+    }
+    q.remove_consumer("check");
+    out
+}
+
+fn first_segment(dir: &Path) -> u64 {
+    repliq::inspect(dir).unwrap().first_seq
+}
+
+fn with_bound(node: &Daemon, segments: u64) {
+    let text = std::fs::read_to_string(&node.config).unwrap();
+    let text = text.replacen(
+        "replication:\n",
+        &format!("replication:\n  max_replica_lag_segments: {segments}\n"),
+        1,
+    );
+    std::fs::write(&node.config, text).unwrap();
+}
+
+#[test]
+fn retention_keeps_what_a_stopped_replica_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Daemon::cluster(dir.path(), &["a", "b"], "asynchronous");
+    for n in &mut nodes {
+        n.start();
+    }
+    let primary = nodes[0].root.join("blobs");
+    let replica = nodes[1].root.join("blobs");
+    let mut q = create(&primary);
+    wait_until("the daemon registered the replica's cursor", || {
+        replica_cursor(&primary).is_some()
+    });
+    write_and_consume(&mut q, 0..300);
+    wait_until("the replica holds the first 300 records", || {
+        held(&replica) == 300
+    });
+    wait_until("the replica's cursor on the primary moved", || {
+        replica_cursor(&primary) == Some(299)
+    });
+
+    nodes[1].kill9();
+    write_and_consume(&mut q, 300..2300);
+    let segments = segment_files(&primary);
+    assert!(
+        segments.len() > 25,
+        "written past many segments: {}",
+        segments.len()
+    );
+    assert!(
+        first_segment(&primary) <= 299,
+        "the primary keeps the segment of the replica's last record (oldest {})",
+        first_segment(&primary)
+    );
+    assert_eq!(replica_cursor(&primary), Some(299));
+
+    nodes[1].start();
+    wait_until("the restarted replica holds every record", || {
+        held(&replica) == 2300
+    });
+    // Every segment the primary holds is on the replica, byte for byte; the replica also holds
+    // the older ones (retention on the primary is not the replica's).
+    let (p, r) = (segment_files(&primary), segment_files(&replica));
+    for (name, bytes) in &p {
+        let on_replica = r.iter().find(|(n, _)| n == name);
+        assert!(
+            on_replica.is_some_and(|(_, b)| b == bytes),
+            "segment {name} is byte-identical on the replica"
+        );
+    }
+    let read = messages(&replica);
+    assert_eq!(read.len(), 2300);
+    for (n, m) in read.iter().enumerate() {
+        assert_eq!(*m, blob(n as u64));
+    }
+
+    // Caught up, the replica holds nothing back: retention deletes what the consumer passed.
+    wait_until("the replica's cursor follows its acknowledgements", || {
+        replica_cursor(&primary) == Some(2299)
+    });
+    write_and_consume(&mut q, 2300..2400);
+    assert!(
+        first_segment(&primary) > 2000,
+        "retention proceeds once the replica caught up (oldest {})",
+        first_segment(&primary)
+    );
+}
+
+#[test]
+fn a_lost_replica_is_resynced_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Daemon::cluster(dir.path(), &["a", "b"], "asynchronous");
+    with_bound(&nodes[0], 4);
+    for n in &mut nodes {
+        n.start();
+    }
+    let primary = nodes[0].root.join("blobs");
+    let replica = nodes[1].root.join("blobs");
+    let mut q = create(&primary);
+    wait_until("the daemon registered the replica's cursor", || {
+        replica_cursor(&primary).is_some()
+    });
+    write_and_consume(&mut q, 0..200);
+    wait_until("the replica holds the first 200 records", || {
+        held(&replica) == 200
+    });
+    let lost = "repliq_replication_replica_lost_total{queue=\"blobs\",replica=\"b\"}";
+    let lost_count = |node: &Daemon| metric(&http_get(node.http(), "/metrics").1, lost);
+    assert_eq!(lost_count(&nodes[0]).unwrap_or(0.0), 0.0);
+
+    wait_until("the replica's cursor on the primary moved", || {
+        replica_cursor(&primary) == Some(199)
+    });
+    nodes[1].kill9();
+    // Within the bound at first: the segments stay.
+    write_and_consume(&mut q, 200..300);
+    assert!(first_segment(&primary) <= 199);
+    // Then far past it.
+    write_and_consume(&mut q, 300..2000);
+    wait_until("the replica is declared lost", || {
+        lost_count(&nodes[0]).is_some_and(|v| v >= 1.0)
+    });
+    let log = std::fs::read_to_string(nodes[0].log_path()).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("replica lost")
+            && l.contains("replica=b")
+            && l.contains("lag_segments")),
+        "a warning names the replica and its lag"
+    );
+    assert_eq!(
+        replica_cursor(&primary),
+        Some(u64::MAX),
+        "its cursor is released"
+    );
+    write_and_consume(&mut q, 2000..2100);
+    let oldest = first_segment(&primary);
+    assert!(
+        oldest > 200,
+        "retention deleted the segments the lost replica lacked (oldest {oldest})"
+    );
+
+    nodes[1].start();
+    wait_until("the resynced replica holds every record", || {
+        held(&replica) == 2100
+    });
+    assert!(
+        segment_files(&replica) == segment_files(&primary),
+        "after the resync the replica's segment files are the primary's, byte for byte"
+    );
+    assert_eq!(first_segment(&replica), oldest);
+    let read = messages(&replica);
+    assert_eq!(read.len() as u64, 2100 - oldest);
+    for (i, m) in read.iter().enumerate() {
+        assert_eq!(*m, blob(oldest + i as u64));
+    }
+    let log = std::fs::read_to_string(nodes[1].log_path()).unwrap();
+    assert!(log.contains("full resync"), "the replica says it resynced");
+
+    // It streams as before, and retention keeps its segments again.
+    write_and_consume(&mut q, 2100..2300);
+    wait_until("the replica follows after the resync", || {
+        held(&replica) == 2300
+    });
+    wait_until("the primary keeps its cursor again", || {
+        replica_cursor(&primary) == Some(2299)
+    });
+    let (p, r) = (segment_files(&primary), segment_files(&replica));
+    for (name, bytes) in &p {
+        assert!(
+            r.iter().any(|(n, b)| n == name && b == bytes),
+            "segment {name} is byte-identical on the replica"
+        );
+    }
+    assert_eq!(lost_count(&nodes[0]), Some(1.0), "lost once, not again");
+}
