@@ -80,7 +80,8 @@ acks() { docker logs "$1" 2>/dev/null | grep -c '^ACK ' || true; }
 exited() { [ "$(docker inspect -f '{{.State.Running}}' "$1")" = false ]; }
 acks_at_least() { [ "$(acks "$1")" -ge "$2" ]; }
 has_outcome() { docker logs "$1" 2>/dev/null | grep -qE '^(ACK|TIMEOUT|FENCED|READONLY|ERR) '; }
-is_replica() { [ "$(check role "$1" | cut -d' ' -f1)" = replica ]; }
+# Fenced is `replica 1`; following the new primary is `replica` of its epoch (>= 2).
+following() { read -r r e < <(check role "$1"); [ "$r" = replica ] && [ "$e" -ge 2 ]; }
 
 # --------------------------------------------------------------------------------------------
 step "images"
@@ -201,7 +202,7 @@ other=$([ "$new" = b ] && echo c || echo b)
 docker logs "$run_id-p1" > "$work/p1.log" 2>/dev/null
 check acked "$work/p1.log" > "$work/p1.acks"
 acked_before_kill=$(wc -l < "$work/p1.acks")
-note "$new is primary $(check role "$(q "$new")") ${failover_ms} ms after docker kill (lease $LEASE_MS ms); $acked_before_kill messages acknowledged before the kill"
+note "$new is primary (epoch $(check role "$(q "$new")" | cut -d' ' -f2)) ${failover_ms} ms after docker kill (lease $LEASE_MS ms); $acked_before_kill messages acknowledged before the kill"
 repliq_on "$new" cat /var/lib/repliq/orders > "$work/new-after-kill.jsonl"
 lost_line=$(check check-acked "$work/new-after-kill.jsonl" "$work/p1.acks")
 note "on $new: $lost_line"
@@ -220,7 +221,7 @@ old_end=$(grep -E '^(FENCED|READONLY|ERR|DONE)' "$work/p3.log" | head -n1 | cut 
 [ "$old_acks" = 0 ] || die "the old epoch's producer got $old_acks acknowledgements"
 grep -qE '^(FENCED|READONLY) ' "$work/p3.log" || die "the old-epoch producer was not fenced: $old_end"
 note "old-epoch producer: $old_timeouts writes timed out unacknowledged, then '$old_end'"
-wait_for "a to rejoin as a replica" 600 is_replica "$(q a)"
+wait_for "a to rejoin as a replica of the new epoch" 600 following "$(q a)"
 note "a: $(check role "$(q a)") after restart"
 
 # --------------------------------------------------------------------------------------------
