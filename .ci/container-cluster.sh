@@ -81,7 +81,7 @@ exited() { [ "$(docker inspect -f '{{.State.Running}}' "$1")" = false ]; }
 acks_at_least() { [ "$(acks "$1")" -ge "$2" ]; }
 has_outcome() { docker logs "$1" 2>/dev/null | grep -qE '^(ACK|TIMEOUT|FENCED|READONLY|ERR) '; }
 # Fenced is `replica 1`; following the new primary is `replica` of its epoch (>= 2).
-following() { read -r r e < <(check role "$1"); [ "$r" = replica ] && [ "$e" -ge 2 ]; }
+following() { local r e; read -r r e < <(check role "$1"); [ "$r" = replica ] && [ "$e" -ge 2 ]; }
 
 # --------------------------------------------------------------------------------------------
 step "images"
