@@ -173,6 +173,13 @@ refuses "a root user" --set podSecurityContext.runAsUser=0
 refuses "one port for gRPC and HTTP" --set config.server.http_listen=0.0.0.0:31337
 refuses "an unknown replication mode" --set config.replication.mode=eventually
 refuses "two disruption budgets" --set podDisruptionBudget.minAvailable=1
+refuses "both static peers and members" --set config.replication.discovery.method=static \
+    --set 'config.replication.discovery.peers[0].name=b' --set 'config.replication.discovery.peers[0].address=b:1' \
+    --set 'config.replication.discovery.members[0].name=a' --set 'config.replication.discovery.members[0].address=a:1'
+# A StatefulSet with static discovery shares one list naming every pod: `members`, never `peers`
+# (repliqd refuses a peer with its own name).
+grep -qE '^ +members:$' <(sed -n '/config.yaml: |/,/^---/p' "$out/helm-statefulset-static.yaml") \
+    || die "the static StatefulSet's config has no members list"
 note "rendered: $(cd "$out" && ls | tr '\n' ' ')"
 
 # --------------------------------------------------------------------------------------------
@@ -317,8 +324,14 @@ sources = [(f"kubernetes-{os.path.basename(plain)}", plain)] + [
 for name, path in sources:
     for d in yaml.safe_load_all(open(path)):
         if d and d.get("kind") == "ConfigMap" and "config.yaml" in d.get("data", {}):
-            with open(os.path.join(dest, name.replace(".yaml", "") + ".yaml"), "w") as f:
+            base = os.path.join(dest, name.replace(".yaml", ""))
+            with open(base + ".yaml", "w") as f:
                 f.write(d["data"]["config.yaml"])
+            # A shared `members` list must name the node: run as its first member (a pod).
+            members = yaml.safe_load(d["data"]["config.yaml"])["replication"]["discovery"].get("members")
+            if members:
+                with open(base + ".node", "w") as f:
+                    f.write(members[0]["name"])
 PY
 cp deploy/docker/rootfs/etc/repliq/config.yaml "$work/configs/image-default.yaml"
 chmod 0755 "$work" "$work/configs" && chmod 0644 "$work/configs"/*.yaml
@@ -327,8 +340,10 @@ for cfg in "$work/configs"/*.yaml; do
     name=$(basename "$cfg" .yaml)
     c="$run_id-cfg-$name"
     containers+=("$c")
+    node=check
+    [ -f "${cfg%.yaml}.node" ] && node=$(cat "${cfg%.yaml}.node")
     docker run -d --name "$c" "${hardened[@]}" --tmpfs /var/lib/repliq:uid=65532,gid=65532 \
-        -e NODE_NAME=check -e POD_NAMESPACE=check -v "$cfg:/etc/repliq/config.yaml:ro" "$image" >/dev/null
+        -e NODE_NAME="$node" -e POD_NAMESPACE=check -v "$cfg:/etc/repliq/config.yaml:ro" "$image" >/dev/null
     verdict=""
     for _ in $(seq 1 50); do # at most ~10 s
         if [ "$(docker inspect -f '{{.State.Running}}' "$c")" = false ]; then verdict=exited; break; fi
@@ -338,7 +353,7 @@ for cfg in "$work/configs"/*.yaml; do
     logs=$(docker logs "$c" 2>&1 || true)
     docker rm -f -v "$c" >/dev/null
     case "$verdict" in
-        listening) note "$name: accepted" ;;
+        listening) note "$name: accepted (NODE_NAME=$node)" ;;
         exited)
             if grep -qE 'KUBERNETES_SERVICE_HOST is not set|POD_NAMESPACE is not set' <<<"$logs"; then
                 # The config is valid; outside a cluster Kubernetes discovery must refuse to

@@ -13,6 +13,9 @@
 //!     peers:                   # static only; never this node itself
 //!       - name: node-b
 //!         address: 127.0.0.1:31338
+//!     # members:               # static only, instead of `peers`: every node, this one
+//!     #   - name: node-a       # included (one list shared by all nodes, e.g. a StatefulSet's
+//!     #     address: ...       # ConfigMap); the node drops its own entry by NODE_NAME
 //!     # kubernetes only:
 //!     # namespace: repliq      # default: POD_NAMESPACE, else the service account's namespace
 //!     # peer_name: node        # a pod's peer name: `node` (spec.nodeName) or `pod` (its name)
@@ -97,9 +100,14 @@ pub struct Discovery {
     /// Kubernetes label selector of the repliq pods.
     #[serde(default)]
     pub label_selector: Option<String>,
-    /// The other nodes, for `static` discovery.
+    /// The other nodes, for `static` discovery. Naming this node itself is an error.
     #[serde(default)]
     pub peers: Vec<Peer>,
+    /// Every node of the cluster, this one included, for `static` discovery: one list that all
+    /// nodes share (a StatefulSet's ConfigMap). The node drops its own entry by name; a list
+    /// that does not name it is an error. Exclusive with `peers`.
+    #[serde(default)]
+    pub members: Option<Vec<Peer>>,
     /// `kubernetes`: the namespace to watch (default: `POD_NAMESPACE`, else the service
     /// account's namespace).
     #[serde(default)]
@@ -278,6 +286,19 @@ impl Config {
                     "only for `method: static` (kubernetes discovery finds the peers)",
                 ));
             }
+            if d.members.is_some() {
+                return Err(invalid(
+                    "replication.discovery.members",
+                    "only for `method: static` (kubernetes discovery finds the peers)",
+                ));
+            }
+        }
+        if d.members.is_some() && !d.peers.is_empty() {
+            return Err(invalid(
+                "replication.discovery.members",
+                "give either `peers` (the other nodes) or `members` (every node, this one \
+                 included), not both",
+            ));
         }
         if let Some(e) = &self.election {
             e.validate()?;
@@ -290,23 +311,25 @@ impl Config {
                 "must not be empty when given",
             ));
         }
+        let (key, list) = match &d.members {
+            Some(members) => ("members", members.as_slice()),
+            None => ("peers", d.peers.as_slice()),
+        };
         let mut names = BTreeSet::new();
-        for (i, p) in d.peers.iter().enumerate() {
+        for (i, p) in list.iter().enumerate() {
+            let at = format!("replication.discovery.{key}[{i}]");
             if p.name.trim().is_empty() {
-                return Err(invalid(
-                    &format!("replication.discovery.peers[{i}].name"),
-                    "must not be empty",
-                ));
+                return Err(invalid(&format!("{at}.name"), "must not be empty"));
             }
             if !names.insert(p.name.as_str()) {
                 return Err(invalid(
-                    &format!("replication.discovery.peers[{i}].name"),
-                    format_args!("peer `{}` is listed twice", p.name),
+                    &format!("{at}.name"),
+                    format_args!("node `{}` is listed twice", p.name),
                 ));
             }
             if !valid_host_port(&p.address) {
                 return Err(invalid(
-                    &format!("replication.discovery.peers[{i}].address"),
+                    &format!("{at}.address"),
                     format_args!("`{}` is not a `host:port` address", p.address),
                 ));
             }
@@ -318,12 +341,17 @@ impl Config {
                     "must be at least 1 (use `mode: asynchronous` for no acknowledgements)",
                 ));
             }
-            if d.method == DiscoveryMethod::Static && k > d.peers.len() {
+            // `members` names this node too: it is not one of its own replicas.
+            let others = match &d.members {
+                Some(m) => m.len().saturating_sub(1),
+                None => d.peers.len(),
+            };
+            if d.method == DiscoveryMethod::Static && k > others {
                 return Err(invalid(
                     "replication.required_acks",
                     format_args!(
-                        "{k} acknowledgements required but only {} peers are configured",
-                        d.peers.len()
+                        "{k} acknowledgements required but only {others} other nodes are \
+                         configured"
                     ),
                 ));
             }
@@ -353,19 +381,20 @@ impl Config {
         Ok(())
     }
 
+    /// The other nodes static discovery knows: `peers`, or `members` without `node` itself.
+    #[must_use]
+    pub fn static_peers(&self, node: &str) -> Vec<Peer> {
+        let d = &self.replication.discovery;
+        match &d.members {
+            Some(members) => members.iter().filter(|p| p.name != node).cloned().collect(),
+            None => d.peers.iter().filter(|p| p.name != node).cloned().collect(),
+        }
+    }
+
     /// The number of replica acknowledgements a synchronous `enqueue` waits for.
     #[must_use]
     pub fn required_acks(&self, node: &str) -> usize {
-        // A shared peer list (the same ConfigMap on every node) names the node itself: it is
-        // not one of its own replicas.
-        let replicas = self
-            .replication
-            .discovery
-            .peers
-            .iter()
-            .filter(|p| p.name != node)
-            .count();
-        self.required_acks_of(replicas)
+        self.required_acks_of(self.static_peers(node).len())
     }
 
     /// The same, when `peers` other nodes are known (discovery snapshots).
@@ -470,7 +499,7 @@ queue:
         let m = err(&SEED.replace("name: c", "name: b"));
         assert_eq!(
             m,
-            "replication.discovery.peers[1].name: peer `b` is listed twice"
+            "replication.discovery.peers[1].name: node `b` is listed twice"
         );
 
         let m = err(&SEED.replace(
@@ -479,7 +508,8 @@ queue:
         ));
         assert_eq!(
             m,
-            "replication.required_acks: 3 acknowledgements required but only 2 peers are configured"
+            "replication.required_acks: 3 acknowledgements required but only 2 other nodes are \
+             configured"
         );
 
         let m = err(&SEED.replace(
@@ -519,5 +549,85 @@ queue:
         let c =
             Config::from_yaml(&SEED.replace("mode: synchronous", "mode: asynchronous")).unwrap();
         assert_eq!(c.required_acks("node-x"), 0);
+    }
+
+    const MEMBERS: &str = "
+replication:
+  mode: synchronous
+  discovery:
+    method: static
+    members:
+      - name: a
+        address: a.repliq:31337
+      - name: b
+        address: b.repliq:31337
+      - name: c
+        address: c.repliq:31337
+queue:
+  capacity: 1024
+  persistence:
+    path: /tmp/repliq
+";
+
+    #[test]
+    fn members_name_every_node_and_each_node_drops_itself() {
+        let c = Config::from_yaml(MEMBERS).unwrap();
+        let names = |node: &str| -> Vec<String> {
+            c.static_peers(node).into_iter().map(|p| p.name).collect()
+        };
+        assert_eq!(names("a"), ["b", "c"]);
+        assert_eq!(names("c"), ["a", "b"]);
+        assert_eq!(c.required_acks("b"), 2, "a node is not its own replica");
+        let c = Config::from_yaml(&MEMBERS.replace(
+            "  mode: synchronous\n",
+            "  mode: synchronous\n  required_acks: 2\n",
+        ))
+        .unwrap();
+        assert_eq!(c.required_acks("a"), 2);
+    }
+
+    #[test]
+    fn bad_member_lists_name_the_key() {
+        let m = err(&MEMBERS.replace("name: c", "name: a"));
+        assert_eq!(
+            m,
+            "replication.discovery.members[2].name: node `a` is listed twice"
+        );
+
+        let m = err(&MEMBERS.replace("c.repliq:31337", "c.repliq"));
+        assert_eq!(
+            m,
+            "replication.discovery.members[2].address: `c.repliq` is not a `host:port` address"
+        );
+
+        let m = err(&MEMBERS.replace(
+            "    members:\n",
+            "    peers:\n      - name: x\n        address: x:1\n    members:\n",
+        ));
+        assert!(
+            m.starts_with("replication.discovery.members: give either `peers`"),
+            "{m}"
+        );
+
+        // Three members are two replicas for each node.
+        let m = err(&MEMBERS.replace(
+            "  mode: synchronous\n",
+            "  mode: synchronous\n  required_acks: 3\n",
+        ));
+        assert_eq!(
+            m,
+            "replication.required_acks: 3 acknowledgements required but only 2 other nodes are \
+             configured"
+        );
+
+        let m = err(&MEMBERS.replace(
+            "    method: static\n",
+            "    method: kubernetes\n    label_selector: app=repliq\n",
+        ));
+        assert_eq!(
+            m,
+            "replication.discovery.members: only for `method: static` (kubernetes discovery \
+             finds the peers)"
+        );
     }
 }

@@ -94,6 +94,36 @@ fn a_static_peer_with_the_nodes_own_name_is_refused() {
 }
 
 #[test]
+fn a_member_list_without_the_nodes_own_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = "    method: static\n    members:\n      - name: a\n        address: 127.0.0.1:1\n      \
+                   - name: b\n        address: 127.0.0.1:2\n";
+    let cfg = config(dir.path(), members, "");
+    let (code, err) = fails(&cfg, "c");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(
+            "replication.discovery.members: this node `c` (--node-name / NODE_NAME) is not \
+             listed (members: [a, b])"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn peers_and_members_together_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let both = format!("{STATIC}    members:\n      - name: a\n        address: 127.0.0.1:1\n");
+    let cfg = config(dir.path(), &both, "");
+    let (code, err) = fails(&cfg, "a");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("replication.discovery.members: give either `peers`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn kubernetes_discovery_without_a_selector_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "    method: kubernetes\n", "");

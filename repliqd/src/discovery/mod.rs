@@ -85,7 +85,7 @@ impl Drop for Discovery {
 }
 
 /// Checks what the configuration cannot check alone: this node's name, against the static peer
-/// list.
+/// list (`peers` must not name it, `members` must).
 ///
 /// # Errors
 ///
@@ -99,12 +99,28 @@ pub fn preflight(config: &Config, node: &str) -> Result<(), QueueError> {
         ));
     }
     let d = &config.replication.discovery;
-    if d.method == DiscoveryMethod::Static
-        && let Some(i) = d.peers.iter().position(|p| p.name == node)
-    {
+    if d.method != DiscoveryMethod::Static {
+        return Ok(());
+    }
+    if let Some(members) = &d.members {
+        let Some(i) = members.iter().position(|p| p.name == node) else {
+            let names: Vec<&str> = members.iter().map(|p| p.name.as_str()).collect();
+            return Err(QueueError::InvalidConfig(format!(
+                "replication.discovery.members: this node `{node}` (--node-name / NODE_NAME) is \
+                 not listed (members: [{}]); `members` names every node, this one included",
+                names.join(", ")
+            )));
+        };
+        tracing::info!(
+            node,
+            entry = i,
+            "replication.discovery.members: skipping this node's own entry"
+        );
+    } else if let Some(i) = d.peers.iter().position(|p| p.name == node) {
         return Err(QueueError::InvalidConfig(format!(
             "replication.discovery.peers[{i}].name: `{node}` is this node's own name \
-             (--node-name / NODE_NAME); list only the other nodes"
+             (--node-name / NODE_NAME); list only the other nodes, or use `members` for a list \
+             of every node"
         )));
     }
     Ok(())
@@ -120,7 +136,7 @@ pub fn start(config: &Config, node: &str) -> Result<Discovery, QueueError> {
     preflight(config, node)?;
     let d = &config.replication.discovery;
     match d.method {
-        DiscoveryMethod::Static => Ok(Discovery::constant(PeerSet::of(d.peers.clone()))),
+        DiscoveryMethod::Static => Ok(Discovery::constant(PeerSet::of(config.static_peers(node)))),
         DiscoveryMethod::Kubernetes => {
             let settings = kubernetes::Settings::from_config(config, node)?;
             let client = kubernetes::in_cluster_client()?;

@@ -87,17 +87,27 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end -}}
 {{- end -}}
 
-{{/* The static peer list: the value, or every pod of the StatefulSet by its stable DNS name. */}}
-{{- define "repliq.staticPeers" -}}
-{{- $peers := .Values.config.replication.discovery.peers | default list -}}
-{{- if and (not $peers) (include "repliq.isStatefulSet" .) -}}
+{{/* The static node list, as a dict with one key: `peers` (the value: the other nodes), or
+     `members` (every node, the pod itself included; repliqd drops its own entry by NODE_NAME):
+     the `members` value, or for a StatefulSet without either, every pod by its stable DNS name. */}}
+{{- define "repliq.staticNodes" -}}
+{{- $d := .Values.config.replication.discovery -}}
+{{- $peers := $d.peers | default list -}}
+{{- $members := $d.members | default list -}}
+{{- if $peers -}}
+{{- toYaml (dict "peers" $peers) -}}
+{{- else if $members -}}
+{{- toYaml (dict "members" $members) -}}
+{{- else if include "repliq.isStatefulSet" . -}}
 {{- $full := include "repliq.fullname" . -}}
 {{- $domain := printf "%s.%s.svc.%s" (include "repliq.headlessName" .) .Release.Namespace .Values.clusterDomain -}}
 {{- range $i := until (int .Values.workload.replicas) -}}
-{{- $peers = append $peers (dict "name" (printf "%s-%d" $full $i) "address" (printf "%s-%d.%s:%s" $full $i $domain (include "repliq.grpcPort" $))) -}}
+{{- $members = append $members (dict "name" (printf "%s-%d" $full $i) "address" (printf "%s-%d.%s:%s" $full $i $domain (include "repliq.grpcPort" $))) -}}
 {{- end -}}
+{{- toYaml (dict "members" $members) -}}
+{{- else -}}
+{{- toYaml (dict "peers" list) -}}
 {{- end -}}
-{{- toYaml (dict "peers" $peers) -}}
 {{- end -}}
 
 {{/* repliqd's config.yaml. Keys the daemon does not know are never emitted (it refuses them). */}}
@@ -111,15 +121,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- if $d.label_selector -}}
 {{- $_ := set $discovery "label_selector" $d.label_selector -}}
 {{- end -}}
-{{- $_ := set $discovery "peers" (include "repliq.staticPeers" . | fromYaml).peers -}}
+{{- range $k, $v := include "repliq.staticNodes" . | fromYaml -}}
+{{- $_ := set $discovery $k $v -}}
+{{- end -}}
 {{- end -}}
 {{- $replication := dict "mode" $c.replication.mode "discovery" $discovery -}}
 {{- if not (kindIs "invalid" $c.replication.required_acks) -}}
 {{- $_ := set $replication "required_acks" (int $c.replication.required_acks) -}}
-{{- else if and (has $c.replication.mode (list "synchronous" "sync")) (eq $d.method "static") (not $d.peers) (include "repliq.isStatefulSet" .) (gt (int .Values.workload.replicas) 1) -}}
-{{- /* The generated list names every pod, itself included, and repliqd's default ("all
-       peers") counts the list: ask for the other pods explicitly. */ -}}
-{{- $_ := set $replication "required_acks" (sub (int .Values.workload.replicas) 1) -}}
 {{- end -}}
 {{- $queue := dict "capacity" (int64 $c.queue.capacity) "persistence" (dict "path" $c.queue.persistence.path) -}}
 {{- $server := dict "grpc_listen" (toString $c.server.grpc_listen) "http_listen" (toString $c.server.http_listen) "shutdown_grace_ms" (int64 $c.server.shutdown_grace_ms) -}}
@@ -141,6 +149,9 @@ server:
 {{- define "repliq.validate" -}}
 {{- if not (has .Values.workload.kind (list "DaemonSet" "StatefulSet")) -}}
 {{- fail (printf "workload.kind: %q is neither DaemonSet nor StatefulSet" .Values.workload.kind) -}}
+{{- end -}}
+{{- if and .Values.config.replication.discovery.peers .Values.config.replication.discovery.members -}}
+{{- fail "config.replication.discovery: set peers (the other nodes) or members (every node, each pod included), not both" -}}
 {{- end -}}
 {{- if eq (include "repliq.grpcPort" .) (include "repliq.httpPort" .) -}}
 {{- fail "config.server: grpc_listen and http_listen must use different ports" -}}

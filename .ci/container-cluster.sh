@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# Three repliqd containers on a private Docker network, failing over by a lease on etcd (issue 11,
+# item 6(b)). Images are FROM scratch only: the repliq image (deploy/docker/build-image.sh) and a
+# test image of Debian's etcd binary (.ci/etcd-image/). Nothing is pulled.
+#
+#   bash .ci/container-cluster.sh
+#
+# 1. etcd and nodes a, b, c: synchronous, required_acks 1, static discovery with one shared
+#    `members` list, election backend etcd. A producer container shares a's volume (the library
+#    needs the daemon's file system) and prints `ACK seq id` for every enqueue that returned Ok.
+# 2. `docker kill` of a and its producer mid-stream: b or c becomes primary (time measured);
+#    every acknowledged message is on it at the same sequence, none twice (`repliq cat`).
+# 3. An old-epoch producer starts on a's volume before a's daemon restarts: none of its writes is
+#    acknowledged, and none is ever visible on b or c; a rejoins as a replica.
+# 4. `docker network disconnect` of the other replica while a producer writes on the new primary:
+#    every write is acknowledged (a is enough); after `docker network connect` the partitioned
+#    node catches up: byte-identical segment files, identical records on all three nodes.
+# Prints its figures; a trap removes every container, volume directory, network and image it made.
+#
+# Needs: bash, docker (engine running), python3, cargo, readelf, /usr/bin/etcd (.ci/install-etcd.sh).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+LEASE_MS=3000
+ACK_TIMEOUT_MS=2000
+ACKS_BEFORE_KILL=2000
+PARTITION_MESSAGES=400
+OLD_EPOCH_ID=500000
+PARTITION_ID=100000
+
+started=$SECONDS
+step() { printf '\n== %s  [%ds]\n' "$*" $((SECONDS - started)); }
+die() { printf 'container-cluster: FAIL: %s\n' "$*" >&2; exit 1; }
+note() { printf 'container-cluster: %s\n' "$*"; }
+check() { python3 "$repo/.ci/container_cluster_check.py" "$@"; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/repliq-cluster.XXXXXX")
+run_id="rqcc-$$-$RANDOM"
+containers=()
+network=""
+images=()
+cleanup() {
+    local rc=$?
+    set +e
+    if [ "$rc" != 0 ]; then
+        for c in "${containers[@]}"; do
+            docker inspect "$c" >/dev/null 2>&1 || continue
+            printf -- '---- last log lines of %s ----\n' "$c" >&2
+            docker logs --tail 25 "$c" 2>&1 | cut -c1-300 >&2
+        done
+    fi
+    for c in "${containers[@]}"; do docker rm -f -v "$c" >/dev/null 2>&1; done
+    [ -n "$network" ] && docker network rm "$network" >/dev/null 2>&1
+    for i in "${images[@]}"; do docker image rm -f "$i" >/dev/null 2>&1; done
+    rm -rf "$work"
+    if [ "$rc" = 0 ]; then
+        printf '\ncontainer-cluster: passed in %ds\n' $((SECONDS - started))
+    else
+        printf '\ncontainer-cluster: failed (exit %d) after %ds\n' "$rc" $((SECONDS - started)) >&2
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# wait_for WHAT TENTHS COMMAND...: runs COMMAND every 0.1 s, at most TENTHS times.
+wait_for() {
+    local what=$1 tenths=$2; shift 2
+    for _ in $(seq 1 "$tenths"); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    die "timed out after $((tenths / 10)) s waiting for $what"
+}
+logged() { docker logs "$1" 2>&1 | grep -q -- "$2"; }
+acks() { docker logs "$1" 2>/dev/null | grep -c '^ACK ' || true; }
+exited() { [ "$(docker inspect -f '{{.State.Running}}' "$1")" = false ]; }
+acks_at_least() { [ "$(acks "$1")" -ge "$2" ]; }
+has_outcome() { docker logs "$1" 2>/dev/null | grep -qE '^(ACK|TIMEOUT|FENCED|READONLY|ERR) '; }
+# Fenced is `replica 1`; following the new primary is `replica` of its epoch (>= 2).
+following() { local r e; read -r r e < <(check role "$1"); [ "$r" = replica ] && [ "$e" -ge 2 ]; }
+
+# --------------------------------------------------------------------------------------------
+step "images"
+[ -x /usr/bin/etcd ] || die "/usr/bin/etcd is missing (bash .ci/install-etcd.sh)"
+image="repliq:$run_id"
+images+=("$image")
+bin_dir=$(REPLIQ_EXTRA_CARGO_ARGS="-p repliq-tests --bin acked_producer" \
+    deploy/docker/build-image.sh --tag "$image" --print-bin-dir)
+producer_bin=$bin_dir/acked_producer
+if LC_ALL=C readelf -lW "$producer_bin" | grep -q 'program interpreter'; then
+    die "$producer_bin is dynamically linked"
+fi
+
+etcd_image="repliq-test-etcd:$run_id"
+images+=("$etcd_image")
+ctx=$work/etcd-context
+mkdir -p "$ctx/rootfs/usr/bin"
+cp /usr/bin/etcd "$ctx/rootfs/usr/bin/etcd"
+# Exactly the libraries the dynamic linker resolves for it (glibc and the loader, for 3.4).
+for lib in $(ldd /usr/bin/etcd | grep -oE '/[^ ]+'); do
+    mkdir -p "$ctx/rootfs$(dirname "$lib")"
+    cp -L "$lib" "$ctx/rootfs$lib"
+done
+cp .ci/etcd-image/Dockerfile "$ctx/Dockerfile"
+docker build -q -t "$etcd_image" "$ctx" >/dev/null
+note "images $image ($(docker image inspect -f '{{.Size}}' "$image") bytes) and $etcd_image ($(docker image inspect -f '{{.Size}}' "$etcd_image") bytes)"
+
+# --------------------------------------------------------------------------------------------
+step "etcd and three repliqd nodes on a private network"
+network="$run_id-net"
+docker network create --internal "$network" >/dev/null
+hardened=(--read-only --cap-drop ALL --security-opt no-new-privileges --user 65532:65532)
+
+containers+=("$run_id-etcd")
+docker run -d --name "$run_id-etcd" --network "$network" "${hardened[@]}" \
+    --tmpfs /data:uid=65532,gid=65532 "$etcd_image" \
+    --name etcd --data-dir /data/etcd \
+    --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls "http://$run_id-etcd:2379" \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster etcd=http://127.0.0.1:2380 >/dev/null
+wait_for "etcd to serve clients" 150 logged "$run_id-etcd" 'ready to serve client requests'
+
+nodes=(a b c)
+members=""
+for n in "${nodes[@]}"; do
+    members="$members      - name: $n
+        address: $run_id-$n:31337
+"
+done
+mkdir -p "$work/cfg"
+for n in "${nodes[@]}"; do
+    mkdir -p "$work/$n"
+    chown 65532:65532 "$work/$n" 2>/dev/null || chmod 0777 "$work/$n"
+done
+# One config for all three nodes, as a StatefulSet's ConfigMap: each drops its own member entry.
+cat > "$work/cfg/config.yaml" <<EOF
+replication:
+  mode: synchronous
+  required_acks: 1
+  ack_timeout_ms: $ACK_TIMEOUT_MS
+  discovery:
+    method: static
+    members:
+$members
+queue:
+  capacity: 10000000
+  persistence:
+    path: /var/lib/repliq
+server:
+  grpc_listen: 0.0.0.0:31337
+  http_listen: 0.0.0.0:9100
+  shutdown_grace_ms: 2000
+election:
+  backend: etcd
+  endpoints: ["http://$run_id-etcd:2379"]
+  prefix: $run_id
+  lease_duration_ms: $LEASE_MS
+  renew_deadline_ms: 1800
+  retry_period_ms: 500
+EOF
+chmod 0755 "$work" "$work/cfg" && chmod 0644 "$work/cfg/config.yaml"
+
+start_node() { # NAME
+    local n=$1
+    containers+=("$run_id-$n")
+    docker rm -f "$run_id-$n" >/dev/null 2>&1 || true
+    docker run -d --name "$run_id-$n" --network "$network" "${hardened[@]}" \
+        -e NODE_NAME="$n" -v "$work/$n:/var/lib/repliq" \
+        -v "$work/cfg/config.yaml:/etc/repliq/config.yaml:ro" "$image" >/dev/null
+    wait_for "repliqd $n to listen" 150 logged "$run_id-$n" 'repliqd listening'
+}
+for n in "${nodes[@]}"; do start_node "$n"; done
+
+# A container on node n's file system: no network, the node's volume, the hardened settings.
+on_node() { # NODE NAME ARGS...: detached producer container NAME running acked_producer ARGS
+    local n=$1 name=$2; shift 2
+    containers+=("$name")
+    docker run -d --name "$name" --network none "${hardened[@]}" -v "$work/$n:/var/lib/repliq" \
+        -v "$producer_bin:/usr/local/bin/acked_producer:ro" \
+        --entrypoint /usr/local/bin/acked_producer "$image" /var/lib/repliq/orders "$@" >/dev/null
+}
+repliq_on() { # NODE ARGS...: the repliq CLI on node n's volume
+    local n=$1; shift
+    docker run --rm --network none "${hardened[@]}" -v "$work/$n:/var/lib/repliq" \
+        --entrypoint repliq "$image" "$@"
+}
+q() { echo "$work/$1/orders"; }
+
+# --------------------------------------------------------------------------------------------
+step "kill the primary and its producer mid-stream"
+on_node a "$run_id-p1" 0 100000000 300
+wait_for "$ACKS_BEFORE_KILL acknowledged messages" 1200 acks_at_least "$run_id-p1" "$ACKS_BEFORE_KILL"
+[ "$(check role "$(q a)")" = "primary 1" ] || die "a is not the primary of epoch 1: $(check role "$(q a)")"
+docker kill "$run_id-a" "$run_id-p1" >/dev/null
+read -r new_index failover_ms < <(check wait-primary 60 "$(q b)" "$(q c)")
+new=${nodes[$((new_index + 1))]}
+other=$([ "$new" = b ] && echo c || echo b)
+docker logs "$run_id-p1" > "$work/p1.log" 2>/dev/null
+check acked "$work/p1.log" > "$work/p1.acks"
+acked_before_kill=$(wc -l < "$work/p1.acks")
+note "$new is primary (epoch $(check role "$(q "$new")" | cut -d' ' -f2)) ${failover_ms} ms after docker kill (lease $LEASE_MS ms); $acked_before_kill messages acknowledged before the kill"
+repliq_on "$new" cat /var/lib/repliq/orders > "$work/new-after-kill.jsonl"
+lost_line=$(check check-acked "$work/new-after-kill.jsonl" "$work/p1.acks")
+note "on $new: $lost_line"
+
+# --------------------------------------------------------------------------------------------
+step "the old primary restarts with a producer of the old epoch on its volume"
+on_node a "$run_id-p3" "$OLD_EPOCH_ID" 100000000 30
+# Before a's daemon runs, the producer writes locally in epoch 1 and waits for acknowledgements.
+wait_for "the old-epoch producer's first outcome" 300 has_outcome "$run_id-p3"
+start_node a
+wait_for "the old-epoch producer to stop" 600 exited "$run_id-p3"
+docker logs "$run_id-p3" > "$work/p3.log" 2>/dev/null
+old_acks=$(grep -c '^ACK ' "$work/p3.log" || true)
+old_timeouts=$(grep -c '^TIMEOUT ' "$work/p3.log" || true)
+old_end=$(grep -E '^(FENCED|READONLY|ERR|DONE)' "$work/p3.log" | head -n1 | cut -c1-200)
+[ "$old_acks" = 0 ] || die "the old epoch's producer got $old_acks acknowledgements"
+grep -qE '^(FENCED|READONLY) ' "$work/p3.log" || die "the old-epoch producer was not fenced: $old_end"
+note "old-epoch producer: $old_timeouts writes timed out unacknowledged, then '$old_end'"
+wait_for "a to rejoin as a replica of the new epoch" 600 following "$(q a)"
+note "a: $(check role "$(q a)") after restart"
+
+# --------------------------------------------------------------------------------------------
+step "partition replica $other while a producer writes on $new"
+# a must hold what the new primary holds before it is the only replica left.
+same_cat() { [ "$(repliq_on "$1" cat /var/lib/repliq/orders | sha256sum)" = "$(repliq_on "$2" cat /var/lib/repliq/orders | sha256sum)" ]; }
+wait_for "a to catch up with $new" 600 same_cat a "$new"
+docker network disconnect "$network" "$run_id-$other"
+before_other=$(repliq_on "$other" cat /var/lib/repliq/orders | wc -l)
+on_node "$new" "$run_id-p2" "$PARTITION_ID" "$PARTITION_MESSAGES" 60
+wait_for "the producer on $new" 900 exited "$run_id-p2"
+docker logs "$run_id-p2" > "$work/p2.log" 2>/dev/null
+check acked "$work/p2.log" > "$work/p2.acks"
+partition_acks=$(wc -l < "$work/p2.acks")
+grep -q '^DONE' "$work/p2.log" || die "producer on $new: $(grep -vE '^ACK ' "$work/p2.log" | head -n3)"
+[ "$partition_acks" = "$PARTITION_MESSAGES" ] \
+    || die "only $partition_acks of $PARTITION_MESSAGES writes acknowledged with replica a up: $(grep -v '^ACK ' "$work/p2.log" | head -n3)"
+during_other=$(repliq_on "$other" cat /var/lib/repliq/orders | wc -l)
+[ "$during_other" = "$before_other" ] || die "$other received records while disconnected ($before_other -> $during_other)"
+note "$partition_acks of $PARTITION_MESSAGES writes acknowledged during the partition; $other stayed at $during_other records"
+
+t0=$(now_ms)
+docker network connect "$network" "$run_id-$other"
+segments_equal() {
+    local f
+    for f in "$(q "$new")"/*.seg; do cmp -s "$f" "$(q "$other")/$(basename "$f")" || return 1; done
+}
+wait_for "$other to catch up after the partition" 900 segments_equal
+catch_up_ms=$(( $(now_ms) - t0 ))
+note "$other caught up ${catch_up_ms} ms after docker network connect: segment files byte-identical to $new's"
+
+# --------------------------------------------------------------------------------------------
+step "final state of the three nodes"
+for n in "${nodes[@]}"; do
+    repliq_on "$n" verify /var/lib/repliq/orders > "$work/verify-$n.txt" 2>&1 \
+        || die "repliq verify on $n: $(head -c 300 "$work/verify-$n.txt")"
+    repliq_on "$n" cat /var/lib/repliq/orders > "$work/final-$n.jsonl"
+done
+cat "$work/p1.acks" "$work/p2.acks" > "$work/all.acks"
+final_line=$(check check-acked "$work/final-$new.jsonl" "$work/all.acks")
+for n in a "$other"; do
+    check same-records "$work/final-$n.jsonl" "$work/final-$new.jsonl" >/dev/null
+done
+for n in "${nodes[@]}"; do check check-absent "$work/final-$n.jsonl" "$OLD_EPOCH_ID"; done
+note "on $new: $final_line; a and $other hold the same records; no old-epoch write anywhere"
+
+printf '\ncontainer-cluster figures: new primary %s after %d ms (lease %d ms); acknowledged before the kill: %d; lost: 0; duplicated: 0; old-epoch writes accepted: 0 (%d timed out); acknowledged during the partition: %d/%d; partitioned replica caught up in %d ms\n' \
+    "$new" "$failover_ms" "$LEASE_MS" "$acked_before_kill" "$old_timeouts" "$partition_acks" "$PARTITION_MESSAGES" "$catch_up_ms"
