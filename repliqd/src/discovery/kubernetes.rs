@@ -101,7 +101,7 @@ pub fn in_cluster_client() -> Result<Client, QueueError> {
     let outside = |what: String| {
         QueueError::InvalidConfig(format!(
             "replication.discovery.method: `kubernetes` needs to run in a Kubernetes pod, but \
-             {what}; use `method: static` with `replication.discovery.peers` outside a cluster"
+             {what}; use `method: static` with `replication.discovery.peers` (or `members`) outside a cluster"
         ))
     };
     if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
