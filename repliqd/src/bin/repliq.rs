@@ -134,14 +134,14 @@ fn run(cli: Cli) -> repliq::Result<ExitCode> {
             }
             match result {
                 Ok(report) => {
-                    println!(
+                    print_line(&format!(
                         "ok: {} records in {} segments ({} abandoned reservations, {} in progress)",
                         report.records, report.segments, report.abandoned, report.in_progress
-                    );
+                    ));
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e @ repliq::QueueError::Corrupt { .. }) => {
-                    println!("corrupt: {e}");
+                    print_line(&format!("corrupt: {e}"));
                     Ok(ExitCode::from(1))
                 }
                 Err(e) => Err(e),
