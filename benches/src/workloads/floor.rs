@@ -92,6 +92,7 @@ fn pingpong(spec: &Spec) -> BoxResult<Outcome> {
         throughput: None,
         sent,
         note: cut_note(sent, spec.count),
+        memory: None,
     })
 }
 
@@ -125,6 +126,7 @@ pub fn child_pong(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         received: i,
         latency: None,
         last_ns: now_ns(),
+        ..ChildReport::default()
     })
 }
 
@@ -183,6 +185,7 @@ fn ring(spec: &Spec, rate: u64, latency: bool) -> BoxResult<Outcome> {
             .then(|| Throughput::new(sent, spec.size, report.last_ns.saturating_sub(start))),
         sent,
         note: cut_note(sent, spec.count),
+        memory: None,
     })
 }
 
@@ -232,5 +235,6 @@ pub fn child_read(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         received: i,
         latency: cfg.latency.then(|| rec.summary()),
         last_ns: last,
+        ..ChildReport::default()
     })
 }

@@ -165,6 +165,7 @@ fn one_way(spec: &Spec, rate: u64, latency: bool) -> BoxResult<Outcome> {
         }),
         sent,
         note,
+        memory: None,
     })
 }
 
@@ -214,6 +215,7 @@ pub fn child_read(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         received: n,
         latency: cfg.latency.then(|| rec.summary()),
         last_ns: last,
+        ..ChildReport::default()
     })
 }
 
@@ -276,6 +278,7 @@ fn pingpong(spec: &Spec) -> BoxResult<Outcome> {
         throughput: None,
         sent,
         note: cut_note(sent, spec.count),
+        memory: None,
     })
 }
 
@@ -331,5 +334,6 @@ pub fn child_pong(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         received: n,
         latency: None,
         last_ns: now_ns(),
+        ..ChildReport::default()
     })
 }

@@ -137,6 +137,7 @@ impl Feed {
             )),
             sent: self.i,
             note: cut_note(self.i, self.count),
+            memory: None,
         }
     }
 }
@@ -178,6 +179,7 @@ impl Tally {
             received: self.n,
             latency: self.rec.as_ref().map(Recorder::summary),
             last_ns: self.last,
+            ..ChildReport::default()
         }
     }
 }
@@ -277,6 +279,7 @@ pub(crate) fn one_way_with(
     latency: bool,
     produce: impl FnOnce(JournalQueue<BenchMsg>) -> BoxResult<(u64, u64)>,
 ) -> BoxResult<(Outcome, Vec<Throughput>)> {
+    let anon_before = child::status_bytes("RssAnon");
     let dir = queue_dir(tmpfs)?;
     let q = options(spec.count, spec.size).create::<BenchMsg>(dir.path())?;
     let mut procs = Vec::new();
@@ -294,6 +297,7 @@ pub(crate) fn one_way_with(
         p.wait_ready(spec.timeout())?;
     }
     let (start, sent) = produce(q)?;
+    let anon_after = child::status_bytes("RssAnon");
     let mut reports = Vec::new();
     for p in procs {
         reports.push(p.wait_report(spec.timeout())?);
@@ -310,11 +314,22 @@ pub(crate) fn one_way_with(
     let last = reports.iter().map(|r| r.last_ns).max().unwrap_or(start);
     Ok((
         Outcome {
-            latency: reports.into_iter().next().and_then(|r| r.latency),
+            latency: reports.first().and_then(|r| r.latency.clone()),
             throughput: (!latency)
                 .then(|| Throughput::new(sent, spec.size, last.saturating_sub(start))),
             sent,
             note: cut_note(sent, spec.count),
+            memory: match (reports.first(), anon_before, anon_after) {
+                (Some(r), Some(b), Some(a)) if !latency && r.rss_anon_bytes > 0 => {
+                    Some(crate::results::Memory {
+                        consumer_anon_bytes: r.rss_anon_bytes,
+                        consumer_file_bytes: r.rss_file_bytes,
+                        producer_anon_delta_bytes: a as i64 - b as i64,
+                        producer_anon_bytes: a,
+                    })
+                }
+                _ => None,
+            },
         },
         per_reader,
     ))
@@ -344,7 +359,7 @@ pub fn child_read(cfg: &ChildCfg) -> BoxResult<ChildReport> {
             }
         }
     }
-    Ok(tally.report())
+    Ok(tally.report().with_memory())
 }
 
 fn pingpong(spec: &Spec, unchecked: bool, tmpfs: bool) -> BoxResult<Outcome> {
@@ -395,6 +410,7 @@ fn pingpong(spec: &Spec, unchecked: bool, tmpfs: bool) -> BoxResult<Outcome> {
         throughput: None,
         sent,
         note: cut_note(sent, spec.count),
+        memory: None,
     })
 }
 
@@ -433,6 +449,7 @@ pub fn child_pong(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         received: n,
         latency: None,
         last_ns: now_ns(),
+        ..ChildReport::default()
     })
 }
 
@@ -489,6 +506,7 @@ pub fn n_to_1(spec: &Spec, producers: usize) -> BoxResult<Outcome> {
         )),
         sent,
         note: cut_note(sent, per * producers as u64),
+        memory: None,
     })
 }
 
@@ -540,6 +558,7 @@ pub fn child_fill(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         received: i,
         latency: None,
         last_ns: now_ns(),
+        ..ChildReport::default()
     })
 }
 
@@ -691,6 +710,7 @@ pub fn replication(
             throughput: Some(Throughput::new(n, size, last.saturating_sub(start))),
             sent: i,
             note,
+            memory: None,
         },
         sync.then(|| call.summary()),
     ))

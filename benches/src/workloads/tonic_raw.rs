@@ -170,5 +170,6 @@ pub fn run(
             records,
             frame_bytes / 1024
         )),
+        memory: None,
     })
 }
