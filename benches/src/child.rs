@@ -71,6 +71,9 @@ pub struct ChildCfg {
     pub secs_limit: f64,
     /// Workload-specific number (e.g. ring slots).
     pub extra: u64,
+    /// Where a reader writes its event log (`run --events`), if anywhere.
+    #[serde(default)]
+    pub events: Option<String>,
 }
 
 /// A running child process.

@@ -14,6 +14,7 @@
 
 mod child;
 mod clock;
+mod events;
 mod msg;
 mod plot;
 mod results;
@@ -93,6 +94,11 @@ struct RunArgs {
     /// p99 and the spread of all. Default: 5 (`--quick` and full), 1 (`--smoke`).
     #[arg(long)]
     repeat: Option<usize>,
+    /// Log every message of repliq's one-way rows (enqueue start/commit, reader receipt, page
+    /// faults and context switches of both processes) and write where the messages above p99
+    /// spent their time to `events.md` in the output directory.
+    #[arg(long)]
+    events: bool,
 }
 
 /// Counts and limits of one mode.
@@ -455,6 +461,10 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         .collect::<String>()
     );
     std::fs::create_dir_all(&args.out)?;
+    if args.events {
+        let _ = std::fs::remove_file(args.out.join("events.md"));
+        events::enable(&args.out);
+    }
     let started_utc = utc_now();
     let t0 = Instant::now();
     let (cpu_a, cpu_b) = clock::cpu_pair();

@@ -58,6 +58,7 @@ fn pingpong(spec: &Spec) -> BoxResult<Outcome> {
         latency: false,
         secs_limit: spec.secs_limit + 5.0,
         extra: 0,
+        events: None,
     };
     let proc = child::spawn("floor-pong", &cfg)?;
     proc.wait_ready(spec.timeout())?;
@@ -143,6 +144,7 @@ fn ring(spec: &Spec, rate: u64, latency: bool) -> BoxResult<Outcome> {
         latency,
         secs_limit: spec.secs_limit + 5.0,
         extra: SLOTS,
+        events: None,
     };
     let proc = child::spawn("floor-read", &cfg)?;
     proc.wait_ready(spec.timeout())?;

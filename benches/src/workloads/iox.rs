@@ -96,6 +96,7 @@ fn cfg(spec: &Spec, name: String, name2: String, latency: bool) -> ChildCfg {
         latency,
         secs_limit: spec.secs_limit + 5.0,
         extra: 0,
+        events: None,
     }
 }
 
