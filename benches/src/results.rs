@@ -744,6 +744,7 @@ mod tests {
             }),
             throughput: None,
             note: None,
+            ..Row::default()
         };
         Results {
             mode: "smoke".into(),
@@ -821,6 +822,28 @@ mod tests {
         let r = results();
         let back: Results = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back.rows.len(), 2);
+    }
+
+    #[test]
+    fn repeats_pick_the_median_p99_run() {
+        let run = |p50, p99| RunSummary {
+            p50_ns: p50,
+            p99_ns: p99,
+            max_ns: p99,
+            psi_cpu_some_pct: Some(10.0),
+        };
+        let r = Repeats::of(vec![run(5, 900), run(3, 100), run(4, 300)]).unwrap();
+        assert_eq!(r.median_run, 2);
+        assert_eq!((r.p50_min_ns, r.p50_max_ns), (3, 5));
+        assert_eq!((r.p99_min_ns, r.p99_max_ns), (100, 900));
+        assert!(Repeats::of(Vec::new()).is_none());
+        let mut res = results();
+        res.rows[1].repeats = Some(r);
+        res.rows[1].psi_cpu_some_pct = Some(40.0);
+        res.rows[1].contended = true;
+        let md = res.markdown(&[]);
+        assert!(md.contains("| 3 | 3 ns–5 ns | 100 ns–900 ns |"), "{md}");
+        assert!(md.contains("40 % ⚠"), "{md}");
     }
 
     #[test]
