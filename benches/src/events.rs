@@ -259,8 +259,8 @@ pub fn analyze(title: &str, sent: &[Sent], seen: &[Seen]) -> BoxResult<()> {
             0,
         );
         // Counters from a few messages before the episode: what led into it.
-        for i in a.saturating_sub(2)..=b {
-            let p = &sent[i];
+        let from = a.saturating_sub(2);
+        for (i, p) in sent.iter().enumerate().take(b + 1).skip(from) {
             pt.minflt += p.thread.minflt;
             pt.nivcsw += p.thread.nivcsw;
             pb.minflt += p.others.minflt;
