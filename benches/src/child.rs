@@ -21,6 +21,35 @@ pub struct ChildReport {
     pub latency: Option<Latency>,
     /// `CLOCK_MONOTONIC` time of the last receipt, in ns.
     pub last_ns: u64,
+    /// The child's `RssAnon` at its end, bytes (0: not measured).
+    #[serde(default)]
+    pub rss_anon_bytes: u64,
+    /// The child's `RssFile` + `RssShmem` at its end, bytes.
+    #[serde(default)]
+    pub rss_file_bytes: u64,
+}
+
+/// A field of `/proc/self/status` given in kB (e.g. `RssAnon`), in bytes.
+pub fn status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| {
+        let v = l.strip_prefix(field)?.strip_prefix(':')?;
+        v.split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024)
+    })
+}
+
+impl ChildReport {
+    /// Records this process's resident memory now.
+    pub fn with_memory(mut self) -> Self {
+        self.rss_anon_bytes = status_bytes("RssAnon").unwrap_or(0);
+        self.rss_file_bytes =
+            status_bytes("RssFile").unwrap_or(0) + status_bytes("RssShmem").unwrap_or(0);
+        self
+    }
 }
 
 /// Configuration of a child that reads (or echoes) messages.
@@ -42,6 +71,9 @@ pub struct ChildCfg {
     pub secs_limit: f64,
     /// Workload-specific number (e.g. ring slots).
     pub extra: u64,
+    /// Where a reader writes its event log (`run --events`), if anywhere.
+    #[serde(default)]
+    pub events: Option<String>,
 }
 
 /// A running child process.

@@ -14,6 +14,7 @@
 
 mod child;
 mod clock;
+mod events;
 mod msg;
 mod plot;
 mod results;
@@ -89,12 +90,22 @@ struct RunArgs {
     /// Do not draw PNG plots.
     #[arg(long)]
     no_plots: bool,
+    /// Runs of each latency row (ping-pong, one-way); the row reports the run with the median
+    /// p99 and the spread of all. Default: 5 (`--quick` and full), 1 (`--smoke`).
+    #[arg(long)]
+    repeat: Option<usize>,
+    /// Log every message of repliq's one-way rows (enqueue start/commit, reader receipt, page
+    /// faults and context switches of both processes) and write where the messages above p99
+    /// spent their time to `events.md` in the output directory.
+    #[arg(long)]
+    events: bool,
 }
 
 /// Counts and limits of one mode.
 #[derive(Debug, Clone)]
 struct Params {
     mode: &'static str,
+    repeat: usize,
     rates: Vec<u64>,
     lat_sizes: Vec<usize>,
     tput_sizes: Vec<usize>,
@@ -119,6 +130,7 @@ impl Params {
         if args.smoke {
             Params {
                 mode: "smoke",
+                repeat: 1,
                 rates: vec![10_000],
                 lat_sizes: vec![64],
                 tput_sizes: vec![64, 16384],
@@ -140,6 +152,7 @@ impl Params {
         } else if args.quick {
             Params {
                 mode: "quick",
+                repeat: 5,
                 rates: vec![10_000, 100_000],
                 lat_sizes: vec![64, 1024],
                 tput_sizes: vec![64, 1024, 16384],
@@ -161,6 +174,7 @@ impl Params {
         } else {
             Params {
                 mode: "full",
+                repeat: 5,
                 rates: vec![10_000, 100_000, 1_000_000],
                 lat_sizes: vec![64, 1024, 16384],
                 tput_sizes: vec![64, 1024, 16384],
@@ -249,6 +263,8 @@ struct Suite {
     rows: Vec<Row>,
     skipped: Vec<Skip>,
     t0: Instant,
+    /// Runs of each latency row.
+    repeat: usize,
 }
 
 impl Suite {
@@ -293,6 +309,7 @@ impl Suite {
                 latency: o.latency,
                 throughput: o.throughput,
                 note: o.note,
+                ..Row::default()
             }),
             Err(e) => self.skip(workload, system, format!("error: {e}")),
         }
@@ -311,28 +328,105 @@ impl Suite {
             self.skip(&label, name, reason);
             return;
         }
-        eprintln!(
-            "[{:>6.1}s] {label:<14} {:>6} B  {name}",
-            self.t0.elapsed().as_secs_f64(),
-            spec.size
-        );
-        match sys.run(&spec) {
-            Ok(o) => self.rows.push(Row {
-                workload: label,
-                kind: Some(spec.kind),
-                system: name.into(),
-                size: spec.size,
-                sent: o.sent,
-                latency: o.latency,
-                throughput: o.throughput,
-                note: o.note,
-            }),
-            Err(e) => self.skip(
-                &format!("{label} {} B", spec.size),
-                name,
-                format!("error: {e}"),
-            ),
+        // Latency rows are repeated: on a shared machine one run's tail says little.
+        let repeat = match spec.kind {
+            Kind::PingPong | Kind::OneWay { .. } => self.repeat.max(1),
+            Kind::Throughput => 1,
+        };
+        let mut runs: Vec<(workloads::Outcome, Option<f64>)> = Vec::new();
+        for n in 0..repeat {
+            eprintln!(
+                "[{:>6.1}s] {label:<14} {:>6} B  {name}{}",
+                self.t0.elapsed().as_secs_f64(),
+                spec.size,
+                if repeat > 1 {
+                    format!("  run {}/{repeat}", n + 1)
+                } else {
+                    String::new()
+                }
+            );
+            let pressure = Pressure::start();
+            match sys.run(&spec) {
+                Ok(o) => runs.push((o, pressure.pct())),
+                Err(e) => self.skip(
+                    &format!("{label} {} B", spec.size),
+                    name,
+                    format!("error: {e}"),
+                ),
+            }
         }
+        let contended = runs
+            .iter()
+            .any(|(_, p)| p.is_some_and(|p| p > results::CONTENDED_PCT));
+        let repeats = (runs.len() > 1)
+            .then(|| {
+                results::Repeats::of(
+                    runs.iter()
+                        .map(|(o, p)| {
+                            let l = o.latency.as_ref();
+                            results::RunSummary {
+                                p50_ns: l.map_or(0, |l| l.p50_ns),
+                                p99_ns: l.map_or(0, |l| l.p99_ns),
+                                max_ns: l.map_or(0, |l| l.max_ns),
+                                psi_cpu_some_pct: *p,
+                            }
+                        })
+                        .collect(),
+                )
+            })
+            .flatten();
+        let pick = repeats.as_ref().map_or(0, |r| r.median_run);
+        if pick >= runs.len() {
+            return;
+        }
+        let (o, psi) = runs.swap_remove(pick);
+        self.rows.push(Row {
+            workload: label,
+            kind: Some(spec.kind),
+            system: name.into(),
+            size: spec.size,
+            sent: o.sent,
+            latency: o.latency,
+            throughput: o.throughput,
+            note: o.note,
+            repeats,
+            psi_cpu_some_pct: psi,
+            contended,
+            memory: o.memory,
+        });
+    }
+}
+
+/// CPU pressure over an interval: `/proc/pressure/cpu` "some total" (µs some task waited for a
+/// CPU) at its start, against the wall clock.
+struct Pressure {
+    stall_us: Option<u64>,
+    t0: Instant,
+}
+
+impl Pressure {
+    fn read() -> Option<u64> {
+        read_trim("/proc/pressure/cpu")
+            .lines()
+            .next()?
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total="))?
+            .parse()
+            .ok()
+    }
+
+    fn start() -> Self {
+        Pressure {
+            stall_us: Self::read(),
+            t0: Instant::now(),
+        }
+    }
+
+    /// Per cent of the wall time since `start` that some task waited for a CPU.
+    fn pct(&self) -> Option<f64> {
+        let wall_us = self.t0.elapsed().as_secs_f64() * 1e6;
+        let d = Self::read()?.checked_sub(self.stall_us?)?;
+        (wall_us > 0.0).then(|| 100.0 * d as f64 / wall_us)
     }
 }
 
@@ -355,6 +449,10 @@ fn run(args: &RunArgs) -> BoxResult<()> {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(",")
+            ),
+            (
+                "repeat",
+                args.repeat.map(|r| r.to_string()).unwrap_or_default()
             )
         ]
         .iter()
@@ -363,6 +461,10 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         .collect::<String>()
     );
     std::fs::create_dir_all(&args.out)?;
+    if args.events {
+        let _ = std::fs::remove_file(args.out.join("events.md"));
+        events::enable(&args.out);
+    }
     let started_utc = utc_now();
     let t0 = Instant::now();
     let (cpu_a, cpu_b) = clock::cpu_pair();
@@ -486,6 +588,7 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         rows: Vec::new(),
         skipped: Vec::new(),
         t0,
+        repeat: args.repeat.unwrap_or(params.repeat),
     };
 
     // 1. Ping-pong round trips.
@@ -613,6 +716,7 @@ fn replication(suite: &mut Suite, params: &Params) {
                 latency: o.latency,
                 throughput: o.throughput,
                 note: o.note,
+                ..Row::default()
             }),
             Err(e) => suite.skip(w, "repliq", format!("error: {e}")),
         }
@@ -637,6 +741,7 @@ fn replication(suite: &mut Suite, params: &Params) {
                 latency: None,
                 throughput: o.throughput,
                 note: o.note,
+                ..Row::default()
             }),
             Err(e) => suite.skip(w, "raw tonic", format!("error: {e}")),
         }
@@ -662,6 +767,7 @@ fn replication(suite: &mut Suite, params: &Params) {
                 latency: call,
                 throughput: o.throughput.clone(),
                 note: o.note.clone(),
+                ..Row::default()
             });
             suite.rows.push(Row {
                 workload: w.into(),
@@ -672,6 +778,7 @@ fn replication(suite: &mut Suite, params: &Params) {
                 latency: o.latency,
                 throughput: None,
                 note: None,
+                ..Row::default()
             });
         }
         Err(e) => suite.skip(w, "repliq", format!("error: {e}")),
@@ -690,6 +797,7 @@ fn replication(suite: &mut Suite, params: &Params) {
             latency: o.latency,
             throughput: o.throughput,
             note: Some("one 64 B frame, then wait for its ack: a round trip".into()),
+            ..Row::default()
         }),
         Err(e) => suite.skip(w, "raw tonic", format!("error: {e}")),
     }
@@ -826,6 +934,7 @@ fn repliq_only(suite: &mut Suite, params: &Params) {
                     "{n} kills; the first enqueue may wait out the killed writer's \
                      reservation lease (default 200 ms)"
                 )),
+                ..Row::default()
             });
         }
     }

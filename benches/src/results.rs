@@ -66,7 +66,7 @@ pub struct SystemStatus {
 }
 
 /// One measurement.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Row {
     /// Workload group, e.g. `pingpong`, `oneway@100k`, `throughput`, `durability`.
     pub workload: String,
@@ -84,6 +84,88 @@ pub struct Row {
     pub throughput: Option<Throughput>,
     /// Remarks.
     pub note: Option<String>,
+    /// Repeated latency rows: every run's p50/p99 and CPU pressure; `latency` is the median
+    /// run's (the run with the median p99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<Repeats>,
+    /// CPU pressure during the row's run (for a repeated row: during its median run), in per
+    /// cent of wall time: the growth of `/proc/pressure/cpu` "some total" over the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi_cpu_some_pct: Option<f64>,
+    /// Set when a run of the row ran under CPU pressure above [`CONTENDED_PCT`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub contended: bool,
+    /// Resident memory beyond the mapped file pages, for throughput rows of repliq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+}
+
+/// CPU pressure (per cent of a run's wall time some task waited for a CPU) above which a run is
+/// flagged as contended. The harness's own two spinning processes on two cores cause ~10–15 %.
+pub const CONTENDED_PCT: f64 = 25.0;
+
+/// One run of a repeated row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Median of this run.
+    pub p50_ns: u64,
+    /// 99th percentile of this run.
+    pub p99_ns: u64,
+    /// Largest sample of this run.
+    pub max_ns: u64,
+    /// CPU pressure during this run, per cent of its wall time.
+    pub psi_cpu_some_pct: Option<f64>,
+}
+
+/// The runs of a repeated latency row and their spread.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Repeats {
+    /// Every run, in the order they ran.
+    pub runs: Vec<RunSummary>,
+    /// Index into `runs` of the run reported in the row's `latency`.
+    pub median_run: usize,
+    /// Lowest p50 of the runs.
+    pub p50_min_ns: u64,
+    /// Highest p50 of the runs.
+    pub p50_max_ns: u64,
+    /// Lowest p99 of the runs.
+    pub p99_min_ns: u64,
+    /// Highest p99 of the runs.
+    pub p99_max_ns: u64,
+}
+
+impl Repeats {
+    /// The spread of `runs`, with `median_run` the index of the run with the median p99.
+    pub fn of(runs: Vec<RunSummary>) -> Option<Self> {
+        let mut order: Vec<usize> = (0..runs.len()).collect();
+        order.sort_by_key(|&i| (runs[i].p99_ns, runs[i].p50_ns));
+        let median_run = *order.get(order.len().checked_sub(1)? / 2)?;
+        let p50 = runs.iter().map(|r| r.p50_ns);
+        let p99 = runs.iter().map(|r| r.p99_ns);
+        Some(Repeats {
+            median_run,
+            p50_min_ns: p50.clone().min()?,
+            p50_max_ns: p50.max()?,
+            p99_min_ns: p99.clone().min()?,
+            p99_max_ns: p99.max()?,
+            runs,
+        })
+    }
+}
+
+/// Resident memory of the two processes of a run beyond the file pages they map, from
+/// `/proc/<pid>/status` at the end of the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Memory {
+    /// Consumer process: `RssAnon` (heap, stacks, anonymous mappings), bytes.
+    pub consumer_anon_bytes: u64,
+    /// Consumer process: `RssFile` + `RssShmem` (mapped journal and binary pages), bytes.
+    pub consumer_file_bytes: u64,
+    /// Producer: growth of the driver process's `RssAnon` from before the queue was created to
+    /// the end of the run (the driver hosts the producer thread and much else), bytes.
+    pub producer_anon_delta_bytes: i64,
+    /// Producer: the driver process's `RssAnon` at the end of the run, bytes.
+    pub producer_anon_bytes: u64,
 }
 
 /// A measurement that did not happen.
@@ -133,6 +215,18 @@ pub fn fmt_rate(r: f64) -> String {
         format!("{:.1} k", r / 1e3)
     } else {
         format!("{r:.0}")
+    }
+}
+
+/// Human units for bytes (binary prefixes).
+pub fn fmt_bytes(b: f64) -> String {
+    let a = b.abs();
+    if a >= f64::from(1u32 << 20) {
+        format!("{:.1} MiB", b / f64::from(1u32 << 20))
+    } else if a >= 1024.0 {
+        format!("{:.0} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
     }
 }
 
@@ -440,6 +534,21 @@ impl Results {
                 head.push_str(" p50 | p90 | p99 | p99.9 | max |");
                 rule.push_str("---:|---:|---:|---:|---:|");
             }
+            let has_runs = rows.iter().any(|r| r.repeats.is_some());
+            if has_runs {
+                head.push_str(" runs | p50 min–max | p99 min–max |");
+                rule.push_str("---:|---:|---:|");
+            }
+            let has_mem = rows.iter().any(|r| r.memory.is_some());
+            if has_mem {
+                head.push_str(" anon RSS consumer / producer Δ |");
+                rule.push_str("---:|");
+            }
+            let has_psi = rows.iter().any(|r| r.psi_cpu_some_pct.is_some());
+            if has_psi {
+                head.push_str(" CPU PSI |");
+                rule.push_str("---:|");
+            }
             if is_tput {
                 head.push_str(" msgs/s | MB/s |");
                 rule.push_str("---:|---:|");
@@ -461,6 +570,44 @@ impl Results {
                             }
                         }
                         None => line.push_str(" | | | | |"),
+                    }
+                }
+                if has_runs {
+                    match &r.repeats {
+                        Some(x) => {
+                            let _ = write!(
+                                line,
+                                " {} | {}–{} | {}–{} |",
+                                x.runs.len(),
+                                fmt_ns(x.p50_min_ns as f64),
+                                fmt_ns(x.p50_max_ns as f64),
+                                fmt_ns(x.p99_min_ns as f64),
+                                fmt_ns(x.p99_max_ns as f64)
+                            );
+                        }
+                        None => line.push_str(" 1 | | |"),
+                    }
+                }
+                if has_mem {
+                    match &r.memory {
+                        Some(m) => {
+                            let _ = write!(
+                                line,
+                                " {} / {} |",
+                                fmt_bytes(m.consumer_anon_bytes as f64),
+                                fmt_bytes(m.producer_anon_delta_bytes as f64)
+                            );
+                        }
+                        None => line.push_str(" |"),
+                    }
+                }
+                if has_psi {
+                    match r.psi_cpu_some_pct {
+                        Some(p) => {
+                            let _ =
+                                write!(line, " {p:.0} %{} |", if r.contended { " ⚠" } else { "" });
+                        }
+                        None => line.push_str(" |"),
                     }
                 }
                 if is_tput {
@@ -507,6 +654,24 @@ impl Results {
                     r.note.clone().unwrap_or_default().replace('|', "/")
                 );
                 s.push_str(&line);
+            }
+            if has_runs {
+                s.push_str(
+                    "\nRepeated rows show the run with the median p99 and the spread of all runs.",
+                );
+            }
+            if has_psi {
+                let _ = write!(
+                    s,
+                    "\nCPU PSI: share of the run's wall time some task waited for a CPU \
+                     (`/proc/pressure/cpu` some); ⚠ = a run above {CONTENDED_PCT:.0} %.",
+                );
+            }
+            if has_mem {
+                s.push_str(
+                    "\nAnon RSS: `RssAnon` of the consumer process at its end, and the growth of \
+                     the producer process's `RssAnon` over the run (mapped journal pages excluded).",
+                );
             }
             if is_lat && is_tput {
                 s.push_str("\nRatios compare p50 latency where both rows have one, else msgs/s.\n");
@@ -579,6 +744,7 @@ mod tests {
             }),
             throughput: None,
             note: None,
+            ..Row::default()
         };
         Results {
             mode: "smoke".into(),
@@ -656,6 +822,28 @@ mod tests {
         let r = results();
         let back: Results = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back.rows.len(), 2);
+    }
+
+    #[test]
+    fn repeats_pick_the_median_p99_run() {
+        let run = |p50, p99| RunSummary {
+            p50_ns: p50,
+            p99_ns: p99,
+            max_ns: p99,
+            psi_cpu_some_pct: Some(10.0),
+        };
+        let r = Repeats::of(vec![run(5, 900), run(3, 100), run(4, 300)]).unwrap();
+        assert_eq!(r.median_run, 2);
+        assert_eq!((r.p50_min_ns, r.p50_max_ns), (3, 5));
+        assert_eq!((r.p99_min_ns, r.p99_max_ns), (100, 900));
+        assert!(Repeats::of(Vec::new()).is_none());
+        let mut res = results();
+        res.rows[1].repeats = Some(r);
+        res.rows[1].psi_cpu_some_pct = Some(40.0);
+        res.rows[1].contended = true;
+        let md = res.markdown(&[]);
+        assert!(md.contains("| 3 | 3 ns–5 ns | 100 ns–900 ns |"), "{md}");
+        assert!(md.contains("40 % ⚠"), "{md}");
     }
 
     #[test]

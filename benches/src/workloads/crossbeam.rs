@@ -58,6 +58,7 @@ impl System for Crossbeam {
                     throughput: None,
                     sent,
                     note: cut_note(sent, spec.count),
+                    memory: None,
                 })
             }
             Kind::OneWay { rate } => one_way(spec, rate, true, cpu_a, cpu_b),
@@ -126,5 +127,6 @@ fn one_way(
             .then(|| Throughput::new(sent, spec.size, last.saturating_sub(start))),
         sent,
         note: cut_note(sent, spec.count),
+        memory: None,
     })
 }

@@ -58,6 +58,7 @@ fn pingpong(spec: &Spec) -> BoxResult<Outcome> {
         latency: false,
         secs_limit: spec.secs_limit + 5.0,
         extra: 0,
+        events: None,
     };
     let proc = child::spawn("floor-pong", &cfg)?;
     proc.wait_ready(spec.timeout())?;
@@ -92,6 +93,7 @@ fn pingpong(spec: &Spec) -> BoxResult<Outcome> {
         throughput: None,
         sent,
         note: cut_note(sent, spec.count),
+        memory: None,
     })
 }
 
@@ -125,6 +127,7 @@ pub fn child_pong(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         received: i,
         latency: None,
         last_ns: now_ns(),
+        ..ChildReport::default()
     })
 }
 
@@ -141,6 +144,7 @@ fn ring(spec: &Spec, rate: u64, latency: bool) -> BoxResult<Outcome> {
         latency,
         secs_limit: spec.secs_limit + 5.0,
         extra: SLOTS,
+        events: None,
     };
     let proc = child::spawn("floor-read", &cfg)?;
     proc.wait_ready(spec.timeout())?;
@@ -183,6 +187,7 @@ fn ring(spec: &Spec, rate: u64, latency: bool) -> BoxResult<Outcome> {
             .then(|| Throughput::new(sent, spec.size, report.last_ns.saturating_sub(start))),
         sent,
         note: cut_note(sent, spec.count),
+        memory: None,
     })
 }
 
@@ -232,5 +237,6 @@ pub fn child_read(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         received: i,
         latency: cfg.latency.then(|| rec.summary()),
         last_ns: last,
+        ..ChildReport::default()
     })
 }

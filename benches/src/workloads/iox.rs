@@ -96,6 +96,7 @@ fn cfg(spec: &Spec, name: String, name2: String, latency: bool) -> ChildCfg {
         latency,
         secs_limit: spec.secs_limit + 5.0,
         extra: 0,
+        events: None,
     }
 }
 
@@ -165,6 +166,7 @@ fn one_way(spec: &Spec, rate: u64, latency: bool) -> BoxResult<Outcome> {
         }),
         sent,
         note,
+        memory: None,
     })
 }
 
@@ -214,6 +216,7 @@ pub fn child_read(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         received: n,
         latency: cfg.latency.then(|| rec.summary()),
         last_ns: last,
+        ..ChildReport::default()
     })
 }
 
@@ -276,6 +279,7 @@ fn pingpong(spec: &Spec) -> BoxResult<Outcome> {
         throughput: None,
         sent,
         note: cut_note(sent, spec.count),
+        memory: None,
     })
 }
 
@@ -331,5 +335,6 @@ pub fn child_pong(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         received: n,
         latency: None,
         last_ns: now_ns(),
+        ..ChildReport::default()
     })
 }

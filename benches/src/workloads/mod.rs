@@ -101,6 +101,8 @@ pub struct Outcome {
     pub sent: u64,
     /// Anything a reader of the table must know.
     pub note: Option<String>,
+    /// Resident memory of the processes beyond their mapped file pages (repliq throughput).
+    pub memory: Option<crate::results::Memory>,
 }
 
 /// A system under test.

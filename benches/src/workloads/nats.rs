@@ -210,6 +210,7 @@ impl System for NatsJetStream {
                 .then(|| Throughput::new(sent, spec.size, last_ns.saturating_sub(start))),
             sent,
             note: cut_note(sent, spec.count),
+            memory: None,
         })
     }
 }

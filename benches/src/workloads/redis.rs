@@ -186,6 +186,7 @@ impl System for RedisStreams {
                 .then(|| Throughput::new(i, spec.size, last_ns.saturating_sub(start))),
             sent: i,
             note: cut_note(i, spec.count),
+            memory: None,
         })
     }
 }

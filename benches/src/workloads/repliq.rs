@@ -137,6 +137,7 @@ impl Feed {
             )),
             sent: self.i,
             note: cut_note(self.i, self.count),
+            memory: None,
         }
     }
 }
@@ -178,6 +179,7 @@ impl Tally {
             received: self.n,
             latency: self.rec.as_ref().map(Recorder::summary),
             last_ns: self.last,
+            ..ChildReport::default()
         }
     }
 }
@@ -238,6 +240,7 @@ fn child_cfg(spec: &Spec, dir: &Path, latency: bool, extra: u64) -> ChildCfg {
         latency,
         secs_limit: spec.secs_limit + 10.0,
         extra,
+        events: None,
     }
 }
 
@@ -252,18 +255,64 @@ pub fn one_way(
     readers: usize,
 ) -> BoxResult<(Outcome, Vec<Throughput>)> {
     let reader = ("repliq-read", u64::from(unchecked));
-    one_way_with(spec, tmpfs, readers, reader, latency, |mut q| {
-        on_cpu(cpu_pair().0, || {
-            let mut feed = Feed::new(spec, rate, latency);
-            let (start, end) = (feed.start(), feed.end);
-            while let Some(m) = feed.next() {
-                enqueue(&mut q, m, end)?;
-            }
-            let sent = feed.sent();
-            enqueue(&mut q, feed.finish(), end + 5_000_000_000)?;
-            Ok((start, sent))
-        })
-    })
+    let log_to = (latency && readers == 1 && crate::events::dir().is_some()).then(|| {
+        std::env::temp_dir().join(format!("repliq-bench-events-{}.txt", std::process::id()))
+    });
+    let mut log: Vec<crate::events::Sent> = Vec::new();
+    let r = one_way_with(
+        spec,
+        tmpfs,
+        readers,
+        reader,
+        latency,
+        log_to.clone(),
+        |mut q| {
+            on_cpu(cpu_pair().0, || {
+                let mut feed = Feed::new(spec, rate, latency);
+                let (start, end) = (feed.start(), feed.end);
+                if log_to.is_some() {
+                    log.reserve(usize::try_from(spec.count).unwrap_or(0));
+                    let mut usage = crate::events::Sampler::new();
+                    while let Some(m) = feed.next() {
+                        let intended = m.ts;
+                        let t0 = now_ns();
+                        enqueue(&mut q, m, end)?;
+                        let t1 = now_ns();
+                        let (thread, others) = usage.delta();
+                        log.push(crate::events::Sent {
+                            intended,
+                            start: t0,
+                            end: t1,
+                            thread,
+                            others,
+                        });
+                    }
+                } else {
+                    while let Some(m) = feed.next() {
+                        enqueue(&mut q, m, end)?;
+                    }
+                }
+                let sent = feed.sent();
+                enqueue(&mut q, feed.finish(), end + 5_000_000_000)?;
+                Ok((start, sent))
+            })
+        },
+    );
+    if let Some(path) = log_to {
+        let seen = crate::events::read_seen(&path);
+        let _ = std::fs::remove_file(&path);
+        if r.is_ok() {
+            let name = match (unchecked, tmpfs) {
+                (false, false) => "repliq",
+                (true, false) => "repliq-unchecked",
+                (false, true) => "repliq-tmpfs",
+                (true, true) => "repliq-unchecked-tmpfs",
+            };
+            let title = format!("oneway@{} {} B, {name}", super::rate_label(rate), spec.size);
+            crate::events::analyze(&title, &log, &seen?)?;
+        }
+    }
+    r
 }
 
 /// One producer → `readers` reader processes of role `reader.0` (with `extra` = `reader.1`) on
@@ -275,13 +324,16 @@ pub(crate) fn one_way_with(
     readers: usize,
     reader: (&str, u64),
     latency: bool,
+    events: Option<std::path::PathBuf>,
     produce: impl FnOnce(JournalQueue<BenchMsg>) -> BoxResult<(u64, u64)>,
 ) -> BoxResult<(Outcome, Vec<Throughput>)> {
+    let anon_before = child::status_bytes("RssAnon");
     let dir = queue_dir(tmpfs)?;
     let q = options(spec.count, spec.size).create::<BenchMsg>(dir.path())?;
     let mut procs = Vec::new();
     for r in 0..readers {
         let mut cfg = child_cfg(spec, dir.path(), latency, reader.1);
+        cfg.events = events.as_ref().map(|p| p.display().to_string());
         if readers > 1 {
             cfg.name2 = format!("fan{r}");
             cfg.cpu = None;
@@ -294,6 +346,7 @@ pub(crate) fn one_way_with(
         p.wait_ready(spec.timeout())?;
     }
     let (start, sent) = produce(q)?;
+    let anon_after = child::status_bytes("RssAnon");
     let mut reports = Vec::new();
     for p in procs {
         reports.push(p.wait_report(spec.timeout())?);
@@ -310,11 +363,22 @@ pub(crate) fn one_way_with(
     let last = reports.iter().map(|r| r.last_ns).max().unwrap_or(start);
     Ok((
         Outcome {
-            latency: reports.into_iter().next().and_then(|r| r.latency),
+            latency: reports.first().and_then(|r| r.latency.clone()),
             throughput: (!latency)
                 .then(|| Throughput::new(sent, spec.size, last.saturating_sub(start))),
             sent,
             note: cut_note(sent, spec.count),
+            memory: match (reports.first(), anon_before, anon_after) {
+                (Some(r), Some(b), Some(a)) if !latency && r.rss_anon_bytes > 0 => {
+                    Some(crate::results::Memory {
+                        consumer_anon_bytes: r.rss_anon_bytes,
+                        consumer_file_bytes: r.rss_file_bytes,
+                        producer_anon_delta_bytes: a as i64 - b as i64,
+                        producer_anon_bytes: a,
+                    })
+                }
+                _ => None,
+            },
         },
         per_reader,
     ))
@@ -326,6 +390,9 @@ pub fn child_read(cfg: &ChildCfg) -> BoxResult<ChildReport> {
     let mut q = open_reader(&cfg.name, unchecked, &cfg.name2)?;
     let end = deadline(cfg.secs_limit);
     let mut tally = Tally::new(cfg.latency);
+    if let Some(path) = &cfg.events {
+        return read_logged(&mut q, unchecked, end, tally, Path::new(path));
+    }
     child::ready();
     let mut idle = 0u32;
     loop {
@@ -344,7 +411,55 @@ pub fn child_read(cfg: &ChildCfg) -> BoxResult<ChildReport> {
             }
         }
     }
-    Ok(tally.report())
+    Ok(tally.report().with_memory())
+}
+
+/// [`child_read`] with the event log: notes when each message was seen, how long since the
+/// previous poll, and the page faults and context switches since the previous message.
+fn read_logged(
+    q: &mut JournalQueue<BenchMsg>,
+    unchecked: bool,
+    end: u64,
+    mut tally: Tally,
+    path: &Path,
+) -> BoxResult<ChildReport> {
+    let mut seen: Vec<crate::events::Seen> = Vec::with_capacity(1 << 16);
+    let mut usage = crate::events::Sampler::new();
+    child::ready();
+    let mut idle = 0u32;
+    let mut prev = now_ns();
+    loop {
+        let t = now_ns();
+        let got = next(q, unchecked)?;
+        match got {
+            Some((ts, seq)) => {
+                if !tally.take(ts, seq) {
+                    break;
+                }
+                let at = now_ns();
+                let (thread, others) = usage.delta();
+                if seen.len() < 10_000_000 {
+                    seen.push(crate::events::Seen {
+                        seq,
+                        at,
+                        gap: t.saturating_sub(prev),
+                        thread,
+                        others,
+                    });
+                }
+            }
+            None => {
+                idle = idle.wrapping_add(1);
+                if idle.is_multiple_of(4096) && t > end {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        prev = t;
+    }
+    crate::events::write_seen(path, &seen)?;
+    Ok(tally.report().with_memory())
 }
 
 fn pingpong(spec: &Spec, unchecked: bool, tmpfs: bool) -> BoxResult<Outcome> {
@@ -395,6 +510,7 @@ fn pingpong(spec: &Spec, unchecked: bool, tmpfs: bool) -> BoxResult<Outcome> {
         throughput: None,
         sent,
         note: cut_note(sent, spec.count),
+        memory: None,
     })
 }
 
@@ -433,6 +549,7 @@ pub fn child_pong(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         received: n,
         latency: None,
         last_ns: now_ns(),
+        ..ChildReport::default()
     })
 }
 
@@ -489,6 +606,7 @@ pub fn n_to_1(spec: &Spec, producers: usize) -> BoxResult<Outcome> {
         )),
         sent,
         note: cut_note(sent, per * producers as u64),
+        memory: None,
     })
 }
 
@@ -540,6 +658,7 @@ pub fn child_fill(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         received: i,
         latency: None,
         last_ns: now_ns(),
+        ..ChildReport::default()
     })
 }
 
@@ -556,6 +675,7 @@ pub fn recovery(mib: u64, secs_limit: f64) -> BoxResult<(u64, u64)> {
         latency: false,
         secs_limit,
         extra: mib,
+        events: None,
     };
     let proc = child::spawn("repliq-fill", &cfg)?;
     proc.wait_ready(Duration::from_secs_f64(secs_limit + 10.0))?;
@@ -616,6 +736,7 @@ pub fn replication(
         latency: false,
         secs_limit: secs * 3.0 + 30.0,
         extra: u64::from(port),
+        events: None,
     };
     let proc = child::spawn("repliq-replica", &cfg)?;
     proc.wait_ready(Duration::from_secs(30))?;
@@ -691,6 +812,7 @@ pub fn replication(
             throughput: Some(Throughput::new(n, size, last.saturating_sub(start))),
             sent: i,
             note,
+            memory: None,
         },
         sync.then(|| call.summary()),
     ))

@@ -121,7 +121,7 @@ impl System for RepliqAsync {
 fn one_way(spec: &Spec, flavor: Flavor, rate: u64, latency: bool) -> BoxResult<Outcome> {
     let spec = *spec;
     let reader = ("repliq-async-read", flavor.code());
-    one_way_with(&spec, false, 1, reader, latency, move |q| {
+    one_way_with(&spec, false, 1, reader, latency, None, move |q| {
         let q = ReplicatedQueueImpl::from_queue(q)?;
         run_on(flavor, cpu_pair().0, async move {
             let mut feed = Feed::new(&spec, rate, latency);

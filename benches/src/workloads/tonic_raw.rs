@@ -111,6 +111,7 @@ pub fn run(
         latency: false,
         secs_limit: secs * 3.0 + 30.0,
         extra: u64::from(port),
+        events: None,
     };
     let proc = child::spawn("tonic-sink", &cfg)?;
     proc.wait_ready(Duration::from_secs(30))?;
@@ -170,5 +171,6 @@ pub fn run(
             records,
             frame_bytes / 1024
         )),
+        memory: None,
     })
 }
