@@ -330,7 +330,6 @@ pub(crate) fn frame_records(bytes: &[u8]) -> std::result::Result<Vec<RecordId>, 
     Ok(out)
 }
 
-
 /// Ranges a [`ByteSink`] applied and has not synced: (segment, start, end).
 #[derive(Debug)]
 pub(crate) struct Unsynced(Vec<(Arc<Segment>, usize, usize)>);

@@ -21,10 +21,10 @@ use super::grpc::proto::{
 };
 use super::state::{ReplicationState, Role, state_lock};
 use super::{FollowerDecision, FrameHeader, Refusal};
-use crate::{QueueError, Result};
 use crate::journal::meta::MetaConfig;
 use crate::journal::replica::{ByteSink, frame_records, move_aside_from};
 use crate::journal::{InitialPolicy, Journal, Policy};
+use crate::{QueueError, Result};
 /// The gRPC service that hosts replicas of other nodes' queues under one directory.
 #[derive(Debug, Clone)]
 pub struct ReplicaService {
