@@ -366,6 +366,10 @@ async fn sync_in_background(
     Ok(())
 }
 
+/// What a batch came to: the acknowledgement to send, (epoch, next sequence), and the refusal
+/// that ended it early.
+type BatchOutcome = (Option<(u64, u64)>, Option<Refusing>);
+
 /// Applies a batch of frames under the replication lock (held shared: a promotion in any process
 /// sees none or all of the batch, so no record of the old primary lands after the new epoch's
 /// start). Returns the acknowledgement to send, (epoch, next sequence), and the refusal that ended
@@ -381,7 +385,7 @@ fn apply_batch(
     follower: &mut super::Follower,
     batch: Vec<proto::Frame>,
     sync: bool,
-) -> std::result::Result<(Option<(u64, u64)>, Option<Refusing>), Refusing> {
+) -> std::result::Result<BatchOutcome, Refusing> {
     let mut ack = None;
     let mut refusal = None;
     let lock = state_lock(dir, false).map_err(storage)?;
