@@ -184,6 +184,7 @@ fn old_epoch_frame_to(port: u16, next_seq: u64) -> (refused::Reason, String) {
             index_interval: 64,
             max_payload: 4096,
             schema_json: None,
+            sync_lazily: false,
         };
         let frame = Frame {
             epoch: 1,

@@ -25,6 +25,7 @@ fn hello(primary: &str, queue: &str, epoch: u64) -> Hello {
         index_interval: 64,
         max_payload: 4096,
         schema_json: None,
+        sync_lazily: false,
     }
 }
 

@@ -817,3 +817,81 @@ pub fn replication(
         sync.then(|| call.summary()),
     ))
 }
+
+/// Catch-up replication to one replica process over loopback gRPC: the primary's journal holds
+/// `count` messages before replication starts, so no producer competes with replication for the
+/// CPU. Throughput is `count` over the time from starting replication (connection and `Hello`
+/// included) until a tailer on the replica's copy has seen the last message.
+pub fn replication_catch_up(size: usize, count: u64, secs: f64) -> BoxResult<Outcome> {
+    let root = tempfile::tempdir()?;
+    let replica_root = root.path().join("replica");
+    let primary_dir = root.path().join("primary").join("benchq");
+    std::fs::create_dir_all(&replica_root)?;
+    let port = crate::servers::free_port()?;
+    let cfg = ChildCfg {
+        name: replica_root.display().to_string(),
+        name2: String::new(),
+        count,
+        size,
+        cpu: None,
+        latency: false,
+        secs_limit: secs * 3.0 + 30.0,
+        extra: u64::from(port),
+    };
+    let proc = child::spawn("repliq-replica", &cfg)?;
+    proc.wait_ready(Duration::from_secs(30))?;
+    let mut q = options(count, size).create::<BenchMsg>(&primary_dir)?;
+    let mut m = BenchMsg::of_size(size);
+    let fill_end = deadline(secs * 2.0 + 5.0);
+    for i in 0..count {
+        m.seq = i;
+        enqueue(&mut q, &m, fill_end)?;
+    }
+    m.seq = END;
+    enqueue(&mut q, &m, fill_end)?;
+    let replica_dir = replica_root.join("benchq");
+    let observer = std::thread::spawn(move || -> BoxResult<(u64, u64)> {
+        let give_up = deadline(secs * 2.0 + 5.0);
+        let mut tailer = loop {
+            match repliq::Tailer::<BenchMsg>::open(&replica_dir, repliq::StartAt::Earliest) {
+                Ok(t) => break t,
+                Err(_) if now_ns() < give_up => std::thread::sleep(Duration::from_micros(200)),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut n = 0;
+        loop {
+            match tailer.next_timeout(Duration::from_millis(100))? {
+                Some(m) if m.seq == END => return Ok((n, now_ns())),
+                Some(_) => n += 1,
+                None if now_ns() > give_up => return Ok((n, now_ns())),
+                None => {}
+            }
+        }
+    });
+    let start = now_ns();
+    let replication = repliq::replication::EmbeddedReplication::start(
+        q.path(),
+        "bench",
+        &[&format!("r=127.0.0.1:{port}")],
+        repliq::replication::PrimaryOptions::new(
+            "bench",
+            Vec::new(),
+            repliq::ReplicationMode::Asynchronous,
+        ),
+    )?;
+    let (n, last) = observer.join().map_err(|_| "observer panicked")??;
+    drop(replication);
+    drop(q);
+    drop(proc);
+    Ok(Outcome {
+        latency: None,
+        throughput: Some(Throughput::new(n, size, last.saturating_sub(start))),
+        sent: count,
+        note: Some(if n == count {
+            format!("{count} messages in the primary's journal before replication started")
+        } else {
+            format!("the replica showed {n} of {count} within the time limit")
+        }),
+    })
+}

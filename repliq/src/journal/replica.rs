@@ -43,7 +43,71 @@ pub(crate) struct RawFrame {
     /// The committed records inside `bytes`, in order.
     pub records: Vec<RecordId>,
     /// The journal's bytes.
-    pub bytes: Vec<u8>,
+    pub bytes: FrameBytes,
+}
+
+/// The bytes of a [`RawFrame`]: the segment's mapping itself when the frame holds no abandoned
+/// extent (no copy; the `Arc` keeps the mapping alive, so the frame can be handed to the transport
+/// as it is), else a copy in which the abandoned bodies are zeros.
+#[derive(Clone)]
+pub(crate) enum FrameBytes {
+    /// `len` bytes of the segment's mapping at `offset`: final entries, which nobody writes again.
+    Mapped {
+        /// The segment (owns the mapping).
+        seg: Arc<Segment>,
+        /// Offset in the segment file.
+        offset: usize,
+        /// Length.
+        len: usize,
+    },
+    /// A copy.
+    Copied(Vec<u8>),
+}
+
+impl AsRef<[u8]> for FrameBytes {
+    #[allow(unsafe_code)]
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            FrameBytes::Mapped { seg, offset, len } => {
+                // SAFETY: `frame_bytes` made this value only for a range whose entries the walk
+                // acquire-loaded as final (committed records, an END marker with the rest of its
+                // segment): nobody in any process writes them again. The borrow lives no longer
+                // than `self`, whose `Arc<Segment>` keeps the mapping alive (a segment file is
+                // never truncated while mapped). The bounds were checked when it was made.
+                unsafe { seg.map.committed(*offset, *len) }.unwrap_or_default()
+            }
+            FrameBytes::Copied(v) => v,
+        }
+    }
+}
+
+impl std::ops::Deref for FrameBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_ref()
+    }
+}
+
+impl PartialEq for FrameBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_ref() == other.as_ref()
+    }
+}
+
+impl Eq for FrameBytes {}
+
+impl std::fmt::Debug for FrameBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameBytes::Mapped { seg, offset, len } => f
+                .debug_struct("Mapped")
+                .field("segment", &seg.first_seq)
+                .field("offset", offset)
+                .field("len", len)
+                .finish(),
+            FrameBytes::Copied(v) => f.debug_tuple("Copied").field(&v.len()).finish(),
+        }
+    }
 }
 
 fn corrupt(seg: &Segment, offset: usize, reason: String) -> QueueError {
@@ -214,11 +278,22 @@ impl ByteSource {
 /// with its writes) and a replica holds zeros there. `docs/FORMAT.md` ("Replicas") states it.
 #[allow(unsafe_code)]
 fn frame_bytes(
-    seg: &Segment,
+    seg: &Arc<Segment>,
     start: usize,
     end: usize,
     dead: &[(usize, usize)],
-) -> Result<Vec<u8>> {
+) -> Result<FrameBytes> {
+    if dead.is_empty() {
+        // SAFETY: as in `copy` below; the borrow ends here (only the bounds are checked).
+        if unsafe { seg.map.committed(start, end - start) }.is_none() {
+            return Err(corrupt(seg, start, "range outside the segment".into()));
+        }
+        return Ok(FrameBytes::Mapped {
+            seg: seg.clone(),
+            offset: start,
+            len: end - start,
+        });
+    }
     let mut bytes = Vec::with_capacity(end - start);
     let copy = |from: usize, to: usize, bytes: &mut Vec<u8>| -> Result<()> {
         if to > from {
@@ -239,7 +314,7 @@ fn frame_bytes(
         at = offset + extent;
     }
     copy(at, end, &mut bytes)?;
-    Ok(bytes)
+    Ok(FrameBytes::Copied(bytes))
 }
 
 /// The committed records in a frame's bytes (which start at an entry), for the replication state
@@ -270,6 +345,22 @@ pub(crate) fn frame_records(bytes: &[u8]) -> std::result::Result<Vec<RecordId>, 
         }
     }
     Ok(out)
+}
+
+/// Ranges a [`ByteSink`] applied and has not synced: (segment, start, end).
+#[derive(Debug)]
+pub(crate) struct Unsynced(Vec<(Arc<Segment>, usize, usize)>);
+
+impl Unsynced {
+    /// Makes the ranges durable (`msync`).
+    pub(crate) fn sync(self) -> Result<()> {
+        for (seg, start, end) in self.0 {
+            seg.map
+                .flush_range(start, end - start)
+                .map_err(|e| QueueError::io(format!("msync {}", seg.path.display()), e))?;
+        }
+        Ok(())
+    }
 }
 
 /// Applies frames to a replica's journal.
@@ -485,12 +576,13 @@ impl ByteSink {
 
     /// Makes everything applied so far durable (`msync`): one sync for any number of frames.
     pub(crate) fn sync(&mut self) -> Result<()> {
-        for (seg, start, end) in self.dirty.drain(..) {
-            seg.map
-                .flush_range(start, end - start)
-                .map_err(|e| QueueError::io(format!("msync {}", seg.path.display()), e))?;
-        }
-        Ok(())
+        self.take_unsynced().sync()
+    }
+
+    /// What was applied since the last sync, to be synced elsewhere (another thread) while this
+    /// sink applies more.
+    pub(crate) fn take_unsynced(&mut self) -> Unsynced {
+        Unsynced(std::mem::take(&mut self.dirty))
     }
 
     /// Writes one entry (record, abandoned extent or end marker) at `self.walk.pos` from `b`, whose
@@ -865,7 +957,7 @@ mod test {
         assert_eq!(sink.next_seq(), held);
 
         // A flipped payload byte: refused with the record's checksum, nothing published.
-        let mut bad = second.bytes.clone();
+        let mut bad = second.bytes.to_vec();
         bad[RECORD_HEADER + 1] ^= 0x40;
         let err = sink
             .apply(second.segment_first_seq, second.offset, &bad)
@@ -880,7 +972,7 @@ mod test {
         assert_eq!(sink.next_seq(), held + second.records.len() as u64);
 
         // Different bytes over what is held: refused.
-        let mut changed = first.bytes.clone();
+        let mut changed = first.bytes.to_vec();
         changed[RECORD_HEADER] ^= 1;
         let err = sink
             .apply(first.segment_first_seq, first.offset, &changed)

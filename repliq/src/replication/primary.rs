@@ -180,6 +180,9 @@ pub async fn run_primary(
         schema_json: crate::journal::schema_file::read_text(&journal.dir)
             .ok()
             .flatten(),
+        // Nothing waits for an asynchronous primary's acknowledgements: the replica need not
+        // sync before it acknowledges (docs/REPLICATION.md, "Modes").
+        sync_lazily: options.mode == ReplicationMode::Asynchronous,
     };
     let mut leader = Leader::new(
         LeaderConfig {
@@ -479,7 +482,9 @@ async fn execute(
                             offset: raw.offset as u64,
                             first_seq,
                             record_count: raw.records.len() as u32,
-                            bytes: Bytes::from(raw.bytes),
+                            // The mapping itself, not a copy (an abandoned extent's frame is a
+                            // copy with zeros: `FrameBytes`).
+                            bytes: Bytes::from_owner(raw.bytes),
                         })),
                     });
                 }

@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -19,10 +21,10 @@ use super::grpc::proto::{
 };
 use super::state::{ReplicationState, Role, state_lock};
 use super::{FollowerDecision, FrameHeader, Refusal};
-use crate::Result;
 use crate::journal::meta::MetaConfig;
 use crate::journal::replica::{ByteSink, frame_records, move_aside_from};
 use crate::journal::{InitialPolicy, Journal, Policy};
+use crate::{QueueError, Result};
 /// The gRPC service that hosts replicas of other nodes' queues under one directory.
 #[derive(Debug, Clone)]
 pub struct ReplicaService {
@@ -254,181 +256,280 @@ async fn serve_stream(
         }),
     )
     .await?;
-    let mut ended = false;
+    // Asynchronous primaries let this replica acknowledge before it syncs: it syncs in the
+    // background at most `LAZY_SYNC` after it applied a record (and at the end of the stream).
+    let lazy = hello.sync_lazily;
+    let mut unsynced_since: Option<Instant> = None;
+    let mut syncing: Option<JoinHandle<Result<()>>> = None;
     // A `Resync` announced the primary's oldest segment: applies to the next frame of it.
     let mut resync_at: Option<u64> = None;
-    while !ended {
-        let mut batch = match inbound.message().await {
-            Ok(Some(PrimaryMessage {
-                kind: Some(primary_message::Kind::Frame(f)),
-            })) => vec![f],
-            Ok(Some(PrimaryMessage {
-                kind: Some(primary_message::Kind::Resync(r)),
-            })) => {
-                resync_at = Some(r.segment_first_seq);
-                continue;
-            }
-            Ok(None) => return Ok(()),
-            Ok(Some(_)) => return Err(storage("unexpected message after Hello")),
-            Err(e) => return Err(storage(e)),
-        };
-        // Take every frame that has already arrived, so that one msync and one acknowledgement
-        // cover them all (a sync per frame would bound a stream by the disk's sync latency).
-        let mut next_resync = None;
-        while batch.len() < 256 {
-            match inbound.message().now_or_never() {
-                None => break,
-                Some(Ok(Some(PrimaryMessage {
+    let streamed: std::result::Result<(), Refusing> = async {
+        let mut ended = false;
+        while !ended {
+            let first = match unsynced_since {
+                Some(since) => {
+                    match tokio::time::timeout_at((since + LAZY_SYNC).into(), inbound.message())
+                        .await
+                    {
+                        Ok(m) => m,
+                        Err(_) => {
+                            sync_in_background(&mut sink, &mut syncing)
+                                .await
+                                .map_err(storage)?;
+                            unsynced_since = None;
+                            continue;
+                        }
+                    }
+                }
+                None => inbound.message().await,
+            };
+            let mut batch = match first {
+                Ok(Some(PrimaryMessage {
                     kind: Some(primary_message::Kind::Frame(f)),
-                }))) => batch.push(f),
-                Some(Ok(Some(PrimaryMessage {
+                })) => vec![f],
+                Ok(Some(PrimaryMessage {
                     kind: Some(primary_message::Kind::Resync(r)),
-                }))) => {
-                    // Its frame comes next: take it into the next batch.
-                    next_resync = Some(r.segment_first_seq);
-                    break;
+                })) => {
+                    resync_at = Some(r.segment_first_seq);
+                    continue;
                 }
-                Some(Ok(None)) => {
-                    ended = true;
-                    break;
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) => return Err(storage("unexpected message after Hello")),
+                Err(e) => return Err(storage(e)),
+            };
+            // Take every frame that has already arrived, so that one msync and one
+            // acknowledgement cover them all (a sync per frame would bound a stream by the disk's
+            // sync latency).
+            let mut next_resync = None;
+            while batch.len() < 256 {
+                match inbound.message().now_or_never() {
+                    None => break,
+                    Some(Ok(Some(PrimaryMessage {
+                        kind: Some(primary_message::Kind::Frame(f)),
+                    }))) => batch.push(f),
+                    Some(Ok(Some(PrimaryMessage {
+                        kind: Some(primary_message::Kind::Resync(r)),
+                    }))) => {
+                        // Its frame comes next: take it into the next batch.
+                        next_resync = Some(r.segment_first_seq);
+                        break;
+                    }
+                    Some(Ok(None)) => {
+                        ended = true;
+                        break;
+                    }
+                    Some(Ok(Some(_))) => return Err(storage("unexpected message after Hello")),
+                    Some(Err(e)) => return Err(storage(e)),
                 }
-                Some(Ok(Some(_))) => return Err(storage("unexpected message after Hello")),
-                Some(Err(e)) => return Err(storage(e)),
+            }
+            // One blocking section per batch: the lock, the appends and (unless lazy) the msync.
+            let (ack, refusal) = blocking(|| {
+                apply_batch(
+                    &journal,
+                    &dir,
+                    &hello,
+                    &mut state,
+                    &mut sink,
+                    &mut follower,
+                    batch,
+                    &mut resync_at,
+                    !lazy,
+                )
+            })?;
+            resync_at = next_resync.or(resync_at);
+            if lazy && ack.is_some() {
+                let since = *unsynced_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= LAZY_SYNC {
+                    sync_in_background(&mut sink, &mut syncing)
+                        .await
+                        .map_err(storage)?;
+                    unsynced_since = None;
+                }
+            }
+            if let Some((epoch, next_seq)) = ack {
+                reply(tx, replica_message::Kind::Ack(Ack { epoch, next_seq })).await?;
+            }
+            if let Some(r) = refusal {
+                return Err(r);
             }
         }
-        let mut ack = None;
-        let mut refusal = None;
-        // A promotion of this replica (`ReplicationState::promote`, in any process) takes this
-        // lock exclusively: it sees either none or all of the batch, and the batch sees the
-        // promotion, so no record of the old primary lands after the new epoch's start.
-        let lock = blocking(|| state_lock(&dir, false)).map_err(storage)?;
-        for frame in batch {
-            // This node may have been promoted while the stream was open: a newer epoch here fences
-            // the old primary.
-            let here = journal.epoch_word().load(Ordering::Acquire);
-            if here > frame.epoch
-                && ReplicationState::load(&dir).is_ok_and(|s| s.role == Role::Primary)
-            {
+        Ok(())
+    }
+    .await;
+    if lazy {
+        // Whatever the stream's end, what was acknowledged gets synced now.
+        if let Some(h) = syncing.take() {
+            let _ = h.await;
+        }
+        blocking(|| sink.sync()).map_err(storage)?;
+    }
+    streamed
+}
+
+/// How long an asynchronous primary's records may stay applied and acknowledged on a replica
+/// before the replica syncs them (`Hello.sync_lazily`).
+const LAZY_SYNC: Duration = Duration::from_millis(200);
+
+/// Waits for the background sync in flight, if any, then starts one of everything the sink
+/// applied since the last.
+async fn sync_in_background(
+    sink: &mut ByteSink,
+    syncing: &mut Option<JoinHandle<Result<()>>>,
+) -> Result<()> {
+    if let Some(h) = syncing.take() {
+        h.await.map_err(|e| QueueError::Other(e.to_string()))??;
+    }
+    let unsynced = sink.take_unsynced();
+    *syncing = Some(tokio::task::spawn_blocking(move || unsynced.sync()));
+    Ok(())
+}
+
+/// What a batch came to: the acknowledgement to send, (epoch, next sequence), and the refusal
+/// that ended it early.
+type BatchOutcome = (Option<(u64, u64)>, Option<Refusing>);
+
+/// Applies a batch of frames under the replication lock (held shared: a promotion in any process
+/// sees none or all of the batch, so no record of the old primary lands after the new epoch's
+/// start). Returns the acknowledgement to send, (epoch, next sequence), and the refusal that ended
+/// the batch early, if any. With `sync`, everything applied is synced before it returns; a
+/// refusal syncs too (durable before acknowledged, also when a later frame is refused).
+#[allow(clippy::too_many_arguments)]
+fn apply_batch(
+    journal: &Arc<Journal>,
+    dir: &Path,
+    hello: &Hello,
+    state: &mut ReplicationState,
+    sink: &mut ByteSink,
+    follower: &mut super::Follower,
+    batch: Vec<proto::Frame>,
+    resync_at: &mut Option<u64>,
+    sync: bool,
+) -> std::result::Result<BatchOutcome, Refusing> {
+    let mut ack = None;
+    let mut refusal = None;
+    let lock = state_lock(dir, false).map_err(storage)?;
+    for frame in batch {
+        // This node may have been promoted while the stream was open: a newer epoch here fences
+        // the old primary.
+        let here = journal.epoch_word().load(Ordering::Acquire);
+        if here > frame.epoch && ReplicationState::load(dir).is_ok_and(|s| s.role == Role::Primary)
+        {
+            refusal = Some((
+                refused::Reason::StaleEpoch,
+                format!(
+                    "{} was promoted to epoch {here}; frames of epoch {} are refused",
+                    hello.queue, frame.epoch
+                ),
+                here,
+                follower.next_seq(),
+            ));
+            break;
+        }
+        let announced = !frame.bytes.is_empty() && *resync_at == Some(frame.segment_first_seq);
+        if announced {
+            *resync_at = None;
+        }
+        if announced
+            && frame.epoch >= follower.epoch()
+            && sink.needs_restart_at(frame.segment_first_seq)
+        {
+            match resync(sink, state, &frame, hello, dir) {
+                Ok(()) => *follower = super::Follower::new(frame.epoch, frame.segment_first_seq),
+                Err(e) => {
+                    refusal = Some(storage(e));
+                    break;
+                }
+            }
+        }
+        let records = match frame_records(&frame.bytes) {
+            Ok(records) => records,
+            Err(e) => {
                 refusal = Some((
-                    refused::Reason::StaleEpoch,
-                    format!(
-                        "{} was promoted to epoch {here}; frames of epoch {} are refused",
-                        hello.queue, frame.epoch
-                    ),
-                    here,
+                    refused::Reason::Diverged,
+                    format!("malformed frame: {e}"),
+                    follower.epoch(),
                     follower.next_seq(),
                 ));
                 break;
             }
-            let announced = !frame.bytes.is_empty() && resync_at == Some(frame.segment_first_seq);
-            if announced {
-                resync_at = None;
-            }
-            if announced
-                && frame.epoch >= follower.epoch()
-                && sink.needs_restart_at(frame.segment_first_seq)
-            {
-                let restarted = blocking(|| resync(&mut sink, &mut state, &frame, &hello, &dir));
-                match restarted {
-                    Ok(()) => follower = super::Follower::new(frame.epoch, frame.segment_first_seq),
-                    Err(e) => {
-                        refusal = Some(storage(e));
-                        break;
-                    }
-                }
-            }
-            let records = match frame_records(&frame.bytes) {
-                Ok(records) => records,
-                Err(e) => {
-                    refusal = Some((
-                        refused::Reason::Diverged,
-                        format!("malformed frame: {e}"),
-                        follower.epoch(),
-                        follower.next_seq(),
-                    ));
+        };
+        let header = FrameHeader {
+            epoch: frame.epoch,
+            epoch_start: frame.epoch_start,
+            records,
+        };
+        let decision = follower.on_frame(&header, |s| sink.held_crc(s));
+        match decision {
+            FollowerDecision::Append {
+                move_aside_from: aside,
+                ..
+            } => {
+                if let Err(e) = append_frame(journal, sink, state, &frame, aside, hello, dir) {
+                    refusal = Some(storage(e));
                     break;
                 }
-            };
-            let header = FrameHeader {
-                epoch: frame.epoch,
-                epoch_start: frame.epoch_start,
-                records,
-            };
-            let decision = follower.on_frame(&header, |s| sink.held_crc(s));
-            match decision {
-                FollowerDecision::Append {
-                    move_aside_from: aside,
-                    ..
-                } => {
-                    let applied = blocking(|| -> Result<()> {
-                        if let Some(from) = aside {
-                            let moved = move_aside_from(&journal, from, frame.epoch)?;
-                            tracing::warn!(queue = %hello.queue, from, moved = %moved.display(), "moved an unreplicated suffix aside");
-                            sink = ByteSink::open(journal.clone())?;
-                        }
-                        follow_epoch(&mut state, &frame, &hello.primary, &dir)?;
-                        if !frame.bytes.is_empty() {
-                            sink.apply(
-                                frame.segment_first_seq,
-                                frame.offset as usize,
-                                &frame.bytes,
-                            )?;
-                        }
-                        Ok(())
-                    });
-                    if let Err(e) = applied {
-                        refusal = Some(storage(e));
-                        break;
-                    }
-                    let next_seq = match header.records.last() {
-                        Some(last) => follower.appended(*last),
-                        None => follower.next_seq(),
-                    };
-                    ack = Some((follower.epoch(), next_seq));
-                }
-                FollowerDecision::Duplicate { durable } => {
-                    // Possibly the announcement of a newer epoch with nothing to append: this
-                    // replica now follows it (and refuses the older primary from here on).
-                    if let Err(e) =
-                        blocking(|| follow_epoch(&mut state, &frame, &hello.primary, &dir))
-                    {
-                        refusal = Some(storage(e));
-                        break;
-                    }
-                    // Every record is held, but the bytes may still hold entries that carry no
-                    // record past this replica's tail: the END marker of a full segment (sent
-                    // alone when the replica is caught up at a roll) or an abandoned extent.
-                    // The sink compares and skips what it holds and writes the rest.
-                    if !frame.bytes.is_empty()
-                        && let Err(e) = blocking(|| {
-                            sink.apply(frame.segment_first_seq, frame.offset as usize, &frame.bytes)
-                        })
-                    {
-                        refusal = Some(storage(e));
-                        break;
-                    }
-                    ack = Some((follower.epoch(), durable));
-                }
-                FollowerDecision::Refuse(r) => {
-                    let reason = match r {
-                        Refusal::StaleEpoch { .. } => refused::Reason::StaleEpoch,
-                        _ => refused::Reason::Diverged,
-                    };
-                    refusal = Some((reason, r.to_string(), follower.epoch(), follower.next_seq()));
+                let next_seq = match header.records.last() {
+                    Some(last) => follower.appended(*last),
+                    None => follower.next_seq(),
+                };
+                ack = Some((follower.epoch(), next_seq));
+            }
+            FollowerDecision::Duplicate { durable } => {
+                // Possibly the announcement of a newer epoch with nothing to append: this
+                // replica now follows it (and refuses the older primary from here on).
+                if let Err(e) = follow_epoch(state, &frame, &hello.primary, dir) {
+                    refusal = Some(storage(e));
                     break;
                 }
+                // Every record is held, but the bytes may still hold entries that carry no
+                // record past this replica's tail: the END marker of a full segment (sent
+                // alone when the replica is caught up at a roll) or an abandoned extent.
+                // The sink compares and skips what it holds and writes the rest.
+                if !frame.bytes.is_empty()
+                    && let Err(e) =
+                        sink.apply(frame.segment_first_seq, frame.offset as usize, &frame.bytes)
+                {
+                    refusal = Some(storage(e));
+                    break;
+                }
+                ack = Some((follower.epoch(), durable));
+            }
+            FollowerDecision::Refuse(r) => {
+                let reason = match r {
+                    Refusal::StaleEpoch { .. } => refused::Reason::StaleEpoch,
+                    _ => refused::Reason::Diverged,
+                };
+                refusal = Some((reason, r.to_string(), follower.epoch(), follower.next_seq()));
+                break;
             }
         }
-        drop(lock);
-        // Durable before acknowledged, also when a later frame of the batch is refused.
-        blocking(|| sink.sync()).map_err(storage)?;
-        if let Some((epoch, next_seq)) = ack {
-            reply(tx, replica_message::Kind::Ack(Ack { epoch, next_seq })).await?;
-        }
-        if let Some(r) = refusal {
-            return Err(r);
-        }
-        resync_at = next_resync.or(resync_at);
+    }
+    drop(lock);
+    if sync || refusal.is_some() {
+        sink.sync().map_err(storage)?;
+    }
+    Ok((ack, refusal))
+}
+
+/// Appends one frame the follower accepted: first moves aside this replica's unreplicated suffix
+/// if the frame's epoch began before it, and follows the frame's epoch.
+fn append_frame(
+    journal: &Arc<Journal>,
+    sink: &mut ByteSink,
+    state: &mut ReplicationState,
+    frame: &proto::Frame,
+    aside: Option<u64>,
+    hello: &Hello,
+    dir: &Path,
+) -> Result<()> {
+    if let Some(from) = aside {
+        let moved = move_aside_from(journal, from, frame.epoch)?;
+        tracing::warn!(queue = %hello.queue, from, moved = %moved.display(), "moved an unreplicated suffix aside");
+        *sink = ByteSink::open(journal.clone())?;
+    }
+    follow_epoch(state, frame, &hello.primary, dir)?;
+    if !frame.bytes.is_empty() {
+        sink.apply(frame.segment_first_seq, frame.offset as usize, &frame.bytes)?;
     }
     Ok(())
 }

@@ -59,6 +59,12 @@ pub struct Hello {
     /// one stores it, so tools can read the replica's records without the Rust type.
     #[prost(string, optional, tag = "11")]
     pub schema_json: ::core::option::Option<::prost::alloc::string::String>,
+    /// The primary replicates asynchronously: the replica may acknowledge records it has applied
+    /// (visible, in its page cache) before they are synced, and syncs them within about 200 ms.
+    /// False (also from primaries that predate the field): every acknowledgement covers only
+    /// records that were synced (`msync`) first, as synchronous replication needs.
+    #[prost(bool, tag = "12")]
+    pub sync_lazily: bool,
 }
 /// A contiguous range of one segment file holding committed records (with any padding between
 /// them), exactly as the primary's journal holds them.
