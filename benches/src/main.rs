@@ -714,6 +714,7 @@ fn replication(suite: &mut Suite, params: &Params) {
                 latency: o.latency,
                 throughput: o.throughput,
                 note: o.note,
+                ..Row::default()
             }),
             Err(e) => suite.skip(w, "repliq catch-up", format!("error: {e}")),
         }

@@ -837,6 +837,7 @@ pub fn replication_catch_up(size: usize, count: u64, secs: f64) -> BoxResult<Out
         latency: false,
         secs_limit: secs * 3.0 + 30.0,
         extra: u64::from(port),
+        events: None,
     };
     let proc = child::spawn("repliq-replica", &cfg)?;
     proc.wait_ready(Duration::from_secs(30))?;
@@ -893,5 +894,6 @@ pub fn replication_catch_up(size: usize, count: u64, secs: f64) -> BoxResult<Out
         } else {
             format!("the replica showed {n} of {count} within the time limit")
         }),
+        memory: None,
     })
 }
