@@ -292,8 +292,6 @@ impl Journal {
         let spawned = std::thread::Builder::new()
             .name("repliq-prealloc".into())
             .spawn(move || {
-                // Below the producer that started it (and may be pinned to the same core).
-                crate::raw::background::yield_to_callers();
                 if journal
                     .delete_consumed
                     .load(std::sync::atomic::Ordering::Relaxed)

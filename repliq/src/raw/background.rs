@@ -3,13 +3,6 @@
 //!
 //! Jobs run in order. The thread is started on first use and lives as long as the process; if
 //! it cannot be started, jobs run on the caller's thread (correct, only slower).
-//!
-//! Background threads run at the lowest priority ([`yield_to_callers`]): they inherit the CPU
-//! pinning of the thread that started them (often a pinned producer), and a pre-fault of a whole
-//! segment at normal priority held that core for one scheduler slice (milliseconds) whenever the
-//! producer woke up: the one-way p99 of a paced producer. At nice 19 a waking producer preempts
-//! them at once; they still get every idle moment, and a producer that waits for their result
-//! (the spare segment at a roll) leaves them the whole core.
 
 use std::sync::Mutex;
 use std::sync::mpsc::{Sender, channel};
@@ -27,7 +20,6 @@ pub(crate) fn run(job: impl FnOnce() + Send + 'static) {
         let spawned = std::thread::Builder::new()
             .name("repliq-background".into())
             .spawn(move || {
-                yield_to_callers();
                 for job in rx {
                     job();
                 }
@@ -45,17 +37,4 @@ pub(crate) fn run(job: impl FnOnce() + Send + 'static) {
     };
     drop(queue);
     job();
-}
-
-/// Lowers the calling thread's scheduling priority to nice 19 (Linux: per thread). Failure is
-/// ignored: the thread then runs at its inherited priority, as before.
-pub(crate) fn yield_to_callers() {
-    // SAFETY: `gettid` has no preconditions and cannot fail. `setpriority` with `PRIO_PROCESS`
-    // and a thread ID changes only that thread's nice value (Linux), takes no pointers, and
-    // reports errors through its return value, which is ignored (raising one's own nice value
-    // needs no privilege; a sandbox that forbids it leaves the priority as it was).
-    unsafe {
-        let tid = libc::gettid();
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
-    }
 }
