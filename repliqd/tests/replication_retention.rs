@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use repliq::{JournalQueue, QueueOptions};
 use support::{Daemon, held, http_get, metric, segment_files, wait_until};
@@ -93,10 +93,19 @@ fn with_bound(node: &Daemon, segments: u64) {
     std::fs::write(&node.config, text).unwrap();
 }
 
-#[test]
-fn retention_keeps_what_a_stopped_replica_needs() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Daemon::cluster(dir.path(), &["a", "b"], "asynchronous");
+/// Two daemons, `a` primary of `blobs` (retention on) and `b` its replica, with `bound` as the
+/// primary's `max_replica_lag_segments` if given; `first` records written, consumed and held by
+/// the replica. Returns the nodes, the primary's and the replica's queue directories and the
+/// producer's handle.
+fn replicated_pair(
+    dir: &Path,
+    bound: Option<u64>,
+    first: u64,
+) -> (Vec<Daemon>, PathBuf, PathBuf, JournalQueue<Blob>) {
+    let mut nodes = Daemon::cluster(dir, &["a", "b"], "asynchronous");
+    if let Some(segments) = bound {
+        with_bound(&nodes[0], segments);
+    }
     for n in &mut nodes {
         n.start();
     }
@@ -106,10 +115,17 @@ fn retention_keeps_what_a_stopped_replica_needs() {
     wait_until("the daemon registered the replica's cursor", || {
         replica_cursor(&primary).is_some()
     });
-    write_and_consume(&mut q, 0..300);
-    wait_until("the replica holds the first 300 records", || {
-        held(&replica) == 300
+    write_and_consume(&mut q, 0..first);
+    wait_until("the replica holds the first records", || {
+        held(&replica) == first
     });
+    (nodes, primary, replica, q)
+}
+
+#[test]
+fn retention_keeps_what_a_stopped_replica_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, primary, replica, mut q) = replicated_pair(dir.path(), None, 300);
     wait_until("the replica's cursor on the primary moved", || {
         replica_cursor(&primary) == Some(299)
     });
@@ -164,21 +180,7 @@ fn retention_keeps_what_a_stopped_replica_needs() {
 #[test]
 fn a_lost_replica_is_resynced_in_full() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Daemon::cluster(dir.path(), &["a", "b"], "asynchronous");
-    with_bound(&nodes[0], 4);
-    for n in &mut nodes {
-        n.start();
-    }
-    let primary = nodes[0].root.join("blobs");
-    let replica = nodes[1].root.join("blobs");
-    let mut q = create(&primary);
-    wait_until("the daemon registered the replica's cursor", || {
-        replica_cursor(&primary).is_some()
-    });
-    write_and_consume(&mut q, 0..200);
-    wait_until("the replica holds the first 200 records", || {
-        held(&replica) == 200
-    });
+    let (mut nodes, primary, replica, mut q) = replicated_pair(dir.path(), Some(4), 200);
     let lost = "repliq_replication_replica_lost_total{queue=\"blobs\",replica=\"b\"}";
     let lost_count = |node: &Daemon| metric(&http_get(node.http(), "/metrics").1, lost);
     assert_eq!(lost_count(&nodes[0]).unwrap_or(0.0), 0.0);
@@ -253,21 +255,7 @@ fn a_lost_replica_is_resynced_in_full() {
 fn a_replica_killed_during_its_resync_recovers() {
     const TOTAL: u64 = 30_000;
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Daemon::cluster(dir.path(), &["a", "b"], "asynchronous");
-    with_bound(&nodes[0], 4);
-    for n in &mut nodes {
-        n.start();
-    }
-    let primary = nodes[0].root.join("blobs");
-    let replica = nodes[1].root.join("blobs");
-    let mut q = create(&primary);
-    wait_until("the daemon registered the replica's cursor", || {
-        replica_cursor(&primary).is_some()
-    });
-    write_and_consume(&mut q, 0..200);
-    wait_until("the replica holds the first 200 records", || {
-        held(&replica) == 200
-    });
+    let (mut nodes, primary, replica, mut q) = replicated_pair(dir.path(), Some(4), 200);
     nodes[1].kill9();
     // Far past the bound; then a backlog the primary's consumer has not read (retention keeps
     // it), which the resync takes a while to stream.
