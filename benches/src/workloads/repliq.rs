@@ -712,16 +712,23 @@ pub fn child_replica(cfg: &ChildCfg) -> BoxResult<ChildReport> {
     Ok(ChildReport::default())
 }
 
-/// Replication to one replica process over loopback gRPC: the producer enqueues `count`
-/// messages; a tailer on the replica's copy records each message's lag (replica visible −
-/// enqueue time). Returns throughput at the replica, lag percentiles and, in synchronous mode,
-/// per-`enqueue` latency.
-pub fn replication(
-    size: usize,
-    count: u64,
-    secs: f64,
-    mode: repliq::ReplicationMode,
-) -> BoxResult<(Outcome, Option<crate::stats::Latency>)> {
+/// A replica process and the directories of one replication run.
+struct ReplicaSetup {
+    /// Holds both journals; removed when dropped.
+    root: tempfile::TempDir,
+    /// The replica process's persistence root.
+    replica_root: std::path::PathBuf,
+    /// The primary's queue directory (not created yet).
+    primary_dir: std::path::PathBuf,
+    /// The replica's gRPC port on 127.0.0.1.
+    port: u16,
+    /// The replica process (killed when dropped).
+    proc: child::ChildProc,
+}
+
+/// Starts a replica process (repliq's `ReplicaService`) on a free loopback port and waits until
+/// it listens.
+fn spawn_replica(size: usize, count: u64, secs: f64) -> BoxResult<ReplicaSetup> {
     let root = tempfile::tempdir()?;
     let replica_root = root.path().join("replica");
     let primary_dir = root.path().join("primary").join("benchq");
@@ -740,6 +747,32 @@ pub fn replication(
     };
     let proc = child::spawn("repliq-replica", &cfg)?;
     proc.wait_ready(Duration::from_secs(30))?;
+    Ok(ReplicaSetup {
+        root,
+        replica_root,
+        primary_dir,
+        port,
+        proc,
+    })
+}
+
+/// Replication to one replica process over loopback gRPC: the producer enqueues `count`
+/// messages; a tailer on the replica's copy records each message's lag (replica visible −
+/// enqueue time). Returns throughput at the replica, lag percentiles and, in synchronous mode,
+/// per-`enqueue` latency.
+pub fn replication(
+    size: usize,
+    count: u64,
+    secs: f64,
+    mode: repliq::ReplicationMode,
+) -> BoxResult<(Outcome, Option<crate::stats::Latency>)> {
+    let ReplicaSetup {
+        root: _journals, // kept until the end of the run
+        replica_root,
+        primary_dir,
+        port,
+        proc,
+    } = spawn_replica(size, count, secs)?;
     let mut q = options(count, size).create::<BenchMsg>(&primary_dir)?;
     let replication = repliq::replication::EmbeddedReplication::start(
         q.path(),
@@ -823,24 +856,13 @@ pub fn replication(
 /// CPU. Throughput is `count` over the time from starting replication (connection and `Hello`
 /// included) until a tailer on the replica's copy has seen the last message.
 pub fn replication_catch_up(size: usize, count: u64, secs: f64) -> BoxResult<Outcome> {
-    let root = tempfile::tempdir()?;
-    let replica_root = root.path().join("replica");
-    let primary_dir = root.path().join("primary").join("benchq");
-    std::fs::create_dir_all(&replica_root)?;
-    let port = crate::servers::free_port()?;
-    let cfg = ChildCfg {
-        name: replica_root.display().to_string(),
-        name2: String::new(),
-        count,
-        size,
-        cpu: None,
-        latency: false,
-        secs_limit: secs * 3.0 + 30.0,
-        extra: u64::from(port),
-        events: None,
-    };
-    let proc = child::spawn("repliq-replica", &cfg)?;
-    proc.wait_ready(Duration::from_secs(30))?;
+    let ReplicaSetup {
+        root: _journals, // kept until the end of the run
+        replica_root,
+        primary_dir,
+        port,
+        proc,
+    } = spawn_replica(size, count, secs)?;
     let mut q = options(count, size).create::<BenchMsg>(&primary_dir)?;
     let mut m = BenchMsg::of_size(size);
     let fill_end = deadline(secs * 2.0 + 5.0);
