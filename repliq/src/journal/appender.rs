@@ -10,8 +10,8 @@ use super::header;
 use super::segment::{self, Segment};
 use super::walk::{self, Entry, Walk};
 use super::{Journal, cursor, notify};
-use crate::raw::MappedFile;
 use crate::raw::clock::{monotonic_millis, realtime_coarse_nanos, realtime_nanos};
+use crate::raw::{MappedFile, Prefault};
 use crate::{QueueError, Result};
 
 /// How appended records are made durable.
@@ -261,14 +261,17 @@ impl Appender {
                     write_record_fields(&seg.map, pos, seq, len, self.precise_time);
                     if header::commit(word, reserved, len as u32) {
                         seg.index_record(seq, pos);
-                        // The successor's file is prepared as soon as this segment is being
-                        // written: a fast producer fills a segment in milliseconds, and
-                        // preparing (allocate, zero, map writable) takes about as long.
-                        if self.spare_for != seg.first_seq {
+                        // The successor's file is prepared once a quarter of this segment is
+                        // written: early enough for a fast producer (the rest of the segment
+                        // takes longer to fill than the preparation: allocate, fault in the
+                        // first `PREFAULT_AHEAD` bytes), late enough that a slow producer does
+                        // not pay for it long before it needs it.
+                        if self.spare_for != seg.first_seq && pos >= seg.size / 4 {
                             self.spare_for = seg.first_seq;
                             self.journal.prepare_spare();
                         }
                         self.walk.pos = pos + committed_extent(len);
+                        seg.prefault_ahead(self.walk.pos, Prefault::Write);
                         self.walk.seq = seq + 1;
                         let meta = &self.journal.meta;
                         notify::wake(meta.data_notify(), meta.data_waiters());
@@ -328,7 +331,12 @@ impl Appender {
             }
             match std::fs::hard_link(&spare.tmp, &path) {
                 Ok(()) => {
-                    let seg = Segment::from_created(path, &config, first_seq, map);
+                    let prefaulted = if self.journal.populate {
+                        spare.prefaulted
+                    } else {
+                        usize::MAX
+                    };
+                    let seg = Segment::from_created(path, &config, first_seq, map, prefaulted);
                     return Ok(Some((self.journal.adopt_segment(seg), len)));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),

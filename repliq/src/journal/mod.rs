@@ -85,6 +85,8 @@ enum SpareState {
 pub(crate) struct Spare {
     pub tmp: PathBuf,
     pub map: Option<crate::raw::MappedFile>,
+    /// The first this many bytes of the mapping are faulted in.
+    pub prefaulted: usize,
 }
 
 impl Drop for Spare {
@@ -198,15 +200,9 @@ impl Journal {
         cache.insert(first_seq, Arc::downgrade(&seg));
         drop(cache);
         if self.populate {
-            // Off the caller's path: the page cache already holds the pages (the writer's spare
-            // was pre-faulted when it was made), this maps them into this process. A reader
-            // starting at the segment's beginning races ahead of it only for the first pages.
-            let weak = Arc::downgrade(&seg);
-            crate::raw::background::run(move || {
-                if let Some(seg) = weak.upgrade() {
-                    seg.map.prefault(0, seg.size, crate::raw::Prefault::Read);
-                }
-            });
+            // Readers and producers of this process fault the pages in ahead of where they are,
+            // in the background (`Segment::prefault_ahead`).
+            seg.enable_prefault();
         }
         Ok(Some(seg))
     }
@@ -292,6 +288,7 @@ impl Journal {
         let spawned = std::thread::Builder::new()
             .name("repliq-prealloc".into())
             .spawn(move || {
+                crate::raw::background::float_current_thread();
                 if journal
                     .delete_consumed
                     .load(std::sync::atomic::Ordering::Relaxed)
@@ -321,7 +318,11 @@ impl Journal {
         remove_stale_temp_files(&self.dir, STALE_TEMP_FILE_AGE);
         let len = self.meta.config.segment_size;
         let tmp = temp_path(&self.dir, "spare");
-        let mut spare = Spare { tmp, map: None };
+        let mut spare = Spare {
+            tmp,
+            map: None,
+            prefaulted: 0,
+        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -338,13 +339,18 @@ impl Journal {
         // and (MADV_POPULATE_WRITE) maps them writable, running the file system's first-write
         // work too: the producer's stores into the new segment then take no page fault at all.
         // (MAP_POPULATE would map them read-only on a file system that tracks dirty pages, and
-        // leave a write fault per page to the producer.)
+        // leave a write fault per page to the producer.) Only the first `PREFAULT_AHEAD` bytes:
+        // the producer asks for the rest as it gets there (`Segment::prefault_ahead`), so a slow
+        // producer never pays for pages it will not reach soon, and no single background job
+        // takes a core for long.
         let map = crate::raw::MappedFile::map(&file, size, false)
             .map_err(|e| QueueError::io(format!("mapping {}", spare.tmp.display()), e))?;
-        if !map.prefault(0, size, crate::raw::Prefault::Write) {
-            map.prefault(0, size, crate::raw::Prefault::Read);
+        let ahead = size.min(segment::PREFAULT_AHEAD);
+        if !map.prefault(0, ahead, crate::raw::Prefault::Write) {
+            map.prefault(0, ahead, crate::raw::Prefault::Read);
         }
         spare.map = Some(map);
+        spare.prefaulted = ahead;
         Ok(spare)
     }
 

@@ -8,6 +8,7 @@ use super::header;
 use super::segment::Segment;
 use super::walk::{Entry, Walk};
 use crate::Result;
+use crate::raw::Prefault;
 use crate::raw::clock::monotonic_millis;
 
 /// A committed record found by [`Reader::peek`] (or a [`Walk`]).
@@ -201,6 +202,7 @@ impl Reader {
     /// Moves past `rec`, which [`Reader::peek`] just returned.
     pub(crate) fn advance(&mut self, rec: &RecordRef) {
         self.walk.pass_record(rec);
+        rec.seg.prefault_ahead(self.walk.pos, Prefault::Read);
     }
 }
 

@@ -3,12 +3,13 @@
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::format::*;
 use super::header::{self, State};
 use super::meta::{MetaConfig, read_exact_at};
-use crate::raw::MappedFile;
+use crate::raw::{MappedFile, Prefault};
 use crate::{QueueError, Result};
 
 /// A mapped segment.
@@ -21,7 +22,18 @@ pub(crate) struct Segment {
     pub index_entries: u32,
     pub index_interval: u32,
     pub map: MappedFile,
+    /// This process's pre-faulting of the mapping (the queue's `prefault` option): the pages
+    /// before this offset were faulted in or are being faulted in by the background thread.
+    /// `usize::MAX` when pre-faulting is off. See [`Segment::prefault_ahead`].
+    prefault_until: AtomicUsize,
 }
+
+/// How far ahead of a producer's or reader's position [`Segment::prefault_ahead`] keeps a
+/// segment's pages faulted in. Asked for in batches of half of it, so the background work comes
+/// rarely and in one piece: a paced producer (10 k msg/s of 1 KiB writes 10 MiB a second) asks
+/// for nothing during its first 16 MiB, and a spare segment is prepared with this much faulted
+/// in already (`Journal::make_spare`).
+pub(crate) const PREFAULT_AHEAD: usize = 32 << 20;
 
 pub(crate) fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}{SEGMENT_SUFFIX}")
@@ -158,15 +170,18 @@ impl Segment {
             index_entries,
             index_interval: config.index_interval,
             map,
+            prefault_until: AtomicUsize::new(usize::MAX),
         }))
     }
 
-    /// A segment this process just created and published at `path`, from its existing mapping.
+    /// A segment this process just created and published at `path`, from its existing mapping
+    /// (a spare whose first `prefaulted` bytes are faulted in).
     pub(crate) fn from_created(
         path: PathBuf,
         config: &MetaConfig,
         first_seq: u64,
         map: MappedFile,
+        prefaulted: usize,
     ) -> Segment {
         let (index_entries, data_start) =
             segment_geometry(config.segment_size, config.index_interval);
@@ -178,7 +193,51 @@ impl Segment {
             index_entries,
             index_interval: config.index_interval,
             map,
+            prefault_until: AtomicUsize::new(prefaulted),
         }
+    }
+
+    /// Turns pre-faulting ahead of this process's positions on ([`Segment::prefault_ahead`]).
+    pub(crate) fn enable_prefault(&self) {
+        let _ = self.prefault_until.compare_exchange(
+            usize::MAX,
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Called by a producer or reader of this process at `pos` after each record: keeps the
+    /// pages of `[pos, pos + PREFAULT_AHEAD)` faulted in, asking the background thread for the
+    /// next batch when `pos` comes within half of that of what was asked. One load and compare
+    /// when nothing is due; nothing at all when pre-faulting is off.
+    #[inline]
+    pub(crate) fn prefault_ahead(self: &Arc<Self>, pos: usize, how: Prefault) {
+        let until = self.prefault_until.load(Ordering::Relaxed);
+        if until >= self.size || pos.saturating_add(PREFAULT_AHEAD / 2) <= until {
+            return;
+        }
+        self.prefault_more(until, pos, how);
+    }
+
+    #[cold]
+    fn prefault_more(self: &Arc<Self>, until: usize, pos: usize, how: Prefault) {
+        let target = pos.saturating_add(PREFAULT_AHEAD).min(self.size);
+        if self
+            .prefault_until
+            .compare_exchange(until, target, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return; // another thread of this process asked first
+        }
+        // What lies behind `pos` was touched by the caller already.
+        let from = until.max(pos);
+        let weak = Arc::downgrade(self);
+        crate::raw::background::run(move || {
+            if let Some(seg) = weak.upgrade() {
+                seg.map.prefault(from, target - from, how);
+            }
+        });
     }
 
     /// The header word of the record at `pos`, if `pos` is a valid record position.

@@ -113,8 +113,10 @@ impl QueueOptions {
         self.verify_checksums = verify;
         self
     }
-    /// Pre-fault segment mappings when they are opened (default `false`): a slower open and
-    /// more resident memory for fewer page faults on the hot path.
+    /// Keep the pages ahead of each producer and reader of this handle faulted in (default
+    /// `false`): a background thread maps the next 32 MiB of the segment into this process
+    /// before the hot path gets there, so it takes no page faults; the cost is more resident
+    /// memory and that background work.
     pub fn prefault(mut self, prefault: bool) -> Self {
         self.prefault = prefault;
         self
