@@ -38,8 +38,15 @@ pub fn body(producer: u32, n: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Opens the queue; with `REPLIQ_WORKER_RETAIN=1` in the environment this handle's producers
+/// run retention (delete, or recycle, consumed segments).
 fn open(dir: &str, consumer: &str) -> Result<JournalQueue<Work>, QueueError> {
-    QueueOptions::new().consumer(consumer).open(dir)
+    QueueOptions::new()
+        .consumer(consumer)
+        .delete_consumed_segments(
+            std::env::var_os("REPLIQ_WORKER_RETAIN").is_some_and(|v| v == "1"),
+        )
+        .open(dir)
 }
 
 struct ThreadWaker(std::thread::Thread);
