@@ -39,10 +39,19 @@ fn worker(args: &[&str]) -> Child {
         .expect("spawn queue_worker")
 }
 
+/// (producer, n) → the sequence number its `enqueue` returned, from `produce` workers' output.
+static SEQS: Mutex<Option<HashMap<(u32, u64), u64>>> = Mutex::new(None);
+
+/// Parses a worker's "producer n [seq]" line.
 fn parse(line: &str) -> (u32, u64) {
     let mut it = line.split_whitespace();
     let p = it.next().unwrap().parse().unwrap();
     let n = it.next().unwrap().parse().unwrap();
+    if let Some(seq) = it.next() {
+        let mut seqs = SEQS.lock().unwrap();
+        seqs.get_or_insert_default()
+            .insert((p, n), seq.parse().unwrap());
+    }
     (p, n)
 }
 
@@ -334,16 +343,12 @@ fn producers_killed_with_sigkill_lose_no_acknowledged_message() {
 /// processes share one cursor, and one producer is SIGKILLed mid-stream. No acknowledged message
 /// may be lost, duplicated or read with a wrong body.
 ///
-/// **Known to fail (open bug, found 2026-12-01, on `main` before and after 53769ea):** within a
-/// second a worker stops with `corrupt queue file ...: segment file missing: X.seg ends before
-/// record N, but segment M exists` (a producer or a consumer whose walk lagged behind segments
-/// retention had already deleted), and in some runs acknowledged messages are never consumed
-/// (whole segments' worth; a later segment has only one or two records, which suggests a lagging
-/// appender re-created a deleted segment name). Run it with `cargo test -p repliq-tests --test
-/// queue_multiprocess -- --ignored`. Single-process retention is covered by the journal's unit
-/// tests; this multi-process case is not safe yet.
+/// Before the fix (2026-12-01) this failed within a second: producers and consumers whose walk
+/// lagged behind segments retention had deleted stopped with "segment file missing", and a
+/// producer that waited for its spare file while others rolled, filled, and (after consumption)
+/// deleted that segment re-created it: its acknowledged records got sequence numbers other
+/// records had, behind every cursor, and were never delivered.
 #[test]
-#[ignore = "open bug: retention with producers and consumers in several processes (see doc comment)"]
 fn retention_while_producers_consumers_and_a_kill_run_in_separate_processes() {
     const COUNT: u64 = 3000;
     let tmp = tempfile::tempdir().unwrap();
@@ -403,6 +408,21 @@ fn retention_while_producers_consumers_and_a_kill_run_in_separate_processes() {
     let consumed: HashSet<_> = consumed.into_iter().collect();
     assert_eq!(consumed.len(), total, "no message consumed twice");
     let missing: Vec<_> = acked.iter().filter(|a| !consumed.contains(a)).collect();
+    if !missing.is_empty() {
+        // Which sequence numbers the lost messages got, and whether other messages got them too.
+        let seqs = SEQS.lock().unwrap().clone().unwrap_or_default();
+        let mut by_seq: HashMap<u64, Vec<(u32, u64)>> = HashMap::new();
+        for (message, seq) in &seqs {
+            by_seq.entry(*seq).or_default().push(*message);
+        }
+        let shared: Vec<_> = by_seq.values().filter(|v| v.len() > 1).take(5).collect();
+        eprintln!(
+            "lost {} messages, sequence numbers {:?}..{:?}; messages sharing one: {shared:?}",
+            missing.len(),
+            seqs.get(missing[0]),
+            seqs.get(missing[missing.len() - 1])
+        );
+    }
     assert!(
         missing.is_empty(),
         "acknowledged but never consumed: {missing:?}"

@@ -113,8 +113,19 @@ impl Appender {
     /// Moves to segment `self.walk.seq` if it exists. `Ok(false)` if it does not.
     fn next_segment(&mut self) -> Result<bool> {
         let had = self.walk.seg.is_some();
-        if !self.walk.next_segment(&self.journal)? {
-            return Ok(false);
+        match self.walk.next_segment(&self.journal) {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            // While this appender was idle, other producers went on and retention deleted the
+            // segments after its position (consumers were done with them). The tail is in the
+            // newest segment: go there. (A segment lost otherwise is the readers' to report.)
+            Err(e) => match self.journal.list_segments()?.last() {
+                Some(&newest) if newest > self.walk.seq => match self.journal.segment(newest)? {
+                    Some(seg) => self.walk = Walk::last_index_point(seg),
+                    None => return Err(e),
+                },
+                _ => return Err(e),
+            },
         }
         if had && self.durability != Durability::PageCache {
             self.sync_dirty()?;
@@ -316,12 +327,15 @@ impl Appender {
         if let Some(mut spare) = self.journal.take_spare(SPARE_WAIT)
             && let Some(map) = spare.map.take()
         {
-            if path.exists() {
+            let _creating = match self.journal.lock_segment_creation(first_seq)? {
+                Some(lock) if !path.exists() => lock,
                 // Another process rolled first; keep the untouched spare for the next roll.
-                spare.map = Some(map);
-                self.journal.put_back_spare(spare);
-                return Ok(None);
-            }
+                _ => {
+                    spare.map = Some(map);
+                    self.journal.put_back_spare(spare);
+                    return Ok(None);
+                }
+            };
             // SAFETY: the spare file is this process's alone until it is linked below.
             unsafe { map.write(0, &header_bytes) };
             let len = fill_first_record(&map, &config, first_seq, write, self.precise_time)?;
@@ -347,6 +361,9 @@ impl Appender {
                 }
             }
         }
+        let Some(_creating) = self.journal.lock_segment_creation(first_seq)? else {
+            return Ok(None);
+        };
         let mut record_len = None;
         let published = super::publish_file_with(
             &self.journal.dir,

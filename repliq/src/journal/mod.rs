@@ -31,7 +31,7 @@ mod wait;
 pub(crate) mod walk;
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -360,6 +360,31 @@ impl Journal {
         matches!(*state, SpareState::Ready(_))
     }
 
+    /// The queue's segment lock (an exclusive `flock` on the meta file), held while retention
+    /// deletes segments and while a producer publishes a new one. Released on drop.
+    fn segment_lock(&self) -> Result<File> {
+        let path = self.dir.join(format::META_FILE);
+        let file = File::open(&path)
+            .map_err(|e| QueueError::io(format!("opening {}", path.display()), e))?;
+        file.lock()
+            .map_err(|e| QueueError::io(format!("locking {}", path.display()), e))?;
+        Ok(file)
+    }
+
+    /// Takes the segment lock for publishing segment `first_seq`, or `Ok(None)` if a later
+    /// segment exists: then this producer's view is stale (another producer created segment
+    /// `first_seq` meanwhile, and retention may even have deleted it, which it does only while
+    /// a later segment exists). Publishing it again would give records sequence numbers that
+    /// other records have, behind every cursor: acknowledged, then never delivered. Under the
+    /// lock, retention cannot delete a segment between this check and the publication.
+    pub(crate) fn lock_segment_creation(&self, first_seq: u64) -> Result<Option<File>> {
+        let lock = self.segment_lock()?;
+        if self.list_segments()?.last().is_some_and(|&s| s > first_seq) {
+            return Ok(None);
+        }
+        Ok(Some(lock))
+    }
+
     /// Publishes a segment this process created from a spare.
     pub(crate) fn adopt_segment(&self, seg: Segment) -> Arc<Segment> {
         let seg = Arc::new(seg);
@@ -384,6 +409,7 @@ impl Journal {
     /// Processes that still map a deleted segment keep reading it (the file is unlinked, never
     /// truncated); the space is freed when the last mapping goes away.
     pub(crate) fn purge_consumed(&self) -> Result<usize> {
+        let _deleting = self.segment_lock()?;
         let Some(min) = cursor::min_position(&self.meta) else {
             return Ok(0);
         };

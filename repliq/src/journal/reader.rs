@@ -121,10 +121,22 @@ impl Reader {
                 }
             }
         }
+        let mut jumped = false;
         while self.walk.seq < target {
-            match self.peek()? {
-                Some(rec) => self.advance(&rec),
-                None => return Ok(false),
+            match self.peek() {
+                Ok(Some(rec)) => self.advance(&rec),
+                Ok(None) => return Ok(false),
+                // Everything before `target` is consumed (it is a cursor position), so retention
+                // may have deleted segments between here and there while this reader lagged
+                // (other consumers of the same name moved the cursor): a missing segment on the
+                // way is not a hole. Jump to `target`'s segment instead of walking through.
+                Err(e) if !jumped => {
+                    jumped = true;
+                    if !self.jump_forward(target)? {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(true)
@@ -197,6 +209,21 @@ impl Reader {
             }
         }
         Ok(())
+    }
+
+    /// Moves to the index point at or before `target` in the segment holding it (or, if that
+    /// segment is gone, to the start of the oldest one), if that is ahead of this reader.
+    fn jump_forward(&mut self, target: u64) -> Result<bool> {
+        let Some(seg) = self.journal.segment_for(target)? else {
+            return Ok(false);
+        };
+        let (pos, start) = seg.index_lookup(target);
+        if start <= self.walk.seq {
+            return Ok(false);
+        }
+        self.walk = Walk::new(Some(seg), pos, start);
+        self.waiting = None;
+        Ok(true)
     }
 
     /// Moves past `rec`, which [`Reader::peek`] just returned.

@@ -955,3 +955,67 @@ fn a_replica_holds_zeros_where_a_stalled_writer_scribbles_in_its_abandoned_exten
         ]
     );
 }
+
+#[test]
+fn an_appender_that_fell_behind_retention_appends_at_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let slot = cursor::register(&j.meta, "c", || Ok(0)).unwrap();
+    let mut idle = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    append(&mut idle, &payload(0)).unwrap();
+    // Another producer writes three more segments; consumers finish the first two; retention
+    // deletes them, including the one after the idle appender's position.
+    let mut busy = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    let mut n = 1;
+    while j.list_segments().unwrap().len() < 4 {
+        append(&mut busy, &payload(n)).unwrap();
+        n += 1;
+    }
+    let before = j.list_segments().unwrap();
+    j.meta.cursor_next(slot).store(before[2], Ordering::Release);
+    assert_eq!(j.purge_consumed().unwrap(), 2);
+
+    let seq = append(&mut idle, &payload(n)).unwrap();
+    assert_eq!(
+        seq, n,
+        "the idle appender's record goes to the tail, after every other"
+    );
+    assert_eq!(
+        j.list_segments().unwrap(),
+        before[2..].to_vec(),
+        "no segment re-created"
+    );
+    let mut r = Reader::at(j.clone(), before[2], true).unwrap();
+    let mut next = before[2];
+    while let Some(rec) = r.peek().unwrap() {
+        assert_eq!((rec.seq, rec.payload()), (next, &payload(next)[..]));
+        r.advance(&rec);
+        next += 1;
+    }
+    assert_eq!(next, n + 1);
+}
+
+#[test]
+fn a_stale_producer_does_not_publish_a_segment_older_than_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    fill_segments(&j, &mut app, 3);
+    let list = j.list_segments().unwrap();
+    assert!(j.lock_segment_creation(list[1]).unwrap().is_none());
+    drop(
+        j.lock_segment_creation(list[2] + 1_000_000)
+            .unwrap()
+            .expect("a new tail"),
+    );
+}
+
+/// Fills `j` with `payload(i)` records until it has `segments` segments; returns the count.
+fn fill_segments(j: &Arc<Journal>, app: &mut Appender, segments: usize) -> u64 {
+    let mut i = 0;
+    while j.list_segments().unwrap().len() < segments {
+        append(app, &payload(i)).unwrap();
+        i += 1;
+    }
+    i
+}

@@ -311,21 +311,30 @@ impl<T: Message> JournalQueue<T> {
 
     /// The record at this handle's cursor, if committed. Positions the reader first.
     fn next_record(&mut self) -> Result<Option<(u64, RecordRef)>> {
-        let at = self.cursor_value();
-        let reader = match self.reader.as_mut() {
-            Some(r) => r,
-            None => {
-                let r = Reader::at(self.journal.clone(), at, self.options.verify_checksums)?;
-                self.reader.insert(r)
+        loop {
+            let at = self.cursor_value();
+            let reader = match self.reader.as_mut() {
+                Some(r) => r,
+                None => {
+                    let r = Reader::at(self.journal.clone(), at, self.options.verify_checksums)?;
+                    self.reader.insert(r)
+                }
+            };
+            let found = match reader.seq() == at || reader.skip_to(at)? {
+                true if reader.seq() == at => reader.peek().map(|rec| rec.map(|rec| (at, rec))),
+                true => Ok(None),
+                false => return Ok(None),
+            };
+            // Other consumers of this name may have moved the cursor past `at` meanwhile, and
+            // retention deleted the segments behind it: the reader then landed past `at`, or
+            // found the segment after its position missing. Neither is an error: chase the
+            // cursor. A damaged record at an unmoved cursor is.
+            match found {
+                Ok(Some(found)) => return Ok(Some(found)),
+                _ if self.cursor_value() != at => continue,
+                other => return other,
             }
-        };
-        if reader.seq() != at && !reader.skip_to(at)? {
-            return Ok(None);
         }
-        if reader.seq() != at {
-            return Ok(None);
-        }
-        Ok(reader.peek()?.map(|rec| (at, rec)))
     }
 
     /// Moves the cursor past `seq`. `false` if another handle of the same name did first.

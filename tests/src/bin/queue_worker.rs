@@ -81,13 +81,13 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             };
             let mut q = open(dir, "default")?;
             for n in 0..count {
-                q.enqueue(&Work {
+                let seq = q.enqueue(&Work {
                     producer,
                     n,
                     body: body(producer, n),
                 })?;
                 let mut out = out.lock();
-                writeln!(out, "{producer} {n}")?;
+                writeln!(out, "{producer} {n} {seq}")?;
                 out.flush()?;
                 drop(out);
                 if !pause.is_zero() {
@@ -160,7 +160,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("queue_worker: {e}");
+            eprintln!("queue_worker {}: {e}", args.join(" "));
             ExitCode::FAILURE
         }
     }
