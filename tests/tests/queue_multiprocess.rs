@@ -348,10 +348,20 @@ fn producers_killed_with_sigkill_lose_no_acknowledged_message() {
 /// producer that waited for its spare file while others rolled, filled, and (after consumption)
 /// deleted that segment re-created it: its acknowledged records got sequence numbers other
 /// records had, behind every cursor, and were never delivered.
+///
+/// Run on a disk (consumed segments are deleted) and on tmpfs (they are recycled into new ones).
 #[test]
 fn retention_while_producers_consumers_and_a_kill_run_in_separate_processes() {
+    retention_run(tempfile::tempdir().unwrap());
+}
+
+#[test]
+fn retention_on_tmpfs_recycles_segments_while_producers_consumers_and_a_kill_run() {
+    retention_run(tempfile::tempdir_in("/dev/shm").expect("tmpfs at /dev/shm"));
+}
+
+fn retention_run(tmp: tempfile::TempDir) {
     const COUNT: u64 = 3000;
-    let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("q");
     let mut q = create(&dir, 16 * 1024);
     let d = dir.to_str().unwrap().to_owned();

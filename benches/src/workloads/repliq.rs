@@ -50,6 +50,9 @@ pub(crate) fn options(spec_count: u64, size: usize) -> QueueOptions {
         .max_message_size(((size + 64) as u32).max(4096))
         .consumer(CURSOR)
         .prefault(true)
+        // As a queue whose consumed messages need not be kept: segments every cursor passed are
+        // deleted, or recycled into the next segment when no process maps them.
+        .delete_consumed_segments(true)
 }
 
 /// Options of a reader handle on an existing benchmark queue.

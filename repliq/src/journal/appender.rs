@@ -326,12 +326,14 @@ impl Appender {
         let path = self.journal.dir.join(segment::segment_name(first_seq));
         if let Some(mut spare) = self.journal.take_spare(SPARE_WAIT)
             && let Some(map) = spare.map.take()
+            && let Some(file) = spare.file.take()
         {
             let _creating = match self.journal.lock_segment_creation(first_seq)? {
                 Some(lock) if !path.exists() => lock,
                 // Another process rolled first; keep the untouched spare for the next roll.
                 _ => {
                     spare.map = Some(map);
+                    spare.file = Some(file);
                     self.journal.put_back_spare(spare);
                     return Ok(None);
                 }
@@ -343,6 +345,10 @@ impl Appender {
                 map.flush_range(0, config.segment_size as usize)
                     .map_err(|e| QueueError::io(format!("msync {}", spare.tmp.display()), e))?;
             }
+            // The shared lock every mapping holds (a recycled spare's is still exclusive),
+            // before the file gets its name: a process that finds a segment name locked
+            // exclusively takes it for one retention is recycling, i.e. gone.
+            let _ = file.lock_shared();
             match std::fs::hard_link(&spare.tmp, &path) {
                 Ok(()) => {
                     let prefaulted = if self.journal.populate {
@@ -350,7 +356,8 @@ impl Appender {
                     } else {
                         usize::MAX
                     };
-                    let seg = Segment::from_created(path, &config, first_seq, map, prefaulted);
+                    let seg =
+                        Segment::from_created(path, &config, first_seq, map, prefaulted, file);
                     return Ok(Some((self.journal.adopt_segment(seg), len)));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),

@@ -1,7 +1,8 @@
 //! One segment file: a fixed-size, pre-allocated file holding a header, a sparse index and
 //! records, named by the sequence number of its first record.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -26,6 +27,44 @@ pub(crate) struct Segment {
     /// before this offset were faulted in or are being faulted in by the background thread.
     /// `usize::MAX` when pre-faulting is off. See [`Segment::prefault_ahead`].
     prefault_until: AtomicUsize,
+    /// The open segment file, holding a shared `flock` for as long as this process maps it:
+    /// retention recycles a consumed segment file only if it can lock it exclusively, i.e.
+    /// when no process maps it (see [`hold_mapped_lock`]).
+    _mapped_lock: File,
+}
+
+/// Takes the shared `flock` that a process holds on a segment file while it maps it, and checks
+/// that `path` still names `file`. `Ok(false)` if the file is gone for this process's purposes:
+/// retention is recycling it right now (it holds the exclusive lock) or did so between our
+/// `open` and the lock (the name is gone or names another file).
+///
+/// A file system without `flock` support (some network file systems) refuses the exclusive
+/// lock as well, so retention there deletes instead of recycling; then the mapping goes on
+/// without a lock.
+pub(crate) fn hold_mapped_lock(file: &File, path: &Path) -> Result<bool> {
+    match file.try_lock_shared() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+        Err(std::fs::TryLockError::Error(_)) => return Ok(true),
+    }
+    names(path, file)
+}
+
+/// Whether `path` still names `file` (the same inode). `Ok(false)` if the name is gone.
+pub(crate) fn names(path: &Path, file: &File) -> Result<bool> {
+    let opened = file
+        .metadata()
+        .map_err(|e| QueueError::io(format!("reading metadata of {}", path.display()), e))?;
+    Ok(match std::fs::metadata(path) {
+        Ok(named) => (named.dev(), named.ino()) == (opened.dev(), opened.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(QueueError::io(
+                format!("reading metadata of {}", path.display()),
+                e,
+            ));
+        }
+    })
 }
 
 /// How far ahead of a producer's or reader's position [`Segment::prefault_ahead`] keeps a
@@ -87,6 +126,9 @@ impl Segment {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(QueueError::io(format!("opening {}", path.display()), e)),
         };
+        if !hold_mapped_lock(&file, &path)? {
+            return Ok(None);
+        }
         let corrupt = |offset: usize, reason: String| QueueError::Corrupt {
             path: path.clone(),
             offset: offset as u64,
@@ -171,6 +213,7 @@ impl Segment {
             index_interval: config.index_interval,
             map,
             prefault_until: AtomicUsize::new(usize::MAX),
+            _mapped_lock: file,
         }))
     }
 
@@ -182,7 +225,9 @@ impl Segment {
         first_seq: u64,
         map: MappedFile,
         prefaulted: usize,
+        file: File,
     ) -> Segment {
+        // `file` holds the shared lock already (taken before the file was published).
         let (index_entries, data_start) =
             segment_geometry(config.segment_size, config.index_interval);
         Segment {
@@ -194,6 +239,7 @@ impl Segment {
             index_interval: config.index_interval,
             map,
             prefault_until: AtomicUsize::new(prefaulted),
+            _mapped_lock: file,
         }
     }
 

@@ -985,14 +985,7 @@ fn an_appender_that_fell_behind_retention_appends_at_the_tail() {
         before[2..].to_vec(),
         "no segment re-created"
     );
-    let mut r = Reader::at(j.clone(), before[2], true).unwrap();
-    let mut next = before[2];
-    while let Some(rec) = r.peek().unwrap() {
-        assert_eq!((rec.seq, rec.payload()), (next, &payload(next)[..]));
-        r.advance(&rec);
-        next += 1;
-    }
-    assert_eq!(next, n + 1);
+    assert_eq!(check_payloads_from(&j, before[2]), n + 1);
 }
 
 #[test]
@@ -1018,4 +1011,129 @@ fn fill_segments(j: &Arc<Journal>, app: &mut Appender, segments: usize) -> u64 {
         i += 1;
     }
     i
+}
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn retention_recycles_the_newest_consumed_segment_into_the_next_one() {
+    let dir = shm_dir();
+    let j = journal(dir.path(), 8192);
+    let slot = cursor::register(&j.meta, "c", || Ok(0)).unwrap();
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    let mut n = fill_segments(&j, &mut app, 3);
+    let before = j.list_segments().unwrap();
+    let recycled = inode(&dir.path().join(segment::segment_name(before[1])));
+    // A spare the appender asked for would take the recycled file's place: drop it.
+    drop(j.take_spare(std::time::Duration::from_secs(10)));
+
+    j.meta.cursor_next(slot).store(before[2], Ordering::Release);
+    let spare = j.purge(true).unwrap().1.expect("no process maps segment 1");
+    assert_eq!(j.list_segments().unwrap(), before[2..].to_vec());
+    assert_eq!(
+        inode(&spare.tmp),
+        recycled,
+        "the newest consumed segment is the spare"
+    );
+    let bytes = std::fs::read(&spare.tmp).unwrap();
+    assert!(bytes.iter().all(|&b| b == 0), "the recycled file is zeroed");
+    j.put_back_spare(spare);
+
+    let segments = j.list_segments().unwrap().len();
+    while j.list_segments().unwrap().len() == segments {
+        append(&mut app, &payload(n)).unwrap();
+        n += 1;
+    }
+    for _ in 0..50 {
+        append(&mut app, &payload(n)).unwrap();
+        n += 1;
+    }
+    let newest = *j.list_segments().unwrap().last().unwrap();
+    assert_eq!(
+        inode(&dir.path().join(segment::segment_name(newest))),
+        recycled,
+        "the roll used the recycled file"
+    );
+    assert_eq!(
+        check_payloads_from(&j, before[2]),
+        n,
+        "every record after the consumed ones reads back intact"
+    );
+    assert_eq!(
+        verify(dir.path(), |_, _| {}).unwrap().records,
+        n - before[2]
+    );
+}
+
+#[test]
+fn a_consumed_segment_another_handle_maps_is_deleted_not_recycled() {
+    let dir = shm_dir();
+    let j = journal(dir.path(), 8192);
+    let slot = cursor::register(&j.meta, "c", || Ok(0)).unwrap();
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    fill_segments(&j, &mut app, 3);
+    let before = j.list_segments().unwrap();
+    drop(j.take_spare(std::time::Duration::from_secs(10)));
+    // A tailer of another open (as in another process: its own mapping and lock) reading
+    // history in segment 1.
+    let other = Journal::open(dir.path(), false).unwrap();
+    let mut tail = Reader::at(other, before[1], true).unwrap();
+    assert_eq!(tail.peek().unwrap().unwrap().seq, before[1]);
+
+    j.meta.cursor_next(slot).store(before[2], Ordering::Release);
+    assert!(
+        j.purge(true).unwrap().1.is_none(),
+        "a mapped segment is not recycled"
+    );
+    assert_eq!(
+        j.list_segments().unwrap(),
+        before[2..].to_vec(),
+        "but deleted"
+    );
+    let mut seq = before[1];
+    while seq < before[2] {
+        let rec = tail.peek().unwrap().unwrap();
+        assert_eq!((rec.seq, rec.payload()), (seq, &payload(seq)[..]));
+        tail.advance(&rec);
+        seq += 1;
+    }
+}
+
+/// A directory on tmpfs, where retention recycles segments.
+fn shm_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").expect("tmpfs at /dev/shm")
+}
+
+#[test]
+fn on_a_disk_retention_deletes_consumed_segments_instead_of_recycling_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let slot = cursor::register(&j.meta, "c", || Ok(0)).unwrap();
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    fill_segments(&j, &mut app, 3);
+    let before = j.list_segments().unwrap();
+    j.meta.cursor_next(slot).store(before[2], Ordering::Release);
+    let probe = std::fs::File::open(dir.path().join(format::META_FILE)).unwrap();
+    let (removed, spare) = j.purge(true).unwrap();
+    assert_eq!(removed, 2);
+    assert_eq!(
+        spare.is_some(),
+        crate::raw::on_tmpfs(&probe),
+        "recycled only on tmpfs"
+    );
+}
+
+/// Reads every record from `from` on, checking each is `payload(seq)`; returns the next seq.
+fn check_payloads_from(j: &Arc<Journal>, from: u64) -> u64 {
+    let mut r = Reader::at(j.clone(), from, true).unwrap();
+    let mut next = from;
+    while let Some(rec) = r.peek().unwrap() {
+        assert_eq!((rec.seq, rec.payload()), (next, &payload(next)[..]));
+        r.advance(&rec);
+        next += 1;
+    }
+    next
 }

@@ -235,6 +235,24 @@ impl MappedFile {
         }
     }
 
+    /// Sets every byte of the mapping to zero. Returns `None` for a read-only mapping.
+    ///
+    /// # Safety
+    ///
+    /// No one else (no thread, no process) accesses the file while this runs: the caller holds
+    /// it exclusively (a recycled segment: renamed away from its name under an exclusive `flock`
+    /// that every process mapping a segment would conflict with).
+    pub(crate) unsafe fn zero_all(&self) -> Option<()> {
+        // SAFETY: the caller's guarantee covers the whole mapping; `with_slot` checks bounds and
+        // that the mapping is writable.
+        unsafe {
+            self.with_slot(0, self.map.len(), |slot| {
+                // `MaybeUninit<u8>` has the layout of `u8`; `fill` compiles to a memset.
+                slot.fill(MaybeUninit::new(0));
+            })
+        }
+    }
+
     /// Writes dirty pages of `offset..offset + len` back to the file (`msync(MS_SYNC)`).
     pub(crate) fn flush_range(&self, offset: usize, len: usize) -> std::io::Result<()> {
         let end = (offset.saturating_add(len)).min(self.map.len());
@@ -268,4 +286,15 @@ pub(crate) fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
         Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
         _ => Err(err),
     }
+}
+
+/// Whether `file` lives on tmpfs (memory, no disk behind it).
+pub(crate) fn on_tmpfs(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `statfs` is plain data for which all-zero bytes are valid; `fstatfs` fills it from
+    // an open descriptor and touches no other memory.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `file` is open for the duration of the call.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut buf) };
+    rc == 0 && buf.f_type == libc::TMPFS_MAGIC
 }

@@ -12,4 +12,4 @@ pub(crate) mod futex;
 mod mmap;
 
 pub use codec::access_unchecked;
-pub(crate) use mmap::{MappedFile, Prefault, preallocate};
+pub(crate) use mmap::{MappedFile, Prefault, on_tmpfs, preallocate};
