@@ -517,9 +517,10 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         system: "repliq".into(),
         ran: true,
         detail: format!(
-            "this commit; JournalQueue on {} (page cache), reader `read` (crc32c + validation); \
+            "this commit; JournalQueue on {} (page cache), 64 MiB segments, consumed segments \
+             deleted, reader `read` (crc32c + validation); \
              repliq-unchecked: `read_bytes` + `access_unchecked`, no crc; \
-             repliq-tmpfs: as repliq, journal in /dev/shm",
+             repliq-tmpfs: as repliq, journal in /dev/shm (consumed segments recycled)",
             std::env::temp_dir().display()
         ),
     });
