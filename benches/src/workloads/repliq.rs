@@ -333,6 +333,9 @@ pub(crate) fn one_way_with(
     let anon_before = child::status_bytes("RssAnon");
     let dir = queue_dir(tmpfs)?;
     let q = options(spec.count, spec.size).create::<BenchMsg>(dir.path())?;
+    // Setup, not the run: the first segment's file is prepared before the clock starts, as
+    // iceoryx2's service and the floor's mapping are.
+    q.warm_up(Duration::from_secs(10));
     let mut procs = Vec::new();
     for r in 0..readers {
         let mut cfg = child_cfg(spec, dir.path(), latency, reader.1);
@@ -469,6 +472,7 @@ fn pingpong(spec: &Spec, unchecked: bool, tmpfs: bool) -> BoxResult<Outcome> {
     let ping_dir = queue_dir(tmpfs)?;
     let pong_dir = queue_dir(tmpfs)?;
     let mut ping = options(spec.count, spec.size).create::<BenchMsg>(ping_dir.path())?;
+    ping.warm_up(Duration::from_secs(10));
     let pong_w = options(spec.count, spec.size).create::<BenchMsg>(pong_dir.path())?;
     drop(pong_w);
     let mut cfg = child_cfg(spec, ping_dir.path(), false, u64::from(unchecked));

@@ -268,6 +268,16 @@ impl Journal {
         }
     }
 
+    /// Waits up to `timeout` while a spare is being prepared. `false` if it still is.
+    pub(crate) fn wait_for_spare(&self, timeout: std::time::Duration) -> bool {
+        let state = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        let (state, _) = self
+            .spare_done
+            .wait_timeout_while(state, timeout, |s| matches!(s, SpareState::Preparing))
+            .unwrap_or_else(|p| p.into_inner());
+        !matches!(*state, SpareState::Preparing)
+    }
+
     /// Returns an unused spare (its file untouched) for a later roll.
     pub(crate) fn put_back_spare(&self, spare: Spare) {
         let mut state = self.spare.lock().unwrap_or_else(|p| p.into_inner());

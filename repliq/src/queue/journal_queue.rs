@@ -503,6 +503,15 @@ impl<T: Message> JournalQueue<T> {
         Tailer::new(self.journal.clone(), start, self.options.verify_checksums)
     }
 
+    /// Waits (up to `timeout`) until the file the next segment will be written to is prepared
+    /// in the background (allocated, its first 32 MiB faulted in), so that the first `enqueue`
+    /// after [`QueueOptions::create`] does not wait for it. For latency-sensitive producers that
+    /// start writing right after creating a queue; returns at once if nothing is being prepared.
+    /// `true` if nothing is left to wait for.
+    pub fn warm_up(&self, timeout: Duration) -> bool {
+        self.journal.wait_for_spare(timeout)
+    }
+
     /// Deletes whole segment files that every consumer cursor has passed. Returns how many.
     ///
     /// # Errors

@@ -649,3 +649,30 @@ fn enqueue_bytes_appends_validated_pre_serialized_messages() {
     assert_eq!(q.dequeue().unwrap(), Some(job(7)));
     assert_eq!(q.dequeue().unwrap(), None);
 }
+
+#[test]
+fn warm_up_returns_once_the_first_segment_file_is_prepared() {
+    let dir = tempfile::tempdir().unwrap();
+    let spares = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with(".spare-")
+            })
+            .count()
+    };
+    let mut q = small().create::<Job>(dir.path()).unwrap();
+    assert!(
+        q.warm_up(Duration::from_secs(30)),
+        "prepared within the timeout"
+    );
+    assert_eq!(spares(), 1, "the first segment's file is ready");
+    q.enqueue(&job(1)).unwrap();
+    assert_eq!(spares(), 0, "the first segment was made from it");
+    assert!(
+        q.warm_up(Duration::ZERO),
+        "nothing being prepared: returns at once"
+    );
+    assert_eq!(q.dequeue().unwrap().unwrap().id, 1);
+}
