@@ -323,7 +323,11 @@ async fn serve_stream(
                 }
             }
             // One blocking section per batch: the lock, the appends and (unless lazy) the msync.
-            let (ack, refusal) = blocking(|| {
+            // A small batch (a synchronous primary's frames) runs on this task's thread: moving
+            // the worker's other tasks to another thread (`block_in_place`) costs more wake-ups
+            // than its page-cache writes and one-page msync take.
+            let small = batch.iter().map(|f| f.bytes.len()).sum::<usize>() <= INLINE_BATCH_BYTES;
+            let apply = || {
                 apply_batch(
                     &journal,
                     &dir,
@@ -335,7 +339,8 @@ async fn serve_stream(
                     &mut resync_at,
                     !lazy,
                 )
-            })?;
+            };
+            let (ack, refusal) = if small { apply() } else { blocking(apply) }?;
             resync_at = next_resync.or(resync_at);
             if lazy && ack.is_some() {
                 let since = *unsynced_since.get_or_insert_with(Instant::now);
@@ -365,6 +370,11 @@ async fn serve_stream(
     }
     streamed
 }
+
+/// Batches of at most this many bytes are applied (and synced) on the stream's task without
+/// `block_in_place`: a page-cache write and an msync of a few pages block the worker about as long
+/// as a wake-up of another thread takes.
+const INLINE_BATCH_BYTES: usize = 16 << 10;
 
 /// How long an asynchronous primary's records may stay applied and acknowledged on a replica
 /// before the replica syncs them (`Hello.sync_lazily`).
