@@ -196,13 +196,8 @@ pub async fn run_primary(
     );
 
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
-    let watcher_stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (journal, tx, flag) = (journal.clone(), events_tx.clone(), watcher_stop.clone());
-        tokio::task::spawn_blocking(move || spawn_tail_watcher(journal, tx, flag))
-            .await
-            .map_err(|e| QueueError::Other(e.to_string()))??
-    };
+    // The connections first: they connect and subscribe while the tail watcher finds the tail
+    // (the leader sends nothing before it knows both, in either order).
     let (conn_stop_tx, conn_stop) = watch::channel(false);
     for replica in &options.replicas {
         tokio::spawn(connection(
@@ -212,6 +207,20 @@ pub async fn run_primary(
             conn_stop.clone(),
         ));
     }
+    let watcher_stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (journal, tx, flag) = (journal.clone(), events_tx.clone(), watcher_stop.clone());
+        tokio::task::spawn_blocking(move || spawn_tail_watcher(journal, tx, flag))
+            .await
+            .map_err(|e| QueueError::Other(e.to_string()))?
+    };
+    let watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = conn_stop_tx.send(true);
+            return Err(e);
+        }
+    };
     drop(events_tx);
 
     let mut links: BTreeMap<String, ReplicaLink> = BTreeMap::new();
