@@ -692,6 +692,10 @@ impl ByteSink {
                     .write(true)
                     .open(&seg.path)
                     .map_err(io)?;
+                // The header stores below fault pages the pwrite just cached: without this, each
+                // fault also reads ahead (zeroes) the pages after it, which the next pwrite
+                // overwrites. Only a hint: nothing depends on it.
+                seg.map.advise_no_readahead();
                 &self.file.insert((seg.clone(), f)).1
             }
         };
