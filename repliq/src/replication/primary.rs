@@ -62,19 +62,35 @@ fn spawn_tail_watcher(
         .name("repliq-tail".into())
         .spawn(move || {
             let meta = &journal.meta;
+            let to_tail = |reader: &mut Reader, reported: u64| -> Result<bool> {
+                while let Some(rec) = reader.peek()? {
+                    reader.advance(&rec);
+                }
+                Ok(reader.seq() > reported)
+            };
             while !stop.load(Ordering::Acquire) {
-                let deadline = Instant::now() + Duration::from_millis(100);
-                let advanced = notify::wait_until(
-                    meta.data_notify(),
-                    meta.data_waiters(),
-                    Some(deadline),
-                    || {
-                        while let Some(rec) = reader.peek()? {
-                            reader.advance(&rec);
-                        }
-                        Ok((reader.seq() > reported).then_some(()))
-                    },
-                );
+                // No spinning before the sleep (unlike `notify::wait_until`): on a small machine
+                // a spinning watcher takes the CPU the producer and the replication task need,
+                // and a commit wakes it through the futex anyway.
+                let advanced = match to_tail(&mut reader, reported) {
+                    Ok(true) => Ok(Some(())),
+                    Ok(false) => {
+                        let (counter, waiters) = (meta.data_notify(), meta.data_waiters());
+                        notify::join(waiters);
+                        std::sync::atomic::fence(Ordering::SeqCst);
+                        let seen = counter.load(Ordering::SeqCst);
+                        let moved = match to_tail(&mut reader, reported) {
+                            Ok(false) => {
+                                crate::raw::futex::wait(counter, seen, Duration::from_millis(100));
+                                to_tail(&mut reader, reported)
+                            }
+                            other => other,
+                        };
+                        notify::leave(waiters);
+                        moved.map(|m| m.then_some(()))
+                    }
+                    Err(e) => Err(e),
+                };
                 match advanced {
                     Ok(Some(())) => {
                         reported = reader.seq();
