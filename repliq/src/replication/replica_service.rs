@@ -273,7 +273,9 @@ async fn serve_stream(
                     {
                         Ok(m) => m,
                         Err(_) => {
-                            sync_in_background(&mut sink, &mut syncing)
+                            // The stream is idle: waiting for a sync still in flight costs
+                            // nothing.
+                            sync_in_background(&mut sink, &mut syncing, true)
                                 .await
                                 .map_err(storage)?;
                             unsynced_since = None;
@@ -344,10 +346,13 @@ async fn serve_stream(
             resync_at = next_resync.or(resync_at);
             if lazy && ack.is_some() {
                 let since = *unsynced_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= LAZY_SYNC {
-                    sync_in_background(&mut sink, &mut syncing)
+                // Frames keep coming: a sync still in flight is not waited for (the disk may
+                // take longer than the stream); the next batch tries again.
+                if since.elapsed() >= LAZY_SYNC
+                    && sync_in_background(&mut sink, &mut syncing, false)
                         .await
-                        .map_err(storage)?;
+                        .map_err(storage)?
+                {
                     unsynced_since = None;
                 }
             }
@@ -380,18 +385,23 @@ const INLINE_BATCH_BYTES: usize = 16 << 10;
 /// before the replica syncs them (`Hello.sync_lazily`).
 const LAZY_SYNC: Duration = Duration::from_millis(200);
 
-/// Waits for the background sync in flight, if any, then starts one of everything the sink
-/// applied since the last.
+/// Starts a background sync of everything the sink applied since the last one, after the sync in
+/// flight, if any, finished: with `wait`, waits for it; without, returns `Ok(false)` (nothing
+/// started) while it runs. A failed sync is an error.
 async fn sync_in_background(
     sink: &mut ByteSink,
     syncing: &mut Option<JoinHandle<Result<()>>>,
-) -> Result<()> {
+    wait: bool,
+) -> Result<bool> {
+    if !wait && syncing.as_ref().is_some_and(|h| !h.is_finished()) {
+        return Ok(false);
+    }
     if let Some(h) = syncing.take() {
         h.await.map_err(|e| QueueError::Other(e.to_string()))??;
     }
     let unsynced = sink.take_unsynced();
     *syncing = Some(tokio::task::spawn_blocking(move || unsynced.sync()));
-    Ok(())
+    Ok(true)
 }
 
 /// What a batch came to: the acknowledgement to send, (epoch, next sequence), and the refusal
