@@ -213,7 +213,7 @@ pub async fn run_primary(
 
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
     // The connections first: they connect and subscribe while the tail watcher finds the tail
-    // (the leader sends nothing before it knows both, in either order).
+    // (a subscription waits for the watcher's first report, below).
     let (conn_stop_tx, conn_stop) = watch::channel(false);
     for replica in &options.replicas {
         tokio::spawn(connection(
@@ -251,19 +251,42 @@ pub async fn run_primary(
     let mut report = tokio::time::interval(REPORT_INTERVAL);
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping: Option<Instant> = None;
+    // Subscriptions that arrived before the tail watcher's first report: the leader takes what a
+    // replica holds only up to the tail it knows (none yet), so they wait for it.
+    let mut early: VecDeque<Event> = VecDeque::new();
+    let mut tail_known = false;
     let result = loop {
-        let event = tokio::select! {
-            e = events.recv() => e,
-            _ = stop.wait_for(|s| *s), if stopping.is_none() => {
-                stopping = Some(Instant::now() + options.drain_timeout);
+        let event = match early.pop_front() {
+            Some(e) if tail_known => Some(e),
+            other => {
+                if let Some(e) = other {
+                    early.push_front(e);
+                }
+                tokio::select! {
+                    e = events.recv() => e,
+                    _ = stop.wait_for(|s| *s), if stopping.is_none() => {
+                        stopping = Some(Instant::now() + options.drain_timeout);
+                        continue;
+                    }
+                    _ = report.tick() => {
+                        report_health(&journal, &queue, &leader, &links, &mut health, &options);
+                        cursors.check(leader.next_seq(), options.observer.as_ref());
+                        continue;
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(20)), if stopping.is_some() => None,
+                }
+            }
+        };
+        let event = match event {
+            Some(e @ Event::Subscribed { .. }) if !tail_known => {
+                early.push_back(e);
                 continue;
             }
-            _ = report.tick() => {
-                report_health(&journal, &queue, &leader, &links, &mut health, &options);
-                cursors.check(leader.next_seq(), options.observer.as_ref());
-                continue;
+            Some(Event::Committed(next)) => {
+                tail_known = true;
+                Some(Event::Committed(next))
             }
-            _ = tokio::time::sleep(Duration::from_millis(20)), if stopping.is_some() => None,
+            other => other,
         };
         let actions = match event {
             Some(Event::Committed(next)) => leader.committed(next),
