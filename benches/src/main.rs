@@ -823,6 +823,30 @@ fn replication(suite: &mut Suite, params: &Params) {
         }),
         Err(e) => suite.skip(w, "raw tonic", format!("error: {e}")),
     }
+    eprintln!(
+        "[{:>6.1}s] raw tonic ping-pong 64 B + durable 4 KiB write",
+        suite.t0.elapsed().as_secs_f64()
+    );
+    // The floor of a synchronous `enqueue`: the round trip plus the replica's durable write
+    // (below `perf_eval.py`'s bare round trip row: it judges the first `raw tonic*` row).
+    match workloads::tonic_raw::run_durable(64, params.sync_count * 10 * 64, params.tput_secs) {
+        Ok(o) => suite.rows.push(Row {
+            workload: w.into(),
+            kind: None,
+            system: "floor: raw tonic ping-pong + durable write".into(),
+            size: 64,
+            sent: o.sent,
+            latency: o.latency,
+            throughput: o.throughput,
+            note: Some(
+                "one 64 B frame; the sink writes 4 KiB to a file (in /tmp) and fdatasyncs it \
+                 before its ack"
+                    .into(),
+            ),
+            ..Row::default()
+        }),
+        Err(e) => suite.skip(w, "floor: raw tonic + durable write", format!("error: {e}")),
+    }
 }
 
 /// Enqueue cost of the synchronous handle (`JournalQueue::enqueue`) and of the async one

@@ -407,6 +407,27 @@ impl Results {
                 fmt(self.tput_ratio(&r.workload, r.size, &r.system, "raw tonic"))
             );
         }
+        let sync_p50 = |prefix: &str| {
+            self.rows
+                .iter()
+                .find(|r| {
+                    r.workload.starts_with("replication sync") && r.system.starts_with(prefix)
+                })
+                .and_then(|r| r.latency.as_ref())
+                .map(|l| l.p50_ns as f64)
+        };
+        if let Some(enqueue) = sync_p50("repliq enqueue") {
+            for (what, prefix) in [
+                ("raw tonic ping-pong p50 (goal ≤ 1.5×)", "raw tonic"),
+                ("floor: ping-pong + durable 4 KiB write p50", "floor:"),
+            ] {
+                let _ = writeln!(
+                    s,
+                    "| repliq synchronous enqueue p50 / {what} | {} |",
+                    fmt(sync_p50(prefix).map(|b| enqueue / b))
+                );
+            }
+        }
         s.push('\n');
         s
     }

@@ -21,8 +21,19 @@ use crate::stats::{Recorder, Throughput};
 /// Bytes per frame, as repliq's primary sends by default.
 pub const FRAME: usize = 256 << 10;
 
+/// Bytes the durable sink writes and syncs per frame: one page, as a replica's `msync` of a
+/// small synchronous frame does.
+pub const DURABLE_WRITE: usize = 4096;
+
+/// Pages in the durable sink's file (written in a ring).
+const DURABLE_PAGES: u64 = 256;
+
 #[derive(Debug, Default)]
-struct Sink;
+struct Sink {
+    /// With a file: each frame is answered only after a [`DURABLE_WRITE`]-byte write to it and
+    /// `fdatasync` (the floor of a synchronous replica's durable write).
+    durable: Option<std::sync::Arc<std::fs::File>>,
+}
 
 #[tonic::async_trait]
 impl Replication for Sink {
@@ -34,9 +45,22 @@ impl Replication for Sink {
     ) -> Result<tonic::Response<Self::ReplicateStream>, tonic::Status> {
         let mut inbound = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let durable = self.durable.clone();
         tokio::spawn(async move {
+            let page = vec![0x5Au8; DURABLE_WRITE];
+            let mut frames = 0u64;
             while let Some(Ok(m)) = inbound.next().await {
                 if let Some(primary_message::Kind::Frame(f)) = m.kind {
+                    if let Some(file) = &durable {
+                        use std::os::unix::fs::FileExt;
+                        let at = (frames % DURABLE_PAGES) * DURABLE_WRITE as u64;
+                        frames += 1;
+                        // Inline on the sink's only task: nothing else runs here.
+                        let synced = file.write_all_at(&page, at).and_then(|()| file.sync_data());
+                        if synced.is_err() {
+                            break;
+                        }
+                    }
                     let ack = proto::ReplicaMessage {
                         kind: Some(replica_message::Kind::Ack(proto::Ack {
                             epoch: f.epoch,
@@ -53,8 +77,27 @@ impl Replication for Sink {
     }
 }
 
-/// Child: the acking sink on 127.0.0.1:`extra` until killed or out of time.
+/// Child: the acking sink on 127.0.0.1:`extra` until killed or out of time. With a file name
+/// (`name`), each frame is acknowledged only after a durable 4 KiB write to that file.
 pub fn child_sink(cfg: &ChildCfg) -> BoxResult<ChildReport> {
+    let durable = if cfg.name.is_empty() {
+        None
+    } else {
+        // Written in full and synced first: the ping-pong then measures the overwrite of
+        // allocated blocks and its `fdatasync`, the cheapest durable write of a page.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&cfg.name)?;
+        std::io::Write::write_all(
+            &mut &file,
+            &vec![0u8; DURABLE_WRITE * DURABLE_PAGES as usize],
+        )?;
+        file.sync_all()?;
+        Some(std::sync::Arc::new(file))
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -67,7 +110,7 @@ pub fn child_sink(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         child::ready();
         tonic::transport::Server::builder()
             .add_service(
-                proto::replication_server::ReplicationServer::new(Sink)
+                proto::replication_server::ReplicationServer::new(Sink { durable })
                     .max_decoding_message_size(64 << 20),
             )
             .serve_with_incoming_shutdown(incoming, tokio::time::sleep(limit))
@@ -101,9 +144,29 @@ pub fn run(
     total: u64,
     secs: f64,
 ) -> BoxResult<Outcome> {
+    run_with(size, frame_bytes, window, total, secs, None)
+}
+
+/// [`run`] against a sink that writes [`DURABLE_WRITE`] bytes to a file in `dir` and
+/// `fdatasync`s it before it acknowledges each frame: with window 1, the floor of a synchronous
+/// replicated `enqueue` (a round trip plus the replica's durable write).
+pub fn run_durable(size: usize, total: u64, secs: f64) -> BoxResult<Outcome> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("durable-sink");
+    run_with(size, size, 1, total, secs, Some(&file))
+}
+
+fn run_with(
+    size: usize,
+    frame_bytes: usize,
+    window: u64,
+    total: u64,
+    secs: f64,
+    durable: Option<&std::path::Path>,
+) -> BoxResult<Outcome> {
     let port = crate::servers::free_port()?;
     let cfg = ChildCfg {
-        name: String::new(),
+        name: durable.map(|p| p.display().to_string()).unwrap_or_default(),
         name2: String::new(),
         count: 0,
         size,

@@ -372,6 +372,12 @@ pub(crate) struct ByteSink {
     walk: Walk,
     /// Ranges written since the last [`ByteSink::sync`]: (segment, start, end).
     dirty: Vec<(Arc<Segment>, usize, usize)>,
+    /// The file of the segment written last (the sink writes with `pwrite`).
+    file: Option<(Arc<Segment>, std::fs::File)>,
+    /// A frame's bytes with the header words zeroed (reused).
+    scratch: Vec<u8>,
+    /// The entries of the frame being applied (reused).
+    entries: Vec<(usize, u64, usize, Option<u64>)>,
 }
 
 impl ByteSink {
@@ -391,6 +397,9 @@ impl ByteSink {
             journal,
             walk,
             dirty: Vec::new(),
+            file: None,
+            scratch: Vec::new(),
+            entries: Vec::new(),
         };
         sink.find_tail()?;
         Ok(sink)
@@ -477,6 +486,7 @@ impl ByteSink {
             let _ = d.sync_all();
         }
         self.journal.forget_segments();
+        self.file = None;
         self.walk = Walk::new(None, 0, first_seq);
         Ok(())
     }
@@ -559,9 +569,8 @@ impl ByteSink {
             }
         }
         let start = self.walk.pos;
-        let mut i = overlap;
-        while i < bytes.len() {
-            i += self.apply_entry(&seg, &bytes[i..])?;
+        if overlap < bytes.len() {
+            self.write_entries(&seg, &bytes[overlap..])?;
         }
         if self.walk.pos > start {
             match self.dirty.last_mut() {
@@ -585,78 +594,134 @@ impl ByteSink {
         Unsynced(std::mem::take(&mut self.dirty))
     }
 
-    /// Writes one entry (record, abandoned extent or end marker) at `self.walk.pos` from `b`, whose
-    /// first 8 bytes are its header word. Returns the number of bytes it took.
-    #[allow(unsafe_code)]
-    fn apply_entry(&mut self, seg: &Segment, b: &[u8]) -> Result<usize> {
-        let bad =
-            |s: &Self, reason: String| corrupt(seg, s.walk.pos, format!("replicated {reason}"));
-        if b.len() < 8 {
-            return Err(bad(self, "frame ends inside a header word".into()));
+    /// Checks the entries of `b` (records, abandoned extents, an end marker), which start at
+    /// `self.walk.pos`, then writes them all with one `pwrite` and publishes them in order. Every
+    /// entry is checked before anything is written: a frame with a bad entry changes nothing.
+    ///
+    /// The bytes go through the file, not the mapping: a store into a page of the mapping that
+    /// is not in memory yet faults it in, and the file system first fills it (zeros, for the
+    /// preallocated blocks of a new segment) only for this sink to overwrite it; `pwrite` of
+    /// whole pages skips that. The header words are written as zeros (EMPTY, what the file
+    /// holds past the sink's position) and stored afterwards through the mapping (release), one
+    /// entry at a time: local readers see whole records only, in order.
+    fn write_entries(&mut self, seg: &Arc<Segment>, b: &[u8]) -> Result<()> {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.clear();
+        let checked = self.check_entries(seg, b, &mut entries);
+        let written = checked.and_then(|()| self.write_checked(seg, b, &entries));
+        self.entries = entries;
+        written
+    }
+
+    /// The first pass of [`ByteSink::write_entries`]: every entry of `b`, as (offset in `b`, header
+    /// word, extent, record sequence number), checked (checksums included).
+    fn check_entries(
+        &self,
+        seg: &Segment,
+        b: &[u8],
+        entries: &mut Vec<(usize, u64, usize, Option<u64>)>,
+    ) -> Result<()> {
+        let mut i = 0;
+        let mut seq = self.walk.seq;
+        while i < b.len() {
+            let pos = self.walk.pos + i;
+            let bad = |reason: String| corrupt(seg, pos, format!("replicated {reason}"));
+            let e = &b[i..];
+            if e.len() < 8 {
+                return Err(bad("frame ends inside a header word".into()));
+            }
+            let w = read_u64(e, 0);
+            let (extent, record) = match header::decode(w) {
+                State::Committed { len } => {
+                    let extent = committed_extent(len as usize);
+                    if e.len() < extent {
+                        return Err(bad("frame ends inside a record".into()));
+                    }
+                    let (rseq, crc, stored_len, time) = (
+                        read_u64(e, R_SEQ),
+                        read_u32(e, R_CRC),
+                        read_u32(e, R_LEN),
+                        read_u64(e, R_TIME),
+                    );
+                    if rseq != seq || stored_len != len {
+                        return Err(bad(format!(
+                            "record {rseq} (length {stored_len}) where {seq} was expected"
+                        )));
+                    }
+                    let payload = &e[RECORD_HEADER..RECORD_HEADER + len as usize];
+                    let actual = record_crc(rseq, len, time, payload);
+                    if actual != crc {
+                        return Err(bad(format!(
+                            "record {rseq} fails its checksum (stored {crc:#010x}, computed {actual:#010x})"
+                        )));
+                    }
+                    seq += 1;
+                    (extent, Some(rseq))
+                }
+                State::Abandoned { extent } if extent >= RECORD_HEADER && e.len() >= extent => {
+                    (extent, None)
+                }
+                State::End => (seg.size.saturating_sub(pos), None),
+                other => return Err(bad(format!("entry {other:?}"))),
+            };
+            if pos + extent > seg.size || e.len() < extent || seg.header_word(pos).is_none() {
+                return Err(bad(
+                    "entry runs past the end of the segment or the frame".into()
+                ));
+            }
+            entries.push((i, w, extent, record));
+            i += extent;
         }
-        let w = read_u64(b, 0);
-        let (extent, record) = match header::decode(w) {
-            State::Committed { len } => {
-                let extent = committed_extent(len as usize);
-                if b.len() < extent {
-                    return Err(bad(self, "frame ends inside a record".into()));
-                }
-                let (seq, crc, stored_len, time) = (
-                    read_u64(b, R_SEQ),
-                    read_u32(b, R_CRC),
-                    read_u32(b, R_LEN),
-                    read_u64(b, R_TIME),
-                );
-                if seq != self.walk.seq || stored_len != len {
-                    return Err(bad(
-                        self,
-                        format!(
-                            "record {seq} (length {stored_len}) where {} was expected",
-                            self.walk.seq
-                        ),
-                    ));
-                }
-                let payload = &b[RECORD_HEADER..RECORD_HEADER + len as usize];
-                let actual = record_crc(seq, len, time, payload);
-                if actual != crc {
-                    return Err(bad(
-                        self,
-                        format!(
-                            "record {seq} fails its checksum (stored {crc:#010x}, computed {actual:#010x})"
-                        ),
-                    ));
-                }
-                (extent, Some(seq))
+        Ok(())
+    }
+
+    /// The second pass of [`ByteSink::write_entries`]: one `pwrite` of `b` with its header words
+    /// zeroed, then the header words, in order.
+    fn write_checked(
+        &mut self,
+        seg: &Arc<Segment>,
+        b: &[u8],
+        entries: &[(usize, u64, usize, Option<u64>)],
+    ) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let io = |e| QueueError::io(format!("writing {}", seg.path.display()), e);
+        let file = match &self.file {
+            Some((s, f)) if Arc::ptr_eq(s, seg) => f,
+            _ => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&seg.path)
+                    .map_err(io)?;
+                // The header stores below fault pages the pwrite just cached: without this, each
+                // fault also reads ahead (zeroes) the pages after it, which the next pwrite
+                // overwrites. Only a hint: nothing depends on it.
+                seg.map.advise_no_readahead();
+                &self.file.insert((seg.clone(), f)).1
             }
-            State::Abandoned { extent } if extent >= RECORD_HEADER && b.len() >= extent => {
-                (extent, None)
-            }
-            State::End => (seg.size - self.walk.pos, None),
-            other => return Err(bad(self, format!("entry {other:?}"))),
         };
-        if self.walk.pos + extent > seg.size || b.len() < extent {
-            return Err(bad(
-                self,
-                "entry runs past the end of the segment or the frame".into(),
-            ));
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend_from_slice(b);
+        for &(at, ..) in entries {
+            scratch[at..at + 8].fill(0);
         }
-        let body = &b[8..extent];
-        // SAFETY: the sink is the replica journal's only writer (no local appenders) and
-        // `self.walk.pos` is past everything it published: nobody else writes or reads these
-        // bytes before the header word below is stored (release).
-        unsafe { seg.map.write(self.walk.pos + 8, body) }
-            .ok_or_else(|| bad(self, "entry outside the segment".into()))?;
-        let word = seg
-            .header_word(self.walk.pos)
-            .ok_or_else(|| bad(self, "entry outside the segment".into()))?;
-        // Publish last: local readers acquire-load this word before reading the body.
-        word.store(w, Ordering::Release);
-        if let Some(seq) = record {
-            seg.index_record(seq, self.walk.pos);
-            self.walk.seq = seq + 1;
+        let written = file.write_all_at(&scratch, self.walk.pos as u64);
+        self.scratch = scratch;
+        written.map_err(io)?;
+        for &(_, w, extent, record) in entries {
+            let pos = self.walk.pos;
+            let word = seg
+                .header_word(pos)
+                .ok_or_else(|| corrupt(seg, pos, "replicated entry outside the segment".into()))?;
+            // Publish last: local readers acquire-load this word before reading the body.
+            word.store(w, Ordering::Release);
+            if let Some(seq) = record {
+                seg.index_record(seq, pos);
+                self.walk.seq = seq + 1;
+            }
+            self.walk.pos += extent;
         }
-        self.walk.pos += extent;
-        Ok(extent)
+        Ok(())
     }
 }
 

@@ -133,6 +133,23 @@ impl MappedFile {
         false
     }
 
+    /// Turns off read-ahead on page faults in this mapping (`MADV_RANDOM`), for a mapping whose
+    /// pages are written with `pwrite` before they are touched through it (a replica's segment):
+    /// a fault then maps the cached page and does not read (for unwritten blocks: zero) the pages
+    /// around it, which the writer overwrites next. `false` if the kernel refused the advice.
+    pub(crate) fn advise_no_readahead(&self) -> bool {
+        // SAFETY: the whole live mapping (page-aligned start, its own length); MADV_RANDOM only
+        // changes the kernel's read-ahead policy for it and touches no byte.
+        let rc = unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().cast::<libc::c_void>(),
+                self.map.len(),
+                libc::MADV_RANDOM,
+            )
+        };
+        rc == 0
+    }
+
     #[inline]
     fn in_bounds(&self, offset: usize, len: usize) -> bool {
         offset

@@ -62,19 +62,35 @@ fn spawn_tail_watcher(
         .name("repliq-tail".into())
         .spawn(move || {
             let meta = &journal.meta;
+            let to_tail = |reader: &mut Reader, reported: u64| -> Result<bool> {
+                while let Some(rec) = reader.peek()? {
+                    reader.advance(&rec);
+                }
+                Ok(reader.seq() > reported)
+            };
             while !stop.load(Ordering::Acquire) {
-                let deadline = Instant::now() + Duration::from_millis(100);
-                let advanced = notify::wait_until(
-                    meta.data_notify(),
-                    meta.data_waiters(),
-                    Some(deadline),
-                    || {
-                        while let Some(rec) = reader.peek()? {
-                            reader.advance(&rec);
-                        }
-                        Ok((reader.seq() > reported).then_some(()))
-                    },
-                );
+                // No spinning before the sleep (unlike `notify::wait_until`): on a small machine
+                // a spinning watcher takes the CPU the producer and the replication task need,
+                // and a commit wakes it through the futex anyway.
+                let advanced = match to_tail(&mut reader, reported) {
+                    Ok(true) => Ok(Some(())),
+                    Ok(false) => {
+                        let (counter, waiters) = (meta.data_notify(), meta.data_waiters());
+                        notify::join(waiters);
+                        std::sync::atomic::fence(Ordering::SeqCst);
+                        let seen = counter.load(Ordering::SeqCst);
+                        let moved = match to_tail(&mut reader, reported) {
+                            Ok(false) => {
+                                crate::raw::futex::wait(counter, seen, Duration::from_millis(100));
+                                to_tail(&mut reader, reported)
+                            }
+                            other => other,
+                        };
+                        notify::leave(waiters);
+                        moved.map(|m| m.then_some(()))
+                    }
+                    Err(e) => Err(e),
+                };
                 match advanced {
                     Ok(Some(())) => {
                         reported = reader.seq();
@@ -196,13 +212,8 @@ pub async fn run_primary(
     );
 
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
-    let watcher_stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (journal, tx, flag) = (journal.clone(), events_tx.clone(), watcher_stop.clone());
-        tokio::task::spawn_blocking(move || spawn_tail_watcher(journal, tx, flag))
-            .await
-            .map_err(|e| QueueError::Other(e.to_string()))??
-    };
+    // The connections first: they connect and subscribe while the tail watcher finds the tail
+    // (a subscription waits for the watcher's first report, below).
     let (conn_stop_tx, conn_stop) = watch::channel(false);
     for replica in &options.replicas {
         tokio::spawn(connection(
@@ -212,6 +223,20 @@ pub async fn run_primary(
             conn_stop.clone(),
         ));
     }
+    let watcher_stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (journal, tx, flag) = (journal.clone(), events_tx.clone(), watcher_stop.clone());
+        tokio::task::spawn_blocking(move || spawn_tail_watcher(journal, tx, flag))
+            .await
+            .map_err(|e| QueueError::Other(e.to_string()))?
+    };
+    let watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = conn_stop_tx.send(true);
+            return Err(e);
+        }
+    };
     drop(events_tx);
 
     let mut links: BTreeMap<String, ReplicaLink> = BTreeMap::new();
@@ -226,19 +251,42 @@ pub async fn run_primary(
     let mut report = tokio::time::interval(REPORT_INTERVAL);
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping: Option<Instant> = None;
+    // Subscriptions that arrived before the tail watcher's first report: the leader takes what a
+    // replica holds only up to the tail it knows (none yet), so they wait for it.
+    let mut early: VecDeque<Event> = VecDeque::new();
+    let mut tail_known = false;
     let result = loop {
-        let event = tokio::select! {
-            e = events.recv() => e,
-            _ = stop.wait_for(|s| *s), if stopping.is_none() => {
-                stopping = Some(Instant::now() + options.drain_timeout);
+        let event = match early.pop_front() {
+            Some(e) if tail_known => Some(e),
+            other => {
+                if let Some(e) = other {
+                    early.push_front(e);
+                }
+                tokio::select! {
+                    e = events.recv() => e,
+                    _ = stop.wait_for(|s| *s), if stopping.is_none() => {
+                        stopping = Some(Instant::now() + options.drain_timeout);
+                        continue;
+                    }
+                    _ = report.tick() => {
+                        report_health(&journal, &queue, &leader, &links, &mut health, &options);
+                        cursors.check(leader.next_seq(), options.observer.as_ref());
+                        continue;
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(20)), if stopping.is_some() => None,
+                }
+            }
+        };
+        let event = match event {
+            Some(e @ Event::Subscribed { .. }) if !tail_known => {
+                early.push_back(e);
                 continue;
             }
-            _ = report.tick() => {
-                report_health(&journal, &queue, &leader, &links, &mut health, &options);
-                cursors.check(leader.next_seq(), options.observer.as_ref());
-                continue;
+            Some(Event::Committed(next)) => {
+                tail_known = true;
+                Some(Event::Committed(next))
             }
-            _ = tokio::time::sleep(Duration::from_millis(20)), if stopping.is_some() => None,
+            other => other,
         };
         let actions = match event {
             Some(Event::Committed(next)) => leader.committed(next),

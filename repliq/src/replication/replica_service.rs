@@ -273,7 +273,9 @@ async fn serve_stream(
                     {
                         Ok(m) => m,
                         Err(_) => {
-                            sync_in_background(&mut sink, &mut syncing)
+                            // The stream is idle: waiting for a sync still in flight costs
+                            // nothing.
+                            sync_in_background(&mut sink, &mut syncing, true)
                                 .await
                                 .map_err(storage)?;
                             unsynced_since = None;
@@ -323,7 +325,11 @@ async fn serve_stream(
                 }
             }
             // One blocking section per batch: the lock, the appends and (unless lazy) the msync.
-            let (ack, refusal) = blocking(|| {
+            // A small batch (a synchronous primary's frames) runs on this task's thread: moving
+            // the worker's other tasks to another thread (`block_in_place`) costs more wake-ups
+            // than its page-cache writes and one-page msync take.
+            let small = batch.iter().map(|f| f.bytes.len()).sum::<usize>() <= INLINE_BATCH_BYTES;
+            let apply = || {
                 apply_batch(
                     &journal,
                     &dir,
@@ -335,14 +341,18 @@ async fn serve_stream(
                     &mut resync_at,
                     !lazy,
                 )
-            })?;
+            };
+            let (ack, refusal) = if small { apply() } else { blocking(apply) }?;
             resync_at = next_resync.or(resync_at);
             if lazy && ack.is_some() {
                 let since = *unsynced_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= LAZY_SYNC {
-                    sync_in_background(&mut sink, &mut syncing)
+                // Frames keep coming: a sync still in flight is not waited for (the disk may
+                // take longer than the stream); the next batch tries again.
+                if since.elapsed() >= LAZY_SYNC
+                    && sync_in_background(&mut sink, &mut syncing, false)
                         .await
-                        .map_err(storage)?;
+                        .map_err(storage)?
+                {
                     unsynced_since = None;
                 }
             }
@@ -366,22 +376,32 @@ async fn serve_stream(
     streamed
 }
 
+/// Batches of at most this many bytes are applied (and synced) on the stream's task without
+/// `block_in_place`: a page-cache write and an msync of a few pages block the worker about as long
+/// as a wake-up of another thread takes.
+const INLINE_BATCH_BYTES: usize = 16 << 10;
+
 /// How long an asynchronous primary's records may stay applied and acknowledged on a replica
 /// before the replica syncs them (`Hello.sync_lazily`).
 const LAZY_SYNC: Duration = Duration::from_millis(200);
 
-/// Waits for the background sync in flight, if any, then starts one of everything the sink
-/// applied since the last.
+/// Starts a background sync of everything the sink applied since the last one, after the sync in
+/// flight, if any, finished: with `wait`, waits for it; without, returns `Ok(false)` (nothing
+/// started) while it runs. A failed sync is an error.
 async fn sync_in_background(
     sink: &mut ByteSink,
     syncing: &mut Option<JoinHandle<Result<()>>>,
-) -> Result<()> {
+    wait: bool,
+) -> Result<bool> {
+    if !wait && syncing.as_ref().is_some_and(|h| !h.is_finished()) {
+        return Ok(false);
+    }
     if let Some(h) = syncing.take() {
         h.await.map_err(|e| QueueError::Other(e.to_string()))??;
     }
     let unsynced = sink.take_unsynced();
     *syncing = Some(tokio::task::spawn_blocking(move || unsynced.sync()));
-    Ok(())
+    Ok(true)
 }
 
 /// What a batch came to: the acknowledgement to send, (epoch, next sequence), and the refusal
