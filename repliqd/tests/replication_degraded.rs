@@ -14,6 +14,21 @@ fn signal(d: &Daemon, sig: i32) {
     let pid = d.child.as_ref().unwrap().id() as i32;
     // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
     assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    if sig == libc::SIGSTOP {
+        // kill(2) returns before the stop takes effect: a thread of the daemon still running on
+        // the other core could acknowledge one more record. Wait until every thread is stopped.
+        wait_until("every thread of the daemon to stop", || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .all(|task| {
+                    let stat = std::fs::read_to_string(task.unwrap().path().join("stat"))
+                        .unwrap_or_default();
+                    // The state follows the parenthesised command name.
+                    let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+                    matches!(state, Some("T" | "t"))
+                })
+        });
+    }
 }
 
 fn metrics(a: &Daemon) -> String {

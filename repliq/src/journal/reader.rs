@@ -226,6 +226,32 @@ impl Reader {
         Ok(true)
     }
 
+    /// Walks to the tail (past every committed record), for a reader that follows the tail
+    /// without a cursor (the replication tail watcher). Retention may delete segments ahead of
+    /// such a reader (every cursor passed them); a missing segment on the way then moves it to
+    /// the newest segment instead of failing.
+    pub(crate) fn walk_to_tail(&mut self) -> Result<()> {
+        loop {
+            match self.peek() {
+                Ok(Some(rec)) => self.advance(&rec),
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    let newest = self.journal.list_segments()?.last().copied();
+                    match newest {
+                        Some(newest) if newest > self.walk.seq => {
+                            let Some(seg) = self.journal.segment(newest)? else {
+                                return Err(e);
+                            };
+                            self.walk = Walk::last_index_point(seg);
+                            self.waiting = None;
+                        }
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
     /// Moves past `rec`, which [`Reader::peek`] just returned.
     pub(crate) fn advance(&mut self, rec: &RecordRef) {
         self.walk.pass_record(rec);

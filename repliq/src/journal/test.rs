@@ -1137,3 +1137,21 @@ fn check_payloads_from(j: &Arc<Journal>, from: u64) -> u64 {
     }
     next
 }
+
+#[test]
+fn a_tail_follower_behind_retention_moves_on_to_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let slot = cursor::register(&j.meta, "c", || Ok(0)).unwrap();
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    append(&mut app, &payload(0)).unwrap();
+    let mut follower = Reader::at(j.clone(), 0, true).unwrap();
+    follower.walk_to_tail().unwrap();
+    assert_eq!(follower.seq(), 1);
+    let n = 1 + fill_segments(&j, &mut app, 4);
+    let before = j.list_segments().unwrap();
+    j.meta.cursor_next(slot).store(before[2], Ordering::Release);
+    assert_eq!(j.purge_consumed().unwrap(), 2);
+    follower.walk_to_tail().unwrap();
+    assert_eq!(follower.seq(), n, "at the tail, past the deleted segments");
+}

@@ -63,9 +63,7 @@ fn spawn_tail_watcher(
         .spawn(move || {
             let meta = &journal.meta;
             let to_tail = |reader: &mut Reader, reported: u64| -> Result<bool> {
-                while let Some(rec) = reader.peek()? {
-                    reader.advance(&rec);
-                }
+                reader.walk_to_tail()?;
                 Ok(reader.seq() > reported)
             };
             while !stop.load(Ordering::Acquire) {
