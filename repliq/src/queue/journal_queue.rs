@@ -311,6 +311,27 @@ impl<T: Message> JournalQueue<T> {
 
     /// The record at this handle's cursor, if committed. Positions the reader first.
     fn next_record(&mut self) -> Result<Option<(u64, RecordRef)>> {
+        let at = self.cursor_value();
+        if let Some(reader) = self.reader.as_mut()
+            && reader.seq() == at
+        {
+            // The common case: the reader is where the cursor is.
+            match reader.peek() {
+                Ok(found) => return Ok(found.map(|rec| (at, rec))),
+                Err(e) if self.cursor_value() == at => return Err(e),
+                Err(_) => {}
+            }
+        }
+        self.chase_cursor()
+    }
+
+    /// [`JournalQueue::next_record`] when the reader is not where the cursor is (first read,
+    /// other consumers of this name moved the cursor), or the cursor moved while it looked.
+    /// Other consumers may have moved the cursor past segments retention then deleted: the
+    /// reader lands past the cursor's old position, or finds the segment after its position
+    /// missing. Neither is an error: chase the cursor. A damaged record at an unmoved cursor is.
+    #[cold]
+    fn chase_cursor(&mut self) -> Result<Option<(u64, RecordRef)>> {
         loop {
             let at = self.cursor_value();
             let reader = match self.reader.as_mut() {
@@ -325,10 +346,6 @@ impl<T: Message> JournalQueue<T> {
                 true => Ok(None),
                 false => return Ok(None),
             };
-            // Other consumers of this name may have moved the cursor past `at` meanwhile, and
-            // retention deleted the segments behind it: the reader then landed past `at`, or
-            // found the segment after its position missing. Neither is an error: chase the
-            // cursor. A damaged record at an unmoved cursor is.
             match found {
                 Ok(Some(found)) => return Ok(Some(found)),
                 _ if self.cursor_value() != at => continue,
