@@ -230,6 +230,7 @@ impl Reader {
     /// without a cursor (the replication tail watcher). Retention may delete segments ahead of
     /// such a reader (every cursor passed them); a missing segment on the way then moves it to
     /// the newest segment instead of failing.
+    #[cfg_attr(not(feature = "replication"), allow(dead_code))]
     pub(crate) fn walk_to_tail(&mut self) -> Result<()> {
         loop {
             match self.peek() {
