@@ -114,9 +114,9 @@ impl QueueOptions {
         self
     }
     /// Keep the pages ahead of each producer and reader of this handle faulted in (default
-    /// `false`): a background thread maps the next 32 MiB of the segment into this process
-    /// before the hot path gets there, so it takes no page faults; the cost is more resident
-    /// memory and that background work.
+    /// `false`): a background thread maps the next 32 MiB of the segment (4 MiB for a reader)
+    /// into this process before the hot path gets there, so it takes no page faults; the cost
+    /// is more resident memory and that background work.
     pub fn prefault(mut self, prefault: bool) -> Self {
         self.prefault = prefault;
         self
