@@ -879,6 +879,9 @@ pub fn replication_catch_up(size: usize, count: u64, secs: f64) -> BoxResult<Out
     }
     m.seq = END;
     enqueue(&mut q, &m, fill_end)?;
+    // The fill may have left the next segment's file being prepared in the background: setup,
+    // not replication, so wait for it before the clock starts.
+    q.warm_up(Duration::from_secs(10));
     let replica_dir = replica_root.join("benchq");
     let observer = std::thread::spawn(move || -> BoxResult<(u64, u64)> {
         let give_up = deadline(secs * 2.0 + 5.0);
