@@ -47,7 +47,9 @@ pub struct JournalQueue<T> {
     journal: Arc<Journal>,
     options: QueueOptions,
     appender: Option<Appender>,
-    slot: usize,
+    /// The consumer cursor's slot in the meta file; `None` until the first read of a
+    /// [`QueueOptions::producer`] handle.
+    slot: Option<usize>,
     reader: Option<Reader>,
     /// The epoch this handle first appended in: a later epoch, or a demotion, fences it.
     epoch: Option<u64>,
@@ -83,14 +85,10 @@ impl<T: Message> JournalQueue<T> {
     pub(crate) fn from_journal(journal: Arc<Journal>, options: QueueOptions) -> Result<Self> {
         check_type::<T>(&journal)?;
         journal.set_delete_consumed(options.delete_consumed);
-        let start = options.start;
-        let slot = {
-            let j = journal.clone();
-            cursor::register(&journal.meta, &options.consumer, move || match start {
-                StartAt::Earliest => j.earliest_seq(),
-                StartAt::Seq(s) => Ok(s),
-                StartAt::Latest => Appender::new(j.clone(), Durability::PageCache)?.next_seq(),
-            })?
+        let slot = if options.lazy_consumer {
+            None
+        } else {
+            Some(register_cursor(&journal, &options)?)
         };
         Ok(JournalQueue {
             journal,
@@ -134,11 +132,12 @@ impl<T: Message> JournalQueue<T> {
     ///
     /// [`QueueError::InvalidConfig`] for a bad name or when all consumer slots are used.
     pub fn consumer(&self, name: &str) -> Result<Self> {
-        let options = self
+        let mut options = self
             .options
             .clone()
             .consumer(name)
             .start_at(StartAt::Earliest);
+        options.lazy_consumer = false;
         JournalQueue::from_journal(self.journal.clone(), options)
     }
 
@@ -302,23 +301,37 @@ impl<T: Message> JournalQueue<T> {
     /// I/O and corruption errors while finding the tail.
     pub fn backlog(&mut self) -> Result<u64> {
         let next = self.appender()?.next_seq()?;
-        Ok(next.saturating_sub(self.cursor_value()))
+        Ok(next.saturating_sub(self.cursor_value()?))
     }
 
-    fn cursor_value(&self) -> u64 {
-        self.journal.meta.load_cursor(self.slot)
+    fn cursor_value(&mut self) -> Result<u64> {
+        let slot = self.slot()?;
+        Ok(self.journal.meta.load_cursor(slot))
+    }
+
+    /// The consumer cursor's slot, registered now if this is a [`QueueOptions::producer`]
+    /// handle's first read.
+    #[inline]
+    fn slot(&mut self) -> Result<usize> {
+        match self.slot {
+            Some(slot) => Ok(slot),
+            None => {
+                let slot = register_cursor(&self.journal, &self.options)?;
+                Ok(*self.slot.insert(slot))
+            }
+        }
     }
 
     /// The record at this handle's cursor, if committed. Positions the reader first.
     fn next_record(&mut self) -> Result<Option<(u64, RecordRef)>> {
-        let at = self.cursor_value();
+        let at = self.cursor_value()?;
         if let Some(reader) = self.reader.as_mut()
             && reader.seq() == at
         {
             // The common case: the reader is where the cursor is.
             match reader.peek() {
                 Ok(found) => return Ok(found.map(|rec| (at, rec))),
-                Err(e) if self.cursor_value() == at => return Err(e),
+                Err(e) if self.cursor_value()? == at => return Err(e),
                 Err(_) => {}
             }
         }
@@ -333,7 +346,7 @@ impl<T: Message> JournalQueue<T> {
     #[cold]
     fn chase_cursor(&mut self) -> Result<Option<(u64, RecordRef)>> {
         loop {
-            let at = self.cursor_value();
+            let at = self.cursor_value()?;
             let reader = match self.reader.as_mut() {
                 Some(r) => r,
                 None => {
@@ -348,7 +361,7 @@ impl<T: Message> JournalQueue<T> {
             };
             match found {
                 Ok(Some(found)) => return Ok(Some(found)),
-                _ if self.cursor_value() != at => continue,
+                _ if self.cursor_value()? != at => continue,
                 other => return other,
             }
         }
@@ -356,7 +369,10 @@ impl<T: Message> JournalQueue<T> {
 
     /// Moves the cursor past `seq`. `false` if another handle of the same name did first.
     fn claim(&mut self, seq: u64, rec: &RecordRef) -> bool {
-        let ok = cursor::claim(self.journal.meta.cursor_next(self.slot), seq).is_ok();
+        let Ok(slot) = self.slot() else {
+            return false;
+        };
+        let ok = cursor::claim(self.journal.meta.cursor_next(slot), seq).is_ok();
         if ok {
             if let Some(r) = self.reader.as_mut() {
                 r.advance(rec);
@@ -463,7 +479,8 @@ impl<T: Message> JournalQueue<T> {
                 None => break,
             }
         }
-        if cursor::claim_range(self.journal.meta.cursor_next(self.slot), from, n).is_err() {
+        let slot = self.slot()?;
+        if cursor::claim_range(self.journal.meta.cursor_next(slot), from, n).is_err() {
             // Another handle of this name moved the cursor: none of the batch is ours. The
             // reader is repositioned at the cursor by the next call (`next_record`).
             return Ok(0);
@@ -586,4 +603,15 @@ impl<T: Message> std::ops::Deref for ReadGuard<'_, T> {
     fn deref(&self) -> &Archived<T> {
         self.get()
     }
+}
+
+/// Registers (or finds) the cursor of `options.consumer`, starting at `options.start`.
+fn register_cursor(journal: &Arc<Journal>, options: &QueueOptions) -> Result<usize> {
+    let start = options.start;
+    let j = journal.clone();
+    cursor::register(&journal.meta, &options.consumer, move || match start {
+        StartAt::Earliest => j.earliest_seq(),
+        StartAt::Seq(s) => Ok(s),
+        StartAt::Latest => Appender::new(j.clone(), Durability::PageCache)?.next_seq(),
+    })
 }

@@ -32,6 +32,8 @@ pub struct QueueOptions {
     pub(crate) lease_timeout: Duration,
     pub(crate) durability: Durability,
     pub(crate) consumer: String,
+    /// Register the consumer cursor at the first read, not at open ([`QueueOptions::producer`]).
+    pub(crate) lazy_consumer: bool,
     pub(crate) start: StartAt,
     pub(crate) verify_checksums: bool,
     pub(crate) prefault: bool,
@@ -49,6 +51,7 @@ impl Default for QueueOptions {
             lease_timeout: Duration::from_millis(200),
             durability: Durability::PageCache,
             consumer: DEFAULT_CONSUMER.to_owned(),
+            lazy_consumer: false,
             start: StartAt::Earliest,
             verify_checksums: true,
             prefault: false,
@@ -101,6 +104,16 @@ impl QueueOptions {
     /// The consumer cursor name of the handle (default [`DEFAULT_CONSUMER`]); 1 to 40 bytes.
     pub fn consumer(mut self, name: impl Into<String>) -> Self {
         self.consumer = name.into();
+        self
+    }
+    /// A handle for producing: it registers its consumer cursor only if it ever reads (or asks
+    /// for its `backlog`), not when it opens. A handle's cursor holds back capacity and retention for its consumer name
+    /// (by default [`DEFAULT_CONSUMER`](crate::DEFAULT_CONSUMER)); a producer whose messages are
+    /// read under other names (`consumer("risk")`) would otherwise fill the queue for a
+    /// "default" consumer that never comes, and `enqueue` would return
+    /// [`QueueError::Full`](crate::QueueError::Full) after `capacity` messages.
+    pub fn producer(mut self) -> Self {
+        self.lazy_consumer = true;
         self
     }
     /// Where the consumer cursor starts if it does not exist yet (default [`StartAt::Earliest`]).

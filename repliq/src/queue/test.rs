@@ -676,3 +676,53 @@ fn warm_up_returns_once_the_first_segment_file_is_prepared() {
     );
     assert_eq!(q.dequeue().unwrap().unwrap().id, 1);
 }
+
+#[test]
+fn a_producer_handle_holds_back_no_capacity_for_a_consumer_that_never_reads() {
+    // An ordinary handle registers its consumer ("default") when it opens: with the messages read
+    // under another name only, the producer stops at the capacity.
+    let dir = tempfile::tempdir().unwrap();
+    let mut plain = small().capacity(10).create::<Job>(dir.path()).unwrap();
+    let mut risk = QueueOptions::new()
+        .consumer("risk")
+        .open::<Job>(dir.path())
+        .unwrap();
+    for i in 0..10 {
+        plain.enqueue(&job(i)).unwrap();
+        assert_eq!(risk.dequeue().unwrap().unwrap().id, i);
+    }
+    assert!(matches!(
+        plain.enqueue(&job(10)),
+        Err(QueueError::Full { .. })
+    ));
+
+    // A producer handle registers nothing until it reads.
+    let dir = tempfile::tempdir().unwrap();
+    let mut producer = small()
+        .capacity(10)
+        .producer()
+        .create::<Job>(dir.path())
+        .unwrap();
+    let mut risk = QueueOptions::new()
+        .consumer("risk")
+        .open::<Job>(dir.path())
+        .unwrap();
+    for i in 0..100 {
+        producer.enqueue(&job(i)).unwrap();
+        assert_eq!(risk.dequeue().unwrap().unwrap().id, i);
+    }
+    for i in 100..110 {
+        producer.enqueue(&job(i)).unwrap();
+    }
+    assert!(
+        matches!(producer.enqueue(&job(110)), Err(QueueError::Full { .. })),
+        "risk's backlog is the bound"
+    );
+    // Its first read registers "default" at the earliest message still stored.
+    assert_eq!(producer.dequeue().unwrap().unwrap().id, 0);
+    assert_eq!(producer.consumer_name(), crate::DEFAULT_CONSUMER);
+    // Handles for other names made from it register theirs at once.
+    let audit = producer.consumer("audit").unwrap();
+    drop(audit);
+    assert!(producer.remove_consumer("audit"));
+}
