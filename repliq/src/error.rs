@@ -22,10 +22,17 @@ pub enum QueueError {
     #[error("replication: {0}")]
     Replication(#[from] ReplicationError),
     /// The queue's backlog reached its capacity; nothing was written.
-    #[error("queue is full: the backlog reached its capacity of {capacity} messages")]
+    #[error(
+        "queue is full: the backlog of consumer {slowest:?} reached the capacity of {capacity} \
+         messages"
+    )]
     Full {
         /// The capacity the queue was created with.
         capacity: u64,
+        /// The consumer whose backlog it is (the slowest cursor). A handle registers its
+        /// consumer name when it opens (`"default"` unless set; not for
+        /// `QueueOptions::producer()` handles), so a name no one reads under holds the queue full.
+        slowest: String,
     },
     /// The queue holds no message for this consumer.
     #[error("queue is empty")]

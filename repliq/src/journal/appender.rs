@@ -149,7 +149,10 @@ impl Appender {
                 if seq < self.limit {
                     Ok(())
                 } else {
-                    Err(QueueError::Full { capacity })
+                    Err(QueueError::Full {
+                        capacity,
+                        slowest: cursor::slowest_consumer(&self.journal.meta).unwrap_or_default(),
+                    })
                 }
             }
         }

@@ -289,6 +289,16 @@ pub(crate) fn min_consumer_position(meta: &Meta) -> Option<u64> {
         .min()
 }
 
+/// The name of the slowest active consumer cursor (replica cursors left out), for the error
+/// that says who holds the backlog at capacity.
+pub(crate) fn slowest_consumer(meta: &Meta) -> Option<String> {
+    (0..CURSOR_SLOTS)
+        .filter(|&slot| meta.cursor_state(slot).load(Ordering::Acquire) == ACTIVE << 32)
+        .filter(|&slot| meta.cursor_flags(slot) & FLAG_REPLICA == 0)
+        .min_by_key(|&slot| meta.load_cursor(slot))
+        .map(|slot| String::from_utf8_lossy(meta.cursor_name(slot)).into_owned())
+}
+
 /// Checks one slot's state word and, for an active slot, its name length (for `verify`).
 pub(crate) fn check_slot(meta: &Meta, slot: usize) -> std::result::Result<(), String> {
     let s = meta.cursor_state(slot).load(Ordering::Acquire);

@@ -277,8 +277,9 @@ impl<T: Message> JournalQueue<T> {
                 Err(e) => Err(e),
             },
         )?;
-        result.ok_or(QueueError::Full {
+        result.ok_or_else(|| QueueError::Full {
             capacity: self.capacity(),
+            slowest: cursor::slowest_consumer(&self.journal.meta).unwrap_or_default(),
         })
     }
 

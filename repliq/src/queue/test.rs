@@ -172,7 +172,7 @@ fn send_waits_for_room_and_enqueue_refuses_when_full() {
         q.enqueue(job(1)).await.unwrap();
         assert!(matches!(
             q.enqueue(job(2)).await,
-            Err(QueueError::Full { capacity: 2 })
+            Err(QueueError::Full { capacity: 2, .. })
         ));
         let sender = q.clone();
         let send = tokio::spawn(async move { sender.send(&job(2)).await });
@@ -264,10 +264,13 @@ fn a_full_queue_refuses_with_its_capacity() {
         q.enqueue(&job(i)).unwrap();
     }
     let err = q.enqueue(&job(3)).unwrap_err();
-    assert!(matches!(err, QueueError::Full { capacity: 3 }), "{err:?}");
+    assert!(
+        matches!(err, QueueError::Full { capacity: 3, .. }),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
-        "queue is full: the backlog reached its capacity of 3 messages"
+        r#"queue is full: the backlog of consumer "default" reached the capacity of 3 messages"#
     );
     assert_eq!(q.backlog().unwrap(), 3);
     assert_eq!(q.dequeue().unwrap(), Some(job(0)));
@@ -275,14 +278,17 @@ fn a_full_queue_refuses_with_its_capacity() {
     // A second, slower consumer holds capacity back too.
     let slow = q.consumer("slow").unwrap();
     assert_eq!(q.dequeue().unwrap(), Some(job(1)));
-    assert!(matches!(q.enqueue(&job(4)), Err(QueueError::Full { .. })));
+    match q.enqueue(&job(4)) {
+        Err(QueueError::Full { slowest, .. }) => assert_eq!(slowest, "slow", "names who holds it"),
+        other => panic!("expected Full, got {other:?}"),
+    }
     assert!(slow.remove_consumer("slow"));
     assert_eq!(q.enqueue(&job(4)).unwrap(), 4);
     // enqueue_wait times out with Full, and succeeds when a consumer makes room.
     let err = q
         .enqueue_wait(&job(5), Some(Duration::from_millis(20)))
         .unwrap_err();
-    assert!(matches!(err, QueueError::Full { capacity: 3 }));
+    assert!(matches!(err, QueueError::Full { capacity: 3, .. }));
     let mut other = q.try_clone().unwrap();
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
@@ -691,10 +697,12 @@ fn a_producer_handle_holds_back_no_capacity_for_a_consumer_that_never_reads() {
         plain.enqueue(&job(i)).unwrap();
         assert_eq!(risk.dequeue().unwrap().unwrap().id, i);
     }
-    assert!(matches!(
-        plain.enqueue(&job(10)),
-        Err(QueueError::Full { .. })
-    ));
+    match plain.enqueue(&job(10)) {
+        Err(e @ QueueError::Full { .. }) => {
+            assert!(e.to_string().contains(r#"consumer "default""#), "{e}");
+        }
+        other => panic!("expected Full, got {other:?}"),
+    }
 
     // A producer handle registers nothing until it reads.
     let dir = tempfile::tempdir().unwrap();
