@@ -119,13 +119,11 @@ impl Appender {
             // While this appender was idle, other producers went on and retention deleted the
             // segments after its position (consumers were done with them). The tail is in the
             // newest segment: go there. (A segment lost otherwise is the readers' to report.)
-            Err(e) => match self.journal.list_segments()?.last() {
-                Some(&newest) if newest > self.walk.seq => match self.journal.segment(newest)? {
-                    Some(seg) => self.walk = Walk::last_index_point(seg),
-                    None => return Err(e),
-                },
-                _ => return Err(e),
-            },
+            Err(e) => {
+                if !self.walk.jump_to_newest_segment(&self.journal)? {
+                    return Err(e);
+                }
+            }
         }
         if had && self.durability != Durability::PageCache {
             self.sync_dirty()?;

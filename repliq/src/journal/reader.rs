@@ -237,17 +237,10 @@ impl Reader {
                 Ok(Some(rec)) => self.advance(&rec),
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    let newest = self.journal.list_segments()?.last().copied();
-                    match newest {
-                        Some(newest) if newest > self.walk.seq => {
-                            let Some(seg) = self.journal.segment(newest)? else {
-                                return Err(e);
-                            };
-                            self.walk = Walk::last_index_point(seg);
-                            self.waiting = None;
-                        }
-                        _ => return Err(e),
+                    if !self.walk.jump_to_newest_segment(&self.journal)? {
+                        return Err(e);
                     }
+                    self.waiting = None;
                 }
             }
         }

@@ -1155,3 +1155,31 @@ fn a_tail_follower_behind_retention_moves_on_to_the_tail() {
     follower.walk_to_tail().unwrap();
     assert_eq!(follower.seq(), n, "at the tail, past the deleted segments");
 }
+
+#[test]
+fn wait_for_spare_waits_while_one_is_being_prepared() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    assert!(
+        j.wait_for_spare(std::time::Duration::ZERO),
+        "nothing being prepared"
+    );
+    *j.spare.lock().unwrap() = SpareState::Preparing;
+    assert!(
+        !j.wait_for_spare(std::time::Duration::from_millis(20)),
+        "still being prepared"
+    );
+    let preparer = {
+        let j = j.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            *j.spare.lock().unwrap() = SpareState::None;
+            j.spare_done.notify_all();
+        })
+    };
+    assert!(
+        j.wait_for_spare(std::time::Duration::from_secs(60)),
+        "woken when done"
+    );
+    preparer.join().unwrap();
+}

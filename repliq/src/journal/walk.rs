@@ -85,6 +85,23 @@ impl Walk {
         Walk::new(Some(seg), pos, seq)
     }
 
+    /// Moves to the last index point of the journal's newest segment, if that segment lies
+    /// ahead of this walk: where a producer or a tail follower goes on when retention deleted
+    /// the segments between its position and the tail. `false` if there is none ahead.
+    pub(crate) fn jump_to_newest_segment(&mut self, journal: &Journal) -> Result<bool> {
+        let Some(&newest) = journal.list_segments()?.last() else {
+            return Ok(false);
+        };
+        if newest <= self.seq {
+            return Ok(false);
+        }
+        let Some(seg) = journal.segment(newest)? else {
+            return Ok(false);
+        };
+        *self = Walk::last_index_point(seg);
+        Ok(true)
+    }
+
     /// Classifies the entry at the position. Never writes.
     pub(crate) fn look(&self, verify_crc: bool) -> Result<Entry> {
         let Some(seg) = &self.seg else {
