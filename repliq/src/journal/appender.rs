@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use super::format::*;
 use super::header;
-use super::segment::{self, Segment};
+use super::segment::{self, Ahead, Segment};
 use super::walk::{self, Entry, Walk};
 use super::{Journal, cursor, notify};
+use crate::raw::MappedFile;
 use crate::raw::clock::{monotonic_millis, realtime_coarse_nanos, realtime_nanos};
-use crate::raw::{MappedFile, Prefault};
 use crate::{QueueError, Result};
 
 /// How appended records are made durable.
@@ -276,14 +276,14 @@ impl Appender {
                         // The successor's file is prepared once a quarter of this segment is
                         // written: early enough for a fast producer (the rest of the segment
                         // takes longer to fill than the preparation: allocate, fault in the
-                        // first `PREFAULT_AHEAD` bytes), late enough that a slow producer does
+                        // first window of `pace::WritePace`), late enough that a slow producer does
                         // not pay for it long before it needs it.
                         if self.spare_for != seg.first_seq && pos >= seg.size / 4 {
                             self.spare_for = seg.first_seq;
                             self.journal.prepare_spare();
                         }
                         self.walk.pos = pos + committed_extent(len);
-                        seg.prefault_ahead(self.walk.pos, Prefault::Write);
+                        seg.prefault_ahead(self.walk.pos, Ahead::Write(&self.journal.write_pace));
                         self.walk.seq = seq + 1;
                         let meta = &self.journal.meta;
                         notify::wake(meta.data_notify(), meta.data_waiters());

@@ -18,6 +18,7 @@ mod loom_protocol;
 pub(crate) mod meta;
 mod node_policy;
 pub(crate) mod notify;
+mod pace;
 mod policy;
 mod reader;
 pub(crate) mod schema_file;
@@ -68,6 +69,9 @@ pub(crate) struct Journal {
     /// Signalled when a spare being prepared is ready (or failed).
     spare_done: std::sync::Condvar,
     delete_consumed: std::sync::atomic::AtomicBool,
+    /// How far ahead of this process's producers pages are faulted in (and how much of a
+    /// spare segment file).
+    pub(crate) write_pace: pace::WritePace,
 }
 
 /// A pre-allocated, pre-faulted file for the next segment, prepared in the background so that
@@ -144,6 +148,7 @@ impl Journal {
             spare: Mutex::new(SpareState::None),
             spare_done: std::sync::Condvar::new(),
             delete_consumed: std::sync::atomic::AtomicBool::new(false),
+            write_pace: pace::WritePace::default(),
         }))
     }
 
@@ -354,13 +359,14 @@ impl Journal {
         // and (MADV_POPULATE_WRITE) maps them writable, running the file system's first-write
         // work too: the producer's stores into the new segment then take no page fault at all.
         // (MAP_POPULATE would map them read-only on a file system that tracks dirty pages, and
-        // leave a write fault per page to the producer.) Only the first `PREFAULT_AHEAD` bytes:
-        // the producer asks for the rest as it gets there (`Segment::prefault_ahead`), so a slow
-        // producer never pays for pages it will not reach soon, and no single background job
-        // takes a core for long.
+        // leave a write fault per page to the producer.) Only the first window of this
+        // process's producers (`pace::WritePace`, a few milliseconds of their writing): they
+        // ask for the rest as they get there (`Segment::prefault_ahead`), so a slow producer
+        // never pays for pages it will not reach soon, and no single background job takes a
+        // core for long.
         let map = crate::raw::MappedFile::map(&file, size, false)
             .map_err(|e| QueueError::io(format!("mapping {}", spare.tmp.display()), e))?;
-        let ahead = size.min(segment::PREFAULT_AHEAD);
+        let ahead = size.min(self.write_pace.window());
         if !map.prefault(0, ahead, crate::raw::Prefault::Write) {
             map.prefault(0, ahead, crate::raw::Prefault::Read);
         }

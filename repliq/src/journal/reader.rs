@@ -5,10 +5,9 @@ use std::sync::atomic::Ordering;
 
 use super::Journal;
 use super::header;
-use super::segment::Segment;
+use super::segment::{Ahead, Segment};
 use super::walk::{Entry, Walk};
 use crate::Result;
-use crate::raw::Prefault;
 use crate::raw::clock::monotonic_millis;
 
 /// A committed record found by [`Reader::peek`] (or a [`Walk`]).
@@ -249,7 +248,7 @@ impl Reader {
     /// Moves past `rec`, which [`Reader::peek`] just returned.
     pub(crate) fn advance(&mut self, rec: &RecordRef) {
         self.walk.pass_record(rec);
-        rec.seg.prefault_ahead(self.walk.pos, Prefault::Read);
+        rec.seg.prefault_ahead(self.walk.pos, Ahead::Read);
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use super::format::*;
 use super::header::{self, State};
 use super::meta::{MetaConfig, read_exact_at};
+use super::pace::WritePace;
 use crate::raw::{MappedFile, Prefault};
 use crate::{QueueError, Result};
 
@@ -25,8 +26,12 @@ pub(crate) struct Segment {
     pub map: MappedFile,
     /// This process's pre-faulting of the mapping (the queue's `prefault` option): the pages
     /// before this offset were faulted in or are being faulted in by the background thread.
-    /// `usize::MAX` when pre-faulting is off. See [`Segment::prefault_ahead`].
+    /// See [`Segment::prefault_ahead`].
     prefault_until: AtomicUsize,
+    /// The position at which a producer or reader of this process asks for more
+    /// ([`Segment::prefault_ahead`]); `usize::MAX` when pre-faulting is off or the whole segment
+    /// was asked for.
+    prefault_check: AtomicUsize,
     /// The open segment file, holding a shared `flock` for as long as this process maps it:
     /// retention recycles a consumed segment file only if it can lock it exclusively, i.e.
     /// when no process maps it (see [`hold_mapped_lock`]).
@@ -67,19 +72,25 @@ pub(crate) fn names(path: &Path, file: &File) -> Result<bool> {
     })
 }
 
-/// How far ahead of a producer's or reader's position [`Segment::prefault_ahead`] keeps a
-/// segment's pages faulted in. Asked for in batches of half of it, so the background work comes
-/// rarely and in one piece: a paced producer (10 k msg/s of 1 KiB writes 10 MiB a second) asks
-/// for nothing during its first 16 MiB, and a spare segment is prepared with this much faulted
-/// in already (`Journal::make_spare`).
-pub(crate) const PREFAULT_AHEAD: usize = 32 << 20;
-
 /// How far ahead of a reader [`Segment::prefault_ahead`] keeps pages mapped. Smaller than a
 /// writer's: a reader follows a writer whose pages are in the page cache already, so this only
 /// saves minor faults (one per 16 pages, with the kernel's fault-around), and a large request
 /// would occupy a core for milliseconds (32 MiB took 3.4 ms at the start of a one-way run, with
 /// the reader's core waiting for it: the largest episode of that run's event log).
 pub(crate) const READ_PREFAULT_AHEAD: usize = 4 << 20;
+
+/// The least [`Segment::prefault_ahead`] hands to the background thread.
+const MIN_PREFAULT_JOB: usize = 64 << 10;
+
+/// Who reports a position to [`Segment::prefault_ahead`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ahead<'a> {
+    /// A producer of this process: pages are faulted in writable, a window that follows the
+    /// producers' pace ahead.
+    Write(&'a WritePace),
+    /// A reader: pages are mapped readable, [`READ_PREFAULT_AHEAD`] ahead.
+    Read,
+}
 
 pub(crate) fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}{SEGMENT_SUFFIX}")
@@ -219,7 +230,8 @@ impl Segment {
             index_entries,
             index_interval: config.index_interval,
             map,
-            prefault_until: AtomicUsize::new(usize::MAX),
+            prefault_until: AtomicUsize::new(0),
+            prefault_check: AtomicUsize::new(usize::MAX),
             _mapped_lock: file,
         }))
     }
@@ -246,13 +258,19 @@ impl Segment {
             index_interval: config.index_interval,
             map,
             prefault_until: AtomicUsize::new(prefaulted),
+            // The first request comes halfway through what the spare had faulted in.
+            prefault_check: AtomicUsize::new(if prefaulted == usize::MAX {
+                usize::MAX
+            } else {
+                prefaulted / 2
+            }),
             _mapped_lock: file,
         }
     }
 
     /// Turns pre-faulting ahead of this process's positions on ([`Segment::prefault_ahead`]).
     pub(crate) fn enable_prefault(&self) {
-        let _ = self.prefault_until.compare_exchange(
+        let _ = self.prefault_check.compare_exchange(
             usize::MAX,
             0,
             Ordering::Relaxed,
@@ -261,34 +279,50 @@ impl Segment {
     }
 
     /// Called by a producer or reader of this process at `pos` after each record: keeps the
-    /// pages of `[pos, pos + PREFAULT_AHEAD)` (a reader: [`READ_PREFAULT_AHEAD`]) faulted in,
-    /// asking the background thread for the next batch when `pos` comes within half of that of
-    /// what was asked. One load and compare when nothing is due; nothing at all when
-    /// pre-faulting is off.
+    /// pages ahead of `pos` faulted in, asking the background thread for the next window when
+    /// `pos` has come halfway through the previous one. A producer's window follows its pace
+    /// ([`WritePace`]), a reader's is [`READ_PREFAULT_AHEAD`]. One load and compare when nothing
+    /// is due, and when pre-faulting is off.
     #[inline]
-    pub(crate) fn prefault_ahead(self: &Arc<Self>, pos: usize, how: Prefault) {
-        let ahead = match how {
-            Prefault::Write => PREFAULT_AHEAD,
-            Prefault::Read => READ_PREFAULT_AHEAD,
-        };
-        let until = self.prefault_until.load(Ordering::Relaxed);
-        if until >= self.size || pos.saturating_add(ahead / 2) <= until {
+    pub(crate) fn prefault_ahead(self: &Arc<Self>, pos: usize, ahead: Ahead<'_>) {
+        if pos < self.prefault_check.load(Ordering::Relaxed) {
             return;
         }
-        self.prefault_more(until, pos.saturating_add(ahead).min(self.size), pos, how);
+        self.prefault_more(pos, ahead);
     }
 
     #[cold]
-    fn prefault_more(self: &Arc<Self>, until: usize, target: usize, pos: usize, how: Prefault) {
+    fn prefault_more(self: &Arc<Self>, pos: usize, ahead: Ahead<'_>) {
+        let check = self.prefault_check.load(Ordering::Relaxed);
+        if pos < check {
+            return;
+        }
+        let (window, how) = match ahead {
+            Ahead::Write(pace) => (pace.on_request(), Prefault::Write),
+            Ahead::Read => (READ_PREFAULT_AHEAD, Prefault::Read),
+        };
+        let target = pos.saturating_add(window).min(self.size);
+        let next_check = if target >= self.size {
+            usize::MAX
+        } else {
+            target - window / 2
+        };
         if self
-            .prefault_until
-            .compare_exchange(until, target, Ordering::Relaxed, Ordering::Relaxed)
+            .prefault_check
+            .compare_exchange(check, next_check, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
         {
             return; // another thread of this process asked first
         }
-        // What lies behind `pos` was touched by the caller already.
+        // What lies behind `pos` was touched by the caller already, and what lies behind
+        // `until` was asked for before.
+        let until = self.prefault_until.fetch_max(target, Ordering::Relaxed);
         let from = until.max(pos);
+        if target <= from.saturating_add(MIN_PREFAULT_JOB) {
+            // Nothing new, or a sliver left after the window shrank: not worth a system call
+            // (the caller faults those few pages itself).
+            return;
+        }
         let weak = Arc::downgrade(self);
         crate::raw::background::run(move || {
             if let Some(seg) = weak.upgrade() {

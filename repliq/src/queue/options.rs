@@ -127,9 +127,10 @@ impl QueueOptions {
         self
     }
     /// Keep the pages ahead of each producer and reader of this handle faulted in (default
-    /// `false`): a background thread maps the next 32 MiB of the segment (4 MiB for a reader)
-    /// into this process before the hot path gets there, so it takes no page faults; the cost
-    /// is more resident memory and that background work.
+    /// `false`): a background thread maps the next pages of the segment (a few milliseconds of
+    /// writing ahead of a producer, 2–32 MiB; 4 MiB ahead of a reader) into this process before
+    /// the hot path gets there, so it takes no page faults; the cost is more resident memory and
+    /// that background work.
     pub fn prefault(mut self, prefault: bool) -> Self {
         self.prefault = prefault;
         self
