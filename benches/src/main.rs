@@ -694,6 +694,9 @@ fn run(args: &RunArgs) -> BoxResult<()> {
 fn replication(suite: &mut Suite, params: &Params) {
     use workloads::repliq as rq;
     for &size in &params.repl_sizes {
+        if !suite.sizes.is_empty() && !suite.sizes.contains(&size) {
+            continue;
+        }
         // Bounded so the replica can catch up within the time limit on this machine.
         let count =
             (params.tput_count.min(params.bytes_budget / size as u64) / 2).min(params.repl_max);

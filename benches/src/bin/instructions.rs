@@ -6,6 +6,7 @@
 //! cargo build --release -p repliq-bench --bin instructions
 //! target/release/instructions                    # 64 B and 1 KiB, every operation
 //! target/release/instructions --sizes 64 --ops enqueue,read --count 100000
+//! target/release/instructions --timed            # the same loops natively: ns per operation
 //! ```
 //!
 //! The driver re-runs this binary under `valgrind --tool=callgrind` once per (operation, size)
@@ -15,6 +16,10 @@
 //! faults and system calls are the kernel's and do not show up here (see `benches/PERF.md`).
 //! One process writes and then reads, so there is no cross-core traffic either: this is the
 //! cost of the code, not of the machine.
+//!
+//! `--timed` runs the same worker loops natively instead and prints the best of five runs in
+//! nanoseconds per operation (wall time of the counted loop; noisy on a shared machine, but the
+//! cost one side of a ping-pong pays for its own work, without any cross-core traffic).
 
 #[path = "../msg.rs"]
 mod msg;
@@ -22,6 +27,7 @@ mod msg;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use msg::BenchMsg;
 use repliq::{JournalQueue, QueueOptions};
@@ -51,7 +57,7 @@ fn main() -> BoxResult<()> {
 
 fn usage() -> String {
     format!(
-        "usage: instructions [--sizes 64,1024] [--ops {}] [--count N] [--dir DIR] [--label TEXT]",
+        "usage: instructions [--sizes 64,1024] [--ops {}] [--count N] [--dir DIR] [--label TEXT] [--timed]",
         OPS.join(",")
     )
 }
@@ -62,6 +68,7 @@ fn driver(args: &[String]) -> BoxResult<()> {
     let mut count: Option<u64> = None;
     let mut dir = std::env::temp_dir();
     let mut label = String::from("this build");
+    let mut timed = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(usage);
@@ -76,12 +83,18 @@ fn driver(args: &[String]) -> BoxResult<()> {
             "--count" => count = Some(value()?.parse()?),
             "--dir" => dir = PathBuf::from(value()?),
             "--label" => label = value()?,
+            "--timed" => timed = true,
             _ => return Err(usage().into()),
         }
     }
     let exe = std::env::current_exe()?;
-    println!("instructions per operation ({label}; callgrind, user space, one process)\n");
-    println!("| operation | size | count | instructions / op |");
+    if timed {
+        println!("ns per operation ({label}; wall time, best of {TIMED_RUNS} runs, one process)\n");
+        println!("| operation | size | count | ns / op |");
+    } else {
+        println!("instructions per operation ({label}; callgrind, user space, one process)\n");
+        println!("| operation | size | count | instructions / op |");
+    }
     println!("|---|---:|---:|---:|");
     for size in &sizes {
         // Enough messages that the per-call cost dominates, few enough for one segment.
@@ -89,6 +102,14 @@ fn driver(args: &[String]) -> BoxResult<()> {
         for op in &ops {
             if !OPS.contains(&op.as_str()) {
                 return Err(format!("unknown operation {op}; {}", usage()).into());
+            }
+            if timed {
+                let mut best = u64::MAX;
+                for _ in 0..TIMED_RUNS {
+                    best = best.min(run_timed(&exe, op, *size, n, &dir)?);
+                }
+                println!("| {op} | {size} B | {n} | {:.1} |", best as f64 / n as f64);
+                continue;
             }
             let collected = run_callgrind(&exe, op, *size, n, &dir)?;
             println!(
@@ -125,10 +146,34 @@ fn run_callgrind(exe: &Path, op: &str, size: usize, n: u64, dir: &Path) -> BoxRe
         .ok_or_else(|| format!("no 'Collected' line from callgrind:\n{stderr}").into())
 }
 
+/// Runs the worker for `op` natively; the counted loop's wall time in nanoseconds.
+fn run_timed(exe: &Path, op: &str, size: usize, n: u64, dir: &Path) -> BoxResult<u64> {
+    let out = Command::new(exe)
+        .args(["worker", op, &size.to_string(), &n.to_string()])
+        .arg(dir)
+        .env(TIMED_ENV, "1")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("worker {op} {size} failed:\n{stderr}").into());
+    }
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("loop_ns=")?.trim().parse::<u64>().ok())
+        .ok_or_else(|| format!("no loop_ns line from the worker:\n{stdout}").into())
+}
+
+/// Runs of each operation with `--timed`; the fastest counts (the others met interference).
+const TIMED_RUNS: usize = 5;
+/// Set for a worker started by `--timed`: it prints its counted loop's wall time.
+const TIMED_ENV: &str = "REPLIQ_INSTRUCTIONS_TIMED";
+
 fn worker(args: &[String]) -> BoxResult<()> {
     let [op, size, n, dir] = args else {
         return Err(usage().into());
     };
+
     let (size, n): (usize, u64) = (size.parse()?, n.parse()?);
     let tmp = tempfile::tempdir_in(dir)?;
     let path = tmp.path().join("q");
@@ -136,33 +181,44 @@ fn worker(args: &[String]) -> BoxResult<()> {
     // One segment holds everything: the count is the steady state, not a segment roll.
     let record = (size + 32).next_multiple_of(16) as u64;
     let segment = (total * record + (4 << 20)).next_multiple_of(4096);
+    let timed = std::env::var_os(TIMED_ENV).is_some();
     let mut q = QueueOptions::new()
         .capacity(total * 2)
         .segment_size(segment)
         .max_message_size(64 << 10)
+        // Timed: pages faulted in ahead by the background thread, as in the harness's queues
+        // (a page fault is the kernel's cost, which callgrind does not count either).
+        .prefault(timed)
         .create::<BenchMsg>(&path)?;
+    q.warm_up(std::time::Duration::from_secs(10));
     let msg = BenchMsg::of_size(size);
     let bytes = repliq::to_bytes(&msg)?;
     match op.as_str() {
         "enqueue" => {
             fill(&mut q, &msg, WARMUP)?;
+            let t = Instant::now();
             counted_enqueue(&mut q, &msg, n)?;
+            report(t);
         }
         "enqueue_bytes" => {
             fill(&mut q, &msg, WARMUP)?;
+            let t = Instant::now();
             counted_enqueue_bytes(&mut q, &bytes, n)?;
+            report(t);
         }
         "dequeue" | "read" | "read_unchecked" | "read_batch" => {
             fill(&mut q, &msg, total)?;
             for _ in 0..WARMUP {
                 q.dequeue()?.ok_or("queue empty during warm-up")?;
             }
+            let t = Instant::now();
             let got = match op.as_str() {
                 "dequeue" => counted_dequeue(&mut q, n)?,
                 "read" => counted_read(&mut q, n)?,
                 "read_batch" => counted_read_batch(&mut q, n)?,
                 _ => counted_read_unchecked(&mut q, n)?,
             };
+            report(t);
             if got != n {
                 return Err(format!("read {got} of {n} messages").into());
             }
@@ -170,6 +226,13 @@ fn worker(args: &[String]) -> BoxResult<()> {
         _ => return Err(usage().into()),
     }
     Ok(())
+}
+
+/// With `--timed`, prints the counted loop's wall time for the driver.
+fn report(started: Instant) {
+    if std::env::var_os(TIMED_ENV).is_some() {
+        println!("loop_ns={}", started.elapsed().as_nanos());
+    }
 }
 
 fn fill(q: &mut JournalQueue<BenchMsg>, msg: &BenchMsg, n: u64) -> BoxResult<()> {
