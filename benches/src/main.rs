@@ -15,6 +15,7 @@
 mod child;
 mod clock;
 mod events;
+mod hugetmpfs;
 mod msg;
 mod plot;
 mod results;
@@ -31,6 +32,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 
 use results::{Machine, Results, RkyvRow, Row, Skip, SystemStatus};
+use workloads::repliq::Place;
 use workloads::repliq_async::Flavor;
 use workloads::{Kind, Spec, System};
 
@@ -490,15 +492,19 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         Box::new(workloads::iox::Iceoryx2),
         Box::new(workloads::repliq::Repliq {
             unchecked: false,
-            tmpfs: false,
+            place: Place::Disk,
         }),
         Box::new(workloads::repliq::Repliq {
             unchecked: true,
-            tmpfs: false,
+            place: Place::Disk,
         }),
         Box::new(workloads::repliq::Repliq {
             unchecked: false,
-            tmpfs: true,
+            place: Place::Tmpfs,
+        }),
+        Box::new(workloads::repliq::Repliq {
+            unchecked: false,
+            place: Place::HugeTmpfs,
         }),
         Box::new(workloads::repliq_async::RepliqAsync(Flavor::CurrentThread)),
         Box::new(workloads::repliq_async::RepliqAsync(Flavor::MultiThread)),
@@ -520,8 +526,11 @@ fn run(args: &RunArgs) -> BoxResult<()> {
             "this commit; JournalQueue on {} (page cache), 64 MiB segments, consumed segments \
              deleted, reader `read` (crc32c + validation); \
              repliq-unchecked: `read_bytes` + `access_unchecked`, no crc; \
-             repliq-tmpfs: as repliq, journal in /dev/shm (consumed segments recycled)",
-            std::env::temp_dir().display()
+             repliq-tmpfs: as repliq, journal in /dev/shm (consumed segments recycled); \
+             repliq-hugetmpfs: as repliq-tmpfs, journal on a tmpfs mounted with \
+             huge=within_size (2 MiB pages; ${} or one the harness mounts when root)",
+            std::env::temp_dir().display(),
+            hugetmpfs::ENV,
         ),
     });
     statuses.push(SystemStatus {
@@ -659,6 +668,7 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         replication(&mut suite, &params);
     }
 
+    hugetmpfs::unmount();
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.join();
     machine.loadavg_after = loadavg();
@@ -910,7 +920,7 @@ fn repliq_only(suite: &mut Suite, params: &Params) {
     suite.push("throughput-2 producers → 1 consumer", "repliq", size, r);
     for &k in &params.fanout {
         eprintln!("[{:>6.1}s] fan-out 1→{k}", suite.t0.elapsed().as_secs_f64());
-        let r = rq::one_way(&spec, 0, false, false, false, k).map(|(mut o, per)| {
+        let r = rq::one_way(&spec, 0, false, false, Place::Disk, k).map(|(mut o, per)| {
             let slowest = per.iter().map(|t| t.msgs_per_sec).fold(f64::MAX, f64::min);
             o.note = Some(format!(
                 "{k} reader processes, each sees every message; slowest reader {} msg/s{}",

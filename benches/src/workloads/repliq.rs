@@ -22,23 +22,46 @@ pub(crate) const CURSOR: &str = "bench";
 /// The sequence number of the message that ends a run.
 pub(crate) const END: u64 = u64::MAX;
 
-/// repliq, with checked or unchecked reads, journal on disk or on tmpfs.
+/// repliq, with checked or unchecked reads, its journal in one of three places.
 #[derive(Debug)]
 pub struct Repliq {
     /// Skip checksum verification and validation on the read side.
     pub unchecked: bool,
-    /// Put the journal on tmpfs (`/dev/shm`, like the floor's mapping) instead of the default
-    /// temporary directory: separates the file system's page-fault cost from repliq's own.
-    pub tmpfs: bool,
+    /// Where the journal lives.
+    pub place: Place,
 }
 
-/// A fresh queue directory: in `/dev/shm` when `tmpfs`, else in the temporary directory.
-pub(crate) fn queue_dir(tmpfs: bool) -> BoxResult<tempfile::TempDir> {
-    Ok(if tmpfs {
-        tempfile::tempdir_in(crate::shm::shm_dir())?
-    } else {
-        tempfile::tempdir()?
+/// Where a benchmark queue's journal lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// The temporary directory: a disk file system's page cache.
+    Disk,
+    /// `/dev/shm`, like the floor's mapping (tmpfs, 4 KiB pages): separates the file system's
+    /// page-fault cost from repliq's own.
+    Tmpfs,
+    /// A tmpfs mounted with `huge=within_size` (2 MiB pages; [`crate::hugetmpfs`]).
+    HugeTmpfs,
+}
+
+/// A fresh queue directory in `place`.
+pub(crate) fn queue_dir(place: Place) -> BoxResult<tempfile::TempDir> {
+    Ok(match place {
+        Place::Disk => tempfile::tempdir()?,
+        Place::Tmpfs => tempfile::tempdir_in(crate::shm::shm_dir())?,
+        Place::HugeTmpfs => tempfile::tempdir_in(crate::hugetmpfs::dir()?)?,
     })
+}
+
+/// The row name of repliq with these read checks and journal place.
+fn system_name(unchecked: bool, place: Place) -> &'static str {
+    match (unchecked, place) {
+        (false, Place::Disk) => "repliq",
+        (true, Place::Disk) => "repliq-unchecked",
+        (false, Place::Tmpfs) => "repliq-tmpfs",
+        (true, Place::Tmpfs) => "repliq-unchecked-tmpfs",
+        (false, Place::HugeTmpfs) => "repliq-hugetmpfs",
+        (true, Place::HugeTmpfs) => "repliq-unchecked-hugetmpfs",
+    }
 }
 
 /// Options of a benchmark queue: room for twice `spec_count` messages of `size` bytes, so a
@@ -215,20 +238,22 @@ fn enqueue(q: &mut JournalQueue<BenchMsg>, m: &BenchMsg, end: u64) -> BoxResult<
 
 impl System for Repliq {
     fn name(&self) -> &'static str {
-        match (self.unchecked, self.tmpfs) {
-            (false, false) => "repliq",
-            (true, false) => "repliq-unchecked",
-            (false, true) => "repliq-tmpfs",
-            (true, true) => "repliq-unchecked-tmpfs",
+        system_name(self.unchecked, self.place)
+    }
+
+    fn supports(&self, _kind: Kind) -> Result<(), String> {
+        match self.place {
+            Place::HugeTmpfs => crate::hugetmpfs::dir().map(|_| ()),
+            Place::Disk | Place::Tmpfs => Ok(()),
         }
     }
 
     fn run(&mut self, spec: &Spec) -> BoxResult<Outcome> {
-        let (u, t) = (self.unchecked, self.tmpfs);
+        let (u, p) = (self.unchecked, self.place);
         match spec.kind {
-            Kind::PingPong => pingpong(spec, u, t),
-            Kind::OneWay { rate } => one_way(spec, rate, true, u, t, 1).map(|(o, _)| o),
-            Kind::Throughput => one_way(spec, 0, false, u, t, 1).map(|(o, _)| o),
+            Kind::PingPong => pingpong(spec, u, p),
+            Kind::OneWay { rate } => one_way(spec, rate, true, u, p, 1).map(|(o, _)| o),
+            Kind::Throughput => one_way(spec, 0, false, u, p, 1).map(|(o, _)| o),
         }
     }
 }
@@ -254,7 +279,7 @@ pub fn one_way(
     rate: u64,
     latency: bool,
     unchecked: bool,
-    tmpfs: bool,
+    place: Place,
     readers: usize,
 ) -> BoxResult<(Outcome, Vec<Throughput>)> {
     let reader = ("repliq-read", u64::from(unchecked));
@@ -264,7 +289,7 @@ pub fn one_way(
     let mut log: Vec<crate::events::Sent> = Vec::new();
     let r = one_way_with(
         spec,
-        tmpfs,
+        place,
         readers,
         reader,
         latency,
@@ -305,12 +330,7 @@ pub fn one_way(
         let seen = crate::events::read_seen(&path);
         let _ = std::fs::remove_file(&path);
         if r.is_ok() {
-            let name = match (unchecked, tmpfs) {
-                (false, false) => "repliq",
-                (true, false) => "repliq-unchecked",
-                (false, true) => "repliq-tmpfs",
-                (true, true) => "repliq-unchecked-tmpfs",
-            };
+            let name = system_name(unchecked, place);
             let title = format!("oneway@{} {} B, {name}", super::rate_label(rate), spec.size);
             crate::events::analyze(&title, &log, &seen?)?;
         }
@@ -323,7 +343,7 @@ pub fn one_way(
 /// returns the intended time of its first send and the number of messages sent.
 pub(crate) fn one_way_with(
     spec: &Spec,
-    tmpfs: bool,
+    place: Place,
     readers: usize,
     reader: (&str, u64),
     latency: bool,
@@ -331,7 +351,7 @@ pub(crate) fn one_way_with(
     produce: impl FnOnce(JournalQueue<BenchMsg>) -> BoxResult<(u64, u64)>,
 ) -> BoxResult<(Outcome, Vec<Throughput>)> {
     let anon_before = child::status_bytes("RssAnon");
-    let dir = queue_dir(tmpfs)?;
+    let dir = queue_dir(place)?;
     let q = options(spec.count, spec.size).create::<BenchMsg>(dir.path())?;
     // Setup, not the run: the first segment's file is prepared before the clock starts, as
     // iceoryx2's service and the floor's mapping are.
@@ -468,9 +488,9 @@ fn read_logged(
     Ok(tally.report().with_memory())
 }
 
-fn pingpong(spec: &Spec, unchecked: bool, tmpfs: bool) -> BoxResult<Outcome> {
-    let ping_dir = queue_dir(tmpfs)?;
-    let pong_dir = queue_dir(tmpfs)?;
+fn pingpong(spec: &Spec, unchecked: bool, place: Place) -> BoxResult<Outcome> {
+    let ping_dir = queue_dir(place)?;
+    let pong_dir = queue_dir(place)?;
     let mut ping = options(spec.count, spec.size).create::<BenchMsg>(ping_dir.path())?;
     ping.warm_up(Duration::from_secs(10));
     let pong_w = options(spec.count, spec.size).create::<BenchMsg>(pong_dir.path())?;

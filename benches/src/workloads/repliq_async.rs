@@ -14,7 +14,7 @@ use std::future::Future;
 
 use repliq::ReplicatedQueueImpl;
 
-use super::repliq::{Feed, Tally, one_way_with, options, queue_dir, reader_options};
+use super::repliq::{Feed, Place, Tally, one_way_with, options, queue_dir, reader_options};
 use super::{Kind, Outcome, Spec, System, on_cpu};
 use crate::BoxResult;
 use crate::child::{self, ChildCfg, ChildReport};
@@ -121,7 +121,7 @@ impl System for RepliqAsync {
 fn one_way(spec: &Spec, flavor: Flavor, rate: u64, latency: bool) -> BoxResult<Outcome> {
     let spec = *spec;
     let reader = ("repliq-async-read", flavor.code());
-    one_way_with(&spec, false, 1, reader, latency, None, move |q| {
+    one_way_with(&spec, Place::Disk, 1, reader, latency, None, move |q| {
         let q = ReplicatedQueueImpl::from_queue(q)?;
         run_on(flavor, cpu_pair().0, async move {
             let mut feed = Feed::new(&spec, rate, latency);
@@ -161,7 +161,7 @@ pub fn child_read(cfg: &ChildCfg) -> BoxResult<ChildReport> {
 /// every message, so none is ever full; compare with [`super::repliq::durability`] in
 /// `PageCache` mode, which times `JournalQueue::enqueue` on the same options.
 pub fn enqueue_cost(flavor: Flavor, size: usize, count: u64, secs: f64) -> BoxResult<Outcome> {
-    let dir = queue_dir(false)?;
+    let dir = queue_dir(Place::Disk)?;
     let q = ReplicatedQueueImpl::<BenchMsg>::create_with(dir.path(), options(count, size))?;
     let spec = Spec::cost(size, count, secs);
     run_on(flavor, cpu_pair().0, async move {
