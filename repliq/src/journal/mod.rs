@@ -228,6 +228,52 @@ impl Journal {
         })
     }
 
+    /// Segment `first_seq` for a replica's sink: made from the spare prepared in the background
+    /// when one is ready (its header written and synced, then published under its name), else
+    /// as [`Journal::segment_or_create`] does. A new file costs an `fallocate` of the whole
+    /// segment on the stream's path, which on tmpfs allocates and zeroes every page.
+    #[cfg_attr(not(feature = "replication"), allow(dead_code))]
+    #[allow(unsafe_code)]
+    pub(crate) fn replica_segment(&self, first_seq: u64) -> Result<Arc<Segment>> {
+        if let Some(seg) = self.segment(first_seq)? {
+            return Ok(seg);
+        }
+        if let Some(mut spare) = self.take_spare(std::time::Duration::ZERO)
+            && let Some(map) = spare.map.take()
+            && let Some(file) = spare.file.take()
+        {
+            let config = &self.meta.config;
+            let path = self.dir.join(segment::segment_name(first_seq));
+            let header = segment::encode_header(config, first_seq);
+            // SAFETY: the spare file is this process's alone until it is linked below.
+            unsafe { map.write(0, &header) };
+            let io = |what: &str, e| QueueError::io(format!("{what} {}", spare.tmp.display()), e);
+            // Durable before it has a name, as `publish_file` makes a new segment.
+            map.flush_range(0, header.len())
+                .map_err(|e| io("msync", e))?;
+            file.sync_all().map_err(|e| io("syncing", e))?;
+            // The shared lock every mapping holds (see `Appender`'s roll).
+            let _ = file.lock_shared();
+            match std::fs::hard_link(&spare.tmp, &path) {
+                Ok(()) => {
+                    let prefaulted = if self.populate {
+                        spare.prefaulted
+                    } else {
+                        usize::MAX
+                    };
+                    let seg = Segment::from_created(path, config, first_seq, map, prefaulted, file);
+                    return Ok(self.adopt_segment(seg));
+                }
+                // Someone made it meanwhile (the spare is deleted on drop): open theirs below.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(QueueError::io(format!("publishing {}", path.display()), e));
+                }
+            }
+        }
+        self.segment_or_create(first_seq)
+    }
+
     /// The segment whose records include `seq` (the last one starting at or before it).
     pub(crate) fn segment_for(&self, seq: u64) -> Result<Option<Arc<Segment>>> {
         let list = self.list_segments()?;

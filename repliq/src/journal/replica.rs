@@ -378,6 +378,8 @@ pub(crate) struct ByteSink {
     scratch: Vec<u8>,
     /// The entries of the frame being applied (reused).
     entries: Vec<(usize, u64, usize, Option<u64>)>,
+    /// The segment for whose successor a spare file was asked for last.
+    spare_for: Option<u64>,
 }
 
 impl ByteSink {
@@ -400,6 +402,7 @@ impl ByteSink {
             file: None,
             scratch: Vec::new(),
             entries: Vec::new(),
+            spare_for: None,
         };
         sink.find_tail()?;
         Ok(sink)
@@ -519,7 +522,7 @@ impl ByteSink {
                     .as_ref()
                     .is_none_or(|s| self.walk.pos + RECORD_HEADER > s.size);
                 if segment_first_seq == self.walk.seq && done {
-                    let seg = self.journal.segment_or_create(self.walk.seq)?;
+                    let seg = self.journal.replica_segment(self.walk.seq)?;
                     self.walk.pos = seg.data_start;
                     self.walk.seg = Some(seg.clone());
                     seg
@@ -720,6 +723,12 @@ impl ByteSink {
                 self.walk.seq = seq + 1;
             }
             self.walk.pos += extent;
+        }
+        // The next segment's file is prepared in the background once a quarter of this one is
+        // written, as a producer's is (`Journal::replica_segment` takes it).
+        if self.spare_for != Some(seg.first_seq) && self.walk.pos >= seg.size / 4 {
+            self.spare_for = Some(seg.first_seq);
+            self.journal.prepare_spare();
         }
         Ok(())
     }

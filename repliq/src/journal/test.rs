@@ -1183,3 +1183,57 @@ fn wait_for_spare_waits_while_one_is_being_prepared() {
     );
     preparer.join().unwrap();
 }
+
+/// A replica's sink asks for the next segment's file at a quarter of the current one, as a
+/// producer does, and rolls into it: no `fallocate` of a whole segment on the stream's path
+/// (on tmpfs that allocates and zeroes every page). The copy stays byte-identical.
+#[test]
+fn a_replica_rolls_into_the_spare_file_prepared_in_the_background() {
+    use super::replica::{ByteSink, ByteSource};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(&dir.path().join("primary"), 8192);
+    let (replica, _) = Journal::create_or_open(
+        &dir.path().join("replica"),
+        j.config(),
+        false,
+        InitialPolicy::Inherit,
+    )
+    .unwrap();
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    while j.list_segments().unwrap().len() < 3 {
+        append(&mut app, &[7u8; 200]).unwrap();
+    }
+    let mut source = ByteSource::at(j.clone(), 0).unwrap();
+    let mut sink = ByteSink::open(replica.clone()).unwrap();
+    let (mut rolls, mut current) = (0, None);
+    while let Some(f) = source.read(512, u64::MAX).unwrap() {
+        let rolling = current.is_some_and(|c| c != f.segment_first_seq);
+        if rolling {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !replica.spare_ready() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(
+                replica.spare_ready(),
+                "no spare was prepared before the roll to segment {}",
+                f.segment_first_seq
+            );
+        }
+        sink.apply(f.segment_first_seq, f.offset, &f.bytes).unwrap();
+        if rolling {
+            assert!(!replica.spare_ready(), "the roll did not take the spare");
+            rolls += 1;
+        }
+        current = Some(f.segment_first_seq);
+    }
+    sink.sync().unwrap();
+    assert_eq!(rolls, 2);
+    for first in j.list_segments().unwrap() {
+        let name = segment::segment_name(first);
+        let p = std::fs::read(dir.path().join("primary").join(&name)).unwrap();
+        let r = std::fs::read(dir.path().join("replica").join(&name)).unwrap();
+        assert!(p == r, "segment {first} differs");
+    }
+    assert_eq!(read_all(&replica).unwrap(), read_all(&j).unwrap());
+}
