@@ -884,6 +884,20 @@ fn verify_reports_a_garbage_consumer_area() {
     assert!(reason.contains("consumer cursor slot 5"), "{reason}");
 }
 
+/// A primary journal with 8 KiB segments in `dir/primary` and an empty replica of it in
+/// `dir/replica`.
+fn primary_and_replica(dir: &Path) -> (Arc<Journal>, Arc<Journal>) {
+    let j = journal(&dir.join("primary"), 8192);
+    let (replica, _) = Journal::create_or_open(
+        &dir.join("replica"),
+        j.config(),
+        false,
+        InitialPolicy::Inherit,
+    )
+    .unwrap();
+    (j, replica)
+}
+
 /// Issue 10 item 7: what "byte-identical" means for the one region a replica cannot copy. A writer
 /// that stalled past its lease keeps writing inside its (now abandoned) extent after the extent
 /// was shipped; the replica holds the extent's state word and zeros, and every other byte equals
@@ -892,14 +906,7 @@ fn verify_reports_a_garbage_consumer_area() {
 fn a_replica_holds_zeros_where_a_stalled_writer_scribbles_in_its_abandoned_extent() {
     use super::replica::{ByteSink, ByteSource};
     let dir = tempfile::tempdir().unwrap();
-    let j = journal(&dir.path().join("primary"), 8192);
-    let (replica, _) = Journal::create_or_open(
-        &dir.path().join("replica"),
-        j.config(),
-        false,
-        InitialPolicy::Inherit,
-    )
-    .unwrap();
+    let (j, replica) = primary_and_replica(dir.path());
     let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
     append(&mut app, b"first").unwrap();
     // A writer reserves 128 bytes, writes part of its payload and stalls past its lease.
@@ -1192,14 +1199,7 @@ fn a_replica_rolls_into_the_spare_file_prepared_in_the_background() {
     use super::replica::{ByteSink, ByteSource};
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
-    let j = journal(&dir.path().join("primary"), 8192);
-    let (replica, _) = Journal::create_or_open(
-        &dir.path().join("replica"),
-        j.config(),
-        false,
-        InitialPolicy::Inherit,
-    )
-    .unwrap();
+    let (j, replica) = primary_and_replica(dir.path());
     let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
     while j.list_segments().unwrap().len() < 3 {
         append(&mut app, &[7u8; 200]).unwrap();
