@@ -546,7 +546,11 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         ran: true,
         detail: "iceoryx2 0.10 crate, ipc publish/subscribe, two processes".into(),
     });
-    let want_redis = args.only.is_empty() || args.only.iter().any(|o| o.starts_with("redis"));
+    // The servers take part in the one-way and throughput workloads only: none is started for
+    // a run that selects none of those (e.g. `--workload replication`).
+    let peers_measured = peers_take_part(&args.workload);
+    let want_redis = peers_measured
+        && (args.only.is_empty() || args.only.iter().any(|o| o.starts_with("redis")));
     if want_redis {
         match workloads::redis::RedisStreams::start() {
             Ok(r) => {
@@ -564,7 +568,8 @@ fn run(args: &RunArgs) -> BoxResult<()> {
             }),
         }
     }
-    let want_nats = args.only.is_empty() || args.only.iter().any(|o| o.starts_with("nats"));
+    let want_nats =
+        peers_measured && (args.only.is_empty() || args.only.iter().any(|o| o.starts_with("nats")));
     if want_nats {
         match workloads::nats::NatsJetStream::start() {
             Ok(n) => {
@@ -698,6 +703,17 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         args.out.join("results.md").display()
     );
     Ok(())
+}
+
+/// Whether `--workload` selects a workload Redis and NATS take part in: one-way latency
+/// (`oneway@<rate>`) or throughput. Labels match by prefix, as in [`Suite::wanted_workload`].
+fn peers_take_part(workloads: &[String]) -> bool {
+    workloads.is_empty()
+        || workloads.iter().any(|w| {
+            "oneway@".starts_with(w.as_str())
+                || w.starts_with("oneway@")
+                || "throughput".starts_with(w.as_str())
+        })
 }
 
 /// Replication: asynchronous throughput and lag, synchronous acknowledgement latency.
@@ -1034,5 +1050,22 @@ fn main() {
     if let Err(e) = r {
         eprintln!("repliq-bench: {e}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peers_take_part;
+
+    #[test]
+    fn the_servers_start_only_for_workloads_they_take_part_in() {
+        let w = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert!(peers_take_part(&[]));
+        assert!(peers_take_part(&w(&["oneway@10k"])));
+        assert!(peers_take_part(&w(&["oneway"])));
+        assert!(peers_take_part(&w(&["throughput"])));
+        assert!(peers_take_part(&w(&["pingpong", "through"])));
+        assert!(!peers_take_part(&w(&["replication"])));
+        assert!(!peers_take_part(&w(&["pingpong", "enqueue", "extra"])));
     }
 }

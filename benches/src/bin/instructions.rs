@@ -173,7 +173,6 @@ fn worker(args: &[String]) -> BoxResult<()> {
     let [op, size, n, dir] = args else {
         return Err(usage().into());
     };
-
     let (size, n): (usize, u64) = (size.parse()?, n.parse()?);
     let tmp = tempfile::tempdir_in(dir)?;
     let path = tmp.path().join("q");
