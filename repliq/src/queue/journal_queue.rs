@@ -548,10 +548,10 @@ impl<T: Message> JournalQueue<T> {
     }
 
     /// Waits (up to `timeout`) until the file the next segment will be written to is prepared
-    /// in the background (allocated, its first 32 MiB faulted in), so that the first `enqueue`
-    /// after [`QueueOptions::create`] does not wait for it. For latency-sensitive producers that
-    /// start writing right after creating a queue; returns at once if nothing is being prepared.
-    /// `true` if nothing is left to wait for.
+    /// in the background (allocated, its first pre-fault window of 2–32 MiB faulted in), so that
+    /// the first `enqueue` after [`QueueOptions::create`] does not wait for it. For
+    /// latency-sensitive producers that start writing right after creating a queue; returns at
+    /// once if nothing is being prepared. `true` if nothing is left to wait for.
     pub fn warm_up(&self, timeout: Duration) -> bool {
         self.journal.wait_for_spare(timeout)
     }
