@@ -29,6 +29,8 @@
 //!   publishes the highest sequence that `required_acks` replicas hold ([`LeaderAction::Acked`]);
 //!   in [`ReplicationMode::Synchronous`] `enqueue` waits for that value to pass its record.
 
+#[cfg(test)]
+mod competing_test;
 #[cfg(feature = "replication")]
 mod embedded;
 mod follower;
@@ -54,7 +56,7 @@ mod test;
 
 #[cfg(feature = "replication")]
 pub use embedded::{EmbeddedReplication, ReplicatedQueue};
-pub use follower::{Follower, FollowerDecision, Refusal};
+pub use follower::{Follower, FollowerDecision, HelloAccepted, Refusal, StreamId};
 pub use leader::{Leader, LeaderAction, LeaderConfig};
 pub use observer::ReplicationObserver;
 #[cfg(feature = "replication")]
