@@ -93,10 +93,12 @@ pub async fn run(
             }),
     );
 
-    let election = election::spawn(&config, &node_name, stop_rx.clone())?;
+    let authorities = election::Authorities::default();
+    let election = election::spawn(&config, &node_name, authorities.clone(), stop_rx.clone())?;
     let primaries = tokio::spawn(run_primaries(
         config.clone(),
         node_name.clone(),
+        config.election.is_some().then_some(authorities),
         discovery.subscribe(),
         state.metrics.replication.clone(),
         stop_rx.clone(),
@@ -200,6 +202,7 @@ const SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100)
 async fn run_primaries(
     config: Config,
     node: String,
+    authorities: Option<election::Authorities>,
     mut peer_sets: tokio::sync::watch::Receiver<discovery::PeerSet>,
     metrics: metrics::ReplicationMetrics,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -256,6 +259,7 @@ async fn run_primaries(
             options.drain_timeout =
                 std::time::Duration::from_millis(config.server.shutdown_grace_ms);
             options.observer = Some(Arc::new(metrics.clone()));
+            options.authority = authorities.as_ref().map(|a| a.of(&dir));
             tracing::info!(queue = %dir.display(), replicas = peers.len(), "replicating");
             let (task_stop_tx, task_stop_rx) = tokio::sync::watch::channel(false);
             let mut all_stop = stop.clone();

@@ -553,6 +553,12 @@ async fn execute(
                 }
             }
             LeaderAction::Acked { next_seq } => {
+                if options.authority.as_ref().is_some_and(|a| !a.holds()) {
+                    // The lease ran out (this process may have been paused through a
+                    // failover): nothing more is acknowledged; the election fences the queue.
+                    tracing::debug!(queue = %queue, next_seq, "lease not held: acknowledgement withheld");
+                    continue;
+                }
                 let meta = &journal.meta;
                 meta.acked().fetch_max(next_seq, Ordering::SeqCst);
                 notify::wake(meta.ack_notify(), meta.ack_waiters());

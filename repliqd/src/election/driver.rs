@@ -82,6 +82,9 @@ struct QueueElection<B> {
     timing: Timing,
     origin: Instant,
     unreachable_logged: bool,
+    /// Extended to the lease's validity after every round: the replication task acknowledges
+    /// writes only while it holds.
+    authority: repliq::replication::Authority,
 }
 
 impl<B: LeaseBackend> QueueElection<B> {
@@ -194,6 +197,8 @@ impl<B: LeaseBackend> QueueElection<B> {
         if !late.is_empty() {
             Box::pin(self.execute(late)).await;
         }
+        self.authority
+            .grant_until(self.deadline().map(Instant::into_std));
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
@@ -223,6 +228,7 @@ pub async fn run<B: LeaseBackend>(
     node: String,
     root: PathBuf,
     timing: Timing,
+    authorities: super::Authorities,
     stop: watch::Receiver<bool>,
 ) {
     tracing::info!(backend = %backend.describe(), "automatic failover by lease");
@@ -256,6 +262,7 @@ pub async fn run<B: LeaseBackend>(
                 timing,
                 origin,
                 unreachable_logged: false,
+                authority: authorities.of(&dir),
             };
             running.insert(dir, tokio::spawn(election.run(stop.clone())));
         }

@@ -112,9 +112,33 @@ pub mod kubernetes;
 /// # Errors
 ///
 /// [`QueueError::InvalidConfig`] if the Kubernetes backend is selected outside a cluster.
+/// The lease validity of every queue this node elects, by queue directory: the election extends
+/// it at each renewal, the queue's replication task publishes acknowledgements only while it
+/// holds ([`repliq::replication::Authority`]).
+#[derive(Debug, Clone, Default)]
+pub struct Authorities(
+    std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, repliq::replication::Authority>>,
+    >,
+);
+
+impl Authorities {
+    /// The authority of the queue in `dir` (held by nobody until its election grants it).
+    #[must_use]
+    pub fn of(&self, dir: &std::path::Path) -> repliq::replication::Authority {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(dir.to_path_buf())
+            .or_default()
+            .clone()
+    }
+}
+
 pub fn spawn(
     config: &crate::Config,
     node: &str,
+    authorities: Authorities,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, QueueError> {
     let Some(e) = &config.election else {
@@ -136,6 +160,7 @@ pub fn spawn(
                 node,
                 root,
                 timing,
+                authorities,
                 stop,
             ))
         }
@@ -158,6 +183,7 @@ pub fn spawn(
                 node,
                 root,
                 timing,
+                authorities,
                 stop,
             ))
         }
