@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod election;
 mod http;
 pub mod metrics;
+pub mod root_lock;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,6 +53,8 @@ pub async fn run(
     let root = config.queue.persistence.path.clone();
     std::fs::create_dir_all(&root)
         .map_err(|e| QueueError::io(format!("creating {}", root.display()), e))?;
+    // One daemon per persistence path, for as long as this one runs.
+    let _root_lock = root_lock::RootLock::acquire(&root, &node_name)?;
     write_node_policy(&config, &node_name)?;
     let grpc_listener = bind(config.server.grpc_listen, "gRPC").await?;
     let http_listener = bind(config.server.http_listen, "HTTP").await?;
