@@ -368,7 +368,13 @@ fn a_paused_primary_resumes_fenced_after_the_lease_moved() {
         })
     };
     wait_until("500 acknowledged writes on a", || {
-        outcomes.lock().unwrap().iter().filter(|o| o.1.is_some()).count() >= 500
+        outcomes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|o| o.1.is_some())
+            .count()
+            >= 500
     });
     signal(&nodes[0], libc::SIGSTOP);
     let before_pause = outcomes.lock().unwrap().len();
@@ -416,7 +422,10 @@ fn a_paused_primary_resumes_fenced_after_the_lease_moved() {
     if !late.is_empty() {
         for n in &nodes {
             eprintln!("==== {} ====", n.name);
-            eprintln!("{}", std::fs::read_to_string(n.log_path()).unwrap_or_default());
+            eprintln!(
+                "{}",
+                std::fs::read_to_string(n.log_path()).unwrap_or_default()
+            );
         }
     }
     assert!(

@@ -118,7 +118,9 @@ pub mod kubernetes;
 #[derive(Debug, Clone, Default)]
 pub struct Authorities(
     std::sync::Arc<
-        std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, repliq::replication::Authority>>,
+        std::sync::Mutex<
+            std::collections::HashMap<std::path::PathBuf, repliq::replication::Authority>,
+        >,
     >,
 );
 
