@@ -82,11 +82,15 @@ pub async fn run(
             .into_future(),
     );
 
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(std::time::Duration::from_secs(10)));
     let mut grpc_stop = stop_rx.clone();
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
+            // A primary that vanished without a FIN: its stream ends in seconds, not minutes.
+            .http2_keepalive_interval(Some(repliq::replication::STREAM_KEEPALIVE))
+            .http2_keepalive_timeout(Some(repliq::replication::STREAM_KEEPALIVE_TIMEOUT))
             .add_service(
                 ReplicaService::with_peers(root.clone(), accepted_peers(&discovery, &node_name))
                     .into_server(),
