@@ -7,6 +7,7 @@ pub mod election;
 mod http;
 pub mod metrics;
 pub mod root_lock;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,23 +83,47 @@ pub async fn run(
             .into_future(),
     );
 
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(std::time::Duration::from_secs(10)));
     let mut grpc_stop = stop_rx.clone();
-    let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            // A primary that vanished without a FIN: its stream ends in seconds, not minutes.
-            .http2_keepalive_interval(Some(repliq::replication::STREAM_KEEPALIVE))
-            .http2_keepalive_timeout(Some(repliq::replication::STREAM_KEEPALIVE_TIMEOUT))
-            .add_service(
-                ReplicaService::with_peers(root.clone(), accepted_peers(&discovery, &node_name))
-                    .into_server(),
+    let grpc_shutdown = async move {
+        let _ = grpc_stop.wait_for(|s| *s).await;
+    };
+    let service = ReplicaService::with_peers(root.clone(), accepted_peers(&discovery, &node_name));
+    let grpc_server = tonic::transport::Server::builder()
+        // A primary that vanished without a FIN: its stream ends in seconds, not minutes.
+        .http2_keepalive_interval(Some(repliq::replication::STREAM_KEEPALIVE))
+        .http2_keepalive_timeout(Some(repliq::replication::STREAM_KEEPALIVE_TIMEOUT));
+    let grpc_task = match &config.server.tls {
+        Some(files) => {
+            let reloading = Arc::new(
+                tls::ReloadingConfig::new(files.clone())
+                    .map_err(|e| QueueError::InvalidConfig(format!("server.tls: {e}")))?,
+            );
+            let mut grpc_server = grpc_server;
+            tokio::spawn(
+                grpc_server
+                    .add_service(service.authenticated().into_server())
+                    .serve_with_incoming_shutdown(
+                        tls::incoming(grpc_listener, reloading),
+                        grpc_shutdown,
+                    ),
             )
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = grpc_stop.wait_for(|s| *s).await;
-            }),
-    );
+        }
+        None => {
+            tracing::warn!(
+                "server.tls is not set: replication streams are plain text and peers are not \
+                 authenticated (anyone who reaches the gRPC port can claim a peer's name)"
+            );
+            let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(std::time::Duration::from_secs(10)));
+            let mut grpc_server = grpc_server;
+            tokio::spawn(
+                grpc_server
+                    .add_service(service.into_server())
+                    .serve_with_incoming_shutdown(incoming, grpc_shutdown),
+            )
+        }
+    };
 
     let authorities = election::Authorities::default();
     let election = election::spawn(&config, &node_name, authorities.clone(), stop_rx.clone())?;
@@ -267,6 +292,7 @@ async fn run_primaries(
                 std::time::Duration::from_millis(config.server.shutdown_grace_ms);
             options.observer = Some(Arc::new(metrics.clone()));
             options.authority = authorities.as_ref().map(|a| a.of(&dir));
+            options.tls = config.server.tls.as_ref().map(config::TlsConfig::files);
             tracing::info!(queue = %dir.display(), replicas = peers.len(), "replicating");
             let (task_stop_tx, task_stop_rx) = tokio::sync::watch::channel(false);
             let mut all_stop = stop.clone();

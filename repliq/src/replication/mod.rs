@@ -53,6 +53,8 @@ mod replica_service;
 mod state;
 #[cfg(test)]
 mod test;
+#[cfg(feature = "tls")]
+mod tls;
 
 #[cfg(feature = "replication")]
 pub use embedded::{EmbeddedReplication, ReplicatedQueue};
@@ -71,6 +73,8 @@ pub use primary::run_primary;
 #[cfg(feature = "replication")]
 pub use replica_service::ReplicaService;
 pub use state::{ReplicationState, Role, STATE_FILE};
+#[cfg(feature = "tls")]
+pub use tls::TlsFiles;
 
 /// When `enqueue` returns on a replicated queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

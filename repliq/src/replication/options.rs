@@ -60,6 +60,9 @@ pub struct PrimaryOptions {
     /// primary is elected; `None`: for as long as its state says it is the primary (manual
     /// promotion).
     pub authority: Option<Authority>,
+    /// Mutual TLS to the replicas (feature `tls`): `None` streams in plain text.
+    #[cfg(feature = "tls")]
+    pub tls: Option<super::TlsFiles>,
 }
 
 /// Until when a primary may acknowledge writes: the validity of the lease that made it primary,
@@ -129,6 +132,8 @@ impl PrimaryOptions {
             max_replica_lag_segments: Some(DEFAULT_MAX_REPLICA_LAG_SEGMENTS),
             observer: None,
             authority: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

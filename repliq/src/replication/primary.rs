@@ -214,11 +214,16 @@ pub async fn run_primary(
     // (a subscription waits for the watcher's first report, below).
     let (conn_stop_tx, conn_stop) = watch::channel(false);
     for replica in &options.replicas {
+        #[cfg(feature = "tls")]
+        let tls = options.tls.clone();
+        #[cfg(not(feature = "tls"))]
+        let tls = ();
         tokio::spawn(connection(
             replica.clone(),
             hello.clone(),
             events_tx.clone(),
             conn_stop.clone(),
+            tls,
         ));
     }
     let watcher_stop = Arc::new(AtomicBool::new(false));
@@ -622,15 +627,22 @@ fn empty_frame(leader: &Leader, at: u64) -> PrimaryMessage {
 }
 
 /// Keeps a stream to one replica open, reconnecting with backoff.
+/// The client side's TLS files, where the feature exists.
+#[cfg(feature = "tls")]
+type ClientTls = Option<super::TlsFiles>;
+#[cfg(not(feature = "tls"))]
+type ClientTls = ();
+
 async fn connection(
     replica: ReplicaAddr,
     hello: Hello,
     events: mpsc::Sender<Event>,
     mut stop: watch::Receiver<bool>,
+    tls: ClientTls,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let attempt = connect_once(&replica, &hello, &events);
+        let attempt = connect_once(&replica, &hello, &events, &tls);
         let result = tokio::select! {
             r = attempt => r,
             _ = stop.wait_for(|s| *s) => return,
@@ -666,6 +678,7 @@ async fn connect_once(
     replica: &ReplicaAddr,
     hello: &Hello,
     events: &mpsc::Sender<Event>,
+    tls: &ClientTls,
 ) -> Result<()> {
     let err = |what: &str, e: &dyn std::fmt::Display| {
         QueueError::Replication(ReplicationError::PeerUnreachable {
@@ -673,16 +686,34 @@ async fn connect_once(
             reason: format!("{what}: {e}"),
         })
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", replica.address))
-        .map_err(|e| err("bad address", &e))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2))
-        // A replica that vanished without a FIN is found in seconds (see `STREAM_KEEPALIVE`);
-        // the next attempt resolves its address again.
-        .http2_keep_alive_interval(super::STREAM_KEEPALIVE)
-        .keep_alive_timeout(super::STREAM_KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .tcp_keepalive(Some(Duration::from_secs(10)));
+    #[cfg(feature = "tls")]
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    #[cfg(not(feature = "tls"))]
+    let (scheme, ()) = ("http", *tls);
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", replica.address))
+            .map_err(|e| err("bad address", &e))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
+            // A replica that vanished without a FIN is found in seconds (see `STREAM_KEEPALIVE`);
+            // the next attempt resolves its address again.
+            .http2_keep_alive_interval(super::STREAM_KEEPALIVE)
+            .keep_alive_timeout(super::STREAM_KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .tcp_keepalive(Some(Duration::from_secs(10)));
+    // The files are read on every attempt: a rotated certificate is used by the next one.
+    #[cfg(feature = "tls")]
+    let endpoint = match tls.as_ref() {
+        Some(files) => {
+            let config = files
+                .client_config(&replica.name)
+                .map_err(|e| err("TLS configuration", &e))?;
+            endpoint
+                .tls_config(config)
+                .map_err(|e| err("TLS configuration", &e))?
+        }
+        None => endpoint,
+    };
     let channel = endpoint.connect().await.map_err(|e| err("connect", &e))?;
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(64 << 20)

@@ -38,6 +38,9 @@ pub struct ReplicaService {
     root: PathBuf,
     peers: PeerSet,
     queues: Arc<Mutex<HashMap<String, Arc<SharedQueue>>>>,
+    /// Streams must come over mutual TLS from a certificate issued to the `Hello`'s name.
+    #[cfg(feature = "tls")]
+    authenticate: bool,
 }
 
 /// One queue as every stream to it sees it.
@@ -90,7 +93,21 @@ impl ReplicaService {
             root,
             peers,
             queues: Arc::default(),
+            #[cfg(feature = "tls")]
+            authenticate: false,
         }
+    }
+
+    /// Requires every stream to come over mutual TLS from a client whose certificate is issued
+    /// to the name in its `Hello` (which must also be a peer): the name cannot be claimed by
+    /// anyone else. Serve the service from a TLS acceptor that asks for client certificates
+    /// (`repliqd` does, when `server.tls` is configured); a stream without one is refused
+    /// (`NOT_A_PEER`) before anything on disk is read or written.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn authenticated(mut self) -> Self {
+        self.authenticate = true;
+        self
     }
 
     fn queue(&self, name: &str) -> Arc<SharedQueue> {
@@ -128,12 +145,19 @@ impl Replication for ReplicaService {
         &self,
         request: Request<Streaming<PrimaryMessage>>,
     ) -> std::result::Result<Response<Self::ReplicateStream>, Status> {
+        #[cfg(feature = "tls")]
+        let peer: PeerCerts = request
+            .extensions()
+            .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+            .and_then(tonic::transport::server::TlsConnectInfo::peer_certs);
+        #[cfg(not(feature = "tls"))]
+        let peer: PeerCerts = ();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let service = self.clone();
         tokio::spawn(async move {
             if let Err((reason, detail, epoch, next_seq)) =
-                serve_stream(&service, inbound, &tx).await
+                serve_stream(&service, peer, inbound, &tx).await
             {
                 tracing::warn!(?reason, %detail, "replication stream refused");
                 let refused = Refused {
@@ -154,6 +178,12 @@ impl Replication for ReplicaService {
 }
 
 type Refusing = (refused::Reason, String, u64, u64);
+
+/// The client's certificate chain, as the TLS handshake verified it.
+#[cfg(feature = "tls")]
+type PeerCerts = Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>;
+#[cfg(not(feature = "tls"))]
+type PeerCerts = ();
 
 fn storage(e: impl std::fmt::Display) -> Refusing {
     (refused::Reason::Storage, e.to_string(), 0, 0)
@@ -270,6 +300,7 @@ async fn reply(tx: &ReplyTx, kind: replica_message::Kind) -> std::result::Result
 
 async fn serve_stream(
     service: &ReplicaService,
+    peer: PeerCerts,
     mut inbound: Streaming<PrimaryMessage>,
     tx: &ReplyTx,
 ) -> std::result::Result<(), Refusing> {
@@ -291,6 +322,26 @@ async fn serve_stream(
             0,
         ));
     }
+    #[cfg(feature = "tls")]
+    if service.authenticate {
+        let checked = match &peer {
+            Some(certs) => super::tls::check_peer_identity(certs, &hello.primary),
+            None => Err("the stream did not come over mutual TLS".into()),
+        };
+        if let Err(why) = checked {
+            return Err((
+                refused::Reason::NotAPeer,
+                format!(
+                    "{:?} is not authenticated: {why}; replication of {:?} refused",
+                    hello.primary, hello.queue
+                ),
+                0,
+                0,
+            ));
+        }
+    }
+    #[cfg(not(feature = "tls"))]
+    let () = peer;
     let root = service.root.clone();
     let (journal, dir) = blocking(|| open_replica(&root, &hello))?;
     let shared = service.queue(&hello.queue);
