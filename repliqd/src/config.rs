@@ -28,6 +28,7 @@
 //!   grpc_listen: 0.0.0.0:31337
 //!   http_listen: 0.0.0.0:9100
 //!   shutdown_grace_ms: 10000
+//!   failure_linger_ms: 1000    # a task stopped: 503 this long, then exit 1
 //! election:                    # optional: automatic failover by a lease (see `election`)
 //!   backend: etcd              # or kubernetes (a coordination.k8s.io/v1 Lease per queue)
 //!   endpoints: [http://127.0.0.1:2379]
@@ -182,6 +183,10 @@ pub struct Server {
     /// How long a SIGTERM waits for replicas to catch up before exiting.
     #[serde(default = "default_grace")]
     pub shutdown_grace_ms: u64,
+    /// After a task of the daemon stopped unexpectedly: how long `/healthz` and `/readyz` answer
+    /// 503 naming it before the daemon drains and exits with status 1.
+    #[serde(default = "default_failure_linger")]
+    pub failure_linger_ms: u64,
 }
 
 impl Default for Server {
@@ -190,6 +195,7 @@ impl Default for Server {
             grpc_listen: default_grpc(),
             http_listen: default_http(),
             shutdown_grace_ms: default_grace(),
+            failure_linger_ms: default_failure_linger(),
         }
     }
 }
@@ -202,6 +208,9 @@ fn default_http() -> SocketAddr {
 }
 fn default_grace() -> u64 {
     10_000
+}
+fn default_failure_linger() -> u64 {
+    1_000
 }
 
 mod mode {
