@@ -44,10 +44,15 @@ for p in d["panels"]:
 print(f"dashboard: {len(ids)} panels, {sum(len(p['targets']) for p in d['panels'])} queries")
 PY
 
-echo "== build repliqd and the load generator"
-cargo build -p repliqd --bin repliqd
-cargo build -p repliq-tests --bin queue_worker
 target=${CARGO_TARGET_DIR:-target}
+# .ci/run sets REPLIQ_OBS_PREBUILT=1: `cargo test --workspace` has just built both binaries, and
+# building them with `-p` would compile much again under other feature unification.
+if [ "${REPLIQ_OBS_PREBUILT:-0}" = 1 ] && [ -x "$target/debug/repliqd" ] && [ -x "$target/debug/queue_worker" ]; then
+    echo "== using the binaries cargo test built"
+else
+    echo "== build repliqd and the load generator"
+    cargo build -p repliqd --bin repliqd -p repliq-tests --bin queue_worker
+fi
 
 echo "== a real Prometheus scraping a three-node cluster"
 python3 .ci/observability_check.py --repo "$repo" \
