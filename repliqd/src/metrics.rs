@@ -737,3 +737,43 @@ impl Collector for ProcessCollector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn the_text_format_names_counters_with_total_and_drops_openmetrics_lines() {
+        let metrics = Metrics::new(
+            std::env::temp_dir().join("repliq-no-such-root"),
+            Arc::default(),
+        );
+        metrics
+            .replication
+            .replicated_records
+            .get_or_create(&replica_labels("q", "b"))
+            .inc_by(3);
+        let open = metrics.encode().unwrap();
+        assert!(
+            open.contains("# TYPE repliq_replicated_records counter\n"),
+            "{open}"
+        );
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        let text = to_prometheus_text(&open);
+        assert!(text.contains("# HELP repliq_replicated_records_total Records acknowledged"));
+        assert!(text.contains("# TYPE repliq_replicated_records_total counter\n"));
+        assert!(text.contains("repliq_replicated_records_total{queue=\"q\",replica=\"b\"} 3\n"));
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        // Every family has help text.
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(types, helps, "{text}");
+    }
+}

@@ -1,6 +1,7 @@
 //! The daemon supervises its tasks: a gRPC task that fails makes `/healthz` and `/readyz` answer
-//! 503 naming it, then the daemon exits with status 1 after one ERROR log line; and a replica's
-//! daemon stops promptly on SIGTERM although its primary keeps the replication stream open.
+//! 503 naming it, then the daemon exits with status 1 (its JSON log names the task); and a
+//! replica's daemon stops promptly on SIGTERM although its primary keeps the replication stream
+//! open.
 
 mod support;
 
@@ -49,6 +50,7 @@ fn a_failed_grpc_task_makes_the_daemon_unready_then_exit_non_zero() {
     );
     let log = std::fs::File::create(daemon.log_path()).unwrap();
     let mut child = repliqd(&daemon.config, "a", "info")
+        .args(["--log-format", "json"])
         .env(repliqd::TEST_FAIL_GRPC_AFTER_MS, "1500")
         .stdout(Stdio::piped())
         .stderr(log)
@@ -99,17 +101,44 @@ fn a_failed_grpc_task_makes_the_daemon_unready_then_exit_non_zero() {
         "the gRPC listener is closed"
     );
 
-    // Then it exits with status 1, after exactly one ERROR line naming the task.
+    // Then it exits with status 1. The log is JSON to its last line: one ERROR line naming the
+    // task when it stopped, one when the process exits.
     let status = wait_exit(&mut child, Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "exit status {status}");
     let log = std::fs::read_to_string(daemon.log_path()).unwrap();
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
-    assert_eq!(errors.len(), 1, "{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for line in &lines {
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(line[key].is_string(), "no {key} in {line}");
+        }
+        assert!(line.get("fields").is_none(), "fields are flattened: {line}");
+    }
+    let listening = lines
+        .iter()
+        .find(|l| l["message"] == "repliqd listening")
+        .unwrap();
+    assert_eq!(listening["node"], "a");
+    let errors: Vec<&serde_json::Value> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert_eq!(errors.len(), 2, "{log}");
+    assert_eq!(errors[0]["task"], "grpc", "{log}");
     assert!(
-        errors[0].contains("grpc") && errors[0].contains("exiting with status 1"),
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exiting with status 1"),
         "{log}"
     );
-    assert!(log.contains("the daemon task `grpc` stopped"), "{log}");
+    assert!(
+        errors[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("the daemon task `grpc` stopped"),
+        "{log}"
+    );
+    assert!(std::ptr::eq(errors[1], lines.last().unwrap()), "{log}");
 }
 
 #[test]
