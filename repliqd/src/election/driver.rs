@@ -268,13 +268,15 @@ impl<B: LeaseBackend> QueueElection<B> {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         // Every series exists from the start (at 0), so rates and alerts see the first event.
         let labels = self.labels();
-        self.metrics.renewals.get_or_create(&labels);
-        self.metrics.takeovers.get_or_create(&labels);
-        self.metrics.fences.get_or_create(&labels);
+        drop(self.metrics.renewals.get_or_create(&labels));
+        drop(self.metrics.takeovers.get_or_create(&labels));
+        drop(self.metrics.fences.get_or_create(&labels));
         for reason in ["conflict", "unreachable"] {
-            self.metrics
-                .failures
-                .get_or_create(&ElectionMetrics::failure(&self.queue, reason));
+            drop(
+                self.metrics
+                    .failures
+                    .get_or_create(&ElectionMetrics::failure(&self.queue, reason)),
+            );
         }
         let mut interval = tokio::time::interval(self.timing.retry_period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
