@@ -101,7 +101,11 @@ pub async fn run(
 
     let incoming =
         tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-    let accepted = PeerSet::of(peer_names(&discovery.current(), &node_name));
+    let current = discovery.current();
+    health
+        .discovery_ready
+        .store(current.ready, Ordering::Release);
+    let accepted = PeerSet::of(peer_names(&current, &node_name));
     let service = closing::Closing::new(
         ReplicaService::with_peers(root.clone(), accepted.clone()).into_server(),
         stop_rx.clone(),
@@ -112,8 +116,10 @@ pub async fn run(
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .map(std::time::Duration::from_millis);
+    // Serving from now on: the listener is bound, connections wait in its backlog until the
+    // task accepts them.
+    health.grpc_serving.store(true, Ordering::Release);
     tasks.spawn("grpc", async move {
-        grpc_health.grpc_serving.store(true, Ordering::Release);
         let serve = tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {
