@@ -9,6 +9,7 @@
 #
 # Needs: python3, cargo, etcd (.ci/install-etcd.sh); installs prometheus (promtool) if missing.
 set -euo pipefail
+GRAFANA_SDK='grafana-foundation-sdk==1769699998!10.1.0'
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
@@ -43,6 +44,14 @@ for p in d["panels"]:
     assert p["targets"] and all(t["expr"] and t["refId"] for t in p["targets"]), p["title"]
 print(f"dashboard: {len(ids)} panels, {sum(len(p['targets']) for p in d['panels'])} queries")
 PY
+
+echo "== the dashboard against Grafana's dashboard model (grafana-foundation-sdk, pinned, in a venv)"
+venv=${REPLIQ_OBS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/repliq-obs-venv}
+if ! "$venv/bin/python" -c 'import grafana_foundation_sdk' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$GRAFANA_SDK"
+fi
+"$venv/bin/python" .ci/dashboard_schema.py deploy/grafana/repliq.json
 
 target=${CARGO_TARGET_DIR:-target}
 # .ci/run sets REPLIQ_OBS_PREBUILT=1: `cargo test --workspace` has just built both binaries, and
