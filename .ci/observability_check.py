@@ -309,12 +309,21 @@ def run(args, work, cluster):
     new = wait_for("a new primary with epoch >= 2", 60, new_primary)
     note(f"{new} became primary {time.time() - killed_at:.1f}s after the kill (in Prometheus)")
     queue_new = os.path.join(roots[new], "orders")
-    cluster.spawn("producer-new", [args.worker, "produce", queue_new, "2", "100000", "2500"],
-                  stdout=subprocess.DEVNULL)
+    producers = iter(range(2, 50))
+
+    def keep_producing():
+        # A synchronous write times out (and the worker exits) while no replica of the new
+        # primary has subscribed yet: start another producer then.
+        p = cluster.procs.get("producer-new")
+        if p is None or p.poll() is not None:
+            cluster.spawn("producer-new", [args.worker, "produce", queue_new, str(next(producers)),
+                                           "100000", "2500"], stdout=subprocess.DEVNULL)
+
+    keep_producing()
     start("a")
-    wait_for("a to rejoin as a replica", 60, lambda: prom_query(
+    wait_for("a to rejoin as a replica", 60, lambda: keep_producing() or prom_query(
         prom, 'repliq_queue_primary{queue="orders", node="a"} == 0'))
-    wait_for(f"{new} to replicate to a", 60, lambda: prom_query(
+    wait_for(f"{new} to replicate to a", 60, lambda: keep_producing() or prom_query(
         prom, f'rate(repliq_replicated_records_total{{node="{new}", queue="orders", replica="a"}}[5s]) > 0'))
     time.sleep(6)
     t_end = time.time()

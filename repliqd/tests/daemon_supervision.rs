@@ -46,7 +46,7 @@ fn a_failed_grpc_task_makes_the_daemon_unready_then_exit_non_zero() {
     let daemon = Daemon::new(dir.path(), "a", "asynchronous", &[], support::free_port());
     set_server_option(
         &daemon,
-        "  shutdown_grace_ms: 2000\n  failure_linger_ms: 4000",
+        "  shutdown_grace_ms: 2000\n  failure_linger_ms: 8000",
     );
     let log = std::fs::File::create(daemon.log_path()).unwrap();
     let mut child = repliqd(&daemon.config, "a", "info")
