@@ -223,10 +223,11 @@ pub async fn run(
 }
 
 /// Waits for every task but HTTP to end after the stop signal: replication drains (up to the
-/// grace period), the gRPC server closes its streams at once ([`closing`]); whatever still runs
-/// after the grace period is cancelled.
+/// grace period, which its tasks keep themselves), the gRPC server closes its streams at once
+/// ([`closing`]); whatever still runs a second after the grace period is cancelled.
 async fn drain(tasks: &mut supervise::Tasks, config: &Config) {
-    let grace = std::time::Duration::from_millis(config.server.shutdown_grace_ms);
+    let grace = std::time::Duration::from_millis(config.server.shutdown_grace_ms)
+        + std::time::Duration::from_secs(1);
     let deadline = tokio::time::Instant::now() + grace;
     let others = |tasks: &supervise::Tasks| tasks.names().iter().any(|n| *n != "http");
     let mut cancelled = false;
