@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod election;
 mod http;
 pub mod metrics;
+pub mod root_lock;
 pub mod scan;
 pub mod supervise;
 
@@ -65,6 +66,8 @@ pub async fn run(
     let root = config.queue.persistence.path.clone();
     std::fs::create_dir_all(&root)
         .map_err(|e| QueueError::io(format!("creating {}", root.display()), e))?;
+    // One daemon per persistence path, for as long as this one runs.
+    let _root_lock = root_lock::RootLock::acquire(&root, &node_name)?;
     write_node_policy(&config, &node_name)?;
     let grpc_listener = bind(config.server.grpc_listen, "gRPC").await?;
     let http_listener = bind(config.server.http_listen, "HTTP").await?;
@@ -158,8 +161,14 @@ pub async fn run(
             stop_rx.clone(),
         ),
     );
-    if let Some(election) = election::start(&config, &node_name, stop_rx.clone(), election_metrics)?
-    {
+    let authorities = election::Authorities::default();
+    if let Some(election) = election::start(
+        &config,
+        &node_name,
+        authorities.clone(),
+        stop_rx.clone(),
+        election_metrics,
+    )? {
         tasks.spawn("election", election);
     }
     tasks.spawn(
@@ -167,6 +176,7 @@ pub async fn run(
         run_primaries(
             config.clone(),
             node_name.clone(),
+            config.election.is_some().then_some(authorities),
             discovery.subscribe(),
             replication_metrics,
             stop_rx.clone(),
@@ -344,6 +354,7 @@ type Running = (
 async fn run_primaries(
     config: Config,
     node: String,
+    authorities: Option<election::Authorities>,
     mut peer_sets: tokio::sync::watch::Receiver<discovery::PeerSet>,
     metrics: metrics::ReplicationMetrics,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -402,6 +413,7 @@ async fn run_primaries(
             options.drain_timeout =
                 std::time::Duration::from_millis(config.server.shutdown_grace_ms);
             options.observer = Some(Arc::new(metrics.clone()));
+            options.authority = authorities.as_ref().map(|a| a.of(&dir));
             tracing::info!(queue = %dir.display(), replicas = peers.len(), "replicating");
             let (task_stop_tx, task_stop_rx) = tokio::sync::watch::channel(false);
             let task = tokio::spawn(run_primary(dir.clone(), options, task_stop_rx));

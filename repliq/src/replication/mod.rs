@@ -29,6 +29,8 @@
 //!   publishes the highest sequence that `required_acks` replicas hold ([`LeaderAction::Acked`]);
 //!   in [`ReplicationMode::Synchronous`] `enqueue` waits for that value to pass its record.
 
+#[cfg(test)]
+mod competing_test;
 #[cfg(feature = "replication")]
 mod embedded;
 mod follower;
@@ -54,11 +56,11 @@ mod test;
 
 #[cfg(feature = "replication")]
 pub use embedded::{EmbeddedReplication, ReplicatedQueue};
-pub use follower::{Follower, FollowerDecision, Refusal};
+pub use follower::{Follower, FollowerDecision, HelloAccepted, Refusal, StreamId};
 pub use leader::{Leader, LeaderAction, LeaderConfig};
 pub use observer::ReplicationObserver;
 #[cfg(feature = "replication")]
-pub use options::{DEFAULT_MAX_REPLICA_LAG_SEGMENTS, PrimaryOptions, ReplicaAddr};
+pub use options::{Authority, DEFAULT_MAX_REPLICA_LAG_SEGMENTS, PrimaryOptions, ReplicaAddr};
 #[cfg(feature = "replication")]
 pub use peers::PeerSet;
 #[cfg(feature = "replication")]

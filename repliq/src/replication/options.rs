@@ -1,7 +1,9 @@
 //! How the primary side replicates a queue: [`PrimaryOptions`] and the replicas' addresses.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::{ReplicationMode, ReplicationObserver};
 
@@ -44,6 +46,55 @@ pub struct PrimaryOptions {
     pub max_replica_lag_segments: Option<u64>,
     /// Told about acknowledgements, bytes sent and lag (the daemon's metrics), if set.
     pub observer: Option<Arc<dyn ReplicationObserver>>,
+    /// Until when this node may acknowledge writes as the primary (a lease it holds), if the
+    /// primary is elected; `None`: for as long as its state says it is the primary (manual
+    /// promotion).
+    pub authority: Option<Authority>,
+}
+
+/// Until when a primary may acknowledge writes: the validity of the lease that made it primary,
+/// shared by the election (which extends it at each renewal) and the replication task (which
+/// publishes acknowledgements only while it holds).
+///
+/// A primary paused past its lease (a long GC pause, a frozen VM, `SIGSTOP`) may resume with
+/// acknowledgements of its replicas still in flight, from before they learned of the next
+/// epoch: they are not published once the lease has run out, so no `enqueue` returns `Ok` for a
+/// record the next primary may not hold. The monotonic clock keeps running while a process is
+/// stopped, so a resumed process sees at once that its lease ran out.
+#[derive(Debug, Clone, Default)]
+pub struct Authority {
+    /// Nanoseconds after [`origin`] until which acknowledgements may be published (0: none).
+    until: Arc<AtomicU64>,
+}
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+impl Authority {
+    /// An authority that holds nothing until [`grant_until`](Self::grant_until).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Acknowledgements may be published until `deadline`; `None` revokes.
+    pub fn grant_until(&self, deadline: Option<Instant>) {
+        let nanos = deadline.map_or(0, |d| {
+            u64::try_from(d.saturating_duration_since(origin()).as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        });
+        self.until.store(nanos, Ordering::Release);
+    }
+
+    /// Whether acknowledgements may be published now.
+    #[must_use]
+    pub fn holds(&self) -> bool {
+        let until = self.until.load(Ordering::Acquire);
+        until != 0 && (origin().elapsed().as_nanos() as u64) < until
+    }
 }
 
 impl PrimaryOptions {
@@ -67,6 +118,7 @@ impl PrimaryOptions {
             ack_timeout: Duration::from_secs(5),
             max_replica_lag_segments: Some(DEFAULT_MAX_REPLICA_LAG_SEGMENTS),
             observer: None,
+            authority: None,
         }
     }
 }

@@ -267,6 +267,9 @@ pub async fn run_primary(
                         continue;
                     }
                     _ = report.tick() => {
+                        if options.authority.is_some() {
+                            publish_acked(&journal, &queue, leader.acked(), &options);
+                        }
                         report_health(&journal, &queue, &leader, &links, &mut health, &options);
                         cursors.check(leader.next_seq(), options.observer.as_ref());
                         continue;
@@ -382,6 +385,10 @@ pub async fn run_primary(
         if let Err(e) = execute(&journal, &queue, &mut leader, &mut links, actions, &options).await
         {
             break Err(e);
+        }
+        if options.authority.is_some() {
+            // What was withheld while the lease was not (yet) held.
+            publish_acked(&journal, &queue, leader.acked(), &options);
         }
         if let Some(deadline) = stopping {
             let caught_up = leader.lag().values().all(|&l| l == 0);
@@ -552,11 +559,7 @@ async fn execute(
                     }
                 }
             }
-            LeaderAction::Acked { next_seq } => {
-                let meta = &journal.meta;
-                meta.acked().fetch_max(next_seq, Ordering::SeqCst);
-                notify::wake(meta.ack_notify(), meta.ack_waiters());
-            }
+            LeaderAction::Acked { next_seq } => publish_acked(journal, queue, next_seq, options),
             LeaderAction::StepDown { epoch } => {
                 // Become a replica of the newer primary. The epoch stays the one this node has
                 // data of: the new primary's first frame then moves aside whatever this node
@@ -574,6 +577,24 @@ async fn execute(
         }
     }
     Ok(())
+}
+
+/// Publishes the acknowledged sequence where synchronous producers wait for it, if this node
+/// may acknowledge: while the lease that made it primary holds ([`Authority`](super::Authority)).
+/// A primary paused through a failover (its lease ran out) may still get acknowledgements its
+/// replicas sent before they learned of the next epoch: they are withheld, and published later
+/// only if the lease holds again (the loop retries with [`Leader::acked`]).
+fn publish_acked(journal: &Journal, queue: &str, next_seq: u64, options: &PrimaryOptions) {
+    let meta = &journal.meta;
+    if meta.acked().load(Ordering::Acquire) >= next_seq {
+        return;
+    }
+    if options.authority.as_ref().is_some_and(|a| !a.holds()) {
+        tracing::debug!(queue = %queue, next_seq, "lease not held: acknowledgement withheld");
+        return;
+    }
+    meta.acked().fetch_max(next_seq, Ordering::SeqCst);
+    notify::wake(meta.ack_notify(), meta.ack_waiters());
 }
 
 /// The source of frames from `from` on: at the data start of segment `from` for a due resync

@@ -94,6 +94,9 @@ struct QueueElection<B> {
     origin: Instant,
     unreachable_logged: bool,
     metrics: ElectionMetrics,
+    /// Extended to the lease's validity after every round: the replication task acknowledges
+    /// writes only while it holds.
+    authority: repliq::replication::Authority,
 }
 
 impl<B: LeaseBackend> QueueElection<B> {
@@ -255,6 +258,8 @@ impl<B: LeaseBackend> QueueElection<B> {
         if !late.is_empty() {
             Box::pin(self.execute(late)).await;
         }
+        self.authority
+            .grant_until(self.deadline().map(Instant::into_std));
     }
 
     async fn blocking_on_dir<T: Send + 'static>(
@@ -309,6 +314,7 @@ pub async fn run<B: LeaseBackend>(
     node: String,
     root: PathBuf,
     timing: Timing,
+    authorities: super::Authorities,
     stop: watch::Receiver<bool>,
     metrics: ElectionMetrics,
 ) -> Result<(), String> {
@@ -358,6 +364,7 @@ pub async fn run<B: LeaseBackend>(
                 origin,
                 unreachable_logged: false,
                 metrics: metrics.clone(),
+                authority: authorities.of(&dir),
             };
             let stop = stop.clone();
             elections.spawn(async move {

@@ -106,6 +106,31 @@ pub mod driver;
 pub mod etcd;
 pub mod kubernetes;
 
+/// The lease validity of every queue this node elects, by queue directory: the election extends
+/// it at each renewal, the queue's replication task publishes acknowledgements only while it
+/// holds ([`repliq::replication::Authority`]).
+#[derive(Debug, Clone, Default)]
+pub struct Authorities(
+    std::sync::Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<std::path::PathBuf, repliq::replication::Authority>,
+        >,
+    >,
+);
+
+impl Authorities {
+    /// The authority of the queue in `dir` (held by nobody until its election grants it).
+    #[must_use]
+    pub fn of(&self, dir: &std::path::Path) -> repliq::replication::Authority {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(dir.to_path_buf())
+            .or_default()
+            .clone()
+    }
+}
+
 /// The election task of a daemon: resolves with `Ok` at `stop`, with `Err` if it stopped while
 /// the daemon ran.
 pub type ElectionTask =
@@ -120,6 +145,7 @@ pub type ElectionTask =
 pub fn start(
     config: &crate::Config,
     node: &str,
+    authorities: Authorities,
     stop: tokio::sync::watch::Receiver<bool>,
     metrics: crate::metrics::ElectionMetrics,
 ) -> Result<Option<ElectionTask>, QueueError> {
@@ -142,6 +168,7 @@ pub fn start(
                 node,
                 root,
                 timing,
+                authorities,
                 stop,
                 metrics,
             ))
@@ -165,6 +192,7 @@ pub fn start(
                 node,
                 root,
                 timing,
+                authorities,
                 stop,
                 metrics,
             ))
