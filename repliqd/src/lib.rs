@@ -102,8 +102,9 @@ pub async fn run(
             .map_err(|e| format!("serving HTTP: {e}"))
     });
 
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(std::time::Duration::from_secs(10)));
     let current = discovery.current();
     health
         .discovery_ready
@@ -124,6 +125,9 @@ pub async fn run(
     health.grpc_serving.store(true, Ordering::Release);
     tasks.spawn("grpc", async move {
         let serve = tonic::transport::Server::builder()
+            // A primary that vanished without a FIN: its stream ends in seconds, not minutes.
+            .http2_keepalive_interval(Some(repliq::replication::STREAM_KEEPALIVE))
+            .http2_keepalive_timeout(Some(repliq::replication::STREAM_KEEPALIVE_TIMEOUT))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;

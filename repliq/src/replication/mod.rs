@@ -60,7 +60,10 @@ pub use follower::{Follower, FollowerDecision, HelloAccepted, Refusal, StreamId}
 pub use leader::{Leader, LeaderAction, LeaderConfig};
 pub use observer::ReplicationObserver;
 #[cfg(feature = "replication")]
-pub use options::{Authority, DEFAULT_MAX_REPLICA_LAG_SEGMENTS, PrimaryOptions, ReplicaAddr};
+pub use options::{
+    Authority, DEFAULT_MAX_REPLICA_LAG_SEGMENTS, PrimaryOptions, ReplicaAddr, STREAM_KEEPALIVE,
+    STREAM_KEEPALIVE_TIMEOUT,
+};
 #[cfg(feature = "replication")]
 pub use peers::PeerSet;
 #[cfg(feature = "replication")]

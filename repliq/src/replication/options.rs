@@ -11,6 +11,16 @@ use super::{ReplicationMode, ReplicationObserver};
 /// default segment size).
 pub const DEFAULT_MAX_REPLICA_LAG_SEGMENTS: u64 = 1024;
 
+/// How often both ends of a replication stream send an HTTP/2 PING when nothing else arrives.
+/// With [`STREAM_KEEPALIVE_TIMEOUT`], a stream whose peer vanished without a FIN (a node or pod
+/// gone, a partition, a stopped process) is closed within seconds instead of when the kernel
+/// gives up on the connection (`tcp_retries2`: 15 minutes), and the primary reconnects, resolving
+/// the replica's name again (a DaemonSet pod comes back at a new address).
+pub const STREAM_KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// How long an unanswered keep-alive PING may wait before the stream is closed.
+pub const STREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A replica of a queue: a node name and its gRPC address (`host:port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaAddr {

@@ -676,7 +676,13 @@ async fn connect_once(
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", replica.address))
         .map_err(|e| err("bad address", &e))?
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2));
+        .connect_timeout(Duration::from_secs(2))
+        // A replica that vanished without a FIN is found in seconds (see `STREAM_KEEPALIVE`);
+        // the next attempt resolves its address again.
+        .http2_keep_alive_interval(super::STREAM_KEEPALIVE)
+        .keep_alive_timeout(super::STREAM_KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .tcp_keepalive(Some(Duration::from_secs(10)));
     let channel = endpoint.connect().await.map_err(|e| err("connect", &e))?;
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(64 << 20)
