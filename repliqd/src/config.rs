@@ -28,6 +28,7 @@
 //!   grpc_listen: 0.0.0.0:31337
 //!   http_listen: 0.0.0.0:9100
 //!   shutdown_grace_ms: 10000
+//!   failure_linger_ms: 1000    # a task stopped: 503 this long, then exit 1
 //!   tls:                       # optional: mutual TLS between nodes (PEM files, re-read on change)
 //!     ca: /etc/repliq/tls/ca.crt
 //!     cert: /etc/repliq/tls/tls.crt   # DNS SAN = the node name
@@ -190,6 +191,10 @@ pub struct Server {
     /// a warning) when absent.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// After a task of the daemon stopped unexpectedly: how long `/healthz` and `/readyz` answer
+    /// 503 naming it before the daemon drains and exits with status 1.
+    #[serde(default = "default_failure_linger")]
+    pub failure_linger_ms: u64,
 }
 
 /// `server.tls`: PEM files of this node's certificate (its DNS subject alternative name is the
@@ -224,6 +229,7 @@ impl Default for Server {
             http_listen: default_http(),
             shutdown_grace_ms: default_grace(),
             tls: None,
+            failure_linger_ms: default_failure_linger(),
         }
     }
 }
@@ -236,6 +242,9 @@ fn default_http() -> SocketAddr {
 }
 fn default_grace() -> u64 {
     10_000
+}
+fn default_failure_linger() -> u64 {
+    1_000
 }
 
 mod mode {

@@ -106,12 +106,6 @@ pub mod driver;
 pub mod etcd;
 pub mod kubernetes;
 
-/// Starts automatic failover if the configuration has an `election:` section (in a Tokio
-/// runtime); `None` when failover is manual.
-///
-/// # Errors
-///
-/// [`QueueError::InvalidConfig`] if the Kubernetes backend is selected outside a cluster.
 /// The lease validity of every queue this node elects, by queue directory: the election extends
 /// it at each renewal, the queue's replication task publishes acknowledgements only while it
 /// holds ([`repliq::replication::Authority`]).
@@ -137,19 +131,31 @@ impl Authorities {
     }
 }
 
-pub fn spawn(
+/// The election task of a daemon: resolves with `Ok` at `stop`, with `Err` if it stopped while
+/// the daemon ran.
+pub type ElectionTask =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// The automatic failover task if the configuration has an `election:` section (run it in a
+/// Tokio runtime); `None` when failover is manual.
+///
+/// # Errors
+///
+/// [`QueueError::InvalidConfig`] if the Kubernetes backend is selected outside a cluster.
+pub fn start(
     config: &crate::Config,
     node: &str,
     authorities: Authorities,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Option<tokio::task::JoinHandle<()>>, QueueError> {
+    metrics: crate::metrics::ElectionMetrics,
+) -> Result<Option<ElectionTask>, QueueError> {
     let Some(e) = &config.election else {
         return Ok(None);
     };
     let timing = e.timing();
     let root = config.queue.persistence.path.clone();
     let node = node.to_owned();
-    let task = match e.backend {
+    let task: ElectionTask = match e.backend {
         BackendKind::Etcd => {
             let backend = etcd::EtcdBackend::new(
                 e.endpoints.clone(),
@@ -157,13 +163,14 @@ pub fn spawn(
                 timing.lease_duration,
                 timing.retry_period,
             );
-            tokio::spawn(driver::run(
+            Box::pin(driver::run(
                 std::sync::Arc::new(backend),
                 node,
                 root,
                 timing,
                 authorities,
                 stop,
+                metrics,
             ))
         }
         BackendKind::Kubernetes => {
@@ -180,13 +187,14 @@ pub fn spawn(
             };
             let seconds = i32::try_from(timing.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
             let backend = kubernetes::KubeLeaseBackend::new(client, &namespace, &e.prefix, seconds);
-            tokio::spawn(driver::run(
+            Box::pin(driver::run(
                 std::sync::Arc::new(backend),
                 node,
                 root,
                 timing,
                 authorities,
                 stop,
+                metrics,
             ))
         }
     };
