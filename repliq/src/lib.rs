@@ -50,7 +50,7 @@ pub use message::{
     serialize_into, to_bytes,
 };
 pub use queue::{
-    DEFAULT_CONSUMER, JournalQueue, MessageStream, PersistentQueue, Queue, QueueOptions, ReadGuard,
+    Ack, DEFAULT_CONSUMER, Delivery, JournalQueue, MessageStream, PersistentQueue, Queue, QueueOptions, ReadGuard,
     Recv, ReplicatedQueueImpl, StartAt, Tailer,
 };
 pub use raw::access_unchecked;

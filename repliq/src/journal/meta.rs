@@ -208,7 +208,18 @@ impl Meta {
             .read(true)
             .write(!read_only)
             .open(&path)
-            .map_err(|e| QueueError::io(format!("opening {}", path.display()), e))?;
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    let context = format!(
+                        "no queue at {} yet ({} does not exist)",
+                        dir.display(),
+                        path.display()
+                    );
+                    QueueError::io(context, e)
+                } else {
+                    QueueError::io(format!("opening {}", path.display()), e)
+                }
+            })?;
         let len = file
             .metadata()
             .map_err(|e| QueueError::io(format!("reading metadata of {}", path.display()), e))?

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, Weak};
 
-pub(crate) use appender::Appender;
+pub(crate) use appender::{Appender, Attempt};
 pub use appender::Durability;
 pub use info::{CursorInfo, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, verify};
 pub(crate) use node_policy::InitialPolicy;
