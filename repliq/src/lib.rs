@@ -50,8 +50,8 @@ pub use message::{
     serialize_into, to_bytes,
 };
 pub use queue::{
-    Ack, DEFAULT_CONSUMER, Delivery, JournalQueue, MessageStream, PersistentQueue, Queue, QueueOptions, ReadGuard,
-    Recv, ReplicatedQueueImpl, StartAt, Tailer,
+    Ack, DEFAULT_CONSUMER, Delivery, JournalQueue, MessageStream, PersistentQueue, Queue,
+    QueueOptions, ReadGuard, Recv, ReplicatedQueueImpl, StartAt, Tailer,
 };
 pub use raw::access_unchecked;
 #[cfg(feature = "replication")]

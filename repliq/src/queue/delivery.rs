@@ -66,7 +66,11 @@ impl<T: Message> Consumer<T> {
 
     /// Forgets deliveries the cursor has passed (committed here, or by a competing process).
     fn forget_below(&mut self, cursor: u64) {
-        if self.pending.first_key_value().is_some_and(|(&s, _)| s < cursor) {
+        if self
+            .pending
+            .first_key_value()
+            .is_some_and(|(&s, _)| s < cursor)
+        {
             self.pending = self.pending.split_off(&cursor);
         }
         self.next = self.next.max(cursor);
