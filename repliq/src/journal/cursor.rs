@@ -257,13 +257,25 @@ pub(crate) fn remove(meta: &Meta, name: &str) -> bool {
 }
 
 /// All active cursors: (name, next sequence to consume).
+///
+/// A replica cursor stores the *last* record its replica holds (so that retention keeps the
+/// segment holding it, whose END marker the replica may still lack: `replication::
+/// replica_cursors`); here it is reported as the next record the replica needs, like any other
+/// cursor, so that a replica holding everything has a backlog of 0. A released replica cursor
+/// ([`RELEASED`]) is reported as it is.
 pub(crate) fn list(meta: &Meta) -> Vec<(String, u64)> {
     (0..CURSOR_SLOTS)
         .filter(|&slot| meta.cursor_state(slot).load(Ordering::Acquire) == ACTIVE << 32)
         .map(|slot| {
+            let pos = meta.load_cursor(slot);
+            let next = if meta.cursor_flags(slot) & FLAG_REPLICA != 0 && pos != u64::MAX {
+                pos + 1
+            } else {
+                pos
+            };
             (
                 String::from_utf8_lossy(meta.cursor_name(slot)).into_owned(),
-                meta.load_cursor(slot),
+                next,
             )
         })
         .collect()
