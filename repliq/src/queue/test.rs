@@ -1042,3 +1042,43 @@ fn a_producer_handle_holds_back_no_capacity_for_a_consumer_that_never_reads() {
     drop(audit);
     assert!(producer.remove_consumer("audit"));
 }
+
+#[test]
+fn deliveries_cross_segments_and_survive_a_restart_of_the_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let mut p = small().producer().create::<Job>(&path).unwrap();
+    for i in 0..300 {
+        p.enqueue(&job(i)).unwrap();
+    }
+    current_thread().block_on(async {
+        let mut expect = 0;
+        for round in 0..30u64 {
+            let q = ReplicatedQueueImpl::<Job>::open(&path).unwrap();
+            for i in 0..=(round % 3) {
+                let d = tokio::time::timeout(Duration::from_secs(5), q.recv_delivery())
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round} message {i}: no delivery"))
+                    .unwrap();
+                assert_eq!(d.seq(), expect, "round {round}");
+                assert_eq!(d.message(), &job(expect));
+                if i < round % 3 {
+                    assert!(d.ack());
+                    expect += 1;
+                } else {
+                    std::mem::forget(d); // a crash: no release, no ack
+                }
+            }
+        }
+        let q = ReplicatedQueueImpl::<Job>::open(&path).unwrap();
+        while expect < 300 {
+            let d = tokio::time::timeout(Duration::from_secs(5), q.recv_delivery())
+                .await
+                .unwrap_or_else(|_| panic!("message {expect}: no delivery"))
+                .unwrap();
+            assert_eq!(d.seq(), expect);
+            assert!(d.ack());
+            expect += 1;
+        }
+    });
+}

@@ -10,7 +10,8 @@
 //! queue_worker create DIR CAPACITY             create the queue (used by the container smoke test)
 //! queue_worker deliver DIR CONSUMER            async at-least-once consumer: per message print
 //!                                              "got SEQ P N ok|bad", then read a stdin line: "ack"
-//!                                              acknowledges (prints "acked SEQ true|false"), EOF ends
+//!                                              acknowledges (prints "acked SEQ true|false"); EOF,
+//!                                              or no message for 2 s, ends
 //! ```
 
 use std::io::Write;
@@ -155,7 +156,9 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             )?;
             let mut line = String::new();
             loop {
-                let d = block_on(q.recv_delivery())?;
+                let Some(d) = block_on(q.recv_delivery_timeout(Duration::from_secs(2)))? else {
+                    return Ok(()); // drained
+                };
                 let ok = if d.body == body(d.producer, d.n) {
                     "ok"
                 } else {
