@@ -558,8 +558,14 @@ fn a_replica_holding_everything_has_no_backlog() {
     assert_eq!(backlog(), (3, 2), "holds 0..=2, needs 3 and 4");
     j.meta.cursor_next(slot).store(4, Ordering::Release);
     assert_eq!(backlog(), (5, 0), "holds everything");
-    j.meta.cursor_next(slot).store(cursor::RELEASED, Ordering::Release);
-    assert_eq!(backlog(), (cursor::RELEASED, 0), "a lost replica holds nothing back");
+    j.meta
+        .cursor_next(slot)
+        .store(cursor::RELEASED, Ordering::Release);
+    assert_eq!(
+        backlog(),
+        (cursor::RELEASED, 0),
+        "a lost replica holds nothing back"
+    );
 }
 
 /// Parses a journal written by the code with nothing but the rules of `docs/FORMAT.md` (plain
