@@ -42,8 +42,8 @@ mod timestamp;
 pub use error::{QueueError, ReplicationError, Result};
 pub use fingerprint::Fingerprint;
 pub use journal::{
-    CursorInfo, Durability, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, read_schema,
-    verify,
+    ConsumerSlot, CursorInfo, Durability, JournalInfo, RawRecord, RawTailer, VerifyReport,
+    consumer_slots, inspect, read_schema, remove_consumer, verify,
 };
 pub use message::{
     AlignedBytes, Archived, Message, PAYLOAD_ALIGN, access, deserialize, from_bytes,

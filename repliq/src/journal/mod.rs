@@ -40,7 +40,10 @@ use std::sync::{Arc, Mutex, Weak};
 
 pub use appender::Durability;
 pub(crate) use appender::{Appender, Attempt};
-pub use info::{CursorInfo, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, verify};
+pub use info::{
+    ConsumerSlot, CursorInfo, JournalInfo, RawRecord, RawTailer, VerifyReport, consumer_slots,
+    inspect, remove_consumer, verify,
+};
 pub(crate) use node_policy::InitialPolicy;
 pub use node_policy::{NODE_POLICY_FILE, NodePolicy};
 #[cfg(feature = "replication")]

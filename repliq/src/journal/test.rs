@@ -520,7 +520,7 @@ fn a_stalled_cursor_registration_never_overwrites_a_slot_taken_over() {
         Some(b),
         "B's consumer survives"
     );
-    assert_eq!(j.meta.cursor_name(b), b"bbb");
+    assert_eq!(j.meta.cursor_name(b).as_bytes(), b"bbb");
     assert_eq!(j.meta.load_cursor(b), 7, "B's cursor is not overwritten");
     assert_eq!(cursor::find(&j.meta, "aaa"), None);
     // A registers again and gets a slot of its own.
@@ -590,7 +590,11 @@ fn fixture_matches_format_md() {
     let meta = std::fs::read(dir.path().join("queue.meta")).unwrap();
     assert_eq!(meta.len(), 8192);
     assert_eq!(&meta[0..8], b"RPLQMETA");
-    assert_eq!(le32(&meta, 8), 1);
+    assert_eq!(
+        le32(&meta, 8),
+        2,
+        "meta format version 2: cursor slots carry generations"
+    );
     assert_eq!(le32(&meta, 12), 8192);
     assert_eq!(le64(&meta, 16), 0x1234);
     let segment_size = le64(&meta, 24) as usize;

@@ -47,9 +47,9 @@ pub struct JournalQueue<T> {
     journal: Arc<Journal>,
     options: QueueOptions,
     appender: Option<Appender>,
-    /// The consumer cursor's slot in the meta file; `None` until the first read of a
-    /// [`QueueOptions::producer`] handle.
-    slot: Option<usize>,
+    /// The consumer cursor's slot in the meta file and its generation; `None` until the first
+    /// read of a [`QueueOptions::producer`] handle.
+    slot: Option<(usize, u32)>,
     reader: Option<Reader>,
     /// The epoch this handle first appended in: a later epoch, or a demotion, fences it.
     epoch: Option<u64>,
@@ -145,9 +145,12 @@ impl<T: Message> JournalQueue<T> {
         JournalQueue::from_journal(self.journal.clone(), options)
     }
 
-    /// Deletes consumer cursor `name`; it no longer holds back capacity. `true` if it existed.
+    /// Deletes consumer cursor `name`; it no longer holds back capacity, and its slot is reused
+    /// by a later registration (after a delay of a second). Handles still consuming under the
+    /// name register it again, at their [`StartAt`], at their next read. `true` if it existed;
+    /// `false` for replica cursors (`replica:…`, kept by replication).
     pub fn remove_consumer(&self, name: &str) -> bool {
-        cursor::remove(&self.journal.meta, name)
+        !name.starts_with(cursor::REPLICA_PREFIX) && cursor::remove(&self.journal.meta, name)
     }
 
     fn appender(&mut self) -> Result<&mut Appender> {
@@ -350,14 +353,20 @@ impl<T: Message> JournalQueue<T> {
     }
 
     /// The consumer cursor's slot, registered now if this is a [`QueueOptions::producer`]
-    /// handle's first read.
+    /// handle's first read, or again if the cursor was removed since (its slot may then be
+    /// reused by another consumer: the generation check keeps this handle out of it).
     #[inline]
     pub(crate) fn slot(&mut self) -> Result<usize> {
         match self.slot {
-            Some(slot) => Ok(slot),
-            None => {
-                let slot = register_cursor(&self.journal, &self.options)?;
-                Ok(*self.slot.insert(slot))
+            Some((slot, generation)) if cursor::holds(&self.journal.meta, slot, generation) => {
+                Ok(slot)
+            }
+            _ => {
+                let (slot, generation) = register_cursor(&self.journal, &self.options)?;
+                self.slot = Some((slot, generation));
+                // The reader may be anywhere: position it at the new cursor.
+                self.reader = None;
+                Ok(slot)
             }
         }
     }
@@ -690,10 +699,10 @@ fn copy_into_slot<T: Message>(
 }
 
 /// Registers (or finds) the cursor of `options.consumer`, starting at `options.start`.
-fn register_cursor(journal: &Arc<Journal>, options: &QueueOptions) -> Result<usize> {
+fn register_cursor(journal: &Arc<Journal>, options: &QueueOptions) -> Result<(usize, u32)> {
     let start = options.start;
     let j = journal.clone();
-    cursor::register(&journal.meta, &options.consumer, move || match start {
+    cursor::register_gen(&journal.meta, &options.consumer, move || match start {
         StartAt::Earliest => j.earliest_seq(),
         StartAt::Seq(s) => Ok(s),
         StartAt::Latest => Appender::new(j.clone(), Durability::PageCache)?.next_seq(),

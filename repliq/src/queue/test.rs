@@ -1082,3 +1082,92 @@ fn deliveries_cross_segments_and_survive_a_restart_of_the_handle() {
         }
     });
 }
+
+/// A removed cursor's slot is reused (generation + 1) once the reuse delay has passed, and a
+/// live handle still holding the removed cursor never moves the new owner's cursor: it notices
+/// the generation changed and registers its name again (here: finds no slot, then one).
+#[test]
+fn a_removed_cursor_slot_is_reused_and_its_stale_holder_stays_out() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    // Lease 10 ms: slots are reused 50 ms after their removal.
+    let mut q = small()
+        .lease_timeout(Duration::from_millis(10))
+        .create::<Job>(&path)
+        .unwrap();
+    for i in 0..5 {
+        q.enqueue(&job(i)).unwrap();
+    }
+    let mut stale = q.consumer("stale").unwrap();
+    assert_eq!(stale.dequeue().unwrap(), Some(job(0)));
+    // Fill every other slot ("default" holds one).
+    let fillers: Vec<JournalQueue<Job>> = (0..62)
+        .map(|i| q.consumer(&format!("f{i}")).unwrap())
+        .collect();
+    let slot_of = |name: &str| {
+        crate::consumer_slots(&path)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name.as_deref() == Some(name))
+            .map(|s| (s.slot, s.generation))
+    };
+    let (stale_slot, stale_gen) = slot_of("stale").unwrap();
+    assert!(q.remove_consumer("stale"));
+    // Not reusable yet: the error says when it will be.
+    let err = q.consumer("taker").unwrap_err();
+    assert!(err.to_string().contains("can be reused"), "{err}");
+    // After the delay, "taker" gets the slot, one generation on, at the position the stale
+    // holder would expect (1): a holder without the generation check would move it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let taker = loop {
+        match QueueOptions::new()
+            .consumer("taker")
+            .start_at(StartAt::Seq(1))
+            .open::<Job>(&path)
+        {
+            Ok(t) => break t,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(slot_of("taker"), Some((stale_slot, stale_gen + 1)));
+    let taker_next = || {
+        crate::inspect(&path)
+            .unwrap()
+            .cursors
+            .iter()
+            .find(|c| c.name == "taker")
+            .unwrap()
+            .next_seq
+    };
+    assert_eq!(taker_next(), 1);
+    // The stale holder reads on: it must register "stale" again, and there is no slot.
+    let err = stale.dequeue().unwrap_err();
+    assert!(err.to_string().contains("consumer slots"), "{err}");
+    assert_eq!(
+        taker_next(),
+        1,
+        "the stale holder did not touch the reused slot"
+    );
+    // With a slot free again, it registers anew at the earliest message.
+    drop(fillers);
+    assert!(q.remove_consumer("f0"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let got = loop {
+        match stale.dequeue() {
+            Ok(got) => break got,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(got, Some(job(0)));
+    assert_eq!(taker_next(), 1);
+    drop(taker);
+    // Replica cursors are not removable through the consumer API.
+    assert!(!q.remove_consumer("replica:node-b"));
+    assert!(matches!(
+        crate::remove_consumer(&path, "replica:node-b"),
+        Err(QueueError::InvalidConfig(_))
+    ));
+}
