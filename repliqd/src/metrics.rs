@@ -52,6 +52,11 @@ pub struct ReplicationMetrics {
     pub degraded: Family<QueueLabels, Gauge>,
     /// What `/readyz` reports, per queue this node is primary of.
     pub health: Arc<Mutex<BTreeMap<String, QueueHealth>>>,
+    /// 1 for a queue found damaged on this node (a file truncated while mapped): its new records
+    /// are not replicated from here until it is repaired and the daemon restarted.
+    pub damaged: Family<QueueLabels, Gauge>,
+    /// Why each damaged queue is, for `/readyz`.
+    pub damaged_reasons: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 /// Labels of a per-queue metric.
@@ -104,6 +109,14 @@ impl ReplicationMetrics {
                 h.required,
                 down.join(", ")
             ));
+        }
+        for (queue, why) in self
+            .damaged_reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            lines.push(format!("damaged: queue {queue}: {why}"));
         }
         lines.sort_by_key(|l| !l.starts_with("degraded"));
         (degraded, lines.join("\n"))
@@ -175,6 +188,14 @@ impl repliq::replication::ReplicationObserver for ReplicationMetrics {
             h.up = up;
         });
     }
+    fn damaged(&self, queue: &str, error: &str) {
+        self.damaged.get_or_create(&queue_labels(queue)).set(1);
+        self.damaged_reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(queue.to_owned(), error.to_owned());
+    }
+
     fn stopped(&self, queue: &str) {
         let labels = queue_labels(queue);
         self.required_acks.remove(&labels);
@@ -206,6 +227,8 @@ impl Default for ReplicationMetrics {
             replicas_up: Family::default(),
             degraded: Family::default(),
             health: Arc::default(),
+            damaged: Family::default(),
+            damaged_reasons: Arc::default(),
         }
     }
 }
@@ -313,6 +336,11 @@ impl Metrics {
             "replication_degraded",
             "1 while fewer replicas are up than required: synchronous enqueues time out",
             replication.degraded.clone(),
+        );
+        registry.register(
+            "queue_damaged",
+            "1 for a queue found damaged on this node (a file truncated while mapped): not replicated from here until repaired",
+            replication.damaged.clone(),
         );
         registry.register(
             "election_leader",

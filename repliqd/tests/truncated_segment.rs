@@ -173,6 +173,19 @@ fn the_daemon_survives_a_truncated_queue_and_keeps_replicating_the_others() {
         .filter(|l| l.contains("truncated while mapped"))
         .count();
     assert!((1..=2).contains(&said), "{said} log lines about it:\n{log}");
+    // /readyz names it (the node stays ready: its other queues are served), and so does
+    // /metrics.
+    let (_, ready) = support::http_get(a.http(), "/readyz");
+    assert!(
+        ready.contains("damaged: queue damaged:") && ready.contains("truncated while mapped"),
+        "{ready}"
+    );
+    let (_, metrics) = support::http_get(a.http(), "/metrics");
+    assert_eq!(
+        support::metric(&metrics, "repliq_queue_damaged{queue=\"damaged\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
     let status = a.child.as_mut().unwrap().try_wait().unwrap();
     assert!(
         status.is_none(),

@@ -42,6 +42,11 @@ pub trait ReplicationObserver: Send + Sync + std::fmt::Debug {
     fn replica_lost(&self, queue: &str, replica: &str, segments: u64, records: u64) {
         let _ = (queue, replica, segments, records);
     }
+    /// `queue` is damaged on this node (e.g. a segment truncated while mapped): its new records
+    /// are no longer replicated from here; `error` names the file. Called once per occurrence.
+    fn damaged(&self, queue: &str, error: &str) {
+        let _ = (queue, error);
+    }
     /// Replication of `queue` from this node stopped (shutdown, step-down, error).
     fn stopped(&self, queue: &str) {
         let _ = queue;

@@ -43,6 +43,9 @@ enum Event {
         name: String,
         reason: String,
     },
+    /// The tail watcher met a damaged journal (e.g. a segment truncated while mapped) and
+    /// stopped: nothing new is replicated from here.
+    Damaged(String),
 }
 
 /// How often lag, replica health and the quorum are reported even when nothing happens (a
@@ -98,7 +101,9 @@ fn spawn_tail_watcher(
                     }
                     Ok(None) => {}
                     Err(e) => {
+                        // Said once, here; the daemon reports the queue as damaged.
                         tracing::error!(error = %e, "replication tail watcher stops");
+                        let _ = events.blocking_send(Event::Damaged(e.to_string()));
                         return;
                     }
                 }
@@ -383,6 +388,12 @@ pub async fn run_primary(
                     tracing::warn!(queue = %queue, replica = %name, error = %reason, "replica unreachable");
                 }
                 h.error = Some(reason);
+                Vec::new()
+            }
+            Some(Event::Damaged(reason)) => {
+                if let Some(m) = &options.observer {
+                    m.damaged(&queue, &reason);
+                }
                 Vec::new()
             }
             None => Vec::new(),
