@@ -50,8 +50,8 @@ pub use message::{
     serialize_into, to_bytes,
 };
 pub use queue::{
-    DEFAULT_CONSUMER, JournalQueue, MessageStream, PersistentQueue, Queue, QueueOptions, ReadGuard,
-    Recv, ReplicatedQueueImpl, StartAt, Tailer,
+    DEFAULT_CONSUMER, JournalQueue, MessageStream, PersistentQueue, Queue, QueueOptions, RawQueue,
+    ReadGuard, Recv, ReplicatedQueueImpl, StartAt, Tailer,
 };
 pub use raw::access_unchecked;
 #[cfg(feature = "replication")]
