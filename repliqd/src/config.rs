@@ -35,6 +35,11 @@
 //!   lease_duration_ms: 10000
 //!   renew_deadline_ms: 6000
 //!   retry_period_ms: 1000
+//! connectors:                  # optional (feature `connectors`): see docs/CONNECTORS.md
+//!   - name: orders-to-redis
+//!     queue: orders            # relative to queue.persistence.path
+//!     dead_letter: orders.dead
+//!     redis_sink: { url: "redis://127.0.0.1:6379/", stream: orders }
 //! ```
 //!
 //! Every problem is reported with the key it concerns, as `key.path: reason`.
@@ -66,7 +71,17 @@ pub struct Config {
     /// Automatic failover (absent: failover is manual, `repliq promote`).
     #[serde(default)]
     pub election: Option<crate::election::ElectionConfig>,
+    /// Sinks and sources bridging queues to other systems (feature `connectors`).
+    #[serde(default)]
+    pub connectors: Vec<ConnectorSpec>,
 }
+
+/// One entry of `connectors:`.
+#[cfg(feature = "connectors")]
+pub type ConnectorSpec = repliq_connect::ConnectorConfig;
+/// One entry of `connectors:` (refused: this build has no connectors).
+#[cfg(not(feature = "connectors"))]
+pub type ConnectorSpec = serde_json::Value;
 
 /// `replication:`
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -371,12 +386,42 @@ impl Config {
         if self.queue.persistence.path.as_os_str().is_empty() {
             return Err(invalid("queue.persistence.path", "must not be empty"));
         }
+        self.validate_connectors()?;
         if self.server.grpc_listen == self.server.http_listen && self.server.grpc_listen.port() != 0
         {
             return Err(invalid(
                 "server.http_listen",
                 "must differ from server.grpc_listen",
             ));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "connectors"))]
+    fn validate_connectors(&self) -> Result<(), QueueError> {
+        if self.connectors.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid(
+                "connectors",
+                "this repliqd was built without the `connectors` feature",
+            ))
+        }
+    }
+
+    #[cfg(feature = "connectors")]
+    fn validate_connectors(&self) -> Result<(), QueueError> {
+        let mut names = BTreeSet::new();
+        for (i, c) in self.connectors.iter().enumerate() {
+            if let Err(repliq_connect::ConnectError::Config { key, reason, .. }) = c.check() {
+                return Err(invalid(&format!("connectors[{i}].{key}"), reason));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(invalid(
+                    &format!("connectors[{i}].name"),
+                    format!("{:?} is used by another connector", c.name),
+                ));
+            }
         }
         Ok(())
     }

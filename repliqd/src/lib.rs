@@ -2,6 +2,8 @@
 //! (`/metrics`, `/healthz`, `/readyz`) until its shutdown future completes, then drains.
 
 pub mod config;
+#[cfg(feature = "connectors")]
+mod connectors;
 pub mod discovery;
 pub mod election;
 mod http;
@@ -102,6 +104,9 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
+    #[cfg(feature = "connectors")]
+    let connectors = connectors::start(&config.connectors, &root, stop_rx.clone());
+
     let ready = Arc::clone(&state);
     let readiness = discovery::mirror_readiness(discovery.subscribe(), move |r| {
         ready.ready.store(r, Ordering::Release);
@@ -113,6 +118,8 @@ pub async fn run(
     readiness.abort();
     state.ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
+    #[cfg(feature = "connectors")]
+    connectors.join().await;
     let _ = primaries.await;
     if let Some(e) = election {
         let _ = e.await;

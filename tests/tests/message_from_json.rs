@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use repliq::descriptor::{Schema, check_json_encodable, from_json, to_json};
 use repliq::{Fingerprint, Timestamp};
 use repliq_tests::kitchen_sink::*;
