@@ -675,4 +675,46 @@ queue:
              finds the peers)"
         );
     }
+
+    #[cfg(feature = "connectors")]
+    #[test]
+    fn connectors_parse_and_errors_name_the_entry_and_key() {
+        let with = |entries: &str| format!("{SEED}connectors:\n{entries}");
+        let good = "  - name: out\n    queue: orders\n    dead_letter: orders.dead\n    batch: 64\n    \
+                    redis_sink:\n      url: redis://127.0.0.1:6379/\n      stream: orders\n  \
+                    - name: in\n    queue: /abs/in\n    format: archived\n    \
+                    redis_source: {url: 'redis://127.0.0.1:6379/', stream: s, group: g}\n";
+        let c = Config::from_yaml(&with(good)).unwrap();
+        assert_eq!(c.connectors.len(), 2);
+        let mut out = c.connectors[0].clone();
+        assert_eq!(out.batch, 64);
+        assert_eq!(out.kind.key(), "redis_sink");
+        out.resolve_paths(Path::new("/var/lib/repliq"));
+        assert_eq!(out.queue, Path::new("/var/lib/repliq/orders"));
+        assert_eq!(
+            out.dead_letter.as_deref(),
+            Some(Path::new("/var/lib/repliq/orders.dead"))
+        );
+        assert_eq!(c.connectors[1].format, repliq_connect::Format::Archived);
+        assert!(Config::from_yaml(SEED).unwrap().connectors.is_empty());
+
+        let m = err(&with(&good.replace("batch: 64", "batch: 0")));
+        assert_eq!(m, "connectors[0].batch: 0 is not in 1..=65536");
+        let m = err(&with(&good.replace("dead_letter:", "dead_leter:")));
+        assert!(
+            m.starts_with("connectors[0].dead_leter: unknown key"),
+            "{m}"
+        );
+        let m = err(&with(&good.replace("name: in", "name: out")));
+        assert_eq!(
+            m,
+            "connectors[1].name: \"out\" is used by another connector"
+        );
+        let m = err(&with(
+            &good.replace("stream: orders", "stream: orders\n      strem: x"),
+        ));
+        assert!(m.contains("strem"), "{m}");
+        let m = err(&with(&good.replace("format: archived", "format: xml")));
+        assert!(m.contains("xml"), "{m}");
+    }
 }
