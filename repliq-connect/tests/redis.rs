@@ -438,3 +438,264 @@ async fn rejected_messages_and_misfit_json_are_dead_lettered() {
         "{pending:?}"
     );
 }
+
+/// Where a [`Crashing`] connector stops dead: before or after the real remote call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum At {
+    Before,
+    After,
+}
+
+/// Wraps the real Redis sink or source and hangs forever at call `crash_at` of one operation,
+/// before or after the real call, so the test can kill the connector exactly there (an abort at
+/// any other await point lets the connection's background task finish a request anyway).
+struct Crashing<T> {
+    inner: T,
+    op: &'static str,
+    at: At,
+    crash_at: u64,
+    calls: u64,
+    crashed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T> Crashing<T> {
+    async fn point(&mut self, op: &str, at: At) {
+        if op == self.op && at == self.at && self.calls == self.crash_at {
+            self.crashed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl<T: repliq_connect::SinkTarget> repliq_connect::SinkTarget for Crashing<T> {
+    async fn publish(
+        &mut self,
+        batch: &[repliq_connect::Outgoing],
+    ) -> Result<u64, repliq_connect::Failure> {
+        self.calls += 1;
+        self.point("publish", At::Before).await;
+        let r = self.inner.publish(batch).await;
+        self.point("publish", At::After).await;
+        r
+    }
+}
+
+impl<T: repliq_connect::SourceOrigin> repliq_connect::SourceOrigin for Crashing<T> {
+    type Token = T::Token;
+    async fn fetch(
+        &mut self,
+        max: usize,
+    ) -> Result<Vec<repliq_connect::Incoming<T::Token>>, repliq_connect::Failure> {
+        let r = self.inner.fetch(max).await;
+        if r.as_ref().is_ok_and(|v| !v.is_empty()) {
+            self.calls += 1;
+            self.point("fetch", At::After).await;
+        }
+        r
+    }
+    async fn ack(&mut self, tokens: &[T::Token]) -> Result<(), repliq_connect::Failure> {
+        self.point("ack", At::Before).await;
+        let r = self.inner.ack(tokens).await;
+        self.point("ack", At::After).await;
+        r
+    }
+}
+
+/// Runs a connector until it reaches its crash point, then kills it.
+async fn crash_once<F>(what: &str, run: F, crashed: std::sync::Arc<std::sync::atomic::AtomicBool>)
+where
+    F: std::future::Future<Output = Result<(), ConnectError>> + Send + 'static,
+{
+    let task = tokio::spawn(run);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !crashed.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            !task.is_finished(),
+            "{what}: stopped before the crash point: {:?}",
+            task.await
+        );
+        assert!(Instant::now() < deadline, "{what}: crash point not reached");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task.abort();
+    let _ = task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_each_crash_point_the_sink_and_source_lose_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    if !redis_available() {
+        return;
+    }
+    const M: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Redis::start(&dir.path().join("redis"));
+    let mut conn = server.conn();
+
+    // Sink: a full queue, crashed before and after the XADDs of several batches.
+    let queue = dir.path().join("orders");
+    let mut q = JournalQueue::<Order>::new(&queue, 1 << 20).unwrap();
+    for i in 0..M {
+        q.enqueue(&order(i)).unwrap();
+    }
+    let cfg = base("crash-sink", &queue, None, sink(&server.url(), "crashed"));
+    let stats = Arc::new(repliq_connect::Stats::default());
+    let mut crashes = 0;
+    for (at, crash_at) in [
+        (At::Before, 2),
+        (At::After, 2),
+        (At::Before, 3),
+        (At::After, 1),
+    ] {
+        let crashed = Arc::new(AtomicBool::new(false));
+        let target = Crashing {
+            inner: repliq_connect::RedisSink::new(
+                "crash-sink",
+                match &cfg.kind {
+                    ConnectorKind::RedisSink(c) => c.clone(),
+                    _ => unreachable!(),
+                },
+            )
+            .unwrap(),
+            op: "publish",
+            at,
+            crash_at,
+            calls: 0,
+            crashed: crashed.clone(),
+        };
+        let (cfg, stats) = (cfg.clone(), stats.clone());
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        crash_once(
+            "sink",
+            async move { repliq_connect::run_sink(&cfg, target, &stats, shutdown).await },
+            crashed,
+        )
+        .await;
+        crashes += 1;
+    }
+    let running = spawn(cfg.clone()).unwrap();
+    let s = running.stats().clone();
+    // Done when the cursor reached the end: then count what the stream holds.
+    until("the sink to finish", 60, || {
+        s.snapshot().lag == 0 && s.snapshot().forwarded > 0
+    })
+    .await;
+    running.stop().await.unwrap();
+    let ids: Vec<u64> = stream_entries(&server, "crashed")
+        .iter()
+        .map(|(_, o)| o.id)
+        .collect();
+    let (received, lost, dups) = tally(M, &ids);
+    println!(
+        "redis sink, killed at a crash point {crashes}x (before/after XADD): sent {M}, \
+         received {received}, lost {lost}, duplicated {dups}; resends refused by the dedup ID: {}",
+        stats.snapshot().duplicates + s.snapshot().duplicates
+    );
+    assert_eq!((lost, dups), (0, 0));
+
+    // Source: crashed after a fetch (entries delivered, not enqueued), before an ack (enqueued,
+    // not acknowledged) and after one (both done).
+    for i in 0..M {
+        let _: String = redis::cmd("XADD")
+            .arg("upstream")
+            .arg("*")
+            .arg("data")
+            .arg(serde_json::to_vec(&order(i)).unwrap())
+            .query(&mut conn)
+            .unwrap();
+    }
+    let inbox = dir.path().join("inbox");
+    drop(JournalQueue::<Order>::new(&inbox, 1 << 20).unwrap());
+    let cfg = base(
+        "crash-source",
+        &inbox,
+        None,
+        source(&server.url(), "upstream"),
+    );
+    let mut crashes = 0;
+    for (op, at, crash_at) in [
+        ("fetch", At::After, 2),
+        ("ack", At::Before, 3),
+        ("ack", At::After, 2),
+        ("fetch", At::After, 3),
+        ("ack", At::Before, 1),
+    ] {
+        let crashed = Arc::new(AtomicBool::new(false));
+        let mut origin = Crashing {
+            inner: repliq_connect::RedisSource::new(
+                "crash-source",
+                match &cfg.kind {
+                    ConnectorKind::RedisSource(c) => c.clone(),
+                    _ => unreachable!(),
+                },
+            )
+            .unwrap(),
+            op,
+            at,
+            crash_at,
+            calls: 0,
+            crashed: crashed.clone(),
+        };
+        let (cfg, stats) = (cfg.clone(), stats.clone());
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        crash_once(
+            "source",
+            async move { repliq_connect::run_source(&cfg, origin, &stats, shutdown).await },
+            crashed,
+        )
+        .await;
+        crashes += 1;
+    }
+    let running = spawn(cfg.clone()).unwrap();
+    let mut reader = QueueOptions::new()
+        .consumer("check")
+        .start_at(StartAt::Earliest)
+        .open::<Order>(&inbox)
+        .unwrap();
+    let mut ids = Vec::new();
+    let mut distinct = std::collections::HashSet::new();
+    // Done when the group has delivered everything and nothing is pending: then count.
+    until("the source to finish", 60, || {
+        group_done(&mut conn, "upstream")
+    })
+    .await;
+    while let Some(o) = reader.dequeue().unwrap() {
+        distinct.insert(o.id);
+        ids.push(o.id);
+    }
+    running.stop().await.unwrap();
+    let (received, lost, dups) = tally(M, &ids);
+    println!(
+        "redis source, killed at a crash point {crashes}x (after fetch, before/after XACK): \
+         sent {M}, received {received}, lost {lost}, duplicated {dups} (window: the batch in \
+         flight, 256)"
+    );
+    assert_eq!(lost, 0);
+    assert!(
+        dups <= 2 * 256,
+        "{dups} duplicates: more than the two enqueued-not-acked batches"
+    );
+    assert!(dups > 0, "a crash before XACK redelivers its batch");
+}
+
+/// Whether group `g` of `stream` has delivered every entry (lag 0) and has none pending.
+fn group_done(c: &mut redis::Connection, stream: &str) -> bool {
+    let groups: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query(c)
+        .unwrap();
+    groups.iter().any(|g| {
+        let field = |name: &str| {
+            g.chunks(2)
+                .find(|kv| matches!(&kv[0], redis::Value::BulkString(k) if k == name.as_bytes()))
+                .map(|kv| kv[1].clone())
+        };
+        field("name") == Some(redis::Value::BulkString(b"g".to_vec()))
+            && field("pending") == Some(redis::Value::Int(0))
+            && field("lag") == Some(redis::Value::Int(0))
+    })
+}
