@@ -624,7 +624,7 @@ async fn killed_at_each_crash_point_the_sink_and_source_lose_nothing() {
         ("ack", At::Before, 1),
     ] {
         let crashed = Arc::new(AtomicBool::new(false));
-        let mut origin = Crashing {
+        let origin = Crashing {
             inner: repliq_connect::RedisSource::new(
                 "crash-source",
                 match &cfg.kind {
