@@ -7,7 +7,7 @@ mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use repliq::{JournalQueue, QueueOptions, StartAt};
 use support::{Daemon, Order, free_port, order, wait_until};
