@@ -216,19 +216,31 @@ async fn source_loses_nothing_when_connector_and_server_are_killed() {
                     }
                 },
             };
-            let r: redis::RedisResult<redis::Value> = redis::cmd("XADD")
-                .arg("incoming")
-                .arg(format!("{}-1", i + 1))
-                .arg("data")
-                .arg(serde_json::to_vec(&order(i)).unwrap())
-                .query(c);
-            match r {
-                Ok(_) => i += 1,
-                Err(e) if e.to_string().contains("equal or smaller") => i += 1,
-                Err(_) => conn = None,
+            // Chunks of 50 in one pipeline (one fsync for all under appendfsync always).
+            let end = (i + 50).min(N);
+            let mut pipe = redis::pipe();
+            for k in i..end {
+                pipe.cmd("XADD")
+                    .arg("incoming")
+                    .arg(format!("{}-1", k + 1))
+                    .arg("data")
+                    .arg(serde_json::to_vec(&order(k)).unwrap());
             }
-            if i.is_multiple_of(500) {
-                std::thread::sleep(Duration::from_millis(5));
+            use redis::ConnectionLike;
+            let replies = c.req_packed_commands(&pipe.get_packed_pipeline(), 0, (end - i) as usize);
+            let written = replies.is_ok_and(|r| {
+                r.iter().all(|v| match v {
+                    redis::Value::ServerError(e) => {
+                        e.details().is_some_and(|d| d.contains("equal or smaller"))
+                    }
+                    _ => true,
+                })
+            });
+            if written {
+                i = end;
+                std::thread::sleep(Duration::from_millis(2));
+            } else {
+                conn = None;
             }
         }
     });
