@@ -325,3 +325,101 @@ impl RawQueue {
         }
     }
 }
+
+#[cfg(all(test, not(repliq_loom)))]
+mod tests {
+    use super::*;
+    use crate::JournalQueue;
+
+    #[crate::message(name = "test.RawNote")]
+    #[derive(Debug, PartialEq)]
+    struct Note {
+        n: u64,
+        text: String,
+    }
+
+    fn note(n: u64) -> Note {
+        Note {
+            n,
+            text: format!("note {n} with a long enough text"),
+        }
+    }
+
+    #[test]
+    fn reads_in_place_commits_on_demand_and_rewinds() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| QueueError::io("tempdir", e))?;
+        let path = dir.path().join("q");
+        let mut typed = JournalQueue::<Note>::new(&path, 100)?;
+        for n in 0..5 {
+            typed.enqueue(&note(n))?;
+        }
+        let mut raw = RawQueue::open(&path, "bridge", StartAt::Earliest)?;
+        assert_eq!(
+            raw.schema().map(|s| s.name.to_string()),
+            Some("test.RawNote".into())
+        );
+        let mut seen = Vec::new();
+        assert_eq!(raw.read_batch(3, |seq, p| seen.push((seq, p.to_vec())))?, 3);
+        assert_eq!(raw.cursor()?, 0, "reading does not move the cursor");
+        assert_eq!(raw.read_position()?, 3);
+        assert_eq!(
+            crate::from_bytes::<Note>(&{
+                let mut a = crate::AlignedBytes::new();
+                a.extend_from_slice(&seen[1].1);
+                a
+            })?,
+            note(1)
+        );
+        assert!(
+            matches!(raw.commit(4), Err(QueueError::InvalidConfig(_))),
+            "past the read position"
+        );
+        raw.commit(2)?;
+        assert_eq!(raw.cursor()?, 2);
+        assert_eq!(raw.backlog()?, 3);
+        raw.rewind();
+        let mut again = Vec::new();
+        raw.read_batch(10, |seq, _| again.push(seq))?;
+        assert_eq!(again, vec![2, 3, 4], "after a rewind, from the cursor");
+        raw.commit(5)?;
+        // A reopened handle starts at the durable cursor.
+        let mut reopened = RawQueue::open(&path, "bridge", StartAt::Earliest)?;
+        assert_eq!(reopened.cursor()?, 5);
+        assert!(!reopened.wait(Duration::from_millis(20))?);
+        Ok(())
+    }
+
+    #[test]
+    fn appends_are_validated_against_the_schema() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| QueueError::io("tempdir", e))?;
+        let path = dir.path().join("q");
+        drop(JournalQueue::<Note>::new(&path, 100)?);
+        let mut raw = RawQueue::producer(&path)?;
+        let good = crate::to_bytes(&note(7))?;
+        assert_eq!(raw.append(&good)?, 0);
+        let mut bad = good.to_vec();
+        bad.truncate(bad.len() - 1);
+        assert!(matches!(
+            raw.append(&bad),
+            Err(QueueError::Deserialization { .. })
+        ));
+        let json = serde_json::json!({"n": 8, "text": "from JSON, long enough to be out of line"});
+        let Some(schema) = raw.schema().cloned() else {
+            return Err(QueueError::Other("no schema".into()));
+        };
+        let encoded = crate::descriptor::from_json(&schema.root, &json)
+            .map_err(|e| QueueError::Other(e.to_string()))?;
+        assert_eq!(raw.append(&encoded)?, 1);
+        let mut typed = JournalQueue::<Note>::open(&path)?;
+        assert_eq!(typed.dequeue()?, Some(note(7)));
+        assert_eq!(
+            typed.dequeue()?,
+            Some(Note {
+                n: 8,
+                text: "from JSON, long enough to be out of line".into()
+            })
+        );
+        assert_eq!(typed.dequeue()?, None, "the invalid bytes were not written");
+        Ok(())
+    }
+}
