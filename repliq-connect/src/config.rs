@@ -64,6 +64,12 @@ pub enum ConnectorKind {
     /// Redis stream (consumer group) → queue.
     #[cfg(feature = "redis")]
     RedisSource(crate::RedisSourceConfig),
+    /// Queue → NATS JetStream subject.
+    #[cfg(feature = "nats")]
+    NatsSink(crate::NatsSinkConfig),
+    /// NATS JetStream durable pull consumer → queue.
+    #[cfg(feature = "nats")]
+    NatsSource(crate::NatsSourceConfig),
 }
 
 impl ConnectorKind {
@@ -74,6 +80,10 @@ impl ConnectorKind {
             ConnectorKind::RedisSink(_) => "redis_sink",
             #[cfg(feature = "redis")]
             ConnectorKind::RedisSource(_) => "redis_source",
+            #[cfg(feature = "nats")]
+            ConnectorKind::NatsSink(_) => "nats_sink",
+            #[cfg(feature = "nats")]
+            ConnectorKind::NatsSource(_) => "nats_source",
         }
     }
 }

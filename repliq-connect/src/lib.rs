@@ -1,7 +1,7 @@
 //! Connectors for repliq: **sinks** that forward a queue's messages to another system and
 //! **sources** that enqueue another system's messages, at-least-once, nothing lost.
 //!
-//! Each connector is compiled in behind a cargo feature (`redis`: Redis Streams). They share one
+//! Each connector is compiled in behind a cargo feature (`redis`: Redis Streams; `nats`: NATS JetStream). They share one
 //! runtime with one set of rules:
 //!
 //! * A sink tails its queue through its own durable consumer cursor (a [`repliq::RawQueue`]
@@ -32,6 +32,8 @@ mod format;
 mod runtime;
 
 pub use config::{ConnectorConfig, ConnectorKind, Format, RetryConfig};
+#[cfg(feature = "nats")]
+pub use connectors::nats::{NatsSink, NatsSinkConfig, NatsSource, NatsSourceConfig};
 #[cfg(feature = "redis")]
 pub use connectors::redis::{RedisSink, RedisSinkConfig, RedisSource, RedisSourceConfig};
 pub use dead_letter::{DeadLetter, DeadLetters};

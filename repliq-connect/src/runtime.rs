@@ -499,6 +499,16 @@ pub fn spawn(cfg: ConnectorConfig) -> Result<Running, ConnectError> {
             let origin = crate::RedisSource::new(&cfg.name, rc)?;
             run_source(&cfg, origin, &s, shutdown).await
         }),
+        #[cfg(feature = "nats")]
+        ConnectorKind::NatsSink(nc) => tokio::spawn(async move {
+            let target = crate::NatsSink::new(&cfg.name, nc)?;
+            run_sink(&cfg, target, &s, shutdown).await
+        }),
+        #[cfg(feature = "nats")]
+        ConnectorKind::NatsSource(nc) => tokio::spawn(async move {
+            let origin = crate::NatsSource::new(&cfg.name, nc)?;
+            run_source(&cfg, origin, &s, shutdown).await
+        }),
     };
     Ok(Running {
         name,

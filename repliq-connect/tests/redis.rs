@@ -13,7 +13,7 @@ use repliq_connect::{
     ConnectError, ConnectorConfig, ConnectorKind, DeadLetter, Format, RedisSinkConfig,
     RedisSourceConfig, RetryConfig, Running, spawn,
 };
-use support::{Order, Redis, order, redis_available, tally};
+use support::{At, Crashing, Order, Redis, crash_once, order, redis_available, tally};
 
 fn base(name: &str, queue: &Path, dead: Option<&Path>, kind: ConnectorKind) -> ConnectorConfig {
     ConnectorConfig {
@@ -449,89 +449,6 @@ async fn rejected_messages_and_misfit_json_are_dead_lettered() {
         matches!(&pending, redis::Value::Array(a) if a.first() == Some(&redis::Value::Int(1))),
         "{pending:?}"
     );
-}
-
-/// Where a [`Crashing`] connector stops dead: before or after the real remote call.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum At {
-    Before,
-    After,
-}
-
-/// Wraps the real Redis sink or source and hangs forever at call `crash_at` of one operation,
-/// before or after the real call, so the test can kill the connector exactly there (an abort at
-/// any other await point lets the connection's background task finish a request anyway).
-struct Crashing<T> {
-    inner: T,
-    op: &'static str,
-    at: At,
-    crash_at: u64,
-    calls: u64,
-    crashed: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl<T> Crashing<T> {
-    async fn point(&mut self, op: &str, at: At) {
-        if op == self.op && at == self.at && self.calls == self.crash_at {
-            self.crashed
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-impl<T: repliq_connect::SinkTarget> repliq_connect::SinkTarget for Crashing<T> {
-    async fn publish(
-        &mut self,
-        batch: &[repliq_connect::Outgoing],
-    ) -> Result<u64, repliq_connect::Failure> {
-        self.calls += 1;
-        self.point("publish", At::Before).await;
-        let r = self.inner.publish(batch).await;
-        self.point("publish", At::After).await;
-        r
-    }
-}
-
-impl<T: repliq_connect::SourceOrigin> repliq_connect::SourceOrigin for Crashing<T> {
-    type Token = T::Token;
-    async fn fetch(
-        &mut self,
-        max: usize,
-    ) -> Result<Vec<repliq_connect::Incoming<T::Token>>, repliq_connect::Failure> {
-        let r = self.inner.fetch(max).await;
-        if r.as_ref().is_ok_and(|v| !v.is_empty()) {
-            self.calls += 1;
-            self.point("fetch", At::After).await;
-        }
-        r
-    }
-    async fn ack(&mut self, tokens: &[T::Token]) -> Result<(), repliq_connect::Failure> {
-        self.point("ack", At::Before).await;
-        let r = self.inner.ack(tokens).await;
-        self.point("ack", At::After).await;
-        r
-    }
-}
-
-/// Runs a connector until it reaches its crash point, then kills it.
-async fn crash_once<F>(what: &str, run: F, crashed: std::sync::Arc<std::sync::atomic::AtomicBool>)
-where
-    F: std::future::Future<Output = Result<(), ConnectError>> + Send + 'static,
-{
-    let task = tokio::spawn(run);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !crashed.load(std::sync::atomic::Ordering::SeqCst) {
-        assert!(
-            !task.is_finished(),
-            "{what}: stopped before the crash point: {:?}",
-            task.await
-        );
-        assert!(Instant::now() < deadline, "{what}: crash point not reached");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    task.abort();
-    let _ = task.await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

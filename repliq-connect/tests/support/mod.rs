@@ -142,3 +142,92 @@ pub fn tally(sent: u64, ids: &[u64]) -> (usize, u64, u64) {
     let dups = seen.iter().map(|&n| u64::from(n.saturating_sub(1))).sum();
     (ids.len(), lost, dups)
 }
+
+/// Where a [`Crashing`] connector stops dead: before or after the real remote call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum At {
+    Before,
+    After,
+}
+
+/// Wraps the real Redis sink or source and hangs forever at call `crash_at` of one operation,
+/// before or after the real call, so the test can kill the connector exactly there (an abort at
+/// any other await point lets the connection's background task finish a request anyway).
+pub struct Crashing<T> {
+    pub inner: T,
+    pub op: &'static str,
+    pub at: At,
+    pub crash_at: u64,
+    pub calls: u64,
+    pub crashed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T> Crashing<T> {
+    async fn point(&mut self, op: &str, at: At) {
+        if op == self.op && at == self.at && self.calls == self.crash_at {
+            self.crashed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl<T: repliq_connect::SinkTarget> repliq_connect::SinkTarget for Crashing<T> {
+    async fn publish(
+        &mut self,
+        batch: &[repliq_connect::Outgoing],
+    ) -> Result<u64, repliq_connect::Failure> {
+        self.calls += 1;
+        self.point("publish", At::Before).await;
+        let r = self.inner.publish(batch).await;
+        self.point("publish", At::After).await;
+        r
+    }
+}
+
+impl<T: repliq_connect::SourceOrigin> repliq_connect::SourceOrigin for Crashing<T> {
+    type Token = T::Token;
+    async fn fetch(
+        &mut self,
+        max: usize,
+    ) -> Result<Vec<repliq_connect::Incoming<T::Token>>, repliq_connect::Failure> {
+        let r = self.inner.fetch(max).await;
+        if r.as_ref().is_ok_and(|v| !v.is_empty()) {
+            self.calls += 1;
+            self.point("fetch", At::After).await;
+        }
+        r
+    }
+    async fn ack(&mut self, tokens: &[T::Token]) -> Result<(), repliq_connect::Failure> {
+        self.point("ack", At::Before).await;
+        let r = self.inner.ack(tokens).await;
+        self.point("ack", At::After).await;
+        r
+    }
+}
+
+/// Runs a connector until it reaches its crash point, then kills it.
+pub async fn crash_once<F>(
+    what: &str,
+    run: F,
+    crashed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) where
+    F: std::future::Future<Output = Result<(), repliq_connect::ConnectError>> + Send + 'static,
+{
+    let task = tokio::spawn(run);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !crashed.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            !task.is_finished(),
+            "{what}: stopped before the crash point: {:?}",
+            task.await
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: crash point not reached"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    task.abort();
+    let _ = task.await;
+}
