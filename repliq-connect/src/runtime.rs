@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::dead_letter::now_nanos;
 use crate::format::{incoming, outgoing};
+#[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(unused_imports))]
 use crate::{
     ConnectError, ConnectorConfig, ConnectorKind, DeadLetter, DeadLetters, Failure, Format,
 };
@@ -482,6 +483,10 @@ impl Running {
 /// # Errors
 ///
 /// [`ConnectError::Config`] if the configuration is invalid (checked before anything starts).
+#[cfg_attr(
+    not(any(feature = "redis", feature = "nats")),
+    allow(unreachable_code, unused_variables)
+)]
 pub fn spawn(cfg: ConnectorConfig) -> Result<Running, ConnectError> {
     cfg.check()?;
     let stats = Arc::new(Stats::default());

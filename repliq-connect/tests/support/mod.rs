@@ -1,6 +1,6 @@
 //! A real `redis-server` on a loopback port, started and killed by the tests.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,7 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+#[cfg(feature = "redis")]
 /// A redis-server with an append-only file synced on every write, so that a `kill -9` loses
 /// nothing it acknowledged.
 pub struct Redis {
@@ -38,6 +39,7 @@ pub struct Redis {
     child: Option<Child>,
 }
 
+#[cfg(feature = "redis")]
 impl Redis {
     pub fn start(dir: &Path) -> Redis {
         let mut r = Redis {
@@ -103,6 +105,7 @@ impl Redis {
     }
 }
 
+#[cfg(feature = "redis")]
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
