@@ -102,6 +102,9 @@ impl Stats {
     }
 }
 
+/// How often a sink measures its lag while it has work.
+const LAG_EVERY: Duration = Duration::from_millis(250);
+
 /// Runs a blocking queue operation (an `msync`, a wait for replica acknowledgements) without
 /// stalling the executor's other tasks.
 fn blocking<R>(f: impl FnOnce() -> R) -> R {
@@ -223,12 +226,22 @@ pub async fn run_sink<T: SinkTarget>(
             ),
         });
     }
+    let schema = queue.schema().cloned();
+    // The lag costs a walk to the queue's tail: measured at most every LAG_EVERY.
+    let mut lag_at: Option<std::time::Instant> = None;
+    let mut update_lag = |queue: &mut RawQueue, force: bool| {
+        if force || lag_at.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
+            stats
+                .lag
+                .store(queue.backlog().unwrap_or(0), Ordering::Relaxed);
+            lag_at = Some(std::time::Instant::now());
+        }
+    };
     let mut idle = 0u32;
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
-        let schema = queue.schema().cloned();
         let mut batch = Vec::new();
         let mut bad = Vec::new();
         let n = queue
@@ -240,9 +253,7 @@ pub async fn run_sink<T: SinkTarget>(
             })
             .map_err(qerr)?;
         if n == 0 {
-            stats
-                .lag
-                .store(queue.backlog().unwrap_or(0), Ordering::Relaxed);
+            update_lag(&mut queue, idle == 0);
             // Poll while idle: 1 ms, doubling to 16 ms.
             if sleep_or_stop(Duration::from_millis(1 << idle.min(4)), &mut shutdown).await {
                 return Ok(());
@@ -283,9 +294,7 @@ pub async fn run_sink<T: SinkTarget>(
             }
         }
         queue.commit(next).map_err(qerr)?;
-        stats
-            .lag
-            .store(queue.backlog().unwrap_or(0), Ordering::Relaxed);
+        update_lag(&mut queue, false);
     }
 }
 
@@ -371,7 +380,12 @@ pub async fn run_source<S: SourceOrigin>(
             };
             let mut attempt = 0;
             loop {
-                match blocking(|| queue.append(&payload)) {
+                let appended = if queue.waits_for_acks() {
+                    blocking(|| queue.append(&payload))
+                } else {
+                    queue.append(&payload)
+                };
+                match appended {
                     Ok(_) => {
                         enqueued += 1;
                         break;

@@ -313,6 +313,12 @@ impl RawQueue {
         Ok(seq)
     }
 
+    /// Whether an append now waits for replicas' acknowledgements (the queue replicates
+    /// synchronously): such an append blocks, so async callers should move it off the executor.
+    pub fn waits_for_acks(&self) -> bool {
+        self.journal.policy().required_acks > 0
+    }
+
     /// Syncs what this handle appended to disk.
     ///
     /// # Errors
