@@ -125,6 +125,12 @@ fn sink_and_source_in_the_daemon_survive_sigkill() {
     let mut received = Vec::new();
     while next < N {
         let end = (next + 500).min(N);
+        // Where both directions stand before this chunk: a kill below waits until part of
+        // the chunk crossed each way, so the daemon dies while both are moving.
+        let (s0, r0) = (
+            xlen(&mut conn, "orders"),
+            support::held(&daemon.root.join("inbox")),
+        );
         for i in next..end {
             orders.enqueue(&order(i)).unwrap();
             let _: String = redis::cmd("XADD")
@@ -137,11 +143,6 @@ fn sink_and_source_in_the_daemon_survive_sigkill() {
         }
         next = end;
         if next % 1500 == 0 {
-            // Kill once both directions are moving.
-            let (s0, r0) = (
-                xlen(&mut conn, "orders"),
-                support::held(&daemon.root.join("inbox")),
-            );
             wait_until("both directions to move", || {
                 xlen(&mut conn, "orders") > s0 && support::held(&daemon.root.join("inbox")) > r0
             });
