@@ -145,6 +145,7 @@ render helm-statefulset-static --set workload.kind=StatefulSet \
     --set config.replication.mode=synchronous \
     --set workload.replicas=5 --set workload.podAntiAffinity=soft \
     --set metrics.serviceMonitor.enabled=true \
+    --set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true \
     --set podDisruptionBudget.maxUnavailable=null --set podDisruptionBudget.minAvailable=3 \
     --set 'extraContainers[0].name=app' --set 'extraContainers[0].image=example/app:1' \
     --set 'extraContainers[0].volumeMounts[0].name=data' \
@@ -159,6 +160,19 @@ render helm-daemonset-custom \
     --set dataDir.prepare.enabled=false --set logFormat=text --set podDisruptionBudget.enabled=false \
     --set rbac.create=false --set serviceAccount.create=false --set serviceAccount.name=existing
 "$kubectl" kustomize deploy/kubernetes > "$out/kustomize.yaml"
+# The optional PrometheusRule and dashboard ConfigMap carry the files of deploy/ unchanged.
+"$py" - "$out/helm-statefulset-static.yaml" deploy/prometheus/repliq-rules.yaml deploy/grafana/repliq.json <<'PY' \
+    || die "the chart's PrometheusRule or dashboard ConfigMap differs from deploy/"
+import json, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+assert rule["spec"] == yaml.safe_load(open(sys.argv[2])), "PrometheusRule spec"
+cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard"))
+assert cm["metadata"]["labels"]["grafana_dashboard"] == "1", cm["metadata"]["labels"]
+assert json.loads(cm["data"]["repliq.json"]) == json.load(open(sys.argv[3])), "dashboard"
+sm = next(d for d in docs if d["kind"] == "ServiceMonitor")
+assert sm["spec"]["endpoints"][0]["relabelings"][0]["targetLabel"] == "node", "node label"
+PY
 
 # The chart must refuse what the daemon would refuse or what cannot work.
 refuses() { # WHY ARGS...
@@ -195,7 +209,7 @@ for v in $K8S_VERSIONS; do
         die "kubernetes-validate $v"
     fi
     # A kind without a schema is only a warning to kubernetes-validate: allow the one CRD.
-    if grep '^WARN' "$log" | grep -v 'kind ServiceMonitor with api version monitoring.coreos.com/v1' >&2; then
+    if grep '^WARN' "$log" | grep -v 'kind \(ServiceMonitor\|PrometheusRule\) with api version monitoring.coreos.com/v1' >&2; then
         die "kubernetes-validate $v: unexpected warnings"
     fi
     note "Kubernetes $v: $(grep -c '^INFO.*passed' "$log") resources valid"

@@ -29,9 +29,10 @@ pub enum QueueError {
     Full {
         /// The capacity the queue was created with.
         capacity: u64,
-        /// The consumer whose backlog it is (the slowest cursor). A handle registers its
+        /// The consumer whose backlog it is (the slowest cursor). A `JournalQueue` registers its
         /// consumer name when it opens (`"default"` unless set; not for
-        /// `QueueOptions::producer()` handles), so a name no one reads under holds the queue full.
+        /// `QueueOptions::producer()` handles; the async handle's `new`/`open` register it at
+        /// the first receive), so a name no one reads under holds the queue full.
         slowest: String,
     },
     /// The queue holds no message for this consumer.

@@ -42,16 +42,16 @@ mod timestamp;
 pub use error::{QueueError, ReplicationError, Result};
 pub use fingerprint::Fingerprint;
 pub use journal::{
-    CursorInfo, Durability, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, read_schema,
-    verify,
+    ConsumerSlot, CursorInfo, Durability, JournalInfo, RawRecord, RawTailer, VerifyReport,
+    consumer_slots, inspect, read_schema, remove_consumer, verify,
 };
 pub use message::{
     AlignedBytes, Archived, Message, PAYLOAD_ALIGN, access, deserialize, from_bytes,
     serialize_into, to_bytes,
 };
 pub use queue::{
-    DEFAULT_CONSUMER, JournalQueue, MessageStream, PersistentQueue, Queue, QueueOptions, RawQueue,
-    ReadGuard, Recv, ReplicatedQueueImpl, StartAt, Tailer,
+    Ack, DEFAULT_CONSUMER, Delivery, JournalQueue, MessageStream, PersistentQueue, Queue,
+    QueueOptions, RawQueue, ReadGuard, Recv, ReplicatedQueueImpl, StartAt, Tailer,
 };
 pub use raw::access_unchecked;
 #[cfg(feature = "replication")]

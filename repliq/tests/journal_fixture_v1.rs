@@ -83,4 +83,29 @@ fn the_v1_fixture_reads_back() {
         60,
         "and it accepts appends"
     );
+
+    // Consumer slots of a version-1 meta file are never reused (every process on it may be a
+    // build that does not know generations): a removed cursor stays a tombstone.
+    let default_slot = repliq::consumer_slots(tmp.path())
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name.as_deref() == Some("default"))
+        .unwrap()
+        .slot;
+    assert!(repliq::remove_consumer(tmp.path(), "default").unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // past the reuse delay
+    let _other = QueueOptions::new()
+        .consumer("other")
+        .open::<Reading>(tmp.path())
+        .unwrap();
+    let slots = repliq::consumer_slots(tmp.path()).unwrap();
+    assert_eq!(slots[default_slot].state, "removed");
+    assert_eq!(slots[default_slot].generation, 0);
+    assert!(slots.iter().all(|s| s.generation == 0));
+    let meta = std::fs::read(tmp.path().join("queue.meta")).unwrap();
+    assert_eq!(
+        meta[8..12],
+        1u32.to_le_bytes(),
+        "still a version-1 meta file"
+    );
 }

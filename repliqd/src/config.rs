@@ -28,6 +28,11 @@
 //!   grpc_listen: 0.0.0.0:31337
 //!   http_listen: 0.0.0.0:9100
 //!   shutdown_grace_ms: 10000
+//!   failure_linger_ms: 1000    # a task stopped: 503 this long, then exit 1
+//!   tls:                       # optional: mutual TLS between nodes (PEM files, re-read on change)
+//!     ca: /etc/repliq/tls/ca.crt
+//!     cert: /etc/repliq/tls/tls.crt   # DNS SAN = the node name
+//!     key: /etc/repliq/tls/tls.key
 //! election:                    # optional: automatic failover by a lease (see `election`)
 //!   backend: etcd              # or kubernetes (a coordination.k8s.io/v1 Lease per queue)
 //!   endpoints: [http://127.0.0.1:2379]
@@ -197,6 +202,39 @@ pub struct Server {
     /// How long a SIGTERM waits for replicas to catch up before exiting.
     #[serde(default = "default_grace")]
     pub shutdown_grace_ms: u64,
+    /// Mutual TLS on the gRPC port and to the replicas (see `repliqd::tls`); plain text (with
+    /// a warning) when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// After a task of the daemon stopped unexpectedly: how long `/healthz` and `/readyz` answer
+    /// 503 naming it before the daemon drains and exits with status 1.
+    #[serde(default = "default_failure_linger")]
+    pub failure_linger_ms: u64,
+}
+
+/// `server.tls`: PEM files of this node's certificate (its DNS subject alternative name is the
+/// node name), its key, and the CA every peer's certificate chains to. Re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The CA certificate(s).
+    pub ca: std::path::PathBuf,
+    /// This node's certificate chain.
+    pub cert: std::path::PathBuf,
+    /// This node's private key.
+    pub key: std::path::PathBuf,
+}
+
+impl TlsConfig {
+    /// The same files, as the replication library takes them.
+    #[must_use]
+    pub fn files(&self) -> repliq::replication::TlsFiles {
+        repliq::replication::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 impl Default for Server {
@@ -205,6 +243,8 @@ impl Default for Server {
             grpc_listen: default_grpc(),
             http_listen: default_http(),
             shutdown_grace_ms: default_grace(),
+            tls: None,
+            failure_linger_ms: default_failure_linger(),
         }
     }
 }
@@ -217,6 +257,9 @@ fn default_http() -> SocketAddr {
 }
 fn default_grace() -> u64 {
     10_000
+}
+fn default_failure_linger() -> u64 {
+    1_000
 }
 
 mod mode {

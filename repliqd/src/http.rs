@@ -1,61 +1,87 @@
 //! The HTTP endpoints of `repliqd`: `/metrics`, `/healthz`, `/readyz`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::metrics::{CONTENT_TYPE, Metrics};
+use crate::metrics::{CONTENT_TYPE, Metrics, TEXT_CONTENT_TYPE, to_prometheus_text};
+use crate::supervise::Health;
 
 /// What the endpoints read.
 #[derive(Debug)]
 pub struct HttpState {
     /// The metrics to expose.
     pub metrics: Metrics,
-    /// Set once the daemon serves gRPC and has started its replication tasks; cleared when it
-    /// begins to shut down.
-    pub ready: AtomicBool,
+    /// The daemon's tasks, gRPC and discovery.
+    pub health: Arc<Health>,
 }
 
 /// The router of the HTTP endpoints.
 pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
 
-async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+/// OpenMetrics unless the client asks for the Prometheus text format only (`Accept:
+/// text/plain` without `application/openmetrics-text`), as `promtool` and older scrapers do.
+async fn metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let text = accept.contains("text/plain") && !accept.contains("application/openmetrics-text");
     // Reading the queues' files is blocking I/O: keep it off the async workers.
     let state2 = Arc::clone(&state);
     match tokio::task::spawn_blocking(move || state2.metrics.encode()).await {
+        Ok(Ok(body)) if text => (
+            [(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)],
+            to_prometheus_text(&body),
+        )
+            .into_response(),
         Ok(Ok(body)) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response(),
     }
 }
 
-/// 200 when the daemon serves and every queue it is primary of has as many replicas up as
-/// synchronous producers need; 503 with the reasons otherwise. Replicas that are down without
-/// degrading a queue are listed in the 200 body.
-async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
-    if !state.ready.load(Ordering::Acquire) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
-    }
-    let (degraded, report) = state.metrics.replication.health_report();
-    let body = if report.is_empty() {
-        "ready\n".to_owned()
+/// Liveness: 200 `ok` while every long-running task of the daemon runs; 503 naming the task
+/// that stopped otherwise (the daemon then exits on its own, see [`crate::supervise`]).
+async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
+    let failures = state.health.failures();
+    if failures.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
     } else {
-        format!(
-            "{}\n{report}\n",
-            if degraded { "not ready" } else { "ready" }
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ok\n{}\n", failures.join("\n")),
         )
-    };
-    let status = if degraded {
+            .into_response()
+    }
+}
+
+/// Readiness: 200 when every task runs, gRPC serves, discovery has a complete peer set and every
+/// queue this node is primary of has as many replicas up as synchronous producers need; 503 with
+/// one line per reason otherwise (also while starting and shutting down). Replicas that are down
+/// without degrading a queue are listed in the 200 body.
+async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+    let mut reasons = state.health.not_ready_reasons();
+    let (degraded, report) = state.metrics.replication.health_report();
+    let not_ready = degraded || !reasons.is_empty();
+    if !report.is_empty() {
+        reasons.push(report);
+    }
+    let body = format!(
+        "{}\n{}",
+        if not_ready { "not ready" } else { "ready" },
+        reasons.iter().map(|r| format!("{r}\n")).collect::<String>()
+    );
+    let status = if not_ready {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK

@@ -1,6 +1,7 @@
 //! `repliqd`, the repliq node daemon, as a library (the `repliqd` binary is a thin main over it): [`run`] serves gRPC (replication) and HTTP
 //! (`/metrics`, `/healthz`, `/readyz`) until its shutdown future completes, then drains.
 
+mod closing;
 pub mod config;
 #[cfg(feature = "connectors")]
 mod connectors;
@@ -8,9 +9,14 @@ pub mod discovery;
 pub mod election;
 mod http;
 pub mod metrics;
+pub mod root_lock;
+pub mod scan;
+pub mod supervise;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -19,8 +25,7 @@ use tokio::net::TcpListener;
 
 use repliq::QueueError;
 use repliq::replication::{
-    NodePolicy, PeerSet, PrimaryOptions, ReplicaAddr, ReplicaService, ReplicationState, Role,
-    run_primary,
+    NodePolicy, PeerSet, PrimaryOptions, ReplicaAddr, ReplicaService, Role, run_primary,
 };
 
 /// The addresses a running daemon listens on (useful with port 0 in tests).
@@ -38,22 +43,34 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, QueueError> {
         .map_err(|e| QueueError::io(format!("binding the {what} listener to {addr}"), e))
 }
 
+/// The environment variable of a test hook: the gRPC task fails this many milliseconds after
+/// it started serving (its listener closes), as a task of a real node could fail. Tests use it
+/// to check the supervision; it is not meant for production.
+pub const TEST_FAIL_GRPC_AFTER_MS: &str = "REPLIQD_TEST_FAIL_GRPC_AFTER_MS";
+
 /// Runs the daemon until `shutdown` completes. `on_bound` is called once both listeners are
 /// bound, with their addresses.
 ///
+/// Every long-running task runs under supervision (see [`supervise`]): if one stops while the
+/// daemon runs, `/healthz` and `/readyz` answer 503 naming it for `server.failure_linger_ms`,
+/// the other tasks drain, and `run` returns an error (the binary exits with status 1).
+///
 /// # Errors
 ///
-/// [`QueueError::Io`] if a listener cannot be bound or the persistence path cannot be created.
+/// [`QueueError::Io`] if a listener cannot be bound or the persistence path cannot be created;
+/// [`QueueError::Other`] naming the task that stopped while the daemon ran.
 pub async fn run(
     config: Config,
     node_name: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(Bound),
 ) -> Result<(), QueueError> {
-    let discovery = discovery::start(&config, &node_name)?;
+    let mut discovery = discovery::start(&config, &node_name)?;
     let root = config.queue.persistence.path.clone();
     std::fs::create_dir_all(&root)
         .map_err(|e| QueueError::io(format!("creating {}", root.display()), e))?;
+    // One daemon per persistence path, for as long as this one runs.
+    let _root_lock = root_lock::RootLock::acquire(&root, &node_name)?;
     write_node_policy(&config, &node_name)?;
     let grpc_listener = bind(config.server.grpc_listen, "gRPC").await?;
     let http_listener = bind(config.server.http_listen, "HTTP").await?;
@@ -67,89 +84,230 @@ pub async fn run(
     };
     tracing::info!(node = %node_name, grpc = %bound.grpc, http = %bound.http, root = %root.display(), "repliqd listening");
 
+    let health = Arc::new(supervise::Health::default());
     let state = Arc::new(http::HttpState {
-        metrics: metrics::Metrics::new(root.clone()),
-        ready: false.into(),
+        metrics: metrics::Metrics::new(root.clone(), Arc::clone(&health)),
+        health: Arc::clone(&health),
     });
+    let replication_metrics = state.metrics.replication.clone();
+    let election_metrics = state.metrics.election.clone();
+    // `stop` stops every task but HTTP, which answers until the others have drained.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(
+    let (http_stop_tx, mut http_stop) = tokio::sync::watch::channel(false);
+    let mut tasks = supervise::Tasks::new(Arc::clone(&health));
+
+    tasks.spawn("http", async move {
         axum::serve(http_listener, http::router(Arc::clone(&state)))
             .with_graceful_shutdown(async move {
                 let _ = http_stop.wait_for(|s| *s).await;
             })
-            .into_future(),
-    );
+            .await
+            .map_err(|e| format!("serving HTTP: {e}"))
+    });
 
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let current = discovery.current();
+    health
+        .discovery_ready
+        .store(current.ready, Ordering::Release);
+    let accepted = PeerSet::of(peer_names(&current, &node_name));
+    let replicas = ReplicaService::with_peers(root.clone(), accepted.clone());
+    let (replicas, tls_config) = match &config.server.tls {
+        Some(files) => {
+            let reloading = tls::ReloadingConfig::new(files.clone())
+                .map_err(|e| QueueError::InvalidConfig(format!("server.tls: {e}")))?;
+            (replicas.authenticated(), Some(Arc::new(reloading)))
+        }
+        None => {
+            tracing::warn!(
+                "server.tls is not set: replication streams are plain text and peers are not \
+                 authenticated (anyone who reaches the gRPC port can claim a peer's name)"
+            );
+            (replicas, None)
+        }
+    };
+    let service = closing::Closing::new(replicas.into_server(), stop_rx.clone());
     let mut grpc_stop = stop_rx.clone();
-    let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(
-                ReplicaService::with_peers(root.clone(), accepted_peers(&discovery, &node_name))
-                    .into_server(),
-            )
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = grpc_stop.wait_for(|s| *s).await;
-            }),
+    let grpc_health = Arc::clone(&health);
+    let fail_after = std::env::var(TEST_FAIL_GRPC_AFTER_MS)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis);
+    // Serving from now on: the listener is bound, connections wait in its backlog until the
+    // task accepts them.
+    health.grpc_serving.store(true, Ordering::Release);
+    tasks.spawn("grpc", async move {
+        let mut server = tonic::transport::Server::builder()
+            // A primary that vanished without a FIN: its stream ends in seconds, not minutes.
+            .http2_keepalive_interval(Some(repliq::replication::STREAM_KEEPALIVE))
+            .http2_keepalive_timeout(Some(repliq::replication::STREAM_KEEPALIVE_TIMEOUT));
+        let router = server.add_service(service);
+        let shutdown = async move {
+            let _ = grpc_stop.wait_for(|s| *s).await;
+        };
+        let serve = async move {
+            match tls_config {
+                // Mutual TLS from our own acceptor (certificates reloaded when they change).
+                Some(config) => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            tls::incoming(grpc_listener, config),
+                            shutdown,
+                        )
+                        .await
+                }
+                None => {
+                    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
+                        .with_nodelay(Some(true))
+                        .with_keepalive(Some(std::time::Duration::from_secs(10)));
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }
+            }
+        };
+        let result = match fail_after {
+            None => serve.await.map_err(|e| format!("serving gRPC: {e}")),
+            Some(after) => tokio::select! {
+                r = serve => r.map_err(|e| format!("serving gRPC: {e}")),
+                () = tokio::time::sleep(after) => Err(format!(
+                    "failed on purpose by the test hook {TEST_FAIL_GRPC_AFTER_MS}"
+                )),
+            },
+        };
+        grpc_health.grpc_serving.store(false, Ordering::Release);
+        result
+    });
+
+    if let Some(watcher) = discovery.take_task() {
+        let mut watcher = supervise::AbortOnDrop(watcher);
+        let mut stop = stop_rx.clone();
+        tasks.spawn("discovery", async move {
+            tokio::select! {
+                r = watcher.join() => r.and(Err("the watcher returned".to_owned())),
+                _ = stop.wait_for(|s| *s) => Ok(()),
+            }
+        });
+    }
+    tasks.spawn(
+        "discovery-follower",
+        follow_discovery(
+            discovery.subscribe(),
+            node_name.clone(),
+            accepted,
+            Arc::clone(&health),
+            stop_rx.clone(),
+        ),
     );
-
-    let election = election::spawn(&config, &node_name, stop_rx.clone())?;
-    let primaries = tokio::spawn(run_primaries(
-        config.clone(),
-        node_name.clone(),
-        discovery.subscribe(),
-        state.metrics.replication.clone(),
+    let authorities = election::Authorities::default();
+    if let Some(election) = election::start(
+        &config,
+        &node_name,
+        authorities.clone(),
         stop_rx.clone(),
-    ));
-
+        election_metrics,
+    )? {
+        tasks.spawn("election", election);
+    }
+    tasks.spawn(
+        "replication",
+        run_primaries(
+            config.clone(),
+            node_name.clone(),
+            config.election.is_some().then_some(authorities),
+            discovery.subscribe(),
+            replication_metrics,
+            stop_rx.clone(),
+        ),
+    );
     #[cfg(feature = "connectors")]
     let connectors = connectors::start(&config.connectors, &root, stop_rx.clone());
-
-    let ready = Arc::clone(&state);
-    let readiness = discovery::mirror_readiness(discovery.subscribe(), move |r| {
-        ready.ready.store(r, Ordering::Release);
-    });
+    health.started.store(true, Ordering::Release);
     on_bound(bound);
-    shutdown.await;
-    tracing::info!("shutting down: draining replication");
-    let stopping = std::time::Instant::now();
-    readiness.abort();
-    state.ready.store(false, Ordering::Release);
+
+    let shutdown = std::pin::pin!(shutdown);
+    let mut shutdown = shutdown;
+    let failure = tokio::select! {
+        () = &mut shutdown => None,
+        Some((task, result)) = tasks.next() => {
+            Some((task, result.err().unwrap_or_else(|| "returned while the daemon was running".to_owned())))
+        }
+    };
+    let linger = std::time::Duration::from_millis(config.server.failure_linger_ms);
+    if let Some((task, why)) = &failure {
+        health.failed(task, why.clone());
+        tracing::error!(
+            task,
+            error = %why,
+            linger_ms = config.server.failure_linger_ms,
+            "a task of the daemon stopped: not ready, exiting with status 1 after draining"
+        );
+        if tasks.contains("http") {
+            tokio::select! {
+                () = tokio::time::sleep(linger) => {}
+                () = &mut shutdown => {}
+            }
+        }
+    } else {
+        tracing::info!("shutting down: draining replication");
+    }
+    health.stopping.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
     #[cfg(feature = "connectors")]
     connectors.join().await;
-    let _ = primaries.await;
-    if let Some(e) = election {
-        let _ = e.await;
-    }
-    drop(discovery);
-    // tonic's graceful shutdown waits for open streams, and a primary keeps its replication
-    // stream to this node open for as long as it lives: give them the grace period, then stop.
-    let grace = std::time::Duration::from_millis(config.server.shutdown_grace_ms)
-        .saturating_sub(stopping.elapsed())
-        .max(std::time::Duration::from_millis(100));
-    let grpc_abort = grpc_task.abort_handle();
-    match tokio::time::timeout(grace, grpc_task).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => return Err(QueueError::Other(format!("serving gRPC: {e}"))),
-        Ok(Err(e)) => return Err(QueueError::Other(format!("the gRPC task failed: {e}"))),
-        Err(_) => {
-            tracing::info!(
-                grace_ms = config.server.shutdown_grace_ms,
-                "closing the replication streams still open after the grace period"
-            );
-            grpc_abort.abort();
+    drain(&mut tasks, &config).await;
+    let _ = http_stop_tx.send(true);
+    while let Some((task, result)) = tasks.next().await {
+        if let Err(e) = result {
+            tracing::warn!(task, error = %e, "stopped with an error while shutting down");
         }
     }
-    match http_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(QueueError::io("serving HTTP", e)),
-        Err(e) => return Err(QueueError::Other(format!("the HTTP task failed: {e}"))),
+    drop(discovery);
+    match failure {
+        Some((task, why)) => Err(QueueError::Other(format!(
+            "the daemon task `{task}` stopped: {why}"
+        ))),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
     }
-    tracing::info!("stopped");
-    Ok(())
+}
+
+/// Waits for every task but HTTP to end after the stop signal: replication drains (up to the
+/// grace period, which its tasks keep themselves), the gRPC server closes its streams at once
+/// ([`closing`]); whatever still runs a second after the grace period is cancelled.
+async fn drain(tasks: &mut supervise::Tasks, config: &Config) {
+    let grace = std::time::Duration::from_millis(config.server.shutdown_grace_ms)
+        + std::time::Duration::from_secs(1);
+    let deadline = tokio::time::Instant::now() + grace;
+    let others = |tasks: &supervise::Tasks| tasks.names().iter().any(|n| *n != "http");
+    let mut cancelled = false;
+    while others(tasks) {
+        let next = if cancelled {
+            Ok(tasks.next().await)
+        } else {
+            tokio::time::timeout_at(deadline, tasks.next()).await
+        };
+        match next {
+            Ok(Some((task, Err(e)))) => {
+                tracing::warn!(task, error = %e, "stopped with an error while shutting down");
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(_) => {
+                let still: Vec<&str> = tasks.names().into_iter().filter(|n| *n != "http").collect();
+                tracing::info!(
+                    grace_ms = config.server.shutdown_grace_ms,
+                    tasks = ?still,
+                    "cancelling what still runs after the grace period"
+                );
+                for task in still {
+                    tasks.abort(task);
+                }
+                cancelled = true;
+            }
+        }
+    }
 }
 
 /// Writes the node policy into the persistence root, so that a queue a producer creates there
@@ -173,55 +331,85 @@ fn write_node_policy(config: &Config, node: &str) -> Result<(), QueueError> {
     policy.write(&config.queue.persistence.path)
 }
 
-/// The primaries this node's replicas accept streams from: the discovered peers (static or
-/// Kubernetes), kept current by a task that follows discovery's snapshots.
-fn accepted_peers(discovery: &discovery::Discovery, node: &str) -> PeerSet {
-    fn names(set: &discovery::PeerSet, node: &str) -> Vec<String> {
-        set.peers
-            .iter()
-            .filter(|p| p.name != node)
-            .map(|p| p.name.clone())
-            .collect()
-    }
-    let mut snapshots = discovery.subscribe();
-    let accepted = PeerSet::of(names(&snapshots.borrow_and_update(), node));
-    let follower = accepted.clone();
-    let node = node.to_owned();
-    tokio::spawn(async move {
-        while snapshots.changed().await.is_ok() {
-            let current = names(&snapshots.borrow_and_update(), &node);
-            follower.replace(current);
-        }
-    });
-    accepted
+fn peer_names(set: &discovery::PeerSet, node: &str) -> Vec<String> {
+    set.peers
+        .iter()
+        .filter(|p| p.name != node)
+        .map(|p| p.name.clone())
+        .collect()
 }
 
-/// How often the persistence path is scanned for queues to replicate. A queue created in
-/// between already obeys the node policy (its producers wait for acknowledgements); the scan
-/// only decides how soon they come.
+/// Follows discovery's snapshots until `stop`: the primaries this node's replicas accept streams
+/// from (`accepted`), and discovery's part of `/readyz`, logging what is missing while it is not
+/// ready.
+async fn follow_discovery(
+    mut snapshots: tokio::sync::watch::Receiver<discovery::PeerSet>,
+    node: String,
+    accepted: PeerSet,
+    health: Arc<supervise::Health>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        accepted.replace(peer_names(&snapshot, &node));
+        health
+            .discovery_ready
+            .store(snapshot.ready, Ordering::Release);
+        if !snapshot.ready {
+            tracing::warn!(
+                problem = snapshot
+                    .problem
+                    .as_deref()
+                    .unwrap_or("waiting for the first list"),
+                "not ready: discovery has no complete peer set"
+            );
+        }
+        tokio::select! {
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return Err("discovery stopped publishing peer sets".to_owned());
+                }
+            }
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+}
+
+/// How often the persistence path is looked at for queues to replicate (a cheap generation
+/// check, see [`scan`]). A queue created in between already obeys the node policy (its
+/// producers wait for acknowledgements); the scan only decides how soon they come.
 const SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One queue's replication task: its stop, the replicas it was started with, the task.
+type Running = (
+    tokio::sync::watch::Sender<bool>,
+    Vec<ReplicaAddr>,
+    tokio::task::JoinHandle<Result<(), QueueError>>,
+);
 
 /// Starts a replication task for every queue under the persistence path that this node is
 /// primary for (looking again every [`SCAN_INTERVAL`] for new queues and for demotions), until
-/// `stop`. A change of the peer set restarts the replication tasks with the new set.
+/// `stop`. A change of the peer set restarts the replication tasks with the new set. A queue's
+/// task that fails is logged and started again at a later look (its error is usually a replica
+/// or a file it cannot reach); one that panics is a bug and stops the daemon.
 async fn run_primaries(
     config: Config,
     node: String,
+    authorities: Option<election::Authorities>,
     mut peer_sets: tokio::sync::watch::Receiver<discovery::PeerSet>,
     metrics: metrics::ReplicationMetrics,
     stop: tokio::sync::watch::Receiver<bool>,
-) {
+) -> Result<(), String> {
     let root = config.queue.persistence.path.clone();
     let mut peers = replica_addrs(&peer_sets.borrow_and_update(), &node);
     let mut discovery_open = true;
-    // Queue directory → (its task's stop, the replicas it was started with, the task).
-    let mut running: std::collections::BTreeMap<
-        _,
-        (tokio::sync::watch::Sender<bool>, Vec<ReplicaAddr>, _),
-    > = std::collections::BTreeMap::new();
+    let mut running: std::collections::BTreeMap<PathBuf, Running> =
+        std::collections::BTreeMap::new();
+    let mut scanner = Some(scan::QueueScanner::new(root));
     let mut tick = tokio::time::interval(SCAN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop_wait = stop.clone();
+    let mut panicked = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -235,15 +423,18 @@ async fn run_primaries(
             }
             _ = stop_wait.wait_for(|s| *s) => break,
         }
-        let Ok(entries) = std::fs::read_dir(&root) else {
-            continue;
+        // The look is blocking file I/O: on the blocking pool.
+        let Some(mut s) = scanner.take() else {
+            break;
         };
-        for entry in entries.flatten() {
-            let dir = entry.path();
-            if !dir.join("queue.meta").exists() {
-                continue;
-            }
-            let primary = matches!(ReplicationState::load(&dir), Ok(s) if s.role == Role::Primary);
+        let (s, queues) = tokio::task::spawn_blocking(move || {
+            let queues = s.scan();
+            (s, queues)
+        })
+        .await
+        .map_err(|e| format!("the queue scan failed: {e}"))?;
+        scanner = Some(s);
+        for (dir, primary) in queues {
             if let Some((task_stop, with, _)) = running.get(&dir) {
                 if !primary || *with != peers {
                     // Demoted (fenced by the election, or a newer primary appeared), or the peer
@@ -263,19 +454,11 @@ async fn run_primaries(
             options.drain_timeout =
                 std::time::Duration::from_millis(config.server.shutdown_grace_ms);
             options.observer = Some(Arc::new(metrics.clone()));
+            options.authority = authorities.as_ref().map(|a| a.of(&dir));
+            options.tls = config.server.tls.as_ref().map(config::TlsConfig::files);
             tracing::info!(queue = %dir.display(), replicas = peers.len(), "replicating");
             let (task_stop_tx, task_stop_rx) = tokio::sync::watch::channel(false);
-            let mut all_stop = stop.clone();
-            let mut task_stop = task_stop_rx.clone();
-            let (combined_tx, combined_rx) = tokio::sync::watch::channel(false);
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = all_stop.wait_for(|s| *s) => {}
-                    _ = task_stop.wait_for(|s| *s) => {}
-                }
-                let _ = combined_tx.send(true);
-            });
-            let task = tokio::spawn(run_primary(dir.clone(), options, combined_rx));
+            let task = tokio::spawn(run_primary(dir.clone(), options, task_stop_rx));
             running.insert(dir, (task_stop_tx, peers.clone(), task));
         }
         // Forget finished tasks (e.g. after a step-down) so a later promotion restarts them.
@@ -285,16 +468,30 @@ async fn run_primaries(
             .map(|(d, _)| d.clone())
             .collect();
         for dir in finished {
-            if let Some((_, _, task)) = running.remove(&dir)
-                && let Ok(Err(e)) = task.await
-            {
-                tracing::warn!(queue = %dir.display(), error = %e, "replication stopped");
+            let Some((_, _, task)) = running.remove(&dir) else {
+                continue;
+            };
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(queue = %dir.display(), error = %e, "replication stopped");
+                }
+                Err(e) => {
+                    panicked = Some(format!("the replication of {} stopped: {e}", dir.display()));
+                }
             }
         }
+        if panicked.is_some() {
+            break;
+        }
+    }
+    for (task_stop, _, _) in running.values() {
+        let _ = task_stop.send(true);
     }
     for (_, (_, _, task)) in running {
         let _ = task.await;
     }
+    panicked.map_or(Ok(()), Err)
 }
 
 fn replica_addrs(set: &discovery::PeerSet, node: &str) -> Vec<ReplicaAddr> {

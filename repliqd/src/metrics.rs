@@ -210,20 +210,59 @@ impl Default for ReplicationMetrics {
     }
 }
 
+/// What the election driver reports, per queue (see [`crate::election`]).
+#[derive(Debug, Clone, Default)]
+pub struct ElectionMetrics {
+    /// 1 while this node holds the queue's lease.
+    pub leader: Family<QueueLabels, Gauge>,
+    /// The epoch of the lease this node holds, else the queue's local epoch.
+    pub epoch: Family<QueueLabels, Gauge>,
+    /// Lease renewals written by this node.
+    pub renewals: Family<QueueLabels, Counter>,
+    /// Lease writes that failed (`reason`: `conflict`, another node wrote first; `unreachable`,
+    /// the backend did not answer or refused).
+    pub failures: Family<QueueLabels, Counter>,
+    /// Times this node acquired the queue's lease and was promoted to primary.
+    pub takeovers: Family<QueueLabels, Counter>,
+    /// Times this node fenced the queue (lost, expired or never held the lease while primary).
+    pub fences: Family<QueueLabels, Counter>,
+    /// 1 while the last read of the lease succeeded.
+    pub backend_up: Family<QueueLabels, Gauge>,
+}
+
+impl ElectionMetrics {
+    /// The labels of `queue`.
+    #[must_use]
+    pub fn queue(queue: &str) -> QueueLabels {
+        queue_labels(queue)
+    }
+
+    /// The labels of a failed lease write of `queue`.
+    #[must_use]
+    pub fn failure(queue: &str, reason: &str) -> QueueLabels {
+        vec![("queue", queue.to_owned()), ("reason", reason.to_owned())]
+    }
+}
+
 /// All of `repliqd`'s metrics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     /// Updated by the replication tasks.
     pub replication: ReplicationMetrics,
+    /// Updated by the election driver.
+    pub election: ElectionMetrics,
 }
 
 impl Metrics {
-    /// Metrics for the queues under `root`.
+    /// Metrics for the queues under `root` and the daemon whose tasks `health` follows.
     #[must_use]
-    pub fn new(root: PathBuf) -> Self {
-        let mut registry = Registry::with_prefix("repliq");
+    pub fn new(root: PathBuf, health: Arc<crate::supervise::Health>) -> Self {
+        let mut root_registry = Registry::default();
+        root_registry.register_collector(Box::new(ProcessCollector));
+        let registry = root_registry.sub_registry_with_prefix("repliq");
         let replication = ReplicationMetrics::default();
+        let election = ElectionMetrics::default();
         registry.register(
             "replicated_records",
             "Records acknowledged by a replica",
@@ -231,7 +270,7 @@ impl Metrics {
         );
         registry.register(
             "replicated_bytes",
-            "Journal bytes acknowledged by a replica",
+            "Journal bytes sent to a replica",
             replication.replicated_bytes.clone(),
         );
         registry.register(
@@ -275,12 +314,52 @@ impl Metrics {
             "1 while fewer replicas are up than required: synchronous enqueues time out",
             replication.degraded.clone(),
         );
+        registry.register(
+            "election_leader",
+            "1 while this node holds the queue's lease (automatic failover)",
+            election.leader.clone(),
+        );
+        registry.register(
+            "election_epoch",
+            "Epoch of the lease this node holds, else the queue's local epoch",
+            election.epoch.clone(),
+        );
+        registry.register(
+            "election_lease_renewals",
+            "Lease renewals written by this node",
+            election.renewals.clone(),
+        );
+        registry.register(
+            "election_lease_failures",
+            "Lease writes of this node that failed (reason: conflict or unreachable)",
+            election.failures.clone(),
+        );
+        registry.register(
+            "election_takeovers",
+            "Times this node acquired the queue's lease and became its primary",
+            election.takeovers.clone(),
+        );
+        registry.register(
+            "election_fences",
+            "Times this node fenced the queue (lease lost, expired or never held while primary)",
+            election.fences.clone(),
+        );
+        registry.register(
+            "election_backend_up",
+            "1 while the last read of the queue's lease from the backend succeeded",
+            election.backend_up.clone(),
+        );
         registry.register_collector(Box::new(QueueCollector {
             root: Arc::new(root),
         }));
+        registry.register_collector(Box::new(DaemonCollector {
+            health,
+            replication: replication.clone(),
+        }));
         Metrics {
-            registry,
+            registry: root_registry,
             replication,
+            election,
         }
     }
 
@@ -295,6 +374,39 @@ impl Metrics {
         Ok(out)
     }
 }
+
+/// The Prometheus text format (0.0.4) of an OpenMetrics text, for scrapers and tools that do not
+/// read OpenMetrics (`promtool check metrics`): counter families are named with their `_total`
+/// suffix, `# UNIT` and `# EOF` lines go.
+#[must_use]
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The `Content-Type` of [`to_prometheus_text`]'s output.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -312,6 +424,8 @@ struct QueueSample {
     segments: u64,
     disk_bytes: u64,
     cursors: Vec<(String, u64, u64)>,
+    /// `Some((primary here, epoch))` when the replication state can be read.
+    role: Option<(bool, u64)>,
 }
 
 fn sample_queues(root: &Path) -> Vec<QueueSample> {
@@ -338,6 +452,9 @@ fn sample_queues(root: &Path) -> Vec<QueueSample> {
             enqueued: info.last_seq.map_or(0, |s| s + 1),
             segments: info.segments.len() as u64,
             disk_bytes,
+            role: repliq::replication::ReplicationState::load(&dir)
+                .ok()
+                .map(|st| (st.role == repliq::replication::Role::Primary, st.epoch)),
             cursors: info
                 .cursors
                 .iter()
@@ -416,6 +533,247 @@ impl Collector for QueueCollector {
             samples
                 .iter()
                 .map(|s| (q(s), ConstGauge::new(s.disk_bytes as i64))),
+        )?;
+        family(
+            &mut encoder,
+            "queue_primary",
+            "1 while this node holds the primary role of the queue (it accepts enqueues)",
+            MetricType::Gauge,
+            samples.iter().filter_map(|s| {
+                let (primary, _) = s.role?;
+                Some((q(s), ConstGauge::new(i64::from(primary))))
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "queue_epoch",
+            "Replication epoch of the queue on this node (it grows at every failover)",
+            MetricType::Gauge,
+            samples.iter().filter_map(|s| {
+                let (_, epoch) = s.role?;
+                Some((
+                    q(s),
+                    ConstGauge::new(i64::try_from(epoch).unwrap_or(i64::MAX)),
+                ))
+            }),
+        )?;
+        if let Ok(fs) = rustix::fs::statvfs(self.root.as_path()) {
+            let size = fs.f_blocks.saturating_mul(fs.f_frsize);
+            let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+            let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            family(
+                &mut encoder,
+                "volume_size_bytes",
+                "Size of the file system holding the persistence path",
+                MetricType::Gauge,
+                [(Vec::new(), ConstGauge::new(clamp(size)))],
+            )?;
+            family(
+                &mut encoder,
+                "volume_free_bytes",
+                "Bytes of the file system holding the persistence path that queues may still use",
+                MetricType::Gauge,
+                [(Vec::new(), ConstGauge::new(clamp(free)))],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The daemon's own state: its tasks, readiness and version.
+#[derive(Debug)]
+struct DaemonCollector {
+    health: Arc<crate::supervise::Health>,
+    replication: ReplicationMetrics,
+}
+
+impl Collector for DaemonCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        family(
+            &mut encoder,
+            "daemon_task_up",
+            "1 while a long-running task of the daemon runs; one that stops takes the daemon down",
+            MetricType::Gauge,
+            self.health.task_states().into_iter().map(|(task, up)| {
+                (
+                    vec![("task", task.to_owned())],
+                    ConstGauge::new(i64::from(up)),
+                )
+            }),
+        )?;
+        let ready =
+            self.health.not_ready_reasons().is_empty() && !self.replication.health_report().0;
+        family(
+            &mut encoder,
+            "daemon_ready",
+            "1 while /readyz answers 200",
+            MetricType::Gauge,
+            [(Vec::new(), ConstGauge::new(i64::from(ready)))],
+        )?;
+        family(
+            &mut encoder,
+            "build_info",
+            "Always 1; the version label is the daemon's version",
+            MetricType::Gauge,
+            [(
+                vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
+                ConstGauge::new(1),
+            )],
         )
+    }
+}
+
+/// The standard `process_*` metrics of the daemon's process, read from `/proc/self`.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// What `/proc/self` says about this process.
+struct ProcessSample {
+    cpu_seconds: f64,
+    start_time_seconds: f64,
+    virtual_bytes: u64,
+    resident_bytes: u64,
+    threads: u64,
+    open_fds: u64,
+    max_fds: Option<u64>,
+}
+
+fn process_sample() -> Option<ProcessSample> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last `)`.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    // Field n of proc(5) is fields[n - 3] here.
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    let page = rustix::param::page_size() as u64;
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())
+    })?;
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))?
+                .split_whitespace()
+                .nth(3)?
+                .parse()
+                .ok()
+        });
+    Some(ProcessSample {
+        cpu_seconds: (field(14)? + field(15)?) as f64 / ticks,
+        start_time_seconds: boot as f64 + field(22)? as f64 / ticks,
+        virtual_bytes: field(23)?,
+        resident_bytes: field(24)?.saturating_mul(page),
+        threads: field(20)?,
+        open_fds,
+        max_fds,
+    })
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(p) = process_sample() else {
+            return Ok(());
+        };
+        let gauge = |v: u64| {
+            [(
+                Vec::new(),
+                ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)),
+            )]
+        };
+        family(
+            &mut encoder,
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            MetricType::Counter,
+            [(Vec::new(), ConstCounter::new(p.cpu_seconds))],
+        )?;
+        family(
+            &mut encoder,
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds",
+            MetricType::Gauge,
+            [(Vec::new(), ConstGauge::new(p.start_time_seconds))],
+        )?;
+        family(
+            &mut encoder,
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            MetricType::Gauge,
+            gauge(p.virtual_bytes),
+        )?;
+        family(
+            &mut encoder,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            MetricType::Gauge,
+            gauge(p.resident_bytes),
+        )?;
+        family(
+            &mut encoder,
+            "process_threads",
+            "Number of OS threads in the process",
+            MetricType::Gauge,
+            gauge(p.threads),
+        )?;
+        family(
+            &mut encoder,
+            "process_open_fds",
+            "Number of open file descriptors",
+            MetricType::Gauge,
+            gauge(p.open_fds),
+        )?;
+        if let Some(max) = p.max_fds {
+            family(
+                &mut encoder,
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                MetricType::Gauge,
+                gauge(max),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn the_text_format_names_counters_with_total_and_drops_openmetrics_lines() {
+        let metrics = Metrics::new(
+            std::env::temp_dir().join("repliq-no-such-root"),
+            Arc::default(),
+        );
+        metrics
+            .replication
+            .replicated_records
+            .get_or_create(&replica_labels("q", "b"))
+            .inc_by(3);
+        let open = metrics.encode().unwrap();
+        assert!(
+            open.contains("# TYPE repliq_replicated_records counter\n"),
+            "{open}"
+        );
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        let text = to_prometheus_text(&open);
+        assert!(text.contains("# HELP repliq_replicated_records_total Records acknowledged"));
+        assert!(text.contains("# TYPE repliq_replicated_records_total counter\n"));
+        assert!(text.contains("repliq_replicated_records_total{queue=\"q\",replica=\"b\"} 3\n"));
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        // Every family has help text.
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(types, helps, "{text}");
     }
 }

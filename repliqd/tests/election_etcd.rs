@@ -301,3 +301,152 @@ fn the_lease_fails_over_a_killed_primary_without_losing_acknowledged_messages() 
     );
     let _ = Order::NAME;
 }
+
+fn signal(d: &Daemon, sig: libc::c_int) {
+    let pid = d.child.as_ref().expect("running").id() as libc::pid_t;
+    // SAFETY: kill(2) with the pid of a child this test started and has not reaped.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+/// Issue 18: the paused primary. Three daemons, synchronous with one acknowledgement, the etcd
+/// election; a producer on a. a's daemon is `SIGSTOP`ped for longer than its lease while the
+/// producer waits; a replica takes the lease and acknowledges new writes; a's daemon is
+/// `SIGCONT`ed with its streams still open. None of a's frames may land on a replica at the new
+/// epoch's sequences, none of its enqueues of those sequences may return `Ok`, and the new
+/// epoch's acknowledged records stay intact on both other nodes.
+#[test]
+fn a_paused_primary_resumes_fenced_after_the_lease_moved() {
+    let Some(etcd) = start_etcd() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Daemon::cluster(dir.path(), &["a", "b", "c"], "synchronous");
+    for n in &mut nodes {
+        let mut text = std::fs::read_to_string(&n.config).unwrap();
+        text = text.replace(
+            "  mode: synchronous\n",
+            "  mode: synchronous\n  required_acks: 1\n  ack_timeout_ms: 200\n",
+        );
+        text.push_str(&format!(
+            "election:\n  backend: etcd\n  endpoints: [\"{}\"]\n  prefix: paused\n  \
+             lease_duration_ms: {LEASE_MS}\n  renew_deadline_ms: 1800\n  retry_period_ms: 500\n",
+            etcd.endpoint
+        ));
+        std::fs::write(&n.config, text).unwrap();
+        n.start();
+    }
+    let q = QueueOptions::new()
+        .capacity(10_000_000)
+        .segment_size(1 << 20)
+        .create::<Order>(queue(&nodes[0]))
+        .unwrap();
+    drop(q);
+    wait_until("a to replicate synchronously", || {
+        ReplicationState::load(&queue(&nodes[0])).is_ok_and(|s| s.synchronous)
+    });
+
+    // The producer on a: every outcome, in order.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, Option<u64>)>::new()));
+    let producer = {
+        let (stop, outcomes, dir) = (stop.clone(), outcomes.clone(), queue(&nodes[0]));
+        std::thread::spawn(move || {
+            let mut q = QueueOptions::new().producer().open::<Order>(dir).unwrap();
+            let give_up = Instant::now() + Duration::from_secs(240);
+            for id in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) || Instant::now() > give_up {
+                    break;
+                }
+                match q.enqueue(&Order { id }) {
+                    Ok(seq) => outcomes.lock().unwrap().push((id, Some(seq))),
+                    Err(QueueError::Replication(repliq::ReplicationError::Fenced { .. })) => {
+                        break;
+                    }
+                    Err(QueueError::Replication(_)) => outcomes.lock().unwrap().push((id, None)),
+                    Err(e) => panic!("unexpected error {e}"),
+                }
+            }
+        })
+    };
+    wait_until("500 acknowledged writes on a", || {
+        outcomes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|o| o.1.is_some())
+            .count()
+            >= 500
+    });
+    signal(&nodes[0], libc::SIGSTOP);
+    let before_pause = outcomes.lock().unwrap().len();
+    let held_at_pause = [held(&queue(&nodes[1])), held(&queue(&nodes[2]))];
+    let is_primary = |dir: &Path| {
+        ReplicationState::load(dir).is_ok_and(|s| s.role == Role::Primary && s.epoch >= 2)
+    };
+    wait_until("a replica to take the lease", || {
+        is_primary(&queue(&nodes[1])) || is_primary(&queue(&nodes[2]))
+    });
+    let new = if is_primary(&queue(&nodes[1])) { 1 } else { 2 };
+    let other = 3 - new;
+    let start = ReplicationState::load(&queue(&nodes[new]))
+        .unwrap()
+        .epoch_start;
+    let mut on_new = QueueOptions::new()
+        .producer()
+        .open::<Order>(queue(&nodes[new]))
+        .unwrap();
+    let mut acked_new = Vec::new();
+    for id in 0..300 {
+        let seq = on_new
+            .enqueue(&Order { id: 1_000_000 + id })
+            .unwrap_or_else(|e| panic!("the new primary: {e}"));
+        acked_new.push((seq, 1_000_000 + id));
+    }
+    drop(on_new);
+
+    signal(&nodes[0], libc::SIGCONT);
+    wait_until("a to learn of the new epoch", || {
+        ReplicationState::load(&queue(&nodes[0])).is_ok_and(|s| s.role == Role::Replica)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    producer.join().unwrap();
+
+    let late: Vec<(usize, u64, Option<u64>)> = outcomes
+        .lock()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, seq))| seq.is_some_and(|s| s >= start))
+        .map(|(i, &(id, seq))| (i, id, seq))
+        .collect();
+    if !late.is_empty() {
+        for n in &nodes {
+            eprintln!("==== {} ====", n.name);
+            eprintln!(
+                "{}",
+                std::fs::read_to_string(n.log_path()).unwrap_or_default()
+            );
+        }
+    }
+    assert!(
+        late.is_empty(),
+        "a acknowledged writes at sequences epoch 2 owns (from {start}; node {new} is the new \
+         primary; b and c held {held_at_pause:?} at the pause, {before_pause} outcomes before \
+         it): (outcome index, id, seq) {late:?}"
+    );
+    let last = acked_new.last().unwrap().0;
+    for n in [new, other] {
+        wait_until("the new epoch's records on both other nodes", || {
+            held(&queue(&nodes[n])) > last
+        });
+        let orders = all_orders(&queue(&nodes[n]));
+        for &(seq, id) in &acked_new {
+            assert_eq!(
+                orders.get(seq as usize).map(|o| o.id),
+                Some(id),
+                "node {}: record {seq}, acknowledged in epoch 2, changed",
+                nodes[n].name
+            );
+        }
+    }
+}

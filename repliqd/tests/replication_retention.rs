@@ -55,13 +55,18 @@ fn write_and_consume(q: &mut JournalQueue<Blob>, range: std::ops::Range<u64>) {
 }
 
 /// The position of the primary's cursor for replica `b`.
+/// The last record replica `b` holds, by its cursor on the primary (`inspect` reports the next
+/// record the replica needs; `u64::MAX` for a replica declared lost).
 fn replica_cursor(dir: &Path) -> Option<u64> {
     repliq::inspect(dir)
         .unwrap()
         .cursors
         .into_iter()
         .find(|c| c.name == "replica:b")
-        .map(|c| c.next_seq)
+        .map(|c| match c.next_seq {
+            u64::MAX => u64::MAX,
+            next => next - 1,
+        })
 }
 
 /// Every message of the queue at `dir` from its oldest stored record, read through a cursor that

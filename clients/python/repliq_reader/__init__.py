@@ -374,7 +374,9 @@ class Queue:
         if len(head) < 324 or head[:8] != b"RPLQMETA":
             raise FormatError("%s: not a repliq meta file" % path)
         version, = struct.unpack_from("<I", head, 8)
-        if version != 1:
+        # Meta version 2 differs from 1 only in the consumer cursor slots, which this reader
+        # does not use (docs/FORMAT.md, "Compatibility").
+        if version not in (1, 2):
             raise FormatError("%s: unknown format version %d" % (path, version))
         if struct.unpack_from("<I", head, 320)[0] != crc32c(head[:320]):
             raise FormatError("%s: meta file header crc mismatch" % path)

@@ -6,7 +6,7 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use repliq::{JournalQueue, QueueError, QueueOptions};
 use repliqd::{self as server, Config};
@@ -85,16 +85,7 @@ fn main() -> repliq::Result<()> {
 
     // The consumer, on node B: the replica appears once node A's daemon has found the queue.
     let replica = root_b.join("trades");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !replica.join("queue.meta").exists() {
-        if Instant::now() > deadline {
-            return Err(QueueError::Other(
-                "the replica did not appear within 30 s".into(),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut consumer = QueueOptions::new().open::<Trade>(&replica)?;
+    let mut consumer = QueueOptions::new().open_wait::<Trade>(&replica, Duration::from_secs(30))?;
     let mut last = None;
     for _ in 0..1000 {
         last = consumer.dequeue_wait(Some(Duration::from_secs(30)))?;

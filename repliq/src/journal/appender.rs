@@ -67,6 +67,31 @@ enum Tail {
     Here,
     /// The current segment is finished and segment `seq` does not exist yet.
     NeedSegment,
+    /// A live reservation of another writer is at the tail and the caller asked not to wait
+    /// for it (`find_tail(Wait::Spin)` after a short spin).
+    Busy,
+}
+
+/// What [`Appender::find_tail`] does at a live reservation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Return [`Tail::Here`] at once (callers that only want the position).
+    Never,
+    /// Spin, yield, and abandon it once its lease expired (blocking writers).
+    Block,
+    /// Spin briefly, then return [`Tail::Busy`] (the non-blocking append of async handles).
+    Spin,
+}
+
+/// What [`Appender::try_append`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// The record was committed with this sequence number.
+    Done(u64),
+    /// Nothing was written: appending now needs a step that may block a thread (creating the
+    /// next segment file, waiting for another writer's reservation, a sync). Run
+    /// [`Appender::append`] where blocking is allowed.
+    WouldBlock,
 }
 
 impl Appender {
@@ -100,7 +125,7 @@ impl Appender {
     /// reserved or END header). One mapping and a walk from the last index point per segment.
     fn recover(&mut self, list: &[u64]) -> Result<()> {
         walk::check_segment_chain(&self.journal, list)?;
-        self.find_tail(false)?;
+        self.find_tail(Wait::Never)?;
         self.walk.check_tail(&self.journal)
     }
 
@@ -158,7 +183,7 @@ impl Appender {
 
     /// Skips over final records until `pos` is at an EMPTY header (waiting for, or abandoning,
     /// a live reservation), or the current segment is finished and the next does not exist.
-    fn find_tail(&mut self, wait: bool) -> Result<Tail> {
+    fn find_tail(&mut self, wait: Wait) -> Result<Tail> {
         let lease = self.journal.lease_ms();
         let mut spins = 0u32;
         loop {
@@ -173,8 +198,11 @@ impl Appender {
                     return Ok(Tail::NeedSegment);
                 }
                 Entry::Reserved { word, stamp } => {
-                    if !wait {
+                    if wait == Wait::Never {
                         return Ok(Tail::Here);
+                    }
+                    if wait == Wait::Spin && spins >= 200 {
+                        return Ok(Tail::Busy);
                     }
                     if header::lease_expired(stamp, monotonic_millis(), lease) {
                         // A record boundary reached by the walk (see `walk`): a real header.
@@ -196,11 +224,40 @@ impl Appender {
 
     /// Appends one record whose payload `write` serializes into the slot it is given (16-byte
     /// aligned) and whose length it returns. Returns the record's sequence number.
-    #[allow(unsafe_code)]
     pub(crate) fn append(
         &mut self,
-        mut write: impl FnMut(&mut [MaybeUninit<u8>]) -> Result<usize>,
+        write: impl FnMut(&mut [MaybeUninit<u8>]) -> Result<usize>,
     ) -> Result<u64> {
+        match self.append_inner(write, true)? {
+            Attempt::Done(seq) => Ok(seq),
+            Attempt::WouldBlock => Err(QueueError::Other(
+                "a blocking append reported that it would block".into(),
+            )),
+        }
+    }
+
+    /// [`Appender::append`] without any step that may block the thread: no segment file is
+    /// created, no other writer's reservation waited for (beyond a short spin), nothing synced
+    /// (a [`Durability`] other than `PageCache` always gives [`Attempt::WouldBlock`]). For the
+    /// async handle, which runs the blocking case off the executor. Mapping a segment another
+    /// writer already created is done here (an `open` and an `mmap`, no wait).
+    pub(crate) fn try_append(
+        &mut self,
+        write: impl FnMut(&mut [MaybeUninit<u8>]) -> Result<usize>,
+    ) -> Result<Attempt> {
+        if self.durability != Durability::PageCache {
+            return Ok(Attempt::WouldBlock);
+        }
+        self.append_inner(write, false)
+    }
+
+    #[allow(unsafe_code)]
+    fn append_inner(
+        &mut self,
+        mut write: impl FnMut(&mut [MaybeUninit<u8>]) -> Result<usize>,
+        blocking: bool,
+    ) -> Result<Attempt> {
+        let wait = if blocking { Wait::Block } else { Wait::Spin };
         let max_extent =
             committed_extent(self.journal.config().max_payload as usize).min(header::MAX_EXTENT);
         loop {
@@ -215,9 +272,13 @@ impl Appender {
             });
             let seg = match fast {
                 Some(seg) => seg.clone(),
-                None => match self.find_tail(true)? {
+                None => match self.find_tail(wait)? {
+                    Tail::Busy => return Ok(Attempt::WouldBlock),
                     Tail::NeedSegment => {
                         self.check_capacity(self.walk.seq)?;
+                        if !blocking {
+                            return Ok(Attempt::WouldBlock);
+                        }
                         if let Some((seg, len)) = self.create_segment_with(&mut write)? {
                             let seq = self.walk.seq;
                             self.walk = Walk::new(
@@ -228,7 +289,7 @@ impl Appender {
                             let meta = &self.journal.meta;
                             notify::wake(meta.data_notify(), meta.data_waiters());
                             self.after_commit(&seg, seg.data_start)?;
-                            return Ok(seq);
+                            return Ok(Attempt::Done(seq));
                         }
                         // Another appender created it first: append there.
                         continue;
@@ -288,7 +349,7 @@ impl Appender {
                         let meta = &self.journal.meta;
                         notify::wake(meta.data_notify(), meta.data_waiters());
                         self.after_commit(&seg, pos)?;
-                        return Ok(seq);
+                        return Ok(Attempt::Done(seq));
                     }
                     // Abandoned while we were writing: the extent is dead, retry at the tail.
                 }
@@ -406,6 +467,9 @@ impl Appender {
 
     #[inline]
     fn after_commit(&mut self, seg: &Arc<Segment>, pos: usize) -> Result<()> {
+        // A record written into a page of a truncated file went to a zero page, not the file.
+        seg.check_intact()?;
+        self.journal.meta.check_intact()?;
         match self.durability {
             Durability::PageCache => Ok(()),
             Durability::Sync => seg
@@ -457,7 +521,7 @@ impl Appender {
     /// The sequence number the next record appended here would get, after catching up with
     /// records other appenders committed.
     pub(crate) fn next_seq(&mut self) -> Result<u64> {
-        self.find_tail(false)?;
+        self.find_tail(Wait::Never)?;
         Ok(self.walk.seq)
     }
 }

@@ -5,8 +5,15 @@
 pub(crate) const META_MAGIC: [u8; 8] = *b"RPLQMETA";
 /// Magic number at offset 0 of every segment file.
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"RPLQSEGM";
-/// The format version this code writes and reads.
+/// The format version this code writes and reads (segment files; the meta file of a queue
+/// created by this code has [`META_VERSION`]).
 pub const FORMAT_VERSION: u32 = 1;
+/// The meta file version new queues get: 2 = consumer cursor slots carry a generation and are
+/// reused after removal. Meta files of version 1 are still read and written (their slots are
+/// never reused); builds that know only version 1 refuse version 2.
+pub(crate) const META_VERSION: u32 = 2;
+/// The oldest meta file version this code opens.
+pub(crate) const META_VERSION_MIN: u32 = 1;
 
 /// The meta file's name inside a queue directory.
 pub(crate) const META_FILE: &str = "queue.meta";

@@ -53,6 +53,80 @@ pub struct CursorInfo {
     pub backlog: u64,
 }
 
+/// One consumer cursor slot of a queue, as [`consumer_slots`] (and `repliq consumers`) lists it.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct ConsumerSlot {
+    /// The slot index (0..64).
+    pub slot: usize,
+    /// How many times the slot was reused (0 in a meta file of version 1).
+    pub generation: u32,
+    /// `"free"`, `"registering"`, `"active"`, `"removed"` (reused after a delay) or `"retired"`
+    /// (a registration that died inside it; never reused).
+    pub state: &'static str,
+    /// The cursor's name (active slots).
+    pub name: Option<String>,
+    /// The next sequence number the consumer takes (active slots; for replica cursors the next
+    /// one the replica needs).
+    pub next_seq: Option<u64>,
+    /// Whether it is a replica cursor (kept by replication, not removable here).
+    pub replica: bool,
+}
+
+/// Lists the consumer cursor slots of the queue at `dir` (read-only).
+///
+/// # Errors
+///
+/// [`QueueError::Io`] if there is no queue or it cannot be read; [`QueueError::Corrupt`] for a
+/// damaged meta file.
+pub fn consumer_slots(dir: impl AsRef<Path>) -> Result<Vec<ConsumerSlot>> {
+    let journal = Journal::open_read_only(dir.as_ref())?;
+    let next: std::collections::HashMap<String, u64> =
+        cursor::list(&journal.meta).into_iter().collect();
+    Ok(cursor::slots(&journal.meta)
+        .into_iter()
+        .map(|(slot, generation, used)| {
+            let (state, name, replica) = match used {
+                cursor::SlotUse::Free => ("free", None, false),
+                cursor::SlotUse::Claiming => ("registering", None, false),
+                cursor::SlotUse::Active { name, flags, .. } => {
+                    ("active", Some(name), flags & cursor::FLAG_REPLICA != 0)
+                }
+                cursor::SlotUse::Removed => ("removed", None, false),
+                cursor::SlotUse::Retired => ("retired", None, false),
+            };
+            let next_seq = name.as_ref().and_then(|n| next.get(n).copied());
+            ConsumerSlot {
+                slot,
+                generation,
+                state,
+                name,
+                next_seq,
+                replica,
+            }
+        })
+        .collect())
+}
+
+/// Removes consumer cursor `name` of the queue at `dir`: it no longer holds back capacity or
+/// retention, and its slot is reused by a later registration. Handles still consuming under the
+/// name register it again at their next read. `Ok(false)` if there is no such cursor.
+///
+/// # Errors
+///
+/// [`QueueError::InvalidConfig`] for a replica cursor (`replica:…`: replication keeps those);
+/// [`QueueError::Io`] if there is no queue or its meta file cannot be opened for writing.
+pub fn remove_consumer(dir: impl AsRef<Path>, name: &str) -> Result<bool> {
+    if name.starts_with(cursor::REPLICA_PREFIX) {
+        return Err(QueueError::InvalidConfig(format!(
+            "{name:?} is a replica cursor: replication keeps it (a replica declared lost holds \
+             back nothing)"
+        )));
+    }
+    let journal = Journal::open(dir.as_ref(), false)?;
+    Ok(cursor::remove(&journal.meta, name))
+}
+
 /// Describes the queue at `dir` without changing it.
 ///
 /// # Errors

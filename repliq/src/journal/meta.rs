@@ -27,7 +27,7 @@ impl MetaConfig {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; META_SIZE];
         b[M_MAGIC..M_MAGIC + 8].copy_from_slice(&META_MAGIC);
-        b[M_VERSION..M_VERSION + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[M_VERSION..M_VERSION + 4].copy_from_slice(&META_VERSION.to_le_bytes());
         b[M_SIZE..M_SIZE + 4].copy_from_slice(&(META_SIZE as u32).to_le_bytes());
         b[M_FINGERPRINT..M_FINGERPRINT + 8].copy_from_slice(&self.fingerprint.to_le_bytes());
         b[M_SEGMENT_SIZE..M_SEGMENT_SIZE + 8].copy_from_slice(&self.segment_size.to_le_bytes());
@@ -102,10 +102,13 @@ impl MetaConfig {
             ));
         }
         let version = read_u32(b, M_VERSION);
-        if version != FORMAT_VERSION {
+        if !(META_VERSION_MIN..=META_VERSION).contains(&version) {
             return Err(corrupt(
                 M_VERSION,
-                format!("unsupported format version {version} (this build reads {FORMAT_VERSION})"),
+                format!(
+                    "unsupported meta format version {version} (this build reads \
+                     {META_VERSION_MIN} to {META_VERSION})"
+                ),
             ));
         }
         let stored = read_u32(b, M_CRC);
@@ -166,7 +169,34 @@ impl MetaConfig {
 pub(crate) struct Meta {
     pub path: PathBuf,
     pub config: MetaConfig,
+    /// The meta file's format version (1 or 2; see [`META_VERSION`]).
+    pub version: u32,
     map: MappedFile,
+}
+
+/// A consumer name copied out of a cursor slot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotName {
+    bytes: [u8; MAX_CONSUMER_NAME],
+    len: usize,
+}
+
+impl SlotName {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl PartialEq<[u8]> for SlotName {
+    fn eq(&self, other: &[u8]) -> bool {
+        self.as_bytes() == other
+    }
+}
+
+impl PartialEq<&[u8]> for SlotName {
+    fn eq(&self, other: &&[u8]) -> bool {
+        self.as_bytes() == *other
+    }
 }
 
 pub(crate) fn meta_path(dir: &Path) -> PathBuf {
@@ -202,13 +232,39 @@ pub(crate) fn create(
 impl Meta {
     /// Opens and maps the meta file; `read_only` maps it with `PROT_READ` from a read-only
     /// descriptor (for tools).
+    /// `Err` if the meta file was truncated under this mapping (see `raw::sigbus`): its words
+    /// read since (cursors, acknowledgements, policy) may be zeros instead of the file's.
+    pub(crate) fn check_intact(&self) -> Result<()> {
+        if self.map.damaged() {
+            return Err(QueueError::Corrupt {
+                path: self.path.clone(),
+                offset: 0,
+                reason: "the meta file was truncated while mapped; this queue cannot be used \
+                         here until it is repaired"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn open(dir: &Path, read_only: bool) -> Result<Meta> {
         let path = meta_path(dir);
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
             .open(&path)
-            .map_err(|e| QueueError::io(format!("opening {}", path.display()), e))?;
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    let context = format!(
+                        "no queue at {} yet ({} does not exist)",
+                        dir.display(),
+                        path.display()
+                    );
+                    QueueError::io(context, e)
+                } else {
+                    QueueError::io(format!("opening {}", path.display()), e)
+                }
+            })?;
         let len = file
             .metadata()
             .map_err(|e| QueueError::io(format!("reading metadata of {}", path.display()), e))?
@@ -223,13 +279,19 @@ impl Meta {
         let mut head = vec![0u8; META_SIZE];
         read_exact_at(&file, &mut head, 0, &path)?;
         let config = MetaConfig::decode(&path, &head)?;
+        let version = read_u32(&head, M_VERSION);
         let map = if read_only {
             MappedFile::map_read_only(&file, META_SIZE)
         } else {
             MappedFile::map(&file, META_SIZE, false)
         }
         .map_err(|e| QueueError::io(format!("mapping {}", path.display()), e))?;
-        Ok(Meta { path, config, map })
+        Ok(Meta {
+            path,
+            config,
+            version,
+            map,
+        })
     }
 
     #[inline]
@@ -245,6 +307,12 @@ impl Meta {
         self.map
             .atomic_u32(off)
             .unwrap_or_else(|| unreachable!("meta offset {off} is a constant inside the file"))
+    }
+
+    /// Whether removed consumer cursor slots are reused (meta format version 2).
+    #[inline]
+    pub(crate) fn reuses_slots(&self) -> bool {
+        self.version >= 2
     }
 
     #[inline]
@@ -300,48 +368,49 @@ impl Meta {
     pub(crate) fn cursor_next(&self, slot: usize) -> &AtomicU64 {
         self.u64_at(M_CURSORS + slot * CURSOR_ENTRY + C_NEXT)
     }
-    /// The name length field of an ACTIVE cursor slot (unchecked).
-    #[allow(unsafe_code)]
+    /// The name length field of a cursor slot, as stored (callers check it).
     pub(crate) fn cursor_name_len(&self, slot: usize) -> usize {
         let base = M_CURSORS + slot * CURSOR_ENTRY;
-        // SAFETY: callers ask only for slots they acquire-loaded as ACTIVE; the slot's only
-        // writer (its claimer) wrote these bytes before its release-CAS to ACTIVE and never
-        // writes again (`cursor`: stale claims are retired, never taken over).
-        unsafe { self.map.committed(base + C_NAME_LEN, 4) }
-            .map(|b| read_u32(b, 0) as usize)
-            .unwrap_or(0)
+        self.u32_at(base + C_NAME_LEN).load(Ordering::Relaxed) as usize
     }
 
-    /// The flags of an ACTIVE cursor slot (published before the slot became ACTIVE).
-    #[allow(unsafe_code)]
+    /// The flags of a cursor slot (meaningful for an ACTIVE slot: published before it became
+    /// ACTIVE).
     pub(crate) fn cursor_flags(&self, slot: usize) -> u32 {
         let base = M_CURSORS + slot * CURSOR_ENTRY;
-        // SAFETY: as in `cursor_name_len`: published bytes of an ACTIVE slot, never written again.
-        unsafe { self.map.committed(base + C_FLAGS, 4) }
-            .map(|b| read_u32(b, 0))
-            .unwrap_or(0)
+        self.u32_at(base + C_FLAGS).load(Ordering::Relaxed)
     }
 
-    /// The name of an ACTIVE cursor slot (published before the slot became ACTIVE).
-    #[allow(unsafe_code)]
-    pub(crate) fn cursor_name(&self, slot: usize) -> &[u8] {
+    /// A copy of the name of a cursor slot. Meaningful for a slot acquire-loaded as ACTIVE: its
+    /// claimer stored the name before its release-CAS to ACTIVE. The bytes are read with atomic
+    /// loads (the slot may be reused meanwhile, since meta version 2: callers that must know the
+    /// name belongs to the generation they saw load the state word again afterwards).
+    pub(crate) fn cursor_name(&self, slot: usize) -> SlotName {
         let base = M_CURSORS + slot * CURSOR_ENTRY;
         let len = self.cursor_name_len(slot).min(MAX_CONSUMER_NAME);
-        // SAFETY: as in `cursor_name_len`: published name bytes of an ACTIVE slot.
-        unsafe { self.map.committed(base + C_NAME, len) }.unwrap_or(&[])
+        let mut bytes = [0u8; MAX_CONSUMER_NAME];
+        for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
+            let word = self.u32_at(base + C_NAME + 4 * i).load(Ordering::Relaxed);
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        SlotName { bytes, len }
     }
-    /// Writes the name and flags of a cursor slot this process holds in the CLAIMING state.
-    #[allow(unsafe_code)]
+
+    /// Writes the name and flags of a cursor slot this process holds in the CLAIMING state
+    /// (atomic stores, published by the caller's release-CAS to ACTIVE).
     pub(crate) fn write_cursor_name(&self, slot: usize, name: &[u8], flags: u32) {
         let base = M_CURSORS + slot * CURSOR_ENTRY;
-        let mut entry = [0u8; CURSOR_ENTRY - C_FLAGS];
-        entry[0..4].copy_from_slice(&flags.to_le_bytes());
-        entry[4..8].copy_from_slice(&(name.len() as u32).to_le_bytes());
-        entry[8..8 + name.len()].copy_from_slice(name);
-        // SAFETY: the caller won the claim CAS FREE → CLAIMING on this slot, which happens once
-        // per slot: no one else ever writes these bytes, and no one reads them unless the caller
-        // publishes the slot as ACTIVE afterwards.
-        let _ = unsafe { self.map.write(base + C_FLAGS, &entry) };
+        let name = &name[..name.len().min(MAX_CONSUMER_NAME)];
+        let mut bytes = [0u8; MAX_CONSUMER_NAME];
+        bytes[..name.len()].copy_from_slice(name);
+        self.u32_at(base + C_FLAGS).store(flags, Ordering::Relaxed);
+        self.u32_at(base + C_NAME_LEN)
+            .store(name.len() as u32, Ordering::Relaxed);
+        for (i, chunk) in bytes.chunks_exact(4).enumerate() {
+            let word = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            self.u32_at(base + C_NAME + 4 * i)
+                .store(word, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn flush(&self) -> Result<()> {

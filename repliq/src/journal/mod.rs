@@ -38,9 +38,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, Weak};
 
-pub(crate) use appender::Appender;
 pub use appender::Durability;
-pub use info::{CursorInfo, JournalInfo, RawRecord, RawTailer, VerifyReport, inspect, verify};
+pub(crate) use appender::{Appender, Attempt};
+pub use info::{
+    ConsumerSlot, CursorInfo, JournalInfo, RawRecord, RawTailer, VerifyReport, consumer_slots,
+    inspect, remove_consumer, verify,
+};
 pub(crate) use node_policy::InitialPolicy;
 pub use node_policy::{NODE_POLICY_FILE, NodePolicy};
 #[cfg(feature = "replication")]

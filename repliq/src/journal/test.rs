@@ -520,7 +520,7 @@ fn a_stalled_cursor_registration_never_overwrites_a_slot_taken_over() {
         Some(b),
         "B's consumer survives"
     );
-    assert_eq!(j.meta.cursor_name(b), b"bbb");
+    assert_eq!(j.meta.cursor_name(b).as_bytes(), b"bbb");
     assert_eq!(j.meta.load_cursor(b), 7, "B's cursor is not overwritten");
     assert_eq!(cursor::find(&j.meta, "aaa"), None);
     // A registers again and gets a slot of its own.
@@ -529,6 +529,43 @@ fn a_stalled_cursor_registration_never_overwrites_a_slot_taken_over() {
     let mut all = cursor::list(&j.meta);
     all.sort();
     assert_eq!(all, vec![("aaa".into(), 99), ("bbb".into(), 7)]);
+}
+
+/// A replica cursor stores the last record its replica holds (for retention); `inspect` (and
+/// the daemon's `repliq_backlog_records`) report the next record it needs, so a replica that
+/// holds everything has a backlog of 0, not 1.
+#[test]
+fn a_replica_holding_everything_has_no_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 8192);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    for i in 0..5 {
+        append(&mut app, &payload(i)).unwrap();
+    }
+    let slot = cursor::register_replica(&j.meta, "node-b", || Ok(0)).unwrap();
+    let backlog = || {
+        let info = inspect(dir.path()).unwrap();
+        let c = info
+            .cursors
+            .iter()
+            .find(|c| c.name == "replica:node-b")
+            .unwrap()
+            .clone();
+        (c.next_seq, c.backlog)
+    };
+    // What `ReplicaCursors::held(name, next_seq)` stores: next_seq - 1.
+    j.meta.cursor_next(slot).store(2, Ordering::Release);
+    assert_eq!(backlog(), (3, 2), "holds 0..=2, needs 3 and 4");
+    j.meta.cursor_next(slot).store(4, Ordering::Release);
+    assert_eq!(backlog(), (5, 0), "holds everything");
+    j.meta
+        .cursor_next(slot)
+        .store(cursor::RELEASED, Ordering::Release);
+    assert_eq!(
+        backlog(),
+        (cursor::RELEASED, 0),
+        "a lost replica holds nothing back"
+    );
 }
 
 /// Parses a journal written by the code with nothing but the rules of `docs/FORMAT.md` (plain
@@ -553,7 +590,11 @@ fn fixture_matches_format_md() {
     let meta = std::fs::read(dir.path().join("queue.meta")).unwrap();
     assert_eq!(meta.len(), 8192);
     assert_eq!(&meta[0..8], b"RPLQMETA");
-    assert_eq!(le32(&meta, 8), 1);
+    assert_eq!(
+        le32(&meta, 8),
+        2,
+        "meta format version 2: cursor slots carry generations"
+    );
     assert_eq!(le32(&meta, 12), 8192);
     assert_eq!(le64(&meta, 16), 0x1234);
     let segment_size = le64(&meta, 24) as usize;

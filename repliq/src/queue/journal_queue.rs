@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::options::check_type;
 use super::{QueueOptions, StartAt, Tailer};
 use crate::journal::{
-    Appender, Durability, Journal, Policy, Reader, RecordRef, Role, cursor, notify,
+    Appender, Attempt, Durability, Journal, Policy, Reader, RecordRef, Role, cursor, notify,
 };
 use crate::message::check_alignment;
 use crate::{Archived, Message, QueueError, ReplicationError, Result};
@@ -47,9 +47,9 @@ pub struct JournalQueue<T> {
     journal: Arc<Journal>,
     options: QueueOptions,
     appender: Option<Appender>,
-    /// The consumer cursor's slot in the meta file; `None` until the first read of a
-    /// [`QueueOptions::producer`] handle.
-    slot: Option<usize>,
+    /// The consumer cursor's slot in the meta file and its generation; `None` until the first
+    /// read of a [`QueueOptions::producer`] handle.
+    slot: Option<(usize, u32)>,
     reader: Option<Reader>,
     /// The epoch this handle first appended in: a later epoch, or a demotion, fences it.
     epoch: Option<u64>,
@@ -58,24 +58,28 @@ pub struct JournalQueue<T> {
 
 impl<T: Message> JournalQueue<T> {
     /// Creates the queue at `path` with room for `capacity` unconsumed messages, or opens it if
-    /// it exists (keeping its stored settings). Uses the [`DEFAULT_CONSUMER`] cursor.
+    /// it exists with that capacity. Uses the [`DEFAULT_CONSUMER`] cursor, registered at once.
     ///
     /// # Errors
     ///
-    /// [`QueueError::TypeMismatch`] if the queue holds another message type; as
-    /// [`QueueOptions::create`].
+    /// [`QueueError::TypeMismatch`] if the queue holds another message type;
+    /// [`QueueError::InvalidConfig`] if it exists with another capacity (the capacity is fixed
+    /// at creation: [`JournalQueue::open`] keeps the stored one); as [`QueueOptions::create`].
     ///
     /// [`DEFAULT_CONSUMER`]: super::DEFAULT_CONSUMER
     pub fn new(path: impl AsRef<Path>, capacity: u64) -> Result<Self> {
-        QueueOptions::new().capacity(capacity).create(path)
+        QueueOptions::new()
+            .capacity(capacity)
+            .require_capacity()
+            .create(path)
     }
 
     /// Opens the existing queue at `path` with the [`DEFAULT_CONSUMER`] cursor.
     ///
     /// # Errors
     ///
-    /// [`QueueError::Io`] if it does not exist; [`QueueError::TypeMismatch`]; as
-    /// [`QueueOptions::open`].
+    /// [`QueueError::Io`] ("no queue at DIR yet", kind `NotFound`) if it does not exist;
+    /// [`QueueError::TypeMismatch`]; as [`QueueOptions::open`].
     ///
     /// [`DEFAULT_CONSUMER`]: super::DEFAULT_CONSUMER
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -141,9 +145,12 @@ impl<T: Message> JournalQueue<T> {
         JournalQueue::from_journal(self.journal.clone(), options)
     }
 
-    /// Deletes consumer cursor `name`; it no longer holds back capacity. `true` if it existed.
+    /// Deletes consumer cursor `name`; it no longer holds back capacity, and its slot is reused
+    /// by a later registration (after a delay of a second). Handles still consuming under the
+    /// name register it again, at their [`StartAt`], at their next read. `true` if it existed;
+    /// `false` for replica cursors (`replica:…`, kept by replication).
     pub fn remove_consumer(&self, name: &str) -> bool {
-        cursor::remove(&self.journal.meta, name)
+        !name.starts_with(cursor::REPLICA_PREFIX) && cursor::remove(&self.journal.meta, name)
     }
 
     fn appender(&mut self) -> Result<&mut Appender> {
@@ -200,6 +207,50 @@ impl<T: Message> JournalQueue<T> {
         Ok((seq, wait))
     }
 
+    /// [`JournalQueue::append`] without a step that may block the thread (see
+    /// [`Appender::try_append`]): `Ok(None)` if appending needs one (a segment roll, another
+    /// writer's reservation to wait for, a sync); nothing is written then.
+    pub(crate) fn try_append(&mut self, message: &T) -> Result<Option<(u64, Option<Duration>)>> {
+        let policy = self.journal.policy();
+        self.check_policy(&policy)?;
+        let attempt = self
+            .appender()?
+            .try_append(|slot| crate::message::serialize_into(message, slot))?;
+        match attempt {
+            Attempt::Done(seq) => {
+                self.epoch = Some(policy.epoch);
+                let wait = (policy.required_acks > 0).then_some(policy.ack_timeout);
+                Ok(Some((seq, wait)))
+            }
+            Attempt::WouldBlock => Ok(None),
+        }
+    }
+
+    /// [`JournalQueue::append`] of a message this crate serialized itself (`bytes` from
+    /// [`to_bytes`](crate::to_bytes) of a `T`), copied into the slot without validating it again.
+    pub(crate) fn append_serialized(&mut self, bytes: &[u8]) -> Result<(u64, Option<Duration>)> {
+        self.append_with(|slot| copy_into_slot::<T>(bytes, slot))
+    }
+
+    /// Prepares the appender now (finding the tail reads the newest segment), so that the first
+    /// append does not. Best effort: an error shows again at the first append.
+    pub(crate) fn prepare_appender(&mut self) {
+        let _ = self.appender();
+    }
+
+    /// The epoch this handle first appended in (what fences it), if it appended.
+    pub(crate) fn fence_epoch(&self) -> Option<u64> {
+        self.epoch
+    }
+
+    /// Adopts the fencing epoch of another handle of the same application handle (the async
+    /// handle's producers share one).
+    pub(crate) fn share_fence_epoch(&mut self, epoch: Option<u64>) {
+        if epoch.is_some() {
+            self.epoch = epoch;
+        }
+    }
+
     /// Appends a message that is already serialized, without serializing it again: `bytes` are
     /// exactly what [`to_bytes`](crate::to_bytes) or [`serialize_into`](crate::serialize_into)
     /// produced for a `T` (a message built once and sent many times, or bytes received from
@@ -214,22 +265,7 @@ impl<T: Message> JournalQueue<T> {
     /// size; as [`JournalQueue::enqueue`].
     pub fn enqueue_bytes(&mut self, bytes: &[u8]) -> Result<u64> {
         crate::access::<T>(bytes)?;
-        let (seq, wait) = self.append_with(|slot| {
-            if bytes.len() > slot.len() {
-                return Err(QueueError::Serialization {
-                    type_name: T::NAME,
-                    reason: format!(
-                        "a {}-byte message does not fit a slot of {} bytes",
-                        bytes.len(),
-                        slot.len()
-                    ),
-                });
-            }
-            for (dst, src) in slot.iter_mut().zip(bytes) {
-                dst.write(*src);
-            }
-            Ok(bytes.len())
-        })?;
+        let (seq, wait) = self.append_with(|slot| copy_into_slot::<T>(bytes, slot))?;
         if let Some(timeout) = wait {
             crate::journal::wait_acked(&self.journal, seq, timeout)?;
         }
@@ -310,20 +346,27 @@ impl<T: Message> JournalQueue<T> {
         Ok(next.saturating_sub(self.cursor_value()?))
     }
 
-    fn cursor_value(&mut self) -> Result<u64> {
+    /// The consumer cursor (registered now if this is the handle's first read).
+    pub(crate) fn cursor_value(&mut self) -> Result<u64> {
         let slot = self.slot()?;
         Ok(self.journal.meta.load_cursor(slot))
     }
 
     /// The consumer cursor's slot, registered now if this is a [`QueueOptions::producer`]
-    /// handle's first read.
+    /// handle's first read, or again if the cursor was removed since (its slot may then be
+    /// reused by another consumer: the generation check keeps this handle out of it).
     #[inline]
-    fn slot(&mut self) -> Result<usize> {
+    pub(crate) fn slot(&mut self) -> Result<usize> {
         match self.slot {
-            Some(slot) => Ok(slot),
-            None => {
-                let slot = register_cursor(&self.journal, &self.options)?;
-                Ok(*self.slot.insert(slot))
+            Some((slot, generation)) if cursor::holds(&self.journal.meta, slot, generation) => {
+                Ok(slot)
+            }
+            _ => {
+                let (slot, generation) = register_cursor(&self.journal, &self.options)?;
+                self.slot = Some((slot, generation));
+                // The reader may be anywhere: position it at the new cursor.
+                self.reader = None;
+                Ok(slot)
             }
         }
     }
@@ -397,13 +440,19 @@ impl<T: Message> JournalQueue<T> {
     /// [`QueueError::Corrupt`] for a damaged record (naming file and offset),
     /// [`QueueError::Deserialization`] for bytes that are not a valid `T`.
     pub fn dequeue(&mut self) -> Result<Option<T>> {
+        Ok(self.dequeue_record()?.map(|(_, _, value)| value))
+    }
+
+    /// [`JournalQueue::dequeue`] with the message's sequence number and record time (Unix
+    /// nanoseconds).
+    pub(crate) fn dequeue_record(&mut self) -> Result<Option<(u64, u64, T)>> {
         loop {
             let Some((seq, rec)) = self.next_record()? else {
                 return Ok(None);
             };
             let value = crate::deserialize::<T>(crate::access::<T>(rec.payload())?)?;
             if self.claim(seq, &rec) {
-                return Ok(Some(value));
+                return Ok(Some((seq, rec.time, value)));
             }
         }
     }
@@ -569,6 +618,19 @@ impl<T: Message> JournalQueue<T> {
         &self.journal
     }
 
+    /// Whether this handle checks records' crc32c when reading.
+    pub(crate) fn verify_checksums(&self) -> bool {
+        self.options.verify_checksums
+    }
+
+    /// Another handle on the same queue that never registers a consumer cursor (it only
+    /// appends), sharing this one's options otherwise.
+    pub(crate) fn appending_clone(&self) -> Result<Self> {
+        let mut options = self.options.clone();
+        options.lazy_consumer = true;
+        JournalQueue::from_journal(self.journal.clone(), options)
+    }
+
     /// A condition that turns true when a record may have been committed at this handle's
     /// position (for async waits).
     pub(crate) fn data_ready(&self) -> crate::journal::ReadyFn {
@@ -615,11 +677,32 @@ impl<T: Message> std::ops::Deref for ReadGuard<'_, T> {
     }
 }
 
+/// Copies serialized message bytes into a reserved slot; returns their length.
+fn copy_into_slot<T: Message>(
+    bytes: &[u8],
+    slot: &mut [std::mem::MaybeUninit<u8>],
+) -> Result<usize> {
+    if bytes.len() > slot.len() {
+        return Err(QueueError::Serialization {
+            type_name: T::NAME,
+            reason: format!(
+                "a {}-byte message does not fit a slot of {} bytes",
+                bytes.len(),
+                slot.len()
+            ),
+        });
+    }
+    for (dst, src) in slot.iter_mut().zip(bytes) {
+        dst.write(*src);
+    }
+    Ok(bytes.len())
+}
+
 /// Registers (or finds) the cursor of `options.consumer`, starting at `options.start`.
-fn register_cursor(journal: &Arc<Journal>, options: &QueueOptions) -> Result<usize> {
+fn register_cursor(journal: &Arc<Journal>, options: &QueueOptions) -> Result<(usize, u32)> {
     let start = options.start;
     let j = journal.clone();
-    cursor::register(&journal.meta, &options.consumer, move || match start {
+    cursor::register_gen(&journal.meta, &options.consumer, move || match start {
         StartAt::Earliest => j.earliest_seq(),
         StartAt::Seq(s) => Ok(s),
         StartAt::Latest => Appender::new(j.clone(), Durability::PageCache)?.next_seq(),

@@ -34,6 +34,8 @@ pub struct QueueOptions {
     pub(crate) consumer: String,
     /// Register the consumer cursor at the first read, not at open ([`QueueOptions::producer`]).
     pub(crate) lazy_consumer: bool,
+    /// Refuse to open an existing queue whose stored capacity differs (`new(path, capacity)`).
+    pub(crate) require_capacity: bool,
     pub(crate) start: StartAt,
     pub(crate) verify_checksums: bool,
     pub(crate) prefault: bool,
@@ -52,6 +54,7 @@ impl Default for QueueOptions {
             durability: Durability::PageCache,
             consumer: DEFAULT_CONSUMER.to_owned(),
             lazy_consumer: false,
+            require_capacity: false,
             start: StartAt::Earliest,
             verify_checksums: true,
             prefault: false,
@@ -114,6 +117,13 @@ impl QueueOptions {
     /// [`QueueError::Full`](crate::QueueError::Full) after `capacity` messages.
     pub fn producer(mut self) -> Self {
         self.lazy_consumer = true;
+        self
+    }
+    /// Makes [`create`](Self::create) refuse an existing queue whose stored capacity is not
+    /// [`capacity`](Self::capacity) (what `new(path, capacity)` does), instead of keeping the
+    /// stored one silently.
+    pub(crate) fn require_capacity(mut self) -> Self {
+        self.require_capacity = true;
         self
     }
     /// Where the consumer cursor starts if it does not exist yet (default [`StartAt::Earliest`]).
@@ -212,6 +222,16 @@ impl QueueOptions {
             self.prefault,
             crate::journal::InitialPolicy::Inherit,
         )?;
+        if !created && self.require_capacity && journal.config().capacity != self.capacity {
+            return Err(QueueError::InvalidConfig(format!(
+                "the queue at {} exists with a capacity of {} messages, not the {} asked for: \
+                 the capacity is fixed when a queue is created (open it to keep its settings, or \
+                 create it anew elsewhere)",
+                path.as_ref().display(),
+                journal.config().capacity,
+                self.capacity
+            )));
+        }
         if created {
             // A new queue is about to be written: prepare the first segment's file (allocated,
             // zeroed, mapped writable) in the background now rather than on the first enqueue.
@@ -226,11 +246,41 @@ impl QueueOptions {
         Ok(queue)
     }
 
+    /// Opens the queue at `path`, waiting up to `timeout` for another process to create it (a
+    /// consumer started before its producer): polls for it every 10 ms, sleeping the thread in
+    /// between (the async handle's [`open_wait`](crate::ReplicatedQueueImpl::open_wait) does
+    /// this on a thread of its own).
+    ///
+    /// # Errors
+    ///
+    /// The "no queue at DIR yet" [`QueueError::Io`] (kind `NotFound`) if none appeared within
+    /// `timeout`; otherwise as [`QueueOptions::open`].
+    pub fn open_wait<T: Message>(
+        self,
+        path: impl AsRef<Path>,
+        timeout: Duration,
+    ) -> Result<JournalQueue<T>> {
+        let path = path.as_ref();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.clone().open::<T>(path) {
+                Err(QueueError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Opens the existing queue at `path`.
     ///
     /// # Errors
     ///
-    /// As [`QueueOptions::create`]; [`QueueError::Io`] (not found) if there is no queue.
+    /// As [`QueueOptions::create`]; [`QueueError::Io`] of kind `NotFound`, saying "no queue at
+    /// DIR yet", if there is no queue ([`QueueOptions::open_wait`] waits for one).
     pub fn open<T: Message>(self, path: impl AsRef<Path>) -> Result<JournalQueue<T>> {
         let journal = Journal::open(path.as_ref(), self.prefault)?;
         let queue = JournalQueue::from_journal(journal, self)?;

@@ -27,7 +27,8 @@ pub struct RawQueue {
     schema: Option<Schema>,
     consumer: String,
     start: StartAt,
-    slot: Option<usize>,
+    /// The cursor's slot and the generation it was registered in.
+    slot: Option<(usize, u32)>,
     reader: Option<Reader>,
     appender: Option<Appender>,
     durability: Durability,
@@ -97,18 +98,27 @@ impl RawQueue {
         &self.consumer
     }
 
+    /// The cursor's slot, registered now on first use, or again if the cursor was removed
+    /// since (its slot may then be reused by another consumer: the generation check keeps this
+    /// handle out of it).
     fn slot(&mut self) -> Result<usize> {
-        if let Some(slot) = self.slot {
+        if let Some((slot, generation)) = self.slot
+            && cursor::holds(&self.journal.meta, slot, generation)
+        {
             return Ok(slot);
         }
         let start = self.start;
         let j = self.journal.clone();
-        let slot = cursor::register(&self.journal.meta, &self.consumer, move || match start {
-            StartAt::Earliest => j.earliest_seq(),
-            StartAt::Seq(s) => Ok(s),
-            StartAt::Latest => Appender::new(j.clone(), Durability::PageCache)?.next_seq(),
-        })?;
-        Ok(*self.slot.insert(slot))
+        let (slot, generation) =
+            cursor::register_gen(&self.journal.meta, &self.consumer, move || match start {
+                StartAt::Earliest => j.earliest_seq(),
+                StartAt::Seq(s) => Ok(s),
+                StartAt::Latest => Appender::new(j.clone(), Durability::PageCache)?.next_seq(),
+            })?;
+        self.slot = Some((slot, generation));
+        // The reader may be anywhere: position it at the (new) cursor.
+        self.reader = None;
+        Ok(slot)
     }
 
     /// The consumer cursor: the sequence of the first record not yet committed.

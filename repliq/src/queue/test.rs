@@ -133,33 +133,162 @@ fn clones_shared_by_many_tasks_deliver_each_message_once() {
 
 #[test]
 fn recv_on_a_current_thread_runtime_is_woken_by_another_thread() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
     let q = ReplicatedQueueImpl::<Job>::create_with(&path, small()).unwrap();
+    let ticks = Arc::new(AtomicU64::new(0));
     let producer_path = path.clone();
+    let seen_ticks = Arc::clone(&ticks);
+    // The producer writes only once the ticker has ticked 5 times *while `recv` waits*: if
+    // `recv` blocked the runtime's only thread, no tick would come, and the producer would give
+    // up after 10 s and write anyway (then the assertion below fails, instead of hanging).
     let producer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(150));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while seen_ticks.load(Ordering::SeqCst) < 5 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let ticked = seen_ticks.load(Ordering::SeqCst);
         let mut p = JournalQueue::<Job>::open(&producer_path).unwrap();
         p.enqueue(&job(7)).unwrap();
+        ticked
     });
     current_thread().block_on(async {
-        // A timer task proves the executor keeps running while `recv` waits.
-        let ticks = tokio::spawn(async {
-            let mut n = 0;
-            for _ in 0..5 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                n += 1;
+        let t = Arc::clone(&ticks);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                t.fetch_add(1, Ordering::SeqCst);
             }
-            n
         });
-        let got = tokio::time::timeout(Duration::from_secs(10), q.recv())
+        let got = tokio::time::timeout(Duration::from_secs(20), q.recv())
             .await
             .expect("woken")
             .unwrap();
         assert_eq!(got, job(7));
-        assert_eq!(ticks.await.unwrap(), 5);
     });
-    producer.join().unwrap();
+    assert!(
+        producer.join().unwrap() >= 5,
+        "the executor ticked while recv waited"
+    );
+}
+
+/// A `send` that crosses segment rolls and waits for room must leave a current-thread runtime
+/// running: here every roll is held up (the test holds the queue's segment lock, which a roll
+/// takes) until a ticking task on the same runtime has ticked 3 more times, and room is made
+/// only by that task consuming. On code that rolls on the executor, the first roll blocks the
+/// only thread; a watchdog thread then releases the lock after 10 s and the test fails.
+#[test]
+fn send_crossing_segment_rolls_leaves_a_current_thread_runtime_running() {
+    use std::fs::File;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = ReplicatedQueueImpl::<Job>::create_with(
+        &path,
+        QueueOptions::new()
+            .segment_size(4096)
+            .index_interval(4)
+            .capacity(4)
+            .producer(),
+    )
+    .unwrap();
+    let mut consumer = JournalQueue::<Job>::open(&path).unwrap();
+    let meta = path.join("queue.meta");
+    let take_lock = {
+        let meta = meta.clone();
+        move || {
+            let f = File::open(&meta).unwrap();
+            f.lock().unwrap();
+            f
+        }
+    };
+    let lock: Arc<Mutex<Option<File>>> = Arc::new(Mutex::new(None));
+    let fired = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (lock, fired, done) = (lock.clone(), fired.clone(), done.clone());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !done.load(Ordering::SeqCst) {
+                if std::time::Instant::now() > deadline {
+                    fired.store(true, Ordering::SeqCst);
+                    lock.lock().unwrap().take();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let ticks = Arc::new(AtomicU64::new(0));
+    // The tick count when the lock was last taken.
+    let locked_tick = Arc::new(AtomicU64::new(0));
+    let (mut rolls, mut received) = (0u64, Vec::new());
+    current_thread().block_on(async {
+        // The ticking task: releases the held segment lock 3 ticks after it was taken, and
+        // consumes a message every other tick (the only source of room).
+        let (t, l, since) = (ticks.clone(), lock.clone(), locked_tick.clone());
+        let ticker = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for n in 0u64.. {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                t.store(n + 1, Ordering::SeqCst);
+                if n + 1 >= since.load(Ordering::SeqCst) + 3 {
+                    l.lock().unwrap().take();
+                }
+                if n % 2 == 0
+                    && let Some(j) = consumer.dequeue().unwrap()
+                {
+                    got.push(j.id);
+                    if j.id == 59 {
+                        return got;
+                    }
+                }
+            }
+            got
+        });
+        let mut segments = 1;
+        for i in 0..60u64 {
+            let before = ticks.load(Ordering::SeqCst);
+            if !fired.load(Ordering::SeqCst) {
+                let mut held = lock.lock().unwrap();
+                held.take();
+                *held = Some(take_lock());
+                locked_tick.store(before, Ordering::SeqCst);
+            }
+            let msg = Job {
+                id: i,
+                name: "x".repeat(900),
+            };
+            q.send(&msg).await.unwrap();
+            let count = std::fs::read_dir(&path)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "seg")
+                })
+                .count();
+            if count > segments {
+                segments = count;
+                rolls += 1;
+                assert!(
+                    ticks.load(Ordering::SeqCst) >= before + 3,
+                    "send {i} rolled a segment without the runtime ticking meanwhile"
+                );
+            }
+        }
+        received = ticker.await.unwrap();
+    });
+    done.store(true, Ordering::SeqCst);
+    watchdog.join().unwrap();
+    assert!(!fired.load(Ordering::SeqCst), "a roll blocked the runtime");
+    assert!(rolls >= 10, "only {rolls} rolls");
+    assert_eq!(received, (0..60).collect::<Vec<_>>());
 }
 
 #[test]
@@ -331,13 +460,192 @@ fn opening_with_another_type_is_refused_naming_both() {
 }
 
 #[test]
-fn opening_a_missing_queue_is_an_io_error() {
+fn opening_a_missing_queue_says_there_is_no_queue_yet() {
     let dir = tempfile::tempdir().unwrap();
-    let err = JournalQueue::<Job>::open(dir.path().join("nope")).unwrap_err();
+    let missing = dir.path().join("nope");
+    let err = JournalQueue::<Job>::open(&missing).unwrap_err();
     assert!(
         matches!(&err, QueueError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     );
-    assert!(err.to_string().contains("queue.meta"), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("no queue at {} yet", missing.display())),
+        "{text}"
+    );
+    let err = ReplicatedQueueImpl::<Job>::open(&missing).unwrap_err();
+    assert!(err.to_string().contains("no queue at"), "{err}");
+}
+
+#[test]
+fn open_wait_waits_for_the_queue_to_be_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("later");
+    // Nothing comes: the same "no queue yet" error, after the timeout.
+    let started = std::time::Instant::now();
+    let err = QueueOptions::new()
+        .open_wait::<Job>(&path, Duration::from_millis(50))
+        .unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    assert!(err.to_string().contains("no queue at"), "{err}");
+
+    // A consumer waits (sync and async) while a producer thread creates the queue and writes.
+    let creator_path = path.clone();
+    let creator = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut q = QueueOptions::new()
+            .producer()
+            .create::<Job>(&creator_path)
+            .unwrap();
+        q.enqueue(&job(1)).unwrap();
+    });
+    let sync_path = path.clone();
+    let sync_waiter = std::thread::spawn(move || {
+        let mut q = QueueOptions::new()
+            .consumer("sync")
+            .open_wait::<Job>(&sync_path, Duration::from_secs(10))
+            .unwrap();
+        q.dequeue_wait(Some(Duration::from_secs(10))).unwrap()
+    });
+    current_thread().block_on(async {
+        let ticks = tokio::spawn(async {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let q = ReplicatedQueueImpl::<Job>::open_wait(
+            &path,
+            QueueOptions::new(),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert!(
+            ticks.is_finished(),
+            "the runtime ran while open_wait waited"
+        );
+        let got = tokio::time::timeout(Duration::from_secs(10), q.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, job(1));
+    });
+    creator.join().unwrap();
+    assert_eq!(sync_waiter.join().unwrap(), Some(job(1)));
+}
+
+#[test]
+fn new_holds_no_capacity_until_the_first_read_and_refuses_another_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    current_thread().block_on(async {
+        let producer = ReplicatedQueueImpl::<Job>::new(&path, 100).unwrap();
+        for i in 0..250 {
+            producer.enqueue(job(i)).await.unwrap();
+        }
+        assert!(
+            crate::inspect(&path).unwrap().cursors.is_empty(),
+            "no cursor yet"
+        );
+        // Another capacity for the existing queue is an error naming both.
+        let err = ReplicatedQueueImpl::<Job>::new(&path, 10).unwrap_err();
+        assert!(matches!(err, QueueError::InvalidConfig(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("capacity of 100") && text.contains("10 asked"),
+            "{text}"
+        );
+        assert!(matches!(
+            JournalQueue::<Job>::new(&path, 10),
+            Err(QueueError::InvalidConfig(_))
+        ));
+        // The same capacity, and `open`, are fine.
+        let consumer = ReplicatedQueueImpl::<Job>::new(&path, 100).unwrap();
+        let _ = ReplicatedQueueImpl::<Job>::open(&path).unwrap();
+        // The first read registers "default" at the earliest message; from then on it bounds
+        // the backlog.
+        assert_eq!(consumer.recv().await.unwrap(), job(0));
+        let err = producer.enqueue(job(250)).await.unwrap_err();
+        assert!(
+            matches!(err, QueueError::Full { capacity: 100, .. }),
+            "{err:?}"
+        );
+    });
+}
+
+#[test]
+fn deliveries_move_the_cursor_only_when_acknowledged_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    current_thread().block_on(async {
+        let q = ReplicatedQueueImpl::<Job>::create_with(&path, small()).unwrap();
+        for i in 0..6 {
+            q.enqueue(job(i)).await.unwrap();
+        }
+        let cursor = || crate::inspect(&path).unwrap().cursors[0].next_seq;
+        let d0 = q.recv_delivery().await.unwrap();
+        let d1 = q.recv_delivery().await.unwrap();
+        let d2 = q.clone().recv_delivery().await.unwrap();
+        assert_eq!((d0.seq(), d1.seq(), d2.seq()), (0, 1, 2));
+        assert_eq!(d1.message(), &job(1));
+        assert!(d0.time_unix_nanos() > 0);
+        assert!(d0.time() <= std::time::SystemTime::now());
+        assert_eq!(cursor(), 0, "nothing acknowledged yet");
+        // Acknowledged out of order: the cursor waits for the earliest.
+        assert!(d1.ack());
+        assert_eq!(cursor(), 0);
+        // Dropped unacknowledged: handed out again before anything new.
+        drop(d2);
+        let again = q.recv_delivery().await.unwrap();
+        assert_eq!(again.seq(), 2);
+        assert!(d0.ack());
+        assert_eq!(cursor(), 2, "0 and 1 are acknowledged");
+        let (msg, ack) = again.into_parts();
+        assert_eq!(msg, job(2));
+        assert!(ack.ack());
+        assert_eq!(cursor(), 3);
+        // `dequeue` consumes at once when nothing is outstanding...
+        assert_eq!(q.dequeue().await.unwrap(), Some(job(3)));
+        assert_eq!(cursor(), 4);
+        // ...and once earlier deliveries are acknowledged otherwise.
+        let d4 = q.try_recv_delivery().unwrap().unwrap();
+        assert_eq!(q.try_recv().unwrap(), job(5));
+        assert_eq!(cursor(), 4);
+        d4.nack();
+        let d4 = q
+            .recv_delivery_timeout(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d4.seq(), 4);
+        assert!(d4.ack());
+        assert_eq!(cursor(), 6);
+        assert!(
+            q.recv_delivery_timeout(Duration::from_millis(20))
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // A competing handle in another "process" (its own journal mapping) consumed a message
+        // this handle holds as a delivery: the late acknowledgement says so.
+        q.enqueue(job(6)).await.unwrap();
+        let d6 = q.recv_delivery().await.unwrap();
+        let mut other = JournalQueue::<Job>::open(&path).unwrap();
+        assert_eq!(other.dequeue().unwrap(), Some(job(6)));
+        assert!(!d6.ack(), "consumed by the other handle first");
+        assert_eq!(cursor(), 7);
+    });
+    // A new handle (a restarted process) starts at the first unacknowledged message.
+    current_thread().block_on(async {
+        let q = ReplicatedQueueImpl::<Job>::open(&path).unwrap();
+        q.enqueue(job(7)).await.unwrap();
+        let d = q.recv_delivery().await.unwrap();
+        assert_eq!(d.seq(), 7);
+        drop(d); // not acknowledged: lost with the "process"
+        drop(q);
+        let q = ReplicatedQueueImpl::<Job>::open(&path).unwrap();
+        assert_eq!(q.recv_delivery().await.unwrap().seq(), 7, "delivered again");
+    });
 }
 
 #[test]
@@ -733,4 +1041,133 @@ fn a_producer_handle_holds_back_no_capacity_for_a_consumer_that_never_reads() {
     let audit = producer.consumer("audit").unwrap();
     drop(audit);
     assert!(producer.remove_consumer("audit"));
+}
+
+#[test]
+fn deliveries_cross_segments_and_survive_a_restart_of_the_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let mut p = small().producer().create::<Job>(&path).unwrap();
+    for i in 0..300 {
+        p.enqueue(&job(i)).unwrap();
+    }
+    current_thread().block_on(async {
+        let mut expect = 0;
+        for round in 0..30u64 {
+            let q = ReplicatedQueueImpl::<Job>::open(&path).unwrap();
+            for i in 0..=(round % 3) {
+                let d = tokio::time::timeout(Duration::from_secs(5), q.recv_delivery())
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round} message {i}: no delivery"))
+                    .unwrap();
+                assert_eq!(d.seq(), expect, "round {round}");
+                assert_eq!(d.message(), &job(expect));
+                if i < round % 3 {
+                    assert!(d.ack());
+                    expect += 1;
+                } else {
+                    std::mem::forget(d); // a crash: no release, no ack
+                }
+            }
+        }
+        let q = ReplicatedQueueImpl::<Job>::open(&path).unwrap();
+        while expect < 300 {
+            let d = tokio::time::timeout(Duration::from_secs(5), q.recv_delivery())
+                .await
+                .unwrap_or_else(|_| panic!("message {expect}: no delivery"))
+                .unwrap();
+            assert_eq!(d.seq(), expect);
+            assert!(d.ack());
+            expect += 1;
+        }
+    });
+}
+
+/// A removed cursor's slot is reused (generation + 1) once the reuse delay has passed, and a
+/// live handle still holding the removed cursor never moves the new owner's cursor: it notices
+/// the generation changed and registers its name again (here: finds no slot, then one).
+#[test]
+fn a_removed_cursor_slot_is_reused_and_its_stale_holder_stays_out() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    // Lease 10 ms: slots are reused 50 ms after their removal.
+    let mut q = small()
+        .lease_timeout(Duration::from_millis(10))
+        .create::<Job>(&path)
+        .unwrap();
+    for i in 0..5 {
+        q.enqueue(&job(i)).unwrap();
+    }
+    let mut stale = q.consumer("stale").unwrap();
+    assert_eq!(stale.dequeue().unwrap(), Some(job(0)));
+    // Fill every other slot ("default" holds one).
+    let fillers: Vec<JournalQueue<Job>> = (0..62)
+        .map(|i| q.consumer(&format!("f{i}")).unwrap())
+        .collect();
+    let slot_of = |name: &str| {
+        crate::consumer_slots(&path)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name.as_deref() == Some(name))
+            .map(|s| (s.slot, s.generation))
+    };
+    let (stale_slot, stale_gen) = slot_of("stale").unwrap();
+    assert!(q.remove_consumer("stale"));
+    // Not reusable yet: the error says when it will be.
+    let err = q.consumer("taker").unwrap_err();
+    assert!(err.to_string().contains("can be reused"), "{err}");
+    // After the delay, "taker" gets the slot, one generation on, at the position the stale
+    // holder would expect (1): a holder without the generation check would move it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let taker = loop {
+        match QueueOptions::new()
+            .consumer("taker")
+            .start_at(StartAt::Seq(1))
+            .open::<Job>(&path)
+        {
+            Ok(t) => break t,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(slot_of("taker"), Some((stale_slot, stale_gen + 1)));
+    let taker_next = || {
+        crate::inspect(&path)
+            .unwrap()
+            .cursors
+            .iter()
+            .find(|c| c.name == "taker")
+            .unwrap()
+            .next_seq
+    };
+    assert_eq!(taker_next(), 1);
+    // The stale holder reads on: it must register "stale" again, and there is no slot.
+    let err = stale.dequeue().unwrap_err();
+    assert!(err.to_string().contains("consumer slots"), "{err}");
+    assert_eq!(
+        taker_next(),
+        1,
+        "the stale holder did not touch the reused slot"
+    );
+    // With a slot free again, it registers anew at the earliest message.
+    drop(fillers);
+    assert!(q.remove_consumer("f0"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let got = loop {
+        match stale.dequeue() {
+            Ok(got) => break got,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(got, Some(job(0)));
+    assert_eq!(taker_next(), 1);
+    drop(taker);
+    // Replica cursors are not removable through the consumer API.
+    assert!(!q.remove_consumer("replica:node-b"));
+    assert!(matches!(
+        crate::remove_consumer(&path, "replica:node-b"),
+        Err(QueueError::InvalidConfig(_))
+    ));
 }

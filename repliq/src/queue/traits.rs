@@ -32,12 +32,14 @@ pub trait Queue<T: Message + Send + Sync> {
 /// A queue stored in a directory.
 pub trait PersistentQueue<T: Message + Send + Sync>: Queue<T> {
     /// Creates the queue at `path` with room for `capacity` unconsumed messages, or opens it if
-    /// it exists (keeping its stored settings).
+    /// it exists with that capacity.
     ///
     /// # Errors
     ///
     /// [`QueueError::TypeMismatch`] if the queue holds another message type;
-    /// [`QueueError::InvalidConfig`] for a capacity of 0; I/O and corruption errors.
+    /// [`QueueError::InvalidConfig`] for a capacity of 0, or if the queue exists with another
+    /// capacity (fixed at creation: [`open`](Self::open) keeps the stored one); I/O and
+    /// corruption errors.
     fn new(path: impl AsRef<Path>, capacity: usize) -> Result<Self, QueueError>
     where
         Self: Sized;
@@ -46,7 +48,8 @@ pub trait PersistentQueue<T: Message + Send + Sync>: Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`QueueError::Io`] if there is no queue; [`QueueError::TypeMismatch`]; corruption.
+    /// [`QueueError::Io`] of kind `NotFound` ("no queue at DIR yet") if there is no queue;
+    /// [`QueueError::TypeMismatch`]; corruption.
     fn open(path: impl AsRef<Path>) -> Result<Self, QueueError>
     where
         Self: Sized;

@@ -1,6 +1,34 @@
 //! The replica side of replication.
+//!
+//! One [`Follower`] per queue on a replica, shared by every stream that reaches it. The
+//! invariant it keeps (docs/REPLICATION.md, "Epochs"): **only the newest epoch's stream
+//! writes**. A stream begins with a Hello ([`Follower::on_hello`]) that names its epoch; a Hello
+//! of an epoch older than the newest this replica has seen is refused, and a Hello of a newer (or
+//! the same) epoch takes over: every older stream is superseded, and its frames are refused
+//! ([`Follower::on_stream_frame`]) even though they carry an epoch the stream began with. A
+//! primary paused through a failover (a long GC pause, a frozen VM, `SIGSTOP`) resumes with its
+//! streams still open; its frames then meet this check and its synchronous writers are fenced
+//! instead of acknowledged.
 
 use super::{FrameHeader, RecordId};
+
+/// Identifies one replication stream to a [`Follower`]: handed out by
+/// [`Follower::on_hello`], in increasing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId(u64);
+
+/// A Hello the follower accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelloAccepted {
+    /// The stream's identity: pass it with each of its frames.
+    pub stream: StreamId,
+    /// The Hello begins a newer epoch and this replica holds records from the epoch's first
+    /// sequence on, which the new primary never had: move them aside (and store the new epoch)
+    /// before subscribing.
+    pub move_aside_from: Option<u64>,
+    /// The stream this one supersedes, if any: it must end.
+    pub superseded: Option<StreamId>,
+}
 
 /// The state of one replicated queue on a replica.
 #[derive(Debug, Clone)]
@@ -8,6 +36,12 @@ pub struct Follower {
     epoch: u64,
     /// The next sequence number this replica needs (all before it are held durably).
     next_seq: u64,
+    /// The stream that may write: the last accepted Hello of the newest epoch.
+    writer: Option<StreamId>,
+    /// The last stream identity handed out.
+    streams: u64,
+    /// This node was promoted to primary of this epoch: every stream is refused.
+    promoted: Option<u64>,
 }
 
 /// What a replica should do with a frame.
@@ -31,9 +65,25 @@ pub enum FollowerDecision {
     Refuse(Refusal),
 }
 
-/// Why a frame was refused.
+/// Why a frame (or a Hello) was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// A newer stream took over this queue: a newer epoch's, or a reconnect of the same
+    /// primary. Only the newest stream writes.
+    #[error("stream superseded by a newer one of epoch {epoch}")]
+    Superseded {
+        /// The epoch this replica follows now.
+        epoch: u64,
+    },
+    /// This node was promoted to primary of `epoch`: it accepts no replication stream of an
+    /// epoch up to its own.
+    #[error("this node is the primary of epoch {epoch}; frames of epoch {frame} are refused")]
+    Promoted {
+        /// This node's epoch as primary.
+        epoch: u64,
+        /// The refused stream's epoch.
+        frame: u64,
+    },
     /// The frame comes from an older primary term.
     #[error("frame of epoch {frame} refused: this replica already follows epoch {current}")]
     StaleEpoch {
@@ -79,7 +129,104 @@ impl Follower {
     /// A follower that has seen `epoch` and holds every record before `next_seq`.
     #[must_use]
     pub fn new(epoch: u64, next_seq: u64) -> Self {
-        Follower { epoch, next_seq }
+        Follower {
+            epoch,
+            next_seq,
+            writer: None,
+            streams: 0,
+            promoted: None,
+        }
+    }
+
+    /// A stream's Hello: it will send frames of `epoch`, which began at `epoch_start`.
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal::StaleEpoch`] if this replica has seen a newer epoch; [`Refusal::Promoted`] if
+    /// this node was promoted to an epoch at least as new.
+    pub fn on_hello(&mut self, epoch: u64, epoch_start: u64) -> Result<HelloAccepted, Refusal> {
+        if let Some(own) = self.promoted {
+            if epoch <= own {
+                return Err(Refusal::Promoted {
+                    epoch: own,
+                    frame: epoch,
+                });
+            }
+            // A newer primary took over from this node: it follows again, from what it holds.
+            self.promoted = None;
+        }
+        if epoch < self.epoch {
+            return Err(Refusal::StaleEpoch {
+                frame: epoch,
+                current: self.epoch,
+            });
+        }
+        let mut move_aside_from = None;
+        if epoch > self.epoch {
+            // Everything held from the new term's first sequence on was written by an older
+            // primary and never reached the new one.
+            if self.next_seq > epoch_start {
+                move_aside_from = Some(epoch_start);
+                self.next_seq = epoch_start;
+            }
+            self.epoch = epoch;
+        }
+        self.streams += 1;
+        let stream = StreamId(self.streams);
+        let superseded = self.writer.replace(stream);
+        Ok(HelloAccepted {
+            stream,
+            move_aside_from,
+            superseded,
+        })
+    }
+
+    /// This node's durable state says it is the primary of `epoch` (a promotion by another
+    /// process, e.g. `repliq promote`): from now on every stream of an epoch up to it is refused.
+    pub fn on_promoted(&mut self, epoch: u64) {
+        self.promoted = Some(self.promoted.unwrap_or(0).max(epoch));
+        self.epoch = self.epoch.max(epoch);
+        self.writer = None;
+    }
+
+    /// Whether `stream` may still write: it is the newest stream and this node was not promoted.
+    #[must_use]
+    pub fn is_writer(&self, stream: StreamId) -> bool {
+        self.promoted.is_none() && self.writer == Some(stream)
+    }
+
+    /// Decides what to do with a frame that arrived on `stream`: refused unless `stream` is the
+    /// writer (the last accepted Hello of the newest epoch) and the frame carries that epoch;
+    /// otherwise as [`on_frame`](Self::on_frame).
+    pub fn on_stream_frame(
+        &mut self,
+        stream: StreamId,
+        frame: &FrameHeader,
+        held: impl Fn(u64) -> Option<u32>,
+    ) -> FollowerDecision {
+        if let Some(own) = self.promoted {
+            return FollowerDecision::Refuse(Refusal::Promoted {
+                epoch: own,
+                frame: frame.epoch,
+            });
+        }
+        if frame.epoch < self.epoch {
+            return FollowerDecision::Refuse(Refusal::StaleEpoch {
+                frame: frame.epoch,
+                current: self.epoch,
+            });
+        }
+        if self.writer != Some(stream) {
+            return FollowerDecision::Refuse(Refusal::Superseded { epoch: self.epoch });
+        }
+        self.on_frame(frame, held)
+    }
+
+    /// A full resync: the primary of `epoch` holds nothing before `segment_first_seq`, which
+    /// this replica needs; its segments were dropped and it starts again there.
+    pub fn on_resync(&mut self, epoch: u64, segment_first_seq: u64) {
+        self.epoch = self.epoch.max(epoch);
+        self.next_seq = segment_first_seq;
     }
 
     /// The newest epoch this follower has seen.

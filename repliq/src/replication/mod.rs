@@ -29,6 +29,8 @@
 //!   publishes the highest sequence that `required_acks` replicas hold ([`LeaderAction::Acked`]);
 //!   in [`ReplicationMode::Synchronous`] `enqueue` waits for that value to pass its record.
 
+#[cfg(test)]
+mod competing_test;
 #[cfg(feature = "replication")]
 mod embedded;
 mod follower;
@@ -51,14 +53,19 @@ mod replica_service;
 mod state;
 #[cfg(test)]
 mod test;
+#[cfg(feature = "tls")]
+mod tls;
 
 #[cfg(feature = "replication")]
 pub use embedded::{EmbeddedReplication, ReplicatedQueue};
-pub use follower::{Follower, FollowerDecision, Refusal};
+pub use follower::{Follower, FollowerDecision, HelloAccepted, Refusal, StreamId};
 pub use leader::{Leader, LeaderAction, LeaderConfig};
 pub use observer::ReplicationObserver;
 #[cfg(feature = "replication")]
-pub use options::{DEFAULT_MAX_REPLICA_LAG_SEGMENTS, PrimaryOptions, ReplicaAddr};
+pub use options::{
+    Authority, DEFAULT_MAX_REPLICA_LAG_SEGMENTS, PrimaryOptions, ReplicaAddr, STREAM_KEEPALIVE,
+    STREAM_KEEPALIVE_TIMEOUT,
+};
 #[cfg(feature = "replication")]
 pub use peers::PeerSet;
 #[cfg(feature = "replication")]
@@ -66,6 +73,8 @@ pub use primary::run_primary;
 #[cfg(feature = "replication")]
 pub use replica_service::ReplicaService;
 pub use state::{ReplicationState, Role, STATE_FILE};
+#[cfg(feature = "tls")]
+pub use tls::TlsFiles;
 
 /// When `enqueue` returns on a replicated queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

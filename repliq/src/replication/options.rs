@@ -1,13 +1,25 @@
 //! How the primary side replicates a queue: [`PrimaryOptions`] and the replicas' addresses.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::{ReplicationMode, ReplicationObserver};
 
 /// The default bound after which a replica is declared lost: 1024 segments (16 GiB with the
 /// default segment size).
 pub const DEFAULT_MAX_REPLICA_LAG_SEGMENTS: u64 = 1024;
+
+/// How often both ends of a replication stream send an HTTP/2 PING when nothing else arrives.
+/// With [`STREAM_KEEPALIVE_TIMEOUT`], a stream whose peer vanished without a FIN (a node or pod
+/// gone, a partition, a stopped process) is closed within seconds instead of when the kernel
+/// gives up on the connection (`tcp_retries2`: 15 minutes), and the primary reconnects, resolving
+/// the replica's name again (a DaemonSet pod comes back at a new address).
+pub const STREAM_KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// How long an unanswered keep-alive PING may wait before the stream is closed.
+pub const STREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A replica of a queue: a node name and its gRPC address (`host:port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +56,58 @@ pub struct PrimaryOptions {
     pub max_replica_lag_segments: Option<u64>,
     /// Told about acknowledgements, bytes sent and lag (the daemon's metrics), if set.
     pub observer: Option<Arc<dyn ReplicationObserver>>,
+    /// Until when this node may acknowledge writes as the primary (a lease it holds), if the
+    /// primary is elected; `None`: for as long as its state says it is the primary (manual
+    /// promotion).
+    pub authority: Option<Authority>,
+    /// Mutual TLS to the replicas (feature `tls`): `None` streams in plain text.
+    #[cfg(feature = "tls")]
+    pub tls: Option<super::TlsFiles>,
+}
+
+/// Until when a primary may acknowledge writes: the validity of the lease that made it primary,
+/// shared by the election (which extends it at each renewal) and the replication task (which
+/// publishes acknowledgements only while it holds).
+///
+/// A primary paused past its lease (a long GC pause, a frozen VM, `SIGSTOP`) may resume with
+/// acknowledgements of its replicas still in flight, from before they learned of the next
+/// epoch: they are not published once the lease has run out, so no `enqueue` returns `Ok` for a
+/// record the next primary may not hold. The monotonic clock keeps running while a process is
+/// stopped, so a resumed process sees at once that its lease ran out.
+#[derive(Debug, Clone, Default)]
+pub struct Authority {
+    /// Nanoseconds after [`origin`] until which acknowledgements may be published (0: none).
+    until: Arc<AtomicU64>,
+}
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+impl Authority {
+    /// An authority that holds nothing until [`grant_until`](Self::grant_until).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Acknowledgements may be published until `deadline`; `None` revokes.
+    pub fn grant_until(&self, deadline: Option<Instant>) {
+        let nanos = deadline.map_or(0, |d| {
+            u64::try_from(d.saturating_duration_since(origin()).as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        });
+        self.until.store(nanos, Ordering::Release);
+    }
+
+    /// Whether acknowledgements may be published now.
+    #[must_use]
+    pub fn holds(&self) -> bool {
+        let until = self.until.load(Ordering::Acquire);
+        until != 0 && (origin().elapsed().as_nanos() as u64) < until
+    }
 }
 
 impl PrimaryOptions {
@@ -67,6 +131,9 @@ impl PrimaryOptions {
             ack_timeout: Duration::from_secs(5),
             max_replica_lag_segments: Some(DEFAULT_MAX_REPLICA_LAG_SEGMENTS),
             observer: None,
+            authority: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -214,11 +214,16 @@ pub async fn run_primary(
     // (a subscription waits for the watcher's first report, below).
     let (conn_stop_tx, conn_stop) = watch::channel(false);
     for replica in &options.replicas {
+        #[cfg(feature = "tls")]
+        let tls = options.tls.clone();
+        #[cfg(not(feature = "tls"))]
+        let tls = ();
         tokio::spawn(connection(
             replica.clone(),
             hello.clone(),
             events_tx.clone(),
             conn_stop.clone(),
+            tls,
         ));
     }
     let watcher_stop = Arc::new(AtomicBool::new(false));
@@ -267,6 +272,9 @@ pub async fn run_primary(
                         continue;
                     }
                     _ = report.tick() => {
+                        if options.authority.is_some() {
+                            publish_acked(&journal, &queue, leader.acked(), &options);
+                        }
                         report_health(&journal, &queue, &leader, &links, &mut health, &options);
                         cursors.check(leader.next_seq(), options.observer.as_ref());
                         continue;
@@ -382,6 +390,10 @@ pub async fn run_primary(
         if let Err(e) = execute(&journal, &queue, &mut leader, &mut links, actions, &options).await
         {
             break Err(e);
+        }
+        if options.authority.is_some() {
+            // What was withheld while the lease was not (yet) held.
+            publish_acked(&journal, &queue, leader.acked(), &options);
         }
         if let Some(deadline) = stopping {
             let caught_up = leader.lag().values().all(|&l| l == 0);
@@ -552,11 +564,7 @@ async fn execute(
                     }
                 }
             }
-            LeaderAction::Acked { next_seq } => {
-                let meta = &journal.meta;
-                meta.acked().fetch_max(next_seq, Ordering::SeqCst);
-                notify::wake(meta.ack_notify(), meta.ack_waiters());
-            }
+            LeaderAction::Acked { next_seq } => publish_acked(journal, queue, next_seq, options),
             LeaderAction::StepDown { epoch } => {
                 // Become a replica of the newer primary. The epoch stays the one this node has
                 // data of: the new primary's first frame then moves aside whatever this node
@@ -574,6 +582,24 @@ async fn execute(
         }
     }
     Ok(())
+}
+
+/// Publishes the acknowledged sequence where synchronous producers wait for it, if this node
+/// may acknowledge: while the lease that made it primary holds ([`Authority`](super::Authority)).
+/// A primary paused through a failover (its lease ran out) may still get acknowledgements its
+/// replicas sent before they learned of the next epoch: they are withheld, and published later
+/// only if the lease holds again (the loop retries with [`Leader::acked`]).
+fn publish_acked(journal: &Journal, queue: &str, next_seq: u64, options: &PrimaryOptions) {
+    let meta = &journal.meta;
+    if meta.acked().load(Ordering::Acquire) >= next_seq {
+        return;
+    }
+    if options.authority.as_ref().is_some_and(|a| !a.holds()) {
+        tracing::debug!(queue = %queue, next_seq, "lease not held: acknowledgement withheld");
+        return;
+    }
+    meta.acked().fetch_max(next_seq, Ordering::SeqCst);
+    notify::wake(meta.ack_notify(), meta.ack_waiters());
 }
 
 /// The source of frames from `from` on: at the data start of segment `from` for a due resync
@@ -601,15 +627,22 @@ fn empty_frame(leader: &Leader, at: u64) -> PrimaryMessage {
 }
 
 /// Keeps a stream to one replica open, reconnecting with backoff.
+/// The client side's TLS files, where the feature exists.
+#[cfg(feature = "tls")]
+type ClientTls = Option<super::TlsFiles>;
+#[cfg(not(feature = "tls"))]
+type ClientTls = ();
+
 async fn connection(
     replica: ReplicaAddr,
     hello: Hello,
     events: mpsc::Sender<Event>,
     mut stop: watch::Receiver<bool>,
+    tls: ClientTls,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let attempt = connect_once(&replica, &hello, &events);
+        let attempt = connect_once(&replica, &hello, &events, &tls);
         let result = tokio::select! {
             r = attempt => r,
             _ = stop.wait_for(|s| *s) => return,
@@ -645,6 +678,7 @@ async fn connect_once(
     replica: &ReplicaAddr,
     hello: &Hello,
     events: &mpsc::Sender<Event>,
+    tls: &ClientTls,
 ) -> Result<()> {
     let err = |what: &str, e: &dyn std::fmt::Display| {
         QueueError::Replication(ReplicationError::PeerUnreachable {
@@ -652,10 +686,34 @@ async fn connect_once(
             reason: format!("{what}: {e}"),
         })
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", replica.address))
-        .map_err(|e| err("bad address", &e))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2));
+    #[cfg(feature = "tls")]
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    #[cfg(not(feature = "tls"))]
+    let (scheme, ()) = ("http", *tls);
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", replica.address))
+            .map_err(|e| err("bad address", &e))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
+            // A replica that vanished without a FIN is found in seconds (see `STREAM_KEEPALIVE`);
+            // the next attempt resolves its address again.
+            .http2_keep_alive_interval(super::STREAM_KEEPALIVE)
+            .keep_alive_timeout(super::STREAM_KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .tcp_keepalive(Some(Duration::from_secs(10)));
+    // The files are read on every attempt: a rotated certificate is used by the next one.
+    #[cfg(feature = "tls")]
+    let endpoint = match tls.as_ref() {
+        Some(files) => {
+            let config = files
+                .client_config(&replica.name)
+                .map_err(|e| err("TLS configuration", &e))?;
+            endpoint
+                .tls_config(config)
+                .map_err(|e| err("TLS configuration", &e))?
+        }
+        None => endpoint,
+    };
     let channel = endpoint.connect().await.map_err(|e| err("connect", &e))?;
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(64 << 20)

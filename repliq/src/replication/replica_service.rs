@@ -1,10 +1,17 @@
 //! The replica side of replication over gRPC: [`ReplicaService`] hosts replicas of other nodes'
 //! queues under one directory. A thin adapter around the I/O-free [`Follower`]: frames go in,
 //! the journal's byte sink (`journal::replica`) applies them, acknowledgements come out.
+//!
+//! Each queue has **one** follower and one byte sink, shared by every stream that reaches it
+//! ([`QueueReplica`]): the follower decides which stream may write (the newest epoch's last
+//! Hello), so a stream opened by a primary that has since been superseded (a paused old primary
+//! resuming) can neither write nor be acknowledged. A superseded stream is ended at once, with
+//! the refusal that tells its primary why.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -20,7 +27,7 @@ use super::grpc::proto::{
     replica_message,
 };
 use super::state::{ReplicationState, Role, state_lock};
-use super::{FollowerDecision, FrameHeader, Refusal};
+use super::{Follower, FollowerDecision, FrameHeader, Refusal, StreamId};
 use crate::journal::meta::MetaConfig;
 use crate::journal::replica::{ByteSink, frame_records, move_aside_from};
 use crate::journal::{InitialPolicy, Journal, Policy};
@@ -30,6 +37,42 @@ use crate::{QueueError, Result};
 pub struct ReplicaService {
     root: PathBuf,
     peers: PeerSet,
+    queues: Arc<Mutex<HashMap<String, Arc<SharedQueue>>>>,
+    /// Streams must come over mutual TLS from a certificate issued to the `Hello`'s name.
+    #[cfg(feature = "tls")]
+    authenticate: bool,
+}
+
+/// One queue as every stream to it sees it.
+#[derive(Debug)]
+struct SharedQueue {
+    replica: Mutex<Option<QueueReplica>>,
+    /// The writer stream, announced to the others so that a superseded stream ends at once
+    /// (an idle one too).
+    writer: tokio::sync::watch::Sender<Option<StreamId>>,
+}
+
+impl SharedQueue {
+    fn lock(&self) -> MutexGuard<'_, Option<QueueReplica>> {
+        // A panic while applying cannot leave a half-updated follower that matters: the stream
+        // that panicked is gone and the next Hello re-reads the journal (`refresh`).
+        self.replica.lock().unwrap_or_else(|poisoned| {
+            let mut guard = poisoned.into_inner();
+            *guard = None;
+            guard
+        })
+    }
+}
+
+/// The replica of one queue: its journal, the sink that appends to it, its durable replication
+/// state and the follower that decides what the streams may write.
+#[derive(Debug)]
+struct QueueReplica {
+    journal: Arc<Journal>,
+    dir: PathBuf,
+    state: ReplicationState,
+    sink: ByteSink,
+    follower: Follower,
 }
 
 impl ReplicaService {
@@ -46,7 +89,41 @@ impl ReplicaService {
     /// so a stranger claiming a newer epoch cannot demote a primary.
     #[must_use]
     pub fn with_peers(root: PathBuf, peers: PeerSet) -> Self {
-        ReplicaService { root, peers }
+        ReplicaService {
+            root,
+            peers,
+            queues: Arc::default(),
+            #[cfg(feature = "tls")]
+            authenticate: false,
+        }
+    }
+
+    /// Requires every stream to come over mutual TLS from a client whose certificate is issued
+    /// to the name in its `Hello` (which must also be a peer): the name cannot be claimed by
+    /// anyone else. Serve the service from a TLS acceptor that asks for client certificates
+    /// (`repliqd` does, when `server.tls` is configured); a stream without one is refused
+    /// (`NOT_A_PEER`) before anything on disk is read or written.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn authenticated(mut self) -> Self {
+        self.authenticate = true;
+        self
+    }
+
+    fn queue(&self, name: &str) -> Arc<SharedQueue> {
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        queues
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(SharedQueue {
+                    replica: Mutex::new(None),
+                    writer: tokio::sync::watch::Sender::new(None),
+                })
+            })
+            .clone()
     }
 
     /// The tonic server for this service.
@@ -68,13 +145,19 @@ impl Replication for ReplicaService {
         &self,
         request: Request<Streaming<PrimaryMessage>>,
     ) -> std::result::Result<Response<Self::ReplicateStream>, Status> {
+        #[cfg(feature = "tls")]
+        let peer: PeerCerts = request
+            .extensions()
+            .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+            .and_then(tonic::transport::server::TlsConnectInfo::peer_certs);
+        #[cfg(not(feature = "tls"))]
+        let peer: PeerCerts = ();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
-        let root = self.root.clone();
-        let peers = self.peers.clone();
+        let service = self.clone();
         tokio::spawn(async move {
             if let Err((reason, detail, epoch, next_seq)) =
-                serve_stream(root, &peers, inbound, &tx).await
+                serve_stream(&service, peer, inbound, &tx).await
             {
                 tracing::warn!(?reason, %detail, "replication stream refused");
                 let refused = Refused {
@@ -95,6 +178,12 @@ impl Replication for ReplicaService {
 }
 
 type Refusing = (refused::Reason, String, u64, u64);
+
+/// The client's certificate chain, as the TLS handshake verified it.
+#[cfg(feature = "tls")]
+type PeerCerts = Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>;
+#[cfg(not(feature = "tls"))]
+type PeerCerts = ();
 
 fn storage(e: impl std::fmt::Display) -> Refusing {
     (refused::Reason::Storage, e.to_string(), 0, 0)
@@ -210,8 +299,8 @@ async fn reply(tx: &ReplyTx, kind: replica_message::Kind) -> std::result::Result
 }
 
 async fn serve_stream(
-    root: PathBuf,
-    peers: &PeerSet,
+    service: &ReplicaService,
+    peer: PeerCerts,
     mut inbound: Streaming<PrimaryMessage>,
     tx: &ReplyTx,
 ) -> std::result::Result<(), Refusing> {
@@ -222,7 +311,7 @@ async fn serve_stream(
         Ok(_) => return Err(storage("the stream must start with a Hello")),
         Err(e) => return Err(storage(e)),
     };
-    if !peers.allows(&hello.primary) {
+    if !service.peers.allows(&hello.primary) {
         return Err((
             refused::Reason::NotAPeer,
             format!(
@@ -233,29 +322,44 @@ async fn serve_stream(
             0,
         ));
     }
-    let (journal, dir) = blocking(|| open_replica(&root, &hello))?;
-    let mut state = ReplicationState::load(&dir).map_err(storage)?;
-    if state.role == Role::Primary && state.epoch >= hello.epoch {
-        return Err((
-            refused::Reason::StaleEpoch,
-            format!(
-                "{} is primary of epoch {} here; {} sent epoch {}",
-                hello.queue, state.epoch, hello.primary, hello.epoch
-            ),
-            state.epoch,
-            0,
-        ));
+    #[cfg(feature = "tls")]
+    if service.authenticate {
+        let checked = match &peer {
+            Some(certs) => super::tls::check_peer_identity(certs, &hello.primary),
+            None => Err("the stream did not come over mutual TLS".into()),
+        };
+        if let Err(why) = checked {
+            return Err((
+                refused::Reason::NotAPeer,
+                format!(
+                    "{:?} is not authenticated: {why}; replication of {:?} refused",
+                    hello.primary, hello.queue
+                ),
+                0,
+                0,
+            ));
+        }
     }
-    let mut sink = blocking(|| ByteSink::open(journal.clone())).map_err(storage)?;
-    let mut follower = super::Follower::new(state.epoch, sink.next_seq());
+    #[cfg(not(feature = "tls"))]
+    let () = peer;
+    let root = service.root.clone();
+    let (journal, dir) = blocking(|| open_replica(&root, &hello))?;
+    let shared = service.queue(&hello.queue);
+    // The Hello is decided under the queue's lock and the replication lock: the new epoch (and
+    // the move-aside it may need) is durable before the primary is told where to start.
+    let (stream, epoch, next_seq) = blocking(|| admit(&shared, journal, &dir, &hello))?;
+    shared.writer.send_replace(Some(stream));
+    let mut writer = shared.writer.subscribe();
     reply(
         tx,
-        replica_message::Kind::Subscribe(Subscribe {
-            epoch: follower.epoch(),
-            next_seq: follower.next_seq(),
-        }),
+        replica_message::Kind::Subscribe(Subscribe { epoch, next_seq }),
     )
     .await?;
+    let stream = Stream {
+        id: stream,
+        hello: &hello,
+        shared: &shared,
+    };
     // Asynchronous primaries let this replica acknowledge before it syncs: it syncs in the
     // background at most `LAZY_SYNC` after it applied a record (and at the end of the stream).
     let lazy = hello.sync_lazily;
@@ -266,24 +370,18 @@ async fn serve_stream(
     let streamed: std::result::Result<(), Refusing> = async {
         let mut ended = false;
         while !ended {
-            let first = match unsynced_since {
-                Some(since) => {
-                    match tokio::time::timeout_at((since + LAZY_SYNC).into(), inbound.message())
+            let deadline = unsynced_since.map(|since| since + LAZY_SYNC);
+            let first = tokio::select! {
+                m = inbound.message() => m,
+                () = superseded(&mut writer, stream.id) => return Err(stream.superseded()),
+                () = sleep_until(deadline) => {
+                    // The stream is idle: waiting for a sync still in flight costs nothing.
+                    sync_in_background(stream.shared, &mut syncing, true)
                         .await
-                    {
-                        Ok(m) => m,
-                        Err(_) => {
-                            // The stream is idle: waiting for a sync still in flight costs
-                            // nothing.
-                            sync_in_background(&mut sink, &mut syncing, true)
-                                .await
-                                .map_err(storage)?;
-                            unsynced_since = None;
-                            continue;
-                        }
-                    }
+                        .map_err(storage)?;
+                    unsynced_since = None;
+                    continue;
                 }
-                None => inbound.message().await,
             };
             let mut batch = match first {
                 Ok(Some(PrimaryMessage {
@@ -329,19 +427,7 @@ async fn serve_stream(
             // the worker's other tasks to another thread (`block_in_place`) costs more wake-ups
             // than its page-cache writes and one-page msync take.
             let small = batch.iter().map(|f| f.bytes.len()).sum::<usize>() <= INLINE_BATCH_BYTES;
-            let apply = || {
-                apply_batch(
-                    &journal,
-                    &dir,
-                    &hello,
-                    &mut state,
-                    &mut sink,
-                    &mut follower,
-                    batch,
-                    &mut resync_at,
-                    !lazy,
-                )
-            };
+            let apply = || apply_batch(&stream, batch, &mut resync_at, !lazy);
             let (ack, refusal) = if small { apply() } else { blocking(apply) }?;
             resync_at = next_resync.or(resync_at);
             if lazy && ack.is_some() {
@@ -349,7 +435,7 @@ async fn serve_stream(
                 // Frames keep coming: a sync still in flight is not waited for (the disk may
                 // take longer than the stream); the next batch tries again.
                 if since.elapsed() >= LAZY_SYNC
-                    && sync_in_background(&mut sink, &mut syncing, false)
+                    && sync_in_background(stream.shared, &mut syncing, false)
                         .await
                         .map_err(storage)?
                 {
@@ -371,9 +457,148 @@ async fn serve_stream(
         if let Some(h) = syncing.take() {
             let _ = h.await;
         }
-        blocking(|| sink.sync()).map_err(storage)?;
+        blocking(|| match shared.lock().as_mut() {
+            Some(replica) => replica.sink.sync(),
+            None => Ok(()),
+        })
+        .map_err(storage)?;
     }
     streamed
+}
+
+/// One stream to a queue, as the frames it brings are applied.
+struct Stream<'a> {
+    id: StreamId,
+    hello: &'a Hello,
+    shared: &'a SharedQueue,
+}
+
+impl Stream<'_> {
+    /// The refusal that ends this stream once a newer one took over: a fence for its primary if
+    /// the replica now follows a newer epoch (the primary steps down), a plain end otherwise.
+    fn superseded(&self) -> Refusing {
+        let (epoch, next_seq) = self
+            .shared
+            .lock()
+            .as_ref()
+            .map_or((0, 0), |r| (r.follower.epoch(), r.follower.next_seq()));
+        if epoch > self.hello.epoch {
+            (
+                refused::Reason::StaleEpoch,
+                format!(
+                    "{}: a primary of epoch {epoch} took over; frames of epoch {} are refused",
+                    self.hello.queue, self.hello.epoch
+                ),
+                epoch,
+                next_seq,
+            )
+        } else {
+            (
+                refused::Reason::Superseded,
+                format!(
+                    "{}: a newer stream of epoch {epoch} took over this one",
+                    self.hello.queue
+                ),
+                epoch,
+                next_seq,
+            )
+        }
+    }
+}
+
+/// Resolves once the writer announced for the queue is no longer `me`.
+async fn superseded(writer: &mut tokio::sync::watch::Receiver<Option<StreamId>>, me: StreamId) {
+    if writer.wait_for(|w| *w != Some(me)).await.is_err() {
+        // The queue's sender is never dropped while a stream holds the queue.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Admits a stream's Hello: opens (or re-reads) the queue's replica, lets the follower decide,
+/// carries out a move-aside and stores the newer epoch durably. Returns the stream's identity and
+/// what to subscribe with (epoch, next sequence).
+fn admit(
+    shared: &SharedQueue,
+    journal: Arc<Journal>,
+    dir: &Path,
+    hello: &Hello,
+) -> std::result::Result<(StreamId, u64, u64), Refusing> {
+    let mut guard = shared.lock();
+    let _lock = state_lock(dir, false).map_err(storage)?;
+    let state = ReplicationState::load(dir).map_err(storage)?;
+    if state.role == Role::Primary && state.epoch >= hello.epoch {
+        return Err((
+            refused::Reason::StaleEpoch,
+            format!(
+                "{} is primary of epoch {} here; {} sent epoch {}",
+                hello.queue, state.epoch, hello.primary, hello.epoch
+            ),
+            state.epoch,
+            0,
+        ));
+    }
+    // A replica held from an earlier stream stays valid while this node stayed a replica; after
+    // a promotion local producers wrote, so the journal's tail is read afresh.
+    let fresh = match guard.as_ref() {
+        Some(r) => state.role != Role::Replica || r.state.epoch != state.epoch,
+        None => true,
+    };
+    if fresh {
+        let sink = ByteSink::open(journal.clone()).map_err(storage)?;
+        let follower = Follower::new(state.epoch, sink.next_seq());
+        *guard = Some(QueueReplica {
+            journal,
+            dir: dir.to_path_buf(),
+            state,
+            sink,
+            follower,
+        });
+    }
+    let Some(replica) = guard.as_mut() else {
+        return Err(storage("the queue's replica vanished"));
+    };
+    let accepted = replica
+        .follower
+        .on_hello(hello.epoch, hello.epoch_start)
+        .map_err(|r| refusing(&r, &replica.follower))?;
+    if let Some(from) = accepted.move_aside_from {
+        let moved = move_aside_from(&replica.journal, from, hello.epoch).map_err(storage)?;
+        tracing::warn!(queue = %hello.queue, from, moved = %moved.display(), "moved an unreplicated suffix aside");
+        replica.sink = ByteSink::open(replica.journal.clone()).map_err(storage)?;
+    }
+    follow_epoch(
+        &mut replica.state,
+        hello.epoch,
+        hello.epoch_start,
+        &hello.primary,
+        dir,
+    )
+    .map_err(storage)?;
+    Ok((
+        accepted.stream,
+        replica.follower.epoch(),
+        replica.follower.next_seq(),
+    ))
+}
+
+/// The refusal a follower's decision becomes on the wire.
+fn refusing(r: &Refusal, follower: &Follower) -> Refusing {
+    let reason = match r {
+        Refusal::StaleEpoch { .. } | Refusal::Promoted { .. } => refused::Reason::StaleEpoch,
+        Refusal::Superseded { .. } => refused::Reason::Superseded,
+        Refusal::Gap { .. } | Refusal::NotConsecutive { .. } | Refusal::Diverged { .. } => {
+            refused::Reason::Diverged
+        }
+    };
+    (reason, r.to_string(), follower.epoch(), follower.next_seq())
 }
 
 /// Batches of at most this many bytes are applied (and synced) on the stream's task without
@@ -389,7 +614,7 @@ const LAZY_SYNC: Duration = Duration::from_millis(200);
 /// flight, if any, finished: with `wait`, waits for it; without, returns `Ok(false)` (nothing
 /// started) while it runs. A failed sync is an error.
 async fn sync_in_background(
-    sink: &mut ByteSink,
+    shared: &SharedQueue,
     syncing: &mut Option<JoinHandle<Result<()>>>,
     wait: bool,
 ) -> Result<bool> {
@@ -399,7 +624,9 @@ async fn sync_in_background(
     if let Some(h) = syncing.take() {
         h.await.map_err(|e| QueueError::Other(e.to_string()))??;
     }
-    let unsynced = sink.take_unsynced();
+    let Some(unsynced) = shared.lock().as_mut().map(|r| r.sink.take_unsynced()) else {
+        return Ok(true);
+    };
     *syncing = Some(tokio::task::spawn_blocking(move || unsynced.sync()));
     Ok(true)
 }
@@ -408,56 +635,68 @@ async fn sync_in_background(
 /// that ended it early.
 type BatchOutcome = (Option<(u64, u64)>, Option<Refusing>);
 
-/// Applies a batch of frames under the replication lock (held shared: a promotion in any process
-/// sees none or all of the batch, so no record of the old primary lands after the new epoch's
-/// start). Returns the acknowledgement to send, (epoch, next sequence), and the refusal that ended
-/// the batch early, if any. With `sync`, everything applied is synced before it returns; a
-/// refusal syncs too (durable before acknowledged, also when a later frame is refused).
-#[allow(clippy::too_many_arguments)]
+/// Applies a batch of frames of `stream` under the queue's lock and the replication lock (held
+/// shared: a promotion in any process sees none or all of the batch, so no record of the old
+/// primary lands after the new epoch's start). The follower refuses every frame of a stream that
+/// is no longer the writer. Returns the acknowledgement to send, (epoch, next sequence), and the
+/// refusal that ended the batch early, if any. With `sync`, everything applied is synced before
+/// it returns; a refusal syncs too (durable before acknowledged, also when a later frame is
+/// refused).
 fn apply_batch(
-    journal: &Arc<Journal>,
-    dir: &Path,
-    hello: &Hello,
-    state: &mut ReplicationState,
-    sink: &mut ByteSink,
-    follower: &mut super::Follower,
+    stream: &Stream<'_>,
     batch: Vec<proto::Frame>,
     resync_at: &mut Option<u64>,
     sync: bool,
 ) -> std::result::Result<BatchOutcome, Refusing> {
+    let hello = stream.hello;
+    let mut guard = stream.shared.lock();
+    let Some(replica) = guard.as_mut() else {
+        return Err(stream.superseded());
+    };
+    let QueueReplica {
+        journal,
+        dir,
+        state,
+        sink,
+        follower,
+    } = replica;
     let mut ack = None;
     let mut refusal = None;
     let lock = state_lock(dir, false).map_err(storage)?;
+    // This node may have been promoted (`repliq promote`, another process) while the stream was
+    // open: its durable epoch is newer than the follower's.
+    let here = journal.epoch_word().load(Ordering::Acquire);
+    if here > follower.epoch() && ReplicationState::load(dir).is_ok_and(|s| s.role == Role::Primary)
+    {
+        follower.on_promoted(here);
+    }
     for frame in batch {
-        // This node may have been promoted while the stream was open: a newer epoch here fences
-        // the old primary.
-        let here = journal.epoch_word().load(Ordering::Acquire);
-        if here > frame.epoch && ReplicationState::load(dir).is_ok_and(|s| s.role == Role::Primary)
-        {
+        if frame.epoch != hello.epoch {
             refusal = Some((
-                refused::Reason::StaleEpoch,
+                refused::Reason::Diverged,
                 format!(
-                    "{} was promoted to epoch {here}; frames of epoch {} are refused",
-                    hello.queue, frame.epoch
+                    "malformed stream: a frame of epoch {} on a stream of epoch {}",
+                    frame.epoch, hello.epoch
                 ),
-                here,
+                follower.epoch(),
                 follower.next_seq(),
             ));
             break;
         }
-        let announced = !frame.bytes.is_empty() && *resync_at == Some(frame.segment_first_seq);
-        if announced {
-            *resync_at = None;
-        }
-        if announced
-            && frame.epoch >= follower.epoch()
-            && sink.needs_restart_at(frame.segment_first_seq)
-        {
-            match resync(sink, state, &frame, hello, dir) {
-                Ok(()) => *follower = super::Follower::new(frame.epoch, frame.segment_first_seq),
-                Err(e) => {
-                    refusal = Some(storage(e));
-                    break;
+        if !follower.is_writer(stream.id) {
+            // Checked before a resync touches anything; `on_stream_frame` refuses it below.
+        } else {
+            let announced = !frame.bytes.is_empty() && *resync_at == Some(frame.segment_first_seq);
+            if announced {
+                *resync_at = None;
+            }
+            if announced && sink.needs_restart_at(frame.segment_first_seq) {
+                match resync(sink, state, &frame, hello, dir) {
+                    Ok(()) => follower.on_resync(frame.epoch, frame.segment_first_seq),
+                    Err(e) => {
+                        refusal = Some(storage(e));
+                        break;
+                    }
                 }
             }
         }
@@ -478,7 +717,7 @@ fn apply_batch(
             epoch_start: frame.epoch_start,
             records,
         };
-        let decision = follower.on_frame(&header, |s| sink.held_crc(s));
+        let decision = follower.on_stream_frame(stream.id, &header, |s| sink.held_crc(s));
         match decision {
             FollowerDecision::Append {
                 move_aside_from: aside,
@@ -495,12 +734,6 @@ fn apply_batch(
                 ack = Some((follower.epoch(), next_seq));
             }
             FollowerDecision::Duplicate { durable } => {
-                // Possibly the announcement of a newer epoch with nothing to append: this
-                // replica now follows it (and refuses the older primary from here on).
-                if let Err(e) = follow_epoch(state, &frame, &hello.primary, dir) {
-                    refusal = Some(storage(e));
-                    break;
-                }
                 // Every record is held, but the bytes may still hold entries that carry no
                 // record past this replica's tail: the END marker of a full segment (sent
                 // alone when the replica is caught up at a roll) or an abandoned extent.
@@ -515,11 +748,7 @@ fn apply_batch(
                 ack = Some((follower.epoch(), durable));
             }
             FollowerDecision::Refuse(r) => {
-                let reason = match r {
-                    Refusal::StaleEpoch { .. } => refused::Reason::StaleEpoch,
-                    _ => refused::Reason::Diverged,
-                };
-                refusal = Some((reason, r.to_string(), follower.epoch(), follower.next_seq()));
+                refusal = Some(refusing(&r, follower));
                 break;
             }
         }
@@ -547,7 +776,7 @@ fn append_frame(
         tracing::warn!(queue = %hello.queue, from, moved = %moved.display(), "moved an unreplicated suffix aside");
         *sink = ByteSink::open(journal.clone())?;
     }
-    follow_epoch(state, frame, &hello.primary, dir)?;
+    follow_epoch(state, frame.epoch, frame.epoch_start, &hello.primary, dir)?;
     if !frame.bytes.is_empty() {
         sink.apply(frame.segment_first_seq, frame.offset as usize, &frame.bytes)?;
     }
@@ -584,24 +813,26 @@ fn resync(
         "full resync: the primary no longer holds the records this replica needs; its segments \
          are dropped and it starts again at the primary's oldest segment"
     );
-    follow_epoch(state, frame, &hello.primary, dir)
+    follow_epoch(state, frame.epoch, frame.epoch_start, &hello.primary, dir)
 }
 
-/// Makes this node a replica of `primary` in the frame's epoch, if it is not one already;
-/// `store` writes `replication.json` and publishes the policy words local producers read.
+/// Makes this node a replica of `primary` in `epoch` (begun at `epoch_start`), if it is not one
+/// already; `store` writes `replication.json` and publishes the policy words local producers
+/// read. This is the durable record of the newest epoch this replica has seen.
 fn follow_epoch(
     state: &mut ReplicationState,
-    frame: &proto::Frame,
+    epoch: u64,
+    epoch_start: u64,
     primary: &str,
     dir: &Path,
 ) -> Result<()> {
-    if state.epoch == frame.epoch && state.role == Role::Replica {
+    if state.epoch == epoch && state.role == Role::Replica {
         return Ok(());
     }
     *state = ReplicationState {
         role: Role::Replica,
-        epoch: frame.epoch,
-        epoch_start: frame.epoch_start,
+        epoch,
+        epoch_start,
         primary: Some(primary.to_owned()),
         ..ReplicationState::default()
     };

@@ -224,12 +224,29 @@ impl ReplicationState {
         }
         let journal = Journal::open(dir, false)?;
         let next = crate::journal::replica::ByteSink::open(journal.clone())?.next_seq();
+        // The node's policy (written by its daemon into the persistence root) says whether
+        // writes here wait for replicas: they do from the promotion on, not only once the
+        // daemon's replication task has started (until then they time out instead of returning
+        // `Ok` for records no replica holds).
+        let node = dir
+            .parent()
+            .and_then(|root| crate::journal::NodePolicy::read(root).ok().flatten());
         let state = ReplicationState {
             role: Role::Primary,
             epoch: current.epoch + 1,
             epoch_start: next,
             primary: None,
-            ..ReplicationState::default()
+            ..match node {
+                Some(n) if n.required_acks > 0 => ReplicationState {
+                    synchronous: true,
+                    required_acks: n.required_acks,
+                    ack_timeout_ms: u64::try_from(n.ack_timeout.as_millis())
+                        .unwrap_or(u64::MAX)
+                        .max(1),
+                    ..ReplicationState::default()
+                },
+                _ => ReplicationState::default(),
+            }
         };
         // An acknowledged word left from an earlier term of this node must not acknowledge the
         // records of this one.

@@ -14,6 +14,9 @@
 //! `{"seq":N,"time":T,"message":{..}}` (`time`: write time, nanoseconds since the Unix epoch); a
 //! record that cannot be decoded is reported on stderr with its file and offset and skipped.
 //! repliq promote DIR              make a replica the primary of a new epoch (failover)
+//! repliq consumers DIR [--all] [--remove NAME]...
+//!                                 list the consumer cursor slots (JSON lines), or remove cursors
+//!                                 (their slots are reused by later registrations)
 //! ```
 
 use std::io::{IsTerminal, Write};
@@ -79,6 +82,18 @@ enum Command {
         /// The replica's queue directory.
         dir: PathBuf,
     },
+    /// List a queue's consumer cursor slots as JSON lines (used ones unless --all), or remove
+    /// consumer cursors: a removed cursor holds back nothing, and its slot is reused.
+    Consumers {
+        /// The queue directory.
+        dir: PathBuf,
+        /// Also list free slots.
+        #[arg(long)]
+        all: bool,
+        /// Remove this consumer cursor (repeatable). Exit code 1 if one does not exist.
+        #[arg(long, value_name = "NAME")]
+        remove: Vec<String>,
+    },
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -97,6 +112,32 @@ fn run(cli: Cli) -> repliq::Result<ExitCode> {
             let json = serde_json::to_string_pretty(&state)
                 .map_err(|e| repliq::QueueError::Other(format!("encoding JSON: {e}")))?;
             print_line(&json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Consumers { dir, all, remove } => {
+            if !remove.is_empty() {
+                let mut missing = false;
+                for name in &remove {
+                    if repliq::remove_consumer(&dir, name)? {
+                        print_line(&format!("removed {name}"));
+                    } else {
+                        eprintln!("repliq: no consumer {name:?} in {}", dir.display());
+                        missing = true;
+                    }
+                }
+                return Ok(if missing {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                });
+            }
+            for slot in repliq::consumer_slots(&dir)? {
+                if all || slot.state != "free" {
+                    let json = serde_json::to_string(&slot)
+                        .map_err(|e| repliq::QueueError::Other(format!("encoding JSON: {e}")))?;
+                    print_line(&json);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { dir } => {

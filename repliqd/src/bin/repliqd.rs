@@ -39,7 +39,15 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // One object per line with stable keys: timestamp, level, target, message, then the
+        // event's own fields (node, queue, epoch, replica, task, error, ...) at the top level
+        // (docs/OBSERVABILITY.md, "Logs").
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
     }
 }
 
@@ -89,7 +97,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("repliqd: {e}");
+            // Through the logger, so a JSON log stays JSON to its last line.
+            tracing::error!(error = %e, "repliqd: exiting with status 1");
             ExitCode::FAILURE
         }
     }

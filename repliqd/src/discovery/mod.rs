@@ -69,6 +69,12 @@ impl Discovery {
         self.tx.subscribe()
     }
 
+    /// The task feeding this discovery, if any, for a supervisor to watch (dropping the
+    /// discovery no longer stops it then: whoever takes it aborts it).
+    pub fn take_task(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        self.task.take()
+    }
+
     /// The current snapshot.
     #[must_use]
     pub fn current(&self) -> PeerSet {

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use repliq::replication::{ReplicationState, Role};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::backend::LeaseBackend;
 use super::machine::{Command, Election, Local, Timing, WriteOutcome};
+use crate::metrics::ElectionMetrics;
 
 /// Local facts about the queue in `dir`.
 ///
@@ -62,6 +64,15 @@ pub fn promote(dir: &Path, epoch: u64) -> Result<ReplicationState, String> {
     Ok(state)
 }
 
+/// Runs blocking file I/O on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("a blocking task failed: {e}"))?
+}
+
 /// Runs `fut` unless `deadline` comes first (`None`).
 async fn before<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
     match deadline {
@@ -82,6 +93,10 @@ struct QueueElection<B> {
     timing: Timing,
     origin: Instant,
     unreachable_logged: bool,
+    metrics: ElectionMetrics,
+    /// Extended to the lease's validity after every round: the replication task acknowledges
+    /// writes only while it holds.
+    authority: repliq::replication::Authority,
 }
 
 impl<B: LeaseBackend> QueueElection<B> {
@@ -96,7 +111,8 @@ impl<B: LeaseBackend> QueueElection<B> {
     /// One round; returns early with a fence if the renew deadline passes mid-round.
     async fn round(&mut self) {
         let mut cmds = self.machine.tick(self.now());
-        let local = match local(&self.dir) {
+        let dir = self.dir.clone();
+        let local = match blocking(move || local(&dir)).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(queue = %self.queue, error = %e, "cannot read the queue; skipping its election round");
@@ -112,6 +128,7 @@ impl<B: LeaseBackend> QueueElection<B> {
         .await;
         match observed {
             Some(Ok(Ok(obs))) => {
+                self.metrics.backend_up.get_or_create(&self.labels()).set(1);
                 if self.unreachable_logged {
                     tracing::info!(backend = %self.backend.describe(), queue = %self.queue, "election backend reachable again");
                     self.unreachable_logged = false;
@@ -119,6 +136,7 @@ impl<B: LeaseBackend> QueueElection<B> {
                 cmds.extend(self.machine.observe(self.now(), local, &obs));
             }
             other => {
+                self.metrics.backend_up.get_or_create(&self.labels()).set(0);
                 if !self.unreachable_logged {
                     let why = match other {
                         Some(Ok(Err(e))) => e,
@@ -135,6 +153,21 @@ impl<B: LeaseBackend> QueueElection<B> {
             }
         }
         self.execute(cmds).await;
+        let leading = self.machine.leading();
+        let labels = self.labels();
+        self.metrics
+            .leader
+            .get_or_create(&labels)
+            .set(i64::from(leading.is_some()));
+        let epoch = leading.unwrap_or(local.epoch);
+        self.metrics
+            .epoch
+            .get_or_create(&labels)
+            .set(i64::try_from(epoch).unwrap_or(i64::MAX));
+    }
+
+    fn labels(&self) -> crate::metrics::QueueLabels {
+        ElectionMetrics::queue(&self.queue)
     }
 
     async fn execute(&mut self, cmds: Vec<Command>) {
@@ -142,7 +175,9 @@ impl<B: LeaseBackend> QueueElection<B> {
         while let Some(cmd) = queue.pop_front() {
             match cmd {
                 Command::Write {
-                    epoch, expected, ..
+                    epoch,
+                    expected,
+                    acquire,
                 } => {
                     let sent = self.now();
                     let write = tokio::time::timeout(
@@ -154,6 +189,27 @@ impl<B: LeaseBackend> QueueElection<B> {
                         Some(Ok(o)) => o,
                         _ => WriteOutcome::Failed,
                     };
+                    match &outcome {
+                        WriteOutcome::Written(_) if !acquire => {
+                            self.metrics.renewals.get_or_create(&self.labels()).inc();
+                        }
+                        WriteOutcome::Written(_) => {}
+                        WriteOutcome::Conflict => {
+                            self.metrics
+                                .failures
+                                .get_or_create(&ElectionMetrics::failure(&self.queue, "conflict"))
+                                .inc();
+                        }
+                        WriteOutcome::Failed => {
+                            self.metrics
+                                .failures
+                                .get_or_create(&ElectionMetrics::failure(
+                                    &self.queue,
+                                    "unreachable",
+                                ))
+                                .inc();
+                        }
+                    }
                     queue.extend(self.machine.written(self.now(), sent, outcome));
                 }
                 Command::Advertise { next_seq } => {
@@ -169,24 +225,32 @@ impl<B: LeaseBackend> QueueElection<B> {
                         _ => {}
                     }
                 }
-                Command::Fence => match fence(&self.dir) {
-                    Ok(()) => tracing::warn!(
+                Command::Fence => match self.blocking_on_dir(fence).await {
+                    Ok(()) => {
+                        self.metrics.fences.get_or_create(&self.labels()).inc();
+                        tracing::warn!(
                         queue = %self.queue,
                         "not the lease holder (lost, expired or never held): fenced, enqueues are refused here"
-                    ),
+                        );
+                    }
                     Err(e) => {
                         tracing::error!(queue = %self.queue, error = %e, "cannot fence the queue")
                     }
                 },
-                Command::Promote { epoch } => match promote(&self.dir, epoch) {
-                    Ok(s) => tracing::info!(
-                        queue = %self.queue, epoch = s.epoch, epoch_start = s.epoch_start,
-                        "acquired the lease: primary"
-                    ),
-                    Err(e) => {
-                        tracing::error!(queue = %self.queue, error = %e, "cannot promote the queue")
+                Command::Promote { epoch } => {
+                    match self.blocking_on_dir(move |dir| promote(dir, epoch)).await {
+                        Ok(s) => {
+                            self.metrics.takeovers.get_or_create(&self.labels()).inc();
+                            tracing::info!(
+                                queue = %self.queue, epoch = s.epoch, epoch_start = s.epoch_start,
+                                "acquired the lease: primary"
+                            );
+                        }
+                        Err(e) => {
+                            tracing::error!(queue = %self.queue, error = %e, "cannot promote the queue")
+                        }
                     }
-                },
+                }
             }
         }
         // A deadline that passed during the commands fences now.
@@ -194,9 +258,31 @@ impl<B: LeaseBackend> QueueElection<B> {
         if !late.is_empty() {
             Box::pin(self.execute(late)).await;
         }
+        self.authority
+            .grant_until(self.deadline().map(Instant::into_std));
+    }
+
+    async fn blocking_on_dir<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Path) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let dir = self.dir.clone();
+        blocking(move || f(&dir)).await
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        // Every series exists from the start (at 0), so rates and alerts see the first event.
+        let labels = self.labels();
+        drop(self.metrics.renewals.get_or_create(&labels));
+        drop(self.metrics.takeovers.get_or_create(&labels));
+        drop(self.metrics.fences.get_or_create(&labels));
+        for reason in ["conflict", "unreachable"] {
+            drop(
+                self.metrics
+                    .failures
+                    .get_or_create(&ElectionMetrics::failure(&self.queue, reason)),
+            );
+        }
         let mut interval = tokio::time::interval(self.timing.retry_period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -217,30 +303,51 @@ impl<B: LeaseBackend> QueueElection<B> {
 }
 
 /// Elects a primary for every queue under `root` (looking for new queues every retry period)
-/// until `stop`.
+/// until `stop`. The queues' elections run in a [`JoinSet`]: one that ends before `stop` (a
+/// panic) ends this task with an error, which stops the daemon (see [`crate::supervise`]).
+///
+/// # Errors
+///
+/// A sentence naming the queue whose election stopped.
 pub async fn run<B: LeaseBackend>(
     backend: Arc<B>,
     node: String,
     root: PathBuf,
     timing: Timing,
+    authorities: super::Authorities,
     stop: watch::Receiver<bool>,
-) {
+    metrics: ElectionMetrics,
+) -> Result<(), String> {
     tracing::info!(backend = %backend.describe(), "automatic failover by lease");
-    let mut running = std::collections::BTreeMap::new();
+    let mut running = std::collections::BTreeSet::new();
+    let mut elections = JoinSet::new();
     let mut interval = tokio::time::interval(timing.retry_period);
     let mut stop_wait = stop.clone();
     let origin = Instant::now();
+    let mut scanner = Some(crate::scan::QueueScanner::new(root));
     loop {
         tokio::select! {
             _ = interval.tick() => {}
+            Some(ended) = elections.join_next() => {
+                let what = match ended {
+                    Ok(queue) => format!("the election of queue {queue} returned"),
+                    Err(e) => format!("an election task stopped: {e}"),
+                };
+                return Err(what);
+            }
             _ = stop_wait.wait_for(|s| *s) => break,
         }
-        let Ok(entries) = std::fs::read_dir(&root) else {
-            continue;
+        let Some(mut s) = scanner.take() else {
+            break;
         };
-        for entry in entries.flatten() {
-            let dir = entry.path();
-            if running.contains_key(&dir) || !dir.join("queue.meta").exists() {
+        let (s, queues) = blocking(move || {
+            let queues = s.scan();
+            Ok((s, queues))
+        })
+        .await?;
+        scanner = Some(s);
+        for (dir, _) in queues {
+            if running.contains(&dir) {
                 continue;
             }
             let queue = dir
@@ -249,18 +356,24 @@ pub async fn run<B: LeaseBackend>(
                 .unwrap_or_default();
             let election = QueueElection {
                 dir: dir.clone(),
-                queue,
+                queue: queue.clone(),
                 node: node.clone(),
                 backend: Arc::clone(&backend),
                 machine: Election::new(node.clone(), timing),
                 timing,
                 origin,
                 unreachable_logged: false,
+                metrics: metrics.clone(),
+                authority: authorities.of(&dir),
             };
-            running.insert(dir, tokio::spawn(election.run(stop.clone())));
+            let stop = stop.clone();
+            elections.spawn(async move {
+                election.run(stop).await;
+                queue
+            });
+            running.insert(dir);
         }
     }
-    for (_, task) in running {
-        let _ = task.await;
-    }
+    while elections.join_next().await.is_some() {}
+    Ok(())
 }

@@ -106,24 +106,56 @@ pub mod driver;
 pub mod etcd;
 pub mod kubernetes;
 
-/// Starts automatic failover if the configuration has an `election:` section (in a Tokio
-/// runtime); `None` when failover is manual.
+/// The lease validity of every queue this node elects, by queue directory: the election extends
+/// it at each renewal, the queue's replication task publishes acknowledgements only while it
+/// holds ([`repliq::replication::Authority`]).
+#[derive(Debug, Clone, Default)]
+pub struct Authorities(
+    std::sync::Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<std::path::PathBuf, repliq::replication::Authority>,
+        >,
+    >,
+);
+
+impl Authorities {
+    /// The authority of the queue in `dir` (held by nobody until its election grants it).
+    #[must_use]
+    pub fn of(&self, dir: &std::path::Path) -> repliq::replication::Authority {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(dir.to_path_buf())
+            .or_default()
+            .clone()
+    }
+}
+
+/// The election task of a daemon: resolves with `Ok` at `stop`, with `Err` if it stopped while
+/// the daemon ran.
+pub type ElectionTask =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// The automatic failover task if the configuration has an `election:` section (run it in a
+/// Tokio runtime); `None` when failover is manual.
 ///
 /// # Errors
 ///
 /// [`QueueError::InvalidConfig`] if the Kubernetes backend is selected outside a cluster.
-pub fn spawn(
+pub fn start(
     config: &crate::Config,
     node: &str,
+    authorities: Authorities,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Option<tokio::task::JoinHandle<()>>, QueueError> {
+    metrics: crate::metrics::ElectionMetrics,
+) -> Result<Option<ElectionTask>, QueueError> {
     let Some(e) = &config.election else {
         return Ok(None);
     };
     let timing = e.timing();
     let root = config.queue.persistence.path.clone();
     let node = node.to_owned();
-    let task = match e.backend {
+    let task: ElectionTask = match e.backend {
         BackendKind::Etcd => {
             let backend = etcd::EtcdBackend::new(
                 e.endpoints.clone(),
@@ -131,12 +163,14 @@ pub fn spawn(
                 timing.lease_duration,
                 timing.retry_period,
             );
-            tokio::spawn(driver::run(
+            Box::pin(driver::run(
                 std::sync::Arc::new(backend),
                 node,
                 root,
                 timing,
+                authorities,
                 stop,
+                metrics,
             ))
         }
         BackendKind::Kubernetes => {
@@ -153,12 +187,14 @@ pub fn spawn(
             };
             let seconds = i32::try_from(timing.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
             let backend = kubernetes::KubeLeaseBackend::new(client, &namespace, &e.prefix, seconds);
-            tokio::spawn(driver::run(
+            Box::pin(driver::run(
                 std::sync::Arc::new(backend),
                 node,
                 root,
                 timing,
+                authorities,
                 stop,
+                metrics,
             ))
         }
     };

@@ -8,6 +8,10 @@
 //! queue_worker peek-and-die DIR CONSUMER       print the next message in place, then abort
 //! queue_worker produce-wait DIR PRODUCER COUNT like produce, waiting for room when full
 //! queue_worker create DIR CAPACITY             create the queue (used by the container smoke test)
+//! queue_worker deliver DIR CONSUMER            async at-least-once consumer: per message print
+//!                                              "got SEQ P N ok|bad", then read a stdin line: "ack"
+//!                                              acknowledges (prints "acked SEQ true|false"); EOF,
+//!                                              or no message for 2 s, ends
 //! ```
 
 use std::io::Write;
@@ -16,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake};
 use std::time::Duration;
 
-use repliq::{JournalQueue, QueueError, QueueOptions};
+use repliq::{JournalQueue, QueueError, QueueOptions, ReplicatedQueueImpl};
 
 /// The message of the multi-process tests; `tests/tests/queue_multiprocess.rs` has a twin.
 #[repliq::message(name = "tests.Work")]
@@ -144,6 +148,40 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                     .ok_or("no message for 60 s")?
             };
             println!("{} {}", w.producer, w.n);
+        }
+        [cmd, dir, consumer] if cmd == "deliver" => {
+            let q = ReplicatedQueueImpl::<Work>::open_with(
+                dir,
+                QueueOptions::new().consumer(consumer.as_str()),
+            )?;
+            let mut line = String::new();
+            loop {
+                let Some(d) = block_on(q.recv_delivery_timeout(Duration::from_secs(2)))? else {
+                    return Ok(()); // drained
+                };
+                let ok = if d.body == body(d.producer, d.n) {
+                    "ok"
+                } else {
+                    "bad"
+                };
+                {
+                    let mut out = out.lock();
+                    writeln!(out, "got {} {} {} {ok}", d.seq(), d.producer, d.n)?;
+                    out.flush()?;
+                }
+                line.clear();
+                if std::io::stdin().read_line(&mut line)? == 0 {
+                    return Ok(());
+                }
+                if line.trim() != "ack" {
+                    return Err(format!("unknown command {line:?}").into());
+                }
+                let seq = d.seq();
+                let acked = d.ack();
+                let mut out = out.lock();
+                writeln!(out, "acked {seq} {acked}")?;
+                out.flush()?;
+            }
         }
         [cmd, dir, capacity] if cmd == "create" => {
             QueueOptions::new()

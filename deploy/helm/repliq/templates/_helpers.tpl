@@ -131,6 +131,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end -}}
 {{- $queue := dict "capacity" (int64 $c.queue.capacity) "persistence" (dict "path" $c.queue.persistence.path) -}}
 {{- $server := dict "grpc_listen" (toString $c.server.grpc_listen) "http_listen" (toString $c.server.http_listen) "shutdown_grace_ms" (int64 $c.server.shutdown_grace_ms) -}}
+{{- if not (kindIs "invalid" $c.server.failure_linger_ms) -}}
+{{- $_ := set $server "failure_linger_ms" (int64 $c.server.failure_linger_ms) -}}
+{{- end -}}
 replication:
 {{- toYaml $replication | nindent 2 }}
 queue:

@@ -162,6 +162,9 @@ pub mod refused {
         NotAPeer = 5,
         /// The `Hello` describes an impossible queue (geometry, type name); nothing was created.
         InvalidHello = 6,
+        /// A newer stream for the same queue (a newer epoch's, or this primary's reconnect) took over;
+        /// this one may no longer write. Not a fence by itself: `epoch` says which epoch took over.
+        Superseded = 7,
     }
     impl Reason {
         /// String value of the enum field names used in the ProtoBuf definition.
@@ -177,6 +180,7 @@ pub mod refused {
                 Self::Storage => "STORAGE",
                 Self::NotAPeer => "NOT_A_PEER",
                 Self::InvalidHello => "INVALID_HELLO",
+                Self::Superseded => "SUPERSEDED",
             }
         }
         /// Creates an enum from field names used in the ProtoBuf definition.
@@ -189,6 +193,7 @@ pub mod refused {
                 "STORAGE" => Some(Self::Storage),
                 "NOT_A_PEER" => Some(Self::NotAPeer),
                 "INVALID_HELLO" => Some(Self::InvalidHello),
+                "SUPERSEDED" => Some(Self::Superseded),
                 _ => None,
             }
         }

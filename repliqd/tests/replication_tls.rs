@@ -1,0 +1,166 @@
+//! Mutual TLS between nodes (issue 20 item 1), with real daemons and certificates made by rcgen:
+//!
+//! * a replica whose certificate is not valid for its name is not replicated to; once its files
+//!   are replaced with a valid certificate, the next connection uses them (no restart);
+//! * a client whose certificate chains to the CA but is issued to another name than the one its
+//!   `Hello` claims is refused, and nothing of its queue is written;
+//! * a client without TLS, or with a certificate from another CA, gets nowhere.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use repliq::QueueOptions;
+use repliq::replication::{PrimaryOptions, ReplicaAddr, ReplicationMode, TlsFiles, run_primary};
+use support::{Daemon, Order, free_port, held, order, wait_until};
+
+struct Ca {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+fn ca() -> Ca {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        issuer: rcgen::Issuer::new(params, key),
+    }
+}
+
+/// Writes `dir/<file>.{crt,key}` for a certificate issued to `name` by `by`, and `dir/ca.crt`
+/// for `trust`. Returns the files.
+fn node_files(dir: &Path, file: &str, name: &str, by: &Ca, trust: &Ca) -> TlsFiles {
+    std::fs::create_dir_all(dir).unwrap();
+    let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &by.issuer).unwrap();
+    let files = TlsFiles {
+        ca: dir.join("ca.crt"),
+        cert: dir.join(format!("{file}.crt")),
+        key: dir.join(format!("{file}.key")),
+    };
+    std::fs::write(&files.ca, &trust.pem).unwrap();
+    std::fs::write(&files.cert, cert.pem()).unwrap();
+    std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    files
+}
+
+fn with_tls(d: &Daemon, files: &TlsFiles) {
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let text = text.replace(
+        "  shutdown_grace_ms: 2000\n",
+        &format!(
+            "  shutdown_grace_ms: 2000\n  tls:\n    ca: {}\n    cert: {}\n    key: {}\n",
+            files.ca.display(),
+            files.cert.display(),
+            files.key.display()
+        ),
+    );
+    std::fs::write(&d.config, text).unwrap();
+}
+
+/// Runs a primary in this process for the queue at `dir` as node `node`, streaming to `to`, with
+/// `tls` (or in plain text), for `secs` seconds.
+fn primary_for(dir: PathBuf, node: &str, to: (&str, u16), tls: Option<TlsFiles>, secs: u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut options = PrimaryOptions::new(
+        node,
+        vec![ReplicaAddr {
+            name: to.0.into(),
+            address: format!("127.0.0.1:{}", to.1),
+        }],
+        ReplicationMode::Asynchronous,
+    );
+    options.tls = tls;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    rt.block_on(async move {
+        let task = tokio::spawn(run_primary(dir, options, stop_rx));
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+    });
+}
+
+fn queue_with_records(dir: &Path, n: u64) {
+    let mut q = QueueOptions::new()
+        .capacity(1_000_000)
+        .producer()
+        .create::<Order>(dir)
+        .unwrap();
+    for id in 0..n {
+        q.enqueue(&order(id)).unwrap();
+    }
+}
+
+#[test]
+fn only_certificates_issued_to_a_peers_name_replicate_and_rotated_files_are_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = ca();
+    let other = ca();
+    let certs = dir.path().join("certs");
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Daemon::new(dir.path(), "a", "asynchronous", &[("b", pb)], pa);
+    let mut b = Daemon::new(dir.path(), "b", "asynchronous", &[("a", pa)], pb);
+    let a_files = node_files(&certs.join("a"), "tls", "a", &good, &good);
+    // b starts with a certificate issued to another name: a must not stream to it.
+    let b_files = node_files(&certs.join("b"), "tls", "not-b", &good, &good);
+    with_tls(&a, &a_files);
+    with_tls(&b, &b_files);
+    a.start();
+    b.start();
+
+    queue_with_records(&a.root.join("orders"), 100);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        held(&b.root.join("orders")),
+        0,
+        "a streamed to a replica whose certificate names someone else"
+    );
+    // Rotate b's files in place (as a Secret update does): the next connection uses them.
+    let fresh = node_files(&certs.join("b-new"), "tls", "b", &good, &good);
+    std::fs::copy(&fresh.cert, &b_files.cert).unwrap();
+    std::fs::copy(&fresh.key, &b_files.key).unwrap();
+    wait_until(
+        "b to be replicated to after its certificate was rotated",
+        || held(&b.root.join("orders")) == 100,
+    );
+
+    // A client with a certificate from the right CA, issued to "mallory", claiming to be "a".
+    let evil = dir.path().join("evil");
+    queue_with_records(&evil.join("stolen"), 10);
+    let mallory = node_files(&certs.join("mallory"), "tls", "mallory", &good, &good);
+    primary_for(evil.join("stolen"), "a", ("b", pb), Some(mallory), 3);
+    // A client with a certificate for "a" from another CA.
+    let forged = node_files(&certs.join("forged"), "tls", "a", &other, &good);
+    primary_for(evil.join("stolen"), "a", ("b", pb), Some(forged), 3);
+    // A client without TLS.
+    primary_for(evil.join("stolen"), "a", ("b", pb), None, 3);
+    assert!(
+        !b.root.join("stolen").exists(),
+        "b created a queue for an unauthenticated client"
+    );
+    let log = std::fs::read_to_string(b.log_path()).unwrap();
+    assert!(
+        log.contains("is not authenticated: the peer's certificate is not issued to \"a\""),
+        "{log}"
+    );
+    assert!(log.contains("TLS handshake refused"), "{log}");
+
+    // The real a still replicates.
+    let mut q = QueueOptions::new()
+        .producer()
+        .open::<Order>(a.root.join("orders"))
+        .unwrap();
+    for id in 100..150 {
+        q.enqueue(&order(id)).unwrap();
+    }
+    wait_until("b to follow a", || held(&b.root.join("orders")) == 150);
+}
