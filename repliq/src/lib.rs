@@ -51,7 +51,7 @@ pub use message::{
 };
 pub use queue::{
     Ack, DEFAULT_CONSUMER, Delivery, JournalQueue, MessageStream, PersistentQueue, Queue,
-    QueueOptions, ReadGuard, Recv, ReplicatedQueueImpl, StartAt, Tailer,
+    QueueOptions, RawQueue, ReadGuard, Recv, ReplicatedQueueImpl, StartAt, Tailer,
 };
 pub use raw::access_unchecked;
 #[cfg(feature = "replication")]

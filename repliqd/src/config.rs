@@ -40,6 +40,11 @@
 //!   lease_duration_ms: 10000
 //!   renew_deadline_ms: 6000
 //!   retry_period_ms: 1000
+//! connectors:                  # optional (feature `connectors`): see docs/CONNECTORS.md
+//!   - name: orders-to-redis
+//!     queue: orders            # relative to queue.persistence.path
+//!     dead_letter: orders.dead
+//!     redis_sink: { url: "redis://127.0.0.1:6379/", stream: orders }
 //! ```
 //!
 //! Every problem is reported with the key it concerns, as `key.path: reason`.
@@ -71,7 +76,17 @@ pub struct Config {
     /// Automatic failover (absent: failover is manual, `repliq promote`).
     #[serde(default)]
     pub election: Option<crate::election::ElectionConfig>,
+    /// Sinks and sources bridging queues to other systems (feature `connectors`).
+    #[serde(default)]
+    pub connectors: Vec<ConnectorSpec>,
 }
+
+/// One entry of `connectors:`.
+#[cfg(feature = "connectors")]
+pub type ConnectorSpec = repliq_connect::ConnectorConfig;
+/// One entry of `connectors:` (refused: this build has no connectors).
+#[cfg(not(feature = "connectors"))]
+pub type ConnectorSpec = serde_json::Value;
 
 /// `replication:`
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -414,12 +429,42 @@ impl Config {
         if self.queue.persistence.path.as_os_str().is_empty() {
             return Err(invalid("queue.persistence.path", "must not be empty"));
         }
+        self.validate_connectors()?;
         if self.server.grpc_listen == self.server.http_listen && self.server.grpc_listen.port() != 0
         {
             return Err(invalid(
                 "server.http_listen",
                 "must differ from server.grpc_listen",
             ));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "connectors"))]
+    fn validate_connectors(&self) -> Result<(), QueueError> {
+        if self.connectors.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid(
+                "connectors",
+                "this repliqd was built without the `connectors` feature",
+            ))
+        }
+    }
+
+    #[cfg(feature = "connectors")]
+    fn validate_connectors(&self) -> Result<(), QueueError> {
+        let mut names = BTreeSet::new();
+        for (i, c) in self.connectors.iter().enumerate() {
+            if let Err(repliq_connect::ConnectError::Config { key, reason, .. }) = c.check() {
+                return Err(invalid(&format!("connectors[{i}].{key}"), reason));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(invalid(
+                    &format!("connectors[{i}].name"),
+                    format!("{:?} is used by another connector", c.name),
+                ));
+            }
         }
         Ok(())
     }
@@ -672,5 +717,47 @@ queue:
             "replication.discovery.members: only for `method: static` (kubernetes discovery \
              finds the peers)"
         );
+    }
+
+    #[cfg(feature = "connectors")]
+    #[test]
+    fn connectors_parse_and_errors_name_the_entry_and_key() {
+        let with = |entries: &str| format!("{SEED}connectors:\n{entries}");
+        let good = "  - name: out\n    queue: orders\n    dead_letter: orders.dead\n    batch: 64\n    \
+                    redis_sink:\n      url: redis://127.0.0.1:6379/\n      stream: orders\n  \
+                    - name: in\n    queue: /abs/in\n    format: archived\n    \
+                    redis_source: {url: 'redis://127.0.0.1:6379/', stream: s, group: g}\n";
+        let c = Config::from_yaml(&with(good)).unwrap();
+        assert_eq!(c.connectors.len(), 2);
+        let mut out = c.connectors[0].clone();
+        assert_eq!(out.batch, 64);
+        assert_eq!(out.kind.key(), "redis_sink");
+        out.resolve_paths(Path::new("/var/lib/repliq"));
+        assert_eq!(out.queue, Path::new("/var/lib/repliq/orders"));
+        assert_eq!(
+            out.dead_letter.as_deref(),
+            Some(Path::new("/var/lib/repliq/orders.dead"))
+        );
+        assert_eq!(c.connectors[1].format, repliq_connect::Format::Archived);
+        assert!(Config::from_yaml(SEED).unwrap().connectors.is_empty());
+
+        let m = err(&with(&good.replace("batch: 64", "batch: 0")));
+        assert_eq!(m, "connectors[0].batch: 0 is not in 1..=65536");
+        let m = err(&with(&good.replace("dead_letter:", "dead_leter:")));
+        assert!(
+            m.starts_with("connectors[0].dead_leter: unknown key"),
+            "{m}"
+        );
+        let m = err(&with(&good.replace("name: in", "name: out")));
+        assert_eq!(
+            m,
+            "connectors[1].name: \"out\" is used by another connector"
+        );
+        let m = err(&with(
+            &good.replace("stream: orders", "stream: orders\n      strem: x"),
+        ));
+        assert!(m.contains("strem"), "{m}");
+        let m = err(&with(&good.replace("format: archived", "format: xml")));
+        assert!(m.contains("xml"), "{m}");
     }
 }

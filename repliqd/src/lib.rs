@@ -3,6 +3,8 @@
 
 mod closing;
 pub mod config;
+#[cfg(feature = "connectors")]
+mod connectors;
 pub mod discovery;
 pub mod election;
 mod http;
@@ -217,6 +219,8 @@ pub async fn run(
             stop_rx.clone(),
         ),
     );
+    #[cfg(feature = "connectors")]
+    let connectors = connectors::start(&config.connectors, &root, stop_rx.clone());
     health.started.store(true, Ordering::Release);
     on_bound(bound);
 
@@ -248,6 +252,8 @@ pub async fn run(
     }
     health.stopping.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
+    #[cfg(feature = "connectors")]
+    connectors.join().await;
     drain(&mut tasks, &config).await;
     let _ = http_stop_tx.send(true);
     while let Some((task, result)) = tasks.next().await {

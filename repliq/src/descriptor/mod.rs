@@ -29,6 +29,7 @@
 //! assert_eq!(m.name, "Tick");
 //! ```
 
+mod encode;
 mod render;
 
 use std::borrow::Cow;
@@ -37,6 +38,7 @@ use std::ops::Deref;
 
 use serde::{Deserialize, Serialize};
 
+pub use encode::{EncodeError, check_json_encodable, from_json};
 pub use render::{RenderError, to_json};
 
 use crate::fingerprint::Hasher;

@@ -38,6 +38,7 @@ mod delivery;
 mod handle;
 mod journal_queue;
 mod options;
+mod raw;
 mod stream;
 mod tailer;
 #[cfg(all(test, not(repliq_loom)))]
@@ -48,6 +49,7 @@ pub use delivery::{Ack, Delivery};
 pub use handle::ReplicatedQueueImpl;
 pub use journal_queue::{JournalQueue, ReadGuard};
 pub use options::{QueueOptions, StartAt};
+pub use raw::RawQueue;
 pub use stream::{MessageStream, Recv};
 pub use tailer::Tailer;
 pub use traits::{PersistentQueue, Queue};

@@ -1,0 +1,307 @@
+//! Throughput of each connector next to the remote's own client doing the same work directly,
+//! on the same server in the same run (the ratio is what the bridge costs). A measurement, not a
+//! gate: `#[ignore]`d, run with
+//! `cargo test --release -p repliq-connect --test throughput -- --ignored --nocapture`.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use repliq::JournalQueue;
+use repliq_connect::{
+    ConnectorConfig, ConnectorKind, Format, NatsSinkConfig, NatsSourceConfig, RedisSinkConfig,
+    RedisSourceConfig, RetryConfig, spawn,
+};
+use support::{Order, free_port, order};
+
+const N: u64 = 100_000;
+
+fn base(name: &str, queue: &Path, kind: ConnectorKind) -> ConnectorConfig {
+    ConnectorConfig {
+        name: name.into(),
+        queue: queue.into(),
+        format: Format::Json,
+        dead_letter: None,
+        batch: 256,
+        retry: RetryConfig::default(),
+        kind,
+        unknown: Default::default(),
+    }
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(cmd: &mut Command, port: u16) -> Server {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server(child)
+}
+
+fn filled_queue(path: &Path) {
+    let mut q = JournalQueue::<Order>::new(path, 1 << 21).unwrap();
+    for i in 0..N {
+        q.enqueue(&order(i)).unwrap();
+    }
+}
+
+async fn wait_for(mut done: impl FnMut() -> bool) {
+    while !done() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn report(what: &str, bridge: f64, direct: f64) {
+    println!(
+        "{what}: connector {:.0} msg/s, direct client {:.0} msg/s, ratio {:.2}",
+        bridge,
+        direct,
+        bridge / direct
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture (needs redis-server)"]
+async fn redis_throughput_next_to_the_direct_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = start(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no"]),
+        port,
+    );
+    let url = format!("redis://127.0.0.1:{port}/");
+    let bodies: Vec<Vec<u8>> = (0..N)
+        .map(|i| serde_json::to_vec(&order(i)).unwrap())
+        .collect();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+
+    // Sink: the queue to a stream, against pipelined XADDs of the same bodies.
+    let queue = dir.path().join("orders");
+    filled_queue(&queue);
+    let t = Instant::now();
+    let running = spawn(base(
+        "sink",
+        &queue,
+        ConnectorKind::RedisSink(RedisSinkConfig {
+            url: url.clone(),
+            stream: "bridge".into(),
+            field: "data".into(),
+            dedup: true,
+            maxlen: None,
+        }),
+    ))
+    .unwrap();
+    let s = running.stats().clone();
+    wait_for(|| s.snapshot().forwarded >= N).await;
+    let bridge = rate(N, t.elapsed());
+    running.stop().await.unwrap();
+    let t = Instant::now();
+    for (c, chunk) in bodies.chunks(256).enumerate() {
+        let mut pipe = redis::pipe();
+        for (i, b) in chunk.iter().enumerate() {
+            pipe.cmd("XADD")
+                .arg("direct")
+                .arg(format!("{}-1", c * 256 + i))
+                .arg("data")
+                .arg(&b[..]);
+        }
+        let _: Vec<redis::Value> = pipe.query_async(&mut conn).await.unwrap();
+    }
+    report("redis sink", bridge, rate(N, t.elapsed()));
+
+    // Source: a stream into a queue, against XREADGROUP + XACK without the enqueue.
+    let inbox = dir.path().join("inbox");
+    drop(JournalQueue::<Order>::new(&inbox, 1 << 21).unwrap());
+    let t = Instant::now();
+    let running = spawn(base(
+        "source",
+        &inbox,
+        ConnectorKind::RedisSource(RedisSourceConfig {
+            url: url.clone(),
+            stream: "direct".into(),
+            group: "bridge".into(),
+            consumer: None,
+            field: "data".into(),
+            block_ms: 100,
+            claim_idle_ms: 30_000,
+        }),
+    ))
+    .unwrap();
+    let s = running.stats().clone();
+    wait_for(|| s.snapshot().forwarded >= N).await;
+    let bridge = rate(N, t.elapsed());
+    running.stop().await.unwrap();
+    let _: redis::Value = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("direct")
+        .arg("direct")
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let mut got = 0;
+    while got < N {
+        let r: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("direct")
+            .arg("c")
+            .arg("COUNT")
+            .arg(256)
+            .arg("STREAMS")
+            .arg("direct")
+            .arg(">")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let ids: Vec<String> = r
+            .keys
+            .into_iter()
+            .flat_map(|k| k.ids)
+            .map(|e| e.id)
+            .collect();
+        got += ids.len() as u64;
+        let mut ack = redis::cmd("XACK");
+        ack.arg("direct").arg("direct").arg(&ids);
+        let _: redis::Value = ack.query_async(&mut conn).await.unwrap();
+    }
+    report("redis source", bridge, rate(N, t.elapsed()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture (needs nats-server)"]
+async fn nats_throughput_next_to_the_direct_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = start(
+        Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path().join("nats")),
+        port,
+    );
+    let url = format!("nats://127.0.0.1:{port}");
+    let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+    for (name, subject) in [("BRIDGE", "bridge"), ("DIRECT", "direct")] {
+        js.get_or_create_stream(stream::Config {
+            name: name.into(),
+            subjects: vec![subject.into()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let bodies: Vec<Vec<u8>> = (0..N)
+        .map(|i| serde_json::to_vec(&order(i)).unwrap())
+        .collect();
+
+    let queue = dir.path().join("orders");
+    filled_queue(&queue);
+    let t = Instant::now();
+    let running = spawn(base(
+        "sink",
+        &queue,
+        ConnectorKind::NatsSink(NatsSinkConfig {
+            url: url.clone(),
+            subject: "bridge".into(),
+            stream: None,
+        }),
+    ))
+    .unwrap();
+    let s = running.stats().clone();
+    wait_for(|| s.snapshot().forwarded >= N).await;
+    let bridge = rate(N, t.elapsed());
+    running.stop().await.unwrap();
+    let t = Instant::now();
+    for (c, chunk) in bodies.chunks(256).enumerate() {
+        let mut acks = Vec::new();
+        for (i, b) in chunk.iter().enumerate() {
+            let m = jetstream::message::PublishMessage::build()
+                .payload(b.clone().into())
+                .message_id(format!("direct-{}", c * 256 + i));
+            acks.push(js.send_publish("direct", m).await.unwrap());
+        }
+        for a in acks {
+            a.await.unwrap();
+        }
+    }
+    report("nats sink", bridge, rate(N, t.elapsed()));
+
+    let inbox = dir.path().join("inbox");
+    drop(JournalQueue::<Order>::new(&inbox, 1 << 21).unwrap());
+    let t = Instant::now();
+    let running = spawn(base(
+        "source",
+        &inbox,
+        ConnectorKind::NatsSource(NatsSourceConfig {
+            url: url.clone(),
+            stream: "DIRECT".into(),
+            consumer: "bridge".into(),
+            ack_wait_ms: 30_000,
+            fetch_ms: 100,
+        }),
+    ))
+    .unwrap();
+    let s = running.stats().clone();
+    wait_for(|| s.snapshot().forwarded >= N).await;
+    let bridge = rate(N, t.elapsed());
+    running.stop().await.unwrap();
+    let c: consumer::PullConsumer = js
+        .get_stream("DIRECT")
+        .await
+        .unwrap()
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("direct".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let mut got = 0;
+    while got < N {
+        let mut batch = c
+            .fetch()
+            .max_messages(256)
+            .expires(Duration::from_millis(100))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(m) = batch.next().await {
+            m.unwrap().ack().await.unwrap();
+            got += 1;
+        }
+    }
+    report("nats source", bridge, rate(N, t.elapsed()));
+}
