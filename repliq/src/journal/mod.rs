@@ -19,6 +19,7 @@ pub(crate) mod meta;
 mod node_policy;
 pub(crate) mod notify;
 mod pace;
+pub(crate) mod perms;
 mod policy;
 mod reader;
 pub(crate) mod schema_file;
@@ -118,7 +119,7 @@ impl Journal {
             false
         } else {
             let policy = initial.resolve(dir)?;
-            std::fs::create_dir_all(dir)
+            perms::create_dir_all(dir)
                 .map_err(|e| QueueError::io(format!("creating directory {}", dir.display()), e))?;
             meta::create(dir, config, policy.as_ref())?
         };
@@ -392,12 +393,12 @@ impl Journal {
             prefaulted: 0,
             file: None,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&spare.tmp)
-            .map_err(|e| QueueError::io(format!("creating {}", spare.tmp.display()), e))?;
+        let file = perms::create_new(
+            &self.dir,
+            OpenOptions::new().read(true).write(true),
+            &spare.tmp,
+        )
+        .map_err(|e| QueueError::io(format!("creating {}", spare.tmp.display()), e))?;
         file.set_len(len)
             .map_err(|e| QueueError::io(format!("sizing {}", spare.tmp.display()), e))?;
         crate::raw::preallocate(&file, len)
@@ -637,11 +638,7 @@ pub(crate) fn publish_file_with(
     }
     let tmp = temp_path(dir, "tmp");
     let result = (|| {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
+        let file = perms::create_new(dir, OpenOptions::new().read(true).write(true), &tmp)
             .map_err(|e| QueueError::io(format!("creating {}", tmp.display()), e))?;
         file.set_len(len)
             .map_err(|e| QueueError::io(format!("sizing {}", tmp.display()), e))?;

@@ -169,7 +169,10 @@ impl NodePolicy {
         let tmp = super::temp_path(root, &format!("tmp-{NODE_POLICY_FILE}"));
         let io = |e| QueueError::io(format!("writing {}", path.display()), e);
         {
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            let _ = std::fs::remove_file(&tmp);
+            let mut f =
+                super::perms::create_new(root, std::fs::OpenOptions::new().write(true), &tmp)
+                    .map_err(io)?;
             f.write_all(self.to_text().as_bytes()).map_err(io)?;
             f.sync_all().map_err(io)?;
         }

@@ -464,7 +464,7 @@ impl ByteSink {
         self.sync()?;
         let dir = self.journal.dir.clone();
         if let Some(aside) = aside {
-            std::fs::create_dir_all(aside)
+            super::perms::create_dir_all(aside)
                 .map_err(|e| QueueError::io(format!("creating {}", aside.display()), e))?;
         }
         for first in self.journal.list_segments()? {
@@ -748,7 +748,7 @@ pub(crate) fn move_aside_from(journal: &Arc<Journal>, seq: u64, epoch: u64) -> R
     let aside = dir
         .join("moved-aside")
         .join(format!("epoch-{epoch}-from-{seq}"));
-    std::fs::create_dir_all(&aside)
+    super::perms::create_dir_all(&aside)
         .map_err(|e| QueueError::io(format!("creating {}", aside.display()), e))?;
     let io = |what: &str, p: &Path, e| QueueError::io(format!("{what} {}", p.display()), e);
     for first in journal.list_segments()? {

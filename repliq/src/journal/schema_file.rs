@@ -7,7 +7,6 @@
 //! first typed handle that opens a queue without one writes it; a replica writes the text the
 //! primary sent. Readers trust it only if its fingerprint equals the meta file's.
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
@@ -25,10 +24,7 @@ pub(crate) fn publish(dir: &Path, text: &str) -> Result<bool> {
     }
     let tmp = super::temp_path(dir, "tmp");
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
+        let mut file = super::perms::create_new(dir, std::fs::OpenOptions::new().write(true), &tmp)
             .map_err(|e| QueueError::io(format!("creating {}", tmp.display()), e))?;
         file.write_all(text.as_bytes())
             .and_then(|()| file.sync_all())

@@ -27,12 +27,7 @@ pub(crate) const LOCK_FILE: &str = ".replication.lock";
 pub(crate) fn state_lock(dir: &Path, exclusive: bool) -> Result<std::fs::File> {
     let path = dir.join(LOCK_FILE);
     let io = |e| QueueError::io(format!("locking {}", path.display()), e);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
+    let file = crate::journal::perms::open_or_create(dir, &path).map_err(io)?;
     if exclusive {
         file.lock().map_err(io)?;
     } else {
@@ -153,7 +148,13 @@ impl ReplicationState {
         let json = serde_json::to_vec_pretty(self).map_err(|e| QueueError::Other(e.to_string()))?;
         {
             use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = crate::journal::perms::create_new(
+                dir,
+                std::fs::OpenOptions::new().write(true),
+                &tmp,
+            )
+            .map_err(io)?;
             f.write_all(&json).map_err(io)?;
             f.sync_all().map_err(io)?;
         }
