@@ -406,6 +406,9 @@ impl Appender {
 
     #[inline]
     fn after_commit(&mut self, seg: &Arc<Segment>, pos: usize) -> Result<()> {
+        // A record written into a page of a truncated file went to a zero page, not the file.
+        seg.check_intact()?;
+        self.journal.meta.check_intact()?;
         match self.durability {
             Durability::PageCache => Ok(()),
             Durability::Sync => seg

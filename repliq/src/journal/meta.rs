@@ -202,6 +202,21 @@ pub(crate) fn create(
 impl Meta {
     /// Opens and maps the meta file; `read_only` maps it with `PROT_READ` from a read-only
     /// descriptor (for tools).
+    /// `Err` if the meta file was truncated under this mapping (see `raw::sigbus`): its words
+    /// read since (cursors, acknowledgements, policy) may be zeros instead of the file's.
+    pub(crate) fn check_intact(&self) -> Result<()> {
+        if self.map.damaged() {
+            return Err(QueueError::Corrupt {
+                path: self.path.clone(),
+                offset: 0,
+                reason: "the meta file was truncated while mapped; this queue cannot be used \
+                         here until it is repaired"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn open(dir: &Path, read_only: bool) -> Result<Meta> {
         let path = meta_path(dir);
         let file = OpenOptions::new()

@@ -148,6 +148,7 @@ impl Reader {
     ///
     /// [`QueueError::Corrupt`] on a damaged record or a hole (see [`Reader`]).
     pub(crate) fn peek(&mut self) -> Result<Option<RecordRef>> {
+        self.journal.meta.check_intact()?;
         loop {
             let entry = self.walk.look(self.verify_crc)?;
             match entry {

@@ -331,6 +331,23 @@ impl Segment {
         });
     }
 
+    /// `Err` if the file was truncated under this mapping (an access beyond its new end was
+    /// backed by a zero page instead of killing the process, see `raw::sigbus`): what was read
+    /// or written since may not be the file's.
+    pub(crate) fn check_intact(&self) -> Result<()> {
+        if self.map.damaged() {
+            return Err(QueueError::Corrupt {
+                path: self.path.clone(),
+                offset: 0,
+                reason: "the file was truncated while mapped (an access beyond its end was \
+                         refused); this queue cannot be read or written here until it is \
+                         repaired"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     /// The header word of the record at `pos`, if `pos` is a valid record position.
     #[inline]
     pub(crate) fn header_word(&self, pos: usize) -> Option<&AtomicU64> {

@@ -119,6 +119,8 @@ impl Walk {
             ));
         };
         let w = word.load(Ordering::Acquire);
+        // After the load: a truncated page reads as EMPTY, which must not look like the tail.
+        seg.check_intact()?;
         Ok(match header::decode(w) {
             State::Empty => Entry::Empty,
             State::Reserved { stamp, .. } => Entry::Reserved { word: w, stamp },
@@ -165,6 +167,8 @@ impl Walk {
                 "record header outside the segment".into(),
             ));
         };
+        // The fields may lie on a page past a truncation (read as zeros): say so, not "bad field".
+        seg.check_intact()?;
         if seq != self.seq {
             return Err(corrupt(
                 seg,
@@ -187,6 +191,18 @@ impl Walk {
             time,
             crc,
         };
+        // Touch every page of the payload now, so that a file truncated under it is found here
+        // (`raw::sigbus` backs the missing pages with zeros and marks the mapping) and not after
+        // the record was handed out: one load of a line the header load brought in, for a small
+        // record.
+        let payload = rec.payload();
+        for i in (0..payload.len())
+            .step_by(4096)
+            .chain(payload.len().checked_sub(1))
+        {
+            std::hint::black_box(payload[i]);
+        }
+        seg.check_intact()?;
         if verify_crc {
             let actual = record_crc(seq, stored_len, time, rec.payload());
             if actual != crc {

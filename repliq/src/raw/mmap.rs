@@ -13,8 +13,10 @@
 //!   of a committed header;
 //! * committed bytes are never written again, so shared references to them
 //!   ([`MappedFile::committed`]) stay valid for as long as the mapping lives;
-//! * journal files are never truncated while they can be mapped (retention unlinks whole files),
-//!   so an access inside `len()` never faults with SIGBUS.
+//! * journal files are never truncated by repliq while they can be mapped (retention unlinks
+//!   whole files). If someone else truncates one, the access beyond the new end does not kill
+//!   the process: `super::sigbus` backs the page with zeros and marks the mapping
+//!   [damaged](MappedFile::damaged), which the journal reports as a `Corrupt` error.
 
 use std::fs::File;
 use std::mem::{ManuallyDrop, MaybeUninit};
@@ -32,6 +34,9 @@ use memmap2::{MmapOptions, MmapRaw};
 #[derive(Debug)]
 pub(crate) struct MappedFile {
     map: ManuallyDrop<MmapRaw>,
+    /// The range's registration with the `SIGBUS` handler (`super::sigbus`): a truncation of the
+    /// file marks the mapping damaged instead of killing the process.
+    protection: Option<super::sigbus::Registration>,
     /// `false` for a `PROT_READ` mapping ([`MappedFile::map_read_only`]): then only atomic loads
     /// and [`MappedFile::committed`] may touch it, and the write methods refuse.
     writable: bool,
@@ -73,6 +78,7 @@ impl MappedFile {
         }
         let map = options.map_raw(file)?;
         Ok(MappedFile {
+            protection: super::sigbus::Registration::new(map.as_mut_ptr(), map.len()),
             map: ManuallyDrop::new(map),
             writable: true,
         })
@@ -85,9 +91,19 @@ impl MappedFile {
     pub(crate) fn map_read_only(file: &File, len: usize) -> std::io::Result<Self> {
         let map = MmapOptions::new().len(len).map_raw_read_only(file)?;
         Ok(MappedFile {
+            protection: super::sigbus::Registration::new(map.as_mut_ptr(), map.len()),
             map: ManuallyDrop::new(map),
             writable: false,
         })
+    }
+
+    /// Whether an access to this mapping faulted because its file was truncated (and was
+    /// repaired with a zero page, see `super::sigbus`): bytes read or written since may not be
+    /// the file's. The journal turns this into a `Corrupt` error naming the file.
+    pub(crate) fn damaged(&self) -> bool {
+        self.protection
+            .as_ref()
+            .is_some_and(super::sigbus::Registration::damaged)
     }
 
     /// Faults in the pages of `offset..offset + len` (clamped to the mapping) for this process,

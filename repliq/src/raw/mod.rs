@@ -10,6 +10,7 @@ mod codec;
 pub(crate) mod crc;
 pub(crate) mod futex;
 mod mmap;
+mod sigbus;
 
 pub use codec::access_unchecked;
 pub(crate) use mmap::{MappedFile, Prefault, on_tmpfs, preallocate};
