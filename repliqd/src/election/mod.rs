@@ -1,6 +1,7 @@
 //! Automatic failover: one lease per queue on a coordination backend decides the primary.
 //!
-//! [`machine`] is the I/O-free election state machine; the backends ([`etcd`], [`kubernetes`])
+//! [`machine`] is the I/O-free election state machine; the backends (`etcd`, `kubernetes`: cargo
+//! features of the same names, on by default)
 //! read and compare-and-swap the lease; the driver runs one election per local queue and carries
 //! out its commands on the queue (fence, promote).
 
@@ -103,7 +104,9 @@ impl ElectionConfig {
 
 pub mod backend;
 pub mod driver;
+#[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 
 /// Starts automatic failover if the configuration has an `election:` section (in a Tokio
@@ -148,6 +151,7 @@ pub fn spawn(
     let root = config.queue.persistence.path.clone();
     let node = node.to_owned();
     let task = match e.backend {
+        #[cfg(feature = "etcd")]
         BackendKind::Etcd => {
             let backend = etcd::EtcdBackend::new(
                 e.endpoints.clone(),
@@ -164,6 +168,7 @@ pub fn spawn(
                 stop,
             ))
         }
+        #[cfg(feature = "kubernetes")]
         BackendKind::Kubernetes => {
             let client = crate::discovery::kubernetes::in_cluster_client().map_err(|err| {
                 QueueError::InvalidConfig(format!(
@@ -187,6 +192,19 @@ pub fn spawn(
                 stop,
             ))
         }
+        #[cfg(not(feature = "etcd"))]
+        BackendKind::Etcd => return Err(missing_feature("etcd")),
+        #[cfg(not(feature = "kubernetes"))]
+        BackendKind::Kubernetes => return Err(missing_feature("kubernetes")),
     };
     Ok(Some(task))
+}
+
+/// The error for a backend this build left out.
+#[cfg(not(all(feature = "etcd", feature = "kubernetes")))]
+fn missing_feature(backend: &str) -> QueueError {
+    QueueError::InvalidConfig(format!(
+        "election.backend: `{backend}` needs a repliqd built with the `{backend}` feature (on by \
+         default; this one was built without it)"
+    ))
 }
