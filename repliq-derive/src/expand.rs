@@ -159,7 +159,12 @@ fn field_check(krate: &Path, input: &Input<'_>) -> TokenStream {
         .filter(|f| !mentions_self(f.ty.to_token_stream()))
         .map(|f| {
             let ty = f.ty;
-            quote_spanned!(ty.span()=> #ty: #krate::Fingerprint)
+            // Every token of the bound on the field's type (the crate path too), so that rustc
+            // points at the field and not at the attribute.
+            let span = ty.span();
+            let colon = quote_spanned!(span=> :);
+            let bound = respan(quote!(#krate::Fingerprint), span);
+            quote!(#ty #colon #bound)
         })
         .collect();
     if bounds.is_empty() {
@@ -172,6 +177,22 @@ fn field_check(krate: &Path, input: &Input<'_>) -> TokenStream {
             struct __RepliqFieldsMustBeMessageFields where #(#bounds),*;
         };
     }
+}
+
+fn respan(tokens: TokenStream, span: proc_macro2::Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut t| {
+            if let proc_macro2::TokenTree::Group(g) = &t {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                t = proc_macro2::TokenTree::Group(group);
+            } else {
+                t.set_span(span);
+            }
+            t
+        })
+        .collect()
 }
 
 fn mentions_self(tokens: TokenStream) -> bool {
