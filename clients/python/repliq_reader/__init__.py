@@ -60,8 +60,9 @@ def _crc32c_backend():
     try:
         import crc32c as _c  # PyPI `crc32c`
 
-        if _c.crc32c(b"123456789") == 0xE3069283:
-            return (lambda data, crc=0: _c.crc32c(data, crc)), "crc32c"
+        if _c.crc32c(b"123456789") == 0xE3069283 and _c.crc32c(b"56789", _c.crc32c(b"1234")) \
+                == 0xE3069283:
+            return _c.crc32c, "crc32c"  # crc32c(data, crc) positionally, like ours
     except (ImportError, AttributeError, TypeError):
         pass
     try:
@@ -381,32 +382,46 @@ def _key(k):
 
 # ---------------------------------------------------------------------------------------------
 # Compiled decoders: the descriptor is walked once per queue, not once per record. Each type
-# becomes a function (reader, pos) -> value that checks the same bounds, alignment and validity
-# as `_Reader.value` (which stays the reference, and decodes the map types).
+# becomes a function (payload, pos) -> value that checks the same bounds, alignment and validity
+# as `_Reader.value` (which stays the reference, and decodes the map types). A value at a fixed
+# offset inside a checked parent (a struct's field, an option's value, a tuple's or an array's
+# element) is in bounds and aligned by construction, so only values reached through a relative
+# pointer (vec, box, out-of-line string) and the root are checked.
 
-def _compile(t):
+def _fail(pos, reason):
+    raise FormatError("at payload offset %d: %s" % (pos, reason))
+
+
+def _place(b, pos, size, align):
+    _Reader(b).place(pos, size, align)
+
+
+def _checked(size, align, inner):
+    """`inner` behind the bounds and alignment check of a value at an unchecked position."""
+    def f(b, pos):
+        if pos % align or pos < 0 or pos + size > len(b):
+            _place(b, pos, size, align)
+        return inner(b, pos)
+    return f
+
+
+def _compile(t, checked=True):
+    """The decoder of descriptor `t`; `checked=False` when the parent already checked the
+    value's bytes."""
     size, align = layout(t)
+    f = _compile_unchecked(t)
+    return _checked(size, align, f) if checked else f
 
-    def check(r, pos):
-        if pos % align or pos + size > r.n:
-            r.place(pos, size, align)
 
+def _compile_unchecked(t):
     if isinstance(t, str):
         if t in _INT:
             unpack = struct.Struct(_INT[t][0]).unpack_from
-
-            def f(r, pos):
-                if pos % align or pos + size > r.n:
-                    r.place(pos, size, align)
-                return unpack(r.b, pos)[0]
-            return f
+            return lambda b, pos: unpack(b, pos)[0]
         if t == "string":
             unpack_ii = struct.Struct("<Ii").unpack_from
 
-            def f(r, pos):
-                b = r.b
-                if pos % 4 or pos + 8 > r.n:
-                    r.place(pos, 8, 4)
+            def f(b, pos):
                 if b[pos] & 0xC0 != 0x80:
                     n = b.find(b"\xff", pos, pos + 8)
                     data = b[pos:pos + 8 if n < 0 else n]
@@ -414,80 +429,61 @@ def _compile(t):
                     raw, rel = unpack_ii(b, pos)
                     n = (raw & 0x3F) | ((raw & ~0xFF) >> 2)
                     if n <= 8:
-                        r.fail(pos, "out-of-line string of only %d bytes" % n)
-                    data = r.bytes(pos + rel, n)
+                        _fail(pos, "out-of-line string of only %d bytes" % n)
+                    at = pos + rel
+                    if at < 0 or at + n > len(b):
+                        _fail(at, "%d bytes at %d run past the end of the %d-byte payload"
+                              % (n, at, len(b)))
+                    data = b[at:at + n]
                 try:
                     return data.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    r.fail(pos, "string is not UTF-8: %s" % e)
+                    _fail(pos, "string is not UTF-8: %s" % e)
             return f
-
-        def f(r, pos):
-            check(r, pos)
-            return r.leaf(t, pos)
-        return f
+        return lambda b, pos: _Reader(b).leaf(t, pos)
     (kind, arg), = t.items()
     if kind == "vec":
-        el = _compile(arg)
+        el = _compile(arg, checked=False)
         esize, ealign = layout(arg)
         unpack_iI = struct.Struct("<iI").unpack_from
 
-        def f(r, pos):
-            if pos % 4 or pos + 8 > r.n:
-                r.place(pos, 8, 4)
-            rel, n = unpack_iI(r.b, pos)
+        def f(b, pos):
+            rel, n = unpack_iI(b, pos)
             if not n:
                 return []
             start = pos + rel
-            if start < 0 or start > r.n:
-                r.fail(pos, "relative pointer leads outside the payload")
-            r.place(start, esize * n, ealign)
-            return [el(r, start + i * esize) for i in range(n)]
+            if start < 0 or start > len(b):
+                _fail(pos, "relative pointer leads outside the payload")
+            if start % ealign or start + esize * n > len(b):
+                _place(b, start, esize * n, ealign)
+            return [el(b, start + i * esize) for i in range(n)]
         return f
     if kind == "box":
         inner = _compile(arg)
-
-        def f(r, pos):
-            check(r, pos)
-            return inner(r, r.rel_ptr(pos))
-        return f
+        return lambda b, pos: inner(b, _Reader(b).rel_ptr(pos))
     if kind == "option":
-        inner = _compile(arg)
+        inner = _compile(arg, checked=False)
         off = _record([arg], 1)[2][0]
 
-        def f(r, pos):
-            check(r, pos)
-            tag = r.b[pos]
+        def f(b, pos):
+            tag = b[pos]
             if tag == 0:
                 return None
             if tag != 1:
-                r.fail(pos, "invalid Option tag %d" % tag)
-            return inner(r, pos + off)
+                _fail(pos, "invalid Option tag %d" % tag)
+            return inner(b, pos + off)
         return f
     if kind == "array":
-        el = _compile(arg["of"])
+        el = _compile(arg["of"], checked=False)
         esize = layout(arg["of"])[0]
         n = arg["len"]
-
-        def f(r, pos):
-            check(r, pos)
-            return [el(r, pos + i * esize) for i in range(n)]
-        return f
+        return lambda b, pos: [el(b, pos + i * esize) for i in range(n)]
     if kind == "tuple":
-        parts = list(zip([_compile(e) for e in arg], _record(arg)[2]))
-
-        def f(r, pos):
-            check(r, pos)
-            return [g(r, pos + o) for g, o in parts]
-        return f
+        parts = list(zip([_compile(e, checked=False) for e in arg], _record(arg)[2]))
+        return lambda b, pos: [g(b, pos + o) for g, o in parts]
     if kind == "message":
         if "struct" in arg:
-            body = _compile_body(arg["struct"], _record(_fields(arg["struct"]))[2])
-
-            def f(r, pos):
-                check(r, pos)
-                return body(r, pos)
-            return f
+            return _compile_body(arg["struct"], _record(_fields(arg["struct"]))[2])
         variants = []
         for v in arg["enum"]:
             if v["shape"] == "unit":
@@ -496,46 +492,47 @@ def _compile(t):
                 variants.append((v["name"], _compile_body(v, _record(_fields(v), 1)[2])))
         count, name = len(variants), arg["name"]
 
-        def f(r, pos):
-            check(r, pos)
-            tag = r.b[pos]
+        def f(b, pos):
+            tag = b[pos]
             if tag >= count:
-                r.fail(pos, "invalid tag %d for enum %s" % (tag, name))
+                _fail(pos, "invalid tag %d for enum %s" % (tag, name))
             vname, body = variants[tag]
             if body is None:
                 return vname
-            return {vname: body(r, pos)}
+            return {vname: body(b, pos)}
         return f
-
-    def f(r, pos):  # maps and sets: the reference decoder
-        return r.value(t, pos)
-    return f
+    # maps and sets: the reference decoder
+    return lambda b, pos: _Reader(b).value(t, pos)
 
 
 def _compile_body(body, offsets):
     shape = body["shape"]
-    fields = [(f["name"], _compile(f["type"]), o) for f, o in zip(body["fields"], offsets)]
+    fields = [(f["name"], _compile(f["type"], checked=False), o)
+              for f, o in zip(body["fields"], offsets)]
     if shape == "unit":
-        return lambda r, pos: None
+        return lambda b, pos: None
     if shape == "tuple":
         if len(fields) == 1:
             _, g, o = fields[0]
-            return lambda r, pos: g(r, pos + o)
-        return lambda r, pos: [g(r, pos + o) for _, g, o in fields]
-    return lambda r, pos: {name: g(r, pos + o) for name, g, o in fields}
+            return lambda b, pos: g(b, pos + o)
+        return lambda b, pos: [g(b, pos + o) for _, g, o in fields]
+    return lambda b, pos: {name: g(b, pos + o) for name, g, o in fields}
 
 
 def compile_decoder(descriptor):
     """A function payload -> value equivalent to `decode(descriptor, payload)`, with the
     descriptor's layouts worked out once (use it for many records of one type)."""
-    size, _ = layout(descriptor)
-    root = _compile(descriptor)
+    size, align = layout(descriptor)
+    root = _compile(descriptor, checked=False)
 
     def decode_payload(payload):
         n = len(payload)
         if n < size:
             raise FormatError("the payload has %d bytes; the root alone needs %d" % (n, size))
-        return root(_Reader(payload), n - size)
+        pos = n - size
+        if pos % align:
+            _place(payload, pos, size, align)
+        return root(payload, pos)
     return decode_payload
 
 
