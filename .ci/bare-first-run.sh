@@ -33,19 +33,21 @@ ln -s /bin/false "$tmp/bin/protoc"
 
 echo "bare-first-run: $command (fresh clone of $(git -C "$repo" rev-parse --short HEAD), cold target, PROTOC=/bin/false)"
 echo "bare-first-run: load before: $(cut -d' ' -f1-3 /proc/loadavg); cpu pressure: $(head -n1 /proc/pressure/cpu 2>/dev/null || echo n/a)"
-start=$(date +%s.%N)
 set +e
-(
-    cd "$tmp/repliq"
-    # shellcheck disable=SC2086 # the README's command, split into words as a shell would
-    PATH="$tmp/bin:$PATH" PROTOC=/bin/false CARGO_TARGET_DIR="$tmp/target" \
-        CARGO_TERM_COLOR=never $command
-) > "$tmp/out" 2> "$tmp/err"
+TIMEFORMAT='%R %U %S'
+{
+    time (
+        cd "$tmp/repliq"
+        # shellcheck disable=SC2086 # the README's command, split into words as a shell would
+        PATH="$tmp/bin:$PATH" PROTOC=/bin/false CARGO_TARGET_DIR="$tmp/target" \
+            CARGO_TERM_COLOR=never $command > "$tmp/out" 2> "$tmp/err"
+    )
+} 2> "$tmp/time"
 status=$?
 set -e
-end=$(date +%s.%N)
-elapsed=$(python3 -c "print('%.1f' % ($end - $start))")
-echo "bare-first-run: exit $status after $elapsed s; load after: $(cut -d' ' -f1-3 /proc/loadavg); cpu pressure: $(head -n1 /proc/pressure/cpu 2>/dev/null || echo n/a)"
+read -r wall user sys < "$tmp/time"
+cpu=$(python3 -c "print('%.1f' % ($user + $sys))")
+echo "bare-first-run: exit $status after $wall s wall, $cpu s of CPU (user + sys); load after: $(cut -d' ' -f1-3 /proc/loadavg); cpu pressure: $(head -n1 /proc/pressure/cpu 2>/dev/null || echo n/a)"
 if [ "$status" != 0 ]; then
     tail -n 40 "$tmp/err"
     exit 1
