@@ -109,12 +109,6 @@ pub mod etcd;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 
-/// Starts automatic failover if the configuration has an `election:` section (in a Tokio
-/// runtime); `None` when failover is manual.
-///
-/// # Errors
-///
-/// [`QueueError::InvalidConfig`] if the Kubernetes backend is selected outside a cluster.
 /// The lease validity of every queue this node elects, by queue directory: the election extends
 /// it at each renewal, the queue's replication task publishes acknowledgements only while it
 /// holds ([`repliq::replication::Authority`]).
@@ -138,6 +132,17 @@ impl Authorities {
     }
 }
 
+/// Starts automatic failover if the configuration has an `election:` section (in a Tokio
+/// runtime); `None` when failover is manual.
+///
+/// # Errors
+///
+/// [`QueueError::InvalidConfig`] if the Kubernetes backend is selected outside a cluster, or a
+/// backend this build left out (features `etcd`, `kubernetes`).
+#[cfg_attr(
+    not(any(feature = "etcd", feature = "kubernetes")),
+    allow(unused_variables, unreachable_code)
+)]
 pub fn spawn(
     config: &crate::Config,
     node: &str,
