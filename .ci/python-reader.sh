@@ -4,7 +4,8 @@
 # equal value for value. Checked twice: from the source tree with the pure-Python crc32c, and as
 # installed by `pip install 'clients/python[fast]'` (pyproject.toml, the `repliq-reader` command,
 # the C crc32c from PyPI) in a throwaway virtual environment. Ends with a throughput figure
-# (clients/python/bench.py; printed, not judged).
+# (clients/python/bench.py; printed, not judged). clients/python/check_decoder.py holds the
+# compiled decoder to the reference one, on damaged payloads too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q -p repliq-tests --bin write_every_type -p repliqd --bin repliq
@@ -31,6 +32,8 @@ PY
 REPLIQ_READER_PURE_CRC=1 PYTHONPATH=clients/python PYTHONIOENCODING=utf-8 \
     python3 -m repliq_reader cat "$tmp/queue" > "$tmp/py.jsonl"
 compare "$tmp/cat.jsonl" "$tmp/py.jsonl" "source tree, pure-python crc32c"
+# The compiled decoder against the reference one, on the records and on damaged copies of them.
+python3 clients/python/check_decoder.py "$tmp/queue"
 
 # Installed with pip, with the C crc32c.
 python3 -m venv "$tmp/venv"
@@ -43,4 +46,5 @@ PYTHONIOENCODING=utf-8 "$tmp/venv/bin/repliq-reader" cat "$tmp/queue" --rfc3339 
 compare "$tmp/cat-rfc.jsonl" "$tmp/pip-rfc.jsonl" "pip install, --rfc3339"
 
 "$target/write_every_type" --orders "$tmp/orders" 50000
+python3 clients/python/check_decoder.py "$tmp/orders"
 "$tmp/venv/bin/python" clients/python/bench.py "$tmp/orders" 1
