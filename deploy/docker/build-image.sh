@@ -45,8 +45,12 @@ tag=${tag:-repliq:$version}
 # --target makes RUSTFLAGS apply to the binaries only, not to build scripts and proc macros
 # (which must stay dynamically linked to be loaded by rustc). The profile overrides leave
 # Cargo.toml alone: no debug info (the release profile keeps line tables for benchmarks) and
-# stripped symbols, which is most of the image size.
-echo "build-image: cargo build -p $pkg (static, $triple) into $target_dir" >&2
+# stripped symbols, which is most of the image size. The image has etcd and Kubernetes support
+# (repliqd's features `etcd` and `kubernetes`, named here so that the image keeps them even if the
+# crate's defaults change; etcd-client's build script needs `protoc`).
+features=
+[ "$pkg" = repliqd ] && features="--features repliqd/etcd,repliqd/kubernetes"
+echo "build-image: cargo build -p $pkg $features (static, $triple) into $target_dir" >&2
 # shellcheck disable=SC2086 # REPLIQ_EXTRA_CARGO_ARGS is a list of words on purpose
 (
     cd "$repo"
@@ -54,7 +58,8 @@ echo "build-image: cargo build -p $pkg (static, $triple) into $target_dir" >&2
     CARGO_PROFILE_RELEASE_DEBUG=0 \
     CARGO_PROFILE_RELEASE_STRIP=symbols \
         cargo build --release --locked --target "$triple" --target-dir "$target_dir" \
-            -p "$pkg" --bin repliqd --bin repliq ${REPLIQ_EXTRA_CARGO_ARGS:-} >&2
+            -p "$pkg" --bin repliqd --bin repliq ${features:-} \
+            ${REPLIQ_EXTRA_CARGO_ARGS:-} >&2
 )
 bin_dir=$target_dir/$triple/release
 

@@ -1,7 +1,7 @@
 //! The entry point (parse → check → expand) and the printing of the generated code.
 
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Item, Path};
 
@@ -110,7 +110,11 @@ fn expand(args: &args::Args, input: &Input<'_>, item: &Item) -> TokenStream {
         }))
     };
 
+    let field_check = field_check(&krate, input);
+
     quote! {
+        #field_check
+
         #[derive(
             #krate::__private::rkyv::Archive,
             #krate::__private::rkyv::Serialize,
@@ -135,6 +139,68 @@ fn expand(args: &args::Args, input: &Input<'_>, item: &Item) -> TokenStream {
             }
         };
     }
+}
+
+/// An item emitted *before* the derives: a unit struct whose where-clause requires
+/// `Fingerprint` of every field type, each bound spanned on the field's type. rustc checks items'
+/// well-formedness in the order they appear, so a field type that cannot be in a message is
+/// reported here first ("`Side` cannot be a field of a repliq message", with the field's line
+/// and the list of allowed types), before the trait-bound errors of rkyv's and serde's derives,
+/// which come from the same fault. Types that mention `Self` are left to the fingerprint (in
+/// this struct `Self` would name the struct).
+fn field_check(krate: &Path, input: &Input<'_>) -> TokenStream {
+    let bodies: Vec<&Body<'_>> = match &input.data {
+        Data::Struct(body) => vec![body],
+        Data::Enum { variants, .. } => variants.iter().map(|v| &v.body).collect(),
+    };
+    let bounds: Vec<TokenStream> = bodies
+        .iter()
+        .flat_map(|b| b.fields.iter())
+        .filter(|f| !mentions_self(f.ty.to_token_stream()))
+        .map(|f| {
+            let ty = f.ty;
+            // Every token of the bound on the field's type (the crate path too), so that rustc
+            // points at the field and not at the attribute.
+            let span = ty.span();
+            let colon = quote_spanned!(span=> :);
+            let bound = respan(quote!(#krate::Fingerprint), span);
+            quote!(#ty #colon #bound)
+        })
+        .collect();
+    if bounds.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        #[doc(hidden)]
+        const _: () = {
+            #[allow(dead_code)]
+            struct __RepliqFieldsMustBeMessageFields where #(#bounds),*;
+        };
+    }
+}
+
+fn respan(tokens: TokenStream, span: proc_macro2::Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut t| {
+            if let proc_macro2::TokenTree::Group(g) = &t {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                t = proc_macro2::TokenTree::Group(group);
+            } else {
+                t.set_span(span);
+            }
+            t
+        })
+        .collect()
+}
+
+fn mentions_self(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(i) => i == "Self",
+        proc_macro2::TokenTree::Group(g) => mentions_self(g.stream()),
+        _ => false,
+    })
 }
 
 /// `str(shape) u64(count)` then `str(field) u64(fp(type))` for each field. The type's part is

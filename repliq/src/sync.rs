@@ -1,5 +1,5 @@
 //! Concurrency primitives, chosen by `cfg(repliq_loom)`: std normally, loom's models under
-//! `RUSTFLAGS="--cfg loom"`, so the record-header and cursor protocols can be model-checked.
+//! `RUSTFLAGS="--cfg repliq_loom"`, so the record-header and cursor protocols can be model-checked.
 //!
 //! Words inside a shared file mapping are always `std` atomics (they come from raw pointers);
 //! the protocol code is written against [`Word`] so the same functions run on both.

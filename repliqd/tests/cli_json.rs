@@ -1,4 +1,4 @@
-//! `repliq cat`, `repliq tail --json` and `repliq inspect` on a queue whose message type the CLI
+//! `repliq cat`, `repliq tail` and `repliq inspect` on a queue whose message type the CLI
 //! was not built with (every supported field type), checked against `serde_json::to_value` of the
 //! typed values; the Python reader (`clients/python`) prints the same values.
 
@@ -44,11 +44,15 @@ fn cat_prints_every_message_as_serde_would() {
         assert_eq!(message, expected, "message {i}");
     }
 
-    // `tail --json --from` prints the same lines from that sequence on.
-    let (code, out, _) =
-        run(Command::new(BIN).args(["tail", dir, "--json", "--no-follow", "--from", "100"]));
-    assert_eq!(code, 0);
-    assert_eq!(lines(&out), printed[100..]);
+    // `tail --from` prints the same lines from that sequence on, JSON without being asked;
+    // `--json` (insisting on JSON) changes nothing on a self-describing queue.
+    for json in [&[][..], &["--json"][..]] {
+        let (code, out, _) = run(Command::new(BIN)
+            .args(["tail", dir, "--no-follow", "--from", "100"])
+            .args(json));
+        assert_eq!(code, 0);
+        assert_eq!(lines(&out), printed[100..]);
+    }
 
     // `inspect` shows the schema.
     let (code, out, _) = run(Command::new(BIN).args(["inspect", dir]));
@@ -79,13 +83,25 @@ fn python_reader_prints_what_cat_prints() {
 }
 
 #[test]
-fn queue_without_schema_is_refused_with_a_hint() {
+fn queue_without_schema_prints_bytes_with_a_note_or_is_refused_with_json() {
     let tmp = tempfile::tempdir().unwrap();
     write_sample_queue(tmp.path(), 1);
     std::fs::remove_file(tmp.path().join("schema.json")).unwrap();
-    let (code, _, err) = run(Command::new(BIN).args(["cat", tmp.path().to_str().unwrap()]));
-    assert_eq!(code, 2);
+    let dir = tmp.path().to_str().unwrap();
+    // Without a schema the default falls back to `--raw` lines, and says so on stderr.
+    let (code, out, err) = run(Command::new(BIN).args(["cat", dir]));
+    assert_eq!(code, 0, "{err}");
     assert!(err.contains("no schema.json"), "{err}");
+    let (_, raw, _) = run(Command::new(BIN).args(["cat", dir, "--raw"]));
+    assert_eq!(out, raw);
+    assert!(raw.starts_with("0 "), "{raw}");
+    // `--json` insists, and is refused with a hint.
+    let (code, _, err) = run(Command::new(BIN).args(["cat", dir, "--json"]));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no schema.json") && err.contains("--raw"),
+        "{err}"
+    );
     // Old queues still open (and inspect shows `schema: null`).
     let (code, out, _) = run(Command::new(BIN).args(["inspect", tmp.path().to_str().unwrap()]));
     assert_eq!(code, 0);

@@ -1,4 +1,5 @@
-//! The `repliq` CLI against real queue directories: inspect, verify (clean and corrupt), tail.
+//! The `repliq` CLI against real queue directories: inspect, verify (clean and corrupt), tail,
+//! cat, and its help.
 
 use std::os::unix::fs::FileExt;
 use std::process::Command;
@@ -116,4 +117,100 @@ fn tail_raw_prints_sequence_length_and_hex() {
     let hex: String = archived.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(lines[0], format!("1 {} {hex}", archived.len()));
     assert!(lines[1].starts_with("2 "));
+}
+
+#[test]
+fn tail_and_cat_print_json_by_default() {
+    let tmp = queue_with_notes(3);
+    let dir = tmp.path().to_str().unwrap();
+    for args in [&["tail", dir, "--no-follow"][..], &["cat", dir][..]] {
+        let (code, out, err) = repliq(args);
+        assert_eq!(code, 0, "{err}");
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{args:?}: {out}");
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(line["seq"], i as u64);
+            assert_eq!(
+                line["message"],
+                serde_json::json!({ "text": format!("note {i}") })
+            );
+            assert!(line["time"].is_u64(), "{line}");
+        }
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of what the CLI computes,
+/// written the other way round so that the two check each other).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ` to nanoseconds since the Unix epoch.
+fn parse_rfc3339(s: &str) -> u64 {
+    assert_eq!(s.len(), 30, "{s}");
+    assert!(
+        s.ends_with('Z') && &s[10..11] == "T" && &s[19..20] == ".",
+        "{s}"
+    );
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
+    let days = days_from_civil(n(0..4), n(5..7), n(8..10));
+    let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
+    u64::try_from(secs).unwrap() * 1_000_000_000 + u64::try_from(n(20..29)).unwrap()
+}
+
+#[test]
+fn rfc3339_times_on_request_in_json_and_raw_lines() {
+    let tmp = queue_with_notes(3);
+    let dir = tmp.path().to_str().unwrap();
+    let (_, nanos, _) = repliq(&["cat", dir]);
+    let (code, rfc, err) = repliq(&["cat", dir, "--rfc3339"]);
+    assert_eq!(code, 0, "{err}");
+    let nanos: Vec<serde_json::Value> = nanos
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rfc: Vec<serde_json::Value> = rfc
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(nanos.len(), 3);
+    for (n, r) in nanos.iter().zip(&rfc) {
+        assert_eq!(n["message"], r["message"]);
+        assert_eq!(
+            parse_rfc3339(r["time"].as_str().unwrap()),
+            n["time"].as_u64().unwrap()
+        );
+    }
+    // `--raw --rfc3339`: SEQ TIME LEN HEX.
+    let (code, raw, err) = repliq(&["tail", dir, "--raw", "--rfc3339", "--no-follow"]);
+    assert_eq!(code, 0, "{err}");
+    let first: Vec<&str> = raw.lines().next().unwrap().split(' ').collect();
+    assert_eq!(first.len(), 4, "{raw}");
+    assert_eq!(first[0], "0");
+    assert_eq!(parse_rfc3339(first[1]), nanos[0]["time"].as_u64().unwrap());
+}
+
+#[test]
+fn help_describes_the_cli_not_the_daemon() {
+    let (code, out, err) = repliq(&["--help"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("repliq queue directories"), "{out}");
+    assert!(!out.contains("node daemon (replication"), "{out}");
+    for command in ["inspect", "verify", "cat", "tail", "promote"] {
+        assert!(out.contains(command), "{command} missing from {out}");
+    }
+    let (_, tail, _) = repliq(&["tail", "--help"]);
+    assert!(
+        tail.contains("--raw") && tail.contains("--rfc3339"),
+        "{tail}"
+    );
 }

@@ -58,6 +58,7 @@ fn fails(cfg: &std::path::Path, node: &str) -> (i32, String) {
 const STATIC: &str =
     "    method: static\n    peers:\n      - name: b\n        address: 127.0.0.1:1\n";
 
+#[cfg(feature = "kubernetes")]
 #[test]
 fn kubernetes_discovery_outside_a_cluster_names_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
@@ -135,6 +136,41 @@ fn kubernetes_discovery_without_a_selector_is_a_config_error() {
     );
 }
 
+/// A daemon built without a backend's feature refuses a configuration that selects it, naming
+/// the feature (`cargo test -p repliqd --no-default-features --test discovery_bad_input`).
+#[cfg(not(all(feature = "kubernetes", feature = "etcd")))]
+#[test]
+fn a_backend_left_out_of_the_build_is_refused_naming_its_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    if cfg!(not(feature = "kubernetes")) {
+        let cfg = config(
+            dir.path(),
+            "    method: kubernetes\n    label_selector: app=repliq\n    namespace: queues\n",
+            "",
+        );
+        let (code, err) = fails(&cfg, "a");
+        assert_ne!(code, 0);
+        assert!(
+            err.contains("replication.discovery.method: `kubernetes` needs a repliqd built with the `kubernetes` feature"),
+            "{err}"
+        );
+    }
+    if cfg!(not(feature = "etcd")) {
+        let cfg = config(
+            dir.path(),
+            STATIC,
+            "election:\n  backend: etcd\n  endpoints: [\"http://127.0.0.1:1\"]\n",
+        );
+        let (code, err) = fails(&cfg, "a");
+        assert_ne!(code, 0);
+        assert!(
+            err.contains("election.backend: `etcd` needs a repliqd built with the `etcd` feature"),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(feature = "etcd")]
 #[test]
 fn an_unreachable_etcd_keeps_the_daemon_up_and_is_logged_without_colours() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! The seed README's sample, as the seed wrote it: a `#[tokio::main]` parent creates `my_queue`
+//! The README's first sample: a `#[tokio::main]` parent creates `my_queue`
 //! (capacity 1024), `enqueue(..).await`s "Hello from parent!" and spawns a child process with
 //! tokio's process API; the child opens the queue by path and `dequeue().await`s the greeting
 //! (zero-copy mapped journal, no daemon) and writes it to its stdout; the parent prints what the

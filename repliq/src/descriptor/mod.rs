@@ -10,7 +10,7 @@
 //! Rust type: [`to_json`] renders a record as JSON.
 //!
 //! A queue stores its message type's [`Schema`] as `schema.json` in the queue directory; tools
-//! (`repliq cat`, `repliq tail --json`, the Python reader in `clients/python`) read it.
+//! (`repliq cat`, `repliq tail`, the Python reader in `clients/python`) read it.
 //!
 //! ```
 //! use repliq::Fingerprint;

@@ -1,18 +1,22 @@
-//! `repliq`: inspect, verify and tail queue directories.
+//! `repliq`: the command-line tool for repliq queue directories (inspect, verify, read, promote).
 //!
 //! ```text
 //! repliq inspect DIR              JSON: type, fingerprint, schema, segments, sequences, cursors
 //! repliq verify DIR               check every record's crc; exit code 1 on corruption
-//! repliq cat DIR [--from SEQ] [--since UNIX_SECONDS]
+//! repliq cat DIR [--from SEQ] [--since UNIX_SECONDS] [--rfc3339] [--raw]
 //!                                 every stored message as a JSON line (by the queue's schema.json)
-//! repliq tail DIR [--json] [--raw] [--from SEQ] [--since UNIX_SECONDS] [--no-follow]
-//!                                 print records as they arrive: sequence, length (and hex with
-//!                                 --raw), or JSON lines like `cat` with --json
+//! repliq tail DIR [--from SEQ] [--since UNIX_SECONDS] [--rfc3339] [--raw] [--no-follow]
+//!                                 the same, then follows the queue as records arrive
+//! repliq promote DIR              make a replica the primary of a new epoch (failover)
+//! ```
 //!
 //! The reading commands open the queue's files read-only: they work for a user who may only read
 //! them, on a read-only mount, and on a replica while it is being written. A JSON line is
-//! `{"seq":N,"time":T,"message":{..}}` (`time`: write time, nanoseconds since the Unix epoch); a
-//! record that cannot be decoded is reported on stderr with its file and offset and skipped.
+//! `{"seq":N,"time":T,"message":{..}}` (`time`: write time, nanoseconds since the Unix epoch, or
+//! an RFC 3339 string in UTC with `--rfc3339`); a record that cannot be decoded is reported on
+//! stderr with its file and offset and skipped. `--raw` prints `SEQ LEN HEX` lines instead (with
+//! `--rfc3339`: `SEQ TIME LEN HEX`); a queue without `schema.json` (written by a repliq older than
+//! schema files) is printed that way too, with a note on stderr.
 //! repliq promote DIR              make a replica the primary of a new epoch (failover)
 //! repliq consumers DIR [--all] [--remove NAME]...
 //!                                 list the consumer cursor slots (JSON lines), or remove cursors
@@ -26,9 +30,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-/// Tools for repliq queue directories.
+/// Inspect, verify, read and promote repliq queue directories (the node daemon is `repliqd`).
+///
+/// Every command takes a queue directory: the one a producer created with
+/// `QueueOptions::create` / `ReplicatedQueueImpl::new`, or a replica's under the daemon's
+/// persistence path. Reading needs only read permission on the files.
 #[derive(Debug, Parser)]
-#[command(name = "repliq", version, about)]
+#[command(name = "repliq", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,33 +54,19 @@ enum Command {
         /// The queue directory.
         dir: PathBuf,
     },
-    /// Print every stored message as a JSON line, decoded with the queue's schema.
+    /// Print every stored message as a JSON line, decoded with the queue's schema.json.
     Cat {
         /// The queue directory.
         dir: PathBuf,
-        /// Start at this sequence number (default: the first stored record).
-        #[arg(long)]
-        from: Option<u64>,
-        /// Skip records written before this time (Unix seconds, fractions allowed).
-        #[arg(long)]
-        since: Option<f64>,
+        #[command(flatten)]
+        print: PrintArgs,
     },
-    /// Print records as they arrive.
+    /// Print every stored message like `cat`, then follow the queue as records arrive.
     Tail {
         /// The queue directory.
         dir: PathBuf,
-        /// Print each message as a JSON line, decoded with the queue's schema.
-        #[arg(long, conflicts_with = "raw")]
-        json: bool,
-        /// Also print each payload as hex.
-        #[arg(long)]
-        raw: bool,
-        /// Start at this sequence number (default: the first stored record).
-        #[arg(long)]
-        from: Option<u64>,
-        /// Skip records written before this time (Unix seconds, fractions allowed).
-        #[arg(long)]
-        since: Option<f64>,
+        #[command(flatten)]
+        print: PrintArgs,
         /// Stop at the current end instead of waiting for more.
         #[arg(long)]
         no_follow: bool,
@@ -94,6 +88,28 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         remove: Vec<String>,
     },
+}
+
+/// How `cat` and `tail` select and print records.
+#[derive(Debug, clap::Args)]
+struct PrintArgs {
+    /// Print `SEQ LEN HEX` lines (the payload's bytes) instead of JSON.
+    #[arg(long, conflicts_with = "json")]
+    raw: bool,
+    /// Require JSON: fail instead of falling back to `--raw` lines when the queue has no
+    /// schema.json (JSON is the default whenever it has one).
+    #[arg(long)]
+    json: bool,
+    /// Print times as RFC 3339 in UTC (`2026-12-06T05:10:02.123456789Z`) instead of
+    /// nanoseconds since the Unix epoch.
+    #[arg(long)]
+    rfc3339: bool,
+    /// Start at this sequence number (default: the first stored record).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Skip records written before this time (Unix seconds, fractions allowed).
+    #[arg(long)]
+    since: Option<f64>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -188,59 +204,12 @@ fn run(cli: Cli) -> repliq::Result<ExitCode> {
                 Err(e) => Err(e),
             }
         }
-        Command::Cat { dir, from, since } => print_json(&dir, from, since, false),
+        Command::Cat { dir, print } => print_records(&dir, &print, false),
         Command::Tail {
             dir,
-            json: true,
-            from,
-            since,
+            print,
             no_follow,
-            ..
-        } => print_json(&dir, from, since, !no_follow),
-        Command::Tail {
-            dir,
-            raw,
-            from,
-            since,
-            no_follow,
-            json: false,
-        } => {
-            let since = since_nanos(since);
-            let mut tailer = repliq::RawTailer::open(&dir, from)?;
-            let stdout = std::io::stdout();
-            loop {
-                let next = if no_follow {
-                    tailer.try_next()?
-                } else {
-                    tailer.next_timeout(Duration::from_secs(1))?
-                };
-                let Some(rec) = next else {
-                    if no_follow {
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    continue;
-                };
-                if rec.time_unix_nanos < since {
-                    continue;
-                }
-                let mut out = stdout.lock();
-                let written = if raw {
-                    writeln!(
-                        out,
-                        "{} {} {}",
-                        rec.seq,
-                        rec.payload.len(),
-                        hex(&rec.payload)
-                    )
-                } else {
-                    writeln!(out, "{} {}", rec.seq, rec.payload.len())
-                };
-                if written.and_then(|()| out.flush()).is_err() {
-                    // Reader went away (e.g. `| head`).
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
-        }
+        } => print_records(&dir, &print, !no_follow),
     }
 }
 
@@ -256,23 +225,71 @@ fn since_nanos(since: Option<f64>) -> u64 {
     since.map_or(0, |s| (s.max(0.0) * 1e9) as u64)
 }
 
-/// `repliq cat` and `repliq tail --json`: each record as `{"seq","time","message"}` on a line.
-/// Records that cannot be decoded are reported on stderr (file, offset, reason) and skipped.
-fn print_json(
+/// A record's write time as the user asked for it: nanoseconds, or RFC 3339 in UTC.
+fn time_value(nanos: u64, rfc3339: bool) -> serde_json::Value {
+    if rfc3339 {
+        serde_json::Value::String(format_rfc3339(nanos))
+    } else {
+        serde_json::Value::from(nanos)
+    }
+}
+
+/// `nanos` since the Unix epoch as RFC 3339 in UTC with nanoseconds
+/// (`1970-01-01T00:00:00.000000000Z`). Days to a civil date by the proleptic Gregorian
+/// calendar's 400-year cycle (146,097 days), counted from 0000-03-01 so that the leap day is the
+/// last day of a cycle's year.
+fn format_rfc3339(nanos: u64) -> String {
+    let secs = nanos / 1_000_000_000;
+    let frac = nanos % 1_000_000_000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Days since 0000-03-01: 1970-01-01 is day 719,468 of that count.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097; // day of the 400-year era, 0..=146_096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the March-based year
+    let mp = (5 * doy + 2) / 153; // month from March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{frac:09}Z")
+}
+
+/// `repliq cat` and `repliq tail`: each record as `{"seq","time","message"}` on a line, decoded
+/// with the queue's schema.json, or as `SEQ [TIME] LEN HEX` with `--raw` (and for a queue
+/// without schema.json unless `--json` insists). Records that cannot be read are reported on
+/// stderr (file, offset, reason) and skipped.
+fn print_records(
     dir: &std::path::Path,
-    from: Option<u64>,
-    since: Option<f64>,
+    args: &PrintArgs,
     follow: bool,
 ) -> repliq::Result<ExitCode> {
-    let Some(schema) = repliq::read_schema(dir)? else {
-        return Err(repliq::QueueError::Other(format!(
-            "{} has no schema.json (created by a repliq without schema files, and not opened by a \
-             typed handle since); `repliq tail --raw` prints the bytes",
-            dir.display()
-        )));
+    let schema = if args.raw {
+        None
+    } else {
+        match repliq::read_schema(dir)? {
+            Some(schema) => Some(schema),
+            None if args.json => {
+                return Err(repliq::QueueError::Other(format!(
+                    "{} has no schema.json (created by a repliq without schema files, and not \
+                     opened by a typed handle since); `--raw` prints the bytes",
+                    dir.display()
+                )));
+            }
+            None => {
+                eprintln!(
+                    "repliq: {} has no schema.json (written by a repliq without schema files); \
+                     printing `SEQ LEN HEX` lines as with --raw",
+                    dir.display()
+                );
+                None
+            }
+        }
     };
-    let since = since_nanos(since);
-    let mut tailer = repliq::RawTailer::open(dir, from)?;
+    let since = since_nanos(args.since);
+    let mut tailer = repliq::RawTailer::open(dir, args.from)?;
     let stdout = std::io::stdout();
     let mut damaged = false;
     loop {
@@ -309,25 +326,35 @@ fn print_json(
         if rec.time_unix_nanos < since {
             continue;
         }
-        let message = match repliq::descriptor::to_json(&schema.root, &rec.payload) {
-            Ok(m) => m,
-            Err(e) => {
-                damaged = true;
-                eprintln!(
-                    "repliq: {} offset {}: record {} ({} bytes) skipped: {e}",
-                    rec.file.display(),
-                    rec.offset,
-                    rec.seq,
-                    rec.payload.len()
-                );
-                continue;
-            }
+        let line = match &schema {
+            None if args.rfc3339 => format!(
+                "{} {} {} {}",
+                rec.seq,
+                format_rfc3339(rec.time_unix_nanos),
+                rec.payload.len(),
+                hex(&rec.payload)
+            ),
+            None => format!("{} {} {}", rec.seq, rec.payload.len(), hex(&rec.payload)),
+            Some(schema) => match repliq::descriptor::to_json(&schema.root, &rec.payload) {
+                Ok(message) => serde_json::json!({
+                    "seq": rec.seq,
+                    "time": time_value(rec.time_unix_nanos, args.rfc3339),
+                    "message": message,
+                })
+                .to_string(),
+                Err(e) => {
+                    damaged = true;
+                    eprintln!(
+                        "repliq: {} offset {}: record {} ({} bytes) skipped: {e}",
+                        rec.file.display(),
+                        rec.offset,
+                        rec.seq,
+                        rec.payload.len()
+                    );
+                    continue;
+                }
+            },
         };
-        let line = serde_json::json!({
-            "seq": rec.seq,
-            "time": rec.time_unix_nanos,
-            "message": message,
-        });
         let mut out = stdout.lock();
         if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
             // Reader went away (e.g. `| head`).
@@ -343,5 +370,40 @@ fn main() -> ExitCode {
             eprintln!("repliq: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_rfc3339;
+
+    #[test]
+    fn rfc3339_of_known_instants() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        // 2000-02-29 (a leap day of a century divisible by 400) 12:34:56.000000789
+        assert_eq!(
+            format_rfc3339(951_827_696_000_000_789),
+            "2000-02-29T12:34:56.000000789Z"
+        );
+        // The last nanosecond of 2100-02-28 (2100 is not a leap year): next is March 1st.
+        assert_eq!(
+            format_rfc3339(4_107_542_399_999_999_999),
+            "2100-02-28T23:59:59.999999999Z"
+        );
+        assert_eq!(
+            format_rfc3339(4_107_542_400_000_000_000),
+            "2100-03-01T00:00:00.000000000Z"
+        );
+        // 2026-12-31T23:59:59Z and the next second.
+        assert_eq!(
+            format_rfc3339(1_798_761_599_000_000_000),
+            "2026-12-31T23:59:59.000000000Z"
+        );
+        assert_eq!(
+            format_rfc3339(1_798_761_600_000_000_000),
+            "2027-01-01T00:00:00.000000000Z"
+        );
+        // u64::MAX nanoseconds is in 2554.
+        assert!(format_rfc3339(u64::MAX).starts_with("2554-07-21T23:34:33.709551615Z"));
     }
 }

@@ -5,6 +5,7 @@
 //! a new snapshot whenever a matching pod becomes Ready, stops being Ready or goes away. A node
 //! never lists itself.
 
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 
 use repliq::QueueError;
@@ -54,7 +55,7 @@ impl Discovery {
         }
     }
 
-    /// A discovery fed by a task (see [`kubernetes::spawn`]).
+    /// A discovery fed by a task (see `kubernetes::spawn`).
     #[must_use]
     pub fn from_task(tx: watch::Sender<PeerSet>, task: tokio::task::JoinHandle<()>) -> Self {
         Discovery {
@@ -143,11 +144,18 @@ pub fn start(config: &Config, node: &str) -> Result<Discovery, QueueError> {
     let d = &config.replication.discovery;
     match d.method {
         DiscoveryMethod::Static => Ok(Discovery::constant(PeerSet::of(config.static_peers(node)))),
+        #[cfg(feature = "kubernetes")]
         DiscoveryMethod::Kubernetes => {
             let settings = kubernetes::Settings::from_config(config, node)?;
             let client = kubernetes::in_cluster_client()?;
             Ok(kubernetes::spawn(client, settings))
         }
+        #[cfg(not(feature = "kubernetes"))]
+        DiscoveryMethod::Kubernetes => Err(QueueError::InvalidConfig(
+            "replication.discovery.method: `kubernetes` needs a repliqd built with the \
+             `kubernetes` feature (on by default; this one was built without it)"
+                .into(),
+        )),
     }
 }
 

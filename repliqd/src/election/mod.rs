@@ -1,6 +1,7 @@
 //! Automatic failover: one lease per queue on a coordination backend decides the primary.
 //!
-//! [`machine`] is the I/O-free election state machine; the backends ([`etcd`], [`kubernetes`])
+//! [`machine`] is the I/O-free election state machine; the backends (`etcd`, `kubernetes`: cargo
+//! features of the same names, on by default)
 //! read and compare-and-swap the lease; the driver runs one election per local queue and carries
 //! out its commands on the queue (fence, promote).
 
@@ -103,7 +104,9 @@ impl ElectionConfig {
 
 pub mod backend;
 pub mod driver;
+#[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 
 /// The lease validity of every queue this node elects, by queue directory: the election extends
@@ -141,7 +144,12 @@ pub type ElectionTask =
 ///
 /// # Errors
 ///
-/// [`QueueError::InvalidConfig`] if the Kubernetes backend is selected outside a cluster.
+/// [`QueueError::InvalidConfig`] if the Kubernetes backend is selected outside a cluster, or a
+/// backend this build left out (features `etcd`, `kubernetes`).
+#[cfg_attr(
+    not(any(feature = "etcd", feature = "kubernetes")),
+    allow(unused_variables, unreachable_code)
+)]
 pub fn start(
     config: &crate::Config,
     node: &str,
@@ -156,6 +164,7 @@ pub fn start(
     let root = config.queue.persistence.path.clone();
     let node = node.to_owned();
     let task: ElectionTask = match e.backend {
+        #[cfg(feature = "etcd")]
         BackendKind::Etcd => {
             let backend = etcd::EtcdBackend::new(
                 e.endpoints.clone(),
@@ -173,6 +182,7 @@ pub fn start(
                 metrics,
             ))
         }
+        #[cfg(feature = "kubernetes")]
         BackendKind::Kubernetes => {
             let client = crate::discovery::kubernetes::in_cluster_client().map_err(|err| {
                 QueueError::InvalidConfig(format!(
@@ -197,6 +207,19 @@ pub fn start(
                 metrics,
             ))
         }
+        #[cfg(not(feature = "etcd"))]
+        BackendKind::Etcd => return Err(missing_feature("etcd")),
+        #[cfg(not(feature = "kubernetes"))]
+        BackendKind::Kubernetes => return Err(missing_feature("kubernetes")),
     };
     Ok(Some(task))
+}
+
+/// The error for a backend this build left out.
+#[cfg(not(all(feature = "etcd", feature = "kubernetes")))]
+fn missing_feature(backend: &str) -> QueueError {
+    QueueError::InvalidConfig(format!(
+        "election.backend: `{backend}` needs a repliqd built with the `{backend}` feature (on by \
+         default; this one was built without it)"
+    ))
 }

@@ -4,6 +4,9 @@
 //!
 //! `write_every_type --demo DIR`: writes three readable `fixture.Order`s (the demo queue of
 //! `docs/SELF_DESCRIBING.md`).
+//!
+//! `write_every_type --orders DIR COUNT`: writes COUNT `fixture.Order`s (the Python reader's
+//! throughput measurement, `clients/python/bench.py`).
 
 fn main() {
     let mut args = std::env::args().skip(1).peekable();
@@ -24,6 +27,31 @@ fn main() {
             };
             q.enqueue(&order).expect("enqueue");
         }
+        return;
+    }
+    if args.peek().map(String::as_str) == Some("--orders") {
+        let dir = args
+            .nth(1)
+            .expect("usage: write_every_type --orders DIR COUNT");
+        let count: u64 = args
+            .next()
+            .and_then(|c| c.parse().ok())
+            .expect("usage: write_every_type --orders DIR COUNT");
+        let mut q = repliq::QueueOptions::new()
+            .capacity(count.max(1))
+            .producer()
+            .create::<repliq_tests::Order>(&dir)
+            .expect("queue");
+        for id in 0..count {
+            let order = repliq_tests::Order {
+                id,
+                symbol: ["EURUSD", "USDJPY", "GBPUSD"][(id % 3) as usize].into(),
+                price: (id % 4 != 0).then_some(100_000 + (id % 1000) as i64),
+                legs: (0..id % 3).map(|v| (v as u32 + 1, 100 * id)).collect(),
+            };
+            q.enqueue(&order).expect("enqueue");
+        }
+        eprintln!("wrote {count} orders to {dir}");
         return;
     }
     let dir = args.next().expect("usage: write_every_type DIR [COUNT]");

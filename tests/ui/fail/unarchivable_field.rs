@@ -11,6 +11,7 @@ struct Tick {
 
 fn main() {}
 
-// The diagnostic that matters is "`Price` cannot be a field of a repliq message", spanned on the
-// field's type. rkyv's derives report the same fault once per derive at the attribute; rustc
-// offers no way to silence those.
+// The diagnostic that matters, "`Price` cannot be a field of a repliq message" spanned on the
+// field's type, comes first: the macro emits a where-clause check before the derives. rkyv's and
+// serde's derives then report the same fault once per derive at the attribute; rustc offers no
+// way to silence those.

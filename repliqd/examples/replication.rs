@@ -2,7 +2,7 @@
 //! into a queue on node A, node A's daemon streams the journal to node B, and a consumer reads the
 //! replica on node B.
 //!
-//! `cargo run -p repliq-examples --bin replication`
+//! `cargo run -p repliqd --example replication`
 
 use std::net::TcpListener;
 use std::path::Path;
