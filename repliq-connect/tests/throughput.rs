@@ -1,6 +1,6 @@
 //! Throughput of each connector next to the remote's own client doing the same work directly,
 //! on the same server in the same run (the ratio is what the bridge costs). A measurement, not a
-//! gate: `#[ignore]`d, run with
+//! gate: ignored (with the reason on each test), run with
 //! `cargo test --release -p repliq-connect --test throughput -- --ignored --nocapture`.
 
 mod support;

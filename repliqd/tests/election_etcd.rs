@@ -12,7 +12,7 @@ use repliq::{Message, QueueError, QueueOptions};
 use repliqd::election::backend::LeaseBackend;
 use repliqd::election::etcd::EtcdBackend;
 use repliqd::election::machine::WriteOutcome;
-use support::{Daemon, free_port, held, wait_until};
+use support::{Daemon, free_port, held, signal, wait_until};
 
 struct Etcd {
     child: Child,
@@ -190,6 +190,27 @@ fn all_orders(dir: &Path) -> Vec<Order> {
 
 const LEASE_MS: u64 = 3000;
 
+/// Three daemons a, b, c, synchronous with `replication` lines added, electing by a lease of
+/// `LEASE_MS` on `etcd` under `prefix`; started.
+fn elected_cluster(dir: &Path, etcd: &Etcd, prefix: &str, replication: &str) -> Vec<Daemon> {
+    let mut nodes = Daemon::cluster(dir, &["a", "b", "c"], "synchronous");
+    for n in &mut nodes {
+        let mut text = std::fs::read_to_string(&n.config).unwrap();
+        text = text.replace(
+            "  mode: synchronous\n",
+            &format!("  mode: synchronous\n{replication}"),
+        );
+        text.push_str(&format!(
+            "election:\n  backend: etcd\n  endpoints: [\"{}\"]\n  prefix: {prefix}\n  \
+             lease_duration_ms: {LEASE_MS}\n  renew_deadline_ms: 1800\n  retry_period_ms: 500\n",
+            etcd.endpoint
+        ));
+        std::fs::write(&n.config, text).unwrap();
+        n.start();
+    }
+    nodes
+}
+
 /// Issue 11 item 6(a): three daemons, synchronous, a lease on etcd; the primary's daemon is
 /// SIGKILLed under load; a replica becomes primary within lease duration + 2 s with every
 /// acknowledged message; the old primary rejoins as a replica.
@@ -197,21 +218,7 @@ const LEASE_MS: u64 = 3000;
 fn the_lease_fails_over_a_killed_primary_without_losing_acknowledged_messages() {
     let Some(etcd) = start_etcd() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Daemon::cluster(dir.path(), &["a", "b", "c"], "synchronous");
-    for n in &mut nodes {
-        let mut text = std::fs::read_to_string(&n.config).unwrap();
-        text = text.replace(
-            "  mode: synchronous\n",
-            "  mode: synchronous\n  required_acks: 1\n",
-        );
-        text.push_str(&format!(
-            "election:\n  backend: etcd\n  endpoints: [\"{}\"]\n  prefix: failover\n  \
-             lease_duration_ms: {LEASE_MS}\n  renew_deadline_ms: 1800\n  retry_period_ms: 500\n",
-            etcd.endpoint
-        ));
-        std::fs::write(&n.config, text).unwrap();
-        n.start();
-    }
+    let mut nodes = elected_cluster(dir.path(), &etcd, "failover", "  required_acks: 1\n");
     let mut q = QueueOptions::new()
         .capacity(1_000_000)
         .segment_size(1 << 20)
@@ -302,13 +309,6 @@ fn the_lease_fails_over_a_killed_primary_without_losing_acknowledged_messages() 
     let _ = Order::NAME;
 }
 
-fn signal(d: &Daemon, sig: libc::c_int) {
-    let pid = d.child.as_ref().expect("running").id() as libc::pid_t;
-    // SAFETY: kill(2) with the pid of a child this test started and has not reaped.
-    let rc = unsafe { libc::kill(pid, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig})");
-}
-
 /// Issue 18: the paused primary. Three daemons, synchronous with one acknowledgement, the etcd
 /// election; a producer on a. a's daemon is `SIGSTOP`ped for longer than its lease while the
 /// producer waits; a replica takes the lease and acknowledges new writes; a's daemon is
@@ -319,21 +319,12 @@ fn signal(d: &Daemon, sig: libc::c_int) {
 fn a_paused_primary_resumes_fenced_after_the_lease_moved() {
     let Some(etcd) = start_etcd() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Daemon::cluster(dir.path(), &["a", "b", "c"], "synchronous");
-    for n in &mut nodes {
-        let mut text = std::fs::read_to_string(&n.config).unwrap();
-        text = text.replace(
-            "  mode: synchronous\n",
-            "  mode: synchronous\n  required_acks: 1\n  ack_timeout_ms: 200\n",
-        );
-        text.push_str(&format!(
-            "election:\n  backend: etcd\n  endpoints: [\"{}\"]\n  prefix: paused\n  \
-             lease_duration_ms: {LEASE_MS}\n  renew_deadline_ms: 1800\n  retry_period_ms: 500\n",
-            etcd.endpoint
-        ));
-        std::fs::write(&n.config, text).unwrap();
-        n.start();
-    }
+    let nodes = elected_cluster(
+        dir.path(),
+        &etcd,
+        "paused",
+        "  required_acks: 1\n  ack_timeout_ms: 200\n",
+    );
     let q = QueueOptions::new()
         .capacity(10_000_000)
         .segment_size(1 << 20)

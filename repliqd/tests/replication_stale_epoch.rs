@@ -19,18 +19,11 @@ use repliq::replication::{
     PrimaryOptions, ReplicaAddr, ReplicationMode, ReplicationState, Role, run_primary,
 };
 use repliq::{JournalQueue, QueueError, ReplicationError};
-use support::{Daemon, Order, Producer, all_orders, held, order, promote, wait_until};
+use support::{Daemon, Order, Producer, all_orders, held, order, promote, signal, wait_until};
 
 #[test]
 fn producer_child() {
     support::producer_child();
-}
-
-fn signal(d: &Daemon, sig: libc::c_int) {
-    let pid = d.child.as_ref().expect("running").id() as libc::pid_t;
-    // SAFETY: kill(2) with a pid of a child this test started and still holds (not reaped).
-    let rc = unsafe { libc::kill(pid, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig})");
 }
 
 fn copy_queue(from: &Path, to: &Path) {

@@ -41,6 +41,24 @@ fn is_truncation_of(e: &QueueError, seg: &Path) -> bool {
             && (reason.contains("truncated while mapped") || reason.contains("segment file is 8192 bytes")))
 }
 
+/// Reads orders 1, 2, ... with `next` until it fails; returns the next id expected and the error.
+fn read_until_error(
+    who: &str,
+    mut next: impl FnMut() -> Result<Option<Order>, QueueError>,
+) -> (u64, QueueError) {
+    let mut expected = 1;
+    loop {
+        match next() {
+            Ok(Some(o)) => {
+                assert_eq!(o, order(expected));
+                expected += 1;
+            }
+            Ok(None) => panic!("{who} took the truncated part for the end after {expected}"),
+            Err(e) => return (expected, e),
+        }
+    }
+}
+
 #[test]
 fn producer_consumer_and_tailer_get_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,32 +88,12 @@ fn producer_consumer_and_tailer_get_an_error_naming_the_file() {
     let err = producer.enqueue(&order(1_001)).unwrap_err();
     assert!(is_truncation_of(&err, &seg), "{err}");
 
-    // The consumer reads the records still in the file, then the error; never a wrong record.
-    let mut read = 1;
-    let err = loop {
-        match consumer.dequeue() {
-            Ok(Some(o)) => {
-                assert_eq!(o, order(read));
-                read += 1;
-            }
-            Ok(None) => panic!("the consumer took the truncated part for the end after {read}"),
-            Err(e) => break e,
-        }
-    };
+    // The consumer and the tailer read the records still in the file, then the error; never a
+    // wrong record, and never the truncated part taken for the end.
+    let (read, err) = read_until_error("the consumer", || consumer.dequeue());
     assert!(is_truncation_of(&err, &seg), "{err}");
     assert!(read < 200, "{read}");
-
-    let mut tailed = 1;
-    let err = loop {
-        match tailer.try_next() {
-            Ok(Some(o)) => {
-                assert_eq!(o, order(tailed));
-                tailed += 1;
-            }
-            Ok(None) => panic!("the tailer took the truncated part for the end after {tailed}"),
-            Err(e) => break e,
-        }
-    };
+    let (_, err) = read_until_error("the tailer", || tailer.try_next());
     assert!(is_truncation_of(&err, &seg), "{err}");
 }
 

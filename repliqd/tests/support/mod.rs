@@ -194,6 +194,14 @@ pub fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Sends `sig` (e.g. `SIGSTOP`, `SIGCONT`) to the daemon's process.
+pub fn signal(d: &Daemon, sig: libc::c_int) {
+    let pid = d.child.as_ref().expect("running").id() as libc::pid_t;
+    // SAFETY: kill(2) with the pid of a child this test started and has not reaped.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
 /// The segment files of a queue, sorted by name, with their bytes.
 pub fn segment_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<_> = std::fs::read_dir(dir)
