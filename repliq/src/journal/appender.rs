@@ -331,7 +331,9 @@ impl Appender {
             });
             match written {
                 Ok(len) if len <= extent - RECORD_HEADER => {
-                    write_record_fields(&seg.map, pos, seq, len, self.precise_time);
+                    // SAFETY: the reservation above gives this appender the record's extent,
+                    // and the `with_slot` borrow has ended.
+                    unsafe { write_record_fields(&seg.map, pos, seq, len, self.precise_time) };
                     if header::commit(word, reserved, len as u32) {
                         seg.index_record(seq, pos);
                         // The successor's file is prepared once a quarter of this segment is
@@ -402,7 +404,9 @@ impl Appender {
             };
             // SAFETY: the spare file is this process's alone until it is linked below.
             unsafe { map.write(0, &header_bytes) };
-            let len = fill_first_record(&map, &config, first_seq, write, self.precise_time)?;
+            // SAFETY: as above, nobody else maps the spare before it is linked.
+            let len =
+                unsafe { fill_first_record(&map, &config, first_seq, write, self.precise_time) }?;
             if sync {
                 map.flush_range(0, config.segment_size as usize)
                     .map_err(|e| QueueError::io(format!("msync {}", spare.tmp.display()), e))?;
@@ -441,13 +445,11 @@ impl Appender {
             config.segment_size,
             sync,
             |map| {
-                record_len = Some(fill_first_record(
-                    map,
-                    &config,
-                    first_seq,
-                    write,
-                    self.precise_time,
-                )?);
+                // SAFETY: `publish_file_with` hands over the mapping of a file that has no
+                // name in the queue's directory yet: nobody else maps it.
+                record_len = Some(unsafe {
+                    fill_first_record(map, &config, first_seq, write, self.precise_time)
+                }?);
                 Ok(())
             },
         )?;
@@ -528,8 +530,13 @@ impl Appender {
 
 /// Serializes the first record of an unpublished segment into `map` and commits it (plain
 /// stores: nobody can see the file yet). Returns the payload length.
+///
+/// # Safety
+///
+/// The file behind `map` is not published yet: no other mapping of it exists, in this process
+/// or another, and no borrow of `map`'s bytes is alive.
 #[allow(unsafe_code)]
-fn fill_first_record(
+unsafe fn fill_first_record(
     map: &MappedFile,
     config: &super::meta::MetaConfig,
     first_seq: u64,
@@ -541,7 +548,7 @@ fn fill_first_record(
     let max_extent = committed_extent(config.max_payload as usize)
         .min(header::MAX_EXTENT)
         .min(size - data_start);
-    // SAFETY: the file is not published yet (the caller's contract): nobody else maps it.
+    // SAFETY: the file is not published yet (the caller's guarantee): nobody else maps it.
     let len = unsafe {
         map.with_slot(
             data_start + RECORD_HEADER,
@@ -560,7 +567,8 @@ fn fill_first_record(
             max_extent - RECORD_HEADER
         )));
     }
-    write_record_fields(map, data_start, first_seq, len, precise_time);
+    // SAFETY: as above; the `with_slot` borrow has ended.
+    unsafe { write_record_fields(map, data_start, first_seq, len, precise_time) };
     if let Some(word) = map.atomic_u64(data_start) {
         word.store(header::committed(len as u32), Ordering::Release);
     }
@@ -571,18 +579,29 @@ fn fill_first_record(
 }
 
 /// Writes a record's sequence number, crc, length and time (header bytes 8..32) for the payload
-/// already in place at `pos + 32`. The caller owns the record (reservation or unpublished file).
+/// already in place at `pos + 32`.
 /// The time is the coarse wall clock (timer-tick resolution) unless `precise_time`.
+///
+/// # Safety
+///
+/// The caller owns the record's extent (its reservation, or an unpublished file) and holds no
+/// borrow of its bytes: nobody else writes or reads them until the caller commits.
 #[allow(unsafe_code)]
-fn write_record_fields(map: &MappedFile, pos: usize, seq: u64, len: usize, precise_time: bool) {
+unsafe fn write_record_fields(
+    map: &MappedFile,
+    pos: usize,
+    seq: u64,
+    len: usize,
+    precise_time: bool,
+) {
     let len32 = len as u32;
     let time = if precise_time {
         realtime_nanos()
     } else {
         realtime_coarse_nanos()
     };
-    // SAFETY: the caller owns the record (reservation or unpublished file) and holds no
-    // `with_slot` borrow: nobody writes the payload while it is read here.
+    // SAFETY: the caller owns the record's extent and holds no borrow of it (the function's
+    // contract): nobody writes the payload while it is read here.
     let payload = unsafe { map.committed(pos + RECORD_HEADER, len) }.unwrap_or(&[]);
     let crc = record_crc(seq, len32, time, payload);
     let mut head = [0u8; RECORD_HEADER - R_SEQ];

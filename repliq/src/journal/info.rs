@@ -325,15 +325,15 @@ impl RawTailer {
             return Ok(None);
         };
         let out = RawRecord {
-            seq: rec.seq,
-            time_unix_nanos: rec.time,
+            seq: rec.seq(),
+            time_unix_nanos: rec.time(),
             payload: rec.payload().to_vec(),
             file: self
                 .reader
                 .journal()
                 .dir
-                .join(super::segment::segment_name(rec.seg.first_seq)),
-            offset: rec.pos as u64,
+                .join(super::segment::segment_name(rec.segment().first_seq)),
+            offset: rec.pos() as u64,
         };
         self.reader.advance(&rec);
         Ok(Some(out))

@@ -22,6 +22,7 @@ mod pace;
 pub(crate) mod perms;
 mod policy;
 mod reader;
+mod record;
 pub(crate) mod schema_file;
 // Byte-level access for replication; without the transport only part of it is used.
 #[cfg_attr(not(feature = "replication"), allow(dead_code))]
@@ -51,7 +52,8 @@ pub use node_policy::{NODE_POLICY_FILE, NodePolicy};
 pub(crate) use policy::DEFAULT_ACK_TIMEOUT;
 pub use policy::Role;
 pub(crate) use policy::{Policy, ack_timeout_error, acked_past, wait_acked};
-pub(crate) use reader::{Reader, RecordRef};
+pub(crate) use reader::Reader;
+pub(crate) use record::RecordRef;
 pub use schema_file::read_schema;
 pub(crate) use wait::{ReadyFn, Word, poll_until};
 

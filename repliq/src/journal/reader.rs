@@ -5,31 +5,11 @@ use std::sync::atomic::Ordering;
 
 use super::Journal;
 use super::header;
+use super::record::RecordRef;
 use super::segment::{Ahead, Segment};
 use super::walk::{Entry, Walk};
 use crate::Result;
 use crate::raw::clock::monotonic_millis;
-
-/// A committed record found by [`Reader::peek`] (or a [`Walk`]).
-#[derive(Debug, Clone)]
-pub(crate) struct RecordRef {
-    pub seg: Arc<Segment>,
-    pub pos: usize,
-    pub seq: u64,
-    pub len: usize,
-    pub time: u64,
-    pub crc: u32,
-}
-
-impl RecordRef {
-    /// The payload, straight from the mapping (16-byte aligned).
-    #[allow(unsafe_code)]
-    pub(crate) fn payload(&self) -> &[u8] {
-        // SAFETY: a `RecordRef` is made only by `Walk::look` after an acquire-load of the
-        // COMMITTED header word at `pos` with length `len`; committed bytes never change.
-        unsafe { self.seg.payload(self.pos, self.len) }.unwrap_or(&[])
-    }
-}
 
 /// A position in the journal that walks forward over committed records.
 ///
@@ -249,7 +229,7 @@ impl Reader {
     /// Moves past `rec`, which [`Reader::peek`] just returned.
     pub(crate) fn advance(&mut self, rec: &RecordRef) {
         self.walk.pass_record(rec);
-        rec.seg.prefault_ahead(self.walk.pos, Ahead::Read);
+        rec.segment().prefault_ahead(self.walk.pos, Ahead::Read);
     }
 }
 

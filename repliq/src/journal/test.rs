@@ -56,7 +56,7 @@ fn read_all(j: &Arc<Journal>) -> crate::Result<Vec<(u64, Vec<u8>)>> {
             0,
             "payloads are 16-aligned"
         );
-        out.push((rec.seq, rec.payload().to_vec()));
+        out.push((rec.seq(), rec.payload().to_vec()));
         r.advance(&rec);
     }
     Ok(out)
@@ -109,7 +109,7 @@ fn seek_by_index_matches_walk() {
     for target in [0, 1, 7, 8, 9, 63, 64, 150, 299] {
         let mut r = Reader::at(j.clone(), target, true).unwrap();
         let rec = r.peek().unwrap().unwrap();
-        assert_eq!(rec.seq, target);
+        assert_eq!(rec.seq(), target);
         assert_eq!(rec.payload(), payload(target).as_slice());
     }
     let mut r = Reader::at(j.clone(), 300, true).unwrap();
@@ -255,7 +255,7 @@ fn a_bad_checksum_in_the_middle_is_reported_with_file_and_offset() {
     }
     let mut r = Reader::at(j.clone(), 5, true).unwrap();
     let rec = r.peek().unwrap().unwrap();
-    let (path, pos) = (rec.seg.path.clone(), rec.pos);
+    let (path, pos) = (rec.segment().path.clone(), rec.pos());
     drop((r, rec));
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.write_all_at(&[0xFF], (pos + RECORD_HEADER + 3) as u64)
@@ -471,7 +471,7 @@ fn purge_deletes_only_segments_every_cursor_passed() {
     assert_eq!(j.purge_consumed().unwrap(), 2);
     assert_eq!(j.list_segments().unwrap(), before[2..].to_vec());
     let mut r = Reader::at(j.clone(), before[2], true).unwrap();
-    assert_eq!(r.peek().unwrap().unwrap().seq, before[2]);
+    assert_eq!(r.peek().unwrap().unwrap().seq(), before[2]);
 }
 
 #[test]
@@ -798,8 +798,8 @@ fn a_deleted_middle_segment_is_a_hole_everyone_reports() {
 fn position_of(j: &Arc<Journal>, seq: u64) -> (std::path::PathBuf, usize) {
     let mut r = Reader::at(j.clone(), seq, true).unwrap();
     let rec = r.peek().unwrap().unwrap();
-    assert_eq!(rec.seq, seq);
-    (rec.seg.path.clone(), rec.pos)
+    assert_eq!(rec.seq(), seq);
+    (rec.segment().path.clone(), rec.pos())
 }
 
 fn damage_header(j: &Arc<Journal>, seq: u64, word: u64, whole: bool) -> (std::path::PathBuf, u64) {
@@ -901,7 +901,7 @@ fn a_damaged_index_entry_never_makes_a_reader_write_into_a_payload() {
     let before = std::fs::read(&path).unwrap();
     for target in [8, 9, 12] {
         let mut r = Reader::at(j.clone(), target, true).unwrap();
-        assert_eq!(r.peek().unwrap().unwrap().seq, target);
+        assert_eq!(r.peek().unwrap().unwrap().seq(), target);
     }
     assert_eq!(read_all(&j).unwrap().len(), 20);
     let mut again = Appender::new(j.clone(), Durability::PageCache).unwrap();
@@ -1129,7 +1129,7 @@ fn a_consumed_segment_another_handle_maps_is_deleted_not_recycled() {
     // history in segment 1.
     let other = Journal::open(dir.path(), false).unwrap();
     let mut tail = Reader::at(other, before[1], true).unwrap();
-    assert_eq!(tail.peek().unwrap().unwrap().seq, before[1]);
+    assert_eq!(tail.peek().unwrap().unwrap().seq(), before[1]);
 
     j.meta.cursor_next(slot).store(before[2], Ordering::Release);
     assert!(
@@ -1144,7 +1144,7 @@ fn a_consumed_segment_another_handle_maps_is_deleted_not_recycled() {
     let mut seq = before[1];
     while seq < before[2] {
         let rec = tail.peek().unwrap().unwrap();
-        assert_eq!((rec.seq, rec.payload()), (seq, &payload(seq)[..]));
+        assert_eq!((rec.seq(), rec.payload()), (seq, &payload(seq)[..]));
         tail.advance(&rec);
         seq += 1;
     }
@@ -1179,7 +1179,7 @@ fn check_payloads_from(j: &Arc<Journal>, from: u64) -> u64 {
     let mut r = Reader::at(j.clone(), from, true).unwrap();
     let mut next = from;
     while let Some(rec) = r.peek().unwrap() {
-        assert_eq!((rec.seq, rec.payload()), (next, &payload(next)[..]));
+        assert_eq!((rec.seq(), rec.payload()), (next, &payload(next)[..]));
         r.advance(&rec);
         next += 1;
     }

@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 use super::Journal;
 use super::format::*;
 use super::header::{self, State};
-use super::reader::RecordRef;
+use super::record::RecordRef;
 use super::segment::{self, Segment};
 use crate::{QueueError, Result};
 
@@ -103,6 +103,7 @@ impl Walk {
     }
 
     /// Classifies the entry at the position. Never writes.
+    #[allow(unsafe_code)]
     pub(crate) fn look(&self, verify_crc: bool) -> Result<Entry> {
         let Some(seg) = &self.seg else {
             return Ok(Entry::NoSegment);
@@ -138,7 +139,11 @@ impl Walk {
                 }
                 Entry::Abandoned { extent }
             }
-            State::Committed { len } => Entry::Record(self.check_record(seg, len, verify_crc)?),
+            // SAFETY: the word at `pos` was acquire-loaded just above and decoded as COMMITTED
+            // with length `len`.
+            State::Committed { len } => {
+                Entry::Record(unsafe { self.check_record(seg, len, verify_crc) }?)
+            }
             State::Invalid(v) => {
                 return Err(corrupt(
                     seg,
@@ -149,8 +154,19 @@ impl Walk {
         })
     }
 
+    /// Checks the committed record at the position (bounds, header fields, crc if asked) and
+    /// makes its [`RecordRef`].
+    ///
+    /// # Safety
+    ///
+    /// The caller acquire-loaded the header word at the position as COMMITTED with length `len`.
     #[allow(unsafe_code)]
-    fn check_record(&self, seg: &Arc<Segment>, len: u32, verify_crc: bool) -> Result<RecordRef> {
+    unsafe fn check_record(
+        &self,
+        seg: &Arc<Segment>,
+        len: u32,
+        verify_crc: bool,
+    ) -> Result<RecordRef> {
         let (pos, len) = (self.pos, len as usize);
         if pos + committed_extent(len) > seg.size {
             return Err(corrupt(
@@ -159,7 +175,7 @@ impl Walk {
                 format!("record length {len} runs past the end of the segment"),
             ));
         }
-        // SAFETY: `look` acquire-loaded the header word at `pos` as COMMITTED.
+        // SAFETY: the caller acquire-loaded the header word at `pos` as COMMITTED.
         let Some((seq, crc, stored_len, time)) = (unsafe { seg.header_fields(pos) }) else {
             return Err(corrupt(
                 seg,
@@ -183,14 +199,9 @@ impl Walk {
                 format!("record length field {stored_len} disagrees with its header word ({len})"),
             ));
         }
-        let rec = RecordRef {
-            seg: seg.clone(),
-            pos,
-            seq,
-            len,
-            time,
-            crc,
-        };
+        // SAFETY: the caller acquire-loaded the header word at `pos` as COMMITTED with length
+        // `len`, and the extent was checked against the segment's size above.
+        let rec = unsafe { RecordRef::committed(seg.clone(), pos, seq, len, time, crc) };
         // Touch every page of the payload now, so that a file truncated under it is found here
         // (`raw::sigbus` backs the missing pages with zeros and marks the mapping) and not after
         // the record was handed out: one load of a line the header load brought in, for a small
@@ -232,10 +243,14 @@ impl Walk {
 
     /// Moves past `rec`, a record [`Walk::look`] returned (at this or an earlier position).
     pub(crate) fn pass_record(&mut self, rec: &RecordRef) {
-        self.pos = rec.pos + committed_extent(rec.len);
-        self.seq = rec.seq + 1;
-        if !self.seg.as_ref().is_some_and(|s| Arc::ptr_eq(s, &rec.seg)) {
-            self.seg = Some(rec.seg.clone());
+        self.pos = rec.pos() + committed_extent(rec.len());
+        self.seq = rec.seq() + 1;
+        if !self
+            .seg
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &rec.segment()))
+        {
+            self.seg = Some(rec.segment().clone());
         }
     }
 

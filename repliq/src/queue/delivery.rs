@@ -135,10 +135,10 @@ impl<T: Message> Consumer<T> {
         reader.advance(&rec);
         // Past `at` only if `at` was deleted by retention, which a cursor at or before it
         // forbids; go on from where the journal is.
-        self.next = rec.seq + 1;
+        self.next = rec.seq() + 1;
         Ok(Some(Taken {
-            seq: rec.seq,
-            time: rec.time,
+            seq: rec.seq(),
+            time: rec.time(),
             value,
         }))
     }
@@ -148,11 +148,11 @@ impl<T: Message> Consumer<T> {
         let journal = self.queue.journal().clone();
         let mut reader = Reader::at(journal, seq, self.queue.verify_checksums())?;
         match reader.peek()? {
-            Some(rec) if rec.seq == seq => {
+            Some(rec) if rec.seq() == seq => {
                 let value = crate::deserialize::<T>(crate::access::<T>(rec.payload())?)?;
                 Ok(Some(Taken {
                     seq,
-                    time: rec.time,
+                    time: rec.time(),
                     value,
                 }))
             }

@@ -452,7 +452,7 @@ impl<T: Message> JournalQueue<T> {
             };
             let value = crate::deserialize::<T>(crate::access::<T>(rec.payload())?)?;
             if self.claim(seq, &rec) {
-                return Ok(Some((seq, rec.time, value)));
+                return Ok(Some((seq, rec.time(), value)));
             }
         }
     }
@@ -527,7 +527,7 @@ impl<T: Message> JournalQueue<T> {
         let mut rec = first;
         let mut n = 0u64;
         loop {
-            f(rec.seq, crate::access::<T>(rec.payload())?);
+            f(rec.seq(), crate::access::<T>(rec.payload())?);
             reader.advance(&rec);
             n += 1;
             if n as usize >= max {

@@ -161,7 +161,7 @@ impl RawQueue {
         let mut n = 0;
         while n < max {
             let Some(rec) = reader.peek()? else { break };
-            f(rec.seq, rec.payload());
+            f(rec.seq(), rec.payload());
             reader.advance(&rec);
             n += 1;
         }

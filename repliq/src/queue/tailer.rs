@@ -55,7 +55,7 @@ impl<T: Message> Tailer<T> {
         let Some(rec) = self.reader.peek()? else {
             return Ok(None);
         };
-        let r = f(rec.seq, crate::access::<T>(rec.payload())?);
+        let r = f(rec.seq(), crate::access::<T>(rec.payload())?);
         self.reader.advance(&rec);
         Ok(Some(r))
     }

@@ -476,8 +476,8 @@ fn oldest_missing_age(journal: &Arc<Journal>, seq: u64) -> Duration {
         .and_then(|mut r| r.peek())
         .ok()
         .flatten()
-        .filter(|rec| rec.seq == seq)
-        .map(|rec| rec.time);
+        .filter(|rec| rec.seq() == seq)
+        .map(|rec| rec.time());
     let Some(nanos) = written else {
         return Duration::ZERO;
     };

@@ -1,0 +1,63 @@
+//! Moving a replica's suffix out of the live journal after a failover.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{corrupt, position_after};
+use crate::journal::Journal;
+use crate::journal::format::*;
+use crate::journal::segment::{self};
+use crate::{QueueError, Result};
+
+/// Moves every record from `seq` on out of the live journal of a replica, into
+/// `<dir>/moved-aside/epoch-<epoch>-from-<seq>/` (whole segment files, the first one as it was).
+/// Returns that directory. Processes that still map the old files keep reading the old bytes;
+/// new readers see the journal end before `seq`.
+#[allow(unsafe_code)]
+pub(crate) fn move_aside_from(journal: &Arc<Journal>, seq: u64, epoch: u64) -> Result<PathBuf> {
+    let dir = &journal.dir;
+    let Some((seg, pos)) = position_after(journal, seq)? else {
+        // Nothing is held at all: nothing to move.
+        return Ok(dir.join("moved-aside"));
+    };
+    let aside = dir
+        .join("moved-aside")
+        .join(format!("epoch-{epoch}-from-{seq}"));
+    crate::journal::perms::create_dir_all(&aside)
+        .map_err(|e| QueueError::io(format!("creating {}", aside.display()), e))?;
+    let io = |what: &str, p: &Path, e| QueueError::io(format!("{what} {}", p.display()), e);
+    for first in journal.list_segments()? {
+        if first > seg.first_seq {
+            let from = dir.join(segment::segment_name(first));
+            let to = aside.join(segment::segment_name(first));
+            std::fs::rename(&from, &to).map_err(|e| io("moving aside", &from, e))?;
+        }
+    }
+    // The segment holding `seq`: keep a full copy aside, and replace the live file (never
+    // truncated or rewritten in place while mapped) by a copy that ends before `seq`.
+    let live = dir.join(segment::segment_name(seg.first_seq));
+    let keep = aside.join(segment::segment_name(seg.first_seq));
+    std::fs::copy(&live, &keep).map_err(|e| io("copying aside", &live, e))?;
+    // SAFETY: [0, pos) is the segment header (written before publication), the index (on a
+    // replica written only by its sink, which runs in this same task and not concurrently) and
+    // final entries up to the end of record `seq - 1`, never written again.
+    let mut head = unsafe { seg.map.committed(0, pos) }
+        .ok_or_else(|| corrupt(&seg, pos, "position outside the segment".into()))?
+        .to_vec();
+    // Clear index entries of moved records.
+    let interval = u64::from(seg.index_interval);
+    for k in 0..u64::from(seg.index_entries) {
+        if seg.first_seq + k * interval >= seq {
+            let at = S_INDEX + 4 * k as usize;
+            if let Some(e) = head.get_mut(at..at + 4) {
+                e.fill(0);
+            }
+        }
+    }
+    let tmp = crate::journal::temp_path(dir, "tmp-move-aside");
+    let _ = std::fs::remove_file(&tmp);
+    crate::journal::publish_file(dir, &tmp, &head, seg.size as u64)?;
+    std::fs::rename(&tmp, &live).map_err(|e| io("replacing", &live, e))?;
+    journal.forget_segments();
+    Ok(aside)
+}
