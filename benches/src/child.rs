@@ -180,23 +180,3 @@ pub fn report(r: &ChildReport) -> BoxResult<()> {
     out.flush()?;
     Ok(())
 }
-
-/// Entry point of the hidden `child` subcommand.
-pub fn main(role: &str, cfg: &str) -> BoxResult<()> {
-    let cfg: ChildCfg = serde_json::from_str(cfg)?;
-    crate::clock::pin(cfg.cpu);
-    let r = match role {
-        "floor-pong" => crate::workloads::floor::child_pong(&cfg)?,
-        "floor-read" => crate::workloads::floor::child_read(&cfg)?,
-        "iox-read" => crate::workloads::iox::child_read(&cfg)?,
-        "iox-pong" => crate::workloads::iox::child_pong(&cfg)?,
-        "repliq-read" => crate::workloads::repliq::child_read(&cfg)?,
-        "repliq-pong" => crate::workloads::repliq::child_pong(&cfg)?,
-        "repliq-async-read" => crate::workloads::repliq_async::child_read(&cfg)?,
-        "repliq-fill" => crate::workloads::repliq::child_fill(&cfg)?,
-        "repliq-replica" => crate::workloads::repliq::child_replica(&cfg)?,
-        "tonic-sink" => crate::workloads::tonic_raw::child_sink(&cfg)?,
-        other => return Err(format!("unknown child role `{other}`").into()),
-    };
-    report(&r)
-}

@@ -1045,7 +1045,7 @@ fn main() {
             .map_err(Into::into)
             .and_then(|s| serde_json::from_str::<Results>(&s).map_err(Into::into))
             .and_then(|r| write_outputs(&r, &dir, true)),
-        Cmd::Child { role, cfg } => child::main(&role, &cfg),
+        Cmd::Child { role, cfg } => child_main(&role, &cfg),
     };
     if let Err(e) = r {
         eprintln!("repliq-bench: {e}");
@@ -1068,4 +1068,24 @@ mod tests {
         assert!(!peers_take_part(&w(&["replication"])));
         assert!(!peers_take_part(&w(&["pingpong", "enqueue", "extra"])));
     }
+}
+
+/// Entry point of the hidden `child` subcommand.
+fn child_main(role: &str, cfg: &str) -> BoxResult<()> {
+    let cfg: child::ChildCfg = serde_json::from_str(cfg)?;
+    crate::clock::pin(cfg.cpu);
+    let r = match role {
+        "floor-pong" => crate::workloads::floor::child_pong(&cfg)?,
+        "floor-read" => crate::workloads::floor::child_read(&cfg)?,
+        "iox-read" => crate::workloads::iox::child_read(&cfg)?,
+        "iox-pong" => crate::workloads::iox::child_pong(&cfg)?,
+        "repliq-read" => crate::workloads::repliq::child_read(&cfg)?,
+        "repliq-pong" => crate::workloads::repliq::child_pong(&cfg)?,
+        "repliq-async-read" => crate::workloads::repliq_async::child_read(&cfg)?,
+        "repliq-fill" => crate::workloads::repliq::child_fill(&cfg)?,
+        "repliq-replica" => crate::workloads::repliq::child_replica(&cfg)?,
+        "tonic-sink" => crate::workloads::tonic_raw::child_sink(&cfg)?,
+        other => return Err(format!("unknown child role `{other}`").into()),
+    };
+    child::report(&r)
 }

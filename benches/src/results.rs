@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{Latency, Throughput};
-use crate::workloads::Kind;
+use crate::workloads::{Kind, Memory};
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,21 +151,6 @@ impl Repeats {
             runs,
         })
     }
-}
-
-/// Resident memory of the two processes of a run beyond the file pages they map, from
-/// `/proc/<pid>/status` at the end of the run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Memory {
-    /// Consumer process: `RssAnon` (heap, stacks, anonymous mappings), bytes.
-    pub consumer_anon_bytes: u64,
-    /// Consumer process: `RssFile` + `RssShmem` (mapped journal and binary pages), bytes.
-    pub consumer_file_bytes: u64,
-    /// Producer: growth of the driver process's `RssAnon` from before the queue was created to
-    /// the end of the run (the driver hosts the producer thread and much else), bytes.
-    pub producer_anon_delta_bytes: i64,
-    /// Producer: the driver process's `RssAnon` at the end of the run, bytes.
-    pub producer_anon_bytes: u64,
 }
 
 /// A measurement that did not happen.

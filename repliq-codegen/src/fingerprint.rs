@@ -1,55 +1,29 @@
-//! Schema fingerprints, computed without compiling: the same values as `repliq::Fingerprint`
-//! (`repliq/src/fingerprint.rs`, algorithm version 1) gives the generated types.
+//! Schema fingerprints, computed without compiling: each schema type becomes the descriptor the
+//! generated Rust type will have (`repliq_types::Type`, the model the library uses), and its
+//! fingerprint is the library's own [`Type::fingerprint`]. One implementation, so a generated
+//! type and its schema cannot disagree.
+
+use std::borrow::Cow;
+
+use repliq_types::{Body as TBody, Field, Kind as TKind, List, MessageType, Ref, Type, Variant};
 
 use crate::model::{Body, Kind, Model, Prim, Ty};
-
-/// 64-bit FNV-1a over `str`/`u64` items, as `repliq::fingerprint::Hasher`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Hasher(u64);
-
-impl Hasher {
-    pub fn new() -> Self {
-        Hasher(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn bytes(mut self, bytes: &[u8]) -> Self {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self
-    }
-
-    pub fn u64(self, x: u64) -> Self {
-        self.bytes(&x.to_le_bytes())
-    }
-
-    pub fn str(self, s: &str) -> Self {
-        self.u64(s.len() as u64).bytes(s.as_bytes())
-    }
-
-    pub fn finish(self) -> u64 {
-        self.0
-    }
-}
-
-fn leaf(name: &str) -> u64 {
-    Hasher::new().str(name).finish()
-}
 
 /// The `NAME` of `repliq::Timestamp`, which the schema type `timestamp` maps to.
 pub(crate) const TIMESTAMP_NAME: &str = "repliq.Timestamp";
 
-fn timestamp() -> u64 {
-    Hasher::new()
-        .str("repliq.message.v1")
-        .str("struct")
-        .str(TIMESTAMP_NAME)
-        .str("named")
-        .u64(1)
-        .str("nanos")
-        .u64(leaf(Prim::I64.name()))
-        .finish()
+/// The descriptor of `repliq::Timestamp` (`struct Timestamp { nanos: i64 }`).
+fn timestamp() -> Type {
+    Type::Message(Ref::Owned(Box::new(MessageType {
+        name: Cow::Borrowed(TIMESTAMP_NAME),
+        kind: TKind::Struct(TBody {
+            shape: repliq_types::Shape::Named,
+            fields: List::Owned(vec![Field {
+                name: Cow::Borrowed("nanos"),
+                ty: Ref::Static(&Type::I64),
+            }]),
+        }),
+    })))
 }
 
 /// Fingerprints of all the types of a model (index-aligned with `model.types`).
@@ -58,64 +32,102 @@ fn timestamp() -> u64 {
 pub(crate) fn all(model: &Model) -> Vec<u64> {
     let mut memo = vec![None; model.types.len()];
     (0..model.types.len())
-        .map(|i| of_type(model, i, &mut memo))
+        .map(|i| {
+            message(model, i, &mut memo)
+                .map(|m| m.fingerprint())
+                .unwrap_or(0)
+        })
         .collect()
 }
 
-fn of_type(model: &Model, index: usize, memo: &mut Vec<Option<u64>>) -> u64 {
-    if let Some(fp) = memo[index] {
-        return fp;
+/// The descriptor of schema type `index`; `None` if it names a type that did not resolve.
+fn message(
+    model: &Model,
+    index: usize,
+    memo: &mut Vec<Option<MessageType>>,
+) -> Option<MessageType> {
+    if let Some(m) = &memo[index] {
+        return Some(m.clone());
     }
     let def = &model.types[index];
-    let mut h = Hasher::new().str("repliq.message.v1");
-    match &def.kind {
-        Kind::Message(body) => {
-            h = h.str("struct").str(&def.fq);
-            h = body_items(model, h, body, memo);
-        }
-        Kind::Enum(variants) => {
-            h = h.str("enum").str(&def.fq).u64(variants.len() as u64);
-            for v in variants {
-                h = body_items(model, h.str(&v.name), &v.body, memo);
-            }
-        }
-    }
-    let fp = h.finish();
-    memo[index] = Some(fp);
-    fp
+    let kind = match &def.kind {
+        Kind::Message(body) => TKind::Struct(self::body(model, body, memo)?),
+        Kind::Enum(variants) => TKind::Enum(List::Owned(
+            variants
+                .iter()
+                .map(|v| {
+                    Some(Variant {
+                        name: Cow::Owned(v.name.clone()),
+                        body: self::body(model, &v.body, memo)?,
+                    })
+                })
+                .collect::<Option<_>>()?,
+        )),
+    };
+    let m = MessageType {
+        name: Cow::Owned(def.fq.clone()),
+        kind,
+    };
+    memo[index] = Some(m.clone());
+    Some(m)
 }
 
-fn body_items(model: &Model, mut h: Hasher, body: &Body, memo: &mut Vec<Option<u64>>) -> Hasher {
-    h = h.str(body.shape.as_str()).u64(body.fields.len() as u64);
-    for f in &body.fields {
-        h = h.str(&f.name).u64(of_ty(model, &f.ty, memo));
-    }
-    h
+fn body(model: &Model, body: &Body, memo: &mut Vec<Option<MessageType>>) -> Option<TBody> {
+    Some(TBody {
+        shape: body.shape,
+        fields: List::Owned(
+            body.fields
+                .iter()
+                .map(|f| {
+                    Some(Field {
+                        name: Cow::Owned(f.name.clone()),
+                        ty: Ref::Owned(Box::new(of_ty(model, &f.ty, memo)?)),
+                    })
+                })
+                .collect::<Option<_>>()?,
+        ),
+    })
 }
 
-pub(crate) fn of_ty(model: &Model, ty: &Ty, memo: &mut Vec<Option<u64>>) -> u64 {
-    match ty {
-        Ty::Prim(p) => leaf(p.name()),
-        Ty::String => leaf("string"),
-        Ty::Bytes => Hasher::new().str("vec").u64(leaf("u8")).finish(),
+/// The descriptor of a field type; `None` for a type that did not resolve.
+fn of_ty(model: &Model, ty: &Ty, memo: &mut Vec<Option<MessageType>>) -> Option<Type> {
+    let boxed = |t: Type| Ref::Owned(Box::new(t));
+    Some(match ty {
+        Ty::Prim(p) => prim(*p),
+        Ty::String => Type::String,
+        Ty::Bytes => Type::Vec(Ref::Static(&Type::U8)),
         Ty::Timestamp => timestamp(),
-        Ty::List(t) => Hasher::new().str("vec").u64(of_ty(model, t, memo)).finish(),
-        Ty::Optional(t) => Hasher::new()
-            .str("option")
-            .u64(of_ty(model, t, memo))
-            .finish(),
-        Ty::Map(k, v) => Hasher::new()
-            .str("btree_map")
-            .u64(of_ty(model, k, memo))
-            .u64(of_ty(model, v, memo))
-            .finish(),
-        Ty::Array(t, n) => Hasher::new()
-            .str("array")
-            .u64(*n)
-            .u64(of_ty(model, t, memo))
-            .finish(),
-        Ty::Ref(i) => of_type(model, *i, memo),
-        Ty::Error => 0,
+        Ty::List(t) => Type::Vec(boxed(of_ty(model, t, memo)?)),
+        Ty::Optional(t) => Type::Option(boxed(of_ty(model, t, memo)?)),
+        Ty::Map(k, v) => Type::BtreeMap {
+            key: boxed(of_ty(model, k, memo)?),
+            value: boxed(of_ty(model, v, memo)?),
+        },
+        Ty::Array(t, n) => Type::Array {
+            len: *n,
+            of: boxed(of_ty(model, t, memo)?),
+        },
+        Ty::Ref(i) => Type::Message(Ref::Owned(Box::new(message(model, *i, memo)?))),
+        Ty::Error => return None,
+    })
+}
+
+fn prim(p: Prim) -> Type {
+    match p {
+        Prim::Bool => Type::Bool,
+        Prim::Char => Type::Char,
+        Prim::U8 => Type::U8,
+        Prim::U16 => Type::U16,
+        Prim::U32 => Type::U32,
+        Prim::U64 => Type::U64,
+        Prim::U128 => Type::U128,
+        Prim::I8 => Type::I8,
+        Prim::I16 => Type::I16,
+        Prim::I32 => Type::I32,
+        Prim::I64 => Type::I64,
+        Prim::I128 => Type::I128,
+        Prim::F32 => Type::F32,
+        Prim::F64 => Type::F64,
     }
 }
 
@@ -124,20 +136,9 @@ mod test {
     use super::*;
 
     #[test]
-    fn fnv1a_reference_vectors() {
-        assert_eq!(Hasher::new().finish(), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(Hasher::new().bytes(b"a").finish(), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(
-            Hasher::new().bytes(b"foobar").finish(),
-            0x8594_4171_f739_67e8
-        );
-    }
-
-    #[test]
-    fn strings_are_length_prefixed() {
-        assert_ne!(
-            Hasher::new().str("ab").str("c").finish(),
-            Hasher::new().str("a").str("bc").finish()
-        );
+    fn primitive_descriptors_carry_the_schema_names() {
+        for p in Prim::ALL {
+            assert_eq!(prim(p).leaf_name(), Some(p.name()));
+        }
     }
 }

@@ -129,22 +129,8 @@ impl Ty {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Shape {
-    Named,
-    Tuple,
-    Unit,
-}
-
-impl Shape {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Shape::Named => "named",
-            Shape::Tuple => "tuple",
-            Shape::Unit => "unit",
-        }
-    }
-}
+/// A body's shape: the library's own type (`named`, `tuple`, `unit`).
+pub(crate) use repliq_types::Shape;
 
 #[derive(Debug, Clone)]
 pub(crate) struct FieldDef {

@@ -49,60 +49,7 @@
 //! Type aliases are transparent (`type Price = u64;` hashes as `u64`), which matches the
 //! archived layout. Recursive message types are not supported.
 
-/// A `const` FNV-1a 64 hasher over the item stream described in the [module docs](self).
-///
-/// ```
-/// use repliq::fingerprint::Hasher;
-/// const FP: u64 = Hasher::new().str("u32").finish();
-/// assert_eq!(FP, <u32 as repliq::Fingerprint>::FINGERPRINT);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hasher(u64);
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-impl Hasher {
-    /// A hasher in its initial state.
-    #[must_use]
-    pub const fn new() -> Self {
-        Hasher(FNV_OFFSET)
-    }
-
-    const fn bytes(mut self, bytes: &[u8]) -> Self {
-        let mut i = 0;
-        while i < bytes.len() {
-            self.0 ^= bytes[i] as u64;
-            self.0 = self.0.wrapping_mul(FNV_PRIME);
-            i += 1;
-        }
-        self
-    }
-
-    /// Adds `x` as 8 little-endian bytes.
-    #[must_use]
-    pub const fn u64(self, x: u64) -> Self {
-        self.bytes(&x.to_le_bytes())
-    }
-
-    /// Adds the length of `s` (as [`u64`](Self::u64)) and then its UTF-8 bytes.
-    #[must_use]
-    pub const fn str(self, s: &str) -> Self {
-        self.u64(s.len() as u64).bytes(s.as_bytes())
-    }
-
-    /// The hash.
-    #[must_use]
-    pub const fn finish(self) -> u64 {
-        self.0
-    }
-}
-
-impl Default for Hasher {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+pub use repliq_types::Hasher;
 
 /// Types that can be fields of a message, with the structural hash of their archived layout.
 ///
@@ -218,9 +165,12 @@ mod test {
     fn fnv1a_matches_reference_vectors() {
         // Reference values of 64-bit FNV-1a from the FNV specification's test suite.
         assert_eq!(Hasher::new().finish(), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(Hasher::new().bytes(b"a").finish(), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(
-            Hasher::new().bytes(b"foobar").finish(),
+            Hasher::new().raw_bytes(b"a").finish(),
+            0xaf63_dc4c_8601_ec8c
+        );
+        assert_eq!(
+            Hasher::new().raw_bytes(b"foobar").finish(),
             0x8594_4171_f739_67e8
         );
     }

@@ -8,6 +8,8 @@ mod connectors;
 pub mod discovery;
 pub mod election;
 mod http;
+#[cfg(feature = "kubernetes")]
+pub mod kube_client;
 pub mod metrics;
 pub mod root_lock;
 pub mod scan;

@@ -102,7 +102,7 @@ pub struct Outcome {
     /// Anything a reader of the table must know.
     pub note: Option<String>,
     /// Resident memory of the processes beyond their mapped file pages (repliq throughput).
-    pub memory: Option<crate::results::Memory>,
+    pub memory: Option<Memory>,
 }
 
 /// A system under test.
@@ -165,4 +165,19 @@ mod tests {
         assert_eq!(rate_label(1_000_000), "1M");
         assert_eq!(Kind::OneWay { rate: 10_000 }.label(), "oneway@10k");
     }
+}
+
+/// Resident memory of the two processes of a run beyond the file pages they map, from
+/// `/proc/<pid>/status` at the end of the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Memory {
+    /// Consumer process: `RssAnon` (heap, stacks, anonymous mappings), bytes.
+    pub consumer_anon_bytes: u64,
+    /// Consumer process: `RssFile` + `RssShmem` (mapped journal and binary pages), bytes.
+    pub consumer_file_bytes: u64,
+    /// Producer: growth of the driver process's `RssAnon` from before the queue was created to
+    /// the end of the run (the driver hosts the producer thread and much else), bytes.
+    pub producer_anon_delta_bytes: i64,
+    /// Producer: the driver process's `RssAnon` at the end of the run, bytes.
+    pub producer_anon_bytes: u64,
 }

@@ -396,7 +396,7 @@ pub(crate) fn one_way_with(
             note: cut_note(sent, spec.count),
             memory: match (reports.first(), anon_before, anon_after) {
                 (Some(r), Some(b), Some(a)) if !latency && r.rss_anon_bytes > 0 => {
-                    Some(crate::results::Memory {
+                    Some(super::Memory {
                         consumer_anon_bytes: r.rss_anon_bytes,
                         consumer_file_bytes: r.rss_file_bytes,
                         producer_anon_delta_bytes: a as i64 - b as i64,

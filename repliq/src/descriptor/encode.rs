@@ -78,6 +78,7 @@ pub fn check_json_encodable(ty: &Type) -> R<()> {
                 let bodies: Vec<(&str, &super::Body)> = match &m.kind {
                     Kind::Struct(b) => vec![("", b)],
                     Kind::Enum(vs) => vs.iter().map(|v| (&*v.name, &v.body)).collect(),
+                    _ => Vec::new(),
                 };
                 for (variant, body) in bodies {
                     with_segment(path, variant, |p| {
@@ -344,7 +345,9 @@ impl Writer {
                     })?;
                     out
                 }
+                _ => return fail(path, format!("message {} has a kind unknown here", m.name)),
             },
+            _ => return fail(path, "a type this version of repliq cannot encode"),
         })
     }
 

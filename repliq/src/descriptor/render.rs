@@ -256,7 +256,9 @@ impl Reader<'_> {
                         }
                     }
                 }
+                _ => return err(pos, format!("message {} has a kind unknown here", m.name)),
             },
+            _ => return err(pos, "a type this version of repliq cannot render"),
         })
     }
 

@@ -147,7 +147,7 @@ pub fn start(config: &Config, node: &str) -> Result<Discovery, QueueError> {
         #[cfg(feature = "kubernetes")]
         DiscoveryMethod::Kubernetes => {
             let settings = kubernetes::Settings::from_config(config, node)?;
-            let client = kubernetes::in_cluster_client()?;
+            let client = crate::kube_client::in_cluster_client()?;
             Ok(kubernetes::spawn(client, settings))
         }
         #[cfg(not(feature = "kubernetes"))]

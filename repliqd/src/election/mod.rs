@@ -184,7 +184,7 @@ pub fn start(
         }
         #[cfg(feature = "kubernetes")]
         BackendKind::Kubernetes => {
-            let client = crate::discovery::kubernetes::in_cluster_client().map_err(|err| {
+            let client = crate::kube_client::in_cluster_client().map_err(|err| {
                 QueueError::InvalidConfig(format!(
                     "election.backend: {}",
                     err.to_string()
@@ -193,7 +193,7 @@ pub fn start(
             })?;
             let namespace = match (&e.namespace, &config.replication.discovery.namespace) {
                 (Some(ns), _) | (None, Some(ns)) => ns.clone(),
-                (None, None) => crate::discovery::kubernetes::namespace_from_env()?,
+                (None, None) => crate::kube_client::namespace_from_env()?,
             };
             let seconds = i32::try_from(timing.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
             let backend = kubernetes::KubeLeaseBackend::new(client, &namespace, &e.prefix, seconds);
