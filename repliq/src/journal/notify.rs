@@ -84,6 +84,27 @@ pub(crate) fn wake(counter: &AtomicU32, waiters: &AtomicU32) {
     }
 }
 
+/// One announced sleep, the only way anyone sleeps on a notify counter: joins the waiters, reads
+/// the counter, and sleeps (until a wake-up or `sleep`) only if `nothing_to_do` still says so
+/// after that read; then leaves. Checking after the announcement is what makes a wake-up
+/// impossible to miss: a producer that committed before the read is seen by `nothing_to_do`, one
+/// that commits after it sees the announcement and bumps the counter. The caller checks again
+/// afterwards (a return says nothing about why).
+pub(crate) fn sleep_announced(
+    counter: &AtomicU32,
+    waiters: &AtomicU32,
+    sleep: Duration,
+    nothing_to_do: impl FnOnce() -> bool,
+) {
+    join(waiters);
+    fence(Ordering::SeqCst);
+    let seen = counter.load(Ordering::SeqCst);
+    if nothing_to_do() {
+        futex::wait(counter, seen, sleep);
+    }
+    leave(waiters);
+}
+
 /// Waits until `ready` returns `Some`, or until `deadline`. `Ok(None)` on timeout.
 pub(crate) fn wait_until<R>(
     counter: &AtomicU32,
@@ -112,16 +133,17 @@ pub(crate) fn wait_until<R>(
             }
             None => MAX_SLEEP,
         };
-        join(waiters);
-        fence(Ordering::SeqCst);
-        let seen = counter.load(Ordering::SeqCst);
-        let r = ready();
-        if !matches!(r, Ok(None)) {
-            leave(waiters);
+        let mut early = None;
+        sleep_announced(counter, waiters, sleep, || match ready() {
+            Ok(None) => true,
+            r => {
+                early = Some(r);
+                false
+            }
+        });
+        if let Some(r) = early {
             return r;
         }
-        futex::wait(counter, seen, sleep);
-        leave(waiters);
         if let Some(r) = ready()? {
             return Ok(Some(r));
         }

@@ -11,13 +11,12 @@
 //! process without burning a core. The thread lingers for a second after the last waiter left,
 //! so a busy consumer does not spawn a thread per message.
 
-use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use super::{Journal, notify};
-use crate::raw::futex;
 
 /// The futex words of the meta file a task can wait on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,25 +137,18 @@ fn waiter_thread(journal: &Journal, word: Word) {
             idle_since = None;
             registry.waiting.iter().filter_map(|w| w.deadline).min()
         };
-        notify::join(waiters);
-        fence(Ordering::SeqCst);
-        let seen = counter.load(Ordering::SeqCst);
-        let any_ready = {
+        let sleep = earliest.map_or(notify::MAX_SLEEP, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(notify::MAX_SLEEP)
+        });
+        notify::sleep_announced(counter, waiters, sleep, || {
             let registry = lock.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
-            registry
+            !registry
                 .waiting
                 .iter()
                 .any(|w| w.deadline.is_some_and(|d| d <= now) || (w.ready)())
-        };
-        if !any_ready {
-            let sleep = earliest.map_or(notify::MAX_SLEEP, |d| {
-                d.saturating_duration_since(Instant::now())
-                    .min(notify::MAX_SLEEP)
-            });
-            futex::wait(counter, seen, sleep);
-        }
-        notify::leave(waiters);
+        });
         // Wake everyone: each task polls again and re-registers if it must still wait.
         let drained: Vec<Waiting> = {
             let mut registry = lock.lock().unwrap_or_else(|p| p.into_inner());

@@ -76,18 +76,23 @@ fn spawn_tail_watcher(
                 let advanced = match to_tail(&mut reader, reported) {
                     Ok(true) => Ok(Some(())),
                     Ok(false) => {
-                        let (counter, waiters) = (meta.data_notify(), meta.data_waiters());
-                        notify::join(waiters);
-                        std::sync::atomic::fence(Ordering::SeqCst);
-                        let seen = counter.load(Ordering::SeqCst);
-                        let moved = match to_tail(&mut reader, reported) {
-                            Ok(false) => {
-                                crate::raw::futex::wait(counter, seen, Duration::from_millis(100));
-                                to_tail(&mut reader, reported)
-                            }
-                            other => other,
+                        let mut found = None;
+                        notify::sleep_announced(
+                            meta.data_notify(),
+                            meta.data_waiters(),
+                            Duration::from_millis(100),
+                            || match to_tail(&mut reader, reported) {
+                                Ok(false) => true,
+                                other => {
+                                    found = Some(other);
+                                    false
+                                }
+                            },
+                        );
+                        let moved = match found {
+                            Some(moved) => moved,
+                            None => to_tail(&mut reader, reported),
                         };
-                        notify::leave(waiters);
                         moved.map(|m| m.then_some(()))
                     }
                     Err(e) => Err(e),

@@ -156,8 +156,12 @@ impl Replication for ReplicaService {
         let (tx, rx) = mpsc::channel(64);
         let service = self.clone();
         tokio::spawn(async move {
-            if let Err((reason, detail, epoch, next_seq)) =
-                serve_stream(&service, peer, inbound, &tx).await
+            if let Err(Refusing {
+                reason,
+                detail,
+                epoch,
+                next_seq,
+            }) = serve_stream(&service, peer, inbound, &tx).await
             {
                 tracing::warn!(?reason, %detail, "replication stream refused");
                 let refused = Refused {
@@ -177,7 +181,27 @@ impl Replication for ReplicaService {
     }
 }
 
-type Refusing = (refused::Reason, String, u64, u64);
+/// Why this replica ends a stream: what its `Refused` message tells the primary.
+#[derive(Debug)]
+struct Refusing {
+    reason: refused::Reason,
+    detail: String,
+    /// The newest epoch this replica knows.
+    epoch: u64,
+    /// The next sequence number this replica needs.
+    next_seq: u64,
+}
+
+impl Refusing {
+    fn new(reason: refused::Reason, detail: impl Into<String>, epoch: u64, next_seq: u64) -> Self {
+        Refusing {
+            reason,
+            detail: detail.into(),
+            epoch,
+            next_seq,
+        }
+    }
+}
 
 /// The client's certificate chain, as the TLS handshake verified it.
 #[cfg(feature = "tls")]
@@ -186,7 +210,7 @@ type PeerCerts = Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>;
 type PeerCerts = ();
 
 fn storage(e: impl std::fmt::Display) -> Refusing {
-    (refused::Reason::Storage, e.to_string(), 0, 0)
+    Refusing::new(refused::Reason::Storage, e.to_string(), 0, 0)
 }
 
 fn valid_queue_name(name: &str) -> bool {
@@ -202,7 +226,7 @@ fn open_replica(
     hello: &Hello,
 ) -> std::result::Result<(Arc<Journal>, PathBuf), Refusing> {
     if !valid_queue_name(&hello.queue) {
-        return Err((
+        return Err(Refusing::new(
             refused::Reason::IncompatibleQueue,
             format!("invalid queue name {:?}", hello.queue),
             0,
@@ -223,7 +247,7 @@ fn open_replica(
         created_unix_nanos: 0,
     };
     if let Err(why) = config.validate() {
-        return Err((
+        return Err(Refusing::new(
             refused::Reason::InvalidHello,
             format!("queue {:?}: {why}", hello.queue),
             0,
@@ -253,7 +277,7 @@ fn open_replica(
         || held.segment_size != config.segment_size
         || held.index_interval != config.index_interval
     {
-        return Err((
+        return Err(Refusing::new(
             refused::Reason::IncompatibleQueue,
             format!(
                 "{} holds `{}` (fingerprint {:#018x}, segments of {} bytes), the primary sends \
@@ -312,7 +336,7 @@ async fn serve_stream(
         Err(e) => return Err(storage(e)),
     };
     if !service.peers.allows(&hello.primary) {
-        return Err((
+        return Err(Refusing::new(
             refused::Reason::NotAPeer,
             format!(
                 "{:?} is not a peer of this node; replication of {:?} refused",
@@ -329,7 +353,7 @@ async fn serve_stream(
             None => Err("the stream did not come over mutual TLS".into()),
         };
         if let Err(why) = checked {
-            return Err((
+            return Err(Refusing::new(
                 refused::Reason::NotAPeer,
                 format!(
                     "{:?} is not authenticated: {why}; replication of {:?} refused",
@@ -483,7 +507,7 @@ impl Stream<'_> {
             .as_ref()
             .map_or((0, 0), |r| (r.follower.epoch(), r.follower.next_seq()));
         if epoch > self.hello.epoch {
-            (
+            Refusing::new(
                 refused::Reason::StaleEpoch,
                 format!(
                     "{}: a primary of epoch {epoch} took over; frames of epoch {} are refused",
@@ -493,7 +517,7 @@ impl Stream<'_> {
                 next_seq,
             )
         } else {
-            (
+            Refusing::new(
                 refused::Reason::Superseded,
                 format!(
                     "{}: a newer stream of epoch {epoch} took over this one",
@@ -535,7 +559,7 @@ fn admit(
     let _lock = state_lock(dir, false).map_err(storage)?;
     let state = ReplicationState::load(dir).map_err(storage)?;
     if state.role == Role::Primary && state.epoch >= hello.epoch {
-        return Err((
+        return Err(Refusing::new(
             refused::Reason::StaleEpoch,
             format!(
                 "{} is primary of epoch {} here; {} sent epoch {}",
@@ -598,7 +622,7 @@ fn refusing(r: &Refusal, follower: &Follower) -> Refusing {
             refused::Reason::Diverged
         }
     };
-    (reason, r.to_string(), follower.epoch(), follower.next_seq())
+    Refusing::new(reason, r.to_string(), follower.epoch(), follower.next_seq())
 }
 
 /// Batches of at most this many bytes are applied (and synced) on the stream's task without
@@ -672,7 +696,7 @@ fn apply_batch(
     }
     for frame in batch {
         if frame.epoch != hello.epoch {
-            refusal = Some((
+            refusal = Some(Refusing::new(
                 refused::Reason::Diverged,
                 format!(
                     "malformed stream: a frame of epoch {} on a stream of epoch {}",
@@ -703,7 +727,7 @@ fn apply_batch(
         let records = match frame_records(&frame.bytes) {
             Ok(records) => records,
             Err(e) => {
-                refusal = Some((
+                refusal = Some(Refusing::new(
                     refused::Reason::Diverged,
                     format!("malformed frame: {e}"),
                     follower.epoch(),
