@@ -229,11 +229,7 @@ impl TlsConfig {
     /// The same files, as the replication library takes them.
     #[must_use]
     pub fn files(&self) -> repliq::replication::TlsFiles {
-        repliq::replication::TlsFiles {
-            ca: self.ca.clone(),
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-        }
+        repliq::replication::TlsFiles::new(self.ca.clone(), self.cert.clone(), self.key.clone())
     }
 }
 

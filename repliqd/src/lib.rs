@@ -500,9 +500,6 @@ fn replica_addrs(set: &discovery::PeerSet, node: &str) -> Vec<ReplicaAddr> {
     set.peers
         .iter()
         .filter(|p| p.name != node)
-        .map(|p| ReplicaAddr {
-            name: p.name.clone(),
-            address: p.address.clone(),
-        })
+        .map(|p| ReplicaAddr::new(p.name.clone(), p.address.clone()))
         .collect()
 }

@@ -103,10 +103,7 @@ fn a_replica_refuses_the_old_epochs_stream_after_a_newer_epochs_hello() {
                 .enable_all()
                 .build()
                 .unwrap();
-            let replicas = vec![ReplicaAddr {
-                name: "b".into(),
-                address: format!("127.0.0.1:{port_b}"),
-            }];
+            let replicas = vec![ReplicaAddr::new("b", format!("127.0.0.1:{port_b}"))];
             let options = PrimaryOptions::new("c", replicas, ReplicationMode::Asynchronous);
             rt.block_on(run_primary(qc, options, stop_rx))
         })

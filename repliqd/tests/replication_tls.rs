@@ -38,11 +38,11 @@ fn node_files(dir: &Path, file: &str, name: &str, by: &Ca, trust: &Ca) -> TlsFil
     let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &by.issuer).unwrap();
-    let files = TlsFiles {
-        ca: dir.join("ca.crt"),
-        cert: dir.join(format!("{file}.crt")),
-        key: dir.join(format!("{file}.key")),
-    };
+    let files = TlsFiles::new(
+        dir.join("ca.crt"),
+        dir.join(format!("{file}.crt")),
+        dir.join(format!("{file}.key")),
+    );
     std::fs::write(&files.ca, &trust.pem).unwrap();
     std::fs::write(&files.cert, cert.pem()).unwrap();
     std::fs::write(&files.key, key.serialize_pem()).unwrap();
@@ -73,10 +73,7 @@ fn primary_for(dir: PathBuf, node: &str, to: (&str, u16), tls: Option<TlsFiles>,
         .unwrap();
     let mut options = PrimaryOptions::new(
         node,
-        vec![ReplicaAddr {
-            name: to.0.into(),
-            address: format!("127.0.0.1:{}", to.1),
-        }],
+        vec![ReplicaAddr::new(to.0, format!("127.0.0.1:{}", to.1))],
         ReplicationMode::Asynchronous,
     );
     options.tls = tls;

@@ -89,24 +89,42 @@ impl Schema {
     ///
     /// # Errors
     ///
-    /// A description of what is wrong.
-    pub fn from_json(text: &str) -> std::result::Result<Schema, String> {
-        let schema: Schema = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    /// [`SchemaError`]: what is wrong.
+    pub fn from_json(text: &str) -> std::result::Result<Schema, SchemaError> {
+        let schema: Schema =
+            serde_json::from_str(text).map_err(|e| SchemaError::Parse(e.to_string()))?;
         if schema.format != SCHEMA_FORMAT {
-            return Err(format!(
-                "unknown schema format {:?} (expected {SCHEMA_FORMAT:?})",
-                schema.format
-            ));
+            return Err(SchemaError::UnknownFormat(schema.format.into_owned()));
         }
         let computed = schema.root.fingerprint();
         if computed != schema.fingerprint {
-            return Err(format!(
-                "the descriptor hashes to {computed:#018x}, but the schema says {:#018x}",
-                schema.fingerprint
-            ));
+            return Err(SchemaError::FingerprintMismatch {
+                computed,
+                stored: schema.fingerprint,
+            });
         }
         Ok(schema)
     }
+}
+
+/// Why a `schema.json` text was refused by [`Schema::from_json`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// Not JSON, or not the shape of a schema.
+    #[error("{0}")]
+    Parse(String),
+    /// A format tag other than [`SCHEMA_FORMAT`].
+    #[error("unknown schema format {0:?} (expected {SCHEMA_FORMAT:?})")]
+    UnknownFormat(String),
+    /// The descriptor does not hash to the stored fingerprint.
+    #[error("the descriptor hashes to {computed:#018x}, but the schema says {stored:#018x}")]
+    FingerprintMismatch {
+        /// The descriptor's fingerprint.
+        computed: u64,
+        /// The one the file states.
+        stored: u64,
+    },
 }
 
 mod hex_u64 {

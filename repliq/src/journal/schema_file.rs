@@ -70,7 +70,7 @@ pub fn read_schema(dir: impl AsRef<Path>) -> Result<Option<Schema>> {
         offset: 0,
         reason,
     };
-    let schema = Schema::from_json(&text).map_err(corrupt)?;
+    let schema = Schema::from_json(&text).map_err(|e| corrupt(e.to_string()))?;
     let meta = super::meta::read_config(dir)?;
     if meta.fingerprint != schema.fingerprint || meta.type_name != schema.name {
         return Err(corrupt(format!(

@@ -498,9 +498,7 @@ impl<T: Message + Send + Sync + 'static> PersistentQueue<T> for ReplicatedQueueI
     /// [`QueueError::InvalidConfig`] if the queue exists with another capacity (open it with
     /// [`open`](PersistentQueue::open) to keep its stored settings); as
     /// [`QueueOptions::create`].
-    fn new(path: impl AsRef<Path>, capacity: usize) -> Result<Self> {
-        let capacity = u64::try_from(capacity)
-            .map_err(|_| QueueError::InvalidConfig(format!("capacity {capacity} is too large")))?;
+    fn new(path: impl AsRef<Path>, capacity: u64) -> Result<Self> {
         Self::create_with(
             path,
             QueueOptions::new()

@@ -40,7 +40,7 @@ pub trait PersistentQueue<T: Message + Send + Sync>: Queue<T> {
     /// [`QueueError::InvalidConfig`] for a capacity of 0, or if the queue exists with another
     /// capacity (fixed at creation: [`open`](Self::open) keeps the stored one); I/O and
     /// corruption errors.
-    fn new(path: impl AsRef<Path>, capacity: usize) -> Result<Self, QueueError>
+    fn new(path: impl AsRef<Path>, capacity: u64) -> Result<Self, QueueError>
     where
         Self: Sized;
 

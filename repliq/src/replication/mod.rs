@@ -2,15 +2,15 @@
 //! append them at the same sequence numbers.
 //!
 //! This module is the *state machine* of replication and does no I/O (the habit of raft-rs):
-//! [`Leader`] runs on the primary, one [`Follower`] per queue on each replica. Events go in
+//! `Leader` runs on the primary, one `Follower` per queue on each replica. Events go in
 //! (a replica subscribed, the journal committed more records, an acknowledgement arrived, a frame
-//! arrived) and decisions come out ([`LeaderAction`]s, [`FollowerDecision`]s). A transport (the
+//! arrived) and decisions come out (`LeaderAction`s, `FollowerDecision`s). A transport (the
 //! gRPC adapter) and a journal carry them out. That keeps every rule of the protocol testable
 //! over a simulated network with drops, duplicates, reordering and partitions (see `test.rs`).
 //!
 //! # The protocol
 //!
-//! * Records are identified by a dense sequence number and carry a crc32c ([`RecordId`]).
+//! * Records are identified by a dense sequence number and carry a crc32c (`RecordId`).
 //! * Every primary term has an **epoch**. Frames and subscriptions carry it. A follower refuses
 //!   frames of an epoch older than the newest it has seen; a leader that meets a newer epoch
 //!   steps down. This fences an old primary after a failover (no split brain).
@@ -26,8 +26,16 @@
 //!   asynchronous mode): that suffix is **moved aside**, not merged, and replaced by the new
 //!   primary's records.
 //! * A follower acknowledges the sequence up to which it holds records durably. The leader
-//!   publishes the highest sequence that `required_acks` replicas hold ([`LeaderAction::Acked`]);
+//!   publishes the highest sequence that `required_acks` replicas hold (`LeaderAction::Acked`);
 //!   in [`ReplicationMode::Synchronous`] `enqueue` waits for that value to pass its record.
+//!
+//! # What is public
+//!
+//! For applications: [`ReplicatedQueue`] (`configure_replication`), [`ReplicationMode`],
+//! [`EmbeddedReplication`] and its [`PrimaryOptions`], [`ReplicaAddr`] and `TlsFiles` (feature
+//! `tls`). The state machine, the gRPC adapter and the replication state file are public only so
+//! that `repliqd` can drive them: they are hidden from these docs and semantic versioning does not
+//! cover them.
 
 #[cfg(test)]
 mod competing_test;
@@ -35,6 +43,7 @@ mod competing_test;
 mod embedded;
 mod follower;
 #[cfg(feature = "replication")]
+#[doc(hidden)]
 pub mod grpc;
 mod leader;
 #[cfg(all(test, feature = "replication"))]
@@ -58,23 +67,36 @@ mod tls;
 
 #[cfg(feature = "replication")]
 pub use embedded::{EmbeddedReplication, ReplicatedQueue};
-pub use follower::{Follower, FollowerDecision, HelloAccepted, Refusal, StreamId};
-pub use leader::{Leader, LeaderAction, LeaderConfig};
-pub use observer::ReplicationObserver;
 #[cfg(feature = "replication")]
-pub use options::{
-    Authority, DEFAULT_MAX_REPLICA_LAG_SEGMENTS, PrimaryOptions, ReplicaAddr, STREAM_KEEPALIVE,
-    STREAM_KEEPALIVE_TIMEOUT,
-};
-#[cfg(feature = "replication")]
-pub use peers::PeerSet;
-#[cfg(feature = "replication")]
-pub use primary::run_primary;
-#[cfg(feature = "replication")]
-pub use replica_service::ReplicaService;
-pub use state::{ReplicationState, Role, STATE_FILE};
+pub use options::{PrimaryOptions, ReplicaAddr};
 #[cfg(feature = "tls")]
 pub use tls::TlsFiles;
+
+// What follows serves the daemon (`repliqd`) and the tests: the state machine, the gRPC adapter,
+// the state file. It is public so that the daemon can drive it, hidden from the documentation,
+// and not part of the API that semantic versioning covers.
+#[doc(hidden)]
+pub use follower::{Follower, FollowerDecision, HelloAccepted, Refusal, StreamId};
+#[doc(hidden)]
+pub use leader::{Leader, LeaderAction, LeaderConfig};
+#[doc(hidden)]
+pub use observer::ReplicationObserver;
+#[cfg(feature = "replication")]
+#[doc(hidden)]
+pub use options::{
+    Authority, DEFAULT_MAX_REPLICA_LAG_SEGMENTS, STREAM_KEEPALIVE, STREAM_KEEPALIVE_TIMEOUT,
+};
+#[cfg(feature = "replication")]
+#[doc(hidden)]
+pub use peers::PeerSet;
+#[cfg(feature = "replication")]
+#[doc(hidden)]
+pub use primary::run_primary;
+#[cfg(feature = "replication")]
+#[doc(hidden)]
+pub use replica_service::ReplicaService;
+#[doc(hidden)]
+pub use state::{ReplicationState, Role, STATE_FILE};
 
 /// When `enqueue` returns on a replicated queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -87,11 +109,15 @@ pub enum ReplicationMode {
 }
 
 /// The name of a node (its `NODE_NAME`).
+#[doc(hidden)]
 pub type NodeId = String;
 
+#[doc(hidden)]
 pub use crate::journal::replica::RecordId;
+#[doc(hidden)]
 pub use crate::journal::{NODE_POLICY_FILE, NodePolicy};
 
+#[doc(hidden)]
 /// The header of a frame: a batch of consecutive committed records of one epoch. The bytes of
 /// the records travel beside it, unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]

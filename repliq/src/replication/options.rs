@@ -23,6 +23,7 @@ pub const STREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A replica of a queue: a node name and its gRPC address (`host:port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplicaAddr {
     /// The replica's node name.
     pub name: String,
@@ -30,8 +31,21 @@ pub struct ReplicaAddr {
     pub address: String,
 }
 
-/// How the primary side replicates one queue.
+/// How the primary side replicates one queue: [`PrimaryOptions::new`], then the builder methods
+/// for what differs from the defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// use repliq::ReplicationMode;
+/// use repliq::replication::PrimaryOptions;
+///
+/// let options = PrimaryOptions::new("node-a", Vec::new(), ReplicationMode::Synchronous)
+///     .required_acks(1)
+///     .ack_timeout(Duration::from_millis(500));
+/// assert_eq!(options.required_acks, 1);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PrimaryOptions {
     /// This node's name.
     pub node: String,
@@ -134,6 +148,81 @@ impl PrimaryOptions {
             authority: None,
             #[cfg(feature = "tls")]
             tls: None,
+        }
+    }
+
+    /// Replicas that must hold a record before it is acknowledged (synchronous mode; k of n).
+    #[must_use]
+    pub fn required_acks(mut self, required_acks: usize) -> Self {
+        self.required_acks = required_acks;
+        self
+    }
+
+    /// The largest frame, in bytes.
+    #[must_use]
+    pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.max_frame_bytes = bytes;
+        self
+    }
+
+    /// Records in flight per replica beyond its acknowledgement.
+    #[must_use]
+    pub fn window(mut self, records: u64) -> Self {
+        self.window = records;
+        self
+    }
+
+    /// How long a stop waits for replicas to catch up.
+    #[must_use]
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// How long a synchronous `enqueue` waits for its acknowledgements.
+    #[must_use]
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// How many segments behind a replica may fall before it is declared lost (`None`: never).
+    #[must_use]
+    pub fn max_replica_lag_segments(mut self, segments: Option<u64>) -> Self {
+        self.max_replica_lag_segments = segments;
+        self
+    }
+
+    /// Who is told about acknowledgements, bytes sent and lag.
+    #[must_use]
+    pub fn observer(mut self, observer: Arc<dyn ReplicationObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The lease under which this primary may acknowledge writes (elected primaries).
+    #[must_use]
+    pub fn authority(mut self, authority: Authority) -> Self {
+        self.authority = Some(authority);
+        self
+    }
+
+    /// Mutual TLS to the replicas.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, files: super::TlsFiles) -> Self {
+        self.tls = Some(files);
+        self
+    }
+}
+
+impl ReplicaAddr {
+    /// The replica named `name` at gRPC address `address` (`host:port`).
+    #[must_use]
+    pub fn new(name: impl Into<String>, address: impl Into<String>) -> Self {
+        ReplicaAddr {
+            name: name.into(),
+            address: address.into(),
         }
     }
 }

@@ -17,6 +17,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 
 /// Where a node's certificate, key and CA are (PEM files).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsFiles {
     /// The CA certificate(s) every peer's certificate must chain to.
     pub ca: PathBuf,
@@ -27,6 +28,16 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// The CA, certificate and key at these paths.
+    #[must_use]
+    pub fn new(ca: impl Into<PathBuf>, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        TlsFiles {
+            ca: ca.into(),
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+
     fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
         std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
     }
