@@ -116,8 +116,10 @@ fn loom_cursor_claims_each_record_once() {
             .flat_map(|h| h.join().unwrap())
             .collect();
         all.sort_unstable();
+        let claims = all.len();
         all.dedup();
+        assert_eq!(all.len(), claims, "no record claimed twice");
         let total = Word::load(&*next, Ordering::Acquire);
-        assert_eq!(all.len() as u64, total, "no record claimed twice");
+        assert_eq!(claims as u64, total, "every record claimed once");
     });
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::files::{STALE_TEMP_FILE_AGE, remove_stale_temp_files};
 use super::format::*;
 use super::header::{self, State};
 use super::meta::MetaConfig;

@@ -254,9 +254,10 @@ pub fn order(id: u64) -> Order {
 
 const CHILD_DIR: &str = "REPLIQ_TEST_PRODUCER_DIR";
 
-/// The body of the producer process: each test file that spawns producers has
-/// `#[test] fn producer_child() { support::producer_child() }`, which does nothing unless the
-/// test binary was started by [`Producer::spawn`]. It creates (or opens) the queue with
+/// The body of the producer process: each test file that spawns producers has an ignored
+/// `#[test] fn producer_child() { support::producer_child() }` (ignored, so that it is not
+/// counted as a test that passed), which does nothing unless the test binary was started by
+/// [`Producer::spawn`] (with `--ignored`). It creates (or opens) the queue with
 /// `JournalQueue::new` and enqueues orders `base..base+count` for at most `secs` seconds, one line
 /// on stdout per outcome: `ACK seq id` (enqueue returned Ok), `TIMEOUT seq id` (AckTimeout: written
 /// locally, not acknowledged), `FENCED id`, `ERR id message`; `DONE` at the end.
@@ -314,6 +315,7 @@ impl Producer {
             .args([
                 "producer_child",
                 "--exact",
+                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
