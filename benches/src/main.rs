@@ -1053,23 +1053,6 @@ fn main() {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::peers_take_part;
-
-    #[test]
-    fn the_servers_start_only_for_workloads_they_take_part_in() {
-        let w = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
-        assert!(peers_take_part(&[]));
-        assert!(peers_take_part(&w(&["oneway@10k"])));
-        assert!(peers_take_part(&w(&["oneway"])));
-        assert!(peers_take_part(&w(&["throughput"])));
-        assert!(peers_take_part(&w(&["pingpong", "through"])));
-        assert!(!peers_take_part(&w(&["replication"])));
-        assert!(!peers_take_part(&w(&["pingpong", "enqueue", "extra"])));
-    }
-}
-
 /// Entry point of the hidden `child` subcommand.
 fn child_main(role: &str, cfg: &str) -> BoxResult<()> {
     let cfg: child::ChildCfg = serde_json::from_str(cfg)?;
@@ -1088,4 +1071,21 @@ fn child_main(role: &str, cfg: &str) -> BoxResult<()> {
         other => return Err(format!("unknown child role `{other}`").into()),
     };
     child::report(&r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peers_take_part;
+
+    #[test]
+    fn the_servers_start_only_for_workloads_they_take_part_in() {
+        let w = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert!(peers_take_part(&[]));
+        assert!(peers_take_part(&w(&["oneway@10k"])));
+        assert!(peers_take_part(&w(&["oneway"])));
+        assert!(peers_take_part(&w(&["throughput"])));
+        assert!(peers_take_part(&w(&["pingpong", "through"])));
+        assert!(!peers_take_part(&w(&["replication"])));
+        assert!(!peers_take_part(&w(&["pingpong", "enqueue", "extra"])));
+    }
 }

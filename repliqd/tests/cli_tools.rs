@@ -48,6 +48,10 @@ fn inspect_prints_json_describing_the_queue() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["type_name"], "cli.Note");
     assert_eq!(v["format_version"], 1);
+    assert_eq!(
+        v["meta_version"], 2,
+        "a queue created now has a version 2 meta file"
+    );
     assert_eq!(v["capacity"], 100);
     assert_eq!(v["first_seq"], 0);
     assert_eq!(v["last_seq"], 4);

@@ -17,8 +17,10 @@ use crate::{QueueError, Result};
 pub struct JournalInfo {
     /// The queue directory.
     pub path: PathBuf,
-    /// Journal format version.
+    /// Segment file format version (`docs/FORMAT.md`).
     pub format_version: u32,
+    /// The meta file's format version (1, or 2 since consumer slots are reused).
+    pub meta_version: u32,
     /// `Message::NAME` of the queue's message type.
     pub type_name: String,
     /// Its schema fingerprint.
@@ -156,6 +158,7 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<JournalInfo> {
     Ok(JournalInfo {
         path: journal.dir.clone(),
         format_version: FORMAT_VERSION,
+        meta_version: journal.meta.version,
         type_name: config.type_name,
         fingerprint: format!("{:#018x}", config.fingerprint),
         segment_size: config.segment_size,

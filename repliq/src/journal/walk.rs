@@ -139,10 +139,11 @@ impl Walk {
                 }
                 Entry::Abandoned { extent }
             }
-            // SAFETY: the word at `pos` was acquire-loaded just above and decoded as COMMITTED
-            // with length `len`.
             State::Committed { len } => {
-                Entry::Record(unsafe { self.check_record(seg, len, verify_crc) }?)
+                // SAFETY: the word at `pos` was acquire-loaded just above and decoded as
+                // COMMITTED with length `len`.
+                let rec = unsafe { self.check_record(seg, len, verify_crc) }?;
+                Entry::Record(rec)
             }
             State::Invalid(v) => {
                 return Err(corrupt(
@@ -248,7 +249,7 @@ impl Walk {
         if !self
             .seg
             .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, &rec.segment()))
+            .is_some_and(|s| Arc::ptr_eq(s, rec.segment()))
         {
             self.seg = Some(rec.segment().clone());
         }

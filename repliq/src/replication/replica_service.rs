@@ -209,6 +209,22 @@ type PeerCerts = Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>;
 #[cfg(not(feature = "tls"))]
 type PeerCerts = ();
 
+/// The primary's side of the stream failed (a reset, a keep-alive timeout): nothing to refuse,
+/// but the stream ends, and the log says why (not as a storage error).
+fn broken(e: Status) -> Refusing {
+    Refusing::new(
+        refused::Reason::Unspecified,
+        format!("the stream from the primary broke: {e}"),
+        0,
+        0,
+    )
+}
+
+/// The primary broke the protocol (a message out of place).
+fn protocol(detail: &str) -> Refusing {
+    Refusing::new(refused::Reason::Unspecified, detail, 0, 0)
+}
+
 fn storage(e: impl std::fmt::Display) -> Refusing {
     Refusing::new(refused::Reason::Storage, e.to_string(), 0, 0)
 }
@@ -319,7 +335,7 @@ fn open_replica(
 async fn reply(tx: &ReplyTx, kind: replica_message::Kind) -> std::result::Result<(), Refusing> {
     tx.send(Ok(ReplicaMessage { kind: Some(kind) }))
         .await
-        .map_err(|_| storage("the primary went away"))
+        .map_err(|_| protocol("the primary went away"))
 }
 
 async fn serve_stream(
@@ -332,8 +348,8 @@ async fn serve_stream(
         Ok(Some(PrimaryMessage {
             kind: Some(primary_message::Kind::Hello(h)),
         })) => h,
-        Ok(_) => return Err(storage("the stream must start with a Hello")),
-        Err(e) => return Err(storage(e)),
+        Ok(_) => return Err(protocol("the stream must start with a Hello")),
+        Err(e) => return Err(broken(e)),
     };
     if !service.peers.allows(&hello.primary) {
         return Err(Refusing::new(
@@ -418,8 +434,8 @@ async fn serve_stream(
                     continue;
                 }
                 Ok(None) => return Ok(()),
-                Ok(Some(_)) => return Err(storage("unexpected message after Hello")),
-                Err(e) => return Err(storage(e)),
+                Ok(Some(_)) => return Err(protocol("unexpected message after Hello")),
+                Err(e) => return Err(broken(e)),
             };
             // Take every frame that has already arrived, so that one msync and one
             // acknowledgement cover them all (a sync per frame would bound a stream by the disk's
@@ -442,8 +458,8 @@ async fn serve_stream(
                         ended = true;
                         break;
                     }
-                    Some(Ok(Some(_))) => return Err(storage("unexpected message after Hello")),
-                    Some(Err(e)) => return Err(storage(e)),
+                    Some(Ok(Some(_))) => return Err(protocol("unexpected message after Hello")),
+                    Some(Err(e)) => return Err(broken(e)),
                 }
             }
             // One blocking section per batch: the lock, the appends and (unless lazy) the msync.

@@ -158,29 +158,3 @@ pub fn start(config: &Config, node: &str) -> Result<Discovery, QueueError> {
         )),
     }
 }
-
-/// Calls `set` with the readiness of every snapshot (the daemon's `/readyz`), logging what is
-/// missing while it is not ready.
-pub fn mirror_readiness(
-    mut rx: watch::Receiver<PeerSet>,
-    set: impl Fn(bool) + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let snapshot = rx.borrow_and_update().clone();
-            set(snapshot.ready);
-            if !snapshot.ready {
-                tracing::warn!(
-                    problem = snapshot
-                        .problem
-                        .as_deref()
-                        .unwrap_or("waiting for the first list"),
-                    "not ready: discovery has no complete peer set"
-                );
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    })
-}
