@@ -158,7 +158,12 @@ mod test {
         let f = h.failovers();
         assert_eq!(f.len(), 1);
         assert_eq!(
-            (f[0].from_epoch, f[0].epoch, f[0].epoch_start, f[0].time_unix_ms),
+            (
+                f[0].from_epoch,
+                f[0].epoch,
+                f[0].epoch_start,
+                f[0].time_unix_ms
+            ),
             (1, 2, 40, 3)
         );
         assert_eq!(f[0].previous_primary.as_deref(), Some("a"));

@@ -23,8 +23,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-pub use history::{FAILOVERS_KEPT, History};
 use history::Key;
+pub use history::{FAILOVERS_KEPT, History};
 pub use samples::Samples;
 pub use status::Status;
 
@@ -121,8 +121,7 @@ fn sample(state: &HttpState) {
         if let Some(queue) = labels.get("queue") {
             counters.insert(Key::enqueued(queue), v as u64);
             let dir = state.console.root.join(queue);
-            if let Some((_, epoch, start, primary)) =
-                status::queue_role(&dir, &state.console.node)
+            if let Some((_, epoch, start, primary)) = status::queue_role(&dir, &state.console.node)
             {
                 queues.push((queue.clone(), epoch, start, primary));
             }

@@ -166,7 +166,8 @@ pub(crate) struct Inputs<'a> {
 
 fn count(v: Option<f64>) -> u64 {
     // Counters and gauges of whole records: non-negative and exact below 2^53.
-    v.filter(|v| v.is_finite() && *v > 0.0).map_or(0, |v| v as u64)
+    v.filter(|v| v.is_finite() && *v > 0.0)
+        .map_or(0, |v| v as u64)
 }
 
 /// The role, epoch, epoch start and primary of the queue at `dir`, from its replication state.
@@ -174,9 +175,7 @@ pub(crate) fn queue_role(dir: &Path, node: &str) -> Option<(String, u64, u64, Op
     let state = repliq::replication::ReplicationState::load(dir).ok()?;
     let primary = state.role == repliq::replication::Role::Primary;
     let role = if primary { "primary" } else { "replica" };
-    let who = state
-        .primary
-        .or_else(|| primary.then(|| node.to_owned()));
+    let who = state.primary.or_else(|| primary.then(|| node.to_owned()));
     Some((role.to_owned(), state.epoch, state.epoch_start, who))
 }
 
@@ -200,9 +199,10 @@ pub(crate) fn build(inputs: &Inputs<'_>) -> Status {
                 Some(ConsumerStatus {
                     name: cursor.clone(),
                     dequeued_records,
-                    dequeue_rate: inputs
-                        .history
-                        .rate(&super::history::Key::dequeued(name, cursor), dequeued_records),
+                    dequeue_rate: inputs.history.rate(
+                        &super::history::Key::dequeued(name, cursor),
+                        dequeued_records,
+                    ),
                     backlog_records: count(m.get(
                         "repliq_backlog_records",
                         &[("queue", name.as_str()), ("cursor", cursor.as_str())],

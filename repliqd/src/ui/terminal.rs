@@ -88,7 +88,8 @@ pub fn fetch_status(url: &str, timeout: Duration) -> Result<Status, FetchError> 
     stream
         .read_to_end(&mut response)
         .map_err(io("reading from"))?;
-    let body = http_body(&response).map_err(|why| FetchError::Response(format!("{url}{path}: {why}")))?;
+    let body =
+        http_body(&response).map_err(|why| FetchError::Response(format!("{url}{path}: {why}")))?;
     serde_json::from_slice(&body).map_err(|e| {
         FetchError::Response(format!(
             "{url}{path}: not a status document ({e}); is this a repliqd HTTP port?"
