@@ -1,4 +1,5 @@
-//! The HTTP endpoints of `repliqd`: `/metrics`, `/healthz`, `/readyz`.
+//! The HTTP endpoints of `repliqd`: `/metrics`, `/healthz`, `/readyz`, and the live console
+//! (`/ui`, `/api/v1/status`; see [`crate::ui`]).
 
 use std::sync::Arc;
 
@@ -18,6 +19,8 @@ pub struct HttpState {
     pub metrics: Metrics,
     /// The daemon's tasks, gRPC and discovery.
     pub health: Arc<Health>,
+    /// The live console's state.
+    pub console: crate::ui::Console,
 }
 
 /// The router of the HTTP endpoints.
@@ -26,6 +29,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::ui::routes())
         .with_state(state)
 }
 
@@ -70,21 +74,25 @@ async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
 /// one line per reason otherwise (also while starting and shutting down). Replicas that are down
 /// without degrading a queue are listed in the 200 body.
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+    let (ready, reasons) = readiness(&state);
+    let body = format!(
+        "{}\n{}",
+        if ready { "ready" } else { "not ready" },
+        reasons.iter().map(|r| format!("{r}\n")).collect::<String>()
+    );
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
+}
+
+/// What `/readyz` answers: ready or not, and its lines after the first.
+pub(crate) fn readiness(state: &HttpState) -> (bool, Vec<String>) {
     let mut reasons = state.health.not_ready_reasons();
     let (degraded, report) = state.metrics.replication.health_report();
     let not_ready = degraded || !reasons.is_empty();
-    if !report.is_empty() {
-        reasons.push(report);
-    }
-    let body = format!(
-        "{}\n{}",
-        if not_ready { "not ready" } else { "ready" },
-        reasons.iter().map(|r| format!("{r}\n")).collect::<String>()
-    );
-    let status = if not_ready {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    (status, body).into_response()
+    reasons.extend(report.lines().map(ToOwned::to_owned));
+    (!not_ready, reasons)
 }

@@ -15,6 +15,7 @@ pub mod root_lock;
 pub mod scan;
 pub mod supervise;
 pub mod tls;
+pub mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -90,6 +91,7 @@ pub async fn run(
     let state = Arc::new(http::HttpState {
         metrics: metrics::Metrics::new(root.clone(), Arc::clone(&health)),
         health: Arc::clone(&health),
+        console: ui::Console::new(node_name.clone(), root.clone()),
     });
     let replication_metrics = state.metrics.replication.clone();
     let election_metrics = state.metrics.election.clone();
@@ -99,6 +101,8 @@ pub async fn run(
     let mut tasks = supervise::Tasks::new(Arc::clone(&health));
 
     tasks.spawn("http", async move {
+        // The console's look every second runs as long as HTTP serves.
+        let _sampler = supervise::AbortOnDrop(tokio::spawn(ui::sample_forever(Arc::clone(&state))));
         axum::serve(http_listener, http::router(Arc::clone(&state)))
             .with_graceful_shutdown(async move {
                 let _ = http_stop.wait_for(|s| *s).await;

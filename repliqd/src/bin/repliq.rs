@@ -8,6 +8,9 @@
 //! repliq tail DIR [--from SEQ] [--since UNIX_SECONDS] [--rfc3339] [--raw] [--no-follow]
 //!                                 the same, then follows the queue as records arrive
 //! repliq promote DIR              make a replica the primary of a new epoch (failover)
+//! repliq top [--url URL] [--once] [--json] [--interval SECONDS]
+//!                                 a node's queues, rates, backlogs, replicas, epochs, failovers
+//!                                 (from a running repliqd's /api/v1/status), refreshed
 //! ```
 //!
 //! The reading commands open the queue's files read-only: they work for a user who may only read
@@ -88,6 +91,39 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         remove: Vec<String>,
     },
+    /// Show a running daemon's queues, enqueue and dequeue rates, backlog per consumer, replicas
+    /// with their lag, epochs, primaries and recent failovers, refreshed every second (the same
+    /// as its web console at /ui; read from its /api/v1/status).
+    Top {
+        /// The daemon's HTTP address (`server.http_listen`).
+        #[arg(long, default_value_t = default_url())]
+        url: String,
+        /// Print one frame and exit (exit code 2 if the daemon cannot be read).
+        #[arg(long)]
+        once: bool,
+        /// Print the status document as JSON (one line per refresh) instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
+    },
+}
+
+fn default_url() -> String {
+    format!("http://127.0.0.1:{}", repliqd::config::DEFAULT_HTTP_PORT)
+}
+
+/// `--interval`: a number of seconds from 0.1 to one day.
+fn parse_interval(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if (0.1..=86_400.0).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(format!("{secs} is outside 0.1..=86400 seconds"))
+    }
 }
 
 /// How `cat` and `tail` select and print records.
@@ -123,6 +159,12 @@ fn hex(bytes: &[u8]) -> String {
 
 fn run(cli: Cli) -> repliq::Result<ExitCode> {
     match cli.command {
+        Command::Top {
+            url,
+            once,
+            json,
+            interval,
+        } => top(&url, once, json, Duration::from_secs_f64(interval)),
         Command::Promote { dir } => {
             let state = repliq::replication::ReplicationState::promote(&dir)?;
             let json = serde_json::to_string_pretty(&state)
@@ -210,6 +252,45 @@ fn run(cli: Cli) -> repliq::Result<ExitCode> {
             print,
             no_follow,
         } => print_records(&dir, &print, !no_follow),
+    }
+}
+
+/// `repliq top`: one frame (`--once`) or a frame every `interval`, as tables or JSON lines. On a
+/// terminal each frame replaces the last; an unreadable daemon shows as an error line and is
+/// asked again at the next refresh (with `--once`, exit code 2).
+fn top(url: &str, once: bool, json: bool, interval: Duration) -> repliq::Result<ExitCode> {
+    use repliqd::ui::terminal;
+    let timeout = Duration::from_secs(5);
+    let terminal = std::io::stdout().is_terminal() && !once && !json;
+    loop {
+        let frame = match terminal::fetch_status(url, timeout) {
+            Ok(status) if json => serde_json::to_string(&status)
+                .map_err(|e| repliq::QueueError::Other(format!("encoding JSON: {e}")))?,
+            Ok(status) => terminal::render(&status),
+            Err(e) if once => return Err(repliq::QueueError::Other(e.to_string())),
+            Err(e) => {
+                eprintln!("repliq: {e}");
+                std::thread::sleep(interval);
+                continue;
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        // On a terminal: home the cursor and clear the screen, so each frame replaces the last.
+        let clear = if terminal { "\x1b[H\x1b[2J" } else { "" };
+        let gap = if json || once || terminal { "" } else { "\n" };
+        if write!(out, "{clear}{frame}{gap}")
+            .and_then(|()| if json { writeln!(out) } else { Ok(()) })
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            // Reader went away (e.g. `| head`).
+            return Ok(ExitCode::SUCCESS);
+        }
+        drop(out);
+        if once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(interval);
     }
 }
 
