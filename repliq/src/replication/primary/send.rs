@@ -1,0 +1,176 @@
+//! Carrying out the leader's actions: frames read from the journal and sent on each replica's
+//! stream, acknowledgements published in the meta file.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::ReplicaLink;
+use crate::journal::replica::ByteSource;
+use crate::journal::{Journal, notify};
+use crate::replication::grpc::proto::{Frame, PrimaryMessage, Resync, primary_message};
+use crate::replication::state::{ReplicationState, Role};
+use crate::replication::{Leader, LeaderAction, PrimaryOptions};
+use crate::{QueueError, Result};
+
+/// How long the primary waits for room in a replica's stream before it gives the stream up
+/// (the replica is stopped or far slower than the others): one slow replica must not stall
+/// acknowledgements from the others or the metrics.
+pub(super) const SEND_STALL: Duration = Duration::from_secs(1);
+
+pub(super) async fn execute(
+    journal: &Arc<Journal>,
+    queue: &str,
+    leader: &mut Leader,
+    links: &mut BTreeMap<String, ReplicaLink>,
+    actions: Vec<LeaderAction>,
+    options: &PrimaryOptions,
+) -> Result<()> {
+    for action in actions {
+        match action {
+            LeaderAction::Send { node, from, to } => {
+                let Some(link) = links.get_mut(&node) else {
+                    continue;
+                };
+                let mut frames = Vec::new();
+                let source = match &mut link.source {
+                    Some(s) if s.next_seq() == from => s,
+                    slot => match open_source(journal, from, link.resync) {
+                        Ok(source) => slot.insert(source),
+                        Err(e) => {
+                            // This replica cannot be served (e.g. it needs records retention
+                            // deleted); the others can. Drop its stream; it will retry.
+                            tracing::error!(queue = %queue, replica = %node, error = %e, "cannot serve replica");
+                            links.remove(&node);
+                            leader.disconnected(&node);
+                            continue;
+                        }
+                    },
+                };
+                if from == to {
+                    frames.push(empty_frame(leader, from));
+                }
+                while source.next_seq() < to {
+                    let Some(raw) = source.read(options.max_frame_bytes, to - source.next_seq())?
+                    else {
+                        break;
+                    };
+                    if let Some(m) = &options.observer {
+                        m.sent_bytes(queue, &node, raw.bytes.len() as u64);
+                    }
+                    let first_seq = raw.records.first().map_or(source.next_seq(), |r| r.seq);
+                    if let Some(last) = raw.records.last() {
+                        link.inflight.push_back((last.seq, Instant::now()));
+                    }
+                    if let Some(at) = link.resync.take() {
+                        frames.push(PrimaryMessage {
+                            kind: Some(primary_message::Kind::Resync(Resync {
+                                segment_first_seq: at,
+                            })),
+                        });
+                    }
+                    frames.push(PrimaryMessage {
+                        kind: Some(primary_message::Kind::Frame(Frame {
+                            epoch: leader.config().epoch,
+                            epoch_start: leader.config().epoch_start,
+                            segment_first_seq: raw.segment_first_seq,
+                            offset: raw.offset as u64,
+                            first_seq,
+                            record_count: raw.records.len() as u32,
+                            // The mapping itself, not a copy (an abandoned extent's frame is a
+                            // copy with zeros: `FrameBytes`).
+                            bytes: Bytes::from_owner(raw.bytes),
+                        })),
+                    });
+                }
+                for f in frames {
+                    match tokio::time::timeout(SEND_STALL, link.tx.send(f)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => {
+                            leader.disconnected(&node);
+                            break;
+                        }
+                        Err(_) => {
+                            // Dropping the link's sender ends the stream (the connection task
+                            // holds none): the replica resubscribes when it is back.
+                            tracing::warn!(queue = %queue, replica = %node, "replica stream stalled; dropping it");
+                            links.remove(&node);
+                            leader.disconnected(&node);
+                            break;
+                        }
+                    }
+                }
+            }
+            LeaderAction::Acked { next_seq } => publish_acked(journal, queue, next_seq, options),
+            LeaderAction::StepDown { epoch } => {
+                // Become a replica of the newer primary. The epoch stays the one this node has
+                // data of: the new primary's first frame then moves aside whatever this node
+                // wrote after the new epoch began.
+                let mut state = ReplicationState::load(&journal.dir)?;
+                state.role = Role::Replica;
+                state.synchronous = false;
+                state.primary = None;
+                state.store(&journal.dir)?;
+                return Err(QueueError::protocol(format!(
+                    "{}: a replica has seen epoch {epoch}; this node is no longer the primary",
+                    journal.dir.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Publishes the acknowledged sequence where synchronous producers wait for it, if this node
+/// may acknowledge: while the lease that made it primary holds ([`Authority`](super::Authority)).
+/// A primary paused through a failover (its lease ran out) may still get acknowledgements its
+/// replicas sent before they learned of the next epoch: they are withheld, and published later
+/// only if the lease holds again (the loop retries with [`Leader::acked`]).
+pub(super) fn publish_acked(
+    journal: &Journal,
+    queue: &str,
+    next_seq: u64,
+    options: &PrimaryOptions,
+) {
+    let meta = &journal.meta;
+    if meta.acked().load(Ordering::Acquire) >= next_seq {
+        return;
+    }
+    if options.authority.as_ref().is_some_and(|a| !a.holds()) {
+        tracing::debug!(queue = %queue, next_seq, "lease not held: acknowledgement withheld");
+        return;
+    }
+    meta.acked().fetch_max(next_seq, Ordering::SeqCst);
+    notify::wake(meta.ack_notify(), meta.ack_waiters());
+}
+
+/// The source of frames from `from` on: at the data start of segment `from` for a due resync
+/// from there, else right after record `from - 1`.
+pub(super) fn open_source(
+    journal: &Arc<Journal>,
+    from: u64,
+    resync: Option<u64>,
+) -> Result<ByteSource> {
+    if resync == Some(from) {
+        ByteSource::at_segment_start(journal.clone(), from)
+    } else {
+        ByteSource::at(journal.clone(), from)
+    }
+}
+
+pub(super) fn empty_frame(leader: &Leader, at: u64) -> PrimaryMessage {
+    PrimaryMessage {
+        kind: Some(primary_message::Kind::Frame(Frame {
+            epoch: leader.config().epoch,
+            epoch_start: leader.config().epoch_start,
+            segment_first_seq: 0,
+            offset: 0,
+            first_seq: at,
+            record_count: 0,
+            bytes: Bytes::new(),
+        })),
+    }
+}
