@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod root_lock;
 pub mod scan;
 pub mod supervise;
+pub mod telemetry;
 pub mod tls;
 
 use std::future::Future;

@@ -44,6 +44,11 @@ pub struct ReplicationMetrics {
     /// Times a replica was declared lost (too far behind; retention stopped keeping its
     /// segments).
     pub replica_lost: Family<ReplicaLabels, Counter>,
+    /// Times a replica was resynced from the primary's oldest segment (it needed records
+    /// retention had deleted).
+    pub resyncs: Family<ReplicaLabels, Counter>,
+    /// Times a replica's oldest unacknowledged frame outlived the acknowledgement timeout.
+    pub ack_timeouts: Family<ReplicaLabels, Counter>,
     /// Replicas a synchronous `enqueue` of the queue needs (0: asynchronous).
     pub required_acks: Family<QueueLabels, Gauge>,
     /// Replicas of the queue that are up.
@@ -158,9 +163,12 @@ impl repliq::replication::ReplicationObserver for ReplicationMetrics {
             .set(age.as_secs_f64());
     }
     fn replica_state(&self, queue: &str, replica: &str, up: bool, error: Option<&str>) {
-        self.replica_up
-            .get_or_create(&replica_labels(queue, replica))
-            .set(i64::from(up));
+        let labels = replica_labels(queue, replica);
+        self.replica_up.get_or_create(&labels).set(i64::from(up));
+        // The event counters exist (at 0) from the first report, so `increase()` sees the first.
+        drop(self.replica_lost.get_or_create(&labels));
+        drop(self.resyncs.get_or_create(&labels));
+        drop(self.ack_timeouts.get_or_create(&labels));
         self.with_health(queue, |h| {
             if up {
                 h.down.remove(replica);
@@ -172,6 +180,16 @@ impl repliq::replication::ReplicationObserver for ReplicationMetrics {
     }
     fn replica_lost(&self, queue: &str, replica: &str, _segments: u64, _records: u64) {
         self.replica_lost
+            .get_or_create(&replica_labels(queue, replica))
+            .inc();
+    }
+    fn resync(&self, queue: &str, replica: &str) {
+        self.resyncs
+            .get_or_create(&replica_labels(queue, replica))
+            .inc();
+    }
+    fn ack_timeout(&self, queue: &str, replica: &str) {
+        self.ack_timeouts
             .get_or_create(&replica_labels(queue, replica))
             .inc();
     }
@@ -223,6 +241,8 @@ impl Default for ReplicationMetrics {
             ack_latency_seconds: Family::new_with_constructor(ack_latency_histogram),
             replica_up: Family::default(),
             replica_lost: Family::default(),
+            resyncs: Family::default(),
+            ack_timeouts: Family::default(),
             required_acks: Family::default(),
             replicas_up: Family::default(),
             degraded: Family::default(),
@@ -321,6 +341,16 @@ impl Metrics {
             "Times a replica was declared lost: more than replication.max_replica_lag_segments \
              segments behind, so retention stopped keeping its segments (it resyncs in full)",
             replication.replica_lost.clone(),
+        );
+        registry.register(
+            "replication_resyncs",
+            "Times a replica was resynced from the oldest segment (it needed records retention deleted)",
+            replication.resyncs.clone(),
+        );
+        registry.register(
+            "replication_ack_timeouts",
+            "Times a replica's oldest unacknowledged frame outlived the acknowledgement timeout",
+            replication.ack_timeouts.clone(),
         );
         registry.register(
             "replication_required_acks",
@@ -454,6 +484,33 @@ struct QueueSample {
     cursors: Vec<(String, u64, u64)>,
     /// `Some((primary here, epoch))` when the replication state can be read.
     role: Option<(bool, u64)>,
+    /// Unreplicated suffixes moved aside (directories under `moved-aside/`) and their bytes.
+    moved_aside: (u64, u64),
+}
+
+/// The suffixes a replica moved aside under `<queue>/moved-aside/` (one directory each, see
+/// `docs/FORMAT.md`) and the bytes of their files.
+fn moved_aside(dir: &Path) -> (u64, u64) {
+    let Ok(moves) = std::fs::read_dir(dir.join("moved-aside")) else {
+        return (0, 0);
+    };
+    let mut count = 0;
+    let mut bytes = 0;
+    for m in moves.flatten() {
+        if !m.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        count += 1;
+        bytes += std::fs::read_dir(m.path()).map_or(0, |files| {
+            files
+                .flatten()
+                .filter_map(|f| f.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|m| m.len())
+                .sum::<u64>()
+        });
+    }
+    (count, bytes)
 }
 
 fn sample_queues(root: &Path) -> Vec<QueueSample> {
@@ -480,6 +537,7 @@ fn sample_queues(root: &Path) -> Vec<QueueSample> {
             enqueued: info.last_seq.map_or(0, |s| s + 1),
             segments: info.segments.len() as u64,
             disk_bytes,
+            moved_aside: moved_aside(&dir),
             role: repliq::replication::ReplicationState::load(&dir)
                 .ok()
                 .map(|st| (st.role == repliq::replication::Role::Primary, st.epoch)),
@@ -561,6 +619,24 @@ impl Collector for QueueCollector {
             samples
                 .iter()
                 .map(|s| (q(s), ConstGauge::new(s.disk_bytes as i64))),
+        )?;
+        family(
+            &mut encoder,
+            "moved_aside_suffixes",
+            "Unreplicated suffixes a replica moved aside (under moved-aside/) after a failover",
+            MetricType::Gauge,
+            samples
+                .iter()
+                .map(|s| (q(s), ConstGauge::new(s.moved_aside.0 as i64))),
+        )?;
+        family(
+            &mut encoder,
+            "moved_aside_bytes",
+            "Bytes of the segment files moved aside under moved-aside/ (kept for an operator)",
+            MetricType::Gauge,
+            samples
+                .iter()
+                .map(|s| (q(s), ConstGauge::new(s.moved_aside.1 as i64))),
         )?;
         family(
             &mut encoder,

@@ -42,6 +42,16 @@ pub trait ReplicationObserver: Send + Sync + std::fmt::Debug {
     fn replica_lost(&self, queue: &str, replica: &str, segments: u64, records: u64) {
         let _ = (queue, replica, segments, records);
     }
+    /// `replica` of `queue` is resynced from the primary's oldest segment: it needed records
+    /// retention had deleted. Called once per resync.
+    fn resync(&self, queue: &str, replica: &str) {
+        let _ = (queue, replica);
+    }
+    /// The oldest frame of `queue` in flight to `replica` was not acknowledged within the
+    /// acknowledgement timeout (the replica is no longer up). Called once per occurrence.
+    fn ack_timeout(&self, queue: &str, replica: &str) {
+        let _ = (queue, replica);
+    }
     /// `queue` is damaged on this node (e.g. a segment truncated while mapped): its new records
     /// are no longer replicated from here; `error` names the file. Called once per occurrence.
     fn damaged(&self, queue: &str, error: &str) {

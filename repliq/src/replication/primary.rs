@@ -121,12 +121,19 @@ struct ReplicaLink {
     /// A full resync from this segment is due: the replica needs records retention deleted.
     /// A `Resync` message goes before the first frame sent from there.
     resync: Option<u64>,
+    /// `replication.stream`: open from the subscription until the link goes (traces).
+    _stream: tracing::Span,
+    /// `replication.catch_up` or `replication.resync` (a child of the stream) and the sequence
+    /// the replica must acknowledge to end it: what was committed when it subscribed.
+    catch_up: Option<(tracing::Span, u64)>,
 }
 
 /// The health of one configured replica, as reported to the observer.
 #[derive(Default)]
 struct ReplicaHealth {
     up: bool,
+    /// The oldest frame in flight is older than the acknowledgement timeout.
+    timed_out: bool,
     error: Option<String>,
 }
 
@@ -330,7 +337,36 @@ pub async fn run_primary(
                 let resync = (oldest > 0 && next_seq <= oldest).then_some(oldest);
                 if resync.is_some() {
                     tracing::warn!(queue = %queue, replica = %name, next_seq, oldest, "replica needs records retention deleted; resyncing it from the oldest segment");
+                    if let Some(m) = &options.observer {
+                        m.resync(&queue, &name);
+                    }
                 }
+                // Traces: one span per stream, a child while the replica catches up (no span
+                // per frame or record).
+                let committed = leader.next_seq();
+                let primary_epoch = leader.config().epoch;
+                let stream = tracing::info_span!(
+                    parent: None, "replication.stream",
+                    queue = %queue, replica = %name, epoch = primary_epoch,
+                    replica_epoch = epoch, next_seq,
+                );
+                let catch_up = if let Some(from) = resync {
+                    let span = tracing::info_span!(
+                        parent: &stream, "replication.resync",
+                        queue = %queue, replica = %name, epoch = primary_epoch, from_seq = from,
+                        to_seq = committed, replica_next_seq = next_seq,
+                    );
+                    Some((span, committed))
+                } else if next_seq < committed {
+                    let span = tracing::info_span!(
+                        parent: &stream, "replication.catch_up",
+                        queue = %queue, replica = %name, epoch = primary_epoch, from_seq = next_seq,
+                        to_seq = committed, records = committed - next_seq,
+                    );
+                    Some((span, committed))
+                } else {
+                    None
+                };
                 links.insert(
                     name.clone(),
                     ReplicaLink {
@@ -339,6 +375,8 @@ pub async fn run_primary(
                         inflight: VecDeque::new(),
                         acked: next_seq,
                         resync,
+                        _stream: stream,
+                        catch_up,
                     },
                 );
                 match resync {
@@ -363,6 +401,14 @@ pub async fn run_primary(
                         link.inflight.pop_front();
                     }
                     link.acked = link.acked.max(next_seq);
+                    if link
+                        .catch_up
+                        .as_ref()
+                        .is_some_and(|(_, target)| link.acked >= *target)
+                    {
+                        // Caught up: the span ends here.
+                        link.catch_up = None;
+                    }
                     if epoch == leader.config().epoch {
                         cursors.held(&name, next_seq);
                     }
@@ -453,16 +499,22 @@ fn report_health(
             oldest_missing_age(journal, committed - lag)
         };
         m.lag(queue, name, lag, age);
-        let up = links.get(name).is_some_and(|l| {
+        let link = links.get(name);
+        let timed_out = link.is_some_and(|l| {
             l.inflight
                 .front()
-                .is_none_or(|&(_, sent)| now.duration_since(sent) < options.ack_timeout)
+                .is_some_and(|&(_, sent)| now.duration_since(sent) >= options.ack_timeout)
         });
+        let up = link.is_some() && !timed_out;
         up_count += usize::from(up);
         let h = health.entry(name.clone()).or_default();
         if h.up && !up {
             tracing::warn!(queue = %queue, replica = %name, lag, "replica is not acknowledging");
         }
+        if timed_out && !h.timed_out {
+            m.ack_timeout(queue, name);
+        }
+        h.timed_out = timed_out;
         h.up = up;
         m.replica_state(queue, name, up, if up { None } else { h.error.as_deref() });
     }
