@@ -312,7 +312,10 @@ mod test {
         )
         .unwrap()
         .unwrap();
-        assert_eq!((t.endpoint.as_str(), t.service_name.as_str()), ("http://b:4317", "repliqd"));
+        assert_eq!(
+            (t.endpoint.as_str(), t.service_name.as_str()),
+            ("http://b:4317", "repliqd")
+        );
     }
 
     #[test]
@@ -351,6 +354,9 @@ mod test {
             ]),
         )
         .unwrap_err();
-        assert!(e.contains("OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"), "{e}");
+        assert!(
+            e.contains("OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"),
+            "{e}"
+        );
     }
 }

@@ -88,7 +88,12 @@ fn regex_parse(expression: &str, line: &str, who: &str) -> Record {
         .unwrap_or_else(|| panic!("{who}: {expression} does not match {line:?}"));
     re.capture_names()
         .flatten()
-        .filter_map(|n| Some((n.to_owned(), Value::String(caps.name(n)?.as_str().to_owned()))))
+        .filter_map(|n| {
+            Some((
+                n.to_owned(),
+                Value::String(caps.name(n)?.as_str().to_owned()),
+            ))
+        })
         .collect()
 }
 
@@ -189,10 +194,7 @@ fn fluent_bit(cri_line: &str, main: &str, parsers: &str) -> Record {
 
 /// The `key value` lines directly inside the first `<tag ...>` block whose opening line starts
 /// with `open`, and the `<parse>` block inside it.
-fn fluentd_block(
-    text: &str,
-    open: &str,
-) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+fn fluentd_block(text: &str, open: &str) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let mut lines = text
         .lines()
         .map(str::trim)
@@ -234,9 +236,10 @@ fn fluentd_parse(parse: &BTreeMap<String, String>, text: &str, who: &str) -> Rec
     // Fluentd's default time key is `time`; `keep_time_key` defaults to false.
     let key = parse.get("time_key").map_or("time", String::as_str);
     let keep = parse.get("keep_time_key").is_some_and(|v| v == "true");
+    let present = record.contains_key(key).then_some(key);
     take_time(
         &mut record,
-        record.contains_key(key).then_some(key),
+        present,
         parse.get("time_format").map(String::as_str),
         keep,
         who,
@@ -260,7 +263,10 @@ fn fluentd(cri_line: &str, conf: &str) -> Record {
     let parsed = fluentd_parse(&filter_parse, &text, "fluentd <filter>");
     let mut out = if filter.get("reserve_data").is_some_and(|v| v == "true") {
         let mut kept = record.clone();
-        if filter.get("remove_key_name_field").is_some_and(|v| v == "true") {
+        if filter
+            .get("remove_key_name_field")
+            .is_some_and(|v| v == "true")
+        {
             kept.remove(key);
         }
         kept
@@ -338,7 +344,10 @@ fn every_key_of_the_daemons_json_lines_survives_fluent_bit_and_fluentd() {
             ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&o["level"].as_str().unwrap()),
             "{o:?}"
         );
-        assert!(!o.contains_key("fields") && !o.contains_key("span"), "{o:?}");
+        assert!(
+            !o.contains_key("fields") && !o.contains_key("span"),
+            "{o:?}"
+        );
     }
     let with = |message: &str| {
         originals
@@ -352,7 +361,10 @@ fn every_key_of_the_daemons_json_lines_survives_fluent_bit_and_fluentd() {
     assert_eq!(subscribed["replica"], "b");
     assert!(subscribed["epoch"].is_u64(), "{subscribed:?}");
     let lost = with("replica unreachable");
-    assert_eq!((&lost["queue"], &lost["replica"]), (&"orders".into(), &"b".into()));
+    assert_eq!(
+        (&lost["queue"], &lost["replica"]),
+        (&"orders".into(), &"b".into())
+    );
     assert!(lost["error"].is_string(), "{lost:?}");
 
     let (bit_main, bit_parsers) = (
@@ -367,10 +379,17 @@ fn every_key_of_the_daemons_json_lines_survives_fluent_bit_and_fluentd() {
             ("Fluentd", fluentd(&line, &fluentd_conf)),
         ] {
             for (k, v) in original {
-                assert_eq!(record.get(k), Some(v), "{who} lost or changed {k:?} of {line}");
+                assert_eq!(
+                    record.get(k),
+                    Some(v),
+                    "{who} lost or changed {k:?} of {line}"
+                );
             }
             assert_eq!(record.get("stream"), Some(&Value::from("stderr")), "{who}");
-            assert!(!record.contains_key("log"), "{who} kept the raw line: {record:?}");
+            assert!(
+                !record.contains_key("log"),
+                "{who} kept the raw line: {record:?}"
+            );
         }
     }
 
@@ -382,7 +401,10 @@ fn every_key_of_the_daemons_json_lines_survives_fluent_bit_and_fluentd() {
     let no_keep = fluentd_conf.replace("keep_time_key true", "keep_time_key false");
     assert_ne!(no_keep, fluentd_conf);
     assert!(!fluentd(&line, &no_keep).contains_key("timestamp"));
-    eprintln!("{} daemon lines checked through both configurations", lines.len());
+    eprintln!(
+        "{} daemon lines checked through both configurations",
+        lines.len()
+    );
 }
 
 #[test]

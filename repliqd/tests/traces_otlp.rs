@@ -170,17 +170,17 @@ fn start_traced(node: &mut Daemon, sink_port: u16) {
         }
     }
     node.start_with(|cmd| {
-    cmd.env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .env_remove("OTEL_SERVICE_NAME")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .env_remove("OTEL_TRACES_EXPORTER")
-        .env_remove("OTEL_SDK_DISABLED");
-    if !config_section {
-        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-            .env("OTEL_SERVICE_NAME", &service)
-            .env("OTEL_TRACES_EXPORTER", "otlp");
-    }
+        cmd.env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .env_remove("OTEL_SERVICE_NAME")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_TRACES_EXPORTER")
+            .env_remove("OTEL_SDK_DISABLED");
+        if !config_section {
+            cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+                .env("OTEL_SERVICE_NAME", &service)
+                .env("OTEL_TRACES_EXPORTER", "otlp");
+        }
     });
 }
 
@@ -204,7 +204,7 @@ fn a_failover_is_exported_as_a_span_tree_over_otlp() {
         let mut text = std::fs::read_to_string(&n.config).unwrap();
         text = text.replace(
             "  mode: synchronous\n",
-            "  mode: synchronous\n  required_acks: 1\n  ack_timeout_ms: 200\n",
+            "  mode: synchronous\n  required_acks: 1\n  ack_timeout_ms: 2000\n",
         );
         text.push_str(&format!(
             "election:\n  backend: etcd\n  endpoints: [\"{}\"]\n  prefix: traces\n  \
@@ -224,8 +224,12 @@ fn a_failover_is_exported_as_a_span_tree_over_otlp() {
     wait_until("a to replicate synchronously", || {
         ReplicationState::load(&queue(&nodes[0])).is_ok_and(|s| s.synchronous)
     });
+    wait_until("the replicas to have the queue", || {
+        (1..3).all(|i| queue(&nodes[i]).join("queue.meta").exists())
+    });
     for id in 0..100 {
-        q.enqueue(&Order { id }).unwrap();
+        q.enqueue(&Order { id })
+            .unwrap_or_else(|e| panic!("enqueue {id}: {e}"));
     }
     drop(q);
     let epoch_before = ReplicationState::load(&queue(&nodes[0])).unwrap().epoch;
@@ -245,6 +249,19 @@ fn a_failover_is_exported_as_a_span_tree_over_otlp() {
     });
     eprintln!("takeover {:?} after the pause", paused.elapsed());
     let new_epoch = ReplicationState::load(&queue(&nodes[new])).unwrap().epoch;
+    // Records a lacks while it is paused: it catches up on them once it follows.
+    let other = 3 - new;
+    wait_until("the third node to follow the new primary", || {
+        ReplicationState::load(&queue(&nodes[other])).is_ok_and(|s| s.epoch == new_epoch)
+    });
+    let mut qn = QueueOptions::new()
+        .open::<Order>(queue(&nodes[new]))
+        .unwrap();
+    for id in 100..150 {
+        qn.enqueue(&Order { id })
+            .unwrap_or_else(|e| panic!("enqueue {id} on the new primary: {e}"));
+    }
+    drop(qn);
     // a resumes, finds its lease gone and fences itself.
     signal(&nodes[0], libc::SIGCONT);
     wait_until("a to fence itself", || {
@@ -252,8 +269,10 @@ fn a_failover_is_exported_as_a_span_tree_over_otlp() {
     });
     // The new primary streams to the others; let a catch up, then stop every node (SIGTERM
     // flushes the spans still buffered).
-    wait_until("a to follow the new primary", || {
-        ReplicationState::load(&queue(&nodes[0])).is_ok_and(|s| s.epoch == new_epoch)
+    // (By the records it holds: its replication.json may still say the old epoch, see the
+    // report of 2026-12 on the fence racing the replica service's epoch store.)
+    wait_until("a to catch up with the new primary", || {
+        support::held(&queue(&nodes[0])) == 150
     });
     for n in &nodes {
         signal(n, libc::SIGTERM);
@@ -309,7 +328,11 @@ fn a_failover_is_exported_as_a_span_tree_over_otlp() {
         .collect();
     let child = |name: &str| {
         let found: Vec<&&Span> = children.iter().filter(|s| s.name == name).collect();
-        assert_eq!(found.len(), 1, "one {name} under the failover: {children:?}");
+        assert_eq!(
+            found.len(),
+            1,
+            "one {name} under the failover: {children:?}"
+        );
         (*found[0]).clone()
     };
     let acquire = child(span::LEASE_ACQUIRE);
@@ -326,7 +349,10 @@ fn a_failover_is_exported_as_a_span_tree_over_otlp() {
     }
     assert_eq!(acquire.str_attr("outcome"), "written", "{acquire:?}");
     assert!(acquire.str_attr("backend").contains("etcd"), "{acquire:?}");
-    assert!(acquire.end_ns <= promote.start_ns, "promoted before the lease was written");
+    assert!(
+        acquire.end_ns <= promote.start_ns,
+        "promoted before the lease was written"
+    );
     assert!(promote.int_attr("epoch_start").is_some(), "{promote:?}");
 
     // The old primary fenced itself (a, configured by its `tracing:` section).
@@ -358,14 +384,41 @@ fn a_failover_is_exported_as_a_span_tree_over_otlp() {
         assert_eq!(s.str_attr("queue"), "orders", "{s:?}");
         assert_eq!(s.parent_span_id, "", "{s:?}");
     }
-    // a received the new primary's stream.
+    // a lacked the records written while it was paused: a catch-up under its stream.
+    let to_a = streams
+        .iter()
+        .filter(|s| s.str_attr("replica") == "a")
+        .map(|s| s.span_id.clone())
+        .collect::<Vec<_>>();
+    let catch_up = spans
+        .iter()
+        .find(|s| s.name == span::CATCH_UP && to_a.contains(&s.parent_span_id))
+        .unwrap_or_else(|| panic!("no catch-up under the stream to a: {names:?}"));
+    assert_eq!(catch_up.str_attr("queue"), "orders", "{catch_up:?}");
+    assert_eq!(catch_up.int_attr("epoch"), Some(new_epoch), "{catch_up:?}");
     assert!(
-        spans.iter().any(|s| s.name == span::RECEIVE
-            && s.service == "repliqd-a"
-            && s.str_attr("primary") == new_name
-            && s.int_attr("epoch") == Some(new_epoch)),
-        "no replication.receive span on a from {new_name}: {names:?}"
+        catch_up.int_attr("records").unwrap_or(0) >= 50,
+        "{catch_up:?}"
     );
+    // The resumed old primary's streams of the old epoch were refused by the replicas (the
+    // fencing on the replica side), each in a `replication.receive` span that says why.
+    let refused: Vec<&Span> = spans
+        .iter()
+        .filter(|s| {
+            s.name == span::RECEIVE
+                && s.str_attr("primary") == "a"
+                && s.int_attr("epoch") == Some(epoch_before)
+                && s.str_attr("refused") == "StaleEpoch"
+        })
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "no replica refused a's epoch-{epoch_before} stream in a span: {names:?}"
+    );
+    for s in &refused {
+        assert_eq!(s.str_attr("queue"), "orders", "{s:?}");
+        assert_ne!(s.service, "repliqd-a", "{s:?}");
+    }
     // Only repliq's own spans are exported (not the gRPC stack's).
     for s in &spans {
         assert!(

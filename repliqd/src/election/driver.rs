@@ -304,7 +304,11 @@ impl<B: LeaseBackend> QueueElection<B> {
                         .blocking_on_dir(move |dir| promote(dir, epoch))
                         .instrument(promote_span.clone())
                         .await;
-                    let outcome = if promoted.is_ok() { "primary" } else { "failed" };
+                    let outcome = if promoted.is_ok() {
+                        "primary"
+                    } else {
+                        "failed"
+                    };
                     if let Some(failover) = &failover {
                         failover.record("outcome", outcome);
                     }

@@ -90,4 +90,3 @@ pub fn backend(etcd: &Etcd) -> EtcdBackend {
         Duration::from_secs(2),
     )
 }
-

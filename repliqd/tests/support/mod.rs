@@ -131,11 +131,7 @@ impl Daemon {
             .unwrap();
         let mut cmd = repliqd(&self.config, &self.name, &level);
         more(&mut cmd);
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
