@@ -35,6 +35,8 @@ pub struct ReplicationMetrics {
     pub replicated_bytes: Family<ReplicaLabels, Counter>,
     /// Records the replica still lacks.
     pub lag_records: Family<ReplicaLabels, Gauge>,
+    /// Journal bytes the replica still lacks (0 when caught up).
+    pub lag_bytes: Family<ReplicaLabels, Gauge>,
     /// Age in seconds of the oldest record the replica still lacks (0 when caught up).
     pub lag_seconds: Family<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Time from sending a frame to its acknowledgement.
@@ -162,6 +164,11 @@ impl repliq::replication::ReplicationObserver for ReplicationMetrics {
             .get_or_create(&labels)
             .set(age.as_secs_f64());
     }
+    fn lag_bytes(&self, queue: &str, replica: &str, bytes: u64) {
+        self.lag_bytes
+            .get_or_create(&replica_labels(queue, replica))
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
     fn replica_state(&self, queue: &str, replica: &str, up: bool, error: Option<&str>) {
         let labels = replica_labels(queue, replica);
         self.replica_up.get_or_create(&labels).set(i64::from(up));
@@ -237,6 +244,7 @@ impl Default for ReplicationMetrics {
             replicated_records: Family::default(),
             replicated_bytes: Family::default(),
             lag_records: Family::default(),
+            lag_bytes: Family::default(),
             lag_seconds: Family::default(),
             ack_latency_seconds: Family::new_with_constructor(ack_latency_histogram),
             replica_up: Family::default(),
@@ -320,6 +328,11 @@ impl Metrics {
             "replication_lag_records",
             "Committed records a replica does not hold yet",
             replication.lag_records.clone(),
+        );
+        registry.register(
+            "replication_lag_bytes",
+            "Journal bytes a replica does not hold yet (exact within a segment, else within a segment's overhead)",
+            replication.lag_bytes.clone(),
         );
         registry.register(
             "replication_lag_seconds",

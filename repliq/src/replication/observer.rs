@@ -23,6 +23,11 @@ pub trait ReplicationObserver: Send + Sync + std::fmt::Debug {
     fn lag(&self, queue: &str, replica: &str, records: u64, age: Duration) {
         let _ = (queue, replica, records, age);
     }
+    /// `replica` lacks about `bytes` journal bytes of `queue` (see [`Self::lag`]; 0 when it
+    /// holds everything). Not called when the records cannot be read.
+    fn lag_bytes(&self, queue: &str, replica: &str, bytes: u64) {
+        let _ = (queue, replica, bytes);
+    }
     /// `replica` of `queue` is (`up`) or is not streaming and acknowledging in time; `error` says
     /// why not when a connection attempt failed (unresolvable name, refused connection, a
     /// refusal by the replica). Called when this changes and periodically.
