@@ -279,6 +279,9 @@ def run(args, work, cluster):
     lag = wait_for("a non-zero lag of c in Prometheus", 60, lambda: prom_query(
         prom, 'max(repliq_replication_lag_records{queue="orders", replica="c"}) > 0'))
     note(f"lag of c while stopped: {lag[0]['value'][1]} records")
+    lag_bytes = wait_for("a non-zero lag in bytes of c", 60, lambda: prom_query(
+        prom, 'max(repliq_replication_lag_bytes{queue="orders", replica="c"}) > 0'))
+    note(f"lag of c while stopped: {lag_bytes[0]['value'][1]} bytes")
     wait_for("RepliqReplicaDown for c to be pending", 60, lambda: [
         s for labels, s in alert_states(prom, "RepliqReplicaDown")
         if labels.get("replica") == "c" and s in ("pending", "firing")])
@@ -287,6 +290,10 @@ def run(args, work, cluster):
         s for labels, s in alert_states(prom, "RepliqReplicaDown")
         if labels.get("replica") == "c" and s == "firing"])
     note("RepliqReplicaDown for c: firing")
+    # The stopped replica's frames outlived the acknowledgement timeout: counted on the primary.
+    timeouts = wait_for("an acknowledgement timeout of c to be counted", 60, lambda: prom_query(
+        prom, 'max(repliq_replication_ack_timeouts_total{queue="orders", replica="c"}) > 0'))
+    note(f"acknowledgement timeouts of c: {timeouts[0]['value'][1]}")
     cluster.procs["c"].send_signal(signal.SIGCONT)
     resumed_at = time.time()
     note("SIGCONT c")

@@ -79,6 +79,9 @@ pub struct Config {
     /// Sinks and sources bridging queues to other systems (feature `connectors`).
     #[serde(default)]
     pub connectors: Vec<ConnectorSpec>,
+    /// Traces over OTLP (absent: only the standard `OTEL_*` variables configure them).
+    #[serde(default)]
+    pub tracing: Option<crate::telemetry::TracingConfig>,
 }
 
 /// One entry of `connectors:`.

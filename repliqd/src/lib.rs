@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod root_lock;
 pub mod scan;
 pub mod supervise;
+pub mod telemetry;
 pub mod tls;
 pub mod ui;
 

@@ -35,6 +35,8 @@ pub struct ReplicationMetrics {
     pub replicated_bytes: Family<ReplicaLabels, Counter>,
     /// Records the replica still lacks.
     pub lag_records: Family<ReplicaLabels, Gauge>,
+    /// Journal bytes the replica still lacks (0 when caught up).
+    pub lag_bytes: Family<ReplicaLabels, Gauge>,
     /// Age in seconds of the oldest record the replica still lacks (0 when caught up).
     pub lag_seconds: Family<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Time from sending a frame to its acknowledgement.
@@ -44,6 +46,11 @@ pub struct ReplicationMetrics {
     /// Times a replica was declared lost (too far behind; retention stopped keeping its
     /// segments).
     pub replica_lost: Family<ReplicaLabels, Counter>,
+    /// Times a replica was resynced from the primary's oldest segment (it needed records
+    /// retention had deleted).
+    pub resyncs: Family<ReplicaLabels, Counter>,
+    /// Times a replica's oldest unacknowledged frame outlived the acknowledgement timeout.
+    pub ack_timeouts: Family<ReplicaLabels, Counter>,
     /// Replicas a synchronous `enqueue` of the queue needs (0: asynchronous).
     pub required_acks: Family<QueueLabels, Gauge>,
     /// Replicas of the queue that are up.
@@ -157,10 +164,18 @@ impl repliq::replication::ReplicationObserver for ReplicationMetrics {
             .get_or_create(&labels)
             .set(age.as_secs_f64());
     }
-    fn replica_state(&self, queue: &str, replica: &str, up: bool, error: Option<&str>) {
-        self.replica_up
+    fn lag_bytes(&self, queue: &str, replica: &str, bytes: u64) {
+        self.lag_bytes
             .get_or_create(&replica_labels(queue, replica))
-            .set(i64::from(up));
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+    fn replica_state(&self, queue: &str, replica: &str, up: bool, error: Option<&str>) {
+        let labels = replica_labels(queue, replica);
+        self.replica_up.get_or_create(&labels).set(i64::from(up));
+        // The event counters exist (at 0) from the first report, so `increase()` sees the first.
+        drop(self.replica_lost.get_or_create(&labels));
+        drop(self.resyncs.get_or_create(&labels));
+        drop(self.ack_timeouts.get_or_create(&labels));
         self.with_health(queue, |h| {
             if up {
                 h.down.remove(replica);
@@ -172,6 +187,16 @@ impl repliq::replication::ReplicationObserver for ReplicationMetrics {
     }
     fn replica_lost(&self, queue: &str, replica: &str, _segments: u64, _records: u64) {
         self.replica_lost
+            .get_or_create(&replica_labels(queue, replica))
+            .inc();
+    }
+    fn resync(&self, queue: &str, replica: &str) {
+        self.resyncs
+            .get_or_create(&replica_labels(queue, replica))
+            .inc();
+    }
+    fn ack_timeout(&self, queue: &str, replica: &str) {
+        self.ack_timeouts
             .get_or_create(&replica_labels(queue, replica))
             .inc();
     }
@@ -219,10 +244,13 @@ impl Default for ReplicationMetrics {
             replicated_records: Family::default(),
             replicated_bytes: Family::default(),
             lag_records: Family::default(),
+            lag_bytes: Family::default(),
             lag_seconds: Family::default(),
             ack_latency_seconds: Family::new_with_constructor(ack_latency_histogram),
             replica_up: Family::default(),
             replica_lost: Family::default(),
+            resyncs: Family::default(),
+            ack_timeouts: Family::default(),
             required_acks: Family::default(),
             replicas_up: Family::default(),
             degraded: Family::default(),
@@ -302,6 +330,11 @@ impl Metrics {
             replication.lag_records.clone(),
         );
         registry.register(
+            "replication_lag_bytes",
+            "Journal bytes a replica does not hold yet (exact within a segment, else within a segment's overhead)",
+            replication.lag_bytes.clone(),
+        );
+        registry.register(
             "replication_lag_seconds",
             "Age of the oldest record a replica does not hold yet",
             replication.lag_seconds.clone(),
@@ -321,6 +354,16 @@ impl Metrics {
             "Times a replica was declared lost: more than replication.max_replica_lag_segments \
              segments behind, so retention stopped keeping its segments (it resyncs in full)",
             replication.replica_lost.clone(),
+        );
+        registry.register(
+            "replication_resyncs",
+            "Times a replica was resynced from the oldest segment (it needed records retention deleted)",
+            replication.resyncs.clone(),
+        );
+        registry.register(
+            "replication_ack_timeouts",
+            "Times a replica's oldest unacknowledged frame outlived the acknowledgement timeout",
+            replication.ack_timeouts.clone(),
         );
         registry.register(
             "replication_required_acks",
@@ -454,6 +497,33 @@ struct QueueSample {
     cursors: Vec<(String, u64, u64)>,
     /// `Some((primary here, epoch))` when the replication state can be read.
     role: Option<(bool, u64)>,
+    /// Unreplicated suffixes moved aside (directories under `moved-aside/`) and their bytes.
+    moved_aside: (u64, u64),
+}
+
+/// The suffixes a replica moved aside under `<queue>/moved-aside/` (one directory each, see
+/// `docs/FORMAT.md`) and the bytes of their files.
+fn moved_aside(dir: &Path) -> (u64, u64) {
+    let Ok(moves) = std::fs::read_dir(dir.join("moved-aside")) else {
+        return (0, 0);
+    };
+    let mut count = 0;
+    let mut bytes = 0;
+    for m in moves.flatten() {
+        if !m.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        count += 1;
+        bytes += std::fs::read_dir(m.path()).map_or(0, |files| {
+            files
+                .flatten()
+                .filter_map(|f| f.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|m| m.len())
+                .sum::<u64>()
+        });
+    }
+    (count, bytes)
 }
 
 fn sample_queues(root: &Path) -> Vec<QueueSample> {
@@ -480,6 +550,7 @@ fn sample_queues(root: &Path) -> Vec<QueueSample> {
             enqueued: info.last_seq.map_or(0, |s| s + 1),
             segments: info.segments.len() as u64,
             disk_bytes,
+            moved_aside: moved_aside(&dir),
             role: repliq::replication::ReplicationState::load(&dir)
                 .ok()
                 .map(|st| (st.role == repliq::replication::Role::Primary, st.epoch)),
@@ -561,6 +632,24 @@ impl Collector for QueueCollector {
             samples
                 .iter()
                 .map(|s| (q(s), ConstGauge::new(s.disk_bytes as i64))),
+        )?;
+        family(
+            &mut encoder,
+            "moved_aside_suffixes",
+            "Unreplicated suffixes a replica moved aside (under moved-aside/) after a failover",
+            MetricType::Gauge,
+            samples
+                .iter()
+                .map(|s| (q(s), ConstGauge::new(s.moved_aside.0 as i64))),
+        )?;
+        family(
+            &mut encoder,
+            "moved_aside_bytes",
+            "Bytes of the segment files moved aside under moved-aside/ (kept for an operator)",
+            MetricType::Gauge,
+            samples
+                .iter()
+                .map(|s| (q(s), ConstGauge::new(s.moved_aside.1 as i64))),
         )?;
         family(
             &mut encoder,

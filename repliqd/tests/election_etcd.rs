@@ -4,7 +4,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use repliq::replication::{ReplicationState, Role};
@@ -12,88 +11,8 @@ use repliq::{Message, QueueError, QueueOptions};
 use repliqd::election::backend::LeaseBackend;
 use repliqd::election::etcd::EtcdBackend;
 use repliqd::election::machine::WriteOutcome;
+use support::etcd::{Etcd, backend, runtime, start_etcd};
 use support::{Daemon, free_port, held, signal, wait_until};
-
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn etcd_binary() -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("etcd"))
-            .find(|p| p.is_file())
-    })
-}
-
-/// A single-member etcd on ephemeral loopback ports, or `None` (after saying why) if the binary
-/// is absent.
-fn start_etcd() -> Option<Etcd> {
-    let Some(bin) = etcd_binary() else {
-        eprintln!("SKIPPED: `etcd` is not installed (run .ci/install-etcd.sh)");
-        return None;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_port(), free_port());
-    let endpoint = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new(bin)
-        .args(["--name", "test", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--listen-client-urls", &endpoint])
-        .args(["--advertise-client-urls", &endpoint])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("test={peer_url}")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let etcd = Etcd {
-        child,
-        endpoint,
-        _dir: dir,
-    };
-    // Ready once a client can read from it.
-    let rt = runtime();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok = rt.block_on(async {
-            let b = backend(&etcd);
-            b.observe("probe").await.is_ok()
-        });
-        if ok {
-            return Some(etcd);
-        }
-        assert!(Instant::now() < deadline, "etcd did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn backend(etcd: &Etcd) -> EtcdBackend {
-    EtcdBackend::new(
-        vec![etcd.endpoint.clone()],
-        "repliq-test",
-        Duration::from_secs(3),
-        Duration::from_secs(2),
-    )
-}
 
 #[test]
 fn compare_and_swap_and_advertisements_on_a_real_etcd() {

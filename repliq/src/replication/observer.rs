@@ -23,6 +23,11 @@ pub trait ReplicationObserver: Send + Sync + std::fmt::Debug {
     fn lag(&self, queue: &str, replica: &str, records: u64, age: Duration) {
         let _ = (queue, replica, records, age);
     }
+    /// `replica` lacks about `bytes` journal bytes of `queue` (see [`Self::lag`]; 0 when it
+    /// holds everything). Not called when the records cannot be read.
+    fn lag_bytes(&self, queue: &str, replica: &str, bytes: u64) {
+        let _ = (queue, replica, bytes);
+    }
     /// `replica` of `queue` is (`up`) or is not streaming and acknowledging in time; `error` says
     /// why not when a connection attempt failed (unresolvable name, refused connection, a
     /// refusal by the replica). Called when this changes and periodically.
@@ -41,6 +46,16 @@ pub trait ReplicationObserver: Send + Sync + std::fmt::Debug {
     /// is back).
     fn replica_lost(&self, queue: &str, replica: &str, segments: u64, records: u64) {
         let _ = (queue, replica, segments, records);
+    }
+    /// `replica` of `queue` is resynced from the primary's oldest segment: it needed records
+    /// retention had deleted. Called once per resync.
+    fn resync(&self, queue: &str, replica: &str) {
+        let _ = (queue, replica);
+    }
+    /// The oldest frame of `queue` in flight to `replica` was not acknowledged within the
+    /// acknowledgement timeout (the replica is no longer up). Called once per occurrence.
+    fn ack_timeout(&self, queue: &str, replica: &str) {
+        let _ = (queue, replica);
     }
     /// `queue` is damaged on this node (e.g. a segment truncated while mapped): its new records
     /// are no longer replicated from here; `error` names the file. Called once per occurrence.

@@ -155,7 +155,13 @@ impl Replication for ReplicaService {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let service = self.clone();
-        tokio::spawn(async move {
+        // Traces: one span per received stream (fields filled in from its Hello).
+        let span = tracing::info_span!(
+            parent: None, "replication.receive",
+            queue = tracing::field::Empty, primary = tracing::field::Empty,
+            epoch = tracing::field::Empty, refused = tracing::field::Empty,
+        );
+        let stream = async move {
             if let Err(Refusing {
                 reason,
                 detail,
@@ -163,6 +169,7 @@ impl Replication for ReplicaService {
                 next_seq,
             }) = serve_stream(&service, peer, inbound, &tx).await
             {
+                tracing::Span::current().record("refused", tracing::field::debug(reason));
                 tracing::warn!(?reason, %detail, "replication stream refused");
                 let refused = Refused {
                     reason: reason as i32,
@@ -176,7 +183,8 @@ impl Replication for ReplicaService {
                     }))
                     .await;
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(stream, span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -351,6 +359,10 @@ async fn serve_stream(
         Ok(_) => return Err(protocol("the stream must start with a Hello")),
         Err(e) => return Err(broken(e)),
     };
+    let span = tracing::Span::current();
+    span.record("queue", hello.queue.as_str());
+    span.record("primary", hello.primary.as_str());
+    span.record("epoch", hello.epoch);
     if !service.peers.allows(&hello.primary) {
         return Err(Refusing::new(
             refused::Reason::NotAPeer,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use repliqd::telemetry::{self, LogFormat as Format};
 use repliqd::{self as server, Config};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -28,29 +29,6 @@ struct Args {
     log_format: LogFormat,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REPLIQ_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a person at a terminal, never in files or log collectors.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        // One object per line with stable keys: timestamp, level, target, message, then the
-        // event's own fields (node, queue, epoch, replica, task, error, ...) at the top level
-        // (docs/OBSERVABILITY.md, "Logs").
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init(),
-    }
-}
-
 /// Registers the SIGTERM and SIGINT handlers now (before the daemon says it is listening, so a
 /// signal sent right after that is never lost) and returns the future that completes on either.
 fn terminated() -> std::io::Result<impl std::future::Future<Output = ()>> {
@@ -67,7 +45,6 @@ fn terminated() -> std::io::Result<impl std::future::Future<Output = ()>> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(args.log_format);
     let config = match Config::from_file(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -85,6 +62,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Logs, and traces over OTLP when configured; the exporter's channel lives on the runtime.
+    let format = match args.log_format {
+        LogFormat::Text => Format::Text,
+        LogFormat::Json => Format::Json,
+    };
+    let telemetry = {
+        let _in_runtime = runtime.enter();
+        match telemetry::init(format, config.tracing.as_ref(), &args.node_name) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("repliqd: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    if let Some(t) = &telemetry.target {
+        tracing::info!(endpoint = %t.endpoint, service = %t.service_name, "exporting traces over OTLP");
+    }
     let result = runtime.block_on(async {
         let shutdown = terminated()
             .map_err(|e| repliq::QueueError::io("installing the signal handlers", e))?;
@@ -94,12 +89,15 @@ fn main() -> ExitCode {
         })
         .await
     });
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Through the logger, so a JSON log stays JSON to its last line.
             tracing::error!(error = %e, "repliqd: exiting with status 1");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Flush the last spans (a failover's, a shutdown's) while the runtime still runs.
+    telemetry.shutdown();
+    code
 }

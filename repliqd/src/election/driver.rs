@@ -15,6 +15,8 @@ use tokio::time::Instant;
 use super::backend::LeaseBackend;
 use super::machine::{Command, Election, Local, Timing, WriteOutcome};
 use crate::metrics::ElectionMetrics;
+use crate::telemetry::span;
+use tracing::Instrument as _;
 
 /// Local facts about the queue in `dir`.
 ///
@@ -97,6 +99,10 @@ struct QueueElection<B> {
     /// Extended to the lease's validity after every round: the replication task acknowledges
     /// writes only while it holds.
     authority: repliq::replication::Authority,
+    /// The queue's epoch on this node at the last round (a span attribute).
+    local_epoch: u64,
+    /// The open `election.failover` span, from the lease write that takes it to the promotion.
+    failover: Option<tracing::Span>,
 }
 
 impl<B: LeaseBackend> QueueElection<B> {
@@ -113,7 +119,10 @@ impl<B: LeaseBackend> QueueElection<B> {
         let mut cmds = self.machine.tick(self.now());
         let dir = self.dir.clone();
         let local = match blocking(move || local(&dir)).await {
-            Ok(l) => l,
+            Ok(l) => {
+                self.local_epoch = l.epoch;
+                l
+            }
             Err(e) => {
                 tracing::warn!(queue = %self.queue, error = %e, "cannot read the queue; skipping its election round");
                 self.execute(cmds).await;
@@ -180,15 +189,48 @@ impl<B: LeaseBackend> QueueElection<B> {
                     acquire,
                 } => {
                     let sent = self.now();
+                    // A takeover is traced from its lease write to the promotion; renewals
+                    // (every retry period) are counted, not traced.
+                    let write_span = acquire.then(|| {
+                        let failover = tracing::info_span!(
+                            parent: None, span::FAILOVER,
+                            queue = %self.queue, node = %self.node, epoch,
+                            previous_epoch = self.local_epoch,
+                            outcome = tracing::field::Empty,
+                        );
+                        let write = tracing::info_span!(
+                            parent: &failover, span::LEASE_ACQUIRE,
+                            queue = %self.queue, node = %self.node, epoch,
+                            backend = %self.backend.describe(),
+                            outcome = tracing::field::Empty,
+                        );
+                        self.failover = Some(failover);
+                        write
+                    });
                     let write = tokio::time::timeout(
                         self.timing.retry_period,
                         self.backend
                             .write(&self.queue, &self.node, epoch, &expected),
                     );
-                    let outcome = match before(self.deadline(), write).await {
+                    let write = before(self.deadline(), write)
+                        .instrument(write_span.clone().unwrap_or_else(tracing::Span::none));
+                    let outcome = match write.await {
                         Some(Ok(o)) => o,
                         _ => WriteOutcome::Failed,
                     };
+                    if let Some(write_span) = write_span {
+                        let word = match &outcome {
+                            WriteOutcome::Written(_) => "written",
+                            WriteOutcome::Conflict => "conflict",
+                            WriteOutcome::Failed => "unreachable",
+                        };
+                        write_span.record("outcome", word);
+                        if !matches!(outcome, WriteOutcome::Written(_))
+                            && let Some(failover) = self.failover.take()
+                        {
+                            failover.record("outcome", word);
+                        }
+                    }
                     match &outcome {
                         WriteOutcome::Written(_) if !acquire => {
                             self.metrics.renewals.get_or_create(&self.labels()).inc();
@@ -210,7 +252,14 @@ impl<B: LeaseBackend> QueueElection<B> {
                                 .inc();
                         }
                     }
-                    queue.extend(self.machine.written(self.now(), sent, outcome));
+                    let next = self.machine.written(self.now(), sent, outcome);
+                    if !next.iter().any(|c| matches!(c, Command::Promote { .. }))
+                        && let Some(failover) = self.failover.take()
+                    {
+                        // The lease was taken by a node that already was the primary.
+                        failover.record("outcome", "already_primary");
+                    }
+                    queue.extend(next);
                 }
                 Command::Advertise { next_seq } => {
                     let adv = tokio::time::timeout(
@@ -225,7 +274,14 @@ impl<B: LeaseBackend> QueueElection<B> {
                         _ => {}
                     }
                 }
-                Command::Fence => match self.blocking_on_dir(fence).await {
+                Command::Fence => match self
+                    .blocking_on_dir(fence)
+                    .instrument(tracing::info_span!(
+                        parent: None, span::FENCE,
+                        queue = %self.queue, node = %self.node, epoch = self.local_epoch,
+                    ))
+                    .await
+                {
                     Ok(()) => {
                         self.metrics.fences.get_or_create(&self.labels()).inc();
                         tracing::warn!(
@@ -238,7 +294,28 @@ impl<B: LeaseBackend> QueueElection<B> {
                     }
                 },
                 Command::Promote { epoch } => {
-                    match self.blocking_on_dir(move |dir| promote(dir, epoch)).await {
+                    let failover = self.failover.take();
+                    let promote_span = tracing::info_span!(
+                        parent: failover.as_ref().and_then(tracing::Span::id), span::PROMOTE,
+                        queue = %self.queue, node = %self.node, epoch,
+                        epoch_start = tracing::field::Empty,
+                    );
+                    let promoted = self
+                        .blocking_on_dir(move |dir| promote(dir, epoch))
+                        .instrument(promote_span.clone())
+                        .await;
+                    let outcome = if promoted.is_ok() {
+                        "primary"
+                    } else {
+                        "failed"
+                    };
+                    if let Some(failover) = &failover {
+                        failover.record("outcome", outcome);
+                    }
+                    if let Ok(s) = &promoted {
+                        promote_span.record("epoch_start", s.epoch_start);
+                    }
+                    match promoted {
                         Ok(s) => {
                             self.metrics.takeovers.get_or_create(&self.labels()).inc();
                             tracing::info!(
@@ -365,6 +442,8 @@ pub async fn run<B: LeaseBackend>(
                 unreachable_logged: false,
                 metrics: metrics.clone(),
                 authority: authorities.of(&dir),
+                local_epoch: 0,
+                failover: None,
             };
             let stop = stop.clone();
             elections.spawn(async move {

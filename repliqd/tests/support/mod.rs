@@ -1,6 +1,9 @@
 //! Helpers shared by the tests that run `repliqd` as real processes on loopback.
 #![allow(dead_code)] // each test file uses a subset
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -115,17 +118,20 @@ impl Daemon {
     /// Starts the process and waits for its "listening" line. It logs at `info` (or
     /// `REPLIQ_TEST_LOG`) to [`Daemon::log_path`].
     pub fn start(&mut self) {
+        self.start_with(|_| {});
+    }
+
+    /// [`Daemon::start`] with more arguments or environment variables set by `more`.
+    pub fn start_with(&mut self, more: impl FnOnce(&mut Command)) {
         let level = std::env::var("REPLIQ_TEST_LOG").unwrap_or_else(|_| "info".into());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let mut child = repliqd(&self.config, &self.name, &level)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut cmd = repliqd(&self.config, &self.name, &level);
+        more(&mut cmd);
+        let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)

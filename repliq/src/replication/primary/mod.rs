@@ -70,12 +70,19 @@ pub(super) struct ReplicaLink {
     /// A full resync from this segment is due: the replica needs records retention deleted.
     /// A `Resync` message goes before the first frame sent from there.
     resync: Option<u64>,
+    /// `replication.stream`: open from the subscription until the link goes (traces).
+    _stream: tracing::Span,
+    /// `replication.catch_up` or `replication.resync` (a child of the stream) and the sequence
+    /// the replica must acknowledge to end it: what was committed when it subscribed.
+    catch_up: Option<(tracing::Span, u64)>,
 }
 
 /// The health of one configured replica, as reported to the observer.
 #[derive(Default)]
 pub(super) struct ReplicaHealth {
     up: bool,
+    /// The oldest frame in flight is older than the acknowledgement timeout.
+    timed_out: bool,
     error: Option<String>,
 }
 
@@ -279,7 +286,36 @@ pub async fn run_primary(
                 let resync = (oldest > 0 && next_seq <= oldest).then_some(oldest);
                 if resync.is_some() {
                     tracing::warn!(queue = %queue, replica = %name, next_seq, oldest, "replica needs records retention deleted; resyncing it from the oldest segment");
+                    if let Some(m) = &options.observer {
+                        m.resync(&queue, &name);
+                    }
                 }
+                // Traces: one span per stream, a child while the replica catches up (no span
+                // per frame or record).
+                let committed = leader.next_seq();
+                let primary_epoch = leader.config().epoch;
+                let stream = tracing::info_span!(
+                    parent: None, "replication.stream",
+                    queue = %queue, replica = %name, epoch = primary_epoch,
+                    replica_epoch = epoch, next_seq,
+                );
+                let catch_up = if let Some(from) = resync {
+                    let span = tracing::info_span!(
+                        parent: &stream, "replication.resync",
+                        queue = %queue, replica = %name, epoch = primary_epoch, from_seq = from,
+                        to_seq = committed, replica_next_seq = next_seq,
+                    );
+                    Some((span, committed))
+                } else if next_seq < committed {
+                    let span = tracing::info_span!(
+                        parent: &stream, "replication.catch_up",
+                        queue = %queue, replica = %name, epoch = primary_epoch, from_seq = next_seq,
+                        to_seq = committed, records = committed - next_seq,
+                    );
+                    Some((span, committed))
+                } else {
+                    None
+                };
                 links.insert(
                     name.clone(),
                     ReplicaLink {
@@ -288,6 +324,8 @@ pub async fn run_primary(
                         inflight: VecDeque::new(),
                         acked: next_seq,
                         resync,
+                        _stream: stream,
+                        catch_up,
                     },
                 );
                 match resync {
@@ -312,6 +350,14 @@ pub async fn run_primary(
                         link.inflight.pop_front();
                     }
                     link.acked = link.acked.max(next_seq);
+                    if link
+                        .catch_up
+                        .as_ref()
+                        .is_some_and(|(_, target)| link.acked >= *target)
+                    {
+                        // Caught up: the span ends here.
+                        link.catch_up = None;
+                    }
                     if epoch == leader.config().epoch {
                         cursors.held(&name, next_seq);
                     }
