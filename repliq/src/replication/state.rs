@@ -215,6 +215,55 @@ impl ReplicationState {
         // epoch starts after everything the old primary's stream delivered, and nothing it sends
         // later is applied (the service sees the newer epoch and refuses).
         let _lock = state_lock(dir, true)?;
+        Self::promote_locked(dir)
+    }
+
+    /// Makes the queue the primary of at least `epoch` (an election's epoch): a replica is
+    /// promoted as by [`ReplicationState::promote`], and a primary of an older epoch takes
+    /// `epoch`. All under the state lock, so that a newer primary's stream, which the replica
+    /// service admits under the same lock, lands before or after, never in between (where this
+    /// would store `Primary` over its demotion).
+    ///
+    /// # Errors
+    ///
+    /// I/O and corruption errors.
+    pub fn promote_to_epoch(dir: &Path, epoch: u64) -> Result<ReplicationState> {
+        let _lock = state_lock(dir, true)?;
+        let mut state = ReplicationState::load(dir)?;
+        if state.role == Role::Replica {
+            state = Self::promote_locked(dir)?;
+        }
+        if state.epoch < epoch {
+            state.epoch = epoch;
+            state.store(dir)?;
+        }
+        Ok(state)
+    }
+
+    /// Fences a primary: it becomes a replica (of no known primary yet), so that its handles
+    /// stop writing. Under the state lock, for the reason given at
+    /// [`ReplicationState::promote_to_epoch`]: without it, a fence that read the state before the
+    /// replica service stored a newer epoch would store the old epoch back. Returns whether the
+    /// queue was a primary.
+    ///
+    /// # Errors
+    ///
+    /// I/O and corruption errors.
+    pub fn demote(dir: &Path) -> Result<bool> {
+        let _lock = state_lock(dir, true)?;
+        let mut state = ReplicationState::load(dir)?;
+        if state.role == Role::Replica {
+            return Ok(false);
+        }
+        state.role = Role::Replica;
+        state.primary = None;
+        state.synchronous = false;
+        state.store(dir)?;
+        Ok(true)
+    }
+
+    /// [`ReplicationState::promote`] with the state lock held by the caller.
+    fn promote_locked(dir: &Path) -> Result<ReplicationState> {
         let current = ReplicationState::load(dir)?;
         if current.role == Role::Primary {
             return Err(QueueError::protocol(format!(
@@ -263,5 +312,85 @@ impl ReplicationState {
     /// Publishes this state's policy in the meta file of the open `journal`.
     pub(crate) fn mirror(&self, journal: &Journal) {
         self.policy().store(&journal.meta);
+    }
+}
+
+#[cfg(all(test, not(repliq_loom)))]
+mod test {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn primary_queue(epoch: u64) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        drop(
+            crate::QueueOptions::new()
+                .capacity(100)
+                .create::<u64>(&path)
+                .unwrap(),
+        );
+        let state = ReplicationState {
+            role: Role::Primary,
+            epoch,
+            ..ReplicationState::default()
+        };
+        state.store(&path).unwrap();
+        dir
+    }
+
+    /// The election's fence and the replica service's admission of a newer epoch are ordered by
+    /// the state lock: a fence never stores the epoch it read before the service stored a newer
+    /// one (found by the trace test: a resumed node's file went back to epoch 1).
+    #[test]
+    fn a_fence_waits_for_the_replica_service_and_keeps_the_epoch_it_stored() {
+        let dir = primary_queue(1);
+        let path = dir.path().join("q");
+        let held = Duration::from_millis(300);
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let service = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                // As `replica_service::admit` does: shared lock, load, store a newer epoch.
+                let _lock = state_lock(&path, false).unwrap();
+                locked_tx.send(()).unwrap();
+                let mut state = ReplicationState::load(&path).unwrap();
+                std::thread::sleep(held);
+                state.role = Role::Replica;
+                state.epoch = 2;
+                state.primary = Some("node-c".into());
+                state.store(&path).unwrap();
+            })
+        };
+        locked_rx.recv().unwrap();
+        let started = Instant::now();
+        let was_primary = ReplicationState::demote(&path).unwrap();
+        let waited = started.elapsed();
+        service.join().unwrap();
+        assert!(
+            waited + Duration::from_millis(50) >= held,
+            "the fence did not wait for the lock ({waited:?})"
+        );
+        assert!(!was_primary, "the fence saw the service's demotion");
+        let state = ReplicationState::load(&path).unwrap();
+        assert_eq!((state.role, state.epoch), (Role::Replica, 2));
+        assert_eq!(state.primary.as_deref(), Some("node-c"));
+    }
+
+    #[test]
+    fn promote_to_epoch_raises_a_primarys_epoch_and_promotes_a_replica() {
+        let dir = primary_queue(3);
+        let path = dir.path().join("q");
+        assert_eq!(
+            ReplicationState::promote_to_epoch(&path, 5).unwrap().epoch,
+            5
+        );
+        assert_eq!(
+            ReplicationState::promote_to_epoch(&path, 4).unwrap().epoch,
+            5
+        );
+        assert!(ReplicationState::demote(&path).unwrap());
+        let state = ReplicationState::promote_to_epoch(&path, 2).unwrap();
+        assert_eq!((state.role, state.epoch), (Role::Primary, 6));
     }
 }

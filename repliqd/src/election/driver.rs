@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use repliq::replication::{ReplicationState, Role};
+use repliq::replication::ReplicationState;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -39,14 +39,9 @@ pub fn local(dir: &Path) -> Result<Local, String> {
 ///
 /// The queue's state cannot be stored.
 pub fn fence(dir: &Path) -> Result<(), String> {
-    let mut state = ReplicationState::load(dir).map_err(|e| e.to_string())?;
-    if state.role == Role::Replica {
-        return Ok(());
-    }
-    state.role = Role::Replica;
-    state.primary = None;
-    state.synchronous = false;
-    state.store(dir).map_err(|e| e.to_string())
+    ReplicationState::demote(dir)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Makes the queue the primary of `epoch` (from the next sequence number it does not hold).
@@ -55,15 +50,7 @@ pub fn fence(dir: &Path) -> Result<(), String> {
 ///
 /// The queue's state cannot be read or stored.
 pub fn promote(dir: &Path, epoch: u64) -> Result<ReplicationState, String> {
-    let mut state = ReplicationState::load(dir).map_err(|e| e.to_string())?;
-    if state.role == Role::Replica {
-        state = ReplicationState::promote(dir).map_err(|e| e.to_string())?;
-    }
-    if state.epoch < epoch {
-        state.epoch = epoch;
-        state.store(dir).map_err(|e| e.to_string())?;
-    }
-    Ok(state)
+    ReplicationState::promote_to_epoch(dir, epoch).map_err(|e| e.to_string())
 }
 
 /// Runs blocking file I/O on the blocking pool.
