@@ -90,6 +90,7 @@ pub async fn run(
         health: Arc::clone(&health),
     });
     let replication_metrics = state.metrics.replication.clone();
+    let tls_metrics = state.metrics.tls.clone();
     let election_metrics = state.metrics.election.clone();
     // `stop` stops every task but HTTP, which answers until the others have drained.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -113,9 +114,11 @@ pub async fn run(
     let replicas = ReplicaService::with_peers(root.clone(), accepted.clone());
     let (replicas, tls_config) = match &config.server.tls {
         Some(files) => {
-            let reloading = tls::ReloadingConfig::new(files.clone())
+            let reloading = tls::ReloadingConfig::new(files.clone(), tls_metrics)
                 .map_err(|e| QueueError::InvalidConfig(format!("server.tls: {e}")))?;
-            (replicas.authenticated(), Some(Arc::new(reloading)))
+            let reloading = Arc::new(reloading);
+            tokio::spawn(tls::watch(Arc::clone(&reloading), TLS_WATCH_PERIOD));
+            (replicas.authenticated(), Some(reloading))
         }
         None => {
             tracing::warn!(
@@ -374,6 +377,9 @@ async fn follow_discovery(
         }
     }
 }
+
+/// How often the TLS files are re-checked without a new connection (`tls::watch`).
+const TLS_WATCH_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often the persistence path is looked at for queues to replicate (a cheap generation
 /// check, see [`scan`]). A queue created in between already obeys the node policy (its
