@@ -193,6 +193,9 @@ render helm-statefulset-tls-certmanager --set workload.kind=StatefulSet \
 render helm-statefulset-tls-csi --set workload.kind=StatefulSet --set tls.enabled=true \
     --set tls.source=csi --set tls.certManager.issuerRef.name=cluster-ca \
     --set tls.certManager.issuerRef.kind=ClusterIssuer
+# The HTTP port behind a bearer token from a Secret, which the ServiceMonitor sends.
+render helm-statefulset-http-auth --set workload.kind=StatefulSet --set httpAuth.enabled=true \
+    --set httpAuth.secretName=repliq-http-token --set metrics.serviceMonitor.enabled=true
 "$kubectl" kustomize deploy/kubernetes > "$out/kustomize.yaml"
 # The optional PrometheusRule and dashboard ConfigMap carry the files of deploy/ unchanged.
 "$py" - "$out/helm-statefulset-static.yaml" deploy/prometheus/repliq-rules.yaml deploy/grafana/repliq.json <<'PY' \
@@ -224,6 +227,7 @@ refuses "a DaemonSet's cert-manager certificate without node names" --set tls.en
     --set tls.source=certManager
 refuses "TLS files under the ConfigMap mount" --set tls.enabled=true --set tls.mountPath=/etc/repliq/tls
 refuses "an unknown TLS source" --set tls.enabled=true --set tls.source=vault
+refuses "an HTTP token without its Secret" --set httpAuth.enabled=true
 refuses "an unknown replication mode" --set config.replication.mode=eventually
 refuses "two disruption budgets" --set podDisruptionBudget.minAvailable=1
 refuses "both static peers and members" --set config.replication.discovery.method=static \
@@ -317,6 +321,27 @@ def tls_files(where, workload, pod, c, cfg, docs):
         else:
             check(False, where, f"server.tls.{key}: the volume at {folder} is neither a Secret nor a csi certificate")
 
+def http_token(where, pod, c, cfg, docs):
+    """server.http_auth's token file is in a read-only Secret volume, and a ServiceMonitor of
+    the same rendering sends that Secret's key unless /metrics is open."""
+    auth = (cfg or {}).get("server", {}).get("http_auth")
+    if not auth:
+        return
+    folder, base = auth["token_file"].rsplit("/", 1)
+    m = {x["mountPath"].rstrip("/"): x for x in c.get("volumeMounts", [])}.get(folder)
+    check(m is not None and m.get("readOnly") is True and "subPath" not in m, where,
+          f"server.http_auth.token_file {auth['token_file']}: no read-only mount at {folder}")
+    if m is None:
+        return
+    v = {x["name"]: x for x in pod.get("volumes", [])}.get(m["name"], {})
+    items = {i["path"]: i["key"] for i in v.get("secret", {}).get("items", [])}
+    check(base in items, where, f"the HTTP token Secret has no item {base}")
+    for sm in (d for d in docs if d.get("kind") == "ServiceMonitor"):
+        creds = [e.get("authorization", {}).get("credentials", {}) for e in sm["spec"]["endpoints"]]
+        want = {"name": v.get("secret", {}).get("secretName"), "key": items.get(base)}
+        check(auth.get("metrics_open") or all(cr == want for cr in creds), where,
+              f"ServiceMonitor {sm['metadata']['name']} must send the token {want}: {creds}")
+
 files = sys.argv[1:]
 by_file = {f: [d for d in yaml.safe_load_all(open(f)) if d] for f in files}
 # The plain manifests are one set: the ConfigMap lives beside the DaemonSet.
@@ -366,6 +391,7 @@ for f, docs in by_file.items():
         ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
         check("grpc" in ports and "http-metrics" in ports, where, "ports grpc and http-metrics")
         tls_files(where, d, pod, c, config_of(docs) or config_of(plain), docs)
+        http_token(where, pod, c, config_of(docs) or config_of(plain), docs)
         if d["kind"] == "DaemonSet":
             vols = {v["name"]: v for v in pod.get("volumes", [])}
             check("hostPath" in vols.get("data", {}), where, "data is a hostPath volume")
@@ -437,6 +463,11 @@ for name, path in sources:
             if tls:
                 with open(base + ".tlsdir", "w") as f:
                     f.write(os.path.dirname(tls["cert"]))
+            # server.http_auth: the directory of the token file (a Secret's mount).
+            auth = yaml.safe_load(d["data"]["config.yaml"]).get("server", {}).get("http_auth")
+            if auth:
+                with open(base + ".tokenfile", "w") as f:
+                    f.write(auth["token_file"])
 PY
 cp deploy/docker/rootfs/etc/repliq/config.yaml "$work/configs/image-default.yaml"
 chmod 0755 "$work" "$work/configs" && chmod 0644 "$work/configs"/*.yaml
@@ -451,6 +482,12 @@ for cfg in "$work/configs"/*.yaml; do
     if [ -f "${cfg%.yaml}.tlsdir" ]; then
         make_node_cert "$work/tls-$name" "$node"
         tls_mount=(-v "$work/tls-$name:$(cat "${cfg%.yaml}.tlsdir"):ro")
+    fi
+    if [ -f "${cfg%.yaml}.tokenfile" ]; then
+        token_file=$(cat "${cfg%.yaml}.tokenfile")
+        mkdir -p "$work/token-$name" && echo "check-token-$RANDOM" > "$work/token-$name/${token_file##*/}"
+        chmod 0755 "$work/token-$name" && chmod 0644 "$work/token-$name"/*
+        tls_mount+=(-v "$work/token-$name:${token_file%/*}:ro")
     fi
     docker run -d --name "$c" "${hardened[@]}" "${tls_mount[@]}" --tmpfs /var/lib/repliq:uid=65532,gid=65532 \
         -e NODE_NAME="$node" -e POD_NAMESPACE=check -v "$cfg:/etc/repliq/config.yaml:ro" "$image" >/dev/null

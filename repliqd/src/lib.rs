@@ -8,6 +8,7 @@ mod connectors;
 pub mod discovery;
 pub mod election;
 mod http;
+pub mod http_auth;
 pub mod metrics;
 pub mod root_lock;
 pub mod scan;
@@ -72,6 +73,12 @@ pub async fn run(
     // One daemon per persistence path, for as long as this one runs.
     let _root_lock = root_lock::RootLock::acquire(&root, &node_name)?;
     write_node_policy(&config, &node_name)?;
+    let http_auth = match &config.server.http_auth {
+        Some(auth) => Some(Arc::new(http_auth::HttpAuth::new(auth).map_err(|e| {
+            QueueError::InvalidConfig(format!("server.http_auth.token_file: {e}"))
+        })?)),
+        None => None,
+    };
     let grpc_listener = bind(config.server.grpc_listen, "gRPC").await?;
     let http_listener = bind(config.server.http_listen, "HTTP").await?;
     let bound = Bound {
@@ -97,8 +104,9 @@ pub async fn run(
     let (http_stop_tx, mut http_stop) = tokio::sync::watch::channel(false);
     let mut tasks = supervise::Tasks::new(Arc::clone(&health));
 
+    let router = http_auth::protect(http::router(Arc::clone(&state)), http_auth);
     tasks.spawn("http", async move {
-        axum::serve(http_listener, http::router(Arc::clone(&state)))
+        axum::serve(http_listener, router)
             .with_graceful_shutdown(async move {
                 let _ = http_stop.wait_for(|s| *s).await;
             })

@@ -138,6 +138,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- $dir := trimSuffix "/" .Values.tls.mountPath -}}
 {{- $_ := set $server "tls" (dict "ca" (printf "%s/ca.crt" $dir) "cert" (printf "%s/tls.crt" $dir) "key" (printf "%s/tls.key" $dir)) -}}
 {{- end -}}
+{{- if .Values.httpAuth.enabled -}}
+{{- $_ := set $server "http_auth" (dict "token_file" (printf "%s/token" (trimSuffix "/" .Values.httpAuth.mountPath)) "metrics_open" .Values.httpAuth.metricsOpen) -}}
+{{- end -}}
 replication:
 {{- toYaml $replication | nindent 2 }}
 queue:
@@ -198,6 +201,12 @@ server:
 {{- end -}}
 {{- if and .Values.tls.enabled (hasPrefix "/etc/repliq/" (printf "%s/" (trimSuffix "/" .Values.tls.mountPath))) -}}
 {{- fail "tls.mountPath: not under /etc/repliq (the read-only ConfigMap mount)" -}}
+{{- end -}}
+{{- if and .Values.httpAuth.enabled (not .Values.httpAuth.secretName) -}}
+{{- fail "httpAuth.secretName: required by httpAuth.enabled (a Secret holding the bearer token)" -}}
+{{- end -}}
+{{- if and .Values.httpAuth.enabled (hasPrefix "/etc/repliq/" (printf "%s/" (trimSuffix "/" .Values.httpAuth.mountPath))) -}}
+{{- fail "httpAuth.mountPath: not under /etc/repliq (the read-only ConfigMap mount)" -}}
 {{- end -}}
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) -}}
 {{- fail "podDisruptionBudget: set maxUnavailable or minAvailable, not both" -}}

@@ -178,6 +178,12 @@ spec:
           mountPath: {{ .Values.tls.mountPath }}
           readOnly: true
         {{- end }}
+        {{- if .Values.httpAuth.enabled }}
+        # The HTTP port's bearer token: config.yaml's server.http_auth (re-read when it changes).
+        - name: http-auth
+          mountPath: {{ .Values.httpAuth.mountPath }}
+          readOnly: true
+        {{- end }}
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -220,6 +226,14 @@ spec:
           - {key: ca.crt, path: ca.crt}
           - {key: tls.crt, path: tls.crt}
           - {key: tls.key, path: tls.key}
+    {{- end }}
+    {{- if .Values.httpAuth.enabled }}
+    - name: http-auth
+      secret:
+        secretName: {{ .Values.httpAuth.secretName }}
+        defaultMode: 0440
+        items:
+          - {key: {{ .Values.httpAuth.key }}, path: token}
     {{- end }}
     {{- with .Values.extraVolumes }}
     {{- toYaml . | nindent 4 }}
