@@ -68,8 +68,10 @@ pub async fn run(
 ) -> Result<(), QueueError> {
     let mut discovery = discovery::start(&config, &node_name)?;
     let root = config.queue.persistence.path.clone();
-    std::fs::create_dir_all(&root)
+    // 0700 (or a set-group-ID parent's group bits) whatever the umask, as queue directories.
+    repliq::modes::create_dir_all(&root)
         .map_err(|e| QueueError::io(format!("creating {}", root.display()), e))?;
+    warn_if_open_to_others(&root);
     // One daemon per persistence path, for as long as this one runs.
     let _root_lock = root_lock::RootLock::acquire(&root, &node_name)?;
     write_node_policy(&config, &node_name)?;
@@ -383,6 +385,22 @@ async fn follow_discovery(
             }
             _ = stop.wait_for(|s| *s) => return Ok(()),
         }
+    }
+}
+
+/// Logs a warning if users other than the owner and its group may read or enter `root` (a
+/// directory made before the daemon, e.g. by hand or by the kubelet): queue files inside are
+/// 0600, but their names are listed.
+fn warn_if_open_to_others(root: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(m) = std::fs::metadata(root)
+        && m.mode() & 0o005 != 0
+    {
+        tracing::warn!(
+            path = %root.display(),
+            mode = format!("{:04o}", m.mode() & 0o7777),
+            "the persistence path is open to other users: `chmod o-rwx` it (docs/SECURITY.md)"
+        );
     }
 }
 
