@@ -16,7 +16,8 @@
 #    every config.yaml that the manifests and the chart render.
 # 5. smoke test on a private docker network: /healthz, /readyz and /metrics from the host through a
 #    port published on 127.0.0.1; with a queue-creating test helper, replication between two
-#    containers by container name (DNS in the static binary) and byte-identical segment files;
+#    containers by container name (DNS in the static binary) over mutual TLS (openssl-made test
+#    certificates) and byte-identical segment files;
 #    `docker stop` exits 0 within the drain grace period.
 #
 # Needs: bash, python3 with pip and venv, cargo, docker (engine running), readelf, curl.
@@ -61,6 +62,30 @@ known_gap() { # NAME MESSAGE: tolerated if NAME is listed in KNOWN_GAPS, fatal o
 }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/repliq-deploy-check.XXXXXX")
+# Test certificates for server.tls (openssl): a CA in $work/ca, and make_node_cert DIR NAME writes
+# DIR/{ca.crt,tls.crt,tls.key} for node NAME (its DNS SAN), as a Secret or the csi-driver mounts.
+make_ca() {
+    [ -f "$work/ca/ca.crt" ] && return 0
+    mkdir -p "$work/ca"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=deploy-check CA" -keyout "$work/ca/ca.key" -out "$work/ca/ca.crt" 2>/dev/null \
+        || die "openssl: cannot make a CA"
+}
+make_node_cert() { # DIR NAME
+    local dir=$1 name=$2
+    make_ca
+    mkdir -p "$dir"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
+        -keyout "$dir/tls.key" -out "$dir/tls.csr" 2>/dev/null || die "openssl: key for $name"
+    printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature\n' "$name" > "$dir/ext"
+    openssl x509 -req -in "$dir/tls.csr" -CA "$work/ca/ca.crt" -CAkey "$work/ca/ca.key" \
+        -CAcreateserial -days 2 -extfile "$dir/ext" -out "$dir/tls.crt" 2>/dev/null \
+        || die "openssl: certificate for $name"
+    cp "$work/ca/ca.crt" "$dir/ca.crt"
+    rm -f "$dir/tls.csr" "$dir/ext"
+    # The containers run as 65532: test keys only.
+    chmod 0755 "$dir" && chmod 0644 "$dir"/*
+}
 run_id="rqdc-$$-$RANDOM"
 containers=()
 network=""
@@ -159,6 +184,18 @@ render helm-daemonset-custom \
     --set config.server.shutdown_grace_ms=25500 --set config.queue.capacity=4096 \
     --set dataDir.prepare.enabled=false --set logFormat=text --set podDisruptionBudget.enabled=false \
     --set rbac.create=false --set serviceAccount.create=false --set serviceAccount.name=existing
+# Mutual TLS (docs/SECURITY.md): a shared Secret, cert-manager Certificates, the csi-driver.
+render helm-daemonset-tls-secret --set tls.enabled=true --set tls.secretName=node-certs
+render helm-daemonset-tls-certmanager --set tls.enabled=true --set tls.source=certManager \
+    --set 'tls.certManager.dnsNames={node-a,node-b,node-c}'
+render helm-statefulset-tls-certmanager --set workload.kind=StatefulSet \
+    --set tls.enabled=true --set tls.source=certManager
+render helm-statefulset-tls-csi --set workload.kind=StatefulSet --set tls.enabled=true \
+    --set tls.source=csi --set tls.certManager.issuerRef.name=cluster-ca \
+    --set tls.certManager.issuerRef.kind=ClusterIssuer
+# The HTTP port behind a bearer token from a Secret, which the ServiceMonitor sends.
+render helm-statefulset-http-auth --set workload.kind=StatefulSet --set httpAuth.enabled=true \
+    --set httpAuth.secretName=repliq-http-token --set metrics.serviceMonitor.enabled=true
 "$kubectl" kustomize deploy/kubernetes > "$out/kustomize.yaml"
 # The optional PrometheusRule and dashboard ConfigMap carry the files of deploy/ unchanged.
 "$py" - "$out/helm-statefulset-static.yaml" deploy/prometheus/repliq-rules.yaml deploy/grafana/repliq.json <<'PY' \
@@ -185,6 +222,12 @@ refuses "an unknown workload kind" --set workload.kind=Deployment
 refuses "an unknown config key" --set config.queue.capcity=1
 refuses "a root user" --set podSecurityContext.runAsUser=0
 refuses "one port for gRPC and HTTP" --set config.server.http_listen=0.0.0.0:31337
+refuses "csi certificates for a DaemonSet" --set tls.enabled=true --set tls.source=csi
+refuses "a DaemonSet's cert-manager certificate without node names" --set tls.enabled=true \
+    --set tls.source=certManager
+refuses "TLS files under the ConfigMap mount" --set tls.enabled=true --set tls.mountPath=/etc/repliq/tls
+refuses "an unknown TLS source" --set tls.enabled=true --set tls.source=vault
+refuses "an HTTP token without its Secret" --set httpAuth.enabled=true
 refuses "an unknown replication mode" --set config.replication.mode=eventually
 refuses "two disruption budgets" --set podDisruptionBudget.minAvailable=1
 refuses "both static peers and members" --set config.replication.discovery.method=static \
@@ -208,8 +251,9 @@ for v in $K8S_VERSIONS; do
         grep -v '^INFO' "$log" >&2 || true
         die "kubernetes-validate $v"
     fi
-    # A kind without a schema is only a warning to kubernetes-validate: allow the one CRD.
-    if grep '^WARN' "$log" | grep -v 'kind \(ServiceMonitor\|PrometheusRule\) with api version monitoring.coreos.com/v1' >&2; then
+    # A kind without a schema is only a warning to kubernetes-validate: allow the CRDs of the
+    # Prometheus Operator and cert-manager.
+    if grep '^WARN' "$log" | grep -v 'kind \(ServiceMonitor\|PrometheusRule\) with api version monitoring.coreos.com/v1\|kind \(Certificate\|Issuer\) with api version cert-manager.io/v1' >&2; then
         die "kubernetes-validate $v: unexpected warnings"
     fi
     note "Kubernetes $v: $(grep -c '^INFO.*passed' "$log") resources valid"
@@ -231,6 +275,72 @@ def grace_ms(docs):
             cfg = yaml.safe_load(d["data"]["config.yaml"])
             return cfg.get("server", {}).get("shutdown_grace_ms", 10000)
     return None
+
+def config_of(docs):
+    for d in docs:
+        if d.get("kind") == "ConfigMap" and "config.yaml" in d.get("data", {}):
+            return yaml.safe_load(d["data"]["config.yaml"])
+    return None
+
+def tls_files(where, workload, pod, c, cfg, docs):
+    """server.tls's files are in a volume of the pod: a Secret with the three keys (and, when
+    cert-manager writes it, a Certificate naming every static member), or a csi-driver
+    certificate named after the pod (StatefulSet only)."""
+    tls = (cfg or {}).get("server", {}).get("tls")
+    if not tls:
+        return
+    mounts = {m["mountPath"].rstrip("/"): m for m in c.get("volumeMounts", [])}
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    for key in ("ca", "cert", "key"):
+        folder, base = tls[key].rsplit("/", 1)
+        m = mounts.get(folder)
+        check(m is not None, where, f"server.tls.{key} {tls[key]}: nothing mounted at {folder}")
+        if m is None:
+            continue
+        check(m.get("readOnly") is True and "subPath" not in m and "subPathExpr" not in m, where,
+              f"the TLS mount at {folder}: read-only, no subPath (a subPath never sees a renewed Secret)")
+        v = vols.get(m["name"], {})
+        if "secret" in v:
+            items = {i["path"]: i["key"] for i in v["secret"].get("items", [])}
+            check(not items or base in items, where, f"the TLS Secret has no item {base}")
+            secret = v["secret"]["secretName"]
+            for cert in (d for d in docs if d.get("kind") == "Certificate"
+                         and d["spec"].get("secretName") == secret):
+                names = set(cert["spec"].get("dnsNames", []))
+                members = [m["name"] for m in cfg["replication"]["discovery"].get("members", [])]
+                check(all(n in names for n in members), where,
+                      f"Certificate {cert['metadata']['name']} does not name every member: {sorted(names)}")
+                usages = set(cert["spec"].get("usages", []))
+                check({"server auth", "client auth"} <= usages, where, "the node certificate needs server and client auth")
+        elif "csi" in v:
+            attrs = v["csi"].get("volumeAttributes", {})
+            check(v["csi"].get("driver") == "csi.cert-manager.io", where, "the TLS csi volume's driver")
+            check(attrs.get("csi.cert-manager.io/dns-names") == "${POD_NAME}", where,
+                  "the csi certificate must be named after the pod (NODE_NAME)")
+            check(workload["kind"] == "StatefulSet", where, "csi certificates name pods: StatefulSet only")
+        else:
+            check(False, where, f"server.tls.{key}: the volume at {folder} is neither a Secret nor a csi certificate")
+
+def http_token(where, pod, c, cfg, docs):
+    """server.http_auth's token file is in a read-only Secret volume, and a ServiceMonitor of
+    the same rendering sends that Secret's key unless /metrics is open."""
+    auth = (cfg or {}).get("server", {}).get("http_auth")
+    if not auth:
+        return
+    folder, base = auth["token_file"].rsplit("/", 1)
+    m = {x["mountPath"].rstrip("/"): x for x in c.get("volumeMounts", [])}.get(folder)
+    check(m is not None and m.get("readOnly") is True and "subPath" not in m, where,
+          f"server.http_auth.token_file {auth['token_file']}: no read-only mount at {folder}")
+    if m is None:
+        return
+    v = {x["name"]: x for x in pod.get("volumes", [])}.get(m["name"], {})
+    items = {i["path"]: i["key"] for i in v.get("secret", {}).get("items", [])}
+    check(base in items, where, f"the HTTP token Secret has no item {base}")
+    for sm in (d for d in docs if d.get("kind") == "ServiceMonitor"):
+        creds = [e.get("authorization", {}).get("credentials", {}) for e in sm["spec"]["endpoints"]]
+        want = {"name": v.get("secret", {}).get("secretName"), "key": items.get(base)}
+        check(auth.get("metrics_open") or all(cr == want for cr in creds), where,
+              f"ServiceMonitor {sm['metadata']['name']} must send the token {want}: {creds}")
 
 files = sys.argv[1:]
 by_file = {f: [d for d in yaml.safe_load_all(open(f)) if d] for f in files}
@@ -280,6 +390,8 @@ for f, docs in by_file.items():
         check("memory" in c.get("resources", {}).get("limits", {}), where, "a memory limit")
         ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
         check("grpc" in ports and "http-metrics" in ports, where, "ports grpc and http-metrics")
+        tls_files(where, d, pod, c, config_of(docs) or config_of(plain), docs)
+        http_token(where, pod, c, config_of(docs) or config_of(plain), docs)
         if d["kind"] == "DaemonSet":
             vols = {v["name"]: v for v in pod.get("volumes", [])}
             check("hostPath" in vols.get("data", {}), where, "data is a hostPath volume")
@@ -346,6 +458,16 @@ for name, path in sources:
             if members:
                 with open(base + ".node", "w") as f:
                     f.write(members[0]["name"])
+            # server.tls: the directory the three files are mounted in (one Secret or csi volume).
+            tls = yaml.safe_load(d["data"]["config.yaml"]).get("server", {}).get("tls")
+            if tls:
+                with open(base + ".tlsdir", "w") as f:
+                    f.write(os.path.dirname(tls["cert"]))
+            # server.http_auth: the directory of the token file (a Secret's mount).
+            auth = yaml.safe_load(d["data"]["config.yaml"]).get("server", {}).get("http_auth")
+            if auth:
+                with open(base + ".tokenfile", "w") as f:
+                    f.write(auth["token_file"])
 PY
 cp deploy/docker/rootfs/etc/repliq/config.yaml "$work/configs/image-default.yaml"
 chmod 0755 "$work" "$work/configs" && chmod 0644 "$work/configs"/*.yaml
@@ -356,7 +478,18 @@ for cfg in "$work/configs"/*.yaml; do
     containers+=("$c")
     node=check
     [ -f "${cfg%.yaml}.node" ] && node=$(cat "${cfg%.yaml}.node")
-    docker run -d --name "$c" "${hardened[@]}" --tmpfs /var/lib/repliq:uid=65532,gid=65532 \
+    tls_mount=()
+    if [ -f "${cfg%.yaml}.tlsdir" ]; then
+        make_node_cert "$work/tls-$name" "$node"
+        tls_mount=(-v "$work/tls-$name:$(cat "${cfg%.yaml}.tlsdir"):ro")
+    fi
+    if [ -f "${cfg%.yaml}.tokenfile" ]; then
+        token_file=$(cat "${cfg%.yaml}.tokenfile")
+        mkdir -p "$work/token-$name" && echo "check-token-$RANDOM" > "$work/token-$name/${token_file##*/}"
+        chmod 0755 "$work/token-$name" && chmod 0644 "$work/token-$name"/*
+        tls_mount+=(-v "$work/token-$name:${token_file%/*}:ro")
+    fi
+    docker run -d --name "$c" "${hardened[@]}" "${tls_mount[@]}" --tmpfs /var/lib/repliq:uid=65532,gid=65532 \
         -e NODE_NAME="$node" -e POD_NAMESPACE=check -v "$cfg:/etc/repliq/config.yaml:ro" "$image" >/dev/null
     verdict=""
     for _ in $(seq 1 50); do # at most ~10 s
@@ -408,7 +541,13 @@ server:
   grpc_listen: 0.0.0.0:31337
   http_listen: 0.0.0.0:9100
   shutdown_grace_ms: $grace_ms
+  tls:
+    ca: /etc/repliq-tls/ca.crt
+    cert: /etc/repliq-tls/tls.crt
+    key: /etc/repliq-tls/tls.key
 EOF
+    # Mutual TLS between the containers: each node's certificate names it (docs/SECURITY.md).
+    make_node_cert "$work/tls/$node" "$node"
 done
 chmod 0755 "$work/cfg" && chmod 0644 "$work/cfg"/*.yaml
 chown 65532:65532 "$work/a" "$work/b" 2>/dev/null || chmod 0777 "$work/a" "$work/b"
@@ -417,7 +556,7 @@ start_node() { # NAME [docker run args...]
     local node=$1; shift
     containers+=("$run_id-$node")
     docker run -d --name "$run_id-$node" --network "$network" "${hardened[@]}" "$@" \
-        -e NODE_NAME="$node" -v "$work/$node:/var/lib/repliq" \
+        -e NODE_NAME="$node" -v "$work/$node:/var/lib/repliq" -v "$work/tls/$node:/etc/repliq-tls:ro" \
         -v "$work/cfg/$node.yaml:/etc/repliq/config.yaml:ro" "$image" --log-format json >/dev/null
 }
 start_node b
@@ -477,7 +616,7 @@ if [ -x "$qw" ] && docker run --rm "${app[@]}" create /var/lib/repliq/orders 409
         docker logs "$run_id-a" >&2 || true
         die "node b's segment is not byte-identical to node a's within 15 s"
     fi
-    note "node a replicated to node b by container name (static binary resolved $run_id-b); segments are byte-identical"
+    note "node a replicated to node b by container name over mutual TLS (static binary resolved $run_id-b); segments are byte-identical"
     gaps_exercised="$gaps_exercised replica-shutdown"
 else
     note "SKIP replication smoke test: queue_worker cannot create a queue ($(head -c 200 "$work/create.err" 2>/dev/null))"

@@ -54,6 +54,13 @@ pub use queue::{
     QueueOptions, RawQueue, ReadGuard, Recv, ReplicatedQueueImpl, StartAt, Tailer,
 };
 pub use raw::access_unchecked;
+
+/// The modes queue directories and files are created with (0700 / 0600, or a set-group-ID
+/// parent's group bits; docs/SECURITY.md), for programs that create the directories queues live
+/// in: the daemon's persistence root and its lock file.
+pub mod modes {
+    pub use crate::journal::perms::{create_dir_all, file_mode};
+}
 #[cfg(feature = "replication")]
 pub use replication::ReplicatedQueue;
 pub use replication::ReplicationMode;

@@ -33,6 +33,9 @@
 //!     ca: /etc/repliq/tls/ca.crt
 //!     cert: /etc/repliq/tls/tls.crt   # DNS SAN = the node name
 //!     key: /etc/repliq/tls/tls.key
+//!   http_auth:                 # optional: a bearer token for every HTTP path but the probes
+//!     token_file: /etc/repliq-http-auth/token   # re-read on change
+//!     metrics_open: false      # true: /metrics needs no token either
 //! election:                    # optional: automatic failover by a lease (see `election`)
 //!   backend: etcd              # or kubernetes (a coordination.k8s.io/v1 Lease per queue)
 //!   endpoints: [http://127.0.0.1:2379]
@@ -209,6 +212,9 @@ pub struct Server {
     /// a warning) when absent.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// A bearer token for the HTTP port (see `repliqd::http_auth`); open when absent.
+    #[serde(default)]
+    pub http_auth: Option<HttpAuthConfig>,
     /// After a task of the daemon stopped unexpectedly: how long `/healthz` and `/readyz` answer
     /// 503 naming it before the daemon drains and exits with status 1.
     #[serde(default = "default_failure_linger")]
@@ -228,6 +234,18 @@ pub struct TlsConfig {
     pub key: std::path::PathBuf,
 }
 
+/// `server.http_auth`: every HTTP path but `/healthz` and `/readyz` (and `/metrics` if
+/// `metrics_open`) needs `Authorization: Bearer <the file's content>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAuthConfig {
+    /// The token's file (surrounding whitespace ignored); re-read when it changes.
+    pub token_file: std::path::PathBuf,
+    /// Leave `/metrics` open (it names queues and cursors, not messages).
+    #[serde(default)]
+    pub metrics_open: bool,
+}
+
 impl TlsConfig {
     /// The same files, as the replication library takes them.
     #[must_use]
@@ -243,6 +261,7 @@ impl Default for Server {
             http_listen: default_http(),
             shutdown_grace_ms: default_grace(),
             tls: None,
+            http_auth: None,
             failure_linger_ms: default_failure_linger(),
         }
     }

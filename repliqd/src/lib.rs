@@ -8,6 +8,7 @@ mod connectors;
 pub mod discovery;
 pub mod election;
 mod http;
+pub mod http_auth;
 #[cfg(feature = "kubernetes")]
 pub mod kube_client;
 pub mod metrics;
@@ -71,11 +72,19 @@ pub async fn run(
 ) -> Result<(), QueueError> {
     let mut discovery = discovery::start(&config, &node_name)?;
     let root = config.queue.persistence.path.clone();
-    std::fs::create_dir_all(&root)
+    // 0700 (or a set-group-ID parent's group bits) whatever the umask, as queue directories.
+    repliq::modes::create_dir_all(&root)
         .map_err(|e| QueueError::io(format!("creating {}", root.display()), e))?;
+    warn_if_open_to_others(&root);
     // One daemon per persistence path, for as long as this one runs.
     let _root_lock = root_lock::RootLock::acquire(&root, &node_name)?;
     write_node_policy(&config, &node_name)?;
+    let http_auth = match &config.server.http_auth {
+        Some(auth) => Some(Arc::new(http_auth::HttpAuth::new(auth).map_err(|e| {
+            QueueError::InvalidConfig(format!("server.http_auth.token_file: {e}"))
+        })?)),
+        None => None,
+    };
     let grpc_listener = bind(config.server.grpc_listen, "gRPC").await?;
     let http_listener = bind(config.server.http_listen, "HTTP").await?;
     let bound = Bound {
@@ -95,16 +104,18 @@ pub async fn run(
         console: ui::Console::new(node_name.clone(), root.clone()),
     });
     let replication_metrics = state.metrics.replication.clone();
+    let tls_metrics = state.metrics.tls.clone();
     let election_metrics = state.metrics.election.clone();
     // `stop` stops every task but HTTP, which answers until the others have drained.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (http_stop_tx, mut http_stop) = tokio::sync::watch::channel(false);
     let mut tasks = supervise::Tasks::new(Arc::clone(&health));
 
+    let router = http_auth::protect(http::router(Arc::clone(&state)), http_auth);
     tasks.spawn("http", async move {
         // The console's look every second runs as long as HTTP serves.
         let _sampler = supervise::AbortOnDrop(tokio::spawn(ui::sample_forever(Arc::clone(&state))));
-        axum::serve(http_listener, http::router(Arc::clone(&state)))
+        axum::serve(http_listener, router)
             .with_graceful_shutdown(async move {
                 let _ = http_stop.wait_for(|s| *s).await;
             })
@@ -120,9 +131,11 @@ pub async fn run(
     let replicas = ReplicaService::with_peers(root.clone(), accepted.clone());
     let (replicas, tls_config) = match &config.server.tls {
         Some(files) => {
-            let reloading = tls::ReloadingConfig::new(files.clone())
+            let reloading = tls::ReloadingConfig::new(files.clone(), tls_metrics)
                 .map_err(|e| QueueError::InvalidConfig(format!("server.tls: {e}")))?;
-            (replicas.authenticated(), Some(Arc::new(reloading)))
+            let reloading = Arc::new(reloading);
+            tokio::spawn(tls::watch(Arc::clone(&reloading), TLS_WATCH_PERIOD));
+            (replicas.authenticated(), Some(reloading))
         }
         None => {
             tracing::warn!(
@@ -381,6 +394,25 @@ async fn follow_discovery(
         }
     }
 }
+
+/// Logs a warning if users other than the owner and its group may read or enter `root` (a
+/// directory made before the daemon, e.g. by hand or by the kubelet): queue files inside are
+/// 0600, but their names are listed.
+fn warn_if_open_to_others(root: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(m) = std::fs::metadata(root)
+        && m.mode() & 0o005 != 0
+    {
+        tracing::warn!(
+            path = %root.display(),
+            mode = format!("{:04o}", m.mode() & 0o7777),
+            "the persistence path is open to other users: `chmod o-rwx` it (docs/SECURITY.md)"
+        );
+    }
+}
+
+/// How often the TLS files are re-checked without a new connection (`tls::watch`).
+const TLS_WATCH_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often the persistence path is looked at for queues to replicate (a cheap generation
 /// check, see [`scan`]). A queue created in between already obeys the node policy (its

@@ -303,6 +303,8 @@ pub struct Metrics {
     pub replication: ReplicationMetrics,
     /// Updated by the election driver.
     pub election: ElectionMetrics,
+    /// The TLS files' expiry, updated when they (re)load (`crate::tls`).
+    pub tls: crate::tls::TlsMetrics,
 }
 
 impl Metrics {
@@ -420,6 +422,18 @@ impl Metrics {
             "1 while the last read of the queue's lease from the backend succeeded",
             election.backend_up.clone(),
         );
+        // TLS (issue 20): set by crate::tls when the files load.
+        let tls = crate::tls::TlsMetrics::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the first certificate of a TLS file (file: cert or ca) expires",
+            tls.expiry.clone(),
+        );
+        registry.register(
+            "tls_reload_failures",
+            "Times the TLS files changed but did not load (the previous ones stay in use)",
+            tls.reload_failures.clone(),
+        );
         registry.register_collector(Box::new(QueueCollector {
             root: Arc::new(root),
         }));
@@ -431,6 +445,7 @@ impl Metrics {
             registry: root_registry,
             replication,
             election,
+            tls,
         }
     }
 

@@ -6,8 +6,11 @@
 //! streams and false corruption. The lock is an `flock(2)` on an open file, so the kernel
 //! releases it when the process dies in any way (`SIGKILL` included): nothing stale to clean up.
 //! The holder writes its node name and process id into the file, so the refusal names it.
+//! The file's mode is that of a queue file (0600, or a set-group-ID root's group bits), set at
+//! every start whatever the umask, so a file left by an older version is tightened too.
 
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use repliq::QueueError;
@@ -32,13 +35,17 @@ impl RootLock {
     pub fn acquire(root: &Path, node: &str) -> Result<RootLock, QueueError> {
         let path = root.join(LOCK_FILE);
         let io = |what: &str, e| QueueError::io(format!("{what} {}", path.display()), e);
+        let mode = repliq::modes::file_mode(root);
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(mode)
             .open(&path)
             .map_err(|e| io("opening", e))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io("setting the mode of", e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

@@ -12,6 +12,10 @@
 //! the replica service then checks that it is issued to the name in the stream's `Hello`
 //! (`ReplicaService::authenticated`). Identities: the certificate's DNS subject alternative
 //! name is the node name (docs/SECURITY.md).
+//!
+//! [`TlsMetrics`]: the expiry time of each file's certificates, set when the files load, and the
+//! reloads that failed. [`watch`] re-checks the files periodically, so that a renewal shows in
+//! the log and the metrics even while no new connection arrives.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -24,7 +28,59 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::config::TlsConfig;
+
+/// Labels of a certificate file's metric: `file` (`cert` or `ca`) and its `path`.
+pub type TlsFileLabels = Vec<(&'static str, String)>;
+
+/// Metrics of the certificate files, registered by [`crate::metrics::Metrics`].
+#[derive(Debug, Clone, Default)]
+pub struct TlsMetrics {
+    /// Unix time at which the file's first certificate to expire stops being valid
+    /// (`repliq_tls_certificate_expiry_timestamp_seconds`).
+    pub expiry: Family<TlsFileLabels, Gauge>,
+    /// Times the files changed but did not load, so the previous ones were kept
+    /// (`repliq_tls_reload_failures_total`).
+    pub reload_failures: Counter,
+}
+
+/// The earliest expiry (Unix seconds) of the certificates in one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Expiry {
+    cert: i64,
+    ca: i64,
+}
+
+impl TlsMetrics {
+    fn record(&self, files: &TlsConfig, expiry: Expiry) {
+        for (file, path, at) in [
+            ("cert", &files.cert, expiry.cert),
+            ("ca", &files.ca, expiry.ca),
+        ] {
+            self.expiry
+                .get_or_create(&vec![
+                    ("file", file.to_owned()),
+                    ("path", path.display().to_string()),
+                ])
+                .set(at);
+        }
+    }
+}
+
+/// The earliest `notAfter` of `certs`, in Unix seconds.
+fn earliest_expiry(path: &Path, certs: &[CertificateDer<'_>]) -> Result<i64, String> {
+    let mut earliest = i64::MAX;
+    for der in certs {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| format!("{}: unreadable certificate: {e}", path.display()))?;
+        earliest = earliest.min(cert.validity().not_after.timestamp());
+    }
+    Ok(earliest)
+}
 
 /// How long a client may take to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +93,7 @@ type Stamp = [(Option<SystemTime>, u64); 3];
 pub struct ReloadingConfig {
     files: TlsConfig,
     current: Mutex<(Stamp, Arc<ServerConfig>)>,
+    metrics: TlsMetrics,
 }
 
 fn stamp(files: &TlsConfig) -> Stamp {
@@ -44,7 +101,7 @@ fn stamp(files: &TlsConfig) -> Stamp {
         .map(|p| std::fs::metadata(p).map_or((None, 0), |m| (m.modified().ok(), m.len())))
 }
 
-fn load(files: &TlsConfig) -> Result<ServerConfig, String> {
+fn load(files: &TlsConfig) -> Result<(ServerConfig, Expiry), String> {
     let certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
         let certs: Vec<_> = CertificateDer::pem_file_iter(path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?
@@ -55,8 +112,14 @@ fn load(files: &TlsConfig) -> Result<ServerConfig, String> {
         }
         Ok(certs)
     };
+    let ca_certs = certs(&files.ca)?;
+    let node_certs = certs(&files.cert)?;
+    let expiry = Expiry {
+        cert: earliest_expiry(&files.cert, &node_certs)?,
+        ca: earliest_expiry(&files.ca, &ca_certs)?,
+    };
     let mut roots = rustls::RootCertStore::empty();
-    for ca in certs(&files.ca)? {
+    for ca in ca_certs {
         roots
             .add(ca)
             .map_err(|e| format!("CA in {}: {e}", files.ca.display()))?;
@@ -74,10 +137,10 @@ fn load(files: &TlsConfig) -> Result<ServerConfig, String> {
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(certs(&files.cert)?, key)
+            .with_single_cert(node_certs, key)
             .map_err(|e| format!("{} and {}: {e}", files.cert.display(), files.key.display()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    Ok((config, expiry))
 }
 
 impl ReloadingConfig {
@@ -86,12 +149,14 @@ impl ReloadingConfig {
     /// # Errors
     ///
     /// A sentence naming the file that does not load.
-    pub fn new(files: TlsConfig) -> Result<Self, String> {
+    pub fn new(files: TlsConfig, metrics: TlsMetrics) -> Result<Self, String> {
         let stamped = stamp(&files);
-        let config = Arc::new(load(&files)?);
+        let (config, expiry) = load(&files)?;
+        metrics.record(&files, expiry);
         Ok(ReloadingConfig {
             files,
-            current: Mutex::new((stamped, config)),
+            current: Mutex::new((stamped, Arc::new(config))),
+            metrics,
         })
     }
 
@@ -104,11 +169,13 @@ impl ReloadingConfig {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if current.0 != now {
             match load(&self.files) {
-                Ok(config) => {
-                    tracing::info!(cert = %self.files.cert.display(), "TLS certificate files changed: reloaded");
+                Ok((config, expiry)) => {
+                    tracing::info!(cert = %self.files.cert.display(), cert_expiry = expiry.cert, ca_expiry = expiry.ca, "TLS certificate files changed: reloaded");
+                    self.metrics.record(&self.files, expiry);
                     *current = (now, Arc::new(config));
                 }
                 Err(e) => {
+                    self.metrics.reload_failures.inc();
                     tracing::warn!(error = %e, "TLS certificate files changed but do not load; keeping the previous ones");
                     // Not again for the same files.
                     current.0 = now;
@@ -156,4 +223,17 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Re-checks the files every `period` (a `stat` of each), so that a renewed certificate is
+/// logged and its expiry exported without waiting for a new connection. Runs until dropped.
+pub async fn watch(config: Arc<ReloadingConfig>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let config = Arc::clone(&config);
+        // `stat` and a possible reload are blocking file reads.
+        let _ = tokio::task::spawn_blocking(move || config.current()).await;
+    }
 }

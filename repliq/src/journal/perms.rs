@@ -30,7 +30,7 @@ fn shared_group_bits(dir: &Path) -> u32 {
 
 /// The mode of a new file in the directory `dir`: 0600, plus the group read/write bits of `dir`
 /// if it is set-group-ID.
-pub(crate) fn file_mode(dir: &Path) -> u32 {
+pub fn file_mode(dir: &Path) -> u32 {
     FILE_PRIVATE | shared_group_bits(dir)
 }
 
@@ -63,7 +63,11 @@ pub(crate) fn open_or_create(dir: &Path, path: &Path) -> std::io::Result<File> {
 /// Creates `dir` and any missing parents with mode 0700, plus (if the nearest existing ancestor
 /// is set-group-ID) its group read/write bits and the matching search bit, whatever the umask.
 /// `Ok` if it exists.
-pub(crate) fn create_dir_all(dir: &Path) -> std::io::Result<()> {
+///
+/// # Errors
+///
+/// As `mkdir(2)` and `chmod(2)`.
+pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
     let mut missing = Vec::new();
     let mut at = Some(dir);
     while let Some(a) = at {

@@ -134,12 +134,46 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- if not (kindIs "invalid" $c.server.failure_linger_ms) -}}
 {{- $_ := set $server "failure_linger_ms" (int64 $c.server.failure_linger_ms) -}}
 {{- end -}}
+{{- if .Values.tls.enabled -}}
+{{- $dir := trimSuffix "/" .Values.tls.mountPath -}}
+{{- $_ := set $server "tls" (dict "ca" (printf "%s/ca.crt" $dir) "cert" (printf "%s/tls.crt" $dir) "key" (printf "%s/tls.key" $dir)) -}}
+{{- end -}}
+{{- if .Values.httpAuth.enabled -}}
+{{- $_ := set $server "http_auth" (dict "token_file" (printf "%s/token" (trimSuffix "/" .Values.httpAuth.mountPath)) "metrics_open" .Values.httpAuth.metricsOpen) -}}
+{{- end -}}
 replication:
 {{- toYaml $replication | nindent 2 }}
 queue:
 {{- toYaml $queue | nindent 2 }}
 server:
 {{- toYaml $server | nindent 2 }}
+{{- end -}}
+
+{{/* The Secret holding the node certificate (tls.source secret or certManager). */}}
+{{- define "repliq.tlsSecretName" -}}
+{{- .Values.tls.secretName | default (printf "%s-tls" (include "repliq.fullname" . | trunc 59 | trimSuffix "-")) -}}
+{{- end -}}
+
+{{/* The issuer of the node certificates: tls.certManager.issuerRef, or the chart's own CA. */}}
+{{- define "repliq.tlsIssuerRef" -}}
+{{- $ref := .Values.tls.certManager.issuerRef | default dict -}}
+{{- if $ref.name -}}
+{{- toYaml (dict "name" $ref.name "kind" ($ref.kind | default "Issuer") "group" ($ref.group | default "cert-manager.io")) -}}
+{{- else -}}
+{{- toYaml (dict "name" (printf "%s-ca" (include "repliq.fullname" . | trunc 60 | trimSuffix "-")) "kind" "Issuer" "group" "cert-manager.io") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The DNS names of the shared node certificate (tls.source certManager). */}}
+{{- define "repliq.tlsDnsNames" -}}
+{{- $names := .Values.tls.certManager.dnsNames | default list -}}
+{{- if and (not $names) (include "repliq.isStatefulSet" .) -}}
+{{- $full := include "repliq.fullname" . -}}
+{{- range $i := until (int .Values.workload.replicas) -}}
+{{- $names = append $names (printf "%s-%d" $full $i) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $names -}}
 {{- end -}}
 
 {{/* shutdown_grace_ms rounded up to seconds, plus terminationGraceExtraSeconds. */}}
@@ -158,6 +192,21 @@ server:
 {{- end -}}
 {{- if eq (include "repliq.grpcPort" .) (include "repliq.httpPort" .) -}}
 {{- fail "config.server: grpc_listen and http_listen must use different ports" -}}
+{{- end -}}
+{{- if and .Values.tls.enabled (eq .Values.tls.source "csi") (not (include "repliq.isStatefulSet" .)) -}}
+{{- fail "tls.source csi needs workload.kind StatefulSet: the csi-driver names a certificate after the pod, and a DaemonSet's node identity is the Kubernetes node name" -}}
+{{- end -}}
+{{- if and .Values.tls.enabled (eq .Values.tls.source "certManager") (not (include "repliq.isStatefulSet" .)) (not .Values.tls.certManager.dnsNames) -}}
+{{- fail "tls.source certManager with a DaemonSet: list the Kubernetes node names in tls.certManager.dnsNames (each node's NODE_NAME must be in the certificate)" -}}
+{{- end -}}
+{{- if and .Values.tls.enabled (hasPrefix "/etc/repliq/" (printf "%s/" (trimSuffix "/" .Values.tls.mountPath))) -}}
+{{- fail "tls.mountPath: not under /etc/repliq (the read-only ConfigMap mount)" -}}
+{{- end -}}
+{{- if and .Values.httpAuth.enabled (not .Values.httpAuth.secretName) -}}
+{{- fail "httpAuth.secretName: required by httpAuth.enabled (a Secret holding the bearer token)" -}}
+{{- end -}}
+{{- if and .Values.httpAuth.enabled (hasPrefix "/etc/repliq/" (printf "%s/" (trimSuffix "/" .Values.httpAuth.mountPath))) -}}
+{{- fail "httpAuth.mountPath: not under /etc/repliq (the read-only ConfigMap mount)" -}}
 {{- end -}}
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) -}}
 {{- fail "podDisruptionBudget: set maxUnavailable or minAvailable, not both" -}}

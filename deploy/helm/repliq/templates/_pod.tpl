@@ -172,6 +172,18 @@ spec:
           readOnly: true
         - name: data
           mountPath: {{ $dataPath }}
+        {{- if .Values.tls.enabled }}
+        # ca.crt, tls.crt, tls.key: config.yaml's server.tls (re-read when they change).
+        - name: tls
+          mountPath: {{ .Values.tls.mountPath }}
+          readOnly: true
+        {{- end }}
+        {{- if .Values.httpAuth.enabled }}
+        # The HTTP port's bearer token: config.yaml's server.http_auth (re-read when it changes).
+        - name: http-auth
+          mountPath: {{ .Values.httpAuth.mountPath }}
+          readOnly: true
+        {{- end }}
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -187,6 +199,41 @@ spec:
       hostPath:
         path: {{ .Values.dataDir.hostPath }}
         type: DirectoryOrCreate
+    {{- end }}
+    {{- if and .Values.tls.enabled (eq .Values.tls.source "csi") }}
+    # One certificate per pod from cert-manager's csi-driver, its DNS name the pod's name
+    # (NODE_NAME of a StatefulSet pod); renewed in place before it expires.
+    {{- $issuer := include "repliq.tlsIssuerRef" . | fromYaml }}
+    - name: tls
+      csi:
+        driver: csi.cert-manager.io
+        readOnly: true
+        volumeAttributes:
+          csi.cert-manager.io/issuer-name: {{ $issuer.name }}
+          csi.cert-manager.io/issuer-kind: {{ $issuer.kind }}
+          csi.cert-manager.io/issuer-group: {{ $issuer.group }}
+          csi.cert-manager.io/dns-names: ${POD_NAME}
+          csi.cert-manager.io/duration: {{ .Values.tls.certManager.duration }}
+          csi.cert-manager.io/renew-before: {{ .Values.tls.certManager.renewBefore }}
+          csi.cert-manager.io/key-usages: digital signature,key encipherment,server auth,client auth
+          csi.cert-manager.io/fs-group: {{ .Values.podSecurityContext.runAsGroup | quote }}
+    {{- else if .Values.tls.enabled }}
+    - name: tls
+      secret:
+        secretName: {{ include "repliq.tlsSecretName" . }}
+        defaultMode: 0440
+        items:
+          - {key: ca.crt, path: ca.crt}
+          - {key: tls.crt, path: tls.crt}
+          - {key: tls.key, path: tls.key}
+    {{- end }}
+    {{- if .Values.httpAuth.enabled }}
+    - name: http-auth
+      secret:
+        secretName: {{ .Values.httpAuth.secretName }}
+        defaultMode: 0440
+        items:
+          - {key: {{ .Values.httpAuth.key }}, path: token}
     {{- end }}
     {{- with .Values.extraVolumes }}
     {{- toYaml . | nindent 4 }}
