@@ -21,7 +21,7 @@ pub mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -30,7 +30,8 @@ use tokio::net::TcpListener;
 
 use repliq::QueueError;
 use repliq::replication::{
-    NodePolicy, PeerSet, PrimaryOptions, ReplicaAddr, ReplicaService, Role, run_primary,
+    NodePolicy, PeerSet, PrimaryOptions, ReplicaAddr, ReplicaService, ReplicationState, Role,
+    run_primary,
 };
 
 /// The addresses a running daemon listens on (useful with port 0 in tests).
@@ -78,7 +79,8 @@ pub async fn run(
     warn_if_open_to_others(&root);
     // One daemon per persistence path, for as long as this one runs.
     let _root_lock = root_lock::RootLock::acquire(&root, &node_name)?;
-    write_node_policy(&config, &node_name)?;
+    let policy = write_node_policy(&config, &node_name)?;
+    adopt_node_policy(&root, &policy);
     let http_auth = match &config.server.http_auth {
         Some(auth) => Some(Arc::new(http_auth::HttpAuth::new(auth).map_err(|e| {
             QueueError::InvalidConfig(format!("server.http_auth.token_file: {e}"))
@@ -334,7 +336,7 @@ async fn drain(tasks: &mut supervise::Tasks, config: &Config) {
 /// waits for the replicas' acknowledgements from its first message, before this daemon has
 /// found it. The file stays when the daemon stops: a queue created while it is down still waits
 /// (and times out) rather than silently going unreplicated.
-fn write_node_policy(config: &Config, node: &str) -> Result<(), QueueError> {
+fn write_node_policy(config: &Config, node: &str) -> Result<NodePolicy, QueueError> {
     let policy = NodePolicy {
         node: node.to_owned(),
         role: Role::Primary,
@@ -348,7 +350,28 @@ fn write_node_policy(config: &Config, node: &str) -> Result<(), QueueError> {
         .unwrap_or(u32::MAX),
         ack_timeout: config.ack_timeout(),
     };
-    policy.write(&config.queue.persistence.path)
+    policy.write(&config.queue.persistence.path)?;
+    Ok(policy)
+}
+
+/// Queues that were in the persistence path before this daemon started wait for replicas from
+/// now on (before anything is served), not only once their replication task runs: until then a
+/// synchronous node would acknowledge their producers' writes that no replica holds.
+fn adopt_node_policy(root: &Path, policy: &NodePolicy) {
+    for (dir, primary) in scan::QueueScanner::new(root.to_path_buf()).scan() {
+        if !primary {
+            continue;
+        }
+        match ReplicationState::adopt_node_policy(&dir, policy) {
+            Ok(true) => {
+                tracing::info!(queue = %dir.display(), required_acks = policy.required_acks, "an existing queue waits for replicas from now on")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(queue = %dir.display(), error = %e, "cannot apply the node's replication policy")
+            }
+        }
+    }
 }
 
 fn peer_names(set: &discovery::PeerSet, node: &str) -> Vec<String> {

@@ -1,11 +1,12 @@
-//! A bug found by `replica_full_disk.rs` (issue 20), kept as a failing test until it is fixed:
-//! a queue that exists in the persistence path before a synchronous `repliqd` starts is not
-//! synchronous until the daemon's replication task has taken it up. In that window (one queue
+//! A bug found by `replica_full_disk.rs` (issue 20), fixed by applying the node's policy to the
+//! queues found at start (`ReplicationState::adopt_node_policy`): before, a queue that existed in
+//! the persistence path before a synchronous `repliqd` started was not synchronous until the
+//! daemon's replication task had taken it up. In that window (one queue
 //! scan, 100 ms, and the task's start; over a second under load) its producers' `enqueue`
 //! returns `Ok` without any replica's acknowledgement. Here the only replica never runs, so
 //! every `Ok` is wrong; a queue the producer creates after the daemon started is not affected.
 //! Measured (64 KiB segments): 25, 2 and 5 enqueues `Ok` in three runs before the first
-//! `AckTimeout` on the existing queue, none on the new one. Run it with `--ignored`.
+//! `AckTimeout` on the existing queue, none on the new one.
 
 mod support;
 
@@ -19,7 +20,6 @@ fn producer_child() {
 }
 
 #[test]
-#[ignore = "bug: a queue made before the daemon started acknowledges synchronous enqueues without replicas until its replication task runs"]
 fn a_queue_made_before_the_daemon_never_acknowledges_without_a_replica() {
     let dir = tempfile::tempdir().unwrap();
     // b is a peer that never runs: no enqueue may be acknowledged.

@@ -262,6 +262,34 @@ impl ReplicationState {
         Ok(true)
     }
 
+    /// Makes a primary queue that does not wait for replicas wait as the node's `policy` says
+    /// (synchronous, its required acknowledgements and timeout), at once: for queues that existed
+    /// before a synchronous daemon started, whose producers would otherwise get `Ok` without any
+    /// replica until the daemon's replication task takes the queue up (that task then publishes
+    /// the exact requirement). Replicas, queues that already wait, and an asynchronous policy are
+    /// left alone. Returns whether the queue changed.
+    ///
+    /// # Errors
+    ///
+    /// I/O and corruption errors.
+    pub fn adopt_node_policy(dir: &Path, policy: &crate::journal::NodePolicy) -> Result<bool> {
+        if policy.required_acks == 0 {
+            return Ok(false);
+        }
+        let _lock = state_lock(dir, true)?;
+        let mut state = ReplicationState::load(dir)?;
+        if state.role != Role::Primary || (state.synchronous && state.required_acks > 0) {
+            return Ok(false);
+        }
+        state.synchronous = true;
+        state.required_acks = policy.required_acks;
+        state.ack_timeout_ms = u64::try_from(policy.ack_timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        state.store(dir)?;
+        Ok(true)
+    }
+
     /// [`ReplicationState::promote`] with the state lock held by the caller.
     fn promote_locked(dir: &Path) -> Result<ReplicationState> {
         let current = ReplicationState::load(dir)?;
