@@ -29,9 +29,14 @@ mod source;
 mod test;
 
 pub use frame::RecordId;
+// The primary's and the replica's streaming side: used by `replication` (feature
+// `replication`); the sink also by promotion, which is always there.
+#[cfg_attr(not(feature = "replication"), allow(unused_imports))]
 pub(crate) use frame::frame_records;
+#[cfg_attr(not(feature = "replication"), allow(unused_imports))]
 pub(crate) use move_aside::move_aside_from;
 pub(crate) use sink::ByteSink;
+#[cfg_attr(not(feature = "replication"), allow(unused_imports))]
 pub(crate) use source::ByteSource;
 
 fn corrupt(seg: &Segment, offset: usize, reason: String) -> QueueError {
