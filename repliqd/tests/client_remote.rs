@@ -1,0 +1,316 @@
+//! Remote producers and consumers (`repliq::client`, `repliq.client.v1`) against real `repliqd`
+//! nodes on loopback: a producer that connects to a replica is redirected to the primary; on a
+//! synchronous queue a batch is acknowledged only once the replica holds it; a batch resent
+//! after the connection dropped is not written twice; a gap and a wrong message type are
+//! refused with typed errors; a consumer that drops between receiving and acknowledging gets
+//! the records again. Every check counts the records in the journals.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use repliq::client::proto::client_client::ClientClient;
+use repliq::client::proto::{
+    ProduceBatch, ProduceOpen, ProduceReply, ProduceRequest, produce_reply, produce_request,
+};
+use repliq::client::{ClientError, Refused, RemoteConsumer, RemoteProducer};
+use repliq::{JournalQueue, Message, Tailer};
+use support::{Daemon, Order, held, order, wait_until};
+
+#[repliq::message(name = "test.NotAnOrder")]
+#[derive(Debug, Clone, PartialEq)]
+struct NotAnOrder {
+    text: String,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn addr(d: &Daemon) -> String {
+    format!("127.0.0.1:{}", d.grpc_port)
+}
+
+/// A two-node cluster in `mode` with queue `orders` created on `a` (the primary) and
+/// replicated to `b` (its replica, which knows `a` as its primary).
+fn cluster(dir: &Path, mode: &str) -> (Daemon, Daemon) {
+    let mut nodes = Daemon::cluster(dir, &["a", "b"], mode);
+    let mut b = nodes.pop().unwrap();
+    let mut a = nodes.pop().unwrap();
+    a.start();
+    b.start();
+    let queue = a.root.join("orders");
+    drop(JournalQueue::<Order>::new(&queue, 1_000_000).unwrap());
+    let replica = b.root.join("orders");
+    wait_until("the replica of `orders` on b", || {
+        repliq::replication::ReplicationState::load(&replica)
+            .is_ok_and(|s| s.primary.as_deref() == Some("a"))
+            && replica.join("queue.meta").exists()
+    });
+    (a, b)
+}
+
+/// Every record of the queue at `dir`, `(queue seq, order)`.
+fn records(dir: &Path) -> Vec<(u64, Order)> {
+    let mut t = Tailer::<Order>::open(dir, repliq::StartAt::Earliest).unwrap();
+    let mut out = Vec::new();
+    while let Some(o) = t.try_next().unwrap() {
+        out.push((t.seq() - 1, o));
+    }
+    out
+}
+
+/// Opens a raw Produce stream (the generated client) and reads its `opened` answer.
+async fn raw_stream(
+    addr: &str,
+    producer: &str,
+) -> (
+    tokio::sync::mpsc::Sender<ProduceRequest>,
+    tonic::Streaming<ProduceReply>,
+    u64,
+) {
+    let mut client = ClientClient::connect(format!("http://{addr}")).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(ProduceRequest {
+        kind: Some(produce_request::Kind::Open(ProduceOpen {
+            queue: "orders".into(),
+            message_type: Order::NAME.into(),
+            fingerprint: <Order as repliq::Fingerprint>::FINGERPRINT,
+            producer_id: producer.into(),
+            producer_epoch: 1,
+        })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = client
+        .produce(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let next = match inbound.message().await.unwrap().and_then(|r| r.kind) {
+        Some(produce_reply::Kind::Opened(o)) => o.next_seq,
+        other => panic!("expected opened, got {other:?}"),
+    };
+    (tx, inbound, next)
+}
+
+fn batch(first_seq: u64, ids: std::ops::Range<u64>) -> ProduceRequest {
+    ProduceRequest {
+        kind: Some(produce_request::Kind::Batch(ProduceBatch {
+            first_seq,
+            records: ids
+                .map(|id| bytes::Bytes::copy_from_slice(&repliq::to_bytes(&order(id)).unwrap()))
+                .collect(),
+        })),
+    }
+}
+
+#[test]
+fn remote_producers_write_once_through_any_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = cluster(dir.path(), "synchronous");
+    let (qa, qb) = (a.root.join("orders"), b.root.join("orders"));
+    let rt = runtime();
+    rt.block_on(async {
+        // Through the replica: redirected to the primary.
+        let mut via_b = RemoteProducer::<Order>::connect(&addr(&b), "orders", "via-b", 1)
+            .await
+            .unwrap();
+        assert_eq!(via_b.node(), Some(addr(&a).as_str()), "redirected to a");
+        assert_eq!(via_b.next_seq(), 0);
+        for chunk in 0..4u64 {
+            let msgs: Vec<Order> = (chunk * 5..chunk * 5 + 5).map(order).collect();
+            let ack = via_b.send_batch(&msgs).await.unwrap();
+            assert_eq!((ack.count, ack.duplicates), (5, 0));
+            let (_, last) = ack.queue_seqs.unwrap();
+            // Synchronous: acknowledged only once the replica holds the batch.
+            assert!(held(&qb) > last, "acknowledged before b held record {last}");
+        }
+        assert_eq!(held(&qa), 20);
+
+        // Through the primary directly.
+        let mut direct = RemoteProducer::<Order>::connect(&addr(&a), "orders", "direct", 1)
+            .await
+            .unwrap();
+        let msgs: Vec<Order> = (100..107).map(order).collect();
+        direct.send_batch(&msgs).await.unwrap();
+        assert_eq!(held(&qa), 27);
+
+        // A batch whose acknowledgement was never read (the stream dropped after the send) and
+        // is sent again on a new stream: acknowledged, not written twice.
+        let (tx, inbound, next) = raw_stream(&addr(&a), "retrier").await;
+        assert_eq!(next, 0);
+        tx.send(batch(0, 200..203)).await.unwrap();
+        wait_until("the first try's records on a", || held(&qa) == 30);
+        drop((tx, inbound));
+        let (tx, mut inbound, next) = raw_stream(&addr(&a), "retrier").await;
+        assert_eq!(next, 3, "the node knows the first try was written");
+        tx.send(batch(0, 200..203)).await.unwrap();
+        match inbound.message().await.unwrap().and_then(|r| r.kind) {
+            Some(produce_reply::Kind::Ack(ack)) => {
+                assert_eq!((ack.first_seq, ack.count, ack.duplicates), (0, 3, 3));
+            }
+            other => panic!("expected an ack, got {other:?}"),
+        }
+        // Overlapping: records 1..3 held, 3..5 new.
+        tx.send(batch(1, 201..205)).await.unwrap();
+        match inbound.message().await.unwrap().and_then(|r| r.kind) {
+            Some(produce_reply::Kind::Ack(ack)) => {
+                assert_eq!((ack.count, ack.duplicates), (4, 2));
+            }
+            other => panic!("expected an ack, got {other:?}"),
+        }
+        assert_eq!(held(&qa), 32, "only records 203 and 204 were new");
+
+        // A gap is refused and writes nothing.
+        tx.send(batch(10, 300..302)).await.unwrap();
+        match inbound.message().await.unwrap().and_then(|r| r.kind) {
+            Some(produce_reply::Kind::Refusal(r)) => match r.reason {
+                Some(repliq::client::proto::refusal::Reason::Gap(g)) => {
+                    assert_eq!((g.expected, g.got), (5, 10), "{}", r.message);
+                }
+                other => panic!("expected a gap, got {other:?}: {}", r.message),
+            },
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(held(&qa), 32);
+
+        // The typed client resumes where the node says, through a reconnect.
+        let mut resumed = RemoteProducer::<Order>::connect(&addr(&b), "orders", "retrier", 1)
+            .await
+            .unwrap();
+        assert_eq!(resumed.next_seq(), 5);
+        resumed.send(&order(205)).await.unwrap();
+        // A gap from the typed client too (numbers it chose itself).
+        let err = resumed
+            .send_raw(
+                9,
+                vec![bytes::Bytes::copy_from_slice(
+                    &repliq::to_bytes(&order(1)).unwrap(),
+                )],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.refused(),
+            Some(&Refused::Gap {
+                expected: 6,
+                got: 9
+            }),
+            "{err}"
+        );
+
+        // The wrong message type is refused at the open, naming both types.
+        let err = RemoteProducer::<NotAnOrder>::connect(&addr(&b), "orders", "typo", 1)
+            .await
+            .unwrap_err();
+        match &err {
+            ClientError::Refused {
+                reason:
+                    Refused::WrongType {
+                        queue_type,
+                        client_type,
+                        ..
+                    },
+                message,
+                ..
+            } => {
+                assert_eq!(queue_type, "test.FailoverOrder");
+                assert_eq!(client_type, "test.NotAnOrder");
+                assert!(message.contains("test.NotAnOrder"), "{message}");
+            }
+            other => panic!("expected WrongType, got {other}"),
+        }
+        // An unknown queue.
+        let err = RemoteProducer::<Order>::connect(&addr(&a), "nope", "p", 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err.refused(), Some(&Refused::NotFound), "{err}");
+    });
+
+    // Each producer's records exactly once, in its own order, on both nodes.
+    wait_until("b holds every record", || held(&qb) == 33);
+    for q in [&qa, &qb] {
+        let all = records(q);
+        let ids: Vec<u64> = all.iter().map(|(_, o)| o.id).collect();
+        let of = |r: std::ops::Range<u64>| -> Vec<u64> {
+            ids.iter().copied().filter(|i| r.contains(i)).collect()
+        };
+        assert_eq!(of(0..100), (0..20).collect::<Vec<_>>());
+        assert_eq!(of(100..200), (100..107).collect::<Vec<_>>());
+        assert_eq!(of(200..300), (200..206).collect::<Vec<_>>());
+        assert_eq!(ids.len(), 33, "{ids:?}");
+        assert!(all.iter().all(|(_, o)| *o == order(o.id)));
+    }
+    // The table survives a restart of the primary's daemon (it is durable beside the queue).
+    let table = std::fs::read_to_string(qa.join("producers.json")).unwrap();
+    assert!(table.contains("\"retrier\""), "{table}");
+}
+
+#[test]
+fn a_consumer_that_drops_before_acknowledging_gets_the_records_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = cluster(dir.path(), "asynchronous");
+    let qa = a.root.join("orders");
+    let mut local = JournalQueue::<Order>::open(&qa).unwrap();
+    for id in 0..30 {
+        local.enqueue(&order(id)).unwrap();
+    }
+    let rt = runtime();
+    let wait = Duration::from_secs(10);
+    rt.block_on(async {
+        // Through the replica: redirected (the durable cursor lives on the primary).
+        let mut c = RemoteConsumer::<Order>::connect(&addr(&b), "orders", "billing")
+            .await
+            .unwrap();
+        assert_eq!(c.cursor(), 0);
+        for want in 0..10 {
+            let (seq, o) = c.next_timeout(wait).await.unwrap().expect("a record");
+            assert_eq!((seq, o), (want, order(want)));
+        }
+        assert_eq!(c.ack(9).await.unwrap(), 10);
+        // Received, never acknowledged: the consumer goes away.
+        for want in 10..20 {
+            let (seq, _) = c.next_timeout(wait).await.unwrap().expect("a record");
+            assert_eq!(seq, want);
+        }
+        drop(c);
+
+        let mut again = RemoteConsumer::<Order>::connect(&addr(&a), "orders", "billing")
+            .await
+            .unwrap();
+        assert_eq!(again.cursor(), 10, "the acknowledged part stays done");
+        let mut seen = Vec::new();
+        while let Some((seq, o)) = again.next_timeout(Duration::from_secs(2)).await.unwrap() {
+            assert_eq!(o, order(seq));
+            seen.push(seq);
+        }
+        assert_eq!(seen, (10..30).collect::<Vec<_>>(), "redelivered, then the rest");
+        assert_eq!(again.ack(29).await.unwrap(), 30);
+        // Acknowledging a record never delivered is refused.
+        let err = again.ack(40).await.unwrap_err();
+        assert_eq!(err.refused(), Some(&Refused::BadRequest), "{err}");
+
+        // Wrong type for a consumer too.
+        let err = RemoteConsumer::<NotAnOrder>::connect(&addr(&a), "orders", "x")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err.refused(), Some(Refused::WrongType { .. })),
+            "{err}"
+        );
+    });
+    // The durable cursor on the primary's queue.
+    let info = repliq::inspect(&qa).unwrap();
+    let billing = info
+        .cursors
+        .iter()
+        .find(|c| c.name == "billing")
+        .expect("the billing cursor");
+    assert_eq!(billing.next_seq, 30, "{info:?}");
+}
