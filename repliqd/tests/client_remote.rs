@@ -314,3 +314,71 @@ fn a_consumer_that_drops_before_acknowledging_gets_the_records_again() {
         .expect("the billing cursor");
     assert_eq!(billing.next_seq, 30, "{info:?}");
 }
+
+/// The daemon was killed after appending a batch and before anything but the pending entry of
+/// its producers' table was written (here: the files are prepared so, then the daemon starts).
+/// The node resolves the pending batch against the journal: a fully written batch is not
+/// written again, a half-written one is completed with its missing records only, an unwritten
+/// one is written.
+#[test]
+fn a_batch_pending_when_the_daemon_died_is_resolved_from_the_journal() {
+    use repliqd::client_service::producers::{Pending, ProducerTable, checksums};
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Daemon::new(
+        dir.path(),
+        "a",
+        "asynchronous",
+        &[],
+        support::free_port(),
+    );
+    let encoded = |ids: std::ops::Range<u64>| -> Vec<bytes::Bytes> {
+        ids.map(|id| bytes::Bytes::copy_from_slice(&repliq::to_bytes(&order(id)).unwrap()))
+            .collect()
+    };
+    // Three queues: the batch (records 0..4 of producer p) fully written, two of its four
+    // records written, none written.
+    let cases = [("full", 4u64), ("half", 2), ("none", 0)];
+    for (name, written) in cases {
+        let q = a.root.join(name);
+        let mut local = JournalQueue::<Order>::new(&q, 1_000_000).unwrap();
+        local.enqueue(&order(1000)).unwrap(); // someone else's record before
+        let table = ProducerTable::load(&q).unwrap();
+        let batch = encoded(0..4);
+        table
+            .store(Some(&Pending {
+                producer: "p".into(),
+                epoch: 1,
+                first_seq: 0,
+                journal_from: 1,
+                crcs: checksums(&batch),
+            }))
+            .unwrap();
+        let mut raw = repliq::RawQueue::producer(&q).unwrap();
+        local.enqueue(&order(1001)).unwrap(); // a local producer in between
+        for r in &batch[..written as usize] {
+            raw.append(r).unwrap();
+        }
+    }
+    a.start();
+    let rt = runtime();
+    rt.block_on(async {
+        for (name, written) in cases {
+            let mut p = RemoteProducer::<Order>::connect(&addr(&a), name, "p", 1)
+                .await
+                .unwrap();
+            assert_eq!(p.next_seq(), written, "queue {name}");
+            // The client retries the whole batch: only the missing records are written.
+            let ack = p.send_raw(0, encoded(0..4)).await.unwrap();
+            assert_eq!(ack.duplicates as u64, written, "queue {name}");
+        }
+    });
+    for (name, _) in cases {
+        let ids: Vec<u64> = records(&a.root.join(name))
+            .into_iter()
+            .map(|(_, o)| o.id)
+            .collect();
+        let mine: Vec<u64> = ids.iter().copied().filter(|i| *i < 1000).collect();
+        assert_eq!(mine, vec![0, 1, 2, 3], "queue {name}: {ids:?}");
+        assert_eq!(ids.len(), 6, "queue {name}: {ids:?}");
+    }
+}
