@@ -74,7 +74,9 @@ async fn raw_stream(
     tonic::Streaming<ProduceReply>,
     u64,
 ) {
-    let mut client = ClientClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut client = ClientClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(ProduceRequest {
         kind: Some(produce_request::Kind::Open(ProduceOpen {
@@ -290,7 +292,11 @@ fn a_consumer_that_drops_before_acknowledging_gets_the_records_again() {
             assert_eq!(o, order(seq));
             seen.push(seq);
         }
-        assert_eq!(seen, (10..30).collect::<Vec<_>>(), "redelivered, then the rest");
+        assert_eq!(
+            seen,
+            (10..30).collect::<Vec<_>>(),
+            "redelivered, then the rest"
+        );
         assert_eq!(again.ack(29).await.unwrap(), 30);
         // Acknowledging a record never delivered is refused.
         let err = again.ack(40).await.unwrap_err();
@@ -324,13 +330,7 @@ fn a_consumer_that_drops_before_acknowledging_gets_the_records_again() {
 fn a_batch_pending_when_the_daemon_died_is_resolved_from_the_journal() {
     use repliqd::client_service::producers::{Pending, ProducerTable, checksums};
     let dir = tempfile::tempdir().unwrap();
-    let mut a = Daemon::new(
-        dir.path(),
-        "a",
-        "asynchronous",
-        &[],
-        support::free_port(),
-    );
+    let mut a = Daemon::new(dir.path(), "a", "asynchronous", &[], support::free_port());
     let encoded = |ids: std::ops::Range<u64>| -> Vec<bytes::Bytes> {
         ids.map(|id| bytes::Bytes::copy_from_slice(&repliq::to_bytes(&order(id)).unwrap()))
             .collect()

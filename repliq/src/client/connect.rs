@@ -100,7 +100,10 @@ where
                 _ => return Err(ClientError::refusal(&node, r)),
             },
             First::Other => {
-                return Err(ClientError::protocol(&node, "the first answer was not Opened"));
+                return Err(ClientError::protocol(
+                    &node,
+                    "the first answer was not Opened",
+                ));
             }
         }
     }

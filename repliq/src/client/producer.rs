@@ -50,7 +50,9 @@ struct Stream(Open<ProduceRequest, ProduceReply>);
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream").field("node", &self.0.node).finish()
+        f.debug_struct("Stream")
+            .field("node", &self.0.node)
+            .finish()
     }
 }
 

@@ -93,7 +93,15 @@ fn run(dir: &Path, jobs: &std::sync::mpsc::Receiver<Job>) {
                 fingerprint,
                 reply,
             } => {
-                let r = opened(dir, queue, table, &producer, epoch, &message_type, fingerprint);
+                let r = opened(
+                    dir,
+                    queue,
+                    table,
+                    &producer,
+                    epoch,
+                    &message_type,
+                    fingerprint,
+                );
                 let reopen = r.as_ref().is_err_and(Refusal::is_redirect);
                 let _ = reply.send(r);
                 reopen

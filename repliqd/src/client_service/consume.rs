@@ -25,7 +25,9 @@ const MAX_CREDITS: u64 = 1 << 20;
 const POLL: Duration = Duration::from_millis(100);
 
 async fn send(out: &Out, kind: consume_reply::Kind) -> bool {
-    out.send(Ok(ConsumeReply { kind: Some(kind) })).await.is_ok()
+    out.send(Ok(ConsumeReply { kind: Some(kind) }))
+        .await
+        .is_ok()
 }
 
 async fn refuse(service: &ClientService, out: &Out, refusal: Refusal) {
@@ -42,10 +44,11 @@ fn open_queue(dir: &std::path::Path, open: &ConsumeOpen) -> Result<(RawQueue, u6
     if let Some(redirect) = Refusal::redirect_if_replica(dir) {
         return Err(redirect);
     }
-    let mut queue = RawQueue::open(dir, &open.consumer, StartAt::Earliest).map_err(|e| match e {
-        repliq::QueueError::InvalidConfig(why) => Refusal::bad_request(why),
-        other => Refusal::from_queue_error(dir, &other),
-    })?;
+    let mut queue =
+        RawQueue::open(dir, &open.consumer, StartAt::Earliest).map_err(|e| match e {
+            repliq::QueueError::InvalidConfig(why) => Refusal::bad_request(why),
+            other => Refusal::from_queue_error(dir, &other),
+        })?;
     if queue.fingerprint() != open.fingerprint || queue.type_name() != open.message_type {
         return Err(Refusal::wrong_type(
             dir,

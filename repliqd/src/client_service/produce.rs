@@ -12,7 +12,9 @@ use super::{ClientService, Refusal};
 type Out = mpsc::Sender<Result<ProduceReply, Status>>;
 
 async fn send(out: &Out, kind: produce_reply::Kind) -> bool {
-    out.send(Ok(ProduceReply { kind: Some(kind) })).await.is_ok()
+    out.send(Ok(ProduceReply { kind: Some(kind) }))
+        .await
+        .is_ok()
 }
 
 async fn refuse(service: &ClientService, out: &Out, refusal: Refusal) {

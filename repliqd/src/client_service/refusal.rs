@@ -81,7 +81,10 @@ impl Refusal {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         Refusal::new(
-            format!("no queue {queue:?} on this node ({} does not exist)", dir.display()),
+            format!(
+                "no queue {queue:?} on this node ({} does not exist)",
+                dir.display()
+            ),
             Reason::NotFound(proto::QueueNotFound { queue }),
         )
     }
@@ -144,7 +147,10 @@ impl Refusal {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         Refusal::new(
-            format!("{}: {reason}; nothing of the batch was written", dir.display()),
+            format!(
+                "{}: {reason}; nothing of the batch was written",
+                dir.display()
+            ),
             Reason::InvalidRecord(proto::InvalidRecord { index }),
         )
     }
