@@ -129,12 +129,19 @@ pub async fn run(
         }
     };
     let service = closing::Closing::new(replicas.into_server(), stop_rx.clone());
-    // Remote producers and consumers (repliq.client.v1) on the same port (docs/CLIENTS.md).
-    let clients = closing::Closing::new(
-        client_service::ClientService::new(root.clone(), node_name.clone(), discovery.subscribe())
+    // Remote producers and consumers (repliq.client.v1) on the same port, when enabled
+    // (`server.clients`, docs/CLIENTS.md).
+    let clients = config.server.clients.then(|| {
+        closing::Closing::new(
+            client_service::ClientService::new(
+                root.clone(),
+                node_name.clone(),
+                discovery.subscribe(),
+            )
             .into_server(),
-        stop_rx.clone(),
-    );
+            stop_rx.clone(),
+        )
+    });
     let mut grpc_stop = stop_rx.clone();
     let grpc_health = Arc::clone(&health);
     let fail_after = std::env::var(TEST_FAIL_GRPC_AFTER_MS)
@@ -149,7 +156,7 @@ pub async fn run(
             // A primary that vanished without a FIN: its stream ends in seconds, not minutes.
             .http2_keepalive_interval(Some(repliq::replication::STREAM_KEEPALIVE))
             .http2_keepalive_timeout(Some(repliq::replication::STREAM_KEEPALIVE_TIMEOUT));
-        let router = server.add_service(service).add_service(clients);
+        let router = server.add_service(service).add_optional_service(clients);
         let shutdown = async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
         };

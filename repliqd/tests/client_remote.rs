@@ -32,6 +32,15 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Turns on `server.clients` (off by default) in the node's config: `server:` is its last
+/// section.
+fn enable_clients(d: &Daemon) {
+    let mut config = std::fs::read_to_string(&d.config).unwrap();
+    assert!(config.ends_with("shutdown_grace_ms: 2000\n"), "{config}");
+    config.push_str("  clients: true\n");
+    std::fs::write(&d.config, config).unwrap();
+}
+
 fn addr(d: &Daemon) -> String {
     format!("127.0.0.1:{}", d.grpc_port)
 }
@@ -40,6 +49,9 @@ fn addr(d: &Daemon) -> String {
 /// replicated to `b` (its replica, which knows `a` as its primary).
 fn cluster(dir: &Path, mode: &str) -> (Daemon, Daemon) {
     let mut nodes = Daemon::cluster(dir, &["a", "b"], mode);
+    for n in &nodes {
+        enable_clients(n);
+    }
     let mut b = nodes.pop().unwrap();
     let mut a = nodes.pop().unwrap();
     a.start();
@@ -359,8 +371,19 @@ fn a_batch_pending_when_the_daemon_died_is_resolved_from_the_journal() {
             raw.append(r).unwrap();
         }
     }
-    a.start();
     let rt = runtime();
+    // Off by default (`server.clients`): the node does not serve clients at all.
+    a.start();
+    let err = rt
+        .block_on(RemoteProducer::<Order>::connect(&addr(&a), "full", "p", 1))
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Transport { reason, .. } if reason.contains("not implemented")),
+        "{err}"
+    );
+    a.kill9();
+    enable_clients(&a);
+    a.start();
     rt.block_on(async {
         for (name, written) in cases {
             let mut p = RemoteProducer::<Order>::connect(&addr(&a), name, "p", 1)
