@@ -522,3 +522,48 @@ fn a_batch_pending_when_the_daemon_died_is_resolved_from_the_journal() {
         assert_eq!(ids.len(), 6, "queue {name}: {ids:?}");
     }
 }
+
+/// A rough probe, not a benchmark (debug build, loopback, one producer, asynchronous queue on a
+/// single node): `cargo test -p repliqd --test client_remote -- --ignored --nocapture
+/// throughput_probe`. Prints records per second in batches of 100 and the latency of batches
+/// of one.
+#[test]
+#[ignore = "a measurement; run by hand"]
+fn throughput_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Daemon::new(dir.path(), "a", "asynchronous", &[], support::free_port());
+    enable_clients(&a);
+    a.start();
+    drop(JournalQueue::<Order>::new(a.root.join("orders"), 10_000_000).unwrap());
+    runtime().block_on(async {
+        let mut p = RemoteProducer::<Order>::connect(&addr(&a), "orders", "probe", 1)
+            .await
+            .unwrap();
+        // ~64-byte records (the order's body is `id % 97` bytes: ids ≡ 40 mod 97).
+        let batch: Vec<Order> = (0..100).map(|_| order(40)).collect();
+        let start = std::time::Instant::now();
+        let batches = 200;
+        for _ in 0..batches {
+            p.send_batch(&batch).await.unwrap();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "batches of 100: {:.0} records/s ({} records in {secs:.2} s)",
+            f64::from(batches * 100) / secs,
+            batches * 100
+        );
+        let mut lat = Vec::new();
+        for _ in 0..500 {
+            let t = std::time::Instant::now();
+            p.send(&order(40)).await.unwrap();
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        println!(
+            "batches of 1: p50 {:?}, p99 {:?}",
+            lat[lat.len() / 2],
+            lat[lat.len() * 99 / 100]
+        );
+    });
+    assert_eq!(held(&a.root.join("orders")), 20_500);
+}

@@ -335,8 +335,16 @@ impl RawQueue {
     /// # Errors
     ///
     /// I/O and corruption errors while finding the tail.
-    pub fn next_seq(&self) -> Result<u64> {
-        Appender::new(self.journal.clone(), Durability::PageCache)?.next_seq()
+    pub fn next_seq(&mut self) -> Result<u64> {
+        // The handle's own appender: finding the tail from where it last wrote is a short walk
+        // (a new appender checks the whole segment chain first).
+        if self.appender.is_none() {
+            self.appender = Some(Appender::new(self.journal.clone(), self.durability)?);
+        }
+        match self.appender.as_mut() {
+            Some(a) => a.next_seq(),
+            None => Err(QueueError::Other("appender not initialised".into())),
+        }
     }
 
     /// Whether this node is the queue's primary now (producers may write).
