@@ -11,6 +11,9 @@ use super::{ClientService, Refusal};
 
 type Out = mpsc::Sender<Result<ProduceReply, Status>>;
 
+/// The longest producer id (the producers' table keeps one entry per id).
+const MAX_PRODUCER_ID: usize = 256;
+
 async fn send(out: &Out, kind: produce_reply::Kind) -> bool {
     out.send(Ok(ProduceReply { kind: Some(kind) }))
         .await
@@ -34,6 +37,13 @@ pub async fn serve(service: ClientService, mut inbound: Streaming<ProduceRequest
         }
         Err(_) => return,
     };
+    if open.producer_id.is_empty() || open.producer_id.len() > MAX_PRODUCER_ID {
+        let r = Refusal::bad_request(format!(
+            "a producer id is 1 to {MAX_PRODUCER_ID} bytes, not {}",
+            open.producer_id.len()
+        ));
+        return refuse(&service, &out, r).await;
+    }
     let dir = match service.queue_dir(&open.queue) {
         Ok(d) => d,
         Err(r) => return refuse(&service, &out, r).await,
