@@ -3,7 +3,9 @@
 //! synchronous queue a batch is acknowledged only once the replica holds it; a batch resent
 //! after the connection dropped is not written twice; a gap and a wrong message type are
 //! refused with typed errors; a consumer process SIGKILLed between receiving and acknowledging
-//! leaves the records to the next consumer of its name. Every check counts the records in the journals.
+//! leaves the records to the next consumer of its name; a batch pending when the daemon died is
+//! resolved from the journal; a producer continues on a promoted replica after the primary's
+//! daemon is SIGKILLed. Every check counts the records in the journals.
 
 mod support;
 
@@ -566,4 +568,51 @@ fn throughput_probe() {
         );
     });
     assert_eq!(held(&a.root.join("orders")), 20_500);
+}
+
+/// The primary's daemon is SIGKILLed and the replica promoted (`repliq promote`): a producer
+/// with both nodes as seeds reconnects to the new primary and continues its numbering; the new
+/// primary holds every record once, in order.
+#[test]
+fn a_producer_continues_on_the_promoted_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = cluster(dir.path(), "asynchronous");
+    let qb = b.root.join("orders");
+    let rt = runtime();
+    let mut p = rt
+        .block_on(RemoteProducer::<Order>::connect_any(
+            &[&addr(&a), &addr(&b)],
+            "orders",
+            "p",
+            1,
+        ))
+        .unwrap();
+    assert_eq!(p.node(), Some(addr(&a).as_str()));
+    for chunk in 0..5u64 {
+        let msgs: Vec<Order> = (chunk * 10..chunk * 10 + 10).map(order).collect();
+        rt.block_on(p.send_batch(&msgs)).unwrap();
+    }
+    wait_until("b holds the first 50", || held(&qb) == 50);
+    a.kill9();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_repliq"))
+        .arg("promote")
+        .arg(&qb)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let msgs: Vec<Order> = (50..60).map(order).collect();
+    let ack = rt.block_on(p.send_batch(&msgs)).unwrap();
+    assert_eq!(
+        p.node(),
+        Some(addr(&b).as_str()),
+        "reconnected to the new primary"
+    );
+    assert_eq!((ack.first_seq, ack.count, ack.duplicates), (50, 10, 0));
+    assert_eq!(p.next_seq(), 60);
+    let ids: Vec<u64> = records(&qb).into_iter().map(|(_, o)| o.id).collect();
+    assert_eq!(ids, (0..60).collect::<Vec<_>>());
 }

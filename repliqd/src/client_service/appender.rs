@@ -198,7 +198,9 @@ fn batch(
             return Err(Refusal::stale_epoch(producer, s.epoch, epoch));
         }
         Some(s) if s.epoch == epoch => (s.next_seq, s.last_queue_seq),
-        _ => (0, None),
+        // Not known here (a new producer, a new epoch, or one that wrote through another
+        // primary before a failover): its first batch sets where the numbering continues.
+        _ => (first_seq, None),
     };
     if first_seq > next {
         return Err(Refusal::gap(producer, next, first_seq));
