@@ -27,6 +27,8 @@
 // Lets `#[repliq::message]` (which names `::repliq`) be used inside this crate too.
 extern crate self as repliq;
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod descriptor;
 mod error;
 pub mod fingerprint;

@@ -29,6 +29,7 @@
 //!   http_listen: 0.0.0.0:9100
 //!   shutdown_grace_ms: 10000
 //!   failure_linger_ms: 1000    # a task stopped: 503 this long, then exit 1
+//!   clients: false             # serve remote producers/consumers on the gRPC port (docs/CLIENTS.md)
 //!   tls:                       # optional: mutual TLS between nodes (PEM files, re-read on change)
 //!     ca: /etc/repliq/tls/ca.crt
 //!     cert: /etc/repliq/tls/tls.crt   # DNS SAN = the node name
@@ -219,6 +220,11 @@ pub struct Server {
     /// 503 naming it before the daemon drains and exits with status 1.
     #[serde(default = "default_failure_linger")]
     pub failure_linger_ms: u64,
+    /// Serve remote producers and consumers (`repliq.client.v1`, docs/CLIENTS.md) on the gRPC
+    /// port. Off by default: until clients are authorized per queue, anyone who reaches the
+    /// port could write every queue.
+    #[serde(default)]
+    pub clients: bool,
 }
 
 /// `server.tls`: PEM files of this node's certificate (its DNS subject alternative name is the
@@ -263,6 +269,7 @@ impl Default for Server {
             tls: None,
             http_auth: None,
             failure_linger_ms: default_failure_linger(),
+            clients: false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `repliqd`, the repliq node daemon, as a library (the `repliqd` binary is a thin main over it): [`run`] serves gRPC (replication) and HTTP
 //! (`/metrics`, `/healthz`, `/readyz`) until its shutdown future completes, then drains.
 
+pub mod client_service;
 mod closing;
 pub mod config;
 #[cfg(feature = "connectors")]
@@ -148,6 +149,19 @@ pub async fn run(
         }
     };
     let service = closing::Closing::new(replicas.into_server(), stop_rx.clone());
+    // Remote producers and consumers (repliq.client.v1) on the same port, when enabled
+    // (`server.clients`, docs/CLIENTS.md).
+    let clients = config.server.clients.then(|| {
+        closing::Closing::new(
+            client_service::ClientService::new(
+                root.clone(),
+                node_name.clone(),
+                discovery.subscribe(),
+            )
+            .into_server(),
+            stop_rx.clone(),
+        )
+    });
     let mut grpc_stop = stop_rx.clone();
     let grpc_health = Arc::clone(&health);
     let fail_after = std::env::var(TEST_FAIL_GRPC_AFTER_MS)
@@ -162,7 +176,7 @@ pub async fn run(
             // A primary that vanished without a FIN: its stream ends in seconds, not minutes.
             .http2_keepalive_interval(Some(repliq::replication::STREAM_KEEPALIVE))
             .http2_keepalive_timeout(Some(repliq::replication::STREAM_KEEPALIVE_TIMEOUT));
-        let router = server.add_service(service);
+        let router = server.add_service(service).add_optional_service(clients);
         let shutdown = async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
         };

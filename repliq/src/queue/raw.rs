@@ -259,6 +259,101 @@ impl RawQueue {
     /// schema's type (nothing is written); [`QueueError::InvalidConfig`] if the queue has no
     /// schema; as [`JournalQueue::enqueue`](crate::JournalQueue::enqueue) otherwise.
     pub fn append(&mut self, payload: &[u8]) -> Result<u64> {
+        self.validate(payload)?;
+        let policy = self.check_writable()?;
+        let seq = self.append_unwaited(payload)?;
+        self.epoch = Some(policy.epoch);
+        if policy.required_acks > 0 {
+            crate::journal::wait_acked(&self.journal, seq, policy.ack_timeout)?;
+        }
+        Ok(seq)
+    }
+
+    /// Appends every payload of `payloads` as [`RawQueue::append`] does, and returns the
+    /// sequence numbers of the first and last (other producers' records may lie between them).
+    /// All are validated before any is written (an invalid one writes nothing; the error's
+    /// [`QueueError::Deserialization`] names it by its index). On a synchronously replicated
+    /// queue it returns once the replicas acknowledged the last one (one wait for the batch).
+    ///
+    /// # Errors
+    ///
+    /// As [`RawQueue::append`]; [`QueueError::InvalidConfig`] for an empty batch.
+    pub fn append_batch(&mut self, payloads: &[&[u8]]) -> Result<(u64, u64)> {
+        if payloads.is_empty() {
+            return Err(QueueError::InvalidConfig("an empty batch".into()));
+        }
+        for (i, payload) in payloads.iter().enumerate() {
+            self.validate(payload).map_err(|e| match e {
+                QueueError::Deserialization {
+                    type_name,
+                    len,
+                    reason,
+                } => QueueError::Deserialization {
+                    type_name,
+                    len,
+                    reason: format!("record {i} of the batch: {reason}"),
+                },
+                other => other,
+            })?;
+        }
+        let policy = self.check_writable()?;
+        let mut first = None;
+        let mut last = 0;
+        for payload in payloads {
+            last = self.append_unwaited(payload)?;
+            first.get_or_insert(last);
+            self.epoch = Some(policy.epoch);
+        }
+        if policy.required_acks > 0 {
+            crate::journal::wait_acked(&self.journal, last, policy.ack_timeout)?;
+        }
+        Ok((first.unwrap_or(last), last))
+    }
+
+    /// Waits until the replicas acknowledged record `seq` if the queue replicates
+    /// synchronously now (at once otherwise): for a record appended earlier whose wait timed out.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicationError::AckTimeout`] after the queue's acknowledgement timeout.
+    pub fn wait_replicated(&self, seq: u64) -> Result<()> {
+        let policy = self.journal.policy();
+        if policy.required_acks > 0 {
+            crate::journal::wait_acked(&self.journal, seq, policy.ack_timeout)?;
+        }
+        Ok(())
+    }
+
+    /// The queue's message type fingerprint, as stored in the meta file.
+    pub fn fingerprint(&self) -> u64 {
+        self.journal.config().fingerprint
+    }
+
+    /// The sequence number the next appended record will get (if no other producer appends
+    /// first).
+    ///
+    /// # Errors
+    ///
+    /// I/O and corruption errors while finding the tail.
+    pub fn next_seq(&mut self) -> Result<u64> {
+        // The handle's own appender: finding the tail from where it last wrote is a short walk
+        // (a new appender checks the whole segment chain first).
+        if self.appender.is_none() {
+            self.appender = Some(Appender::new(self.journal.clone(), self.durability)?);
+        }
+        match self.appender.as_mut() {
+            Some(a) => a.next_seq(),
+            None => Err(QueueError::Other("appender not initialised".into())),
+        }
+    }
+
+    /// Whether this node is the queue's primary now (producers may write).
+    pub fn is_primary(&self) -> bool {
+        self.journal.policy().role == Role::Primary
+    }
+
+    /// Checks `payload` against the queue's schema (from an aligned copy).
+    fn validate(&self, payload: &[u8]) -> Result<()> {
         let Some(schema) = self.schema.as_ref() else {
             return Err(QueueError::InvalidConfig(format!(
                 "queue {} has no schema.json: untyped appends cannot be validated",
@@ -275,6 +370,11 @@ impl RawQueue {
                 reason: format!("not a valid archived `{}`: {e}", schema.name),
             });
         }
+        Ok(())
+    }
+
+    /// The policy to append under, or the error of a replica / a fenced handle.
+    fn check_writable(&self) -> Result<crate::journal::Policy> {
         let policy = self.journal.policy();
         let replica = policy.role == Role::Replica;
         match self.epoch {
@@ -297,13 +397,18 @@ impl RawQueue {
             }
             _ => {}
         }
+        Ok(policy)
+    }
+
+    /// Appends one validated payload without waiting for replicas.
+    fn append_unwaited(&mut self, payload: &[u8]) -> Result<u64> {
         if self.appender.is_none() {
             self.appender = Some(Appender::new(self.journal.clone(), self.durability)?);
         }
         let Some(appender) = self.appender.as_mut() else {
             return Err(QueueError::Other("appender not initialised".into()));
         };
-        let seq = appender.append(|slot| {
+        appender.append(|slot| {
             if payload.len() > slot.len() {
                 return Err(QueueError::InvalidConfig(format!(
                     "a {}-byte message does not fit a slot of {} bytes",
@@ -315,12 +420,7 @@ impl RawQueue {
                 dst.write(*src);
             }
             Ok(payload.len())
-        })?;
-        self.epoch = Some(policy.epoch);
-        if policy.required_acks > 0 {
-            crate::journal::wait_acked(&self.journal, seq, policy.ack_timeout)?;
-        }
-        Ok(seq)
+        })
     }
 
     /// Whether an append now waits for replicas' acknowledgements (the queue replicates

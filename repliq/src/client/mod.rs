@@ -1,0 +1,54 @@
+//! Remote producers and consumers (feature `client`): write and read a queue from any host,
+//! through the `repliqd` of any node, over gRPC (`repliq/proto/client.proto`,
+//! `repliq.client.v1`). See `docs/CLIENTS.md`.
+//!
+//! * [`RemoteProducer<T>`]: an idempotent producer. It numbers its records; a batch retried
+//!   after a lost connection is acknowledged again by the node without being written twice.
+//! * [`RemoteConsumer<T>`]: a pull consumer with a durable name; records not acknowledged are
+//!   delivered again to the next consumer of the name (at-least-once).
+//!
+//! Both follow a node's redirect to the queue's primary.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), repliq::client::ClientError> {
+//! use repliq::client::{RemoteConsumer, RemoteProducer};
+//!
+//! #[repliq::message(name = "shop.Order")]
+//! #[derive(Debug)]
+//! struct Order {
+//!     id: u64,
+//! }
+//!
+//! let mut producer = RemoteProducer::<Order>::connect("http://node-a:7400", "orders", "web-1", 1).await?;
+//! producer.send_batch(&[Order { id: 1 }, Order { id: 2 }]).await?;
+//!
+//! let mut consumer = RemoteConsumer::<Order>::connect("http://node-b:7400", "orders", "billing").await?;
+//! while let Some((seq, order)) = consumer.next_timeout(std::time::Duration::from_secs(1)).await? {
+//!     println!("{seq}: {order:?}");
+//!     consumer.ack(seq).await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod connect;
+mod consumer;
+mod error;
+mod producer;
+
+pub use consumer::RemoteConsumer;
+pub use error::{ClientError, Refused};
+pub use producer::{BatchAck, RemoteProducer};
+
+/// Messages and the `Client` service of `repliq.client.v1`, generated from
+/// `repliq/proto/client.proto` (committed; `tests/tests/client_proto.rs` checks it for drift).
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    clippy::all,
+    clippy::pedantic
+)]
+pub mod proto {
+    include!("proto/repliq.client.v1.rs");
+}

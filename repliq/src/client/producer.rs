@@ -1,0 +1,256 @@
+//! [`RemoteProducer<T>`]: an idempotent producer over the network.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use super::connect::{self, First, Open};
+use super::proto::{
+    ProduceBatch, ProduceOpen, ProduceReply, ProduceRequest, produce_reply, produce_request,
+};
+use super::{ClientError, Refused};
+use crate::Message;
+
+/// Tries of one batch (the first and the retries after a lost connection).
+const TRIES: u32 = 6;
+/// The first pause between tries; it doubles each time.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// The node's acknowledgement of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchAck {
+    /// The producer sequence of the batch's first record.
+    pub first_seq: u64,
+    /// Records in the batch.
+    pub count: u32,
+    /// How many of them the node already held from an earlier try (not written again).
+    pub duplicates: u32,
+    /// Queue sequences of the first and last record this try wrote (`None` if all were
+    /// duplicates).
+    pub queue_seqs: Option<(u64, u64)>,
+}
+
+/// Writes messages of type `T` to a queue through any node, exactly once per producer sequence.
+///
+/// The producer numbers its records densely from the node's `next_seq` for `(producer_id,
+/// epoch)`; [`send_batch`](RemoteProducer::send_batch) retries a batch whose acknowledgement
+/// was lost (reconnecting, following redirects) with the same numbers, and the node writes each
+/// record at most once. Use one `RemoteProducer` per producer id at a time; a new epoch of the
+/// id starts again at 0 and refuses the older epoch's streams.
+#[derive(Debug)]
+pub struct RemoteProducer<T> {
+    seeds: Vec<String>,
+    open: ProduceOpen,
+    stream: Option<Stream>,
+    next_seq: u64,
+    _type: PhantomData<fn(T)>,
+}
+
+struct Stream(Open<ProduceRequest, ProduceReply>);
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("node", &self.0.node)
+            .finish()
+    }
+}
+
+impl<T: Message> RemoteProducer<T> {
+    /// Connects to the node at `addr` (`host:port` or `http://host:port`), follows its redirect
+    /// to the primary of `queue` and opens producer `producer_id` in `epoch`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] ([`Refused::WrongType`], [`Refused::NotFound`],
+    /// [`Refused::StaleProducerEpoch`], ...); [`ClientError::Transport`].
+    pub async fn connect(
+        addr: &str,
+        queue: &str,
+        producer_id: &str,
+        epoch: u64,
+    ) -> Result<Self, ClientError> {
+        Self::connect_any(&[addr], queue, producer_id, epoch).await
+    }
+
+    /// As [`connect`](RemoteProducer::connect), with several seed addresses tried in turn
+    /// (also when reconnecting).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](RemoteProducer::connect), from the last seed tried.
+    pub async fn connect_any(
+        seeds: &[&str],
+        queue: &str,
+        producer_id: &str,
+        epoch: u64,
+    ) -> Result<Self, ClientError> {
+        let mut producer = RemoteProducer {
+            seeds: seeds.iter().map(|s| (*s).to_owned()).collect(),
+            open: ProduceOpen {
+                queue: queue.to_owned(),
+                message_type: T::NAME.to_owned(),
+                fingerprint: T::FINGERPRINT,
+                producer_id: producer_id.to_owned(),
+                producer_epoch: epoch,
+            },
+            stream: None,
+            next_seq: 0,
+            _type: PhantomData,
+        };
+        producer.next_seq = producer.reconnect().await?;
+        Ok(producer)
+    }
+
+    /// The producer sequence the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The node the producer writes through now (the primary).
+    pub fn node(&self) -> Option<&str> {
+        self.stream.as_ref().map(|s| s.0.node.as_str())
+    }
+
+    /// Opens a stream on the first seed that answers; returns the node's next expected seq.
+    async fn reconnect(&mut self) -> Result<u64, ClientError> {
+        self.stream = None;
+        let mut last = None;
+        for seed in &self.seeds {
+            match connect::open(
+                seed,
+                ProduceRequest {
+                    kind: Some(produce_request::Kind::Open(self.open.clone())),
+                },
+                |mut c, s| async move { c.produce(s).await },
+                |r: ProduceReply| match r.kind {
+                    Some(produce_reply::Kind::Opened(o)) => First::Opened(o),
+                    Some(produce_reply::Kind::Refusal(r)) => First::Refused(r),
+                    _ => First::Other,
+                },
+            )
+            .await
+            {
+                Ok((open, opened)) => {
+                    self.stream = Some(Stream(open));
+                    return Ok(opened.next_seq);
+                }
+                Err(e @ ClientError::Refused { .. })
+                    if !e.refused().is_some_and(Refused::is_retriable) =>
+                {
+                    return Err(e);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::transport("(no seed)", "no seed address given")))
+    }
+
+    /// Sends one message (a batch of one).
+    ///
+    /// # Errors
+    ///
+    /// As [`send_batch`](RemoteProducer::send_batch).
+    pub async fn send(&mut self, message: &T) -> Result<BatchAck, ClientError> {
+        self.send_batch(std::slice::from_ref(message)).await
+    }
+
+    /// Serializes `messages`, sends them as one batch numbered from
+    /// [`next_seq`](RemoteProducer::next_seq) and waits for the node's acknowledgement
+    /// (after the local commit, or after the replicas' on a synchronous queue). A lost
+    /// connection or a retriable refusal is retried (up to 6 tries, backing off from 100 ms)
+    /// with the same numbers.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] for a refusal that a retry would not change
+    /// ([`Refused::InvalidRecord`], [`Refused::Gap`], ...); the last error after the tries.
+    pub async fn send_batch(&mut self, messages: &[T]) -> Result<BatchAck, ClientError> {
+        let mut records = Vec::with_capacity(messages.len());
+        for m in messages {
+            records.push(bytes::Bytes::copy_from_slice(&crate::to_bytes(m)?));
+        }
+        self.send_raw(self.next_seq, records).await
+    }
+
+    /// Sends already archived records numbered from `first_seq` (for retries and tools; the
+    /// bytes must be archived `T`s), with the retries of [`send_batch`](RemoteProducer::send_batch).
+    ///
+    /// # Errors
+    ///
+    /// As [`send_batch`](RemoteProducer::send_batch).
+    pub async fn send_raw(
+        &mut self,
+        first_seq: u64,
+        records: Vec<bytes::Bytes>,
+    ) -> Result<BatchAck, ClientError> {
+        let count = records.len() as u64;
+        let batch = ProduceBatch { first_seq, records };
+        let mut pause = BACKOFF;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let result = match self.stream.is_some() {
+                true => self.try_batch(&batch).await,
+                false => match self.reconnect().await {
+                    Ok(_) => self.try_batch(&batch).await,
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(ack) => {
+                    self.next_seq = self.next_seq.max(first_seq + count);
+                    return Ok(ack);
+                }
+                Err(e) => {
+                    let retriable = match e.refused() {
+                        Some(r) => r.is_retriable(),
+                        None => matches!(e, ClientError::Transport { .. }),
+                    };
+                    self.stream = None;
+                    if !retriable || tries >= TRIES {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+            }
+        }
+    }
+
+    async fn try_batch(&mut self, batch: &ProduceBatch) -> Result<BatchAck, ClientError> {
+        let Some(Stream(open)) = self.stream.as_mut() else {
+            return Err(ClientError::transport("(none)", "not connected"));
+        };
+        let node = open.node.clone();
+        open.tx
+            .send(ProduceRequest {
+                kind: Some(produce_request::Kind::Batch(batch.clone())),
+            })
+            .await
+            .map_err(|_| ClientError::transport(&node, "the stream closed"))?;
+        let reply = open
+            .rx
+            .message()
+            .await
+            .map_err(|s| ClientError::transport(&node, s))?
+            .ok_or_else(|| ClientError::transport(&node, "the node ended the stream"))?;
+        match reply.kind {
+            Some(produce_reply::Kind::Ack(a)) if a.first_seq == batch.first_seq => Ok(BatchAck {
+                first_seq: a.first_seq,
+                count: a.count,
+                duplicates: a.duplicates,
+                queue_seqs: (a.duplicates < a.count)
+                    .then_some((a.first_queue_seq, a.last_queue_seq)),
+            }),
+            Some(produce_reply::Kind::Refusal(r)) => Err(ClientError::refusal(&node, r)),
+            _ => Err(ClientError::protocol(
+                &node,
+                format!(
+                    "expected the acknowledgement of the batch at {}",
+                    batch.first_seq
+                ),
+            )),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The client service (`repliq.client.v1.Client`, `repliq/proto/client.proto`): remote
+//! producers and pull consumers on the daemon's gRPC port, beside replication.
+//!
+//! * [`produce`]: one stream per producer; its batches go to the queue's append thread
+//!   ([`appender`]), which keeps the idempotent producers' table ([`producers`]).
+//! * [`consume`]: one stream per consumer, reading through the queue's durable cursor.
+//! * A node that is not the queue's primary answers with a redirect ([`refusal`]) naming the
+//!   primary's address from discovery.
+
+mod appender;
+mod consume;
+mod produce;
+pub mod producers;
+mod refusal;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use repliq::client::proto::client_server::{Client, ClientServer};
+use repliq::client::proto::{ConsumeReply, ConsumeRequest, ProduceReply, ProduceRequest};
+use tokio::sync::watch;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::discovery::PeerSet;
+pub use refusal::Refusal;
+
+/// Replies queued per stream before the stream's task waits for the client to read.
+const OUTBOUND: usize = 16;
+
+/// The service's shared state.
+#[derive(Debug, Clone)]
+pub struct ClientService {
+    root: PathBuf,
+    node: String,
+    peers: watch::Receiver<PeerSet>,
+    appenders: appender::Appenders,
+    /// The newest stream of each (queue, consumer name): older ones end as superseded.
+    sessions: Arc<Mutex<HashMap<(PathBuf, String), u64>>>,
+    next_session: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ClientService {
+    /// The service of a node named `node` serving the queues under `root`; redirects name the
+    /// addresses of `peers`.
+    #[must_use]
+    pub fn new(root: PathBuf, node: String, peers: watch::Receiver<PeerSet>) -> ClientService {
+        ClientService {
+            root,
+            node,
+            peers,
+            appenders: appender::Appenders::default(),
+            sessions: Arc::default(),
+            next_session: Arc::default(),
+        }
+    }
+
+    /// The tonic service.
+    #[must_use]
+    pub fn into_server(self) -> ClientServer<ClientService> {
+        ClientServer::new(self)
+    }
+
+    /// The directory of queue `name`, refusing names that are not one directory name.
+    fn queue_dir(&self, name: &str) -> Result<PathBuf, Refusal> {
+        let bad = name.is_empty()
+            || name.len() > 255
+            || name.starts_with('.')
+            || name.contains(['/', '\\', '\0']);
+        if bad {
+            return Err(Refusal::bad_request(format!(
+                "{name:?} is not a queue name (one directory name under the persistence path, \
+                 not starting with '.')"
+            )));
+        }
+        Ok(self.root.join(name))
+    }
+
+    /// The refusal with a redirect's address filled in from discovery.
+    fn finish(&self, refusal: Refusal) -> Refusal {
+        let peers = self.peers.borrow();
+        refusal.with_address(|name| {
+            peers
+                .peers
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.address.clone())
+        })
+    }
+}
+
+type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Client for ClientService {
+    type ProduceStream = ReplyStream<ProduceReply>;
+    type ConsumeStream = ReplyStream<ConsumeReply>;
+
+    async fn produce(
+        &self,
+        request: Request<Streaming<ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStream>, Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel(OUTBOUND);
+        tokio::spawn(produce::serve(self.clone(), request.into_inner(), tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn consume(
+        &self,
+        request: Request<Streaming<ConsumeRequest>>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel(OUTBOUND);
+        tokio::spawn(consume::serve(self.clone(), request.into_inner(), tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
