@@ -12,13 +12,16 @@ use tokio::task::JoinHandle;
 
 use crate::dead_letter::now_nanos;
 use crate::format::{incoming, outgoing};
-#[cfg_attr(not(any(
+#[cfg_attr(
+    not(any(
         feature = "redis",
         feature = "nats",
         feature = "rabbitmq",
         feature = "slack",
         feature = "influxdb"
-    )), allow(unused_imports))]
+    )),
+    allow(unused_imports)
+)]
 use crate::{
     ConnectError, ConnectorConfig, ConnectorKind, DeadLetter, DeadLetters, Failure, Format,
 };
@@ -582,7 +585,10 @@ fn json_only(cfg: &ConnectorConfig) -> Result<(), ConnectError> {
         return Err(ConnectError::Config {
             connector: cfg.name.clone(),
             key: "format".into(),
-            reason: format!("{} reads the message's fields: it needs json", cfg.kind.key()),
+            reason: format!(
+                "{} reads the message's fields: it needs json",
+                cfg.kind.key()
+            ),
         });
     }
     Ok(())

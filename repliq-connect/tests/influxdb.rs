@@ -6,10 +6,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -19,132 +16,7 @@ use repliq_connect::{
     ConnectorConfig, ConnectorKind, DeadLetter, Format, InfluxDbSink, InfluxDbSinkConfig,
     Precision, RetryConfig, Stats, run_sink, spawn,
 };
-use support::{At, Crashing, crash_once, free_port};
-
-/// 2025-01-01T00:00:00Z in nanoseconds.
-const T0: i64 = 1_735_689_600_000_000_000;
-
-#[repliq::message(name = "test.Reading")]
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
-    pub id: u64,
-    pub sensor: String,
-    pub at_ns: i64,
-    pub value: i64,
-    pub unit: Option<String>,
-}
-
-fn reading(id: u64) -> Reading {
-    Reading {
-        id,
-        sensor: format!("s{}", id % 4),
-        at_ns: T0 + id as i64 * 1_000_000_000,
-        value: id as i64 * 10,
-        unit: id.is_multiple_of(2).then(|| "kPa".into()),
-    }
-}
-
-struct Influx {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Influx {
-    /// Panics naming the install script when influxd is not installed.
-    fn start(dir: &Path) -> Influx {
-        let found = Command::new("influxd")
-            .arg("version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "influxd is missing: install InfluxDB with .ci/install-connectors.sh"
-        );
-        std::fs::create_dir_all(dir).unwrap();
-        let port = free_port();
-        let d = dir.display();
-        std::fs::write(
-            dir.join("influxdb.conf"),
-            format!(
-                "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n\
-                 [meta]\n  dir = \"{d}/meta\"\n\
-                 [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  wal-fsync-delay = \"0s\"\n  query-log-enabled = false\n\
-                 [monitor]\n  store-enabled = false\n\
-                 [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n",
-                free_port()
-            ),
-        )
-        .unwrap();
-        let mut i = Influx {
-            port,
-            dir: dir.to_path_buf(),
-            child: None,
-        };
-        i.restart();
-        i
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("influxd")
-            .arg("-config")
-            .arg(self.dir.join("influxdb.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("influxd starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !http(self.port, "GET", "/ping", "").starts_with("HTTP/1.0 204") {
-            assert!(Instant::now() < deadline, "influxd did not answer /ping");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// `q` (URL-encoded by the caller) against database `db`: the JSON answer.
-    fn query(&self, db: &str, q: &str) -> serde_json::Value {
-        let resp = http(self.port, "GET", &format!("/query?db={db}&epoch=ns&q={q}"), "");
-        let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {resp}"))
-    }
-}
-
-impl Drop for Influx {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// One HTTP/1.0 exchange (so the answer is never chunked): the whole response, or "" if the
-/// server is not there.
-fn http(port: u16, method: &str, path: &str, body: &str) -> String {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return String::new();
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
+use support::{At, Crashing, Influx, Reading, T0, crash_once, http, reading};
 
 fn base(name: &str, queue: &Path, dead: Option<&Path>, kind: ConnectorKind) -> ConnectorConfig {
     ConnectorConfig {
@@ -193,7 +65,10 @@ async fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
 
 /// Every point of `readings`: (time, sensor, id, value, unit).
 fn points(server: &Influx) -> Vec<(i64, String, u64, i64, Option<String>)> {
-    let v = server.query("test", "SELECT%20sensor%2Cid%2Cvalue%2Cunit%20FROM%20readings");
+    let v = server.query(
+        "test",
+        "SELECT%20sensor%2Cid%2Cvalue%2Cunit%20FROM%20readings",
+    );
     let Some(series) = v["results"][0]["series"].as_array() else {
         return Vec::new();
     };
@@ -304,9 +179,7 @@ async fn influxdb_sink_dead_letters_a_point_influxdb_refuses() {
     let url = server.url();
     // A string `value` in another shard (2026): an integer there is a field type conflict.
     let t_conflict = T0 + 365 * 86_400 * 1_000_000_000;
-    assert!(
-        http(server.port, "POST", "/query?q=CREATE%20DATABASE%20test", "").contains(" 200 ")
-    );
+    assert!(http(server.port, "POST", "/query?q=CREATE%20DATABASE%20test", "").contains(" 200 "));
     let w = http(
         server.port,
         "POST",
@@ -344,7 +217,11 @@ async fn influxdb_sink_dead_letters_a_point_influxdb_refuses() {
         .unwrap();
     let letter = dq.dequeue().unwrap().unwrap();
     assert_eq!(letter.seq, Some(2));
-    assert!(letter.reason.contains("field type conflict"), "{}", letter.reason);
+    assert!(
+        letter.reason.contains("field type conflict"),
+        "{}",
+        letter.reason
+    );
     assert!(dq.dequeue().unwrap().is_none());
     println!(
         "influxdb sink: 4 messages, 3 points written, 1 dead-lettered: {}",

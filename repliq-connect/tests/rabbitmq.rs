@@ -7,8 +7,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -24,106 +23,11 @@ use repliq_connect::{
     ConnectorConfig, ConnectorKind, DeadLetter, Format, RabbitMqSink, RabbitMqSinkConfig,
     RabbitMqSource, RabbitMqSourceConfig, RetryConfig, Stats, run_sink, run_source, spawn,
 };
-use support::{At, Crashing, Order, crash_once, free_port, order, tally};
+use support::{At, Crashing, Order, RabbitMq, crash_once, order, tally};
 
-const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
-
-/// A RabbitMQ node of its own: node name, AMQP and distribution ports, data, logs and Erlang
-/// cookie under the test's directory. Started through the package's inner script (the
-/// `/usr/sbin` wrapper insists on the system user and /var/lib/rabbitmq).
-struct RabbitMq {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl RabbitMq {
-    /// Panics naming the install script when RabbitMQ is not installed.
-    fn start(dir: &Path, conf: &str) -> RabbitMq {
-        assert!(
-            Path::new(SERVER).exists(),
-            "{SERVER} is missing: install RabbitMQ with .ci/install-connectors.sh"
-        );
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
-        std::fs::write(dir.join("rabbitmq.conf"), conf).unwrap();
-        let mut r = RabbitMq {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            child: None,
-        };
-        r.restart();
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
-    }
-
-    /// Starts the node (same name, ports and data) after [`RabbitMq::kill`]; waits until it
-    /// accepts an AMQP connection.
-    fn restart(&mut self) {
-        use std::os::unix::process::CommandExt;
-        let d = &self.dir;
-        let child = Command::new(SERVER)
-            .env("HOME", d)
-            .env("RABBITMQ_NODENAME", format!("repliq-test-{}@localhost", self.port))
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", free_port().to_string())
-            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", d.join("log"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
-            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            // The script then execs the Erlang VM: the child is the broker itself.
-            .env("RUNNING_UNDER_SYSTEMD", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("rabbitmq-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !amqp_answers(self.port) {
-            assert!(
-                Instant::now() < deadline,
-                "rabbitmq-server did not answer AMQP within 90 s (logs: {})",
-                d.join("log").display()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// `kill -9` of the whole process group (the start script and the Erlang VM).
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-9", &format!("-{}", c.id())])
-                .status();
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Whether the broker answers the AMQP 0-9-1 protocol header with a method frame
-/// (`connection.start`): it is up.
-fn amqp_answers(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut first = [0u8; 1];
-    s.write_all(b"AMQP\x00\x00\x09\x01").is_ok() && s.read_exact(&mut first).is_ok() && first[0] == 1
-}
-
-impl Drop for RabbitMq {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+/// One broker at a time: two Erlang nodes booting together on two shared cores take longer than
+/// both in turn.
+static ONE_BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn base(name: &str, queue: &Path, dead: Option<&Path>, kind: ConnectorKind) -> ConnectorConfig {
     ConnectorConfig {
@@ -251,13 +155,18 @@ fn same_message_id(got: &[(String, Order)]) {
         ids.entry(o.id).or_default().insert(mid);
     }
     for (id, mids) in ids {
-        assert_eq!(mids.len(), 1, "order {id} arrived under message ids {mids:?}");
+        assert_eq!(
+            mids.len(),
+            1,
+            "order {id} arrived under message ids {mids:?}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_sink_and_source_lose_nothing_at_crash_points_and_broker_kills() {
     const M: u64 = 5_000;
+    let _one = ONE_BROKER.lock().await;
     log();
     let dir = tempfile::tempdir().unwrap();
     let mut server = RabbitMq::start(&dir.path().join("rabbitmq"), "");
@@ -395,7 +304,11 @@ async fn rabbitmq_sink_and_source_lose_nothing_at_crash_points_and_broker_kills(
             ids.push(o.id);
         }
         if Instant::now() > report {
-            println!("source: {} distinct of {M}, stats {:?}", distinct.len(), s.snapshot());
+            println!(
+                "source: {} distinct of {M}, stats {:?}",
+                distinct.len(),
+                s.snapshot()
+            );
             report = Instant::now() + Duration::from_secs(10);
         }
         distinct.len() as u64 >= M
@@ -430,6 +343,7 @@ async fn rabbitmq_sink_and_source_lose_nothing_at_crash_points_and_broker_kills(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_dead_letters_what_the_broker_rejects_and_json_that_does_not_fit() {
+    let _one = ONE_BROKER.lock().await;
     log();
     let dir = tempfile::tempdir().unwrap();
     let server = RabbitMq::start(&dir.path().join("rabbitmq"), "max_message_size = 1024\n");

@@ -135,7 +135,11 @@ async fn connection(
             return;
         }
         let (status, reply) = judge(&request_line, &headers, &body, &seen, &fail_500, &fail_429);
-        let extra = if status == 429 { "Retry-After: 1\r\n" } else { "" };
+        let extra = if status == 429 {
+            "Retry-After: 1\r\n"
+        } else {
+            ""
+        };
         let resp = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\n{extra}Content-Length: {}\r\n\r\n{reply}",
             reply.len()
@@ -166,7 +170,10 @@ fn judge(
         return bad(format!("content type {:?}", headers.get("content-type")));
     }
     let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice(body) else {
-        return bad(format!("not a JSON object: {}", String::from_utf8_lossy(body)));
+        return bad(format!(
+            "not a JSON object: {}",
+            String::from_utf8_lossy(body)
+        ));
     };
     let Some(text) = obj.get("text").and_then(|t| t.as_str()) else {
         return bad(format!("no text: {obj:?}"));
@@ -191,7 +198,13 @@ fn judge(
     (200, "ok")
 }
 
-fn base(name: &str, queue: &Path, dead: Option<&Path>, batch: usize, kind: ConnectorKind) -> ConnectorConfig {
+fn base(
+    name: &str,
+    queue: &Path,
+    dead: Option<&Path>,
+    batch: usize,
+    kind: ConnectorKind,
+) -> ConnectorConfig {
     ConnectorConfig {
         name: name.into(),
         queue: queue.into(),
@@ -323,7 +336,11 @@ async fn slack_sink_posts_every_matching_message_across_crashes_and_server_kills
     running.stop().await.unwrap();
 
     let texts = hook.texts();
-    assert_eq!(hook.bad(), Vec::<String>::new(), "requests breaking the contract");
+    assert_eq!(
+        hook.bad(),
+        Vec::<String>::new(),
+        "requests breaking the contract"
+    );
     let mut count: BTreeMap<u64, u64> = BTreeMap::new();
     for t in &texts {
         let id: u64 = t

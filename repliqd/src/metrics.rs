@@ -465,11 +465,7 @@ impl ConnectorMetrics {
             "Records in a sink's queue after its cursor",
             self.lag_records.clone(),
         );
-        registry.register(
-            "connector_up",
-            "1 while a connector runs",
-            self.up.clone(),
-        );
+        registry.register("connector_up", "1 while a connector runs", self.up.clone());
     }
 }
 

@@ -174,7 +174,10 @@ impl InfluxDbSink {
         }
         let query = format!(
             "{root}/query?q={}",
-            enc(&format!("CREATE DATABASE \"{}\"", cfg.database.replace('"', "\\\"")))
+            enc(&format!(
+                "CREATE DATABASE \"{}\"",
+                cfg.database.replace('"', "\\\"")
+            ))
         );
         let parse = |u: String| {
             u.parse::<Uri>()
@@ -186,8 +189,8 @@ impl InfluxDbSink {
                 .map_err(|e| bad("token", e.to_string()))?;
             auth.push(("authorization", v));
         }
-        let http = HttpClient::new(Duration::from_millis(cfg.timeout_ms))
-            .map_err(|e| bad("url", e))?;
+        let http =
+            HttpClient::new(Duration::from_millis(cfg.timeout_ms)).map_err(|e| bad("url", e))?;
         Ok(InfluxDbSink {
             write_url: parse(write)?,
             query_url: parse(query)?,
@@ -277,7 +280,12 @@ impl InfluxDbSink {
         }
         let resp = self
             .http
-            .post(&self.write_url, "text/plain; charset=utf-8", &self.auth, body)
+            .post(
+                &self.write_url,
+                "text/plain; charset=utf-8",
+                &self.auth,
+                body,
+            )
             .await
             .map_err(Failure::Transient)?;
         match resp.status {
@@ -301,8 +309,12 @@ impl SinkTarget for InfluxDbSink {
                 Ok(l) => lines.push(l),
                 // The points before it are written first, then it is dead-lettered.
                 Err(reason) => {
-                    if i > 0 && let Some(r) = self.write(lines.concat()).await? {
-                        return self.find_refused(batch, &lines, r).await;
+                    if i > 0
+                        && let Some(r) = self.write(lines.concat()).await?
+                    {
+                        // A refused point before it is dead-lettered first (Err); else all
+                        // before it are written now.
+                        self.find_refused(batch, &lines, r).await?;
                     }
                     return Err(Failure::Rejected { index: i, reason });
                 }
@@ -355,8 +367,11 @@ mod tests {
             token: None,
             create_database: false,
             measurement: "readings".into(),
-            tags: [("sensor".into(), "sensor".into()), ("site".into(), "where.site".into())]
-                .into(),
+            tags: [
+                ("sensor".into(), "sensor".into()),
+                ("site".into(), "where.site".into()),
+            ]
+            .into(),
             fields: [
                 ("value".into(), "value".into()),
                 ("label".into(), "label".into()),
@@ -382,12 +397,13 @@ mod tests {
             "readings,sensor=s\\ 1,site=4 label=\"a \\\"b\\\"\",ok=true,value=2.5 17\n"
         );
         let no_time = serde_json::json!({"value": 1});
-        assert!(sink
-            .line(&Outgoing {
+        assert!(
+            sink.line(&Outgoing {
                 seq: 0,
                 body: no_time.to_string().into_bytes()
             })
             .unwrap_err()
-            .contains("time field"));
+            .contains("time field")
+        );
     }
 }

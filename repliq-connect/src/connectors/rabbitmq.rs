@@ -290,7 +290,8 @@ impl SinkTarget for RabbitMqSink {
                 }
             }
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.confirm_timeout_ms);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.cfg.confirm_timeout_ms);
         for (i, confirm) in confirms.into_iter().enumerate() {
             let seq = todo[i].seq;
             match tokio::time::timeout_at(deadline, confirm).await {
@@ -302,7 +303,10 @@ impl SinkTarget for RabbitMqSink {
                     return Err(Failure::Transient(format!(
                         "message {seq} unroutable ({} {}): no queue is bound to exchange {:?} \
                          with routing key {:?}",
-                        returned.reply_code, returned.reply_text, self.cfg.exchange, self.cfg.routing_key
+                        returned.reply_code,
+                        returned.reply_text,
+                        self.cfg.exchange,
+                        self.cfg.routing_key
                     )));
                 }
                 Ok(Ok(Confirmation::Nack(_))) => {
@@ -472,10 +476,11 @@ impl SourceOrigin for RabbitMqSource {
             match tokio::time::timeout(wait, b.consumer.next()).await {
                 Err(_) => break,
                 Ok(Some(Ok(d))) => {
-                    let id = d.properties.message_id().as_ref().map_or_else(
-                        || format!("delivery-{}", d.delivery_tag),
-                        |m| m.to_string(),
-                    );
+                    let id = d
+                        .properties
+                        .message_id()
+                        .as_ref()
+                        .map_or_else(|| format!("delivery-{}", d.delivery_tag), |m| m.to_string());
                     out.push(Incoming {
                         token: RabbitMqToken {
                             generation,
@@ -492,7 +497,10 @@ impl SourceOrigin for RabbitMqSource {
                     break;
                 }
                 Ok(None) => {
-                    broken = Some(format!("the broker cancelled the consumer of {}", self.cfg.queue));
+                    broken = Some(format!(
+                        "the broker cancelled the consumer of {}",
+                        self.cfg.queue
+                    ));
                     break;
                 }
             }

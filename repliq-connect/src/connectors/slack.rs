@@ -123,10 +123,16 @@ fn render(template: &str, msg: &Value, seq: u64) -> Result<String, String> {
             continue;
         }
         if tail.starts_with('}') {
-            return Err(format!("a lone '}}' at byte {}", template.len() - tail.len()));
+            return Err(format!(
+                "a lone '}}' at byte {}",
+                template.len() - tail.len()
+            ));
         }
         let Some(end) = tail.find('}') else {
-            return Err(format!("'{{' at byte {} is not closed", template.len() - tail.len()));
+            return Err(format!(
+                "'{{' at byte {} is not closed",
+                template.len() - tail.len()
+            ));
         };
         match &tail[1..end] {
             "seq" => out.push_str(&seq.to_string()),
@@ -172,7 +178,10 @@ impl SlackSink {
             if let Some(c) = &rule.when
                 && c.field.is_empty()
             {
-                return Err(bad(format!("rules[{i}].when.field"), "must not be empty".into()));
+                return Err(bad(
+                    format!("rules[{i}].when.field"),
+                    "must not be empty".into(),
+                ));
             }
         }
         let http = HttpClient::new(Duration::from_millis(cfg.timeout_ms))
@@ -268,12 +277,54 @@ mod tests {
             below: None,
             exists: None,
         };
-        assert!(SlackCondition { above: Some(6.0), ..cond("id") }.holds(&msg));
-        assert!(!SlackCondition { above: Some(7.0), ..cond("id") }.holds(&msg));
-        assert!(SlackCondition { below: Some(8.0), ..cond("id") }.holds(&msg));
-        assert!(!SlackCondition { above: Some(0.0), ..cond("item") }.holds(&msg));
-        assert!(SlackCondition { equals: Some("gold".into()), ..cond("c.tier") }.holds(&msg));
-        assert!(SlackCondition { exists: Some(false), ..cond("n") }.holds(&msg));
-        assert!(!SlackCondition { exists: Some(true), ..cond("missing") }.holds(&msg));
+        assert!(
+            SlackCondition {
+                above: Some(6.0),
+                ..cond("id")
+            }
+            .holds(&msg)
+        );
+        assert!(
+            !SlackCondition {
+                above: Some(7.0),
+                ..cond("id")
+            }
+            .holds(&msg)
+        );
+        assert!(
+            SlackCondition {
+                below: Some(8.0),
+                ..cond("id")
+            }
+            .holds(&msg)
+        );
+        assert!(
+            !SlackCondition {
+                above: Some(0.0),
+                ..cond("item")
+            }
+            .holds(&msg)
+        );
+        assert!(
+            SlackCondition {
+                equals: Some("gold".into()),
+                ..cond("c.tier")
+            }
+            .holds(&msg)
+        );
+        assert!(
+            SlackCondition {
+                exists: Some(false),
+                ..cond("n")
+            }
+            .holds(&msg)
+        );
+        assert!(
+            !SlackCondition {
+                exists: Some(true),
+                ..cond("missing")
+            }
+            .holds(&msg)
+        );
     }
 }
