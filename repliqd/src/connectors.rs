@@ -275,8 +275,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connector_counters_reach_the_metrics() {
         let dir = tempfile::tempdir().unwrap();
-        let mut q =
-            repliq::JournalQueue::<Alert>::new(&dir.path().join("alerts"), 1 << 16).unwrap();
+        let mut q = repliq::JournalQueue::<Alert>::new(dir.path().join("alerts"), 1 << 16).unwrap();
         for id in 0..5 {
             q.enqueue(&Alert {
                 id,

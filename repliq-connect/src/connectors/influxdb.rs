@@ -296,7 +296,12 @@ impl InfluxDbSink {
                 self.database_created = false;
                 Err(Failure::Transient(format!("HTTP 404: {}", resp.body)))
             }
-            status => Err(Failure::Transient(format!("HTTP {status}: {}", resp.body))),
+            status => Err(Failure::Transient(format!(
+                "HTTP {status}: {}{}",
+                resp.body,
+                resp.retry_after
+                    .map_or_else(String::new, |s| format!(" (retry after {s} s)"))
+            ))),
         }
     }
 }
