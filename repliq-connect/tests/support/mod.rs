@@ -276,7 +276,6 @@ impl RabbitMq {
     /// Starts the node (same name, ports and data) after [`RabbitMq::kill`]; waits until it
     /// accepts an AMQP connection.
     pub fn restart(&mut self) {
-        use std::os::unix::process::CommandExt;
         let d = &self.dir;
         let child = Command::new(RABBITMQ_SERVER)
             .env("HOME", d)
@@ -296,7 +295,6 @@ impl RabbitMq {
             .env("RUNNING_UNDER_SYSTEMD", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0)
             .spawn()
             .expect("rabbitmq-server starts");
         self.child = Some(child);
@@ -311,12 +309,10 @@ impl RabbitMq {
         }
     }
 
-    /// `kill -9` of the whole process group (the start script and the Erlang VM).
+    /// `kill -9` of the Erlang VM (the script exec'd it: it is the child itself; its helper
+    /// processes exit with it).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-9", &format!("-{}", c.id())])
-                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
