@@ -70,6 +70,18 @@ pub enum ConnectorKind {
     /// NATS JetStream durable pull consumer → queue.
     #[cfg(feature = "nats")]
     NatsSource(crate::NatsSourceConfig),
+    /// Queue → RabbitMQ exchange (publisher confirms).
+    #[cfg(feature = "rabbitmq")]
+    RabbitmqSink(crate::RabbitMqSinkConfig),
+    /// RabbitMQ queue (manual acknowledgements) → queue.
+    #[cfg(feature = "rabbitmq")]
+    RabbitmqSource(crate::RabbitMqSourceConfig),
+    /// Queue → Slack incoming webhook (text rendered by rules).
+    #[cfg(feature = "slack")]
+    SlackSink(crate::SlackSinkConfig),
+    /// Queue → InfluxDB points (line protocol over HTTP).
+    #[cfg(feature = "influxdb")]
+    InfluxdbSink(crate::InfluxDbSinkConfig),
 }
 
 impl ConnectorKind {
@@ -84,6 +96,14 @@ impl ConnectorKind {
             ConnectorKind::NatsSink(_) => "nats_sink",
             #[cfg(feature = "nats")]
             ConnectorKind::NatsSource(_) => "nats_source",
+            #[cfg(feature = "rabbitmq")]
+            ConnectorKind::RabbitmqSink(_) => "rabbitmq_sink",
+            #[cfg(feature = "rabbitmq")]
+            ConnectorKind::RabbitmqSource(_) => "rabbitmq_source",
+            #[cfg(feature = "slack")]
+            ConnectorKind::SlackSink(_) => "slack_sink",
+            #[cfg(feature = "influxdb")]
+            ConnectorKind::InfluxdbSink(_) => "influxdb_sink",
         }
     }
 }

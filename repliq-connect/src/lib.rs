@@ -1,7 +1,7 @@
 //! Connectors for repliq: **sinks** that forward a queue's messages to another system and
 //! **sources** that enqueue another system's messages, at-least-once, nothing lost.
 //!
-//! Each connector is compiled in behind a cargo feature (`redis`: Redis Streams; `nats`: NATS JetStream). They share one
+//! Each connector is compiled in behind a cargo feature (`redis`: Redis Streams; `nats`: NATS JetStream; `rabbitmq`: RabbitMQ; `slack`: Slack webhooks; `influxdb`: InfluxDB). They share one
 //! runtime with one set of rules:
 //!
 //! * A sink tails its queue through its own durable consumer cursor (a [`repliq::RawQueue`]
@@ -32,10 +32,18 @@ mod format;
 mod runtime;
 
 pub use config::{ConnectorConfig, ConnectorKind, Format, RetryConfig};
+#[cfg(feature = "influxdb")]
+pub use connectors::influxdb::{InfluxDbSink, InfluxDbSinkConfig, Precision};
 #[cfg(feature = "nats")]
 pub use connectors::nats::{NatsSink, NatsSinkConfig, NatsSource, NatsSourceConfig};
+#[cfg(feature = "rabbitmq")]
+pub use connectors::rabbitmq::{
+    RabbitMqSink, RabbitMqSinkConfig, RabbitMqSource, RabbitMqSourceConfig, RabbitMqToken,
+};
 #[cfg(feature = "redis")]
 pub use connectors::redis::{RedisSink, RedisSinkConfig, RedisSource, RedisSourceConfig};
+#[cfg(feature = "slack")]
+pub use connectors::slack::{SlackCondition, SlackRule, SlackSink, SlackSinkConfig};
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use error::{ConnectError, Failure};
 pub use runtime::{

@@ -12,7 +12,16 @@ use tokio::task::JoinHandle;
 
 use crate::dead_letter::now_nanos;
 use crate::format::{incoming, outgoing};
-#[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(unused_imports))]
+#[cfg_attr(
+    not(any(
+        feature = "redis",
+        feature = "nats",
+        feature = "rabbitmq",
+        feature = "slack",
+        feature = "influxdb"
+    )),
+    allow(unused_imports)
+)]
 use crate::{
     ConnectError, ConnectorConfig, ConnectorKind, DeadLetter, DeadLetters, Failure, Format,
 };
@@ -498,7 +507,13 @@ impl Running {
 ///
 /// [`ConnectError::Config`] if the configuration is invalid (checked before anything starts).
 #[cfg_attr(
-    not(any(feature = "redis", feature = "nats")),
+    not(any(
+        feature = "redis",
+        feature = "nats",
+        feature = "rabbitmq",
+        feature = "slack",
+        feature = "influxdb"
+    )),
     allow(unreachable_code, unused_variables)
 )]
 pub fn spawn(cfg: ConnectorConfig) -> Result<Running, ConnectError> {
@@ -528,6 +543,32 @@ pub fn spawn(cfg: ConnectorConfig) -> Result<Running, ConnectError> {
             let origin = crate::NatsSource::new(&cfg.name, nc)?;
             run_source(&cfg, origin, &s, shutdown).await
         }),
+        #[cfg(feature = "rabbitmq")]
+        ConnectorKind::RabbitmqSink(rc) => tokio::spawn(async move {
+            let target = crate::RabbitMqSink::new(&cfg.name, rc)?;
+            run_sink(&cfg, target, &s, shutdown).await
+        }),
+        #[cfg(feature = "rabbitmq")]
+        ConnectorKind::RabbitmqSource(rc) => tokio::spawn(async move {
+            let origin = crate::RabbitMqSource::new(&cfg.name, rc)?;
+            run_source(&cfg, origin, &s, shutdown).await
+        }),
+        #[cfg(feature = "slack")]
+        ConnectorKind::SlackSink(sc) => {
+            json_only(&cfg)?;
+            tokio::spawn(async move {
+                let target = crate::SlackSink::new(&cfg.name, sc)?;
+                run_sink(&cfg, target, &s, shutdown).await
+            })
+        }
+        #[cfg(feature = "influxdb")]
+        ConnectorKind::InfluxdbSink(ic) => {
+            json_only(&cfg)?;
+            tokio::spawn(async move {
+                let target = crate::InfluxDbSink::new(&cfg.name, ic)?;
+                run_sink(&cfg, target, &s, shutdown).await
+            })
+        }
     };
     Ok(Running {
         name,
@@ -535,4 +576,20 @@ pub fn spawn(cfg: ConnectorConfig) -> Result<Running, ConnectError> {
         stop,
         task,
     })
+}
+
+/// Connectors that read fields of the message need it as JSON.
+#[cfg(any(feature = "slack", feature = "influxdb"))]
+fn json_only(cfg: &ConnectorConfig) -> Result<(), ConnectError> {
+    if cfg.format != Format::Json {
+        return Err(ConnectError::Config {
+            connector: cfg.name.clone(),
+            key: "format".into(),
+            reason: format!(
+                "{} reads the message's fields: it needs json",
+                cfg.kind.key()
+            ),
+        });
+    }
+    Ok(())
 }

@@ -279,6 +279,10 @@ async fn nats_sink_and_source_lose_nothing_at_crash_points_and_server_kills() {
     let running = spawn(cfg.clone()).unwrap();
     let s = running.stats().clone();
     until("source progress", 30, || s.snapshot().forwarded >= 256).await;
+    // The server's own window: JetStream keeps a consumer's acknowledgements in memory and
+    // writes them out lazily, so a `kill -9` may redeliver what was acknowledged before it
+    // (seen: 1,281 duplicates in one run), at most what the source had forwarded by then.
+    let forwarded_before_kill = s.snapshot().forwarded;
     server.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.restart();
@@ -310,10 +314,13 @@ async fn nats_sink_and_source_lose_nothing_at_crash_points_and_server_kills() {
          a crash point {crashes}x, server killed 1x; window: the batches in flight, 256 each)"
     );
     assert_eq!(lost, 0);
-    // One batch per crash point and per server kill at most.
+    // One batch per crash point, and per server kill the batch in flight plus what the server
+    // may have forgotten was acknowledged (everything forwarded before the kill).
+    let window = (crashes + 1) * 256 + forwarded_before_kill;
     assert!(
-        dups <= (crashes + 1) * 256,
-        "{dups} duplicates exceed the batches in flight"
+        dups <= window,
+        "{dups} duplicates exceed the window ({window}: the batches in flight and the \
+         acknowledgements the server may lose)"
     );
 }
 

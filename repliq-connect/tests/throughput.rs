@@ -305,3 +305,216 @@ async fn nats_throughput_next_to_the_direct_client() {
     }
     report("nats source", bridge, rate(N, t.elapsed()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture (needs rabbitmq-server)"]
+async fn rabbitmq_throughput_next_to_the_direct_client() {
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, QueueDeclareOptions,
+    };
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    use repliq_connect::{RabbitMqSinkConfig, RabbitMqSourceConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::RabbitMq::start(&dir.path().join("rabbitmq"), "");
+    let url = server.url();
+    let conn = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for q in ["bridge", "direct"] {
+        ch.queue_declare(
+            q.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let bodies: Vec<Vec<u8>> = (0..N)
+        .map(|i| serde_json::to_vec(&order(i)).unwrap())
+        .collect();
+
+    // Sink: persistent, confirmed publishes in batches of 256, both ways.
+    let queue = dir.path().join("orders");
+    filled_queue(&queue);
+    let t = Instant::now();
+    let running = spawn(base(
+        "sink",
+        &queue,
+        ConnectorKind::RabbitmqSink(RabbitMqSinkConfig {
+            url: url.clone(),
+            exchange: String::new(),
+            routing_key: "bridge".into(),
+            declare_queue: None,
+            queue_type: None,
+            confirm_timeout_ms: 30_000,
+        }),
+    ))
+    .unwrap();
+    let s = running.stats().clone();
+    wait_for(|| s.snapshot().forwarded >= N).await;
+    let bridge = rate(N, t.elapsed());
+    running.stop().await.unwrap();
+    let t = Instant::now();
+    for (c, chunk) in bodies.chunks(256).enumerate() {
+        let mut confirms = Vec::new();
+        for (i, b) in chunk.iter().enumerate() {
+            confirms.push(
+                ch.basic_publish(
+                    "".into(),
+                    "direct".into(),
+                    BasicPublishOptions::default(),
+                    b,
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_message_id(format!("direct-{}", c * 256 + i).into()),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        for c in confirms {
+            assert!(c.await.unwrap().is_ack());
+        }
+    }
+    report("rabbitmq sink", bridge, rate(N, t.elapsed()));
+
+    // Source: the "direct" queue into a repliq queue, against a consumer (prefetch 512)
+    // acknowledging every 256 deliveries of the "bridge" queue, without the enqueue.
+    let inbox = dir.path().join("inbox");
+    drop(JournalQueue::<Order>::new(&inbox, 1 << 21).unwrap());
+    let t = Instant::now();
+    let running = spawn(base(
+        "source",
+        &inbox,
+        ConnectorKind::RabbitmqSource(RabbitMqSourceConfig {
+            url: url.clone(),
+            queue: "direct".into(),
+            declare: false,
+            queue_type: None,
+            fetch_ms: 100,
+        }),
+    ))
+    .unwrap();
+    let s = running.stats().clone();
+    wait_for(|| s.snapshot().forwarded >= N).await;
+    let bridge = rate(N, t.elapsed());
+    running.stop().await.unwrap();
+    let t = Instant::now();
+    let rx = conn.create_channel().await.unwrap();
+    rx.basic_qos(512, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = rx
+        .basic_consume(
+            "bridge".into(),
+            "direct".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut got = 0;
+    while got < N {
+        let d = consumer.next().await.unwrap().unwrap();
+        got += 1;
+        if got % 256 == 0 || got == N {
+            rx.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
+                .await
+                .unwrap();
+        }
+    }
+    report("rabbitmq source", bridge, rate(N, t.elapsed()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture (needs influxd)"]
+async fn influxdb_throughput_next_to_the_direct_client() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use repliq_connect::{InfluxDbSinkConfig, Precision};
+    use support::{Reading, reading};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::Influx::start(&dir.path().join("influx"));
+    let url = server.url();
+    let cfg = |db: &str| InfluxDbSinkConfig {
+        url: url.clone(),
+        database: db.into(),
+        retention_policy: None,
+        token: None,
+        create_database: true,
+        measurement: "readings".into(),
+        tags: [("sensor".into(), "sensor".into())].into(),
+        fields: [
+            ("value".into(), "value".into()),
+            ("id".into(), "id".into()),
+            ("unit".into(), "unit".into()),
+        ]
+        .into(),
+        time: "at_ns".into(),
+        precision: Precision::Ns,
+        timeout_ms: 10_000,
+    };
+    let queue = dir.path().join("readings");
+    let mut q = JournalQueue::<Reading>::new(&queue, 1 << 21).unwrap();
+    for i in 0..N {
+        q.enqueue(&reading(i)).unwrap();
+    }
+    let t = Instant::now();
+    let running = spawn(base(
+        "sink",
+        &queue,
+        ConnectorKind::InfluxdbSink(cfg("bridge")),
+    ))
+    .unwrap();
+    let s = running.stats().clone();
+    wait_for(|| s.snapshot().forwarded >= N).await;
+    let bridge = rate(N, t.elapsed());
+    running.stop().await.unwrap();
+
+    // Direct: the same points as line protocol, 256 a request, over one kept-alive connection.
+    assert!(
+        support::http(
+            server.port,
+            "POST",
+            "/query?q=CREATE%20DATABASE%20direct",
+            ""
+        )
+        .contains(" 200 ")
+    );
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let lines: Vec<String> = (0..N)
+        .map(|i| {
+            let r = reading(i);
+            let unit = r
+                .unit
+                .map_or_else(String::new, |u| format!(",unit=\"{u}\""));
+            format!(
+                "readings,sensor={} id={}i{unit},value={}i {}\n",
+                r.sensor, r.id, r.value, r.at_ns
+            )
+        })
+        .collect();
+    let uri: hyper::Uri = format!("{url}/write?db=direct&precision=ns")
+        .parse()
+        .unwrap();
+    let t = Instant::now();
+    for chunk in lines.chunks(256) {
+        let req = hyper::Request::post(uri.clone())
+            .body(Full::new(bytes::Bytes::from(chunk.concat())))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 204);
+        resp.into_body().collect().await.unwrap();
+    }
+    report("influxdb sink", bridge, rate(N, t.elapsed()));
+}

@@ -109,6 +109,8 @@ pub async fn run(
     let replication_metrics = state.metrics.replication.clone();
     let tls_metrics = state.metrics.tls.clone();
     let election_metrics = state.metrics.election.clone();
+    #[cfg(feature = "connectors")]
+    let connector_metrics = state.metrics.connectors.clone();
     // `stop` stops every task but HTTP, which answers until the others have drained.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (http_stop_tx, mut http_stop) = tokio::sync::watch::channel(false);
@@ -256,7 +258,12 @@ pub async fn run(
         ),
     );
     #[cfg(feature = "connectors")]
-    let connectors = connectors::start(&config.connectors, &root, stop_rx.clone());
+    let connectors = connectors::start(
+        &config.connectors,
+        &root,
+        &connector_metrics,
+        stop_rx.clone(),
+    );
     health.started.store(true, Ordering::Release);
     on_bound(bound);
 

@@ -305,6 +305,8 @@ pub struct Metrics {
     pub election: ElectionMetrics,
     /// The TLS files' expiry, updated when they (re)load (`crate::tls`).
     pub tls: crate::tls::TlsMetrics,
+    /// Updated by the connectors' supervisors (issue 23).
+    pub connectors: ConnectorMetrics,
 }
 
 impl Metrics {
@@ -434,6 +436,8 @@ impl Metrics {
             "Times the TLS files changed but did not load (the previous ones stay in use)",
             tls.reload_failures.clone(),
         );
+        let connectors = ConnectorMetrics::default();
+        connectors.register(registry);
         registry.register_collector(Box::new(QueueCollector {
             root: Arc::new(root),
         }));
@@ -446,6 +450,7 @@ impl Metrics {
             replication,
             election,
             tls,
+            connectors,
         }
     }
 
@@ -460,6 +465,69 @@ impl Metrics {
         Ok(out)
     }
 }
+
+// ---- Connector metrics (issue 23): filled by repliqd/src/connectors.rs. ----
+
+/// Labels of a connector metric: its name, its kind (`redis_sink`, ...) and its queue.
+pub type ConnectorLabels = Vec<(&'static str, String)>;
+
+/// The counters of the `connectors:`, updated by their supervisors from each connector's
+/// `repliq_connect::Stats` (monotonic across the connector's restarts).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectorMetrics {
+    /// Messages delivered (sink: confirmed by the remote; source: enqueued).
+    pub forwarded: Family<ConnectorLabels, Counter>,
+    /// Resends the remote refused by their dedup key.
+    pub duplicates: Family<ConnectorLabels, Counter>,
+    /// Transient failures retried.
+    pub retries: Family<ConnectorLabels, Counter>,
+    /// Messages written to the dead-letter queue.
+    pub dead_letters: Family<ConnectorLabels, Counter>,
+    /// Times the connector stopped with an error and was started again.
+    pub restarts: Family<ConnectorLabels, Counter>,
+    /// Sink: records after its cursor.
+    pub lag_records: Family<ConnectorLabels, Gauge>,
+    /// 1 while the connector runs.
+    pub up: Family<ConnectorLabels, Gauge>,
+}
+
+impl ConnectorMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "connector_forwarded",
+            "Messages a connector delivered (sink: confirmed by the remote; source: enqueued)",
+            self.forwarded.clone(),
+        );
+        registry.register(
+            "connector_duplicates",
+            "Resends the remote refused by their dedup key",
+            self.duplicates.clone(),
+        );
+        registry.register(
+            "connector_retries",
+            "Transient failures a connector retried",
+            self.retries.clone(),
+        );
+        registry.register(
+            "connector_dead_letters",
+            "Messages a connector wrote to its dead-letter queue",
+            self.dead_letters.clone(),
+        );
+        registry.register(
+            "connector_restarts",
+            "Times a connector stopped with an error and was started again",
+            self.restarts.clone(),
+        );
+        registry.register(
+            "connector_lag_records",
+            "Records in a sink's queue after its cursor",
+            self.lag_records.clone(),
+        );
+        registry.register("connector_up", "1 while a connector runs", self.up.clone());
+    }
+}
+
+// ---- End of connector metrics. ----
 
 /// The Prometheus text format (0.0.4) of an OpenMetrics text, for scrapers and tools that do not
 /// read OpenMetrics (`promtool check metrics`): counter families are named with their `_total`

@@ -1,8 +1,10 @@
-//! A real `redis-server` on a loopback port, started and killed by the tests.
+//! Real servers on loopback ports (redis-server, rabbitmq-server, influxd), started and killed
+//! by the tests, and what the tests share.
 
 #![allow(dead_code, unused_imports)]
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -233,4 +235,237 @@ pub async fn crash_once<F>(
     }
     task.abort();
     let _ = task.await;
+}
+
+// ---- RabbitMQ (tests/rabbitmq.rs, tests/throughput.rs) ----
+
+pub const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+
+/// A RabbitMQ node of its own: node name, AMQP and distribution ports, data, logs and Erlang
+/// cookie under the test's directory. Started through the package's inner script (the
+/// `/usr/sbin` wrapper insists on the system user and /var/lib/rabbitmq).
+pub struct RabbitMq {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RabbitMq {
+    /// Panics naming the install script when RabbitMQ is not installed.
+    pub fn start(dir: &Path, conf: &str) -> RabbitMq {
+        assert!(
+            Path::new(RABBITMQ_SERVER).exists(),
+            "{RABBITMQ_SERVER} is missing: install RabbitMQ with .ci/install-connectors.sh"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
+        std::fs::write(dir.join("rabbitmq.conf"), conf).unwrap();
+        let mut r = RabbitMq {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Starts the node (same name, ports and data) after [`RabbitMq::kill`]; waits until it
+    /// accepts an AMQP connection.
+    pub fn restart(&mut self) {
+        let d = &self.dir;
+        let child = Command::new(RABBITMQ_SERVER)
+            .env("HOME", d)
+            .env(
+                "RABBITMQ_NODENAME",
+                format!("repliq-test-{}@localhost", self.port),
+            )
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", free_port().to_string())
+            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+            // The script then execs the Erlang VM: the child is the broker itself.
+            .env("RUNNING_UNDER_SYSTEMD", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rabbitmq-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !amqp_answers(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "rabbitmq-server did not answer AMQP within 90 s (logs: {})",
+                d.join("log").display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `kill -9` of the Erlang VM (the script exec'd it: it is the child itself; its helper
+    /// processes exit with it).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Whether the broker answers the AMQP 0-9-1 protocol header with a method frame
+/// (`connection.start`): it is up.
+fn amqp_answers(port: u16) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut first = [0u8; 1];
+    s.write_all(b"AMQP\x00\x00\x09\x01").is_ok()
+        && s.read_exact(&mut first).is_ok()
+        && first[0] == 1
+}
+
+impl Drop for RabbitMq {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---- InfluxDB (tests/influxdb.rs, tests/throughput.rs) ----
+
+/// 2025-01-01T00:00:00Z in nanoseconds.
+pub const T0: i64 = 1_735_689_600_000_000_000;
+
+#[repliq::message(name = "test.Reading")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub id: u64,
+    pub sensor: String,
+    pub at_ns: i64,
+    pub value: i64,
+    pub unit: Option<String>,
+}
+
+pub fn reading(id: u64) -> Reading {
+    Reading {
+        id,
+        sensor: format!("s{}", id % 4),
+        at_ns: T0 + id as i64 * 1_000_000_000,
+        value: id as i64 * 10,
+        unit: id.is_multiple_of(2).then(|| "kPa".into()),
+    }
+}
+
+pub struct Influx {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Influx {
+    /// Panics naming the install script when influxd is not installed.
+    pub fn start(dir: &Path) -> Influx {
+        let found = Command::new("influxd")
+            .arg("version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "influxd is missing: install InfluxDB with .ci/install-connectors.sh"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("influxdb.conf"),
+            format!(
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n\
+                 [meta]\n  dir = \"{d}/meta\"\n\
+                 [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  wal-fsync-delay = \"0s\"\n  query-log-enabled = false\n\
+                 [monitor]\n  store-enabled = false\n\
+                 [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let mut i = Influx {
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        i.restart();
+        i
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new("influxd")
+            .arg("-config")
+            .arg(self.dir.join("influxdb.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("influxd starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http(self.port, "GET", "/ping", "").starts_with("HTTP/1.0 204") {
+            assert!(Instant::now() < deadline, "influxd did not answer /ping");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `q` (URL-encoded by the caller) against database `db`: the JSON answer.
+    pub fn query(&self, db: &str, q: &str) -> serde_json::Value {
+        let resp = http(
+            self.port,
+            "GET",
+            &format!("/query?db={db}&epoch=ns&q={q}"),
+            "",
+        );
+        let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {resp}"))
+    }
+}
+
+impl Drop for Influx {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One HTTP/1.0 exchange (so the answer is never chunked): the whole response, or "" if the
+/// server is not there.
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
