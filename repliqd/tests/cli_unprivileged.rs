@@ -130,7 +130,12 @@ fn a_user_who_may_only_read_a_queue_reads_it_with_the_tools_and_changes_nothing(
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 300, "every stored message");
-    assert_eq!(lines[299]["message"]["value"], 299, "{}", out.lines().last().unwrap());
+    assert_eq!(
+        lines[299]["message"]["value"],
+        299,
+        "{}",
+        out.lines().last().unwrap()
+    );
 
     let (code, out, err) = as_nobody(&bin, &["tail", q, "--no-follow"]);
     assert_eq!(code, 0, "tail: {err}");
@@ -141,7 +146,10 @@ fn a_user_who_may_only_read_a_queue_reads_it_with_the_tools_and_changes_nothing(
     assert!(out.contains("default"), "{out}");
 
     // Tools that must write say why they cannot.
-    for args in [vec!["promote", q], vec!["consumers", q, "--remove", "default"]] {
+    for args in [
+        vec!["promote", q],
+        vec!["consumers", q, "--remove", "default"],
+    ] {
         let (code, _, err) = as_nobody(&bin, &args);
         assert_ne!(code, 0, "{args:?} wrote as a user who may only read");
         assert!(

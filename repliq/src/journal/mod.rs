@@ -94,13 +94,40 @@ impl Journal {
         populate: bool,
         initial: InitialPolicy,
     ) -> Result<(Arc<Journal>, bool)> {
+        Self::create_or_open_described(dir, config, populate, initial, None)
+    }
+
+    /// [`Journal::create_or_open`] for a typed queue: `schema` (its `schema.json` text) is in
+    /// the directory *before* the meta file makes the queue exist, so that nobody (a replication
+    /// stream's `Hello`, a tool) finds the queue without its schema. If another process created
+    /// the queue with another type first, the schema this call put there is taken back.
+    pub(crate) fn create_or_open_described(
+        dir: &Path,
+        config: &MetaConfig,
+        populate: bool,
+        initial: InitialPolicy,
+        schema: Option<&str>,
+    ) -> Result<(Arc<Journal>, bool)> {
         let created = if meta::meta_path(dir).exists() {
             false
         } else {
             let policy = initial.resolve(dir)?;
             perms::create_dir_all(dir)
                 .map_err(|e| QueueError::io(format!("creating directory {}", dir.display()), e))?;
-            meta::create(dir, config, policy.as_ref())?
+            let described = match schema {
+                Some(text) => schema_file::publish(dir, text)?,
+                None => false,
+            };
+            let created = meta::create(dir, config, policy.as_ref())?;
+            if described && !created {
+                // Lost the race: keep our schema only if the winner's queue has our type.
+                let theirs = meta::read_config(dir)?;
+                if theirs.fingerprint != config.fingerprint || theirs.type_name != config.type_name
+                {
+                    schema_file::retract(dir, schema.unwrap_or_default());
+                }
+            }
+            created
         };
         // Segment 0 is created by the first append, with its first record inside.
         let journal = Journal::open(dir, populate)?;

@@ -39,6 +39,15 @@ pub(crate) fn publish(dir: &Path, text: &str) -> Result<bool> {
     result
 }
 
+/// Removes `schema.json` if it holds exactly `text` (a schema published for a queue this process
+/// then did not create). Best effort.
+pub(crate) fn retract(dir: &Path, text: &str) {
+    let path = dir.join(SCHEMA_FILE);
+    if std::fs::read_to_string(&path).is_ok_and(|held| held == text) {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
 /// The text of the queue's `schema.json`, if it has one.
 pub(crate) fn read_text(dir: &Path) -> Result<Option<String>> {
     let path = dir.join(SCHEMA_FILE);

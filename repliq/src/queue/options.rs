@@ -216,11 +216,13 @@ impl QueueOptions {
     /// [`QueueError::Io`].
     pub fn create<T: Message>(self, path: impl AsRef<Path>) -> Result<JournalQueue<T>> {
         let config = self.meta_config::<T>()?;
-        let (journal, created) = Journal::create_or_open(
+        let schema = crate::descriptor::Schema::of::<T>().to_json_string();
+        let (journal, created) = Journal::create_or_open_described(
             path.as_ref(),
             &config,
             self.prefault,
             crate::journal::InitialPolicy::Inherit,
+            Some(&schema),
         )?;
         if !created && self.require_capacity && journal.config().capacity != self.capacity {
             return Err(QueueError::InvalidConfig(format!(
@@ -238,11 +240,9 @@ impl QueueOptions {
             journal.prepare_spare();
         }
         let queue = JournalQueue::from_journal(journal, self)?;
-        // After the type check: the schema describes the type the meta file names.
-        crate::journal::schema_file::publish(
-            path.as_ref(),
-            &crate::descriptor::Schema::of::<T>().to_json_string(),
-        )?;
+        // After the type check: the schema describes the type the meta file names (a queue
+        // created before schema files existed gets one now).
+        crate::journal::schema_file::publish(path.as_ref(), &schema)?;
         Ok(queue)
     }
 
