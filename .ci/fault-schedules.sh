@@ -7,7 +7,8 @@
 #   bash .ci/fault-schedules.sh SEED...           these seeds
 #   REPLIQ_FAULT_DURATION=20 REPLIQ_FAULT_KEEP=DIR REPLIQ_FAULT_SUMMARY=FILE bash .ci/fault-schedules.sh ...
 #       schedule length in seconds (default 15); where histories and journals of failed seeds are
-#       kept; a JSON line per seed appended to FILE
+#       kept; a JSON line per seed appended to FILE. REPLIQ_FAULT_BUDGET=SECS: start no seed after
+#       SECS seconds (for long runs over many seeds)
 #
 # Builds the FROM scratch images as .ci/container-cluster.sh does (the repliq image with the static
 # history_producer and repliq-check beside it, and Debian's etcd), then runs
@@ -65,6 +66,7 @@ printf 'fault-schedules: images built in %ds; seeds %s, %s s each\n' $((SECONDS 
 extra=()
 [ -n "${REPLIQ_FAULT_KEEP:-}" ] && extra+=(--keep "$REPLIQ_FAULT_KEEP")
 [ -n "${REPLIQ_FAULT_SUMMARY:-}" ] && extra+=(--summary "$REPLIQ_FAULT_SUMMARY")
+[ -n "${REPLIQ_FAULT_BUDGET:-}" ] && extra+=(--budget-secs "$REPLIQ_FAULT_BUDGET")
 # shellcheck disable=SC2086 # seeds is a list of words
 python3 .ci/fault_schedules.py run $seeds --image "$image" --etcd-image "$etcd_image" \
     --bin-dir "$bin_dir" --duration "$duration" "${extra[@]}"

@@ -451,6 +451,8 @@ def main():
     r.add_argument("--converge-secs", type=float, default=30)
     r.add_argument("--keep", default=None)
     r.add_argument("--summary", default=None)
+    r.add_argument("--budget-secs", type=float, default=None,
+                   help="start no further seed after this many seconds (long runs)")
     a = ap.parse_args()
     if a.cmd == "schedule":
         print(fmt_schedule(draw_schedule(a.seed, a.duration)))
@@ -458,7 +460,11 @@ def main():
     if a.cmd == "summarize":
         return summarize(a.file)
     failed = 0
+    began = time.monotonic()
     for seed in a.seeds:
+        if a.budget_secs is not None and time.monotonic() - began > a.budget_secs:
+            print(f"budget of {a.budget_secs:g} s spent: stopping before seed {seed}", flush=True)
+            break
         t = time.monotonic()
         res = run_seed(seed, a)
         res["secs"] = round(time.monotonic() - t, 1)
