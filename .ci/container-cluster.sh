@@ -282,13 +282,20 @@ grep -q '^DONE' "$work/p4.log" || die "producer p4 on $new: $(grep -v '^ACK' "$w
 check acked "$work/p4.log" > "$work/p4.acks"
 docker kill "$run_id-$other" >/dev/null
 docker rm -f -v "$run_id-$other" >/dev/null
+# Docker hands out the lowest free address: an idle etcd takes the one just freed (as another pod
+# takes a replaced node's IP), so the replica gets a new one.
+containers+=("$run_id-holder")
+docker run -d --name "$run_id-holder" --network "$network" "${hardened[@]}" \
+    --tmpfs /data:uid=65532,gid=65532 "$etcd_image" --data-dir /data/etcd >/dev/null
+t_run=$(now_ms)
 start_node "$other"
 t0=$(now_ms)
 new_ip=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$network\").IPAddress}}" "$run_id-$other")
 [ "$new_ip" != "$old_ip" ] || die "$other came back at the same address $old_ip"
 wait_for "$other to catch up at its new address" 900 segments_equal
-moved_ms=$(( $(now_ms) - t0 ))
-note "$other back at $new_ip (was $old_ip, no FIN): streaming again and caught up ${moved_ms} ms after it listened (goal ${HEAL_GOAL_MS} ms)"
+t1=$(now_ms)
+moved_ms=$(( t1 - t0 ))
+note "$other back at $new_ip (was $old_ip, no FIN): streaming again and caught up ${moved_ms} ms after it logged 'listening' ($(( t1 - t_run )) ms after docker run; goal ${HEAL_GOAL_MS} ms)"
 [ "$moved_ms" -le "$HEAL_MAX_MS" ] || die "the replica at a new address took ${moved_ms} ms to stream again (limit $HEAL_MAX_MS ms)"
 
 # --------------------------------------------------------------------------------------------

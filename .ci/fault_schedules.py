@@ -315,6 +315,12 @@ election:
         return p, None
 
     def cleanup(self, keep):
+        if keep:  # the daemons' logs of a failed seed, before their containers go
+            os.makedirs(keep, exist_ok=True)
+            for n in NODES + ["etcd"]:
+                with open(os.path.join(keep, f"log-{n}.txt"), "w") as f:
+                    subprocess.run(["docker", "logs", self.name(n)], stdout=f,
+                                   stderr=subprocess.STDOUT)
         for c in self.containers:
             subprocess.run(["docker", "rm", "-f", "-v", c], capture_output=True)
         subprocess.run(["docker", "network", "rm", self.net], capture_output=True)
