@@ -292,6 +292,12 @@ election:
                                stderr=subprocess.PIPE, text=True, timeout=60)
         if r.returncode != 0:
             raise Broken(f"repliq cat on {node}: {r.stderr[-300:]}")
+        with open(out) as f:
+            first = f.readline()
+        if first and not first.startswith("{"):
+            # Seen in long runs: a replica created by a Hello sent before the producer had
+            # written schema.json never gets one (docs/CHECKER.md, "Found so far").
+            raise Broken(f"{node}'s queue has no schema.json: `repliq cat` printed raw records")
 
     def converge(self, secs):
         """Waits until one primary and the replicas' journals equal the primary's; returns
