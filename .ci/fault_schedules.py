@@ -87,6 +87,14 @@ def sh(*args, check=True, timeout=60, capture=True):
     return r.stdout if capture else ""
 
 
+def give_to_containers(d):
+    """The containers run as 65532:65532: their directories are theirs (or anyone's, as a user)."""
+    try:
+        os.chown(d, 65532, 65532)
+    except PermissionError:
+        os.chmod(d, 0o777)
+
+
 def role(work, node):
     try:
         with open(os.path.join(work, node, QUEUE, "replication.json")) as f:
@@ -121,7 +129,7 @@ class Cluster:
         sh("docker", "network", "create", "--internal", self.net)
         etcd_dir = os.path.join(self.work, "etcd")
         os.makedirs(etcd_dir)
-        os.chown(etcd_dir, 65532, 65532)
+        give_to_containers(etcd_dir)
         etcd = self.name("etcd")
         self.containers.append(etcd)
         sh("docker", "run", "-d", "--name", etcd, "--network", self.net, *HARDENED,
@@ -163,7 +171,7 @@ election:
         for n in NODES:
             d = os.path.join(self.work, n)
             os.makedirs(d)
-            os.chown(d, 65532, 65532)
+            give_to_containers(d)
             c = self.name(n)
             self.containers.append(c)
             sh("docker", "run", "-d", "--name", c, "--network", self.net, *HARDENED,
