@@ -1,6 +1,6 @@
 //! Opening a stream to a replica (and opening it again after it broke).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,11 +29,20 @@ pub(super) async fn connection(
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let attempt = connect_once(&replica, &hello, &events, &tls);
+        let mut subscribed = false;
+        let began = Instant::now();
+        let attempt = connect_once(&replica, &hello, &events, &tls, &mut subscribed);
         let result = tokio::select! {
             r = attempt => r,
             _ = stop.wait_for(|s| *s) => return,
         };
+        // A stream that was subscribed and lived a while worked until now (ended by the
+        // keep-alive timeout, a reset, a restart of the replica): try again at once rather than
+        // after the backoff earlier failures left behind (issue 24: streaming again within
+        // 5 s). A replica that subscribes and then refuses at once still backs off.
+        if subscribed && began.elapsed() >= crate::replication::STREAM_KEEPALIVE {
+            backoff = Duration::from_millis(50);
+        }
         if let Err(e) = &result {
             tracing::debug!(replica = %replica.name, error = %e, "replication stream ended");
             let failed = Event::Failed {
@@ -57,7 +66,10 @@ pub(super) async fn connection(
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        // At most 1 s between attempts: after a partition heals, the next attempt comes within
+        // a second (plus the connect timeout of one in flight), and each attempt resolves the
+        // replica's address again (a new `Endpoint` per attempt).
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -66,6 +78,7 @@ pub(super) async fn connect_once(
     hello: &Hello,
     events: &mpsc::Sender<Event>,
     tls: &ClientTls,
+    subscribed: &mut bool,
 ) -> Result<()> {
     let err = |what: &str, e: &dyn std::fmt::Display| {
         QueueError::Replication(ReplicationError::PeerUnreachable {
@@ -118,14 +131,13 @@ pub(super) async fn connect_once(
         .await
         .map_err(|e| err("open stream", &e))?
         .into_inner();
-    let mut subscribed = false;
     loop {
         let Some(msg) = inbound.message().await.map_err(|e| err("receive", &e))? else {
             return Ok(());
         };
         match msg.kind {
-            Some(replica_message::Kind::Subscribe(s)) if !subscribed => {
-                subscribed = true;
+            Some(replica_message::Kind::Subscribe(s)) if !*subscribed => {
+                *subscribed = true;
                 let Some(tx) = tx.take() else {
                     return Ok(());
                 };
@@ -139,7 +151,7 @@ pub(super) async fn connect_once(
                     return Ok(());
                 }
             }
-            Some(replica_message::Kind::Ack(a)) if subscribed => {
+            Some(replica_message::Kind::Ack(a)) if *subscribed => {
                 let event = Event::Ack {
                     name: replica.name.clone(),
                     epoch: a.epoch,

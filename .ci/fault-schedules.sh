@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Seeded random fault schedules on the three-node container cluster, each checked by repliq-check
+# (issue 24; docs/CHECKER.md). Every seed prints its schedule, history size and verdict; a seed
+# that fails replays the same schedule with `bash .ci/fault-schedules.sh SEED`.
+#
+#   bash .ci/fault-schedules.sh                   the CI seeds (bounded: about 3 min with images built)
+#   bash .ci/fault-schedules.sh SEED...           these seeds
+#   REPLIQ_FAULT_DURATION=20 REPLIQ_FAULT_KEEP=DIR REPLIQ_FAULT_SUMMARY=FILE bash .ci/fault-schedules.sh ...
+#       schedule length in seconds (default 15); where histories and journals of failed seeds are
+#       kept; a JSON line per seed appended to FILE. REPLIQ_FAULT_BUDGET=SECS: start no seed after
+#       SECS seconds (for long runs over many seeds)
+#
+# Builds the FROM scratch images as .ci/container-cluster.sh does (the repliq image with the static
+# history_producer and repliq-check beside it, and Debian's etcd), then runs
+# .ci/fault_schedules.py. Needs: bash, docker (engine running), python3, cargo, readelf,
+# /usr/bin/etcd (.ci/install-etcd.sh).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+# Five short schedules: with the cluster set up and torn down each time, ~35 s a seed.
+CI_SEEDS="1 2 3 4 5"
+duration=${REPLIQ_FAULT_DURATION:-15}
+seeds=${*:-$CI_SEEDS}
+
+started=$SECONDS
+die() { printf 'fault-schedules: FAIL: %s\n' "$*" >&2; exit 1; }
+[ -x /usr/bin/etcd ] || die "/usr/bin/etcd is missing (bash .ci/install-etcd.sh)"
+command -v docker >/dev/null || die "docker is missing"
+
+run_id="rqfs-$$-$RANDOM"
+image="repliq:$run_id"
+etcd_image="repliq-test-etcd:$run_id"
+work=$(mktemp -d "${TMPDIR:-/tmp}/repliq-fault-images.XXXXXX")
+cleanup() {
+    local rc=$?
+    set +e
+    docker image rm -f "$image" "$etcd_image" >/dev/null 2>&1
+    rm -rf "$work"
+    printf '\nfault-schedules: %s after %ds\n' "$([ "$rc" = 0 ] && echo passed || echo "failed (exit $rc)")" $((SECONDS - started))
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The same package selection as .ci/container-cluster.sh plus repliq-check: one feature resolution,
+# so the two share every compiled dependency (a different selection rebuilds the whole stack).
+bin_dir=$(REPLIQ_EXTRA_CARGO_ARGS="-p repliq-tests --bin acked_producer -p repliq-check --bin history_producer --bin repliq-check" \
+    deploy/docker/build-image.sh --tag "$image" --print-bin-dir)
+for b in history_producer repliq-check repliq; do
+    LC_ALL=C readelf -lW "$bin_dir/$b" | grep -q 'program interpreter' && die "$bin_dir/$b is dynamically linked"
+done
+
+ctx=$work/etcd-context
+mkdir -p "$ctx/rootfs/usr/bin"
+cp /usr/bin/etcd "$ctx/rootfs/usr/bin/etcd"
+for lib in $(ldd /usr/bin/etcd | grep -oE '/[^ ]+'); do
+    mkdir -p "$ctx/rootfs$(dirname "$lib")"
+    cp -L "$lib" "$ctx/rootfs$lib"
+done
+cp .ci/etcd-image/Dockerfile "$ctx/Dockerfile"
+docker build -q -t "$etcd_image" "$ctx" >/dev/null
+printf 'fault-schedules: images built in %ds; seeds %s, %s s each\n' $((SECONDS - started)) "$seeds" "$duration"
+
+extra=()
+[ -n "${REPLIQ_FAULT_KEEP:-}" ] && extra+=(--keep "$REPLIQ_FAULT_KEEP")
+[ -n "${REPLIQ_FAULT_SUMMARY:-}" ] && extra+=(--summary "$REPLIQ_FAULT_SUMMARY")
+[ -n "${REPLIQ_FAULT_BUDGET:-}" ] && extra+=(--budget-secs "$REPLIQ_FAULT_BUDGET")
+# shellcheck disable=SC2086 # seeds is a list of words
+python3 .ci/fault_schedules.py run $seeds --image "$image" --etcd-image "$etcd_image" \
+    --bin-dir "$bin_dir" --duration "$duration" "${extra[@]}"

@@ -1,0 +1,509 @@
+#!/usr/bin/env python3
+"""Seeded random fault schedules on a three-node repliqd container cluster, checked by repliq-check.
+
+  fault_schedules.py schedule SEED [--duration S]
+      print the schedule SEED draws (a replay prints the same one)
+  fault_schedules.py summarize FILE
+      totals of a --summary file: runs, verdicts, faults by kind, operations checked, anomalies
+  fault_schedules.py run SEED... --image IMG --etcd-image IMG --bin-dir DIR [--duration S]
+                     [--keep DIR] [--summary FILE]
+      for each seed: a fresh cluster (etcd and repliqd nodes a, b, c on a private Docker network,
+      synchronous, required_acks 1, election on etcd), producers writing a history, the schedule,
+      then everything healed, the journals read, and `repliq-check` run. Prints per seed one line
+      `seed S schedule [...] history N ops verdict valid|INVALID ...`; exit code 1 if any seed's
+      verdict is INVALID (or the run broke). --summary appends one JSON object per seed to FILE.
+
+How a fault is made (the nodes are containers; "primary" and "replica" are resolved when the
+fault starts, from the queues' replication.json):
+  kill       docker kill of the node and of the producers on its volume; docker start after D s
+  pause      docker pause of the node and its producers for D s (longer than the 3 s lease)
+  partition  docker network disconnect of the node for D s, then connect
+  restart    docker restart of the node (SIGTERM, drain, start again)
+  etcd-stop  docker stop of etcd for D s (its data kept in a host directory), then start
+
+Producers (`history_producer`, in containers with no network sharing a node's volume, as
+application pods share a node's files) run on whichever node is the primary of the highest
+epoch; a producer that is fenced stops, and a new one (a new producer id) starts on the new
+primary. Their stdout is the history (docs/CHECKER.md).
+
+Needs: docker (engine running), python3; the images and binaries .ci/fault-schedules.sh builds.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+LEASE_MS = 3000
+ACK_TIMEOUT_MS = 2000
+NODES = ["a", "b", "c"]
+QUEUE = "history"
+KINDS = ["kill", "pause", "partition", "restart", "etcd-stop"]
+HARDENED = ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--user", "65532:65532"]
+
+
+class Broken(Exception):
+    """The run itself failed (not the checked system): a container did not start, a timeout."""
+
+
+def draw_schedule(seed, duration):
+    """The faults of one run: (start_s, kind, target, length_s), one after another."""
+    rng = random.Random(seed)
+    faults = []
+    t = rng.uniform(1.0, 3.0)
+    while True:
+        kind = rng.choice(KINDS)
+        if kind == "etcd-stop":
+            target = "etcd"
+        else:  # the primary twice as often as either replica
+            target = rng.choice(["primary", "primary", "replica0", "replica1"])
+        if kind == "pause":
+            length = rng.uniform(LEASE_MS / 1000 + 0.5, LEASE_MS / 1000 + 4.0)
+        elif kind == "restart":
+            length = 0.0
+        else:
+            length = rng.uniform(1.0, 8.0)
+        if t + length > duration:
+            break
+        faults.append((round(t, 1), kind, target, round(length, 1)))
+        t += length + rng.uniform(0.5, 4.0)
+    return faults
+
+
+def fmt_schedule(faults):
+    return "[" + ", ".join(f"{t}s {k} {tg}" + (f" {d}s" if d else "") for t, k, tg, d in faults) + "]"
+
+
+def sh(*args, check=True, timeout=60, capture=True):
+    r = subprocess.run(args, capture_output=capture, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise Broken(f"{' '.join(args[:4])}...: exit {r.returncode}: {(r.stderr or '')[-300:]}")
+    return r.stdout if capture else ""
+
+
+def give_to_containers(d):
+    """The containers run as 65532:65532: their directories are theirs (or anyone's, as a user)."""
+    try:
+        os.chown(d, 65532, 65532)
+    except PermissionError:
+        os.chmod(d, 0o777)
+
+
+def role(work, node):
+    try:
+        with open(os.path.join(work, node, QUEUE, "replication.json")) as f:
+            s = json.load(f)
+        return s.get("role"), int(s.get("epoch", 0))
+    except (OSError, ValueError):
+        return None, 0
+
+
+class Cluster:
+    def __init__(self, seed, args, run_id):
+        self.seed, self.args, self.run_id = seed, args, run_id
+        self.work = tempfile.mkdtemp(prefix=f"repliq-faults-{seed}-")
+        os.chmod(self.work, 0o755)
+        self.net = f"{run_id}-net"
+        self.containers = []
+        self.down = set()  # nodes killed, paused or disconnected (no producer starts there)
+        self.lock = threading.Lock()
+        self.producers = []  # (container, node)
+        self.next_producer = 1
+        self.stop_producers = threading.Event()
+        self.log = []
+
+    def name(self, n):
+        return f"{self.run_id}-{n}"
+
+    def note(self, text):
+        self.log.append(f"[{time.monotonic() - self.t0:6.1f}s] {text}")
+
+    def start(self):
+        self.t0 = time.monotonic()
+        sh("docker", "network", "create", "--internal", self.net)
+        etcd_dir = os.path.join(self.work, "etcd")
+        os.makedirs(etcd_dir)
+        give_to_containers(etcd_dir)
+        etcd = self.name("etcd")
+        self.containers.append(etcd)
+        sh("docker", "run", "-d", "--name", etcd, "--network", self.net, *HARDENED,
+           "-v", f"{etcd_dir}:/data", self.args.etcd_image,
+           "--name", "etcd", "--data-dir", "/data/etcd",
+           "--listen-client-urls", "http://0.0.0.0:2379",
+           "--advertise-client-urls", f"http://{etcd}:2379",
+           "--listen-peer-urls", "http://127.0.0.1:2380",
+           "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+           "--initial-cluster", "etcd=http://127.0.0.1:2380")
+        self.wait_log(etcd, "ready to serve client requests", 15)
+        members = "".join(f"      - name: {n}\n        address: {self.name(n)}:31337\n" for n in NODES)
+        cfg = os.path.join(self.work, "config.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"""replication:
+  mode: synchronous
+  required_acks: 1
+  ack_timeout_ms: {ACK_TIMEOUT_MS}
+  discovery:
+    method: static
+    members:
+{members}queue:
+  capacity: 10000000
+  persistence:
+    path: /var/lib/repliq
+server:
+  grpc_listen: 0.0.0.0:31337
+  http_listen: 0.0.0.0:9100
+  shutdown_grace_ms: 2000
+election:
+  backend: etcd
+  endpoints: ["http://{etcd}:2379"]
+  prefix: {self.run_id}
+  lease_duration_ms: {LEASE_MS}
+  renew_deadline_ms: 1800
+  retry_period_ms: 500
+""")
+        os.chmod(cfg, 0o644)
+        for n in NODES:
+            d = os.path.join(self.work, n)
+            os.makedirs(d)
+            give_to_containers(d)
+            c = self.name(n)
+            self.containers.append(c)
+            sh("docker", "run", "-d", "--name", c, "--network", self.net, *HARDENED,
+               "-e", f"NODE_NAME={n}", "-v", f"{d}:/var/lib/repliq",
+               "-v", f"{cfg}:/etc/repliq/config.yaml:ro", self.args.image)
+        for n in NODES:
+            self.wait_log(self.name(n), "repliqd listening", 15)
+
+    def wait_log(self, container, text, secs):
+        deadline = time.monotonic() + secs
+        while time.monotonic() < deadline:
+            r = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
+            if text in r.stdout or text in r.stderr:
+                return
+            time.sleep(0.2)
+        raise Broken(f"{container}: no '{text}' within {secs} s")
+
+    # ---- producers -------------------------------------------------------------------------
+    def start_producer(self, node, secs):
+        with self.lock:
+            pid = self.next_producer
+            self.next_producer += 1
+        c = f"{self.run_id}-p{pid}"
+        self.containers.append(c)
+        with self.lock:
+            self.producers.append((c, node))
+        sh("docker", "run", "-d", "--name", c, "--network", "none", *HARDENED,
+           "-v", f"{os.path.join(self.work, node)}:/var/lib/repliq",
+           "-v", f"{self.args.bin_dir}/history_producer:/usr/local/bin/history_producer:ro",
+           "--entrypoint", "/usr/local/bin/history_producer", self.args.image,
+           f"/var/lib/repliq/{QUEUE}", node, str(pid), "100000000", str(max(1, int(secs))),
+           str(self.args.interval_ms))
+        self.note(f"producer {pid} on {node}")
+        return c
+
+    def running(self, c):
+        r = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", c],
+                           capture_output=True, text=True)
+        return r.stdout.strip() == "true"
+
+    def producers_on(self, node):
+        with self.lock:
+            return [c for c, n in self.producers if n == node]
+
+    def primary(self):
+        """The node that is primary of the highest epoch by its replication.json, or None."""
+        best = None
+        for n in NODES:
+            r, e = role(self.work, n)
+            if r == "primary" and (best is None or e > best[1]):
+                best = (n, e)
+        return best[0] if best else None
+
+    def producer_loop(self, until):
+        """Keeps one producer running on the current primary until `until` (monotonic)."""
+        while not self.stop_producers.is_set() and time.monotonic() < until - 1:
+            p = self.primary()
+            with self.lock:
+                blocked = p is None or p in self.down
+            if not blocked and not any(self.running(c) for c in self.producers_on(p)):
+                try:
+                    self.start_producer(p, until - time.monotonic())
+                except Broken as e:
+                    self.note(f"producer on {p} did not start: {e}")
+            time.sleep(0.3)
+
+    # ---- faults ----------------------------------------------------------------------------
+    def resolve(self, target):
+        p = self.primary()
+        if target == "primary" and p:
+            return p
+        others = [n for n in NODES if n != p]
+        # "replicaK": the K-th of the other two nodes (by name), whatever their state.
+        return others[int(target[-1]) % len(others)] if target.startswith("replica") else others[0]
+
+    def fault(self, kind, target, length):
+        if kind == "etcd-stop":
+            etcd = self.name("etcd")
+            self.note(f"etcd-stop {length}s")
+            sh("docker", "stop", "-t", "1", etcd)
+            time.sleep(length)
+            sh("docker", "start", etcd)
+            self.note("etcd started")
+            return
+        node = self.resolve(target)
+        c = self.name(node)
+        prods = [p for p in self.producers_on(node) if self.running(p)]
+        self.note(f"{kind} {target}={node}" + (f" {length}s" if length else ""))
+        if kind == "kill":
+            with self.lock:
+                self.down.add(node)
+            sh("docker", "kill", c, *prods, check=False)
+            time.sleep(length)
+            sh("docker", "start", c)
+            with self.lock:
+                self.down.discard(node)
+        elif kind == "pause":
+            with self.lock:
+                self.down.add(node)
+            sh("docker", "pause", c)
+            for p in prods:  # a producer may have stopped meanwhile
+                sh("docker", "pause", p, check=False)
+            time.sleep(length)
+            sh("docker", "unpause", c)
+            for p in prods:
+                sh("docker", "unpause", p, check=False)
+            with self.lock:
+                self.down.discard(node)
+        elif kind == "partition":
+            with self.lock:
+                self.down.add(node)
+            sh("docker", "network", "disconnect", self.net, c)
+            time.sleep(length)
+            sh("docker", "network", "connect", self.net, c)
+            with self.lock:
+                self.down.discard(node)
+        elif kind == "restart":
+            sh("docker", "restart", "-t", "5", c, timeout=30)
+        self.note(f"{kind} {node} over")
+
+    # ---- the end ---------------------------------------------------------------------------
+    def cat(self, node, out):
+        path = os.path.join(self.work, node, QUEUE)
+        with open(out, "w") as f:
+            r = subprocess.run([f"{self.args.bin_dir}/repliq", "cat", path], stdout=f,
+                               stderr=subprocess.PIPE, text=True, timeout=60)
+        if r.returncode != 0:
+            raise Broken(f"repliq cat on {node}: {r.stderr[-300:]}")
+        with open(out) as f:
+            first = f.readline()
+        if first and not first.startswith("{"):
+            # Seen in long runs: a replica created by a Hello sent before the producer had
+            # written schema.json never gets one (docs/CHECKER.md, "Found so far").
+            raise Broken(f"{node}'s queue has no schema.json: `repliq cat` printed raw records")
+
+    def converge(self, secs):
+        """Waits until one primary and the replicas' journals equal the primary's; returns
+        (primary, milliseconds) or (primary, None) if not within `secs`."""
+        t = time.monotonic()
+        deadline = t + secs
+        p = None
+        while time.monotonic() < deadline:
+            p = self.primary()
+            if p is not None:
+                cats = {}
+                for n in [x for x in NODES if x != p] + [p]:
+                    out = os.path.join(self.work, f"conv-{n}.jsonl")
+                    self.cat(n, out)
+                    with open(out) as f:
+                        cats[n] = f.read()
+                if all(cats[n] == cats[p] for n in NODES) and all(
+                        role(self.work, n)[0] == "replica" for n in NODES if n != p):
+                    return p, int((time.monotonic() - t) * 1000)
+            time.sleep(0.5)
+        return p, None
+
+    def cleanup(self, keep):
+        if keep:  # the daemons' logs of a failed seed, before their containers go
+            os.makedirs(keep, exist_ok=True)
+            for n in NODES + ["etcd"]:
+                with open(os.path.join(keep, f"log-{n}.txt"), "w") as f:
+                    subprocess.run(["docker", "logs", self.name(n)], stdout=f,
+                                   stderr=subprocess.STDOUT)
+        for c in self.containers:
+            subprocess.run(["docker", "rm", "-f", "-v", c], capture_output=True)
+        subprocess.run(["docker", "network", "rm", self.net], capture_output=True)
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            for f in os.listdir(self.work):
+                if f.endswith(".jsonl") or f.endswith(".txt"):
+                    shutil.copy(os.path.join(self.work, f), keep)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def run_seed(seed, args):
+    faults = draw_schedule(seed, args.duration)
+    run_id = f"rqfs-{os.getpid()}-{seed}"
+    cl = Cluster(seed, args, run_id)
+    result = {"seed": seed, "schedule": fmt_schedule(faults), "faults": [f[1] for f in faults]}
+    try:
+        cl.start()
+        # The first producer creates the queue on a; the election makes a node primary of it.
+        until = time.monotonic() + args.duration + 6
+        cl.start_producer("a", args.duration + 6)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if cl.primary() and all(role(cl.work, n)[0] for n in NODES):
+                break
+            time.sleep(0.2)
+        else:
+            raise Broken("the queue did not reach all three nodes within 20 s")
+        loop = threading.Thread(target=cl.producer_loop, args=(until,), daemon=True)
+        loop.start()
+        t0 = time.monotonic()
+        for start, kind, target, length in faults:
+            time.sleep(max(0.0, t0 + start - time.monotonic()))
+            cl.fault(kind, target, length)
+        # Every fault is healed; the producers run out their time on the healed cluster.
+        time.sleep(max(0.0, until - time.monotonic()))
+        cl.stop_producers.set()
+        loop.join(10)
+        for c, _ in list(cl.producers):
+            subprocess.run(["docker", "wait", c], capture_output=True, timeout=30)
+        primary, conv_ms = cl.converge(args.converge_secs)
+        result["converged_ms"] = conv_ms
+        if primary is None:
+            raise Broken("no primary after the schedule")
+        histories = []
+        for c, _ in cl.producers:
+            h = os.path.join(cl.work, f"history-{c.rsplit('-', 1)[1]}.jsonl")
+            with open(h, "w") as f:
+                subprocess.run(["docker", "logs", c], stdout=f, stderr=subprocess.DEVNULL)
+            histories.append(h)
+        replicas = [n for n in NODES if n != primary]
+        for n in replicas + [primary]:  # replicas first: one can never be ahead of the primary
+            cl.cat(n, os.path.join(cl.work, f"final-{n}.jsonl"))
+        cmd = [f"{args.bin_dir}/repliq-check", "--primary",
+               f"{primary}={cl.work}/final-{primary}.jsonl"]
+        for n in replicas:
+            cmd += ["--replica", f"{n}={cl.work}/final-{n}.jsonl"]
+        r = subprocess.run(cmd + histories, capture_output=True, text=True, timeout=120)
+        with open(os.path.join(cl.work, "check.txt"), "w") as f:
+            f.write(r.stdout + r.stderr)
+        summary = (r.stdout.strip().splitlines() or ["verdict broken (no output)"])[-1]
+        if r.returncode == 2:
+            raise Broken(f"repliq-check: {r.stderr.strip()[-300:]}")
+        result["verdict"] = "valid" if r.returncode == 0 else "INVALID"
+        result["check"] = summary
+        result["ops"] = sum(1 for h in histories for _ in open(h))
+        result["producers"] = len(cl.producers)
+        result["primary"] = primary
+        if r.returncode != 0:
+            result["anomalies"] = r.stdout[-4000:]
+    except (Broken, subprocess.TimeoutExpired) as e:
+        result["verdict"] = "BROKEN"
+        result["error"] = str(e)
+    finally:
+        result["events"] = cl.log
+        bad = result.get("verdict") != "valid" or result.get("converged_ms") is None
+        keep = os.path.join(args.keep, f"seed-{seed}") if (args.keep and bad) else None
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            with open(os.path.join(keep, "events.txt"), "w") as f:
+                f.write("\n".join(cl.log) + "\n")
+        cl.cleanup(keep)
+    return result
+
+
+def summarize(path):
+    runs = [json.loads(line) for line in open(path) if line.strip()]
+    verdicts, faults, anomalies = {}, {}, {}
+    ops = enq = ok = unknown = 0
+    conv = [r["converged_ms"] for r in runs if r.get("converged_ms") is not None]
+    for r in runs:
+        verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
+        for k in r["faults"]:
+            faults[k] = faults.get(k, 0) + 1
+        words = r.get("check", "").split()
+        field = lambda name: int(words[words.index(name) + 1]) if name in words else 0
+        ops += field("ops")
+        enq += field("enqueues")
+        ok += field("ok")
+        unknown += field("unknown")
+        for w in words:
+            if "=" in w:
+                k, n = w.split("=", 1)
+                anomalies[k] = anomalies.get(k, 0) + int(n)
+    print(f"runs {len(runs)} verdicts {verdicts} not-converged "
+          f"{sum(1 for r in runs if r.get('converged_ms') is None)}")
+    print(f"faults {sum(faults.values())} by kind {dict(sorted(faults.items()))}")
+    print(f"operations checked {ops} (enqueues {enq}: ok {ok}, unknown {unknown})")
+    print(f"anomalies {sum(anomalies.values())} {anomalies}")
+    if conv:
+        conv.sort()
+        print(f"convergence after the last fault: median {conv[len(conv) // 2]} ms, max {conv[-1]} ms")
+    bad = [r["seed"] for r in runs if r["verdict"] != "valid"]
+    if bad:
+        print(f"seeds not valid: {bad}")
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("schedule")
+    s.add_argument("seed", type=int)
+    s.add_argument("--duration", type=float, default=20)
+    m = sub.add_parser("summarize")
+    m.add_argument("file")
+    r = sub.add_parser("run")
+    r.add_argument("seeds", type=int, nargs="+")
+    r.add_argument("--image", required=True)
+    r.add_argument("--etcd-image", required=True)
+    r.add_argument("--bin-dir", required=True)
+    r.add_argument("--duration", type=float, default=20)
+    r.add_argument("--interval-ms", type=int, default=2)
+    r.add_argument("--converge-secs", type=float, default=30)
+    r.add_argument("--keep", default=None)
+    r.add_argument("--summary", default=None)
+    r.add_argument("--budget-secs", type=float, default=None,
+                   help="start no further seed after this many seconds (long runs)")
+    a = ap.parse_args()
+    if a.cmd == "schedule":
+        print(fmt_schedule(draw_schedule(a.seed, a.duration)))
+        return 0
+    if a.cmd == "summarize":
+        return summarize(a.file)
+    failed = 0
+    began = time.monotonic()
+    for seed in a.seeds:
+        if a.budget_secs is not None and time.monotonic() - began > a.budget_secs:
+            print(f"budget of {a.budget_secs:g} s spent: stopping before seed {seed}", flush=True)
+            break
+        t = time.monotonic()
+        res = run_seed(seed, a)
+        res["secs"] = round(time.monotonic() - t, 1)
+        conv = res.get("converged_ms")
+        print(f"seed {seed} schedule {res['schedule']} history {res.get('ops', 0)} ops "
+              f"({res.get('producers', 0)} producers) converged "
+              f"{'in %d ms' % conv if conv is not None else 'NOT within %g s' % a.converge_secs} "
+              f"{res.get('check', 'verdict ' + res['verdict'])} [{res['secs']} s]", flush=True)
+        if res["verdict"] != "valid" or conv is None:
+            failed += 1
+            print(f"  seed {seed}: {res.get('error', '')}{res.get('anomalies', '')}", flush=True)
+            for ev in res["events"]:
+                print(f"  {ev}", flush=True)
+            print(f"  replay: bash .ci/fault-schedules.sh {seed}", flush=True)
+        if a.summary:
+            with open(a.summary, "a") as f:
+                f.write(json.dumps(res) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+//! Producer of the fault schedules (`.ci/fault-schedules.sh`): enqueues and writes the history
+//! of every enqueue (`docs/CHECKER.md`) on stdout, one flushed line per event.
+//!
+//! ```text
+//! history_producer DIR NODE PRODUCER COUNT SECS [INTERVAL_MS]
+//! ```
+//!
+//! Opens (or creates) the queue at `DIR` on node `NODE` and enqueues messages `PRODUCER`, seq
+//! `0..COUNT` for at most `SECS` seconds, waiting `INTERVAL_MS` (default 0) between enqueues. Each
+//! enqueue is an `invoke` line, then `ok` (acknowledged), `unknown` (`AckTimeout`: written here,
+//! not acknowledged; it goes on) or `fail` (`Fenced`, `ReadOnlyReplica`: refused before writing;
+//! it stops). Any other error is `unknown` and it stops. The epoch on each line is the one in the
+//! queue's `replication.json` just before the invocation and just after the completion.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use repliq::{JournalQueue, QueueError, ReplicationError};
+use repliq_check::{Function, Kind, Op};
+
+/// The message: its producer and the producer's sequence (what the checker matches records
+/// by), and a body derived from both so that a torn or mixed-up record shows.
+#[repliq::message(name = "check.Message")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The producer's id, unique in one run.
+    pub producer: u64,
+    /// The producer's sequence number, from 0.
+    pub seq: u64,
+    /// 0 to 40 bytes derived from `producer` and `seq`.
+    pub body: Vec<u8>,
+}
+
+fn message(producer: u64, seq: u64) -> Message {
+    let x = producer.wrapping_mul(31) ^ seq;
+    Message {
+        producer,
+        seq,
+        body: (0..x % 41).map(|i| (x ^ i) as u8).collect(),
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The epoch in the queue's `replication.json`, if it can be read.
+fn epoch(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("replication.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("epoch")?.as_u64()
+}
+
+fn emit(op: &Op) {
+    let Ok(json) = serde_json::to_string(op) else {
+        return;
+    };
+    let mut out = std::io::stdout().lock();
+    // One write per line: a producer killed mid-run leaves whole lines.
+    let _ = out.write_all(format!("{json}\n").as_bytes());
+    let _ = out.flush();
+}
+
+struct Args {
+    dir: PathBuf,
+    node: String,
+    producer: u64,
+    count: u64,
+    secs: u64,
+    interval: Duration,
+}
+
+fn run(a: &Args) -> Result<(), String> {
+    let mut q = JournalQueue::<Message>::new(&a.dir, 10_000_000)
+        .map_err(|e| format!("opening {}: {e}", a.dir.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(a.secs);
+    let op = |kind: Kind, seq: u64, epoch: Option<u64>| Op {
+        kind,
+        f: Function::Enqueue,
+        producer: Some(a.producer),
+        seq: Some(seq),
+        consumer: None,
+        node: a.node.clone(),
+        epoch,
+        time: now_ns(),
+        journal_seq: None,
+        error: None,
+        at: Default::default(),
+    };
+    for seq in 0..a.count {
+        if Instant::now() > deadline {
+            break;
+        }
+        emit(&op(Kind::Invoke, seq, epoch(&a.dir)));
+        let result = q.enqueue(&message(a.producer, seq));
+        let mut done = op(Kind::Ok, seq, epoch(&a.dir));
+        let stop = match result {
+            Ok(journal_seq) => {
+                done.journal_seq = Some(journal_seq);
+                false
+            }
+            Err(QueueError::Replication(e @ ReplicationError::AckTimeout { .. })) => {
+                done.kind = Kind::Unknown;
+                done.error = Some(e.to_string());
+                false
+            }
+            Err(QueueError::Replication(
+                e @ (ReplicationError::Fenced { .. } | ReplicationError::ReadOnlyReplica { .. }),
+            )) => {
+                done.kind = Kind::Fail;
+                done.error = Some(e.to_string());
+                true
+            }
+            Err(e) => {
+                done.kind = Kind::Unknown;
+                done.error = Some(e.to_string());
+                true
+            }
+        };
+        emit(&done);
+        if stop {
+            break;
+        }
+        if !a.interval.is_zero() {
+            std::thread::sleep(a.interval);
+        }
+    }
+    Ok(())
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let num = |s: &String| s.parse::<u64>().map_err(|e| format!("`{s}`: {e}"));
+    let (dir, node, producer, count, secs, interval) = match args {
+        [d, n, p, c, s] => (d, n, p, c, s, 0),
+        [d, n, p, c, s, i] => (d, n, p, c, s, num(i)?),
+        _ => {
+            return Err(
+                "usage: history_producer DIR NODE PRODUCER COUNT SECS [INTERVAL_MS]".to_owned(),
+            );
+        }
+    };
+    Ok(Args {
+        dir: PathBuf::from(dir),
+        node: node.clone(),
+        producer: num(producer)?,
+        count: num(count)?,
+        secs: num(secs)?,
+        interval: Duration::from_millis(interval),
+    })
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a = match parse(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("history_producer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("history_producer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
