@@ -1017,14 +1017,22 @@ fn repl_r3(suite: &mut Suite, params: &Params, statuses: &mut Vec<SystemStatus>)
             .max(100);
         let secs = params.tput_secs;
         if suite.wanted("repliq") {
-            for (mode, count, name) in [
+            for (mode, acks, count, name) in [
                 (
                     repliq::ReplicationMode::Synchronous,
+                    2,
                     sync_count,
                     "repliq sync (required_acks 2: each enqueue waits for both replicas' durable ack)",
                 ),
                 (
+                    repliq::ReplicationMode::Synchronous,
+                    1,
+                    sync_count,
+                    "repliq sync, required_acks 1 (2 of 3 copies, as an R3 quorum)",
+                ),
+                (
                     repliq::ReplicationMode::Asynchronous,
+                    0,
                     async_count,
                     "repliq async (producer flat out; until both replicas acknowledged all)",
                 ),
@@ -1034,7 +1042,7 @@ fn repl_r3(suite: &mut Suite, params: &Params, statuses: &mut Vec<SystemStatus>)
                     suite.t0.elapsed().as_secs_f64(),
                     results::REPL_R3
                 );
-                let r = repliq_r3::run(size, count, secs, mode);
+                let r = repliq_r3::run(size, count, secs, mode, acks);
                 push_cost(suite, &w, name, size, r);
             }
         }

@@ -1,8 +1,9 @@
 //! repliq with three copies, next to NATS JetStream R3 (`nats_r3`): a producer in the driver
 //! process enqueues into a journal replicated (in-process [`EmbeddedReplication`]) to two
 //! replica processes over loopback gRPC, synchronously (`required_acks` 2: each `enqueue`
-//! returns once both replicas hold the message durably) or asynchronously (the producer runs
-//! flat out; the run ends when both replicas acknowledged everything).
+//! returns once both replicas hold the message durably; or 1: two of three copies, as a NATS
+//! R3 quorum) or asynchronously (the producer runs flat out; the run ends when both replicas
+//! acknowledged everything).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,8 @@ use crate::stats::{Recorder, Throughput};
 /// Replicas of the three-copy rows.
 pub const REPLICAS: usize = 2;
 
-/// `count` messages of `size` bytes, at most `secs` of sending. Latency (synchronous mode): each
+/// `count` messages of `size` bytes, at most `secs` of sending; in synchronous mode each
+/// `enqueue` waits for `required_acks` replicas. Latency (synchronous mode): each
 /// `enqueue`'s duration. Throughput: messages over the time from the first `enqueue` to the last
 /// acknowledgement of both replicas. CPU: the driver process (producer, replication thread,
 /// tail watcher) and both replica processes, after one warm-up message both replicas
@@ -33,6 +35,7 @@ pub fn run(
     count: u64,
     secs: f64,
     mode: ReplicationMode,
+    required_acks: usize,
 ) -> BoxResult<(Outcome, CpuCost)> {
     let sync = matches!(mode, ReplicationMode::Synchronous);
     let mut replicas = Replicas::spawn(REPLICAS, secs)?;
@@ -41,7 +44,7 @@ pub fn run(
     let acks = Arc::new(Acks::default());
     let mut opts = PrimaryOptions::new("bench", Vec::new(), mode).observer(acks.clone());
     if sync {
-        opts = opts.required_acks(REPLICAS);
+        opts = opts.required_acks(required_acks);
     }
     let addrs: Vec<&str> = replicas.addrs.iter().map(String::as_str).collect();
     let replication = EmbeddedReplication::start(q.path(), "bench", &addrs, opts)?;
