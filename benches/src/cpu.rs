@@ -143,7 +143,10 @@ mod tests {
         }
         std::hint::black_box(x);
         let spent = Cpu::of_thread().since(t0).total_ns();
-        assert!(spent > 20_000_000, "thread CPU {spent} ns after 60 ms of spinning");
+        assert!(
+            spent > 20_000_000,
+            "thread CPU {spent} ns after 60 ms of spinning"
+        );
         assert!(Cpu::of_process().since(p0).total_ns() >= spent);
         let stat = Cpu::of_pid(std::process::id()).expect("own /proc stat");
         assert!(stat.total_ns() > 0);
@@ -154,13 +157,28 @@ mod tests {
         let c = CpuCost {
             bytes: 2_000_000,
             parts: vec![
-                ("a".into(), Cpu { user_ns: 600_000_000, sys_ns: 400_000_000 }),
-                ("b".into(), Cpu { user_ns: 1_000_000_000, sys_ns: 0 }),
+                (
+                    "a".into(),
+                    Cpu {
+                        user_ns: 600_000_000,
+                        sys_ns: 400_000_000,
+                    },
+                ),
+                (
+                    "b".into(),
+                    Cpu {
+                        user_ns: 1_000_000_000,
+                        sys_ns: 0,
+                    },
+                ),
             ],
         };
         assert_eq!(c.total_ns(), 2_000_000_000);
         assert!((c.bytes_per_cpu_sec() - 1_000_000.0).abs() < 1e-6);
         assert!((c.ns_per_byte() - 1000.0).abs() < 1e-9);
-        assert!(c.breakdown().starts_with("a 1000.0 ms (user 600.0, sys 400.0) + b"));
+        assert!(
+            c.breakdown()
+                .starts_with("a 1000.0 ms (user 600.0, sys 400.0) + b")
+        );
     }
 }

@@ -681,8 +681,7 @@ fn run(args: &RunArgs) -> BoxResult<()> {
     if suite.wanted("repliq") && suite.wanted_workload(results::REPL_COST) {
         repl_cost(&mut suite, &params);
     }
-    if (suite.wanted("repliq") || suite.wanted("nats")) && suite.wanted_workload(results::REPL_R3)
-    {
+    if (suite.wanted("repliq") || suite.wanted("nats")) && suite.wanted_workload(results::REPL_R3) {
         repl_r3(&mut suite, &params, &mut statuses);
     }
 

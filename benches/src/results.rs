@@ -456,7 +456,9 @@ impl Results {
                 .rows
                 .iter()
                 .find(|b| {
-                    b.workload == r.workload && b.size == r.size && b.system.starts_with("raw tonic")
+                    b.workload == r.workload
+                        && b.size == r.size
+                        && b.system.starts_with("raw tonic")
                 })
                 .and_then(|b| b.cpu.as_ref())
                 .filter(|b| b.ns_per_byte() > 0.0);

@@ -82,10 +82,7 @@ pub fn catch_up(size: usize, count: u64, secs: f64) -> BoxResult<(Outcome, CpuCo
         )),
         sent: count,
         note: Some(if acked >= count {
-            format!(
-                "catch-up of {count} messages; CPU: {}",
-                cost.breakdown()
-            )
+            format!("catch-up of {count} messages; CPU: {}", cost.breakdown())
         } else {
             format!("the replica acknowledged {acked} of {count} within the time limit")
         }),

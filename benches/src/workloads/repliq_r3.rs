@@ -73,9 +73,7 @@ pub fn run(
             break;
         }
     }
-    let acked = acks
-        .wait_all(REPLICAS, sent + 1, give_up)
-        .saturating_sub(1);
+    let acked = acks.wait_all(REPLICAS, sent + 1, give_up).saturating_sub(1);
     let last = acks.last_ns();
     let driver = Cpu::of_process().since(driver0);
     std::thread::sleep(super::repl_cost::SETTLE);
