@@ -27,6 +27,12 @@ pub struct ChildReport {
     /// The child's `RssFile` + `RssShmem` at its end, bytes.
     #[serde(default)]
     pub rss_file_bytes: u64,
+    /// `CLOCK_MONOTONIC` time at which the child started its measured work, in ns (0: none).
+    #[serde(default)]
+    pub start_ns: u64,
+    /// CPU time the child spent in its measured work, all threads (0: not measured).
+    #[serde(default)]
+    pub cpu: crate::cpu::Cpu,
 }
 
 /// A field of `/proc/self/status` given in kB (e.g. `RssAnon`), in bytes.
@@ -80,6 +86,7 @@ pub struct ChildCfg {
 #[derive(Debug)]
 pub struct ChildProc {
     child: Child,
+    stdin: Option<std::process::ChildStdin>,
     lines: Receiver<String>,
     role: String,
 }
@@ -92,11 +99,12 @@ pub fn spawn(role: &str, cfg: &ChildCfg) -> BoxResult<ChildProc> {
         .arg(role)
         .arg("--cfg")
         .arg(serde_json::to_string(cfg)?)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
     let stdout = child.stdout.take().ok_or("child has no stdout")?;
+    let stdin = child.stdin.take();
     let (tx, rx) = channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -108,6 +116,7 @@ pub fn spawn(role: &str, cfg: &ChildCfg) -> BoxResult<ChildProc> {
     });
     Ok(ChildProc {
         child,
+        stdin,
         lines: rx,
         role: role.to_owned(),
     })
@@ -133,6 +142,21 @@ impl ChildProc {
         loop {
             if self.next_line(deadline)? == "READY" {
                 return Ok(());
+            }
+        }
+    }
+
+    /// Asks a child that called [`serve_cpu_queries`] for the CPU time all its threads have
+    /// used so far (`getrusage(RUSAGE_SELF)` in the child: microsecond resolution, unlike the
+    /// clock ticks of `/proc/<pid>/stat`).
+    pub fn cpu(&mut self, timeout: Duration) -> BoxResult<crate::cpu::Cpu> {
+        let stdin = self.stdin.as_mut().ok_or("child has no stdin")?;
+        writeln!(stdin, "CPU")?;
+        stdin.flush()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(json) = self.next_line(deadline)?.strip_prefix("CPU ") {
+                return Ok(serde_json::from_str(json)?);
             }
         }
     }
@@ -164,6 +188,26 @@ impl Drop for ChildProc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// In a child: answers each `CPU` line on stdin with `CPU {json}` (this process's CPU time so
+/// far, all threads), on a thread of its own that sleeps in `read` between queries.
+pub fn serve_cpu_queries() {
+    std::thread::spawn(|| {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if line.trim() == "CPU" {
+                let mut out = std::io::stdout().lock();
+                let cpu = crate::cpu::Cpu::of_process();
+                let _ = writeln!(
+                    out,
+                    "CPU {}",
+                    serde_json::to_string(&cpu).unwrap_or_default()
+                );
+                let _ = out.flush();
+            }
+        }
+    });
 }
 
 /// In a child: tells the driver it is set up.

@@ -14,6 +14,7 @@
 
 mod child;
 mod clock;
+mod cpu;
 mod events;
 mod hugetmpfs;
 mod msg;
@@ -83,7 +84,9 @@ struct RunArgs {
     only: Vec<String>,
     /// Run only workloads whose label starts with one of these (comma-separated, e.g.
     /// `pingpong,oneway@10k,throughput,enqueue,extra`; `enqueue` = enqueue cost of the
-    /// synchronous and the async handle; `extra` = N→1, fan-out, durability, recovery).
+    /// synchronous and the async handle; `extra` = N→1, fan-out, durability, recovery;
+    /// `repl-cost` = CPU per replicated byte next to raw tonic; `repl-r3` = three copies next
+    /// to NATS JetStream R3).
     #[arg(long, value_delimiter = ',')]
     workload: Vec<String>,
     /// Run only these payload sizes (comma-separated bytes).
@@ -395,6 +398,7 @@ impl Suite {
             psi_cpu_some_pct: psi,
             contended,
             memory: o.memory,
+            cpu: None,
         });
     }
 }
@@ -673,6 +677,14 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         replication(&mut suite, &params);
     }
 
+    // 6. Replication's CPU per byte next to raw tonic's; three copies next to NATS R3.
+    if suite.wanted("repliq") && suite.wanted_workload(results::REPL_COST) {
+        repl_cost(&mut suite, &params);
+    }
+    if (suite.wanted("repliq") || suite.wanted("nats")) && suite.wanted_workload(results::REPL_R3) {
+        repl_r3(&mut suite, &params, &mut statuses);
+    }
+
     hugetmpfs::unmount();
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.join();
@@ -878,6 +890,186 @@ fn replication(suite: &mut Suite, params: &Params) {
     }
 }
 
+/// Pushes a row that carries a CPU cost, or a skip for its error.
+fn push_cost(
+    suite: &mut Suite,
+    workload: &str,
+    system: &str,
+    size: usize,
+    r: BoxResult<(workloads::Outcome, cpu::CpuCost)>,
+) {
+    match r {
+        Ok((o, c)) => {
+            eprintln!(
+                "         {system}: {:.1} MB per CPU-second ({})",
+                c.bytes_per_cpu_sec() / 1e6,
+                c.breakdown()
+            );
+            suite.rows.push(Row {
+                workload: workload.into(),
+                kind: None,
+                system: system.into(),
+                size,
+                sent: o.sent,
+                latency: o.latency,
+                throughput: o.throughput,
+                note: o.note,
+                cpu: Some(c),
+                ..Row::default()
+            });
+        }
+        Err(e) => suite.skip(workload, system, format!("error: {e}")),
+    }
+}
+
+/// Replication's cost: payload bytes per CPU-second of a repliq catch-up (primary and replica
+/// each in a process of its own) and of a raw tonic stream of the same frames, same run.
+fn repl_cost(suite: &mut Suite, params: &Params) {
+    use workloads::{repl_cost, tonic_raw};
+    let w = format!(
+        "{}: CPU per replicated byte, catch-up to 1 replica process, loopback gRPC",
+        results::REPL_COST
+    );
+    for &size in &params.repl_sizes {
+        if !suite.sizes.is_empty() && !suite.sizes.contains(&size) {
+            continue;
+        }
+        // As the replication catch-up row: half the byte budget, bounded.
+        let count = (params.bytes_budget / size as u64 / 2)
+            .min(params.repl_max * 10)
+            .max(100);
+        eprintln!(
+            "[{:>6.1}s] {} {size} B, repliq catch-up",
+            suite.t0.elapsed().as_secs_f64(),
+            results::REPL_COST
+        );
+        let r = repl_cost::catch_up(size, count, params.tput_secs);
+        push_cost(
+            suite,
+            &w,
+            "repliq catch-up (primary process + replica process)",
+            size,
+            r,
+        );
+        eprintln!(
+            "[{:>6.1}s] {} {size} B, raw tonic stream",
+            suite.t0.elapsed().as_secs_f64(),
+            results::REPL_COST
+        );
+        let total = (count * size as u64).max(4 * tonic_raw::FRAME as u64);
+        let r = tonic_raw::run_cost(size, tonic_raw::FRAME, 8, total, params.tput_secs);
+        push_cost(
+            suite,
+            &w,
+            "raw tonic stream (sender thread + sink process)",
+            size,
+            r,
+        );
+    }
+}
+
+/// Three copies: repliq replicating to two replica processes (synchronous `required_acks` 2,
+/// and asynchronous) next to NATS JetStream R3 (three clustered servers), same sizes, same run.
+fn repl_r3(suite: &mut Suite, params: &Params, statuses: &mut Vec<SystemStatus>) {
+    use workloads::{nats_r3, repliq_r3};
+    let w = format!(
+        "{}: 3 copies (primary + 2 replicas), acknowledged writes, loopback",
+        results::REPL_R3
+    );
+    let mut cluster = None;
+    if suite.wanted("nats") {
+        eprintln!(
+            "[{:>6.1}s] {} starting 3 nats-server nodes",
+            suite.t0.elapsed().as_secs_f64(),
+            results::REPL_R3
+        );
+        match nats_r3::Cluster::start() {
+            Ok(c) => {
+                statuses.push(SystemStatus {
+                    system: "nats-jetstream R3".into(),
+                    ran: true,
+                    detail: format!(
+                        "{}; 3 nodes clustered on loopback; stream num_replicas 3, file \
+                         storage, default sync policy; async-nats 0.51, publisher on node 0",
+                        c.version()
+                    ),
+                });
+                cluster = Some(c);
+            }
+            Err(reason) => {
+                statuses.push(SystemStatus {
+                    system: "nats-jetstream R3".into(),
+                    ran: false,
+                    detail: reason.clone(),
+                });
+                suite.skip(&w, "nats-jetstream R3", reason);
+            }
+        }
+    }
+    for &size in &params.repl_sizes {
+        if !suite.sizes.is_empty() && !suite.sizes.contains(&size) {
+            continue;
+        }
+        let sync_count = params.sync_count * 10;
+        let async_count = (params.tput_count.min(params.bytes_budget / size as u64) / 2)
+            .min(params.repl_max)
+            .max(100);
+        let secs = params.tput_secs;
+        if suite.wanted("repliq") {
+            for (mode, acks, count, name) in [
+                (
+                    repliq::ReplicationMode::Synchronous,
+                    2,
+                    sync_count,
+                    "repliq sync (required_acks 2: each enqueue waits for both replicas' durable ack)",
+                ),
+                (
+                    repliq::ReplicationMode::Synchronous,
+                    1,
+                    sync_count,
+                    "repliq sync, required_acks 1 (2 of 3 copies, as an R3 quorum)",
+                ),
+                (
+                    repliq::ReplicationMode::Asynchronous,
+                    0,
+                    async_count,
+                    "repliq async (producer flat out; until both replicas acknowledged all)",
+                ),
+            ] {
+                eprintln!(
+                    "[{:>6.1}s] {} {size} B, {name}",
+                    suite.t0.elapsed().as_secs_f64(),
+                    results::REPL_R3
+                );
+                let r = repliq_r3::run(size, count, secs, mode, acks);
+                push_cost(suite, &w, name, size, r);
+            }
+        }
+        if let Some(c) = cluster.as_mut() {
+            for (window, count, name) in [
+                (
+                    1,
+                    sync_count,
+                    "nats-jetstream R3, window 1 (each publish waits for its ack)",
+                ),
+                (
+                    256,
+                    async_count,
+                    "nats-jetstream R3, window 256 acks outstanding",
+                ),
+            ] {
+                eprintln!(
+                    "[{:>6.1}s] {} {size} B, {name}",
+                    suite.t0.elapsed().as_secs_f64(),
+                    results::REPL_R3
+                );
+                let r = c.run(size, count, secs, window);
+                push_cost(suite, &w, name, size, r);
+            }
+        }
+    }
+}
+
 /// Enqueue cost of the synchronous handle (`JournalQueue::enqueue`) and of the async one
 /// (`ReplicatedQueueImpl::enqueue_ref(..).await`) in one process, per call, same options, same
 /// pinned CPU, one after the other.
@@ -1068,6 +1260,7 @@ fn child_main(role: &str, cfg: &str) -> BoxResult<()> {
         "repliq-fill" => crate::workloads::repliq::child_fill(&cfg)?,
         "repliq-replica" => crate::workloads::repliq::child_replica(&cfg)?,
         "tonic-sink" => crate::workloads::tonic_raw::child_sink(&cfg)?,
+        "repliq-primary" => crate::workloads::repl_cost::child_primary(&cfg)?,
         other => return Err(format!("unknown child role `{other}`").into()),
     };
     child::report(&r)

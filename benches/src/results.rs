@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::CpuCost;
 use crate::stats::{Latency, Throughput};
 use crate::workloads::{Kind, Memory};
 
@@ -98,7 +99,23 @@ pub struct Row {
     /// Resident memory beyond the mapped file pages, for throughput rows of repliq.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Memory>,
+    /// CPU time spent on the row's bytes, by process or thread (replication cost rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuCost>,
 }
+
+/// Workload label prefix of the replication cost rows (CPU per replicated byte).
+pub const REPL_COST: &str = "repl-cost";
+/// Workload label prefix of the three-copy rows (repliq with 2 replicas, NATS JetStream R3).
+pub const REPL_R3: &str = "repl-r3";
+/// System name prefixes of the three-copy rows, which the goals compare.
+pub const R3_REPLIQ_SYNC: &str = "repliq sync";
+/// See [`R3_REPLIQ_SYNC`].
+pub const R3_REPLIQ_ASYNC: &str = "repliq async";
+/// See [`R3_REPLIQ_SYNC`].
+pub const R3_NATS_SYNC: &str = "nats-jetstream R3, window 1";
+/// See [`R3_REPLIQ_SYNC`].
+pub const R3_NATS_WINDOW: &str = "nats-jetstream R3, window";
 
 /// CPU pressure (per cent of a run's wall time some task waited for a CPU) above which a run is
 /// flagged as contended. The harness's own two spinning processes on two cores cause ~10–15 %.
@@ -417,6 +434,144 @@ impl Results {
         s
     }
 
+    /// The CPU cost of replication next to raw tonic's, and repliq's three copies next to NATS
+    /// JetStream R3, with the goals of issue 25 evaluated on this run's figures.
+    pub fn replication_cost(&self) -> String {
+        let cost_rows: Vec<&Row> = self.rows.iter().filter(|r| r.cpu.is_some()).collect();
+        if cost_rows.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from(
+            "## Replication cost: CPU per replicated byte (this run)\n\n\
+             CPU time (user + system) of every process and thread involved, from \
+             `getrusage` (µs) or, for the NATS servers, `/proc/<pid>/stat` (10 ms ticks); bytes \
+             are payload bytes the receiving side acknowledged. It does not depend on how many \
+             cores are free, unlike the wall-clock rows.\n\n\
+             | workload | system | size | payload MB | CPU ms | MB per CPU-second | CPU ns per byte | CPU per byte × raw tonic | where the CPU went |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---|\n",
+        );
+        for r in &cost_rows {
+            let Some(c) = &r.cpu else { continue };
+            let base = self
+                .rows
+                .iter()
+                .find(|b| {
+                    b.workload == r.workload
+                        && b.size == r.size
+                        && b.system.starts_with("raw tonic")
+                })
+                .and_then(|b| b.cpu.as_ref())
+                .filter(|b| b.ns_per_byte() > 0.0);
+            let ratio = base.map_or("—".to_owned(), |b| {
+                format!("{:.2}×", c.ns_per_byte() / b.ns_per_byte())
+            });
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {ratio} | {} |",
+                r.workload.split(':').next().unwrap_or_default(),
+                r.system,
+                fmt_size(r.size),
+                c.bytes as f64 / 1e6,
+                c.total_ns() as f64 / 1e6,
+                c.bytes_per_cpu_sec() / 1e6,
+                c.ns_per_byte(),
+                c.breakdown()
+            );
+        }
+        s.push_str("\n| goal (issue 25) | size | value | met |\n|---|---:|---:|---|\n");
+        let find = |w: &str, size: usize, sys: &str| {
+            self.rows
+                .iter()
+                .find(|r| r.workload.starts_with(w) && r.size == size && r.system.starts_with(sys))
+        };
+        let mut sizes: Vec<usize> = self
+            .rows
+            .iter()
+            .filter(|r| r.workload.starts_with(REPL_COST) || r.workload.starts_with(REPL_R3))
+            .map(|r| r.size)
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let met = |ok: bool| if ok { "yes" } else { "**no**" };
+        for &size in &sizes {
+            let cpu = |sys: &str| {
+                find(REPL_COST, size, sys)
+                    .and_then(|r| r.cpu.as_ref())
+                    .map(CpuCost::ns_per_byte)
+                    .filter(|x| *x > 0.0)
+            };
+            if let (Some(a), Some(b)) = (cpu("repliq"), cpu("raw tonic")) {
+                let x = a / b;
+                let _ = writeln!(
+                    s,
+                    "| repliq catch-up CPU per byte ≤ 1.5× raw tonic's | {} | {x:.2}× | {} |",
+                    fmt_size(size),
+                    met(x <= 1.5)
+                );
+            }
+            let tput = |sys: &str| {
+                find(REPL_R3, size, sys)
+                    .and_then(|r| r.throughput.as_ref())
+                    .map(|t| t.msgs_per_sec)
+                    .filter(|x| *x > 0.0)
+            };
+            for (what, a, b) in [
+                (
+                    "repliq async (2 replicas) msgs/s ≥ 3× NATS R3 (window)",
+                    R3_REPLIQ_ASYNC,
+                    R3_NATS_WINDOW,
+                ),
+                (
+                    "repliq sync (2 acks) msgs/s ≥ 3× NATS R3 (window 1)",
+                    R3_REPLIQ_SYNC,
+                    R3_NATS_SYNC,
+                ),
+            ] {
+                // A window row's name also starts with `R3_NATS_WINDOW`: pick the other one.
+                let b_rate = if b == R3_NATS_WINDOW {
+                    self.rows
+                        .iter()
+                        .find(|r| {
+                            r.workload.starts_with(REPL_R3)
+                                && r.size == size
+                                && r.system.starts_with(b)
+                                && !r.system.starts_with(R3_NATS_SYNC)
+                        })
+                        .and_then(|r| r.throughput.as_ref())
+                        .map(|t| t.msgs_per_sec)
+                } else {
+                    tput(b)
+                };
+                if let (Some(x), Some(y)) = (tput(a), b_rate.filter(|y| *y > 0.0)) {
+                    let _ = writeln!(
+                        s,
+                        "| {what} | {} | {:.2}× | {} |",
+                        fmt_size(size),
+                        x / y,
+                        met(x / y >= 3.0)
+                    );
+                }
+            }
+            let p99 = |sys: &str| {
+                find(REPL_R3, size, sys)
+                    .and_then(|r| r.latency.as_ref())
+                    .map(|l| l.p99_ns as f64)
+            };
+            if let (Some(a), Some(b)) = (p99(R3_REPLIQ_SYNC), p99(R3_NATS_SYNC)) {
+                let _ = writeln!(
+                    s,
+                    "| repliq sync p99 ≤ NATS R3 acknowledged-publish p99 | {} | {} vs {} | {} |",
+                    fmt_size(size),
+                    fmt_ns(a),
+                    fmt_ns(b),
+                    met(a <= b)
+                );
+            }
+        }
+        s.push('\n');
+        s
+    }
+
     /// Same-run ratios of the async handle's p50 to the synchronous handle's, for enqueue cost
     /// and one-way latency; empty when no async row was measured.
     pub fn async_vs_sync(&self) -> String {
@@ -511,6 +666,7 @@ impl Results {
             m.cores
         );
         s.push_str(&self.headline());
+        s.push_str(&self.replication_cost());
         s.push_str(&self.async_vs_sync());
         let _ = writeln!(
             s,

@@ -129,6 +129,55 @@ pub fn start_nats() -> Result<Server, String> {
     })
 }
 
+/// Starts `n` `nats-server -js` processes clustered on loopback (one route port each, every
+/// node soliciting routes to the others), with JetStream stores in temporary directories, for
+/// replicated streams. The caller waits for JetStream's cluster to elect a leader.
+pub fn start_nats_cluster(n: usize) -> Result<Vec<Server>, String> {
+    let bin =
+        find_binary("nats-server").ok_or("nats-server not found (Debian package `nats-server`)")?;
+    let ports = (0..n)
+        .map(|_| Ok((free_port()?, free_port()?)))
+        .collect::<std::io::Result<Vec<(u16, u16)>>>()
+        .map_err(|e| e.to_string())?;
+    let mut servers = Vec::with_capacity(n);
+    for (i, &(port, route)) in ports.iter().enumerate() {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let routes = ports
+            .iter()
+            .filter(|&&(_, r)| r != route)
+            .map(|(_, r)| format!("nats://127.0.0.1:{r}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut child = Command::new(&bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path())
+            .args(["--server_name", &format!("bench-{i}")])
+            .args(["--cluster_name", "bench"])
+            .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+            .args(["--routes", &routes])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start nats-server: {e}"))?;
+        wait_listening(&mut child, port, "nats-server")?;
+        servers.push(Server {
+            child,
+            port,
+            version: version(&bin, "--version"),
+            _dir: dir,
+        });
+    }
+    Ok(servers)
+}
+
+impl Server {
+    /// The server's process id (for its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let pid = self.child.id() as libc::pid_t;

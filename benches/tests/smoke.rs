@@ -49,6 +49,35 @@ fn smoke_run_writes_json_and_markdown() {
             .as_str()
             .is_some_and(|w| w.starts_with("replication"))
     }));
+    // The cost rows: the CPU of each part was measured and the bytes were acknowledged.
+    let cost = |prefix: &str, system: &str| {
+        rows.iter()
+            .find(|r| {
+                r["workload"]
+                    .as_str()
+                    .is_some_and(|w| w.starts_with(prefix))
+                    && r["system"].as_str().is_some_and(|s| s.starts_with(system))
+            })
+            .unwrap_or_else(|| panic!("no {prefix} row for {system}"))["cpu"]
+            .clone()
+    };
+    for (prefix, system, parts) in [
+        ("repl-cost", "repliq catch-up", 2),
+        ("repl-cost", "raw tonic stream", 2),
+        ("repl-r3", "repliq sync", 3),
+        ("repl-r3", "repliq async", 3),
+    ] {
+        let c = cost(prefix, system);
+        assert!(c["bytes"].as_u64().unwrap_or(0) > 0, "{system}: {c}");
+        let p = c["parts"].as_array().unwrap();
+        assert_eq!(p.len(), parts, "{system}: {c}");
+        let total: u64 = p
+            .iter()
+            .map(|x| x[1]["user_ns"].as_u64().unwrap() + x[1]["sys_ns"].as_u64().unwrap())
+            .sum();
+        assert!(total > 0, "{system}: no CPU time measured: {c}");
+    }
+    assert!(md.contains("## Replication cost"), "{md}");
 }
 
 #[test]

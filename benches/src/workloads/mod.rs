@@ -15,9 +15,13 @@ pub mod crossbeam;
 pub mod floor;
 pub mod iox;
 pub mod nats;
+pub mod nats_r3;
 pub mod redis;
+pub mod repl_cost;
+pub mod replicas;
 pub mod repliq;
 pub mod repliq_async;
+pub mod repliq_r3;
 pub mod rkyv_costs;
 pub mod tonic_raw;
 

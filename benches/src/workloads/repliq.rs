@@ -226,7 +226,7 @@ fn next(q: &mut JournalQueue<BenchMsg>, unchecked: bool) -> BoxResult<Option<(u6
 }
 
 /// Enqueues, retrying while the queue is full, until `end`.
-fn enqueue(q: &mut JournalQueue<BenchMsg>, m: &BenchMsg, end: u64) -> BoxResult<()> {
+pub(crate) fn enqueue(q: &mut JournalQueue<BenchMsg>, m: &BenchMsg, end: u64) -> BoxResult<()> {
     loop {
         match q.enqueue(m) {
             Ok(_) => return Ok(()),
@@ -726,6 +726,8 @@ pub fn child_replica(cfg: &ChildCfg) -> BoxResult<ChildReport> {
     let port = u16::try_from(cfg.extra)?;
     let root = std::path::PathBuf::from(&cfg.name);
     let limit = Duration::from_secs_f64(cfg.secs_limit);
+    // The cost rows (`repl_cost`) ask this process for its CPU time.
+    child::serve_cpu_queries();
     rt.block_on(async move {
         let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], port).into())?
             .with_nodelay(Some(true));

@@ -104,6 +104,7 @@ pub fn child_sink(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         .build()?;
     let port = u16::try_from(cfg.extra)?;
     let limit = Duration::from_secs_f64(cfg.secs_limit);
+    child::serve_cpu_queries();
     rt.block_on(async move {
         let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], port).into())?
             .with_nodelay(Some(true));
@@ -144,6 +145,20 @@ pub fn run(
     total: u64,
     secs: f64,
 ) -> BoxResult<Outcome> {
+    Ok(run_with(size, frame_bytes, window, total, secs, None)?.0)
+}
+
+/// [`run`], and the CPU it took: the sending thread (`RUSAGE_THREAD`: the client runs on one
+/// current-thread runtime, so every task of the connection runs on it) and the whole sink
+/// process, from before the connection until the last ack (plus the same settling time as
+/// the replication cost rows give the replica; see `repl_cost`).
+pub fn run_cost(
+    size: usize,
+    frame_bytes: usize,
+    window: u64,
+    total: u64,
+    secs: f64,
+) -> BoxResult<(Outcome, crate::cpu::CpuCost)> {
     run_with(size, frame_bytes, window, total, secs, None)
 }
 
@@ -153,7 +168,7 @@ pub fn run(
 pub fn run_durable(size: usize, total: u64, secs: f64) -> BoxResult<Outcome> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("durable-sink");
-    run_with(size, size, 1, total, secs, Some(&file))
+    Ok(run_with(size, size, 1, total, secs, Some(&file))?.0)
 }
 
 fn run_with(
@@ -163,7 +178,8 @@ fn run_with(
     total: u64,
     secs: f64,
     durable: Option<&std::path::Path>,
-) -> BoxResult<Outcome> {
+) -> BoxResult<(Outcome, crate::cpu::CpuCost)> {
+    use crate::cpu::{Cpu, CpuCost};
     let port = crate::servers::free_port()?;
     let cfg = ChildCfg {
         name: durable.map(|p| p.display().to_string()).unwrap_or_default(),
@@ -176,13 +192,15 @@ fn run_with(
         extra: u64::from(port),
         events: None,
     };
-    let proc = child::spawn("tonic-sink", &cfg)?;
+    let mut proc = child::spawn("tonic-sink", &cfg)?;
     proc.wait_ready(Duration::from_secs(30))?;
     let records = (frame_bytes / size).max(1) as u32;
     let frames = (total / frame_bytes as u64).max(1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let sink0 = proc.cpu(Duration::from_secs(10))?;
+    let sender0 = Cpu::of_thread();
     let (rec, sent, ns) = rt.block_on(async move {
         let mut client = ReplicationClient::connect(format!("http://127.0.0.1:{port}"))
             .await?
@@ -223,9 +241,19 @@ fn run_with(
         }
         BoxResult::Ok((rec, sent, now_ns() - start))
     })?;
+    let sender = Cpu::of_thread().since(sender0);
+    std::thread::sleep(crate::workloads::repl_cost::SETTLE);
+    let sink = proc.cpu(Duration::from_secs(10))?.since(sink0);
     drop(proc);
     let messages = sent * u64::from(records);
-    Ok(Outcome {
+    let cost = CpuCost {
+        bytes: messages * size as u64,
+        parts: vec![
+            ("sender thread".into(), sender),
+            ("sink process".into(), sink),
+        ],
+    };
+    let outcome = Outcome {
         latency: (window == 1).then(|| rec.summary()),
         throughput: Some(Throughput::new(messages, size, ns)),
         sent: messages,
@@ -235,5 +263,6 @@ fn run_with(
             frame_bytes / 1024
         )),
         memory: None,
-    })
+    };
+    Ok((outcome, cost))
 }
