@@ -19,17 +19,16 @@ pub struct HttpState {
     pub metrics: Metrics,
     /// The daemon's tasks, gRPC and discovery.
     pub health: Arc<Health>,
-    /// The live console's state.
-    pub console: crate::ui::Console,
 }
 
-/// The router of the HTTP endpoints.
-pub fn router(state: Arc<HttpState>) -> Router {
+/// The router of the HTTP endpoints, with `more` routes of the layers above (the live console)
+/// over the same state.
+pub fn router(state: Arc<HttpState>, more: Router<Arc<HttpState>>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .merge(crate::ui::routes())
+        .merge(more)
         .with_state(state)
 }
 

@@ -104,8 +104,8 @@ pub async fn run(
     let state = Arc::new(http::HttpState {
         metrics: metrics::Metrics::new(root.clone(), Arc::clone(&health)),
         health: Arc::clone(&health),
-        console: ui::Console::new(node_name.clone(), root.clone()),
     });
+    let console = Arc::new(ui::Console::new(node_name.clone(), root.clone()));
     let replication_metrics = state.metrics.replication.clone();
     let tls_metrics = state.metrics.tls.clone();
     let election_metrics = state.metrics.election.clone();
@@ -116,10 +116,16 @@ pub async fn run(
     let (http_stop_tx, mut http_stop) = tokio::sync::watch::channel(false);
     let mut tasks = supervise::Tasks::new(Arc::clone(&health));
 
-    let router = http_auth::protect(http::router(Arc::clone(&state)), http_auth);
+    let router = http_auth::protect(
+        http::router(Arc::clone(&state), ui::routes(Arc::clone(&console))),
+        http_auth,
+    );
     tasks.spawn("http", async move {
         // The console's look every second runs as long as HTTP serves.
-        let _sampler = supervise::AbortOnDrop(tokio::spawn(ui::sample_forever(Arc::clone(&state))));
+        let _sampler = supervise::AbortOnDrop(tokio::spawn(ui::sample_forever(
+            Arc::clone(&state),
+            console,
+        )));
         axum::serve(http_listener, router)
             .with_graceful_shutdown(async move {
                 let _ = http_stop.wait_for(|s| *s).await;

@@ -304,7 +304,7 @@ pub struct Metrics {
     /// Updated by the election driver.
     pub election: ElectionMetrics,
     /// The TLS files' expiry, updated when they (re)load (`crate::tls`).
-    pub tls: crate::tls::TlsMetrics,
+    pub tls: TlsMetrics,
     /// Updated by the connectors' supervisors (issue 23).
     pub connectors: ConnectorMetrics,
 }
@@ -425,7 +425,7 @@ impl Metrics {
             election.backend_up.clone(),
         );
         // TLS (issue 20): set by crate::tls when the files load.
-        let tls = crate::tls::TlsMetrics::default();
+        let tls = TlsMetrics::default();
         registry.register(
             "tls_certificate_expiry_timestamp_seconds",
             "Unix time at which the first certificate of a TLS file (file: cert or ca) expires",
@@ -976,4 +976,18 @@ mod test {
         let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
         assert_eq!(types, helps, "{text}");
     }
+}
+
+/// Labels of a certificate file's metric: `file` (`cert` or `ca`) and its `path`.
+pub type TlsFileLabels = Vec<(&'static str, String)>;
+
+/// Metrics of the certificate files, registered by [`Metrics`] and set by `crate::tls` when the files load.
+#[derive(Debug, Clone, Default)]
+pub struct TlsMetrics {
+    /// Unix time at which the file's first certificate to expire stops being valid
+    /// (`repliq_tls_certificate_expiry_timestamp_seconds`).
+    pub expiry: Family<TlsFileLabels, Gauge>,
+    /// Times the files changed but did not load, so the previous ones were kept
+    /// (`repliq_tls_reload_failures_total`).
+    pub reload_failures: Counter,
 }

@@ -28,25 +28,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-
 use crate::config::TlsConfig;
 
-/// Labels of a certificate file's metric: `file` (`cert` or `ca`) and its `path`.
-pub type TlsFileLabels = Vec<(&'static str, String)>;
-
-/// Metrics of the certificate files, registered by [`crate::metrics::Metrics`].
-#[derive(Debug, Clone, Default)]
-pub struct TlsMetrics {
-    /// Unix time at which the file's first certificate to expire stops being valid
-    /// (`repliq_tls_certificate_expiry_timestamp_seconds`).
-    pub expiry: Family<TlsFileLabels, Gauge>,
-    /// Times the files changed but did not load, so the previous ones were kept
-    /// (`repliq_tls_reload_failures_total`).
-    pub reload_failures: Counter,
-}
+pub use crate::metrics::{TlsFileLabels, TlsMetrics};
 
 /// The earliest expiry (Unix seconds) of the certificates in one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::status::Failover;
+use serde::{Deserialize, Serialize};
 
 /// How many failovers the status document lists.
 pub const FAILOVERS_KEPT: usize = 20;
@@ -121,6 +121,25 @@ impl History {
     pub(crate) fn failovers(&self) -> Vec<Failover> {
         self.lock().failovers.iter().cloned().collect()
     }
+}
+
+/// A failover this daemon saw: the queue's epoch grew.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failover {
+    /// When it was seen (the daemon looks every second), milliseconds since the Unix epoch.
+    pub time_unix_ms: u64,
+    /// The queue.
+    pub queue: String,
+    /// The epoch before.
+    pub from_epoch: u64,
+    /// The new epoch.
+    pub epoch: u64,
+    /// The primary before, when known.
+    pub previous_primary: Option<String>,
+    /// The new primary, when known.
+    pub primary: Option<String>,
+    /// The first sequence number of the new epoch.
+    pub epoch_start: u64,
 }
 
 #[cfg(test)]

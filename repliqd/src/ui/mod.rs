@@ -80,7 +80,7 @@ fn current_samples(state: &HttpState) -> Result<Samples, String> {
 /// # Errors
 ///
 /// A message if the metrics cannot be encoded or read back (a bug).
-pub(crate) fn status(state: &HttpState) -> Result<Status, String> {
+pub(crate) fn status(state: &HttpState, console: &Console) -> Result<Status, String> {
     let samples = current_samples(state)?;
     let (ready, readiness) = crate::http::readiness(state);
     let replica_errors: BTreeMap<(String, String), String> = state
@@ -96,7 +96,6 @@ pub(crate) fn status(state: &HttpState) -> Result<Status, String> {
             })
         })
         .collect();
-    let console = &state.console;
     Ok(status::build(&status::Inputs {
         node: &console.node,
         root: &console.root,
@@ -110,7 +109,7 @@ pub(crate) fn status(state: &HttpState) -> Result<Status, String> {
 }
 
 /// One look: records the counters and the queues' epochs.
-fn sample(state: &HttpState) {
+fn sample(state: &HttpState, console: &Console) {
     let Ok(samples) = current_samples(state) else {
         return;
     };
@@ -120,9 +119,8 @@ fn sample(state: &HttpState) {
     for (labels, v) in samples.all("repliq_enqueued_records_total") {
         if let Some(queue) = labels.get("queue") {
             counters.insert(Key::enqueued(queue), v as u64);
-            let dir = state.console.root.join(queue);
-            if let Some((_, epoch, start, primary)) = status::queue_role(&dir, &state.console.node)
-            {
+            let dir = console.root.join(queue);
+            if let Some((_, epoch, start, primary)) = status::queue_role(&dir, &console.node) {
                 queues.push((queue.clone(), epoch, start, primary));
             }
         }
@@ -132,30 +130,31 @@ fn sample(state: &HttpState) {
             counters.insert(Key::dequeued(queue, cursor), v as u64);
         }
     }
-    state.console.history.record(at, counters);
-    state.console.history.observe(now_unix_ms(), queues);
+    console.history.record(at, counters);
+    console.history.observe(now_unix_ms(), queues);
 }
 
 /// Looks every [`SAMPLE_INTERVAL`] until dropped (the HTTP task runs it beside the server).
-pub(crate) async fn sample_forever(state: Arc<HttpState>) {
+pub(crate) async fn sample_forever(state: Arc<HttpState>, console: Arc<Console>) {
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let state = Arc::clone(&state);
+        let (state, console) = (Arc::clone(&state), Arc::clone(&console));
         // Reading the queues' files is blocking I/O.
-        let _ = tokio::task::spawn_blocking(move || sample(&state)).await;
+        let _ = tokio::task::spawn_blocking(move || sample(&state, &console)).await;
     }
 }
 
 /// The console's routes: `/ui` (also `/ui/`), its two assets, and the status document.
-pub(crate) fn routes() -> Router<Arc<HttpState>> {
+pub(crate) fn routes(console: Arc<Console>) -> Router<Arc<HttpState>> {
     Router::new()
         .route("/ui", get(page))
         .route("/ui/", get(page))
         .route("/ui/console.css", get(style))
         .route("/ui/console.js", get(script))
         .route(STATUS_PATH, get(status_json))
+        .layer(axum::Extension(console))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -191,8 +190,11 @@ async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
-async fn status_json(State(state): State<Arc<HttpState>>) -> Response {
-    let built = tokio::task::spawn_blocking(move || status(&state)).await;
+async fn status_json(
+    State(state): State<Arc<HttpState>>,
+    axum::Extension(console): axum::Extension<Arc<Console>>,
+) -> Response {
+    let built = tokio::task::spawn_blocking(move || status(&state, &console)).await;
     match built {
         Ok(Ok(status)) => match serde_json::to_string(&status) {
             Ok(json) => (

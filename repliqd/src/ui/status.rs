@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::history::Failover;
 use super::history::History;
 use super::samples::Samples;
 
@@ -130,25 +131,6 @@ pub struct ElectionStatus {
     pub fences: u64,
     /// The last read of the lease succeeded.
     pub backend_up: bool,
-}
-
-/// A failover this daemon saw: the queue's epoch grew.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Failover {
-    /// When it was seen (the daemon looks every second), milliseconds since the Unix epoch.
-    pub time_unix_ms: u64,
-    /// The queue.
-    pub queue: String,
-    /// The epoch before.
-    pub from_epoch: u64,
-    /// The new epoch.
-    pub epoch: u64,
-    /// The primary before, when known.
-    pub previous_primary: Option<String>,
-    /// The new primary, when known.
-    pub primary: Option<String>,
-    /// The first sequence number of the new epoch.
-    pub epoch_start: u64,
 }
 
 /// What the daemon knows besides its metrics.
