@@ -88,6 +88,8 @@ impl Journal {
     /// Creates the queue directory and its meta file, or opens the queue if it already exists.
     /// A new meta file starts with the `initial` replication policy (by default the node policy
     /// of the directory's parent, see [`NodePolicy`]). `Ok((journal, created))`.
+    // Used by the replica service (feature `replication`) and the tests.
+    #[cfg_attr(not(feature = "replication"), allow(dead_code))]
     pub(crate) fn create_or_open(
         dir: &Path,
         config: &MetaConfig,
