@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use repliq::QueueOptions;
+use repliq::replication::{ReplicationState, Role};
 
 #[repliq::message(name = "cli.Reading")]
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +108,10 @@ fn a_user_who_may_only_read_a_queue_reads_it_with_the_tools_and_changes_nothing(
         }
         q.dequeue().unwrap();
     }
+    // A replica, so that `promote` has something to write.
+    let mut state = ReplicationState::load(&queue).unwrap();
+    state.role = Role::Replica;
+    state.store(&queue).unwrap();
     // The tool where `nobody` can run it: beside the queue, in a directory of group nobody.
     let bin = tmp.path().join("repliq");
     std::fs::copy(BIN, &bin).unwrap();
