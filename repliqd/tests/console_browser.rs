@@ -243,12 +243,18 @@ fn the_console_page_in_headless_chromium_shows_what_metrics_says() {
         wait_until("every node to hold epoch 1", || held(&q(n)) == 300);
     }
     // b's console has seen the queue in epoch 1 (it looks every second).
-    wait_until("b's status to list the queue in epoch 1", || {
+    // An enqueue rate needs an earlier look of the console's sampler at the queue, and that look
+    // recorded its epoch: the failover below is then a change it sees (a time-based wait was
+    // not enough on a loaded machine).
+    wait_until("b's console to have looked at the queue in epoch 1", || {
         status(nodes[1].http())["queues"]
             .as_array()
-            .is_some_and(|qs| qs.iter().any(|q| q["name"] == "orders" && q["epoch"] == 1))
+            .is_some_and(|qs| {
+                qs.iter().any(|q| {
+                    q["name"] == "orders" && q["epoch"] == 1 && !q["enqueue_rate"].is_null()
+                })
+            })
     });
-    std::thread::sleep(Duration::from_millis(1500));
 
     // Failover: a dies, b is promoted, a comes back as a replica of epoch 2.
     nodes[0].kill9();
