@@ -10,6 +10,7 @@
 //! Both follow a node's redirect to the queue's primary.
 //!
 //! ```no_run
+//! # #[allow(dead_code)]
 //! # async fn demo() -> Result<(), repliq::client::ClientError> {
 //! use repliq::client::{RemoteConsumer, RemoteProducer};
 //!
@@ -19,10 +20,10 @@
 //!     id: u64,
 //! }
 //!
-//! let mut producer = RemoteProducer::<Order>::connect("http://node-a:7400", "orders", "web-1", 1).await?;
+//! let mut producer = RemoteProducer::<Order>::connect("http://node-a:31337", "orders", "web-1", 1).await?;
 //! producer.send_batch(&[Order { id: 1 }, Order { id: 2 }]).await?;
 //!
-//! let mut consumer = RemoteConsumer::<Order>::connect("http://node-b:7400", "orders", "billing").await?;
+//! let mut consumer = RemoteConsumer::<Order>::connect("http://node-b:31337", "orders", "billing").await?;
 //! while let Some((seq, order)) = consumer.next_timeout(std::time::Duration::from_secs(1)).await? {
 //!     println!("{seq}: {order:?}");
 //!     consumer.ack(seq).await?;
