@@ -1,6 +1,6 @@
 //! The hash behind every fingerprint.
 
-/// A `const` FNV-1a 64 hasher over the item stream described in the [module docs](self).
+/// A `const` FNV-1a 64 hasher over the item stream documented in `repliq::fingerprint`.
 ///
 /// ```
 /// use repliq_types::Hasher;

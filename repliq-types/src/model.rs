@@ -168,7 +168,7 @@ pub enum Type {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MessageType {
-    /// [`Message::NAME`](crate::Message::NAME).
+    /// The message type's `NAME` (`repliq::Message::NAME`).
     pub name: Cow<'static, str>,
     /// Struct or enum, with the fields.
     #[cfg_attr(feature = "serde", serde(flatten))]

@@ -1,10 +1,10 @@
 //! The client service (`repliq.client.v1.Client`, `repliq/proto/client.proto`): remote
 //! producers and pull consumers on the daemon's gRPC port, beside replication.
 //!
-//! * [`produce`]: one stream per producer; its batches go to the queue's append thread
-//!   ([`appender`]), which keeps the idempotent producers' table ([`producers`]).
-//! * [`consume`]: one stream per consumer, reading through the queue's durable cursor.
-//! * A node that is not the queue's primary answers with a redirect ([`refusal`]) naming the
+//! * `produce`: one stream per producer; its batches go to the queue's append thread
+//!   (`appender`), which keeps the idempotent producers' table ([`producers`]).
+//! * `consume`: one stream per consumer, reading through the queue's durable cursor.
+//! * A node that is not the queue's primary answers with a redirect (`refusal`) naming the
 //!   primary's address from discovery.
 
 mod appender;

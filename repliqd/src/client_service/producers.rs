@@ -8,7 +8,7 @@
 //!              "crcs": [3735928559, 195948557]}}
 //! ```
 //!
-//! Only the queue's append thread ([`super::appender`]) reads and writes it. Before it appends a
+//! Only the queue's append thread (`appender`) reads and writes it. Before it appends a
 //! batch it replaces the file (temporary file, fsync, rename, fsync of the directory) with the
 //! batch recorded as `pending`: the producer, its first producer sequence, the journal's next
 //! sequence before the append and the crc32c of each record. After the append only memory
