@@ -185,6 +185,7 @@ fn old_epoch_frame_to(port: u16, next_seq: u64) -> (refused::Reason, String) {
             max_payload: 4096,
             schema_json: None,
             sync_lazily: false,
+            epochs: Vec::new(),
         };
         let frame = Frame {
             epoch: 1,

@@ -26,6 +26,7 @@ fn hello(primary: &str, queue: &str, epoch: u64) -> Hello {
         max_payload: 4096,
         schema_json: None,
         sync_lazily: false,
+        epochs: Vec::new(),
     }
 }
 

@@ -32,11 +32,23 @@ impl Rng {
 /// A message on one stream, in either direction.
 #[derive(Debug, Clone)]
 enum Msg {
-    Hello { epoch: u64, epoch_start: u64 },
-    Subscribe { epoch: u64, next_seq: u64 },
+    Hello {
+        epoch: u64,
+        epoch_start: u64,
+        lineage: Lineage,
+    },
+    Subscribe {
+        epoch: u64,
+        next_seq: u64,
+    },
     Frame(FrameHeader),
-    Ack { epoch: u64, next_seq: u64 },
-    Refused { epoch: u64 },
+    Ack {
+        epoch: u64,
+        next_seq: u64,
+    },
+    Refused {
+        epoch: u64,
+    },
 }
 
 /// How the replica decides: the shared follower of today, or the per-stream followers of the
@@ -122,7 +134,7 @@ impl World {
             model,
             a: primary("a", 1, 0, log),
             c: primary("c", 2, start, c_log),
-            b: Follower::new(1, b_log.len() as u64),
+            b: Follower::new(1, b_log.len() as u64, Lineage::of(1, 0)),
             b_log,
             acked_in_2: Vec::new(),
             violations: Vec::new(),
@@ -144,7 +156,14 @@ impl World {
         let (epoch, epoch_start) = (p.leader.config().epoch, p.leader.config().epoch_start);
         p.to_b.clear();
         p.from_b.clear();
-        p.to_b.push_back(Msg::Hello { epoch, epoch_start });
+        // a's history is epoch 1 from 0; c's adds its epoch 2.
+        let mut lineage = Lineage::of(1, 0);
+        lineage.begin(epoch, epoch_start);
+        p.to_b.push_back(Msg::Hello {
+            epoch,
+            epoch_start,
+            lineage,
+        });
         let name = p.name;
         p.leader.disconnected(name);
     }
@@ -190,8 +209,12 @@ impl World {
         };
         let model = self.model;
         let reply = match msg {
-            Msg::Hello { epoch, epoch_start } => match model {
-                Model::Shared => match self.b.on_hello(epoch, epoch_start) {
+            Msg::Hello {
+                epoch,
+                epoch_start,
+                lineage,
+            } => match model {
+                Model::Shared => match self.b.on_hello(epoch, epoch_start, &lineage) {
                     Ok(accepted) => {
                         if let Some(from) = accepted.move_aside_from {
                             self.b_log.truncate(from as usize);
@@ -215,7 +238,11 @@ impl World {
                 },
                 Model::PerStream => {
                     // The old adapter: a follower per stream, from the durable epoch and tail.
-                    let f = Follower::new(self.b.epoch(), self.b_log.len() as u64);
+                    let f = Follower::new(
+                        self.b.epoch(),
+                        self.b_log.len() as u64,
+                        Lineage::of(self.b.epoch(), 0),
+                    );
                     let (e, n) = (f.epoch(), f.next_seq());
                     self.p(c).own_follower = Some(f);
                     Some(Msg::Subscribe {
@@ -266,7 +293,11 @@ impl World {
                         let epoch = follower.epoch();
                         if model == Model::PerStream && epoch > self.b.epoch() {
                             // The old adapter stored the newest epoch it saw.
-                            self.b = Follower::new(epoch, self.b_log.len() as u64);
+                            self.b = Follower::new(
+                                epoch,
+                                self.b_log.len() as u64,
+                                Lineage::of(epoch, 0),
+                            );
                         }
                         Some(Msg::Ack { epoch, next_seq })
                     }

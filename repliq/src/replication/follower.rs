@@ -9,7 +9,12 @@
 //! primary paused through a failover (a long GC pause, a frozen VM, `SIGSTOP`) resumes with its
 //! streams still open; its frames then meet this check and its synchronous writers are fenced
 //! instead of acknowledged.
+//!
+//! Which of its records a replica keeps when a newer primary's stream begins is decided by the
+//! two epoch histories ([`Lineage`]): everything from the start of the first epoch in the
+//! primary's history that is newer than the epoch of the replica's last record is moved aside.
 
+use super::lineage::Lineage;
 use super::{FrameHeader, RecordId};
 
 /// Identifies one replication stream to a [`Follower`]: handed out by
@@ -42,6 +47,8 @@ pub struct Follower {
     streams: u64,
     /// This node was promoted to primary of this epoch: every stream is refused.
     promoted: Option<u64>,
+    /// Which epoch wrote which of the records held.
+    lineage: Lineage,
 }
 
 /// What a replica should do with a frame.
@@ -126,25 +133,37 @@ pub enum Refusal {
 }
 
 impl Follower {
-    /// A follower that has seen `epoch` and holds every record before `next_seq`.
+    /// A follower that has seen `epoch` and holds every record before `next_seq`, written by
+    /// the epochs `lineage` names ([`ReplicationState::lineage`](super::ReplicationState::lineage)).
     #[must_use]
-    pub fn new(epoch: u64, next_seq: u64) -> Self {
+    pub fn new(epoch: u64, next_seq: u64, lineage: Lineage) -> Self {
         Follower {
             epoch,
             next_seq,
             writer: None,
             streams: 0,
             promoted: None,
+            lineage,
         }
     }
 
-    /// A stream's Hello: it will send frames of `epoch`, which began at `epoch_start`.
+    /// A stream's Hello: it will send frames of `epoch`, which began at `epoch_start`, from a
+    /// primary whose epoch history is `primary` (empty from a primary that predates histories:
+    /// then `epoch` from `epoch_start` is taken as its only entry). Every record held from the
+    /// first epoch in `primary` newer than the epoch of this replica's last record is to be moved
+    /// aside ([`HelloAccepted::move_aside_from`]): the primary's records there may differ. From
+    /// then on this replica's history is the primary's.
     ///
     /// # Errors
     ///
     /// [`Refusal::StaleEpoch`] if this replica has seen a newer epoch; [`Refusal::Promoted`] if
     /// this node was promoted to an epoch at least as new.
-    pub fn on_hello(&mut self, epoch: u64, epoch_start: u64) -> Result<HelloAccepted, Refusal> {
+    pub fn on_hello(
+        &mut self,
+        epoch: u64,
+        epoch_start: u64,
+        primary: &Lineage,
+    ) -> Result<HelloAccepted, Refusal> {
         if let Some(own) = self.promoted {
             if epoch <= own {
                 return Err(Refusal::Promoted {
@@ -161,16 +180,24 @@ impl Follower {
                 current: self.epoch,
             });
         }
+        let primary = if primary.is_empty() {
+            Lineage::of(epoch, epoch_start)
+        } else {
+            primary.clone()
+        };
+        // Up to the first epoch newer than that of this replica's last record, both hold what
+        // the same primaries wrote; from there on the primary's records may differ (an old
+        // primary's unreplicated writes, also from terms before the newest).
         let mut move_aside_from = None;
-        if epoch > self.epoch {
-            // Everything held from the new term's first sequence on was written by an older
-            // primary and never reached the new one.
-            if self.next_seq > epoch_start {
-                move_aside_from = Some(epoch_start);
-                self.next_seq = epoch_start;
-            }
-            self.epoch = epoch;
+        let last = self.lineage.last_epoch_below(self.next_seq);
+        if let Some(from) = primary.divergence_for(last)
+            && self.next_seq > from
+        {
+            move_aside_from = Some(from);
+            self.next_seq = from;
         }
+        self.lineage = primary;
+        self.epoch = self.epoch.max(epoch);
         self.streams += 1;
         let stream = StreamId(self.streams);
         let superseded = self.writer.replace(stream);
@@ -235,6 +262,13 @@ impl Follower {
         self.epoch
     }
 
+    /// Which epoch wrote which of the records held (and of those the stream will bring): what
+    /// the replica stores with the epoch.
+    #[must_use]
+    pub fn lineage(&self) -> &Lineage {
+        &self.lineage
+    }
+
     /// The next sequence this replica needs: what it subscribes and acknowledges with.
     #[must_use]
     pub fn next_seq(&self) -> u64 {
@@ -293,6 +327,9 @@ impl Follower {
                     });
                 }
             }
+        }
+        if frame.epoch > self.epoch {
+            self.lineage.begin(frame.epoch, frame.epoch_start);
         }
         self.epoch = frame.epoch;
         self.next_seq = next_seq;

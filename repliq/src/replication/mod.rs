@@ -46,6 +46,7 @@ mod follower;
 #[doc(hidden)]
 pub mod grpc;
 mod leader;
+mod lineage;
 #[cfg(all(test, feature = "replication"))]
 mod node_test;
 mod observer;
@@ -79,6 +80,8 @@ pub use tls::TlsFiles;
 pub use follower::{Follower, FollowerDecision, HelloAccepted, Refusal, StreamId};
 #[doc(hidden)]
 pub use leader::{Leader, LeaderAction, LeaderConfig};
+#[doc(hidden)]
+pub use lineage::{EpochStart, Lineage};
 #[doc(hidden)]
 pub use observer::ReplicationObserver;
 #[cfg(feature = "replication")]

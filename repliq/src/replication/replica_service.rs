@@ -27,7 +27,7 @@ use super::grpc::proto::{
     replica_message,
 };
 use super::state::{ReplicationState, Role, state_lock};
-use super::{Follower, FollowerDecision, FrameHeader, Refusal, StreamId};
+use super::{EpochStart, Follower, FollowerDecision, FrameHeader, Lineage, Refusal, StreamId};
 use crate::journal::meta::MetaConfig;
 use crate::journal::replica::{ByteSink, frame_records, move_aside_from};
 use crate::journal::{InitialPolicy, Journal, Policy};
@@ -583,6 +583,22 @@ fn admit(
     dir: &Path,
     hello: &Hello,
 ) -> std::result::Result<(StreamId, u64, u64), Refusing> {
+    let primary_lineage = Lineage::checked(
+        hello
+            .epochs
+            .iter()
+            .map(|e| EpochStart {
+                epoch: e.epoch,
+                start: e.start,
+            })
+            .collect(),
+    )
+    .ok_or_else(|| {
+        protocol(&format!(
+            "malformed Hello from {}: its epoch history {:?} is not in order",
+            hello.primary, hello.epochs
+        ))
+    })?;
     let mut guard = shared.lock();
     let _lock = state_lock(dir, false).map_err(storage)?;
     let state = ReplicationState::load(dir).map_err(storage)?;
@@ -605,7 +621,7 @@ fn admit(
     };
     if fresh {
         let sink = ByteSink::open(journal.clone()).map_err(storage)?;
-        let follower = Follower::new(state.epoch, sink.next_seq());
+        let follower = Follower::new(state.epoch, sink.next_seq(), state.lineage());
         *guard = Some(QueueReplica {
             journal,
             dir: dir.to_path_buf(),
@@ -619,7 +635,7 @@ fn admit(
     };
     let accepted = replica
         .follower
-        .on_hello(hello.epoch, hello.epoch_start)
+        .on_hello(hello.epoch, hello.epoch_start, &primary_lineage)
         .map_err(|r| refusing(&r, &replica.follower))?;
     if let Some(from) = accepted.move_aside_from {
         let moved = move_aside_from(&replica.journal, from, hello.epoch).map_err(storage)?;
@@ -631,6 +647,7 @@ fn admit(
         hello.epoch,
         hello.epoch_start,
         &hello.primary,
+        replica.follower.lineage(),
         dir,
     )
     .map_err(storage)?;
@@ -743,7 +760,12 @@ fn apply_batch(
                 *resync_at = None;
             }
             if announced && sink.needs_restart_at(frame.segment_first_seq) {
-                match resync(sink, state, &frame, hello, dir) {
+                let to = Follow {
+                    hello,
+                    lineage: follower.lineage(),
+                    dir,
+                };
+                match resync(sink, state, &frame, &to) {
                     Ok(()) => follower.on_resync(frame.epoch, frame.segment_first_seq),
                     Err(e) => {
                         refusal = Some(storage(e));
@@ -775,7 +797,12 @@ fn apply_batch(
                 move_aside_from: aside,
                 ..
             } => {
-                if let Err(e) = append_frame(journal, sink, state, &frame, aside, hello, dir) {
+                let to = Follow {
+                    hello,
+                    lineage: follower.lineage(),
+                    dir,
+                };
+                if let Err(e) = append_frame(journal, sink, state, &frame, aside, &to) {
                     refusal = Some(storage(e));
                     break;
                 }
@@ -820,15 +847,21 @@ fn append_frame(
     state: &mut ReplicationState,
     frame: &proto::Frame,
     aside: Option<u64>,
-    hello: &Hello,
-    dir: &Path,
+    to: &Follow<'_>,
 ) -> Result<()> {
     if let Some(from) = aside {
         let moved = move_aside_from(journal, from, frame.epoch)?;
-        tracing::warn!(queue = %hello.queue, from, moved = %moved.display(), "moved an unreplicated suffix aside");
+        tracing::warn!(queue = %to.hello.queue, from, moved = %moved.display(), "moved an unreplicated suffix aside");
         *sink = ByteSink::open(journal.clone())?;
     }
-    follow_epoch(state, frame.epoch, frame.epoch_start, &hello.primary, dir)?;
+    follow_epoch(
+        state,
+        frame.epoch,
+        frame.epoch_start,
+        &to.hello.primary,
+        to.lineage,
+        to.dir,
+    )?;
     if !frame.bytes.is_empty() {
         sink.apply(frame.segment_first_seq, frame.offset as usize, &frame.bytes)?;
     }
@@ -845,9 +878,9 @@ fn resync(
     sink: &mut ByteSink,
     state: &mut ReplicationState,
     frame: &proto::Frame,
-    hello: &Hello,
-    dir: &Path,
+    to: &Follow<'_>,
 ) -> Result<()> {
+    let (hello, dir) = (to.hello, to.dir);
     let held = sink.next_seq();
     let aside = (frame.epoch > state.epoch && held > frame.epoch_start).then(|| {
         dir.join("moved-aside").join(format!(
@@ -865,20 +898,37 @@ fn resync(
         "full resync: the primary no longer holds the records this replica needs; its segments \
          are dropped and it starts again at the primary's oldest segment"
     );
-    follow_epoch(state, frame.epoch, frame.epoch_start, &hello.primary, dir)
+    follow_epoch(
+        state,
+        frame.epoch,
+        frame.epoch_start,
+        &hello.primary,
+        to.lineage,
+        dir,
+    )
 }
 
-/// Makes this node a replica of `primary` in `epoch` (begun at `epoch_start`), if it is not one
-/// already; `store` writes `replication.json` and publishes the policy words local producers
-/// read. This is the durable record of the newest epoch this replica has seen.
+/// Whom a replica follows while it applies a stream's frames: the stream's Hello, the epoch
+/// history its follower keeps, and the queue's directory.
+struct Follow<'a> {
+    hello: &'a Hello,
+    lineage: &'a Lineage,
+    dir: &'a Path,
+}
+
+/// Makes this node a replica of `primary` in `epoch` (begun at `epoch_start`), its records
+/// written by the epochs `lineage` names, if it is not one already; `store` writes
+/// `replication.json` and publishes the policy words local producers read. This is the durable
+/// record of the newest epoch this replica has seen, and of where its records came from.
 fn follow_epoch(
     state: &mut ReplicationState,
     epoch: u64,
     epoch_start: u64,
     primary: &str,
+    lineage: &Lineage,
     dir: &Path,
 ) -> Result<()> {
-    if state.epoch == epoch && state.role == Role::Replica {
+    if state.epoch == epoch && state.role == Role::Replica && state.epochs == *lineage {
         return Ok(());
     }
     *state = ReplicationState {
@@ -886,6 +936,7 @@ fn follow_epoch(
         epoch,
         epoch_start,
         primary: Some(primary.to_owned()),
+        epochs: lineage.clone(),
         ..ReplicationState::default()
     };
     state.store(dir)

@@ -1,9 +1,11 @@
 //! A queue's replication role, stored beside its journal in `replication.json`.
 //!
 //! ```json
-//! {"role": "replica", "epoch": 3, "epoch_start": 1200, "primary": "node-a"}
+//! {"role": "replica", "epoch": 3, "epoch_start": 1200, "primary": "node-a",
+//!  "epochs": [{"epoch": 1, "start": 0}, {"epoch": 3, "start": 1200}]}
 //! ```
 //!
+//! `epochs` is the journal's epoch history ([`Lineage`]): which primary term wrote which records.
 //! A queue without the file has never been replicated: it is the primary of epoch 1, which began
 //! at sequence 0, unless its meta file's policy words say it was created as a replica. The file is replaced atomically (write, fsync, rename). The epoch is mirrored
 //! into the meta file's epoch word for `repliq inspect`.
@@ -12,6 +14,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::lineage::Lineage;
 pub use crate::journal::Role;
 use crate::journal::{Journal, Policy};
 use crate::{QueueError, ReplicationError, Result};
@@ -59,6 +62,10 @@ pub struct ReplicationState {
     /// 1 when `synchronous`).
     #[serde(default)]
     pub required_acks: u32,
+    /// Which primary term wrote which of this node's records (docs/REPLICATION.md, "Epochs").
+    /// Empty in a file written before histories were kept: see [`ReplicationState::lineage`].
+    #[serde(default, skip_serializing_if = "Lineage::is_empty")]
+    pub epochs: Lineage,
 }
 
 fn default_ack_timeout_ms() -> u64 {
@@ -75,11 +82,25 @@ impl Default for ReplicationState {
             synchronous: false,
             ack_timeout_ms: default_ack_timeout_ms(),
             required_acks: 0,
+            epochs: Lineage::default(),
         }
     }
 }
 
 impl ReplicationState {
+    /// The epoch history of this node's records. A file without one (written before histories
+    /// were kept, or a new queue) is read as the rule before histories: a primary's records from
+    /// `epoch_start` on are its epoch's; a replica's records are all taken as of its newest epoch
+    /// (a newer primary's records then replace them from its epoch's start on).
+    #[must_use]
+    pub fn lineage(&self) -> Lineage {
+        match (self.epochs.is_empty(), self.role) {
+            (false, _) => self.epochs.clone(),
+            (true, Role::Primary) => Lineage::of(self.epoch, self.epoch_start),
+            (true, Role::Replica) => Lineage::of(self.epoch, 0),
+        }
+    }
+
     /// Reads the state of the queue in `dir` (the default if the file does not exist).
     ///
     /// # Errors
@@ -234,7 +255,17 @@ impl ReplicationState {
             state = Self::promote_locked(dir)?;
         }
         if state.epoch < epoch {
+            // The new term writes from the journal's tail on.
+            let next = if dir.join(crate::journal::format::META_FILE).exists() {
+                let journal = Journal::open(dir, false)?;
+                crate::journal::replica::ByteSink::open(journal)?.next_seq()
+            } else {
+                0
+            };
+            let mut lineage = state.lineage();
+            lineage.begin(epoch, next);
             state.epoch = epoch;
+            state.epochs = lineage;
             state.store(dir)?;
         }
         Ok(state)
@@ -309,11 +340,14 @@ impl ReplicationState {
         let node = dir
             .parent()
             .and_then(|root| crate::journal::NodePolicy::read(root).ok().flatten());
+        let mut epochs = current.lineage();
+        epochs.begin(current.epoch + 1, next);
         let state = ReplicationState {
             role: Role::Primary,
             epoch: current.epoch + 1,
             epoch_start: next,
             primary: None,
+            epochs,
             ..match node {
                 Some(n) if n.required_acks > 0 => ReplicationState {
                     synchronous: true,

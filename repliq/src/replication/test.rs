@@ -92,7 +92,8 @@ impl Cluster {
             partitioned: None,
         };
         for n in &nodes[1..] {
-            c.followers.insert(n.to_string(), Follower::new(1, 0));
+            c.followers
+                .insert(n.to_string(), Follower::new(1, 0, Lineage::of(1, 0)));
             c.send(
                 n,
                 &c.leader_name.clone(),
@@ -315,8 +316,10 @@ impl Cluster {
         self.followers.remove(new);
         // The old primary restarts as a replica of the previous epoch.
         let old_next = self.logs[&old].next_seq();
-        self.followers
-            .insert(old.clone(), Follower::new(epoch - 1, old_next));
+        self.followers.insert(
+            old.clone(),
+            Follower::new(epoch - 1, old_next, Lineage::of(epoch - 1, 0)),
+        );
         // The other followers keep their state and learn the new epoch from the new primary.
         // In-flight messages of the old term are lost with the old primary's streams.
         self.net.clear();
@@ -429,7 +432,7 @@ fn failover_keeps_every_acknowledged_record_and_moves_the_old_suffix_aside() {
 
 #[test]
 fn follower_refuses_stale_epochs_gaps_and_divergence() {
-    let mut f = Follower::new(2, 3);
+    let mut f = Follower::new(2, 3, Lineage::of(2, 0));
     let held = |s: u64| (s < 3).then_some(s as u32 + 100);
     let frame = |epoch, records: &[(u64, u32)]| FrameHeader {
         epoch,
@@ -534,4 +537,48 @@ fn leader_steps_down_for_a_newer_epoch_and_never_acks_without_k_replicas() {
     let actions = l.ack("c", 3, 15);
     assert_eq!(actions, vec![LeaderAction::Acked { next_seq: 15 }]);
     assert_eq!(l.lag().get("c"), Some(&0));
+}
+
+/// Seeds 113 and 163 of the fault schedules (docs/CHECKER.md): a, primary of epoch 1, wrote
+/// record 336 alone while partitioned; b's epoch 2 began at 336 and acknowledged its own 336;
+/// c's epoch 3 began at 914. When c's stream reaches a, a's record 336 must go aside: knowing
+/// only epoch 3's start (914) kept it, and a held a record 336 no other node had.
+#[test]
+fn an_old_primary_that_missed_a_whole_epoch_moves_aside_from_where_that_epoch_began() {
+    let mut c = Lineage::of(1, 0);
+    c.begin(2, 336);
+    c.begin(3, 914);
+
+    let mut a = Follower::new(1, 337, Lineage::of(1, 0));
+    let accepted = a.on_hello(3, 914, &c).unwrap();
+    assert_eq!(accepted.move_aside_from, Some(336));
+    assert_eq!((a.epoch(), a.next_seq()), (3, 336));
+    assert_eq!(a.lineage(), &c, "a holds c's records from now on");
+    // A reconnect of the same stream moves nothing more.
+    assert_eq!(a.on_hello(3, 914, &c).unwrap().move_aside_from, None);
+
+    // A replica that followed b holds b's records up to 400: they are c's too.
+    let mut of_b = Lineage::of(1, 0);
+    of_b.begin(2, 336);
+    let mut b_follower = Follower::new(2, 400, of_b);
+    assert_eq!(
+        b_follower.on_hello(3, 914, &c).unwrap().move_aside_from,
+        None
+    );
+
+    // A primary that predates histories sends none: only its own epoch's start is known (the
+    // rule before histories, kept for it).
+    let mut a_old = Follower::new(1, 337, Lineage::of(1, 0));
+    let accepted = a_old.on_hello(3, 914, &Lineage::default()).unwrap();
+    assert_eq!(accepted.move_aside_from, None);
+
+    // A replica whose stored epoch is already the primary's (it learned the number, not the
+    // records: a fenced primary) still moves its own records aside.
+    let mut fenced = Follower::new(2, 350, Lineage::of(1, 0));
+    let mut b = Lineage::of(1, 0);
+    b.begin(2, 336);
+    assert_eq!(
+        fenced.on_hello(2, 336, &b).unwrap().move_aside_from,
+        Some(336)
+    );
 }

@@ -158,6 +158,15 @@ pub async fn run_primary(
         // Nothing waits for an asynchronous primary's acknowledgements: the replica need not
         // sync before it acknowledges (docs/REPLICATION.md, "Modes").
         sync_lazily: options.mode == ReplicationMode::Asynchronous,
+        epochs: state
+            .lineage()
+            .entries()
+            .iter()
+            .map(|e| super::grpc::proto::EpochStart {
+                epoch: e.epoch,
+                start: e.start,
+            })
+            .collect(),
     };
     let mut leader = Leader::new(
         LeaderConfig {

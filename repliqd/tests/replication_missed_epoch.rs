@@ -1,0 +1,101 @@
+//! An old primary that missed a whole epoch moves aside everything it wrote alone, not only what
+//! lies after the newest epoch's start (docs/REPLICATION.md, "Epochs"; seeds 113 and 163 of the
+//! fault schedules, docs/CHECKER.md).
+//!
+//! Three daemons, asynchronous. a, primary of epoch 1, writes record 100 while b and c are down;
+//! a goes down; b is promoted (epoch 2 from 100) and writes 100..109, which c receives; b goes
+//! down; c is promoted (epoch 3 from 110) and writes 110..119. When a comes back, c's stream must
+//! replace a's record 100 with b's: a replica that knew only epoch 3's start (110) kept it, and
+//! held a record at 100 that no other node has (were a promoted next, b's record 100 was lost).
+
+mod support;
+
+use repliq::replication::{ReplicationState, Role};
+use support::{Daemon, Order, all_orders, held, order, promote, wait_until};
+
+fn write(dir: &std::path::Path, ids: impl IntoIterator<Item = u64>) {
+    let mut q = repliq::QueueOptions::new()
+        .producer()
+        .open::<Order>(dir)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", dir.display()));
+    for id in ids {
+        q.enqueue(&order(id)).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+fn ids(dir: &std::path::Path) -> Vec<u64> {
+    all_orders(dir).iter().map(|o| o.id).collect()
+}
+
+#[test]
+fn an_old_primary_that_missed_an_epoch_takes_that_epochs_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Daemon::cluster(dir.path(), &["a", "b", "c"], "asynchronous");
+    for n in &mut nodes {
+        n.start();
+    }
+    let q: Vec<_> = nodes.iter().map(|n| n.root.join("orders")).collect();
+    let (qa, qb, qc) = (&q[0], &q[1], &q[2]);
+
+    // Epoch 1, primary a: 100 orders everywhere.
+    {
+        let mut on_a = repliq::JournalQueue::<Order>::new(qa, 1_000_000).unwrap();
+        for id in 0..100 {
+            on_a.enqueue(&order(id)).unwrap();
+        }
+    }
+    for n in [qb, qc] {
+        wait_until("b and c to hold epoch 1's orders", || held(n) == 100);
+    }
+
+    // a is alone: its record 100 reaches nobody. Then a goes down.
+    nodes[1].kill9();
+    nodes[2].kill9();
+    write(qa, [1_000]);
+    nodes[0].kill9();
+    assert_eq!(held(qa), 101);
+
+    // Epoch 2, primary b, from 100: 10 orders, which c receives.
+    let b = promote(qb);
+    assert_eq!((b.role, b.epoch, b.epoch_start), (Role::Primary, 2, 100));
+    write(qb, 200..210);
+    nodes[2].start();
+    nodes[1].start();
+    wait_until("c to hold epoch 2's orders", || held(qc) == 110);
+    nodes[1].kill9();
+
+    // Epoch 3, primary c, from 110: 10 orders.
+    let c = promote(qc);
+    assert_eq!((c.role, c.epoch, c.epoch_start), (Role::Primary, 3, 110));
+    write(qc, 300..310);
+
+    // a comes back (its state still says primary of epoch 1) and follows c.
+    nodes[0].start();
+    wait_until("a to follow c in epoch 3", || {
+        ReplicationState::load(qa).is_ok_and(|s| s.role == Role::Replica && s.epoch == 3)
+    });
+    wait_until("a to hold c's 120 records", || held(qa) >= 120);
+    let expected: Vec<u64> = (0..100).chain(200..210).chain(300..310).collect();
+    assert_eq!(ids(qc), expected, "c's records");
+    assert_eq!(
+        ids(qa),
+        expected,
+        "a's records: its own record 100 (order 1000) must be gone"
+    );
+
+    // a's own record was moved aside, not lost, and a now stores c's history.
+    let aside = qa.join("moved-aside");
+    let moved = std::fs::read_dir(&aside)
+        .unwrap_or_else(|e| panic!("{}: {e}", aside.display()))
+        .count();
+    assert!(moved > 0, "nothing under {}", aside.display());
+    let history: Vec<(u64, u64)> = c
+        .epochs
+        .entries()
+        .iter()
+        .map(|e| (e.epoch, e.start))
+        .collect();
+    assert_eq!(history, [(1, 0), (2, 100), (3, 110)], "c's epoch history");
+    let a = ReplicationState::load(qa).unwrap();
+    assert_eq!(a.epochs, c.epochs, "a's epoch history after following c");
+}
