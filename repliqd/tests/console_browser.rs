@@ -246,15 +246,19 @@ fn the_console_page_in_headless_chromium_shows_what_metrics_says() {
     // An enqueue rate needs an earlier look of the console's sampler at the queue, and that look
     // recorded its epoch: the failover below is then a change it sees (a time-based wait was
     // not enough on a loaded machine).
-    wait_until("b's console to have looked at the queue in epoch 1", || {
-        status(nodes[1].http())["queues"]
-            .as_array()
-            .is_some_and(|qs| {
-                qs.iter().any(|q| {
-                    q["name"] == "orders" && q["epoch"] == 1 && !q["enqueue_rate"].is_null()
+    // c's page shows the failover too, so its console must have looked in epoch 1 as well.
+    for n in &nodes[1..] {
+        wait_until(
+            "b's and c's consoles to have looked at the queue in epoch 1",
+            || {
+                status(n.http())["queues"].as_array().is_some_and(|qs| {
+                    qs.iter().any(|q| {
+                        q["name"] == "orders" && q["epoch"] == 1 && !q["enqueue_rate"].is_null()
+                    })
                 })
-            })
-    });
+            },
+        );
+    }
 
     // Failover: a dies, b is promoted, a comes back as a replica of epoch 2.
     nodes[0].kill9();
@@ -294,7 +298,16 @@ fn the_console_page_in_headless_chromium_shows_what_metrics_says() {
         })
     });
 
-    // The status document: the failover seen by b.
+    // The status document: the failover seen by b. The console looks every second, so the
+    // failover appears at its first look after the promotion (on a quiet machine everything above
+    // takes less than that: CI once read the document before that look).
+    for n in [b, nodes[2].http()] {
+        wait_until("b's and c's consoles to have seen the failover", || {
+            status(n)["failovers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+        });
+    }
     let s = status(b);
     let queue = &s["queues"][0];
     assert_eq!(queue["name"], "orders", "{s}");
