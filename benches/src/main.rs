@@ -769,6 +769,7 @@ fn replication(suite: &mut Suite, params: &Params) {
             count.max(100),
             params.tput_secs,
             repliq::ReplicationMode::Asynchronous,
+            repliq::replication::AckLevel::Durable,
         ) {
             Ok((o, _)) => suite.rows.push(Row {
                 workload: w.into(),
@@ -811,6 +812,32 @@ fn replication(suite: &mut Suite, params: &Params) {
     }
     let w = "replication sync, 1 replica process, loopback gRPC";
     eprintln!(
+        "[{:>6.1}s] replication sync 64 B, ack_level replicated",
+        suite.t0.elapsed().as_secs_f64()
+    );
+    // `ack_level: replicated`: the replica acknowledges once the record is in its journal (the
+    // goal compares it with the bare round trip below).
+    match rq::replication(
+        64,
+        params.sync_count * 10,
+        params.tput_secs,
+        repliq::ReplicationMode::Synchronous,
+        repliq::replication::AckLevel::Replicated,
+    ) {
+        Ok((o, call)) => suite.rows.push(Row {
+            workload: w.into(),
+            kind: None,
+            system: "repliq enqueue, ack_level replicated".into(),
+            size: 64,
+            sent: o.sent,
+            latency: call,
+            throughput: o.throughput,
+            note: Some("the replica acknowledges once the record is in its journal".into()),
+            ..Row::default()
+        }),
+        Err(e) => suite.skip(w, "repliq replicated", format!("error: {e}")),
+    }
+    eprintln!(
         "[{:>6.1}s] replication sync 64 B",
         suite.t0.elapsed().as_secs_f64()
     );
@@ -819,6 +846,7 @@ fn replication(suite: &mut Suite, params: &Params) {
         params.sync_count * 10,
         params.tput_secs,
         repliq::ReplicationMode::Synchronous,
+        repliq::replication::AckLevel::Durable,
     ) {
         Ok((o, call)) => {
             suite.rows.push(Row {

@@ -5,6 +5,8 @@
 //!   mode: synchronous          # or asynchronous (default)
 //!   required_acks: 1           # synchronous mode: replicas that must acknowledge (default: all)
 //!   ack_timeout_ms: 5000       # synchronous mode: how long `enqueue` waits for them (default 5000)
+//!   ack_level: durable         # synchronous mode: a replica acknowledges once the record is
+//!                              # synced (`durable`, default) or in its journal (`replicated`)
 //!   max_replica_lag_segments: 1024  # retention keeps a replica's segments up to this lag, then
 //!                              # declares it lost (it resyncs in full when back; default 1024)
 //!   discovery:
@@ -109,6 +111,11 @@ pub struct Replication {
     /// fails with `ReplicationError::AckTimeout` (milliseconds, default 5000).
     #[serde(default)]
     pub ack_timeout_ms: Option<u64>,
+    /// In synchronous mode, what a replica's acknowledgement means: `durable` (synced, the
+    /// default) or `replicated` (in its journal; survives a crash of the replica process, not a
+    /// power loss). See [`repliq::replication::AckLevel`].
+    #[serde(default, with = "ack_level")]
+    pub ack_level: repliq::replication::AckLevel,
     /// Retention on a primary keeps the segments a replica lacks until it is this many segments
     /// behind; then the replica is declared lost (metric, warning) and retention proceeds
     /// (default [`repliq::replication::DEFAULT_MAX_REPLICA_LAG_SEGMENTS`]).
@@ -301,6 +308,23 @@ mod mode {
             "asynchronous" | "async" => Ok(ReplicationMode::Asynchronous),
             other => Err(serde::de::Error::custom(format_args!(
                 "unknown replication mode `{other}`, expected `synchronous` or `asynchronous`"
+            ))),
+        }
+    }
+}
+
+mod ack_level {
+    use serde::{Deserialize, Deserializer};
+
+    use repliq::replication::AckLevel;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AckLevel, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "durable" => Ok(AckLevel::Durable),
+            "replicated" => Ok(AckLevel::Replicated),
+            other => Err(serde::de::Error::custom(format_args!(
+                "unknown acknowledgement level `{other}`, expected `durable` or `replicated`"
             ))),
         }
     }
@@ -655,6 +679,29 @@ queue:
             "  mode: synchronous\n  ack_timeout_ms: 0\n",
         ));
         assert_eq!(m, "replication.ack_timeout_ms: must be at least 1");
+    }
+
+    #[test]
+    fn ack_level_is_a_key() {
+        use repliq::replication::AckLevel;
+        assert_eq!(
+            Config::from_yaml(SEED).unwrap().replication.ack_level,
+            AckLevel::Durable
+        );
+        let c = Config::from_yaml(&SEED.replace(
+            "  mode: synchronous\n",
+            "  mode: synchronous\n  ack_level: replicated\n",
+        ))
+        .unwrap();
+        assert_eq!(c.replication.ack_level, AckLevel::Replicated);
+        let m = err(&SEED.replace(
+            "  mode: synchronous\n",
+            "  mode: synchronous\n  ack_level: fsync\n",
+        ));
+        assert!(
+            m.starts_with("replication.ack_level: unknown acknowledgement level `fsync`"),
+            "{m}"
+        );
     }
 
     #[test]

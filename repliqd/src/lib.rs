@@ -539,6 +539,7 @@ async fn run_primaries(
                 PrimaryOptions::new(node.clone(), peers.clone(), config.replication.mode);
             options.required_acks = config.required_acks_of(peers.len());
             options.ack_timeout = config.ack_timeout();
+            options.ack_level = config.replication.ack_level;
             options.max_replica_lag_segments = Some(config.max_replica_lag_segments());
             options.drain_timeout =
                 std::time::Duration::from_millis(config.server.shutdown_grace_ms);

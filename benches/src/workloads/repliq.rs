@@ -788,12 +788,13 @@ fn spawn_replica(size: usize, count: u64, secs: f64) -> BoxResult<ReplicaSetup> 
 /// Replication to one replica process over loopback gRPC: the producer enqueues `count`
 /// messages; a tailer on the replica's copy records each message's lag (replica visible −
 /// enqueue time). Returns throughput at the replica, lag percentiles and, in synchronous mode,
-/// per-`enqueue` latency.
+/// per-`enqueue` latency (the replica acknowledges at `ack_level`).
 pub fn replication(
     size: usize,
     count: u64,
     secs: f64,
     mode: repliq::ReplicationMode,
+    ack_level: repliq::replication::AckLevel,
 ) -> BoxResult<(Outcome, Option<crate::stats::Latency>)> {
     let ReplicaSetup {
         root: _journals, // kept until the end of the run
@@ -807,7 +808,7 @@ pub fn replication(
         q.path(),
         "bench",
         &[&format!("r=127.0.0.1:{port}")],
-        repliq::replication::PrimaryOptions::new("bench", Vec::new(), mode),
+        repliq::replication::PrimaryOptions::new("bench", Vec::new(), mode).ack_level(ack_level),
     )?;
     let replica_dir = replica_root.join("benchq");
     let end = deadline(secs);

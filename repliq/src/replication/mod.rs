@@ -69,7 +69,7 @@ mod tls;
 #[cfg(feature = "replication")]
 pub use embedded::{EmbeddedReplication, ReplicatedQueue};
 #[cfg(feature = "replication")]
-pub use options::{PrimaryOptions, ReplicaAddr};
+pub use options::{AckLevel, PrimaryOptions, ReplicaAddr};
 #[cfg(feature = "tls")]
 pub use tls::TlsFiles;
 

@@ -55,6 +55,10 @@ pub struct PrimaryOptions {
     pub mode: ReplicationMode,
     /// Replicas that must hold a record before it is acknowledged (k of n).
     pub required_acks: usize,
+    /// What a replica's acknowledgement means in synchronous mode: the record is in its journal
+    /// ([`AckLevel::Replicated`]) or also synced to its disk ([`AckLevel::Durable`], the
+    /// default).
+    pub ack_level: AckLevel,
     /// Largest frame, in bytes.
     pub max_frame_bytes: usize,
     /// Records in flight per replica beyond its acknowledgement.
@@ -77,6 +81,26 @@ pub struct PrimaryOptions {
     /// Mutual TLS to the replicas (feature `tls`): `None` streams in plain text.
     #[cfg(feature = "tls")]
     pub tls: Option<super::TlsFiles>,
+}
+
+/// What a replica's acknowledgement promises, and so what a synchronous `enqueue` that returned
+/// `Ok` survives (docs/REPLICATION.md, "Acknowledgement levels").
+///
+/// | level | the replica acknowledges once the record is | survives |
+/// |---|---|---|
+/// | `Durable` (default) | in its journal and synced (`msync`) | the primary's loss plus a power loss of the replica |
+/// | `Replicated` | in its journal (its page cache); synced within about 200 ms | the primary's loss plus a crash of the replica *process*; not a power loss or kernel crash of the replica within those 200 ms |
+///
+/// `Replicated` is what Kafka's `acks=all` gives without `flush.messages=1`; it saves the
+/// replica's sync from every acknowledgement's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckLevel {
+    /// The replica synced the record before it acknowledged it.
+    #[default]
+    Durable,
+    /// The replica wrote the record into its journal (visible to its readers, in the page cache)
+    /// before it acknowledged it, and syncs it within about 200 ms.
+    Replicated,
 }
 
 /// Until when a primary may acknowledge writes: the validity of the lease that made it primary,
@@ -139,6 +163,7 @@ impl PrimaryOptions {
             replicas,
             mode,
             required_acks,
+            ack_level: AckLevel::Durable,
             max_frame_bytes: 256 << 10,
             window: 1 << 16,
             drain_timeout: Duration::from_secs(5),
@@ -156,6 +181,21 @@ impl PrimaryOptions {
     pub fn required_acks(mut self, required_acks: usize) -> Self {
         self.required_acks = required_acks;
         self
+    }
+
+    /// What a replica's acknowledgement means in synchronous mode (see [`AckLevel`]).
+    #[must_use]
+    pub fn ack_level(mut self, level: AckLevel) -> Self {
+        self.ack_level = level;
+        self
+    }
+
+    /// Whether replicas may acknowledge records before they synced them: always for an
+    /// asynchronous primary (nothing waits for its acknowledgements), and at
+    /// [`AckLevel::Replicated`].
+    #[must_use]
+    pub fn replicas_sync_lazily(&self) -> bool {
+        self.mode == ReplicationMode::Asynchronous || self.ack_level == AckLevel::Replicated
     }
 
     /// The largest frame, in bytes.

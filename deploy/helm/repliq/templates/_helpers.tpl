@@ -129,6 +129,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- if not (kindIs "invalid" $c.replication.required_acks) -}}
 {{- $_ := set $replication "required_acks" (int $c.replication.required_acks) -}}
 {{- end -}}
+{{- if $c.replication.ack_level -}}
+{{- $_ := set $replication "ack_level" $c.replication.ack_level -}}
+{{- end -}}
 {{- $queue := dict "capacity" (int64 $c.queue.capacity) "persistence" (dict "path" $c.queue.persistence.path) -}}
 {{- $server := dict "grpc_listen" (toString $c.server.grpc_listen) "http_listen" (toString $c.server.http_listen) "shutdown_grace_ms" (int64 $c.server.shutdown_grace_ms) -}}
 {{- if not (kindIs "invalid" $c.server.failure_linger_ms) -}}

@@ -155,9 +155,10 @@ pub async fn run_primary(
         schema_json: crate::journal::schema_file::read_text(&journal.dir)
             .ok()
             .flatten(),
-        // Nothing waits for an asynchronous primary's acknowledgements: the replica need not
-        // sync before it acknowledges (docs/REPLICATION.md, "Modes").
-        sync_lazily: options.mode == ReplicationMode::Asynchronous,
+        // Nothing waits for an asynchronous primary's acknowledgements, and at the `replicated`
+        // level a synchronous one waits only for the record to be in the replica's journal: the
+        // replica need not sync before it acknowledges (docs/REPLICATION.md, "Modes").
+        sync_lazily: options.replicas_sync_lazily(),
         epochs: state
             .lineage()
             .entries()
