@@ -728,7 +728,7 @@ impl Collector for QueueCollector {
         family(
             &mut encoder,
             "moved_aside_bytes",
-            "Bytes of the segment files moved aside under moved-aside/ (kept for an operator)",
+            "Bytes of the files kept under moved-aside/ for an operator (the segments set aside and a copy of the queue's meta file and schema)",
             MetricType::Gauge,
             samples
                 .iter()

@@ -83,12 +83,35 @@ fn an_old_primary_that_missed_an_epoch_takes_that_epochs_records() {
         "a's records: its own record 100 (order 1000) must be gone"
     );
 
-    // a's own record was moved aside, not lost, and a now stores c's history.
-    let aside = qa.join("moved-aside");
-    let moved = std::fs::read_dir(&aside)
-        .unwrap_or_else(|e| panic!("{}: {e}", aside.display()))
-        .count();
-    assert!(moved > 0, "nothing under {}", aside.display());
+    // a's own record was moved aside, not lost: `repliq cat` reads it there.
+    let aside = qa.join("moved-aside").join("epoch-3-from-100");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_repliq"))
+        .arg("cat")
+        .arg(&aside)
+        .args(["--from", "100"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "repliq cat {}: {}",
+        aside.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let moved: Vec<(u64, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["seq"].as_u64().unwrap(),
+                l["message"]["id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(moved, [(100, 1_000)], "the records set aside on a");
+    // a now stores c's epoch history.
     let history: Vec<(u64, u64)> = c
         .epochs
         .entries()

@@ -25,6 +25,7 @@ pub(crate) fn move_aside_from(journal: &Arc<Journal>, seq: u64, epoch: u64) -> R
         .join(format!("epoch-{epoch}-from-{seq}"));
     crate::journal::perms::create_dir_all(&aside)
         .map_err(|e| QueueError::io(format!("creating {}", aside.display()), e))?;
+    keep_readable(dir, &aside)?;
     let io = |what: &str, p: &Path, e| QueueError::io(format!("{what} {}", p.display()), e);
     for first in journal.list_segments()? {
         if first > seg.first_seq {
@@ -60,4 +61,23 @@ pub(crate) fn move_aside_from(journal: &Arc<Journal>, seq: u64, epoch: u64) -> R
     std::fs::rename(&tmp, &live).map_err(|e| io("replacing", &live, e))?;
     journal.forget_segments();
     Ok(aside)
+}
+
+/// Copies the queue's meta file and its `schema.json` (if any) into `aside`, a directory that
+/// receives segment files set aside, so that the tools read it as a queue of its own
+/// (`repliq cat DIR/moved-aside/epoch-E-from-S --from S`, `repliq inspect`). Done before the
+/// first segment moves: an interrupted move leaves a readable directory. A file already there
+/// (an earlier, interrupted attempt) is kept.
+pub(crate) fn keep_readable(dir: &Path, aside: &Path) -> Result<()> {
+    for name in [META_FILE, crate::journal::schema_file::SCHEMA_FILE] {
+        let (from, to) = (dir.join(name), aside.join(name));
+        if to.exists() || !from.exists() {
+            continue;
+        }
+        let tmp = aside.join(format!(".tmp-{name}"));
+        std::fs::copy(&from, &tmp)
+            .and_then(|_| std::fs::rename(&tmp, &to))
+            .map_err(|e| QueueError::io(format!("copying {} aside", from.display()), e))?;
+    }
+    Ok(())
 }

@@ -131,6 +131,7 @@ impl ByteSink {
         if let Some(aside) = aside {
             crate::journal::perms::create_dir_all(aside)
                 .map_err(|e| QueueError::io(format!("creating {}", aside.display()), e))?;
+            super::move_aside::keep_readable(&dir, aside)?;
         }
         for first in self.journal.list_segments()? {
             let from = dir.join(segment::segment_name(first));

@@ -282,9 +282,22 @@ fn moved_aside_suffix_leaves_the_journal_at_the_cut() {
     assert!(aside.ends_with("moved-aside/epoch-2-from-700"));
     let sink = ByteSink::open(replica.clone()).unwrap();
     assert_eq!(sink.next_seq(), 700);
-    // The moved files hold everything that was there.
+    // The moved files hold everything that was there, and the tools read them as a queue.
     let moved = files(&aside);
     assert!(!moved.is_empty());
+    let info = crate::inspect(&aside).unwrap();
+    assert_eq!(info.last_seq, Some(1999), "{info:?}");
+    let mut tailer = crate::RawTailer::open(&aside, Some(700)).unwrap();
+    let mut primary_reader = crate::RawTailer::open(dir.path().join("primary"), Some(700)).unwrap();
+    for n in 700..2000 {
+        let rec = tailer.try_next().unwrap().unwrap();
+        assert_eq!(rec.seq, n);
+        assert_eq!(
+            rec.payload,
+            primary_reader.try_next().unwrap().unwrap().payload
+        );
+    }
+    assert!(tailer.try_next().unwrap().is_none());
     let mut reader = QueueOptions::new()
         .open::<Blob>(dir.path().join("replica"))
         .unwrap();
