@@ -196,6 +196,13 @@ render helm-statefulset-tls-csi --set workload.kind=StatefulSet --set tls.enable
 # The HTTP port behind a bearer token from a Secret, which the ServiceMonitor sends.
 render helm-statefulset-http-auth --set workload.kind=StatefulSet --set httpAuth.enabled=true \
     --set httpAuth.secretName=repliq-http-token --set metrics.serviceMonitor.enabled=true
+# HTTPS on the HTTP port from a kubernetes.io/tls Secret: the probes and the ServiceMonitor use it.
+render helm-daemonset-https --set httpTls.enabled=true --set httpTls.secretName=repliq-https \
+    --set metrics.serviceMonitor.enabled=true
+[ "$(grep -c 'scheme: HTTPS' "$out/helm-daemonset-https.yaml")" = 3 ] \
+    || die "the HTTPS chart's three probes do not all use scheme HTTPS"
+grep -q 'scheme: https' "$out/helm-daemonset-https.yaml" \
+    || die "the HTTPS chart's ServiceMonitor does not scrape with https"
 "$kubectl" kustomize deploy/kubernetes > "$out/kustomize.yaml"
 # The optional PrometheusRule and dashboard ConfigMap carry the files of deploy/ unchanged.
 "$py" - "$out/helm-statefulset-static.yaml" deploy/prometheus/repliq-rules.yaml deploy/grafana/repliq.json <<'PY' \
@@ -228,6 +235,7 @@ refuses "a DaemonSet's cert-manager certificate without node names" --set tls.en
 refuses "TLS files under the ConfigMap mount" --set tls.enabled=true --set tls.mountPath=/etc/repliq/tls
 refuses "an unknown TLS source" --set tls.enabled=true --set tls.source=vault
 refuses "an HTTP token without its Secret" --set httpAuth.enabled=true
+refuses "HTTPS without its Secret" --set httpTls.enabled=true
 refuses "an unknown replication mode" --set config.replication.mode=eventually
 refuses "two disruption budgets" --set podDisruptionBudget.minAvailable=1
 refuses "both static peers and members" --set config.replication.discovery.method=static \

@@ -36,6 +36,9 @@
 //!     ca: /etc/repliq/tls/ca.crt
 //!     cert: /etc/repliq/tls/tls.crt   # DNS SAN = the node name
 //!     key: /etc/repliq/tls/tls.key
+//!   http_tls:                  # optional: HTTPS on the HTTP port (PEM files, re-read on change)
+//!     cert: /etc/repliq/https/tls.crt
+//!     key: /etc/repliq/https/tls.key
 //!   http_auth:                 # optional: a bearer token for every HTTP path but the probes
 //!     token_file: /etc/repliq-http-auth/token   # re-read on change
 //!     metrics_open: false      # true: /metrics needs no token either
@@ -223,6 +226,9 @@ pub struct Server {
     /// A bearer token for the HTTP port (see `repliqd::http_auth`); open when absent.
     #[serde(default)]
     pub http_auth: Option<HttpAuthConfig>,
+    /// HTTPS on the HTTP port; plain HTTP when absent.
+    #[serde(default)]
+    pub http_tls: Option<HttpTlsConfig>,
     /// After a task of the daemon stopped unexpectedly: how long `/healthz` and `/readyz` answer
     /// 503 naming it before the daemon drains and exits with status 1.
     #[serde(default = "default_failure_linger")]
@@ -244,6 +250,17 @@ pub struct TlsConfig {
     /// This node's certificate chain.
     pub cert: std::path::PathBuf,
     /// This node's private key.
+    pub key: std::path::PathBuf,
+}
+
+/// `server.http_tls`: HTTPS on the HTTP port, with this certificate (chain) and key, re-read when
+/// they change. No client certificate is asked for: `server.http_auth` authenticates clients.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// The server's certificate chain (PEM).
+    pub cert: std::path::PathBuf,
+    /// Its private key (PEM).
     pub key: std::path::PathBuf,
 }
 
@@ -275,6 +292,7 @@ impl Default for Server {
             shutdown_grace_ms: default_grace(),
             tls: None,
             http_auth: None,
+            http_tls: None,
             failure_linger_ms: default_failure_linger(),
             clients: false,
         }

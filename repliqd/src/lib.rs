@@ -120,18 +120,42 @@ pub async fn run(
         http::router(Arc::clone(&state), ui::routes(Arc::clone(&console))),
         http_auth,
     );
+    let https = match &config.server.http_tls {
+        Some(files) => {
+            let reloading = tls::ReloadingConfig::https(files.clone(), tls_metrics.clone())
+                .map_err(|e| QueueError::InvalidConfig(format!("server.http_tls: {e}")))?;
+            Some(Arc::new(reloading))
+        }
+        None => None,
+    };
     tasks.spawn("http", async move {
         // The console's look every second runs as long as HTTP serves.
         let _sampler = supervise::AbortOnDrop(tokio::spawn(ui::sample_forever(
             Arc::clone(&state),
             console,
         )));
-        axum::serve(http_listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(|e| format!("serving HTTP: {e}"))
+        let stopped = async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        };
+        match https {
+            Some(config) => {
+                let _watch = supervise::AbortOnDrop(tokio::spawn(tls::watch(
+                    Arc::clone(&config),
+                    TLS_WATCH_PERIOD,
+                )));
+                let listener = tls::TlsListener::new(http_listener, config)
+                    .map_err(|e| format!("serving HTTPS: {e}"))?;
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            None => {
+                axum::serve(http_listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        }
+        .map_err(|e| format!("serving HTTP: {e}"))
     });
 
     let current = discovery.current();

@@ -13,11 +13,16 @@
 //! (`ReplicaService::authenticated`). Identities: the certificate's DNS subject alternative
 //! name is the node name (docs/SECURITY.md).
 //!
+//! The HTTP port can serve HTTPS from the same machinery ([`ReloadingConfig::https`],
+//! [`TlsListener`]): a server certificate only, no client certificate asked for (clients there
+//! are the kubelet, Prometheus and people; `server.http_auth`'s token authenticates them).
+//!
 //! [`TlsMetrics`]: the expiry time of each file's certificates, set when the files load, and the
 //! reloads that failed. [`watch`] re-checks the files periodically, so that a renewal shows in
 //! the log and the metrics even while no new connection arrives.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -28,29 +33,23 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
-use crate::config::TlsConfig;
+use crate::config::{HttpTlsConfig, TlsConfig};
 
 pub use crate::metrics::{TlsFileLabels, TlsMetrics};
 
-/// The earliest expiry (Unix seconds) of the certificates in one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Expiry {
-    cert: i64,
-    ca: i64,
-}
+/// The earliest expiry (Unix seconds) of the certificates of each file: (the file's role, its
+/// path, the expiry).
+type Expiry = Vec<(&'static str, PathBuf, i64)>;
 
 impl TlsMetrics {
-    fn record(&self, files: &TlsConfig, expiry: Expiry) {
-        for (file, path, at) in [
-            ("cert", &files.cert, expiry.cert),
-            ("ca", &files.ca, expiry.ca),
-        ] {
+    fn record(&self, expiry: &Expiry) {
+        for (file, path, at) in expiry {
             self.expiry
                 .get_or_create(&vec![
-                    ("file", file.to_owned()),
+                    ("file", (*file).to_owned()),
                     ("path", path.display().to_string()),
                 ])
-                .set(at);
+                .set(*at);
         }
     }
 }
@@ -70,38 +69,104 @@ fn earliest_expiry(path: &Path, certs: &[CertificateDer<'_>]) -> Result<i64, Str
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The files' identity for change detection: (modified, length) of each.
-type Stamp = [(Option<SystemTime>, u64); 3];
+type Stamp = Vec<(Option<SystemTime>, u64)>;
+
+/// Which files a configuration is built from, and for which port.
+#[derive(Debug, Clone)]
+enum Files {
+    /// Mutual TLS between nodes (the gRPC port).
+    Peers(TlsConfig),
+    /// HTTPS on the HTTP port.
+    Https(HttpTlsConfig),
+}
+
+impl Files {
+    fn paths(&self) -> Vec<&Path> {
+        match self {
+            Files::Peers(f) => vec![&f.ca, &f.cert, &f.key],
+            Files::Https(f) => vec![&f.cert, &f.key],
+        }
+    }
+
+    fn cert(&self) -> &Path {
+        match self {
+            Files::Peers(f) => &f.cert,
+            Files::Https(f) => &f.cert,
+        }
+    }
+}
 
 /// The current server configuration, rebuilt when the files change.
 #[derive(Debug)]
 pub struct ReloadingConfig {
-    files: TlsConfig,
+    files: Files,
     current: Mutex<(Stamp, Arc<ServerConfig>)>,
     metrics: TlsMetrics,
 }
 
-fn stamp(files: &TlsConfig) -> Stamp {
-    [&files.ca, &files.cert, &files.key]
+fn stamp(files: &Files) -> Stamp {
+    files
+        .paths()
+        .into_iter()
         .map(|p| std::fs::metadata(p).map_or((None, 0), |m| (m.modified().ok(), m.len())))
+        .collect()
 }
 
-fn load(files: &TlsConfig) -> Result<(ServerConfig, Expiry), String> {
-    let certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
-        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{} holds no PEM certificate", path.display()));
-        }
-        Ok(certs)
-    };
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+fn load(files: &Files) -> Result<(ServerConfig, Expiry), String> {
+    match files {
+        Files::Peers(files) => load_peers(files),
+        Files::Https(files) => load_https(files),
+    }
+}
+
+/// HTTPS: the server's certificate and key; no client certificate asked for.
+fn load_https(files: &HttpTlsConfig) -> Result<(ServerConfig, Expiry), String> {
+    let server_certs = certs(&files.cert)?;
+    let expiry = vec![(
+        "http_cert",
+        files.cert.clone(),
+        earliest_expiry(&files.cert, &server_certs)?,
+    )];
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("reading {}: {e}", files.key.display()))?;
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(server_certs, key)
+            .map_err(|e| format!("{} and {}: {e}", files.cert.display(), files.key.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((config, expiry))
+}
+
+/// Mutual TLS between nodes: the node's certificate and key, clients verified against the CA.
+fn load_peers(files: &TlsConfig) -> Result<(ServerConfig, Expiry), String> {
     let ca_certs = certs(&files.ca)?;
     let node_certs = certs(&files.cert)?;
-    let expiry = Expiry {
-        cert: earliest_expiry(&files.cert, &node_certs)?,
-        ca: earliest_expiry(&files.ca, &ca_certs)?,
-    };
+    let expiry = vec![
+        (
+            "cert",
+            files.cert.clone(),
+            earliest_expiry(&files.cert, &node_certs)?,
+        ),
+        (
+            "ca",
+            files.ca.clone(),
+            earliest_expiry(&files.ca, &ca_certs)?,
+        ),
+    ];
     let mut roots = rustls::RootCertStore::empty();
     for ca in ca_certs {
         roots
@@ -134,9 +199,22 @@ impl ReloadingConfig {
     ///
     /// A sentence naming the file that does not load.
     pub fn new(files: TlsConfig, metrics: TlsMetrics) -> Result<Self, String> {
+        Self::load_first(Files::Peers(files), metrics)
+    }
+
+    /// Loads the HTTPS files once (`server.http_tls`).
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming the file that does not load.
+    pub fn https(files: HttpTlsConfig, metrics: TlsMetrics) -> Result<Self, String> {
+        Self::load_first(Files::Https(files), metrics)
+    }
+
+    fn load_first(files: Files, metrics: TlsMetrics) -> Result<Self, String> {
         let stamped = stamp(&files);
         let (config, expiry) = load(&files)?;
-        metrics.record(&files, expiry);
+        metrics.record(&expiry);
         Ok(ReloadingConfig {
             files,
             current: Mutex::new((stamped, Arc::new(config))),
@@ -154,8 +232,8 @@ impl ReloadingConfig {
         if current.0 != now {
             match load(&self.files) {
                 Ok((config, expiry)) => {
-                    tracing::info!(cert = %self.files.cert.display(), cert_expiry = expiry.cert, ca_expiry = expiry.ca, "TLS certificate files changed: reloaded");
-                    self.metrics.record(&self.files, expiry);
+                    tracing::info!(cert = %self.files.cert().display(), expiry = ?expiry, "TLS certificate files changed: reloaded");
+                    self.metrics.record(&expiry);
                     *current = (now, Arc::new(config));
                 }
                 Err(e) => {
@@ -175,17 +253,73 @@ impl ReloadingConfig {
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ReloadingConfig>,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+) -> impl tokio_stream::Stream<Item = std::io::Result<TlsStream<TcpStream>>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::ReceiverStream::new(accept_loop(listener, config, "gRPC"))
+        .map(|(stream, _)| Ok(stream))
+}
+
+/// The HTTP port's listener with HTTPS, for `axum::serve`: the connections that completed a
+/// TLS handshake, with their peers' addresses.
+#[derive(Debug)]
+pub struct TlsListener {
+    accepted: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    /// Serves TLS on `listener` with the configuration current at each connection.
+    ///
+    /// # Errors
+    ///
+    /// If the listener's address cannot be read.
+    pub fn new(listener: TcpListener, config: Arc<ReloadingConfig>) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        Ok(TlsListener {
+            accepted: accept_loop(listener, config, "HTTPS"),
+            local,
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The accept loop ends only when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Accepts TCP connections on `listener` and hands on those that completed a TLS handshake
+/// (each bounded, run concurrently) until the receiver is dropped. `port` names the port in
+/// the log.
+fn accept_loop(
+    listener: TcpListener,
+    config: Arc<ReloadingConfig>,
+    port: &'static str,
+) -> tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a gRPC connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, port, "accepting a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = tx.closed() => return,
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
@@ -193,20 +327,17 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = out.send(Ok(stream)).await;
+                        let _ = out.send((stream, peer)).await;
                     }
                     Ok(Err(e)) => {
-                        tracing::warn!(%peer, error = %e, "TLS handshake refused");
+                        tracing::warn!(%peer, error = %e, port, "TLS handshake refused");
                     }
-                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                    Err(_) => tracing::warn!(%peer, port, "TLS handshake timed out"),
                 }
             });
-            if tx.is_closed() {
-                return;
-            }
         }
     });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+    rx
 }
 
 /// Re-checks the files every `period` (a `stat` of each), so that a renewed certificate is

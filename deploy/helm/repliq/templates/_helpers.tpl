@@ -141,6 +141,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- $dir := trimSuffix "/" .Values.tls.mountPath -}}
 {{- $_ := set $server "tls" (dict "ca" (printf "%s/ca.crt" $dir) "cert" (printf "%s/tls.crt" $dir) "key" (printf "%s/tls.key" $dir)) -}}
 {{- end -}}
+{{- if .Values.httpTls.enabled -}}
+{{- $dir := trimSuffix "/" .Values.httpTls.mountPath -}}
+{{- $_ := set $server "http_tls" (dict "cert" (printf "%s/tls.crt" $dir) "key" (printf "%s/tls.key" $dir)) -}}
+{{- end -}}
 {{- if .Values.httpAuth.enabled -}}
 {{- $_ := set $server "http_auth" (dict "token_file" (printf "%s/token" (trimSuffix "/" .Values.httpAuth.mountPath)) "metrics_open" .Values.httpAuth.metricsOpen) -}}
 {{- end -}}
@@ -217,4 +221,16 @@ server:
 {{- if and .Values.podDisruptionBudget.enabled (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable) (kindIs "invalid" .Values.podDisruptionBudget.minAvailable) -}}
 {{- fail "podDisruptionBudget: set maxUnavailable or minAvailable" -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+A probe from values: with httpTls on, its httpGet gets scheme HTTPS (unless it names one).
+Arguments: (list probe httpTlsEnabled).
+*/}}
+{{- define "repliq.probe" -}}
+{{- $probe := deepCopy (index . 0) -}}
+{{- if and (index . 1) $probe.httpGet (not $probe.httpGet.scheme) -}}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" -}}
+{{- end -}}
+{{- toYaml $probe -}}
 {{- end -}}

@@ -150,15 +150,15 @@ spec:
           protocol: TCP
       {{- with .Values.startupProbe }}
       startupProbe:
-        {{- toYaml . | nindent 8 }}
+        {{- include "repliq.probe" (list . $.Values.httpTls.enabled) | nindent 8 }}
       {{- end }}
       {{- with .Values.livenessProbe }}
       livenessProbe:
-        {{- toYaml . | nindent 8 }}
+        {{- include "repliq.probe" (list . $.Values.httpTls.enabled) | nindent 8 }}
       {{- end }}
       {{- with .Values.readinessProbe }}
       readinessProbe:
-        {{- toYaml . | nindent 8 }}
+        {{- include "repliq.probe" (list . $.Values.httpTls.enabled) | nindent 8 }}
       {{- end }}
       {{- with .Values.resources }}
       resources:
@@ -182,6 +182,12 @@ spec:
         # The HTTP port's bearer token: config.yaml's server.http_auth (re-read when it changes).
         - name: http-auth
           mountPath: {{ .Values.httpAuth.mountPath }}
+          readOnly: true
+        {{- end }}
+        {{- if .Values.httpTls.enabled }}
+        # The HTTP port's certificate: config.yaml's server.http_tls (re-read when it changes).
+        - name: https
+          mountPath: {{ .Values.httpTls.mountPath }}
           readOnly: true
         {{- end }}
         {{- with .Values.extraVolumeMounts }}
@@ -234,6 +240,15 @@ spec:
         defaultMode: 0440
         items:
           - {key: {{ .Values.httpAuth.key }}, path: token}
+    {{- end }}
+    {{- if .Values.httpTls.enabled }}
+    - name: https
+      secret:
+        secretName: {{ required "httpTls.secretName is required when httpTls.enabled" .Values.httpTls.secretName }}
+        defaultMode: 0440
+        items:
+          - {key: tls.crt, path: tls.crt}
+          - {key: tls.key, path: tls.key}
     {{- end }}
     {{- with .Values.extraVolumes }}
     {{- toYaml . | nindent 4 }}
