@@ -58,8 +58,9 @@ for target in $targets; do
     elapsed=$(( $(now) - t ))
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
-    cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -n 1 | cut -d' ' -f2)
-    ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -n 1 | cut -d' ' -f2)
+    # (No match after an early crash: empty, not a failed pipeline.)
+    cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -n 1 | cut -d' ' -f2 || true)
+    ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -n 1 | cut -d' ' -f2 || true)
     line=$(printf '%-18s %10s execs %8s/s  cov %6s  ft %6s  %4s s' \
         "$target" "${runs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "$elapsed")
     summary+=("$line")

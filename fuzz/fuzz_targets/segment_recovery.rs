@@ -36,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
         None => {
             let last: u64 = segs[segs.len() - 1][..20].parse().expect("a segment name");
             let first = last + u64::from(body.first().copied().unwrap_or(0));
-            (format!("{first:020}.seg"), vec![0u8; recovery::SEGMENT as usize])
+            (
+                format!("{first:020}.seg"),
+                vec![0u8; recovery::SEGMENT as usize],
+            )
         }
     };
     let mut bytes = overlay(&base, body, flags & segment::TRIM != 0);

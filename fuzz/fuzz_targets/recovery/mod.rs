@@ -121,13 +121,17 @@ fn make_template() -> Template {
     let mut c0 = QueueOptions::new().open::<Rec>(&dir).expect("consumer c0");
     let mut i = 0;
     while count_segments(&dir) < SEGMENTS {
-        producer.enqueue(&rec(i)).expect("enqueue into the template");
+        producer
+            .enqueue(&rec(i))
+            .expect("enqueue into the template");
         i += 1;
         assert!(i < 10_000, "the template never reached {SEGMENTS} segments");
     }
     // A few more into the last segment, so that it has records, an index point and a tail.
     for _ in 0..6 {
-        producer.enqueue(&rec(i)).expect("enqueue into the template");
+        producer
+            .enqueue(&rec(i))
+            .expect("enqueue into the template");
         i += 1;
     }
     producer.flush().expect("flush");
@@ -197,7 +201,11 @@ fn write_seeds(t: &Template, dir: &Path) {
     };
     let meta = t.file("queue.meta");
     put("meta_file", "seed-meta", &with(0, meta));
-    put("meta_file", "seed-meta-header", &with(meta::FIX_CRC, &meta[..512]));
+    put(
+        "meta_file",
+        "seed-meta-header",
+        &with(meta::FIX_CRC, &meta[..512]),
+    );
     let segs = t.segments();
     put(
         "segment_recovery",
@@ -306,7 +314,8 @@ pub fn fix_record_crcs(b: &mut [u8], data_start: usize) {
                 head[0..8].copy_from_slice(&seq.to_le_bytes());
                 head[8..12].copy_from_slice(&(len as u32).to_le_bytes());
                 head[12..20].copy_from_slice(&time.to_le_bytes());
-                let crc = crc32c::crc32c_append(crc32c::crc32c(&head), &b[pos + 32..pos + 32 + len]);
+                let crc =
+                    crc32c::crc32c_append(crc32c::crc32c(&head), &b[pos + 32..pos + 32 + len]);
                 b[pos + 16..pos + 20].copy_from_slice(&crc.to_le_bytes());
                 pos += (32 + len).div_ceil(16) * 16;
             }
