@@ -93,7 +93,7 @@ pub fn rec(i: u64) -> Rec {
         id: i,
         name: format!("record-{i}"),
         tags: (0..(i % 5) as u32).collect(),
-        note: (i % 3 == 0).then(|| "n".repeat((i % 40) as usize)),
+        note: i.is_multiple_of(3).then(|| "n".repeat((i % 40) as usize)),
     }
 }
 
