@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
 use std::time::Duration;
 
 use repliq::replication::ReplicationState;
@@ -71,21 +72,17 @@ impl Template {
     }
 }
 
-/// Where the per-input directories go: tmpfs when there is one (many small files, fsyncs).
-fn base() -> &'static Path {
-    static BASE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let shm = Path::new("/dev/shm");
-        if shm.is_dir() {
-            tempfile::Builder::new()
-                .prefix("repliq-fuzz-")
-                .tempdir_in(shm)
-        } else {
-            tempfile::tempdir()
-        }
-        .expect("a temporary directory")
-    })
-    .path()
+/// A new temporary directory, removed when dropped: on tmpfs when there is one (many small
+/// files, fsyncs). Nothing outlives the process but the directory of an input that crashed.
+fn temp_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    let builder = tempfile::Builder::new().prefix("repliq-fuzz-").clone();
+    if shm.is_dir() {
+        builder.tempdir_in(shm)
+    } else {
+        builder.tempdir()
+    }
+    .expect("a temporary directory")
 }
 
 pub fn rec(i: u64) -> Rec {
@@ -104,7 +101,8 @@ pub fn template() -> &'static Template {
 }
 
 fn make_template() -> Template {
-    let dir = base().join("template");
+    let tmp = temp_dir();
+    let dir = tmp.path().join("q");
     let options = QueueOptions::new()
         .capacity(10_000)
         .segment_size(SEGMENT)
@@ -254,25 +252,18 @@ pub mod segment {
 
 /// A fresh directory holding the template's files. Removed when the value is dropped.
 pub struct Scratch {
+    _tmp: tempfile::TempDir,
     pub dir: PathBuf,
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 pub fn scratch() -> Scratch {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
     let t = template();
-    let dir = base().join(format!("in-{}", N.fetch_add(1, Ordering::Relaxed)));
-    std::fs::create_dir(&dir).expect("scratch directory");
+    let tmp = temp_dir();
+    let dir = tmp.path().to_path_buf();
     for f in &t.files {
         std::fs::write(dir.join(&f.name), &f.bytes).expect("copying the template");
     }
-    Scratch { dir }
+    Scratch { _tmp: tmp, dir }
 }
 
 /// `bytes` written over the start of `base` (the result at least as long as `base`), or exactly
