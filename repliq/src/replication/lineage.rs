@@ -26,9 +26,30 @@ pub struct EpochStart {
 }
 
 /// A journal's epoch history, oldest first: epochs increase, starts never decrease.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Deserializing checks that order as [`Lineage::checked`] does: a `replication.json` whose
+/// history is out of order is refused when it is loaded (naming the file), not sent to replicas,
+/// which would refuse every Hello of this primary as malformed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Lineage(Vec<EpochStart>);
+
+impl<'de> Deserialize<'de> for Lineage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let entries = Vec::<EpochStart>::deserialize(d)?;
+        if let Some(w) = entries
+            .windows(2)
+            .find(|w| !(w[0].epoch < w[1].epoch && w[0].start <= w[1].start))
+        {
+            return Err(serde::de::Error::custom(format!(
+                "epoch history out of order: epoch {} from {} is followed by epoch {} from {} \
+                 (epochs must increase, starts must not decrease)",
+                w[0].epoch, w[0].start, w[1].epoch, w[1].start
+            )));
+        }
+        Ok(Lineage(entries))
+    }
+}
 
 impl Lineage {
     /// The history of a journal whose only term so far is `epoch`, begun at `start`.
@@ -161,5 +182,27 @@ mod test {
         assert!(Lineage::checked(vec![e(1, 10), e(2, 5)]).is_none());
         assert!(Lineage::checked(vec![e(1, 0), e(1, 5)]).is_none());
         assert!(Lineage::checked(vec![]).is_some());
+    }
+
+    /// Found by the `replication_state` fuzz target: a state file whose history is out of order
+    /// loaded, and its primary would have sent it in every Hello (which replicas refuse).
+    #[test]
+    fn a_malformed_history_does_not_deserialize() {
+        let parse = |json: &str| serde_json::from_str::<Lineage>(json);
+        let err = parse(r#"[{"epoch":5,"start":0},{"epoch":2,"start":41}]"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("epoch 5 from 0 is followed by epoch 2 from 41"),
+            "{err}"
+        );
+        assert!(parse(r#"[{"epoch":1,"start":10},{"epoch":2,"start":5}]"#).is_err());
+        assert!(parse(r#"[{"epoch":1,"start":0},{"epoch":1,"start":5}]"#).is_err());
+        let ok = parse(r#"[{"epoch":1,"start":0},{"epoch":3,"start":40}]"#).unwrap();
+        assert_eq!(ok, lineage(&[(1, 0), (3, 40)]));
+        assert_eq!(parse("[]").unwrap(), Lineage::default());
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"[{"epoch":1,"start":0},{"epoch":3,"start":40}]"#
+        );
     }
 }

@@ -340,11 +340,23 @@ impl ReplicationState {
         let node = dir
             .parent()
             .and_then(|root| crate::journal::NodePolicy::read(root).ok().flatten());
+        // A damaged or hostile state file may hold the largest epoch: there is no newer one.
+        let epoch = current
+            .epoch
+            .checked_add(1)
+            .ok_or_else(|| QueueError::Corrupt {
+                path: dir.join(STATE_FILE),
+                offset: 0,
+                reason: format!(
+                    "epoch {} is the largest there is: the queue cannot be promoted to a newer one",
+                    current.epoch
+                ),
+            })?;
         let mut epochs = current.lineage();
-        epochs.begin(current.epoch + 1, next);
+        epochs.begin(epoch, next);
         let state = ReplicationState {
             role: Role::Primary,
-            epoch: current.epoch + 1,
+            epoch,
             epoch_start: next,
             primary: None,
             epochs,
@@ -437,6 +449,56 @@ mod test {
         let state = ReplicationState::load(&path).unwrap();
         assert_eq!((state.role, state.epoch), (Role::Replica, 2));
         assert_eq!(state.primary.as_deref(), Some("node-c"));
+    }
+
+    /// Found by the `replication_state` fuzz target (its crash input, compacted): a state file
+    /// whose epoch history is out of order loaded as if it were well formed.
+    #[test]
+    fn a_state_file_with_an_out_of_order_history_is_corrupt() {
+        let dir = primary_queue(2);
+        let path = dir.path().join("q");
+        std::fs::write(
+            path.join(STATE_FILE),
+            r#"{"role": "primary", "epoch": 2, "epoch_start": 41, "primary": null,
+                "synchronous": false, "ack_timeout_ms": 5000, "required_acgs": 0,
+                "epochs": [{"epoch": 5, "start": 0}, {"epoch": 2, "start": 41}]}"#,
+        )
+        .unwrap();
+        match ReplicationState::load(&path) {
+            Err(QueueError::Corrupt {
+                path: p, reason, ..
+            }) => {
+                assert_eq!(p, path.join(STATE_FILE));
+                assert!(reason.contains("epoch history out of order"), "{reason}");
+            }
+            other => panic!("loaded a malformed history: {other:?}"),
+        }
+    }
+
+    /// Found by the `replication_state` fuzz target: promoting a replica whose state file holds
+    /// the largest epoch overflowed (a panic in debug builds; in release builds the primary of
+    /// epoch 0, older than every epoch its replicas had seen).
+    #[test]
+    fn promoting_past_the_largest_epoch_is_refused() {
+        let dir = primary_queue(2);
+        let path = dir.path().join("q");
+        std::fs::write(
+            path.join(STATE_FILE),
+            r#"{"role":"replica","epoch":18446744073709551615,"epoch_start":0}"#,
+        )
+        .unwrap();
+        match ReplicationState::promote(&path) {
+            Err(QueueError::Corrupt {
+                path: p, reason, ..
+            }) => {
+                assert_eq!(p, path.join(STATE_FILE));
+                assert!(reason.contains("largest"), "{reason}");
+            }
+            other => panic!("promoted past the largest epoch: {other:?}"),
+        }
+        let state = ReplicationState::load(&path).unwrap();
+        assert_eq!((state.role, state.epoch), (Role::Replica, u64::MAX));
+        assert!(ReplicationState::promote_to_epoch(&path, u64::MAX).is_err());
     }
 
     #[test]
