@@ -12,4 +12,4 @@ if ! cargo deny --version 2>/dev/null | grep -qF "$DENY_VERSION"; then
     echo "deny: installed cargo-deny $DENY_VERSION in $((SECONDS - started)) s"
 fi
 # Advisories need the RustSec database from GitHub, which these machines cannot reach (deny.toml).
-cargo deny --all-features check bans licenses sources
+cargo deny --all-features check --hide-inclusion-graph bans licenses sources
