@@ -17,6 +17,12 @@ use repliq::client::{ConsumerOptions, Delivery, RemoteConsumer};
 use repliq::dead_letter::DeadLetter;
 use support::{Daemon, Order, order, wait_until};
 
+#[repliq::message(name = "test.NotAnOrder")]
+#[derive(Debug, Clone, PartialEq)]
+struct NotAnOrder {
+    text: String,
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -141,6 +147,17 @@ fn a_record_not_acked_within_ack_wait_is_delivered_again() {
         );
         // Not acknowledged again, and the stream ends: the next stream of the name gets it.
         drop(c);
+        // A client of the wrong type is refused and leaves the consumer's state alone.
+        let err = RemoteConsumer::<NotAnOrder>::connect(&addr(&a), "orders", "slow")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.refused(),
+                Some(repliq::client::Refused::WrongType { .. })
+            ),
+            "{err}"
+        );
         let mut c = RemoteConsumer::<Order>::connect_with(&addr(&a), "orders", "slow", options())
             .await
             .unwrap();
@@ -163,7 +180,8 @@ fn a_record_nacked_max_deliver_times_lands_in_the_dead_letter_queue() {
     let counts = runtime().block_on(async {
         let options = ConsumerOptions::default()
             .ack_wait(Duration::from_secs(3600))
-            .max_deliver(3);
+            .max_deliver(3)
+            .dead_letter_queue("orders.poison");
         let mut c = RemoteConsumer::<Order>::connect_with(&addr(&a), "orders", "poison", options)
             .await
             .unwrap();
@@ -192,7 +210,11 @@ fn a_record_nacked_max_deliver_times_lands_in_the_dead_letter_queue() {
     wait_until("the cursor past the dead-lettered record", || {
         cursor(&q, "poison") == 5
     });
-    let letters = letters(&a.root.join("orders.dlq"));
+    assert!(
+        !a.root.join("orders.dlq").exists(),
+        "the named queue, not the default"
+    );
+    let letters = letters(&a.root.join("orders.poison"));
     assert_eq!(letters.len(), 1, "{letters:?}");
     let l = &letters[0];
     assert_eq!(

@@ -134,27 +134,30 @@ fn queue_refusal(dir: &Path, e: &QueueError) -> Refusal {
     }
 }
 
-/// Checks the queue and the client's type, and returns the consumer's state: `kept` if it is
-/// still in step with the durable cursor, else rebuilt from the cursor and the dead-letter
-/// queue (blocking file I/O).
+/// Checks the queue and the client's type, and leaves the consumer's state in `state`: the one
+/// there if it is still in step with the durable cursor, else one rebuilt from the cursor and
+/// the dead-letter queue (blocking file I/O). A client refused for its type or settings leaves
+/// the state as it was (the next stream of the name keeps the deliveries in flight).
 fn open_consumer(
     dir: &Path,
     open: &ConsumeOpen,
     settings: &Settings,
-    kept: Option<Consumer>,
-) -> Result<Consumer, Refusal> {
+    state: &mut Option<Consumer>,
+) -> Result<(), Refusal> {
     if !dir.join("queue.meta").exists() {
+        *state = None;
         return Err(Refusal::not_found(dir));
     }
     // The durable cursor lives on the primary: a replica's is not the one that counts.
     if let Some(redirect) = Refusal::redirect_if_replica(dir) {
+        *state = None;
         return Err(redirect);
     }
-    if let Some(mut c) = kept
-        && c.queue.cursor().ok() == Some(c.inflight.cursor())
-    {
+    if let Some(c) = state.as_mut() {
         check_type(dir, &c.queue, open)?;
-        return Ok(c);
+        if c.queue.cursor().ok() == Some(c.inflight.cursor()) {
+            return Ok(());
+        }
     }
     let mut queue = RawQueue::open(dir, &open.consumer, StartAt::Earliest)
         .map_err(|e| queue_refusal(dir, &e))?;
@@ -167,11 +170,12 @@ fn open_consumer(
         cursor,
     )
     .map_err(|e| queue_refusal(&settings.dead_letter_dir, &e))?;
-    Ok(Consumer {
+    *state = Some(Consumer {
         queue,
         inflight: Inflight::new(cursor, dead),
         letters: None,
-    })
+    });
+    Ok(())
 }
 
 fn check_type(dir: &Path, queue: &RawQueue, open: &ConsumeOpen) -> Result<(), Refusal> {
@@ -219,17 +223,29 @@ pub async fn serve(service: ClientService, mut inbound: Streaming<ConsumeRequest
         return end(&service, &key, me, &out, Some(r)).await;
     }
     let opening = {
-        let (dir, open, settings, kept) =
+        let (dir, open, settings, mut state) =
             (dir.clone(), open.clone(), settings.clone(), guard.take());
-        tokio::task::spawn_blocking(move || open_consumer(&dir, &open, &settings, kept)).await
+        tokio::task::spawn_blocking(move || {
+            let r = open_consumer(&dir, &open, &settings, &mut state);
+            (state, r)
+        })
+        .await
     };
     let consumer = match opening {
-        Ok(Ok(c)) => c,
-        Ok(Err(r)) => return end(&service, &key, me, &out, Some(r)).await,
+        Ok((state, Ok(()))) => state,
+        Ok((state, Err(r))) => {
+            *guard = state;
+            drop(guard);
+            return end(&service, &key, me, &out, Some(r)).await;
+        }
         Err(e) => {
             let r = Refusal::internal(format!("opening the consumer: {e}"));
             return end(&service, &key, me, &out, Some(r)).await;
         }
+    };
+    let Some(consumer) = consumer else {
+        let r = Refusal::internal("opening the consumer: no state");
+        return end(&service, &key, me, &out, Some(r)).await;
     };
     let opened = ConsumeOpened {
         cursor: consumer.inflight.cursor(),
