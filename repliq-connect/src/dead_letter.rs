@@ -1,72 +1,8 @@
-//! The dead-letter queue: a repliq queue of [`DeadLetter`] records.
+//! The dead-letter queue: a repliq queue of [`DeadLetter`] records. The format lives in the
+//! `repliq` library ([`repliq::dead_letter`]), shared with the daemon's remote consumers.
 
-use std::path::{Path, PathBuf};
-
-use repliq::{JournalQueue, QueueError, QueueOptions};
-
-/// A message a connector could not deliver, with the reason. Written to the dead-letter queue
-/// before the message counts as done (the sink's cursor moves, the source acknowledges).
-#[repliq::message(name = "repliq.connect.DeadLetter")]
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeadLetter {
-    /// The connector's name.
-    pub connector: String,
-    /// `"sink"` or `"source"`.
-    pub direction: String,
-    /// The queue the connector serves.
-    pub queue: String,
-    /// The message's sequence in that queue (sinks).
-    pub seq: Option<u64>,
-    /// The remote's ID of the message (sources: e.g. the Redis stream entry ID).
-    pub remote_id: Option<String>,
-    /// Why it was not delivered.
-    pub reason: String,
-    /// The message: the body sent or received (JSON text, or archived bytes).
-    pub body: Vec<u8>,
-    /// When it was dead-lettered, nanoseconds since the Unix epoch.
-    pub time_unix_nanos: u64,
-}
-
-/// The writer of a connector's dead-letter queue.
-#[derive(Debug)]
-pub struct DeadLetters {
-    queue: JournalQueue<DeadLetter>,
-}
-
-impl DeadLetters {
-    /// Opens (or creates, with room for 1 M records) the dead-letter queue at `path`.
-    ///
-    /// # Errors
-    ///
-    /// As [`QueueOptions::create`]; [`QueueError::TypeMismatch`] if `path` holds another type.
-    pub fn open(path: &Path) -> Result<DeadLetters, QueueError> {
-        let queue = QueueOptions::new()
-            .capacity(1 << 20)
-            .producer()
-            .create::<DeadLetter>(path)?;
-        Ok(DeadLetters { queue })
-    }
-
-    /// The queue directory.
-    pub fn path(&self) -> PathBuf {
-        self.queue.path().to_path_buf()
-    }
-
-    /// Appends `letter` and syncs it to disk, so that it is durable before the message counts
-    /// as done.
-    ///
-    /// # Errors
-    ///
-    /// As [`JournalQueue::enqueue`] and [`JournalQueue::flush`].
-    pub fn write(&mut self, letter: &DeadLetter) -> Result<u64, QueueError> {
-        let seq = self.queue.enqueue(letter)?;
-        self.queue.flush()?;
-        Ok(seq)
-    }
-}
+pub use repliq::dead_letter::{DeadLetter, DeadLetters};
 
 pub(crate) fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    repliq::dead_letter::now_unix_nanos()
 }

@@ -29,6 +29,7 @@ extern crate self as repliq;
 
 #[cfg(feature = "client")]
 pub mod client;
+pub mod dead_letter;
 pub mod descriptor;
 mod error;
 pub mod fingerprint;

@@ -111,6 +111,7 @@ pub async fn run(
     let election_metrics = state.metrics.election.clone();
     #[cfg(feature = "connectors")]
     let connector_metrics = state.metrics.connectors.clone();
+    let client_metrics = state.metrics.clients.clone();
     // `stop` stops every task but HTTP, which answers until the others have drained.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (http_stop_tx, mut http_stop) = tokio::sync::watch::channel(false);
@@ -189,6 +190,7 @@ pub async fn run(
                 root.clone(),
                 node_name.clone(),
                 discovery.subscribe(),
+                client_metrics.clone(),
             )
             .into_server(),
             stop_rx.clone(),

@@ -307,6 +307,8 @@ pub struct Metrics {
     pub tls: TlsMetrics,
     /// Updated by the connectors' supervisors (issue 23).
     pub connectors: ConnectorMetrics,
+    /// Updated by the client service's consumers (issue 21).
+    pub clients: ClientMetrics,
 }
 
 impl Metrics {
@@ -438,6 +440,8 @@ impl Metrics {
         );
         let connectors = ConnectorMetrics::default();
         connectors.register(registry);
+        let clients = ClientMetrics::default();
+        clients.register(registry);
         registry.register_collector(Box::new(QueueCollector {
             root: Arc::new(root),
         }));
@@ -451,6 +455,7 @@ impl Metrics {
             election,
             tls,
             connectors,
+            clients,
         }
     }
 
@@ -528,6 +533,54 @@ impl ConnectorMetrics {
 }
 
 // ---- End of connector metrics. ----
+
+// ---- Client metrics (issue 21): filled by repliqd/src/client_service/consume.rs. ----
+
+/// Labels of a remote consumer's metric: its queue and its name.
+pub type ClientLabels = Vec<(&'static str, String)>;
+
+/// The counters of the remote pull consumers (`repliq.client.v1`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientMetrics {
+    /// Records delivered again (a negative acknowledgement, `ack_wait`, a stream that ended).
+    pub redeliveries: Family<ClientLabels, Counter>,
+    /// Records written to the consumer's dead-letter queue after `max_deliver` deliveries.
+    pub dead_letters: Family<ClientLabels, Counter>,
+}
+
+impl ClientMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "client_redeliveries",
+            "Records a remote consumer was delivered again (negative acknowledgement, ack_wait, stream ended)",
+            self.redeliveries.clone(),
+        );
+        registry.register(
+            "client_dead_letters",
+            "Records of a remote consumer written to its dead-letter queue after max_deliver deliveries",
+            self.dead_letters.clone(),
+        );
+    }
+
+    /// Counts `redelivered` and `dead_lettered` records of consumer `consumer` of `queue`.
+    pub fn count(&self, queue: &str, consumer: &str, redelivered: u64, dead_lettered: u64) {
+        if redelivered == 0 && dead_lettered == 0 {
+            return;
+        }
+        let labels = vec![
+            ("queue", queue.to_owned()),
+            ("consumer", consumer.to_owned()),
+        ];
+        if redelivered > 0 {
+            self.redeliveries.get_or_create(&labels).inc_by(redelivered);
+        }
+        if dead_lettered > 0 {
+            self.dead_letters
+                .get_or_create(&labels)
+                .inc_by(dead_lettered);
+        }
+    }
+}
 
 /// The Prometheus text format (0.0.4) of an OpenMetrics text, for scrapers and tools that do not
 /// read OpenMetrics (`promtool check metrics`): counter families are named with their `_total`

@@ -7,26 +7,98 @@ use std::time::Duration;
 use super::ClientError;
 use super::connect::{self, First, Open};
 use super::proto::{
-    Ack, ConsumeOpen, ConsumeReply, ConsumeRequest, Fetch, consume_reply, consume_request,
+    Ack, ConsumeOpen, ConsumeReply, ConsumeRequest, Fetch, Nack, consume_reply, consume_request,
 };
 use crate::{AlignedBytes, Message};
 
 /// Credits asked for when the buffer runs dry.
 const CREDITS: u32 = 256;
 
+/// A consumer's settings (JetStream's names). Unset ones take the node's defaults: `ack_wait`
+/// 30 s, `max_deliver` 10, the dead-letter queue `<queue>.dlq`, `max_ack_pending` 1000.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerOptions {
+    ack_wait: Option<Duration>,
+    max_deliver: Option<u32>,
+    dead_letter_queue: Option<String>,
+    max_ack_pending: Option<u32>,
+}
+
+impl ConsumerOptions {
+    /// How long a delivered record may stay unacknowledged before the node delivers it again
+    /// (at least 1 ms, at most a day).
+    #[must_use]
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = Some(wait.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// How many times a record is delivered at most before it goes to the dead-letter queue
+    /// (at least 1).
+    #[must_use]
+    pub fn max_deliver(mut self, n: u32) -> Self {
+        self.max_deliver = Some(n.max(1));
+        self
+    }
+
+    /// The dead-letter queue (a queue name on the same node; created on first use).
+    #[must_use]
+    pub fn dead_letter_queue(mut self, queue: impl Into<String>) -> Self {
+        self.dead_letter_queue = Some(queue.into());
+        self
+    }
+
+    /// The most records delivered and not acknowledged at once (at least 1).
+    #[must_use]
+    pub fn max_ack_pending(mut self, n: u32) -> Self {
+        self.max_ack_pending = Some(n.max(1));
+        self
+    }
+}
+
+/// The settings a node applies to a consumer stream (defaults filled in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSettings {
+    /// See [`ConsumerOptions::ack_wait`].
+    pub ack_wait: Duration,
+    /// See [`ConsumerOptions::max_deliver`].
+    pub max_deliver: u32,
+    /// See [`ConsumerOptions::dead_letter_queue`].
+    pub dead_letter_queue: String,
+    /// See [`ConsumerOptions::max_ack_pending`].
+    pub max_ack_pending: u32,
+}
+
+/// One delivery of a record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery<T> {
+    /// The record's queue sequence number (what [`RemoteConsumer::ack`] and
+    /// [`RemoteConsumer::nack`] name).
+    pub seq: u64,
+    /// 1 for the first delivery, 2 for the first redelivery, ... (counted by the node since it
+    /// started serving the consumer: after a restart of its daemon, from 1 again).
+    pub delivery_count: u32,
+    /// The message.
+    pub message: T,
+}
+
 /// Reads messages of type `T` through a durable consumer name of a queue, on its primary.
 ///
-/// Delivery is at-least-once: [`ack`](RemoteConsumer::ack) moves the durable cursor; records
-/// delivered but not acknowledged when the stream ends (the consumer crashed, the connection
-/// dropped) are delivered again to the next consumer of the name. A newer consumer of the same
-/// name takes over (the older one gets [`Refused::Superseded`](super::Refused::Superseded)).
+/// Delivery is at-least-once: a record is delivered again if it is negatively acknowledged
+/// ([`nack`](RemoteConsumer::nack)), not acknowledged within the consumer's `ack_wait`, or not
+/// acknowledged when the stream ends (the consumer crashed, the connection dropped: the next
+/// consumer of the name gets it); after `max_deliver` deliveries it goes to the dead-letter
+/// queue instead. Acknowledgements may come in any order; the durable cursor moves past a
+/// record once it and every record before it are done. A newer consumer of the same name takes
+/// over (the older one gets [`Refused::Superseded`](super::Refused::Superseded)).
 #[derive(Debug)]
 pub struct RemoteConsumer<T> {
     stream: Stream,
-    buffer: VecDeque<(u64, bytes::Bytes)>,
+    buffer: VecDeque<(u64, u32, bytes::Bytes)>,
     /// Credits granted and not yet used by the node.
     outstanding: u32,
     cursor: u64,
+    settings: ConsumerSettings,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -49,11 +121,32 @@ impl<T: Message> RemoteConsumer<T> {
     /// [`ClientError::Refused`] ([`WrongType`](super::Refused::WrongType),
     /// [`NotFound`](super::Refused::NotFound), ...); [`ClientError::Transport`].
     pub async fn connect(addr: &str, queue: &str, consumer: &str) -> Result<Self, ClientError> {
+        Self::connect_with(addr, queue, consumer, ConsumerOptions::default()).await
+    }
+
+    /// As [`connect`](RemoteConsumer::connect), with the consumer's settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](RemoteConsumer::connect); [`Refused::BadRequest`](super::Refused::BadRequest)
+    /// for settings out of range.
+    pub async fn connect_with(
+        addr: &str,
+        queue: &str,
+        consumer: &str,
+        options: ConsumerOptions,
+    ) -> Result<Self, ClientError> {
         let open = ConsumeOpen {
             queue: queue.to_owned(),
             message_type: T::NAME.to_owned(),
             fingerprint: T::FINGERPRINT,
             consumer: consumer.to_owned(),
+            ack_wait_ms: options
+                .ack_wait
+                .map_or(0, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
+            max_deliver: options.max_deliver.unwrap_or(0),
+            dead_letter_queue: options.dead_letter_queue.unwrap_or_default(),
+            max_ack_pending: options.max_ack_pending.unwrap_or(0),
         };
         let (open, opened) = connect::open(
             addr,
@@ -73,8 +166,19 @@ impl<T: Message> RemoteConsumer<T> {
             buffer: VecDeque::new(),
             outstanding: 0,
             cursor: opened.cursor,
+            settings: ConsumerSettings {
+                ack_wait: Duration::from_millis(opened.ack_wait_ms),
+                max_deliver: opened.max_deliver,
+                dead_letter_queue: opened.dead_letter_queue,
+                max_ack_pending: opened.max_ack_pending,
+            },
             _type: PhantomData,
         })
+    }
+
+    /// The settings the node applies to this consumer.
+    pub fn settings(&self) -> &ConsumerSettings {
+        &self.settings
     }
 
     /// The durable cursor as last reported by the node (the first record not acknowledged).
@@ -82,7 +186,7 @@ impl<T: Message> RemoteConsumer<T> {
         self.cursor
     }
 
-    /// The next record, `(queue sequence, message)`, waiting up to `timeout` for one.
+    /// The next delivery of a record, waiting up to `timeout` for one.
     ///
     /// # Errors
     ///
@@ -92,13 +196,17 @@ impl<T: Message> RemoteConsumer<T> {
     pub async fn next_timeout(
         &mut self,
         timeout: Duration,
-    ) -> Result<Option<(u64, T)>, ClientError> {
+    ) -> Result<Option<Delivery<T>>, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some((seq, payload)) = self.buffer.pop_front() {
+            if let Some((seq, delivery_count, payload)) = self.buffer.pop_front() {
                 let mut aligned = AlignedBytes::new();
                 aligned.extend_from_slice(&payload);
-                return Ok(Some((seq, crate::from_bytes::<T>(&aligned)?)));
+                return Ok(Some(Delivery {
+                    seq,
+                    delivery_count,
+                    message: crate::from_bytes::<T>(&aligned)?,
+                }));
             }
             if self.outstanding == 0 {
                 self.send(consume_request::Kind::Fetch(Fetch {
@@ -117,20 +225,60 @@ impl<T: Message> RemoteConsumer<T> {
     }
 
     /// Acknowledges every record up to and including queue sequence `up_to` (one this consumer
-    /// received) and returns the durable cursor after it.
+    /// received; records before it waiting for a redelivery count too) and returns the durable
+    /// cursor after it.
     ///
     /// # Errors
     ///
     /// [`ClientError::Refused`] if the node refused (a sequence not delivered, superseded);
     /// [`ClientError::Transport`].
     pub async fn ack(&mut self, up_to: u64) -> Result<u64, ClientError> {
-        self.send(consume_request::Kind::Ack(Ack { up_to })).await?;
+        self.acknowledge(Ack {
+            up_to: Some(up_to),
+            seqs: Vec::new(),
+        })
+        .await
+    }
+
+    /// Acknowledges each record of `seqs` (records this consumer received, in any order) and
+    /// returns the durable cursor after them: it moves past a record only once every record
+    /// before it is acknowledged (or dead-lettered) too.
+    ///
+    /// # Errors
+    ///
+    /// As [`ack`](RemoteConsumer::ack).
+    pub async fn ack_each(&mut self, seqs: &[u64]) -> Result<u64, ClientError> {
+        self.acknowledge(Ack {
+            up_to: None,
+            seqs: seqs.to_vec(),
+        })
+        .await
+    }
+
+    async fn acknowledge(&mut self, ack: Ack) -> Result<u64, ClientError> {
+        self.send(consume_request::Kind::Ack(ack)).await?;
         // Records that arrive meanwhile are kept in the buffer.
         loop {
             if let Some(cursor) = self.receive().await? {
                 return Ok(cursor);
             }
         }
+    }
+
+    /// A negative acknowledgement of record `seq` (one this consumer received): the node
+    /// delivers it again after `delay` (to this consumer or the next of its name), or, once it
+    /// was delivered `max_deliver` times, writes it to the dead-letter queue. The node does not
+    /// answer; a refusal (a sequence not delivered) ends the stream and shows on the next call.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Transport`] if the stream is closed.
+    pub async fn nack(&mut self, seq: u64, delay: Duration) -> Result<(), ClientError> {
+        self.send(consume_request::Kind::Nack(Nack {
+            seq,
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        }))
+        .await
     }
 
     async fn send(&mut self, kind: consume_request::Kind) -> Result<(), ClientError> {
@@ -159,8 +307,11 @@ impl<T: Message> RemoteConsumer<T> {
             Some(consume_reply::Kind::Records(r)) => {
                 let n = u32::try_from(r.records.len()).unwrap_or(u32::MAX);
                 self.outstanding = self.outstanding.saturating_sub(n);
-                self.buffer
-                    .extend(r.records.into_iter().map(|r| (r.seq, r.payload)));
+                self.buffer.extend(
+                    r.records
+                        .into_iter()
+                        .map(|r| (r.seq, r.delivery_count, r.payload)),
+                );
                 Ok(None)
             }
             Some(consume_reply::Kind::Acked(a)) => {

@@ -4,8 +4,9 @@
 //!
 //! * [`RemoteProducer<T>`]: an idempotent producer. It numbers its records; a batch retried
 //!   after a lost connection is acknowledged again by the node without being written twice.
-//! * [`RemoteConsumer<T>`]: a pull consumer with a durable name; records not acknowledged are
-//!   delivered again to the next consumer of the name (at-least-once).
+//! * [`RemoteConsumer<T>`]: a pull consumer with a durable name; records negatively
+//!   acknowledged, not acknowledged within `ack_wait`, or left when a stream ends are delivered
+//!   again (at-least-once), up to `max_deliver` times, then go to a dead-letter queue.
 //!
 //! Both follow a node's redirect to the queue's primary.
 //!
@@ -24,9 +25,9 @@
 //! producer.send_batch(&[Order { id: 1 }, Order { id: 2 }]).await?;
 //!
 //! let mut consumer = RemoteConsumer::<Order>::connect("http://node-b:31337", "orders", "billing").await?;
-//! while let Some((seq, order)) = consumer.next_timeout(std::time::Duration::from_secs(1)).await? {
-//!     println!("{seq}: {order:?}");
-//!     consumer.ack(seq).await?;
+//! while let Some(d) = consumer.next_timeout(std::time::Duration::from_secs(1)).await? {
+//!     println!("{} (delivery {}): {:?}", d.seq, d.delivery_count, d.message);
+//!     consumer.ack(d.seq).await?;
 //! }
 //! # Ok(())
 //! # }
@@ -37,7 +38,7 @@ mod consumer;
 mod error;
 mod producer;
 
-pub use consumer::RemoteConsumer;
+pub use consumer::{ConsumerOptions, ConsumerSettings, Delivery, RemoteConsumer};
 pub use error::{ClientError, Refused};
 pub use producer::{BatchAck, RemoteProducer};
 

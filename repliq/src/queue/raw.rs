@@ -168,6 +168,25 @@ impl RawQueue {
         Ok(n)
     }
 
+    /// Runs `f` on record `seq` in place (the payload is the archived message, 16-byte
+    /// aligned), for a consumer that delivers a record again. Neither the read position nor the
+    /// cursor moves. `false` (and `f` not run) if the queue holds no record `seq`: not written
+    /// yet, or removed by retention.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Corrupt`] for a damaged record.
+    pub fn read_at(&mut self, seq: u64, f: impl FnOnce(&[u8])) -> Result<bool> {
+        let mut reader = Reader::at(self.journal.clone(), seq, true)?;
+        match reader.peek()? {
+            Some(rec) if rec.seq() == seq => {
+                f(rec.payload());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Waits up to `timeout` until a record is committed after the read position (spins, then
     /// sleeps on the queue's futex, which producers in any process wake). `true` if one is.
     ///
@@ -497,6 +516,12 @@ mod tests {
         let mut again = Vec::new();
         raw.read_batch(10, |seq, _| again.push(seq))?;
         assert_eq!(again, vec![2, 3, 4], "after a rewind, from the cursor");
+        // One record by its sequence, the positions unmoved; none past the tail.
+        let mut one = Vec::new();
+        assert!(raw.read_at(1, |p| one = p.to_vec())?);
+        assert_eq!(one, seen[1].1);
+        assert!(!raw.read_at(5, |_| panic!("no record 5"))?);
+        assert_eq!((raw.cursor()?, raw.read_position()?), (2, 5));
         raw.commit(5)?;
         // A reopened handle starts at the durable cursor.
         let mut reopened = RawQueue::open(&path, "bridge", StartAt::Earliest)?;

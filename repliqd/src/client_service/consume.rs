@@ -1,19 +1,31 @@
 //! One pull consumer's stream: records after the durable cursor while the client has credits,
-//! and acknowledgements that move the cursor. Records delivered and not acknowledged when the
-//! stream ends are read again by the next stream (the cursor did not move past them).
+//! acknowledgements (in any order) that move the cursor past a contiguous prefix of done
+//! records, negative acknowledgements and `ack_wait` expiries that deliver a record again, and
+//! `max_deliver` that moves a record to the dead-letter queue instead.
+//!
+//! The consumer's state ([`Consumer`]: its queue handle and its [`Inflight`] deliveries) lives
+//! in the service, one per (queue, consumer name), and outlives a stream: the next stream of
+//! the name delivers again what the previous one left unacknowledged, with its delivery count.
+//! Only one stream holds it at a time (a newer stream supersedes the older one and waits for
+//! it to let go). After a restart of the daemon the state is rebuilt from the durable cursor
+//! and the dead-letter queue: the records after the cursor are delivered again, except those
+//! already dead-lettered (at-least-once).
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use repliq::client::proto::{
     Acked, ConsumeOpen, ConsumeOpened, ConsumeReply, ConsumeRequest, Record, Records,
     consume_reply, consume_request,
 };
-use repliq::{RawQueue, StartAt};
+use repliq::dead_letter::DeadLetters;
+use repliq::{QueueError, RawQueue, StartAt};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use super::{ClientService, Refusal};
+use super::inflight::{Inflight, NotDelivered};
+use super::{ClientService, Refusal, dlq};
 
 type Out = mpsc::Sender<Result<ConsumeReply, Status>>;
 
@@ -23,6 +35,86 @@ const MAX_BATCH: u64 = 256;
 const MAX_CREDITS: u64 = 1 << 20;
 /// How long one read waits for a record before the stream looks at the client's messages.
 const POLL: Duration = Duration::from_millis(100);
+/// `ack_wait` when the client leaves it 0 (NATS JetStream's default).
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+/// The longest `ack_wait` and nack delay.
+const MAX_ACK_WAIT: Duration = Duration::from_secs(24 * 3600);
+/// `max_deliver` when the client leaves it 0.
+pub const DEFAULT_MAX_DELIVER: u32 = 10;
+/// `max_ack_pending` when the client leaves it 0 (NATS JetStream's default).
+pub const DEFAULT_MAX_ACK_PENDING: u32 = 1000;
+
+/// One durable consumer's state, kept by the service between streams.
+#[derive(Debug)]
+pub struct Consumer {
+    queue: RawQueue,
+    inflight: Inflight,
+    /// The dead-letter queue, opened on first use.
+    letters: Option<(PathBuf, DeadLetters)>,
+}
+
+/// The slot of one (queue directory, consumer name): `None` until a stream builds the state,
+/// and again after a stream failed in a way that may have left the state wrong.
+pub type Slot = Arc<tokio::sync::Mutex<Option<Consumer>>>;
+
+/// A stream's consumer settings, defaults filled in.
+#[derive(Debug, Clone)]
+struct Settings {
+    queue: String,
+    consumer: String,
+    ack_wait: Duration,
+    max_deliver: u32,
+    dead_letter_queue: String,
+    dead_letter_dir: PathBuf,
+    max_ack_pending: usize,
+}
+
+impl Settings {
+    fn of(service: &ClientService, open: &ConsumeOpen) -> Result<Settings, Refusal> {
+        let ack_wait = match open.ack_wait_ms {
+            0 => DEFAULT_ACK_WAIT,
+            ms => Duration::from_millis(ms),
+        };
+        if ack_wait > MAX_ACK_WAIT {
+            return Err(Refusal::bad_request(format!(
+                "ack_wait_ms {} of consumer {:?}: at most {} (a day)",
+                open.ack_wait_ms,
+                open.consumer,
+                MAX_ACK_WAIT.as_millis()
+            )));
+        }
+        let dead_letter_queue = if open.dead_letter_queue.is_empty() {
+            dlq::default_name(&open.queue)
+        } else {
+            open.dead_letter_queue.clone()
+        };
+        if dead_letter_queue == open.queue {
+            return Err(Refusal::bad_request(format!(
+                "consumer {:?} of {:?}: the dead-letter queue must be another queue",
+                open.consumer, open.queue
+            )));
+        }
+        let dead_letter_dir = service.queue_dir(&dead_letter_queue)?;
+        let max_ack_pending = match open.max_ack_pending {
+            0 => DEFAULT_MAX_ACK_PENDING,
+            n => n,
+        };
+        Ok(Settings {
+            queue: open.queue.clone(),
+            consumer: open.consumer.clone(),
+            ack_wait,
+            max_deliver: match open.max_deliver {
+                0 => DEFAULT_MAX_DELIVER,
+                n => n,
+            },
+            dead_letter_queue,
+            dead_letter_dir,
+            max_ack_pending: usize::try_from(max_ack_pending)
+                .unwrap_or(usize::MAX)
+                .min(usize::try_from(MAX_CREDITS).unwrap_or(usize::MAX)),
+        })
+    }
+}
 
 async fn send(out: &Out, kind: consume_reply::Kind) -> bool {
     out.send(Ok(ConsumeReply { kind: Some(kind) }))
@@ -35,20 +127,58 @@ async fn refuse(service: &ClientService, out: &Out, refusal: Refusal) {
     let _ = send(out, consume_reply::Kind::Refusal(refusal.0)).await;
 }
 
-/// Opens the queue's consumer for the stream (blocking file I/O).
-fn open_queue(dir: &std::path::Path, open: &ConsumeOpen) -> Result<(RawQueue, u64), Refusal> {
+fn queue_refusal(dir: &Path, e: &QueueError) -> Refusal {
+    match e {
+        QueueError::InvalidConfig(why) => Refusal::bad_request(why.clone()),
+        other => Refusal::from_queue_error(dir, other),
+    }
+}
+
+/// Checks the queue and the client's type, and leaves the consumer's state in `state`: the one
+/// there if it is still in step with the durable cursor, else one rebuilt from the cursor and
+/// the dead-letter queue (blocking file I/O). A client refused for its type or settings leaves
+/// the state as it was (the next stream of the name keeps the deliveries in flight).
+fn open_consumer(
+    dir: &Path,
+    open: &ConsumeOpen,
+    settings: &Settings,
+    state: &mut Option<Consumer>,
+) -> Result<(), Refusal> {
     if !dir.join("queue.meta").exists() {
+        *state = None;
         return Err(Refusal::not_found(dir));
     }
     // The durable cursor lives on the primary: a replica's is not the one that counts.
     if let Some(redirect) = Refusal::redirect_if_replica(dir) {
+        *state = None;
         return Err(redirect);
     }
-    let mut queue =
-        RawQueue::open(dir, &open.consumer, StartAt::Earliest).map_err(|e| match e {
-            repliq::QueueError::InvalidConfig(why) => Refusal::bad_request(why),
-            other => Refusal::from_queue_error(dir, &other),
-        })?;
+    if let Some(c) = state.as_mut() {
+        check_type(dir, &c.queue, open)?;
+        if c.queue.cursor().ok() == Some(c.inflight.cursor()) {
+            return Ok(());
+        }
+    }
+    let mut queue = RawQueue::open(dir, &open.consumer, StartAt::Earliest)
+        .map_err(|e| queue_refusal(dir, &e))?;
+    check_type(dir, &queue, open)?;
+    let cursor = queue.cursor().map_err(|e| queue_refusal(dir, &e))?;
+    let dead = dlq::dead_lettered(
+        &settings.dead_letter_dir,
+        &open.queue,
+        &open.consumer,
+        cursor,
+    )
+    .map_err(|e| queue_refusal(&settings.dead_letter_dir, &e))?;
+    *state = Some(Consumer {
+        queue,
+        inflight: Inflight::new(cursor, dead),
+        letters: None,
+    });
+    Ok(())
+}
+
+fn check_type(dir: &Path, queue: &RawQueue, open: &ConsumeOpen) -> Result<(), Refusal> {
     if queue.fingerprint() != open.fingerprint || queue.type_name() != open.message_type {
         return Err(Refusal::wrong_type(
             dir,
@@ -58,10 +188,7 @@ fn open_queue(dir: &std::path::Path, open: &ConsumeOpen) -> Result<(RawQueue, u6
             open.fingerprint,
         ));
     }
-    let cursor = queue
-        .cursor()
-        .map_err(|e| Refusal::from_queue_error(dir, &e))?;
-    Ok((queue, cursor))
+    Ok(())
 }
 
 /// Serves the stream until the client ends it, a refusal, or a newer stream of the name.
@@ -76,32 +203,61 @@ pub async fn serve(service: ClientService, mut inbound: Streaming<ConsumeRequest
         }
         Err(_) => return,
     };
-    let dir = match service.queue_dir(&open.queue) {
-        Ok(d) => d,
+    let (dir, settings) = match service
+        .queue_dir(&open.queue)
+        .and_then(|d| Ok((d, Settings::of(&service, &open)?)))
+    {
+        Ok(x) => x,
         Err(r) => return refuse(&service, &out, r).await,
     };
     let key = (dir.clone(), open.consumer.clone());
     let me = service
         .next_session
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    lock(&service).insert(key.clone(), me);
+    sessions(&service).insert(key.clone(), me);
+    // Waits for an older stream of the name to let go of the state (it sees it is superseded).
+    let slot = service.consumer_slot(&key);
+    let mut guard = slot.lock().await;
+    if sessions(&service).get(&key) != Some(&me) {
+        let r = Refusal::superseded(&open.queue, &open.consumer);
+        return end(&service, &key, me, &out, Some(r)).await;
+    }
     let opening = {
-        let (dir, open) = (dir.clone(), open.clone());
-        tokio::task::spawn_blocking(move || open_queue(&dir, &open)).await
+        let (dir, open, settings, mut state) =
+            (dir.clone(), open.clone(), settings.clone(), guard.take());
+        tokio::task::spawn_blocking(move || {
+            let r = open_consumer(&dir, &open, &settings, &mut state);
+            (state, r)
+        })
+        .await
     };
-    let (queue, cursor) = match opening {
-        Ok(Ok(q)) => q,
-        Ok(Err(r)) => return end(&service, &key, me, &out, Some(r)).await,
+    let consumer = match opening {
+        Ok((state, Ok(()))) => state,
+        Ok((state, Err(r))) => {
+            *guard = state;
+            drop(guard);
+            return end(&service, &key, me, &out, Some(r)).await;
+        }
         Err(e) => {
             let r = Refusal::internal(format!("opening the consumer: {e}"));
             return end(&service, &key, me, &out, Some(r)).await;
         }
     };
-    let opened = ConsumeOpened {
-        cursor,
-        node: service.node.clone(),
+    let Some(consumer) = consumer else {
+        let r = Refusal::internal("opening the consumer: no state");
+        return end(&service, &key, me, &out, Some(r)).await;
     };
+    let opened = ConsumeOpened {
+        cursor: consumer.inflight.cursor(),
+        node: service.node.clone(),
+        ack_wait_ms: u64::try_from(settings.ack_wait.as_millis()).unwrap_or(u64::MAX),
+        max_deliver: settings.max_deliver,
+        dead_letter_queue: settings.dead_letter_queue.clone(),
+        max_ack_pending: u32::try_from(settings.max_ack_pending).unwrap_or(u32::MAX),
+    };
+    *guard = Some(consumer);
     if !send(&out, consume_reply::Kind::Opened(opened)).await {
+        release(&mut guard);
         return end(&service, &key, me, &out, None).await;
     }
     // The client's messages, read by their own task so reads and acknowledgements interleave.
@@ -113,9 +269,30 @@ pub async fn serve(service: ClientService, mut inbound: Streaming<ConsumeRequest
             }
         }
     });
-    let outcome = deliver(&service, &key, me, &open, queue, &mut commands, &out).await;
+    let stream = Stream {
+        service: &service,
+        key: &key,
+        me,
+        settings: &settings,
+        out: &out,
+    };
+    let outcome = stream.deliver(&mut guard, &mut commands).await;
     reader.abort();
+    match &outcome {
+        // The state may be wrong after a failure (a failed dead-letter write, a cursor moved
+        // by another handle): the next stream rebuilds it from the durable cursor.
+        Err(r) if r.is_internal() => *guard = None,
+        _ => release(&mut guard),
+    }
+    drop(guard);
     end(&service, &key, me, &out, outcome.err()).await;
+}
+
+/// The stream lets go of the consumer: what it left unacknowledged is for the next stream.
+fn release(guard: &mut Option<Consumer>) {
+    if let Some(c) = guard.as_mut() {
+        c.inflight.release(Instant::now());
+    }
 }
 
 /// Sends `refusal` (if any) and forgets the session if it is still the newest of its name.
@@ -127,7 +304,7 @@ async fn end(
     refusal: Option<Refusal>,
 ) {
     {
-        let mut sessions = lock(service);
+        let mut sessions = sessions(service);
         if sessions.get(key) == Some(&me) {
             sessions.remove(key);
         }
@@ -137,103 +314,270 @@ async fn end(
     }
 }
 
-fn lock(
+fn sessions(
     service: &ClientService,
 ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(PathBuf, String), u64>> {
     service.sessions.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The delivery loop. `Ok` when the client ended the stream.
-async fn deliver(
-    service: &ClientService,
-    key: &(PathBuf, String),
+/// What one blocking step did.
+#[derive(Debug, Default)]
+struct Step {
+    records: Vec<Record>,
+    redelivered: u64,
+    dead_lettered: u64,
+    /// The step waited for new records (so the stream need not wait again).
+    waited: bool,
+}
+
+/// The parts of a stream the delivery loop needs.
+struct Stream<'a> {
+    service: &'a ClientService,
+    key: &'a (PathBuf, String),
     me: u64,
-    open: &ConsumeOpen,
-    queue: RawQueue,
-    commands: &mut mpsc::Receiver<ConsumeRequest>,
-    out: &Out,
-) -> Result<(), Refusal> {
-    let mut queue = Some(queue);
-    let mut credits: u64 = 0;
-    loop {
-        if lock(service).get(key) != Some(&me) {
-            return Err(Refusal::superseded(&open.queue, &open.consumer));
-        }
-        // The client's messages first (all that are waiting; one at least when out of credits).
+    settings: &'a Settings,
+    out: &'a Out,
+}
+
+impl Stream<'_> {
+    fn superseded(&self) -> Option<Refusal> {
+        (sessions(self.service).get(self.key) != Some(&self.me))
+            .then(|| Refusal::superseded(&self.settings.queue, &self.settings.consumer))
+    }
+
+    /// Sends `kind`, giving up when the client is gone or a newer stream took over while the
+    /// client was not reading. `Ok(false)`: the client is gone.
+    async fn send(&self, kind: consume_reply::Kind) -> Result<bool, Refusal> {
+        let sending = send(self.out, kind);
+        tokio::pin!(sending);
         loop {
-            let command = if credits == 0 {
-                match commands.recv().await {
-                    Some(c) => c,
-                    None => return Ok(()),
-                }
-            } else {
-                match commands.try_recv() {
-                    Ok(c) => c,
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
-                }
-            };
-            if lock(service).get(key) != Some(&me) {
-                return Err(Refusal::superseded(&open.queue, &open.consumer));
-            }
-            match command.kind {
-                Some(consume_request::Kind::Fetch(f)) => {
-                    credits = (credits + u64::from(f.max_messages)).min(MAX_CREDITS);
-                }
-                Some(consume_request::Kind::Ack(a)) => {
-                    let Some(q) = queue.as_mut() else {
-                        return Err(Refusal::internal("the consumer's queue handle was lost"));
-                    };
-                    let next = a.up_to.saturating_add(1);
-                    q.commit(next).map_err(|e| match e {
-                        repliq::QueueError::InvalidConfig(why) => Refusal::bad_request(why),
-                        other => Refusal::from_queue_error(&key.0, &other),
-                    })?;
-                    let cursor = q
-                        .cursor()
-                        .map_err(|e| Refusal::from_queue_error(&key.0, &e))?;
-                    if !send(out, consume_reply::Kind::Acked(Acked { cursor })).await {
-                        return Ok(());
+            tokio::select! {
+                sent = &mut sending => return Ok(sent),
+                () = tokio::time::sleep(POLL) => {
+                    if let Some(r) = self.superseded() {
+                        return Err(r);
                     }
                 }
-                _ => {
-                    return Err(Refusal::bad_request(
-                        "a Consume stream sends `open` only once",
-                    ));
-                }
-            }
-            if credits > 0 && commands.is_empty() {
-                break;
-            }
-        }
-        let Some(mut q) = queue.take() else {
-            return Err(Refusal::internal("the consumer's queue handle was lost"));
-        };
-        let max = usize::try_from(credits.min(MAX_BATCH)).unwrap_or(1);
-        let (q, read) = tokio::task::spawn_blocking(move || {
-            let read = (|| {
-                let mut records = Vec::new();
-                if q.wait(POLL)? {
-                    q.read_batch(max, |seq, payload| {
-                        records.push(Record {
-                            seq,
-                            payload: bytes::Bytes::copy_from_slice(payload),
-                        });
-                    })?;
-                }
-                Ok::<_, repliq::QueueError>(records)
-            })();
-            (q, read)
-        })
-        .await
-        .map_err(|e| Refusal::internal(format!("reading the queue: {e}")))?;
-        queue = Some(q);
-        let records = read.map_err(|e| Refusal::from_queue_error(&key.0, &e))?;
-        if !records.is_empty() {
-            credits -= records.len() as u64;
-            if !send(out, consume_reply::Kind::Records(Records { records })).await {
-                return Ok(());
             }
         }
     }
+
+    /// The delivery loop. `Ok` when the client ended the stream.
+    async fn deliver(
+        &self,
+        state: &mut Option<Consumer>,
+        commands: &mut mpsc::Receiver<ConsumeRequest>,
+    ) -> Result<(), Refusal> {
+        let dir = &self.key.0;
+        let mut credits: u64 = 0;
+        loop {
+            if let Some(r) = self.superseded() {
+                return Err(r);
+            }
+            // The client's messages first (all that are waiting).
+            loop {
+                match commands.try_recv() {
+                    Ok(c) => {
+                        if !self.handle(c, state, &mut credits).await? {
+                            return Ok(());
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+                }
+            }
+            let Some(mut consumer) = state.take() else {
+                return Err(Refusal::internal("the consumer's state was lost"));
+            };
+            let settings = self.settings.clone();
+            let (consumer, step) = tokio::task::spawn_blocking(move || {
+                let step = step(&mut consumer, &settings, credits);
+                (consumer, step)
+            })
+            .await
+            .map_err(|e| Refusal::internal(format!("reading the queue: {e}")))?;
+            let next_due = consumer.inflight.next_due();
+            *state = Some(consumer);
+            let step = step.map_err(|e| match e {
+                QueueError::Io { .. } | QueueError::Corrupt { .. } | QueueError::Other(_) => {
+                    Refusal::from_queue_error(dir, &e)
+                }
+                other => Refusal::internal(format!(
+                    "consumer {:?} of {}: {other}",
+                    self.settings.consumer,
+                    dir.display()
+                )),
+            })?;
+            self.service.metrics.count(
+                &self.settings.queue,
+                &self.settings.consumer,
+                step.redelivered,
+                step.dead_lettered,
+            );
+            if !step.records.is_empty() {
+                credits -= step.records.len() as u64;
+                let records = Records {
+                    records: step.records,
+                };
+                if !self.send(consume_reply::Kind::Records(records)).await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            if step.waited || step.dead_lettered > 0 {
+                continue;
+            }
+            // Nothing to send now (no credits, `max_ack_pending` reached, nothing due): wait
+            // for the client, the next expiry, or a look at the session.
+            let wait = next_due.map_or(POLL, |due| {
+                due.saturating_duration_since(Instant::now()).min(POLL)
+            });
+            match tokio::time::timeout(wait, commands.recv()).await {
+                Ok(Some(c)) => {
+                    if !self.handle(c, state, &mut credits).await? {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Handles one client message. `Ok(false)`: the client is gone.
+    async fn handle(
+        &self,
+        command: ConsumeRequest,
+        state: &mut Option<Consumer>,
+        credits: &mut u64,
+    ) -> Result<bool, Refusal> {
+        let Some(c) = state.as_mut() else {
+            return Err(Refusal::internal("the consumer's state was lost"));
+        };
+        let not_delivered = |e: NotDelivered| {
+            Refusal::bad_request(format!(
+                "consumer {:?} of {:?}: record {} was not delivered (the next record to deliver \
+                 is {})",
+                self.settings.consumer, self.settings.queue, e.seq, e.next_read
+            ))
+        };
+        match command.kind {
+            Some(consume_request::Kind::Fetch(f)) => {
+                *credits = (*credits + u64::from(f.max_messages)).min(MAX_CREDITS);
+                Ok(true)
+            }
+            Some(consume_request::Kind::Ack(a)) => {
+                for seq in a.seqs {
+                    c.inflight.ack(seq).map_err(not_delivered)?;
+                }
+                if let Some(up_to) = a.up_to {
+                    c.inflight.ack_up_to(up_to).map_err(not_delivered)?;
+                }
+                let cursor = c.inflight.cursor();
+                c.queue
+                    .commit(cursor)
+                    .map_err(|e| Refusal::internal(format!("{e}")))?;
+                self.send(consume_reply::Kind::Acked(Acked { cursor }))
+                    .await
+            }
+            Some(consume_request::Kind::Nack(n)) => {
+                let delay = Duration::from_millis(n.delay_ms).min(MAX_ACK_WAIT);
+                c.inflight
+                    .nack(n.seq, Instant::now(), delay)
+                    .map_err(not_delivered)?;
+                Ok(true)
+            }
+            _ => Err(Refusal::bad_request(
+                "a Consume stream sends `open` only once",
+            )),
+        }
+    }
+}
+
+/// One round of blocking work: dead-letters the records delivered `max_deliver` times, moves
+/// the cursor, and reads what the credits allow (redeliveries first, then new records; waits
+/// up to [`POLL`] for new ones when there is nothing else to send).
+fn step(c: &mut Consumer, s: &Settings, credits: u64) -> Result<Step, QueueError> {
+    let mut out = Step::default();
+    let now = Instant::now();
+    c.inflight.expire(now);
+    for due in c.inflight.exhausted(s.max_deliver) {
+        let mut body = None;
+        c.queue.read_at(due.seq, |p| body = Some(p.to_vec()))?;
+        // A record retention removed is gone: nothing to dead-letter.
+        if let Some(body) = body {
+            if !matches!(&c.letters, Some((dir, _)) if *dir == s.dead_letter_dir) {
+                c.letters = Some((s.dead_letter_dir.clone(), dlq::open(&s.dead_letter_dir)?));
+            }
+            let reason = format!(
+                "delivered {} times (max_deliver {}); the last delivery was {}",
+                due.deliveries,
+                s.max_deliver,
+                due.cause.describe()
+            );
+            if let Some((_, letters)) = c.letters.as_mut() {
+                dlq::write(letters, &s.queue, &s.consumer, due.seq, reason, &body)?;
+            }
+            out.dead_lettered += 1;
+            tracing::warn!(queue = %s.queue, consumer = %s.consumer, seq = due.seq,
+                deliveries = due.deliveries, dead_letter_queue = %s.dead_letter_queue,
+                "dead-lettered");
+        }
+        c.inflight.done(due.seq);
+    }
+    c.queue.commit(c.inflight.cursor())?;
+    let max = credits.min(MAX_BATCH);
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    if max == 0 {
+        return Ok(out);
+    }
+    for due in c.inflight.ready(now, s.max_deliver, max) {
+        let mut payload = None;
+        c.queue.read_at(due.seq, |p| {
+            payload = Some(bytes::Bytes::copy_from_slice(p));
+        })?;
+        match payload {
+            Some(payload) => {
+                let delivery_count = c.inflight.delivered_again(due.seq, now, s.ack_wait);
+                out.records.push(Record {
+                    seq: due.seq,
+                    payload,
+                    delivery_count,
+                });
+                out.redelivered += 1;
+            }
+            None => c.inflight.done(due.seq),
+        }
+    }
+    let room =
+        (max - out.records.len()).min(s.max_ack_pending.saturating_sub(c.inflight.pending()));
+    if room == 0 {
+        c.queue.commit(c.inflight.cursor())?;
+        return Ok(out);
+    }
+    if out.records.is_empty() && out.dead_lettered == 0 {
+        out.waited = true;
+        let wait = c
+            .inflight
+            .next_due()
+            .map_or(POLL, |due| due.saturating_duration_since(now).min(POLL));
+        if !c.queue.wait(wait)? {
+            return Ok(out);
+        }
+    }
+    let now = Instant::now();
+    let (queue, inflight, records) = (&mut c.queue, &mut c.inflight, &mut out.records);
+    queue.read_batch(room, |seq, payload| {
+        if !inflight.skip_if_done(seq) {
+            inflight.delivered_first(seq, now, s.ack_wait);
+            records.push(Record {
+                seq,
+                payload: bytes::Bytes::copy_from_slice(payload),
+                delivery_count: 1,
+            });
+        }
+    })?;
+    // Records passed over (dead-lettered before a restart) may move the cursor.
+    c.queue.commit(c.inflight.cursor())?;
+    Ok(out)
 }

@@ -3,12 +3,17 @@
 //!
 //! * `produce`: one stream per producer; its batches go to the queue's append thread
 //!   (`appender`), which keeps the idempotent producers' table ([`producers`]).
-//! * `consume`: one stream per consumer, reading through the queue's durable cursor.
+//! * `consume`: one stream per consumer, reading through the queue's durable cursor; the
+//!   consumer's deliveries in flight (`inflight`: acknowledgements in any order, negative
+//!   acknowledgements, `ack_wait`, `max_deliver`) outlive the stream, and records delivered
+//!   `max_deliver` times go to a dead-letter queue (`dlq`).
 //! * A node that is not the queue's primary answers with a redirect (`refusal`) naming the
 //!   primary's address from discovery.
 
 mod appender;
 mod consume;
+mod dlq;
+mod inflight;
 mod produce;
 pub mod producers;
 mod refusal;
@@ -25,6 +30,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::discovery::PeerSet;
+use crate::metrics::ClientMetrics;
 pub use refusal::Refusal;
 
 /// Replies queued per stream before the stream's task waits for the client to read.
@@ -40,13 +46,21 @@ pub struct ClientService {
     /// The newest stream of each (queue, consumer name): older ones end as superseded.
     sessions: Arc<Mutex<HashMap<(PathBuf, String), u64>>>,
     next_session: Arc<std::sync::atomic::AtomicU64>,
+    /// Each durable consumer's state between its streams (what is in flight).
+    consumers: Arc<Mutex<HashMap<(PathBuf, String), consume::Slot>>>,
+    metrics: ClientMetrics,
 }
 
 impl ClientService {
     /// The service of a node named `node` serving the queues under `root`; redirects name the
-    /// addresses of `peers`.
+    /// addresses of `peers`; consumers' redeliveries and dead letters are counted in `metrics`.
     #[must_use]
-    pub fn new(root: PathBuf, node: String, peers: watch::Receiver<PeerSet>) -> ClientService {
+    pub fn new(
+        root: PathBuf,
+        node: String,
+        peers: watch::Receiver<PeerSet>,
+        metrics: ClientMetrics,
+    ) -> ClientService {
         ClientService {
             root,
             node,
@@ -54,7 +68,15 @@ impl ClientService {
             appenders: appender::Appenders::default(),
             sessions: Arc::default(),
             next_session: Arc::default(),
+            consumers: Arc::default(),
+            metrics,
         }
+    }
+
+    /// The state slot of consumer `key.1` of the queue at `key.0`.
+    fn consumer_slot(&self, key: &(PathBuf, String)) -> consume::Slot {
+        let mut consumers = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(consumers.entry(key.clone()).or_default())
     }
 
     /// The tonic service.

@@ -92,7 +92,7 @@ pub struct ProduceAck {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ConsumeRequest {
-    #[prost(oneof = "consume_request::Kind", tags = "1, 2, 3")]
+    #[prost(oneof = "consume_request::Kind", tags = "1, 2, 3, 4")]
     pub kind: ::core::option::Option<consume_request::Kind>,
 }
 /// Nested message and enum types in `ConsumeRequest`.
@@ -105,6 +105,8 @@ pub mod consume_request {
         Fetch(super::Fetch),
         #[prost(message, tag = "3")]
         Ack(super::Ack),
+        #[prost(message, tag = "4")]
+        Nack(super::Nack),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -120,19 +122,57 @@ pub struct ConsumeOpen {
     /// with `Superseded`.
     #[prost(string, tag = "4")]
     pub consumer: ::prost::alloc::string::String,
+    /// How long a delivered record may stay unacknowledged before it is delivered again, in
+    /// milliseconds. 0: the default, 30 000 (30 s, as NATS JetStream). At most 86 400 000 (a day).
+    #[prost(uint64, tag = "5")]
+    pub ack_wait_ms: u64,
+    /// How many times a record is delivered at most. A record delivered that often and then
+    /// negatively acknowledged, not acknowledged within `ack_wait`, or left when the stream ended
+    /// is written to the dead-letter queue and counts as done (the cursor moves past it).
+    /// 0: the default, 10. Finite by default because the durable cursor cannot pass a record that
+    /// is never acknowledged, and the queue's room behind the cursor is not freed.
+    #[prost(uint32, tag = "6")]
+    pub max_deliver: u32,
+    /// The dead-letter queue: a queue under the same persistence path, created on first use, of
+    /// `repliq.connect.DeadLetter` records (the connectors' format). Empty: `<queue>.dlq`.
+    #[prost(string, tag = "7")]
+    pub dead_letter_queue: ::prost::alloc::string::String,
+    /// The most records delivered and not yet acknowledged at once (records waiting for a
+    /// redelivery count too); the node sends no new record beyond it. 0: the default, 1000.
+    #[prost(uint32, tag = "8")]
+    pub max_ack_pending: u32,
 }
-/// Credits: the node may send this many more records.
+/// Credits: the node may send this many more records (new ones and redeliveries alike).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Fetch {
     #[prost(uint32, tag = "1")]
     pub max_messages: u32,
 }
-/// Every record up to and including queue sequence `up_to` is done: the durable cursor moves
-/// past it. `up_to` must be a record this stream delivered.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+/// Acknowledgements. The durable cursor (the position that survives a restart) moves past a
+/// record only once it and every record before it are acknowledged or dead-lettered, so
+/// acknowledgements may come in any order.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Ack {
+    /// Every record up to and including queue sequence `up_to` is done (a cumulative
+    /// acknowledgement, JetStream's AckAll), including records waiting for a redelivery. It must
+    /// not lie past the last record the consumer was delivered.
+    #[prost(uint64, optional, tag = "1")]
+    pub up_to: ::core::option::Option<u64>,
+    /// These records are done (each one a record delivered to the consumer). A record already
+    /// done is ignored (an acknowledgement of an earlier delivery).
+    #[prost(uint64, repeated, tag = "2")]
+    pub seqs: ::prost::alloc::vec::Vec<u64>,
+}
+/// A negative acknowledgement: record `seq` (delivered to the consumer) is delivered again after
+/// `delay_ms` milliseconds (0: as soon as the consumer has credits), or, once it has been
+/// delivered `max_deliver` times, written to the dead-letter queue at once. A record already
+/// done is ignored. No answer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Nack {
     #[prost(uint64, tag = "1")]
-    pub up_to: u64,
+    pub seq: u64,
+    #[prost(uint64, tag = "2")]
+    pub delay_ms: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ConsumeReply {
@@ -155,11 +195,21 @@ pub mod consume_reply {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ConsumeOpened {
-    /// The durable cursor: the first record not yet acknowledged; delivery starts there.
+    /// The durable cursor: the first record not yet acknowledged; delivery starts there
+    /// (redeliveries of records this node holds in flight first).
     #[prost(uint64, tag = "1")]
     pub cursor: u64,
     #[prost(string, tag = "2")]
     pub node: ::prost::alloc::string::String,
+    /// The consumer's settings in force (defaults filled in).
+    #[prost(uint64, tag = "3")]
+    pub ack_wait_ms: u64,
+    #[prost(uint32, tag = "4")]
+    pub max_deliver: u32,
+    #[prost(string, tag = "5")]
+    pub dead_letter_queue: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "6")]
+    pub max_ack_pending: u32,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Records {
@@ -168,11 +218,16 @@ pub struct Records {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Record {
-    /// The record's queue sequence number (what `Ack.up_to` names).
+    /// The record's queue sequence number (what `Ack` and `Nack` name).
     #[prost(uint64, tag = "1")]
     pub seq: u64,
     #[prost(bytes = "bytes", tag = "2")]
     pub payload: ::prost::bytes::Bytes,
+    /// 1 for the first delivery, 2 for the first redelivery, ... Counted by the node that holds
+    /// the consumer: after a restart of its daemon the records after the durable cursor are
+    /// delivered again starting from 1.
+    #[prost(uint32, tag = "3")]
+    pub delivery_count: u32,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Acked {
@@ -395,10 +450,12 @@ pub mod client_client {
                 .insert(GrpcMethod::new("repliq.client.v1.Client", "Produce"));
             self.inner.streaming(req, path, codec).await
         }
-        /// Client -> node: first a `ConsumeOpen`, then `Fetch` (credits) and `Ack` messages.
+        /// Client -> node: first a `ConsumeOpen`, then `Fetch` (credits), `Ack` and `Nack` messages.
         /// Node -> client: first `ConsumeOpened` (or a `Refusal`), then `Records` while the client has
-        /// credits, and `Acked` for each `Ack`. Records not acknowledged when the stream ends are
-        /// delivered again to the next stream of the same consumer name (at-least-once).
+        /// credits, and `Acked` for each `Ack`. A record delivered and not acknowledged is delivered
+        /// again: after a `Nack` (and its delay), after the consumer's `ack_wait`, or to the next
+        /// stream of the same consumer name when this one ends (at-least-once). After `max_deliver`
+        /// deliveries it goes to the consumer's dead-letter queue instead.
         pub async fn consume(
             &mut self,
             request: impl tonic::IntoStreamingRequest<Message = super::ConsumeRequest>,
@@ -457,10 +514,12 @@ pub mod client_server {
             >
             + std::marker::Send
             + 'static;
-        /// Client -> node: first a `ConsumeOpen`, then `Fetch` (credits) and `Ack` messages.
+        /// Client -> node: first a `ConsumeOpen`, then `Fetch` (credits), `Ack` and `Nack` messages.
         /// Node -> client: first `ConsumeOpened` (or a `Refusal`), then `Records` while the client has
-        /// credits, and `Acked` for each `Ack`. Records not acknowledged when the stream ends are
-        /// delivered again to the next stream of the same consumer name (at-least-once).
+        /// credits, and `Acked` for each `Ack`. A record delivered and not acknowledged is delivered
+        /// again: after a `Nack` (and its delay), after the consumer's `ack_wait`, or to the next
+        /// stream of the same consumer name when this one ends (at-least-once). After `max_deliver`
+        /// deliveries it goes to the consumer's dead-letter queue instead.
         async fn consume(
             &self,
             request: tonic::Request<tonic::Streaming<super::ConsumeRequest>>,
