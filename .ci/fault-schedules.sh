@@ -8,12 +8,14 @@
 #   REPLIQ_FAULT_DURATION=20 REPLIQ_FAULT_KEEP=DIR REPLIQ_FAULT_SUMMARY=FILE bash .ci/fault-schedules.sh ...
 #       schedule length in seconds (default 15); where histories and journals of failed seeds are
 #       kept; a JSON line per seed appended to FILE. REPLIQ_FAULT_BUDGET=SECS: start no seed after
-#       SECS seconds (for long runs over many seeds)
+#       SECS seconds (for long runs over many seeds). REPLIQ_FAULT_SCHEDULES=1: the first five fault
+#       kinds only (the seeds found before the one-way faults replay with it; default 2)
 #
 # Builds the FROM scratch images as .ci/container-cluster.sh does (the repliq image with the static
-# history_producer and repliq-check beside it, and Debian's etcd), then runs
+# history_producer, history_consumer and repliq-check beside it, and Debian's etcd), then runs
 # .ci/fault_schedules.py. Needs: bash, docker (engine running), python3, cargo, readelf,
-# /usr/bin/etcd (.ci/install-etcd.sh).
+# /usr/bin/etcd (.ci/install-etcd.sh); for schedules 2 (the one-way faults) root, nsenter and
+# iptables on the host (apt-get install iptables util-linux).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,12 +24,19 @@ cd "$repo"
 # Five short schedules: with the cluster set up and torn down each time, ~35 s a seed.
 CI_SEEDS="1 2 3 4 5"
 duration=${REPLIQ_FAULT_DURATION:-15}
+schedules=${REPLIQ_FAULT_SCHEDULES:-2}
 seeds=${*:-$CI_SEEDS}
 
 started=$SECONDS
 die() { printf 'fault-schedules: FAIL: %s\n' "$*" >&2; exit 1; }
 [ -x /usr/bin/etcd ] || die "/usr/bin/etcd is missing (bash .ci/install-etcd.sh)"
 command -v docker >/dev/null || die "docker is missing"
+if [ "$schedules" != 1 ]; then
+    # The one-way faults put iptables rules into a container's network namespace from the host.
+    [ "$(id -u)" = 0 ] || die "schedules 2 need root (nsenter into containers); REPLIQ_FAULT_SCHEDULES=1 runs without"
+    command -v nsenter >/dev/null && command -v iptables >/dev/null ||
+        die "schedules 2 need nsenter and iptables (apt-get install util-linux iptables); REPLIQ_FAULT_SCHEDULES=1 runs without"
+fi
 
 run_id="rqfs-$$-$RANDOM"
 image="repliq:$run_id"
@@ -46,9 +55,9 @@ trap 'exit 130' INT TERM
 
 # The same package selection as .ci/container-cluster.sh plus repliq-check: one feature resolution,
 # so the two share every compiled dependency (a different selection rebuilds the whole stack).
-bin_dir=$(REPLIQ_EXTRA_CARGO_ARGS="-p repliq-tests --bin acked_producer -p repliq-check --bin history_producer --bin repliq-check" \
+bin_dir=$(REPLIQ_EXTRA_CARGO_ARGS="-p repliq-tests --bin acked_producer -p repliq-check --bin history_producer --bin history_consumer --bin repliq-check" \
     deploy/docker/build-image.sh --tag "$image" --print-bin-dir)
-for b in history_producer repliq-check repliq; do
+for b in history_producer history_consumer repliq-check repliq; do
     LC_ALL=C readelf -lW "$bin_dir/$b" | grep -q 'program interpreter' && die "$bin_dir/$b is dynamically linked"
 done
 
@@ -61,7 +70,7 @@ for lib in $(ldd /usr/bin/etcd | grep -oE '/[^ ]+'); do
 done
 cp .ci/etcd-image/Dockerfile "$ctx/Dockerfile"
 docker build -q -t "$etcd_image" "$ctx" >/dev/null
-printf 'fault-schedules: images built in %ds; seeds %s, %s s each\n' $((SECONDS - started)) "$seeds" "$duration"
+printf 'fault-schedules: images built in %ds; seeds %s, %s s each, schedules %s\n' $((SECONDS - started)) "$seeds" "$duration" "$schedules"
 
 extra=()
 [ -n "${REPLIQ_FAULT_KEEP:-}" ] && extra+=(--keep "$REPLIQ_FAULT_KEEP")
@@ -69,4 +78,4 @@ extra=()
 [ -n "${REPLIQ_FAULT_BUDGET:-}" ] && extra+=(--budget-secs "$REPLIQ_FAULT_BUDGET")
 # shellcheck disable=SC2086 # seeds is a list of words
 python3 .ci/fault_schedules.py run $seeds --image "$image" --etcd-image "$etcd_image" \
-    --bin-dir "$bin_dir" --duration "$duration" "${extra[@]}"
+    --bin-dir "$bin_dir" --duration "$duration" --schedules "$schedules" "${extra[@]}"

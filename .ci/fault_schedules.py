@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Seeded random fault schedules on a three-node repliqd container cluster, checked by repliq-check.
 
-  fault_schedules.py schedule SEED [--duration S]
+  fault_schedules.py schedule SEED [--duration S] [--schedules 1|2]
       print the schedule SEED draws (a replay prints the same one)
   fault_schedules.py summarize FILE
       totals of a --summary file: runs, verdicts, faults by kind, operations checked, anomalies
   fault_schedules.py run SEED... --image IMG --etcd-image IMG --bin-dir DIR [--duration S]
-                     [--keep DIR] [--summary FILE]
+                     [--keep DIR] [--summary FILE] [--schedules 1|2]
       for each seed: a fresh cluster (etcd and repliqd nodes a, b, c on a private Docker network,
-      synchronous, required_acks 1, election on etcd), producers writing a history, the schedule,
-      then everything healed, the journals read, and `repliq-check` run. Prints per seed one line
+      synchronous, required_acks 1, election on etcd), producers and consumers writing a history,
+      the schedule, then everything healed, the journals read, each node's consumer drained, and
+      `repliq-check` run. Prints per seed one line
       `seed S schedule [...] history N ops verdict valid|INVALID ...`; exit code 1 if any seed's
       verdict is INVALID (or the run broke). --summary appends one JSON object per seed to FILE.
 
@@ -20,11 +21,23 @@ fault starts, from the queues' replication.json):
   partition  docker network disconnect of the node for D s, then connect
   restart    docker restart of the node (SIGTERM, drain, start again)
   etcd-stop  docker stop of etcd for D s (its data kept in a host directory), then start
+  oneway     (schedules 2) the node receives nothing from the other two nodes for D s (iptables
+             DROP on INPUT in its network namespace, by nsenter from the host); what it sends
+             still arrives, and etcd still reaches it both ways
+  etcd-cut   (schedules 2) the node and etcd cannot reach each other for D s (iptables DROP both
+             ways in the node's namespace); its peers still reach it
+
+Schedules 1 (REPLIQ_FAULT_SCHEDULES=1) draw from the first five kinds only: the schedules the seeds
+found before the one-way faults existed (docs/CHECKER.md) replay with it.
 
 Producers (`history_producer`, in containers with no network sharing a node's volume, as
 application pods share a node's files) run on whichever node is the primary of the highest
 epoch; a producer that is fenced stops, and a new one (a new producer id) starts on the new
-primary. Their stdout is the history (docs/CHECKER.md).
+primary. Consumers (`history_consumer`) run on every node, primary or replica, each with the
+durable cursor `c-NODE` of its node (cursors are not replicated), restarted when killed. After
+the schedule, with the journals converged, a consumer of each node's cursor reads its node's
+journal to the end (`drain`); the checker then checks that each of the three received every
+record (`--drained`). The clients' stdout is the history (docs/CHECKER.md).
 
 Needs: docker (engine running), python3; the images and binaries .ci/fault-schedules.sh builds.
 """
@@ -44,6 +57,9 @@ ACK_TIMEOUT_MS = 2000
 NODES = ["a", "b", "c"]
 QUEUE = "history"
 KINDS = ["kill", "pause", "partition", "restart", "etcd-stop"]
+# Schedules 2: the one-way faults too (the kinds are drawn with the same generator, so a seed
+# draws other schedules under 1 and 2).
+KINDS_2 = KINDS + ["oneway", "etcd-cut"]
 HARDENED = ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--user", "65532:65532"]
 
@@ -52,13 +68,13 @@ class Broken(Exception):
     """The run itself failed (not the checked system): a container did not start, a timeout."""
 
 
-def draw_schedule(seed, duration):
+def draw_schedule(seed, duration, version=2):
     """The faults of one run: (start_s, kind, target, length_s), one after another."""
     rng = random.Random(seed)
     faults = []
     t = rng.uniform(1.0, 3.0)
     while True:
-        kind = rng.choice(KINDS)
+        kind = rng.choice(KINDS if version == 1 else KINDS_2)
         if kind == "etcd-stop":
             target = "etcd"
         else:  # the primary twice as often as either replica
@@ -115,6 +131,8 @@ class Cluster:
         self.lock = threading.Lock()
         self.producers = []  # (container, node)
         self.next_producer = 1
+        self.consumers = []  # (container, node): history_consumer with cursor c-NODE
+        self.next_consumer = 1
         self.stop_producers = threading.Event()
         self.log = []
 
@@ -207,6 +225,23 @@ election:
         self.note(f"producer {pid} on {node}")
         return c
 
+    def start_consumer(self, node, secs, drain=False):
+        with self.lock:
+            cid = self.next_consumer
+            self.next_consumer += 1
+        c = f"{self.run_id}-c{cid}"
+        self.containers.append(c)
+        with self.lock:
+            self.consumers.append((c, node))
+        sh("docker", "run", "-d", "--name", c, "--network", "none", *HARDENED,
+           "-v", f"{os.path.join(self.work, node)}:/var/lib/repliq",
+           "-v", f"{self.args.bin_dir}/history_consumer:/usr/local/bin/history_consumer:ro",
+           "--entrypoint", "/usr/local/bin/history_consumer", self.args.image,
+           f"/var/lib/repliq/{QUEUE}", node, f"c-{node}", str(max(1, int(secs))),
+           *(["drain"] if drain else []))
+        self.note(f"consumer {cid} on {node}" + (" (drain)" if drain else ""))
+        return c
+
     def running(self, c):
         r = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", c],
                            capture_output=True, text=True)
@@ -215,6 +250,11 @@ election:
     def producers_on(self, node):
         with self.lock:
             return [c for c, n in self.producers if n == node]
+
+    def clients_on(self, node):
+        """Producers and consumers sharing the node's volume (they die and stall with it)."""
+        with self.lock:
+            return [c for c, n in self.producers + self.consumers if n == node]
 
     def primary(self):
         """The node that is primary of the highest epoch by its replication.json, or None."""
@@ -226,16 +266,26 @@ election:
         return best[0] if best else None
 
     def producer_loop(self, until):
-        """Keeps one producer running on the current primary until `until` (monotonic)."""
+        """Keeps one producer running on the current primary, and one consumer on every node,
+        until `until` (monotonic)."""
         while not self.stop_producers.is_set() and time.monotonic() < until - 1:
             p = self.primary()
             with self.lock:
                 blocked = p is None or p in self.down
+                down = set(self.down)
             if not blocked and not any(self.running(c) for c in self.producers_on(p)):
                 try:
                     self.start_producer(p, until - time.monotonic())
                 except Broken as e:
                     self.note(f"producer on {p} did not start: {e}")
+            for n in NODES:
+                with self.lock:
+                    mine = [c for c, m in self.consumers if m == n]
+                if n not in down and not any(self.running(c) for c in mine):
+                    try:
+                        self.start_consumer(n, until - time.monotonic())
+                    except Broken as e:
+                        self.note(f"consumer on {n} did not start: {e}")
             time.sleep(0.3)
 
     # ---- faults ----------------------------------------------------------------------------
@@ -258,7 +308,7 @@ election:
             return
         node = self.resolve(target)
         c = self.name(node)
-        prods = [p for p in self.producers_on(node) if self.running(p)]
+        prods = [p for p in self.clients_on(node) if self.running(p)]
         self.note(f"{kind} {target}={node}" + (f" {length}s" if length else ""))
         if kind == "kill":
             with self.lock:
@@ -290,7 +340,37 @@ election:
                 self.down.discard(node)
         elif kind == "restart":
             sh("docker", "restart", "-t", "5", c, timeout=30)
+        elif kind in ("oneway", "etcd-cut"):
+            if kind == "oneway":  # what the other nodes send is dropped; what it sends arrives
+                rules = [["INPUT", "-s", self.ip(self.name(n))] for n in NODES if n != node]
+            else:  # cut from etcd both ways, its peers still reach it
+                etcd_ip = self.ip(self.name("etcd"))
+                rules = [["INPUT", "-s", etcd_ip], ["OUTPUT", "-d", etcd_ip]]
+            pid = self.pid(c)
+            for r in rules:
+                self.iptables(pid, "-I", r)
+            time.sleep(length)
+            for r in rules:  # a node that died meanwhile took its namespace and rules along
+                self.iptables(pid, "-D", r, check=False)
         self.note(f"{kind} {node} over")
+
+    def ip(self, container):
+        ip = sh("docker", "inspect", "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container).strip()
+        if not ip:
+            raise Broken(f"{container} has no address")
+        return ip
+
+    def pid(self, container):
+        pid = sh("docker", "inspect", "-f", "{{.State.Pid}}", container).strip()
+        if pid in ("", "0"):
+            raise Broken(f"{container} is not running")
+        return pid
+
+    def iptables(self, pid, op, rule, check=True):
+        """One rule in the network namespace of process `pid` (a container's)."""
+        sh("nsenter", "-t", pid, "-n", "iptables", op, rule[0], *rule[1:], "-j", "DROP",
+           check=check)
 
     # ---- the end ---------------------------------------------------------------------------
     def cat(self, node, out):
@@ -347,7 +427,7 @@ election:
 
 
 def run_seed(seed, args):
-    faults = draw_schedule(seed, args.duration)
+    faults = draw_schedule(seed, args.duration, args.schedules)
     run_id = f"rqfs-{os.getpid()}-{seed}"
     cl = Cluster(seed, args, run_id)
     result = {"seed": seed, "schedule": fmt_schedule(faults), "faults": [f[1] for f in faults]}
@@ -373,25 +453,39 @@ def run_seed(seed, args):
         time.sleep(max(0.0, until - time.monotonic()))
         cl.stop_producers.set()
         loop.join(10)
-        for c, _ in list(cl.producers):
+        for c, _ in list(cl.producers) + list(cl.consumers):
             subprocess.run(["docker", "wait", c], capture_output=True, timeout=30)
         primary, conv_ms = cl.converge(args.converge_secs)
         result["converged_ms"] = conv_ms
         if primary is None:
             raise Broken("no primary after the schedule")
+        replicas = [n for n in NODES if n != primary]
+        for n in replicas + [primary]:  # replicas first: one can never be ahead of the primary
+            cl.cat(n, os.path.join(cl.work, f"final-{n}.jsonl"))
+        # Every node's cursor read to the end of its (converged) journal: these consumers must
+        # have received every record of the primary's.
+        drains = {n: cl.start_consumer(n, 60, drain=True) for n in NODES}
+        drained = []
+        for n, c in drains.items():
+            code = subprocess.run(["docker", "wait", c], capture_output=True, text=True,
+                                  timeout=90).stdout.strip()
+            if code == "0":
+                drained.append(f"c-{n}")
+            else:
+                r = subprocess.run(["docker", "logs", c], capture_output=True, text=True)
+                raise Broken(f"the drain of c-{n} exited {code}: {r.stderr.strip()[-300:]}")
         histories = []
-        for c, _ in cl.producers:
+        for c, _ in cl.producers + cl.consumers:
             h = os.path.join(cl.work, f"history-{c.rsplit('-', 1)[1]}.jsonl")
             with open(h, "w") as f:
                 subprocess.run(["docker", "logs", c], stdout=f, stderr=subprocess.DEVNULL)
             histories.append(h)
-        replicas = [n for n in NODES if n != primary]
-        for n in replicas + [primary]:  # replicas first: one can never be ahead of the primary
-            cl.cat(n, os.path.join(cl.work, f"final-{n}.jsonl"))
         cmd = [f"{args.bin_dir}/repliq-check", "--primary",
                f"{primary}={cl.work}/final-{primary}.jsonl"]
         for n in replicas:
             cmd += ["--replica", f"{n}={cl.work}/final-{n}.jsonl"]
+        for d in drained:
+            cmd += ["--drained", d]
         r = subprocess.run(cmd + histories, capture_output=True, text=True, timeout=120)
         with open(os.path.join(cl.work, "check.txt"), "w") as f:
             f.write(r.stdout + r.stderr)
@@ -402,6 +496,7 @@ def run_seed(seed, args):
         result["check"] = summary
         result["ops"] = sum(1 for h in histories for _ in open(h))
         result["producers"] = len(cl.producers)
+        result["consumers"] = len(cl.consumers)
         result["primary"] = primary
         if r.returncode != 0:
             result["anomalies"] = r.stdout[-4000:]
@@ -423,7 +518,7 @@ def run_seed(seed, args):
 def summarize(path):
     runs = [json.loads(line) for line in open(path) if line.strip()]
     verdicts, faults, anomalies = {}, {}, {}
-    ops = enq = ok = unknown = 0
+    ops = enq = ok = unknown = deq = acks = redeliveries = 0
     conv = [r["converged_ms"] for r in runs if r.get("converged_ms") is not None]
     for r in runs:
         verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
@@ -435,6 +530,9 @@ def summarize(path):
         enq += field("enqueues")
         ok += field("ok")
         unknown += field("unknown")
+        deq += field("dequeues")
+        acks += field("acks")
+        redeliveries += field("redeliveries")
         for w in words:
             if "=" in w:
                 k, n = w.split("=", 1)
@@ -442,7 +540,8 @@ def summarize(path):
     print(f"runs {len(runs)} verdicts {verdicts} not-converged "
           f"{sum(1 for r in runs if r.get('converged_ms') is None)}")
     print(f"faults {sum(faults.values())} by kind {dict(sorted(faults.items()))}")
-    print(f"operations checked {ops} (enqueues {enq}: ok {ok}, unknown {unknown})")
+    print(f"operations checked {ops} (enqueues {enq}: ok {ok}, unknown {unknown}; "
+          f"dequeues {deq}, acks {acks}, redeliveries before the ack {redeliveries})")
     print(f"anomalies {sum(anomalies.values())} {anomalies}")
     if conv:
         conv.sort()
@@ -459,6 +558,7 @@ def main():
     s = sub.add_parser("schedule")
     s.add_argument("seed", type=int)
     s.add_argument("--duration", type=float, default=20)
+    s.add_argument("--schedules", type=int, choices=[1, 2], default=2)
     m = sub.add_parser("summarize")
     m.add_argument("file")
     r = sub.add_parser("run")
@@ -471,11 +571,13 @@ def main():
     r.add_argument("--converge-secs", type=float, default=30)
     r.add_argument("--keep", default=None)
     r.add_argument("--summary", default=None)
+    r.add_argument("--schedules", type=int, choices=[1, 2], default=2,
+                   help="1: the first five fault kinds only (seeds found before the one-way faults)")
     r.add_argument("--budget-secs", type=float, default=None,
                    help="start no further seed after this many seconds (long runs)")
     a = ap.parse_args()
     if a.cmd == "schedule":
-        print(fmt_schedule(draw_schedule(a.seed, a.duration)))
+        print(fmt_schedule(draw_schedule(a.seed, a.duration, a.schedules)))
         return 0
     if a.cmd == "summarize":
         return summarize(a.file)
@@ -490,7 +592,7 @@ def main():
         res["secs"] = round(time.monotonic() - t, 1)
         conv = res.get("converged_ms")
         print(f"seed {seed} schedule {res['schedule']} history {res.get('ops', 0)} ops "
-              f"({res.get('producers', 0)} producers) converged "
+              f"({res.get('producers', 0)} producers, {res.get('consumers', 0)} consumers) converged "
               f"{'in %d ms' % conv if conv is not None else 'NOT within %g s' % a.converge_secs} "
               f"{res.get('check', 'verdict ' + res['verdict'])} [{res['secs']} s]", flush=True)
         if res["verdict"] != "valid" or conv is None:

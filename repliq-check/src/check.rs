@@ -54,6 +54,18 @@ pub enum Anomaly {
         /// The later delivery.
         dequeue: Op,
     },
+    /// A record of the primary's journal that a consumer which read that journal to its end
+    /// never received: at-least-once delivery broken (a consumer that skipped it).
+    Undelivered {
+        /// The consumer (cursor name).
+        consumer: String,
+        /// The record.
+        record: Record,
+        /// The enqueue's acknowledgement, if the producer was told it was written.
+        ok: Option<Op>,
+        /// How many of the journal's records this consumer never received in all.
+        missing: usize,
+    },
     /// Two messages of one producer stored in the opposite order of the producer's sequence.
     Order {
         /// The earlier record (in the journal), with the later producer sequence.
@@ -96,6 +108,7 @@ impl Anomaly {
             Anomaly::FailedButPresent { .. } => "failed-but-present",
             Anomaly::Duplicate { .. } => "duplicate",
             Anomaly::RedeliveredAfterAck { .. } => "redelivered-after-ack",
+            Anomaly::Undelivered { .. } => "undelivered",
             Anomaly::Order { .. } => "order",
             Anomaly::SplitBrain { .. } => "split-brain",
             Anomaly::ReplicaDiverged { .. } => "replica-diverged",
@@ -153,6 +166,25 @@ impl fmt::Display for Anomaly {
                 f,
                 "delivered again after the consumer acknowledged it\n    {ack}\n    {dequeue}"
             ),
+            Anomaly::Undelivered {
+                consumer,
+                record,
+                ok,
+                missing,
+            } => {
+                write!(
+                    f,
+                    "consumer {consumer} read the journal to its end but never received {missing} of its records; first:\n    {}",
+                    rec(record)
+                )?;
+                match ok {
+                    Some(ok) => write!(f, "\n    acknowledged: {ok}"),
+                    None => write!(
+                        f,
+                        "\n    (its enqueue's outcome was unknown to the producer)"
+                    ),
+                }
+            }
             Anomaly::Order { first, second } => write!(
                 f,
                 "one producer's messages stored out of order\n    {}\n    {}",
@@ -220,6 +252,11 @@ pub struct Counts {
     pub redeliveries: usize,
     /// Completed acknowledgements of dequeued messages.
     pub acks: usize,
+    /// Dequeues of a message the primary's final journal does not hold (an unacknowledged
+    /// write read on a primary that was then moved aside: allowed, its outcome was unknown).
+    pub dequeued_absent: usize,
+    /// Consumers that read the primary's journal to its end (checked for `undelivered`).
+    pub drained: usize,
     /// Replica journals compared with the primary's.
     pub replicas: usize,
     /// Replica records compared.
@@ -259,7 +296,7 @@ impl Report {
             .map(|(k, n)| format!("{k}={n}"))
             .collect();
         format!(
-            "verdict {} ops {} enqueues {} ok {} failed {} unknown {} (present {}, absent {}) records {} allowed-duplicates {} dequeues {} redeliveries {} acks {} replicas {} replica-records {} anomalies {}{}{}",
+            "verdict {} ops {} enqueues {} ok {} failed {} unknown {} (present {}, absent {}) records {} allowed-duplicates {} dequeues {} redeliveries {} acks {} dequeued-absent {} drained {} replicas {} replica-records {} anomalies {}{}{}",
             if self.valid() { "valid" } else { "INVALID" },
             c.ops,
             c.enqueues,
@@ -273,6 +310,8 @@ impl Report {
             c.dequeues,
             c.redeliveries,
             c.acks,
+            c.dequeued_absent,
+            c.drained,
             c.replicas,
             c.replica_records,
             self.anomalies.len(),
@@ -305,6 +344,17 @@ impl Attempt<'_> {
 /// Checks `history` against the primary's final journal and the replicas' (each read *before*
 /// the primary's, so that a replica can never legitimately be ahead of it).
 pub fn check(history: &[Op], primary: &Journal, replicas: &[Journal]) -> Result<Report, Error> {
+    check_with(history, primary, replicas, &[])
+}
+
+/// [`check`], and for each consumer named in `drained` (one that read the primary's final
+/// journal to its end after the last write), that it received every record of that journal.
+pub fn check_with(
+    history: &[Op],
+    primary: &Journal,
+    replicas: &[Journal],
+    drained: &[String],
+) -> Result<Report, Error> {
     let mut report = Report::default();
     report.counts.ops = history.len();
     report.counts.records = primary.records.len();
@@ -362,7 +412,10 @@ pub fn check(history: &[Op], primary: &Journal, replicas: &[Journal]) -> Result<
     }
     check_order(primary, &mut report);
     check_split_brain(&attempts, &stored, &mut report);
-    check_consumers(history, &attempts, &mut report);
+    check_consumers(history, &attempts, &stored, &mut report);
+    for consumer in drained {
+        check_delivered(history, consumer, primary, &attempts, &mut report);
+    }
     for replica in replicas {
         check_replica(primary, replica, &mut report);
     }
@@ -515,6 +568,7 @@ fn check_split_brain(
 fn check_consumers(
     history: &[Op],
     attempts: &HashMap<(u64, u64), Vec<Attempt<'_>>>,
+    stored: &HashMap<(u64, u64), Vec<&Record>>,
     report: &mut Report,
 ) {
     let mut by_consumer: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
@@ -535,6 +589,9 @@ fn check_consumers(
             match op.f {
                 Function::Dequeue => {
                     report.counts.dequeues += 1;
+                    if !stored.contains_key(&key) {
+                        report.counts.dequeued_absent += 1;
+                    }
                     if !attempts.contains_key(&key) {
                         report.anomalies.push(Anomaly::NotAttempted {
                             record: None,
@@ -558,6 +615,46 @@ fn check_consumers(
             }
         }
     }
+}
+
+fn check_delivered(
+    history: &[Op],
+    consumer: &str,
+    primary: &Journal,
+    attempts: &HashMap<(u64, u64), Vec<Attempt<'_>>>,
+    report: &mut Report,
+) {
+    report.counts.drained += 1;
+    let received: HashSet<(u64, u64)> = history
+        .iter()
+        .filter(|o| {
+            o.f == Function::Dequeue
+                && o.kind == Kind::Ok
+                && o.consumer.as_deref() == Some(consumer)
+        })
+        .filter_map(Op::key)
+        .collect();
+    let missing: Vec<&Record> = primary
+        .records
+        .iter()
+        .filter(|r| r.key().is_some_and(|k| !received.contains(&k)))
+        .collect();
+    let Some(first) = missing.first() else {
+        return;
+    };
+    let ok = first.key().and_then(|k| {
+        attempts
+            .get(&k)?
+            .iter()
+            .find(|a| a.kind() == Kind::Ok)
+            .and_then(|a| a.done)
+    });
+    report.anomalies.push(Anomaly::Undelivered {
+        consumer: consumer.to_owned(),
+        record: (*first).clone(),
+        ok: ok.cloned(),
+        missing: missing.len(),
+    });
 }
 
 fn check_replica(primary: &Journal, replica: &Journal, report: &mut Report) {

@@ -14,10 +14,12 @@
 //! enqueues (the producer of `.ci/fault-schedules.sh`).
 
 pub mod check;
+pub mod client;
 pub mod history;
 pub mod journal;
 
-pub use check::{Anomaly, Counts, Report, check};
+pub use check::{Anomaly, Counts, Report, check, check_with};
+pub use client::Message;
 pub use history::{At, Function, Kind, Op};
 pub use journal::{Journal, Record};
 

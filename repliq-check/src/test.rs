@@ -1,7 +1,7 @@
 //! The checker on hand-made histories: a clean one passes; each anomaly is found and names the
 //! offending operations.
 
-use crate::{Anomaly, Journal, Report, check, history};
+use crate::{Anomaly, Journal, Report, check, check_with, history};
 
 const T: u64 = 1_000_000_000;
 
@@ -36,6 +36,27 @@ fn run(history: &str, primary: &str, replicas: &[(&str, &str)]) -> Report {
         .map(|(n, t)| Journal::parse(n, &format!("{n}.cat"), t).expect("replica parses"))
         .collect();
     check(&ops, &p, &rs).expect("checks")
+}
+
+/// A consumer `c`'s delivery and acknowledgement of message (`p`, `s`) at journal seq `j`.
+fn deliver(c: &str, p: u64, s: u64, j: u64, t: u64) -> String {
+    ["dequeue", "ack"]
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            format!(
+                r#"{{"type":"ok","f":"{f}","consumer":"{c}","producer":{p},"seq":{s},"node":"b","time":{},"journal_seq":{j}}}"#,
+                T + t + i as u64
+            ) + "\n"
+        })
+        .collect()
+}
+
+fn run_drained(history: &str, primary: &str, drained: &[&str]) -> Report {
+    let ops = history::parse("h", history).expect("history parses");
+    let p = Journal::parse("a", "a.cat", primary).expect("journal parses");
+    let names: Vec<String> = drained.iter().map(|d| (*d).to_owned()).collect();
+    check_with(&ops, &p, &[], &names).expect("checks")
 }
 
 fn kinds(r: &Report) -> Vec<&'static str> {
@@ -251,4 +272,50 @@ fn bad_input_names_file_and_line() {
     let empty = Journal::parse("a", "a.cat", "").expect("parses");
     let e = check(&ops, &empty, &[]).expect_err("refused");
     assert!(e.to_string().contains("without an open invocation"), "{e}");
+}
+
+#[test]
+fn a_drained_consumer_that_missed_a_record_is_reported() {
+    let (mut h, j) = clean();
+    // Consumer c received every record of the journal (seq 2 is an unknown write, stored).
+    for (i, (p, s)) in [(1, 0), (1, 1), (1, 2), (2, 0)].into_iter().enumerate() {
+        h += &deliver("c", p, s, i as u64, 300 + 10 * i as u64);
+    }
+    let r = run_drained(&h, &j, &["c"]);
+    assert!(r.valid(), "{:?}", r.anomalies);
+    assert_eq!(
+        (r.counts.drained, r.counts.dequeues, r.counts.acks),
+        (1, 4, 4)
+    );
+    // Consumer d skipped record 1 (acknowledged to its producer) and record 2 (unknown).
+    let mut hd = h.clone();
+    for (i, (p, s)) in [(1, 0), (2, 0)].into_iter().enumerate() {
+        hd += &deliver("d", p, s, [0, 3][i], 400 + 10 * i as u64);
+    }
+    let r = run_drained(&hd, &j, &["c", "d"]);
+    assert_eq!(kinds(&r), ["undelivered"], "{:?}", r.anomalies);
+    let text = r.anomalies[0].to_string();
+    assert!(
+        text.contains("consumer d")
+            && text.contains("never received 2")
+            && text.contains("a.cat:2"),
+        "{text}"
+    );
+    assert!(text.contains("acknowledged: h:4:"), "{text}");
+    // Not named as drained (it stopped early): not checked.
+    assert!(run_drained(&hd, &j, &["c"]).valid());
+}
+
+#[test]
+fn a_dequeued_message_no_client_wrote_is_a_phantom() {
+    let (mut h, j) = clean();
+    h += &deliver("c", 7, 7, 9, 300);
+    let r = run(&h, &j, &[]);
+    assert_eq!(kinds(&r), ["not-attempted"], "{:?}", r.anomalies);
+    assert!(
+        r.anomalies[0]
+            .to_string()
+            .contains(r#""producer":7,"seq":7"#)
+    );
+    assert_eq!(r.counts.dequeued_absent, 1);
 }

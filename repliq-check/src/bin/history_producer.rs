@@ -12,58 +12,13 @@
 //! it stops). Any other error is `unknown` and it stops. The epoch on each line is the one in the
 //! queue's `replication.json` just before the invocation and just after the completion.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use repliq::{JournalQueue, QueueError, ReplicationError};
-use repliq_check::{Function, Kind, Op};
-
-/// The message: its producer and the producer's sequence (what the checker matches records
-/// by), and a body derived from both so that a torn or mixed-up record shows.
-#[repliq::message(name = "check.Message")]
-#[derive(Debug, Clone, PartialEq)]
-pub struct Message {
-    /// The producer's id, unique in one run.
-    pub producer: u64,
-    /// The producer's sequence number, from 0.
-    pub seq: u64,
-    /// 0 to 40 bytes derived from `producer` and `seq`.
-    pub body: Vec<u8>,
-}
-
-fn message(producer: u64, seq: u64) -> Message {
-    let x = producer.wrapping_mul(31) ^ seq;
-    Message {
-        producer,
-        seq,
-        body: (0..x % 41).map(|i| (x ^ i) as u8).collect(),
-    }
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// The epoch in the queue's `replication.json`, if it can be read.
-fn epoch(dir: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(dir.join("replication.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("epoch")?.as_u64()
-}
-
-fn emit(op: &Op) {
-    let Ok(json) = serde_json::to_string(op) else {
-        return;
-    };
-    let mut out = std::io::stdout().lock();
-    // One write per line: a producer killed mid-run leaves whole lines.
-    let _ = out.write_all(format!("{json}\n").as_bytes());
-    let _ = out.flush();
-}
+use repliq_check::client::{emit, epoch, now_ns};
+use repliq_check::{Function, Kind, Message, Op};
 
 struct Args {
     dir: PathBuf,
@@ -96,7 +51,7 @@ fn run(a: &Args) -> Result<(), String> {
             break;
         }
         emit(&op(Kind::Invoke, seq, epoch(&a.dir)));
-        let result = q.enqueue(&message(a.producer, seq));
+        let result = q.enqueue(&Message::new(a.producer, seq));
         let mut done = op(Kind::Ok, seq, epoch(&a.dir));
         let stop = match result {
             Ok(journal_seq) => {

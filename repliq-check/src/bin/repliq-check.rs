@@ -1,26 +1,28 @@
 //! `repliq-check`: checks a history against the final journals (`docs/CHECKER.md`).
 //!
 //! ```text
-//! repliq-check --primary NODE=CAT [--replica NODE=CAT]... [--max N] HISTORY...
+//! repliq-check --primary NODE=CAT [--replica NODE=CAT]... [--drained CONSUMER]... [--max N] HISTORY...
 //! ```
 //!
 //! `HISTORY`: history files (JSON lines; several are read as one history). `CAT`: the output of
-//! `repliq cat DIR` on that node, the replicas' taken before the primary's. Prints every anomaly
+//! `repliq cat DIR` on that node, the replicas' taken before the primary's. `CONSUMER`: a consumer
+//! that read the primary's journal to its end after the last write (checked to have received
+//! every record of it). Prints every anomaly
 //! (at most `--max` per kind, default 10) with the offending operations, then one summary line
 //! `verdict valid|INVALID ...`. Exit code 0: valid; 1: anomalies; 2: bad input or usage.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use repliq_check::{Journal, check, history};
+use repliq_check::{Journal, check_with, history};
 
-const USAGE: &str =
-    "usage: repliq-check --primary NODE=CAT [--replica NODE=CAT]... [--max N] HISTORY...";
+const USAGE: &str = "usage: repliq-check --primary NODE=CAT [--replica NODE=CAT]... [--drained CONSUMER]... [--max N] HISTORY...";
 
 struct Args {
     primary: (String, PathBuf),
     replicas: Vec<(String, PathBuf)>,
     histories: Vec<PathBuf>,
+    drained: Vec<String>,
     max: usize,
 }
 
@@ -36,11 +38,13 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut primary = None;
     let mut replicas = Vec::new();
     let mut histories = Vec::new();
+    let mut drained = Vec::new();
     let mut max = 10;
     while let Some(a) = it.next() {
         match a.as_str() {
             "--primary" => primary = Some(node_file("--primary", it.next())?),
             "--replica" => replicas.push(node_file("--replica", it.next())?),
+            "--drained" => drained.push(it.next().ok_or("--drained needs a consumer name")?),
             "--max" => {
                 let v = it.next().ok_or("--max needs a number")?;
                 max = v.parse().map_err(|e| format!("--max {v}: {e}"))?;
@@ -58,6 +62,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         primary,
         replicas,
         histories,
+        drained,
         max,
     })
 }
@@ -74,7 +79,7 @@ fn run(args: &Args) -> Result<bool, repliq_check::Error> {
         .map(|(n, f)| Journal::read(n, f))
         .collect::<Result<Vec<_>, _>>()?;
     let primary = Journal::read(&args.primary.0, &args.primary.1)?;
-    let report = check(&ops, &primary, &replicas)?;
+    let report = check_with(&ops, &primary, &replicas, &args.drained)?;
     let mut shown = std::collections::HashMap::<&str, usize>::new();
     for a in &report.anomalies {
         let n = shown.entry(a.kind()).or_default();
