@@ -88,6 +88,21 @@ async fn drain(url: &str, name: &str) -> Vec<(String, Order)> {
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
+    // How many the queue holds (nothing publishes to it any more): read exactly that many. A
+    // pause of the broker (a busy machine, a queue recovering after a restart) then does not
+    // end the read early and count the rest as lost.
+    let held = ch
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count() as usize;
     let mut consumer = ch
         .basic_consume(
             name.into(),
@@ -101,7 +116,11 @@ async fn drain(url: &str, name: &str) -> Vec<(String, Order)> {
         .await
         .unwrap();
     let mut out = Vec::new();
-    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while out.len() < held {
+        let Ok(Some(d)) = tokio::time::timeout_at(deadline, consumer.next()).await else {
+            panic!("{name}: read {} of the {held} messages it holds", out.len());
+        };
         let d = d.unwrap();
         let id = d.properties.message_id().as_ref().unwrap().to_string();
         out.push((id, serde_json::from_slice(&d.data).unwrap()));

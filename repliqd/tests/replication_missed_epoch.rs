@@ -7,6 +7,8 @@
 //! down; c is promoted (epoch 3 from 110) and writes 110..119. When a comes back, c's stream must
 //! replace a's record 100 with b's: a replica that knew only epoch 3's start (110) kept it, and
 //! held a record at 100 that no other node has (were a promoted next, b's record 100 was lost).
+//! A consumer on a that had read a's record 100 reads b's record 100 next (its cursor is moved
+//! back to where the records were replaced; found by the fault schedules' consumers).
 
 mod support;
 
@@ -52,6 +54,19 @@ fn an_old_primary_that_missed_an_epoch_takes_that_epochs_records() {
     nodes[1].kill9();
     nodes[2].kill9();
     write(qa, [1_000]);
+    // A consumer on a reads it (a consumer on a primary sees a record before any replica has
+    // acknowledged it).
+    {
+        let mut billing = repliq::QueueOptions::new()
+            .consumer("billing")
+            .open::<Order>(qa)
+            .unwrap();
+        let read: Vec<u64> = std::iter::from_fn(|| billing.dequeue().unwrap())
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(read.len(), 101);
+        assert_eq!(read.last(), Some(&1_000));
+    }
     nodes[0].kill9();
     assert_eq!(held(qa), 101);
 
@@ -82,6 +97,20 @@ fn an_old_primary_that_missed_an_epoch_takes_that_epochs_records() {
         expected,
         "a's records: its own record 100 (order 1000) must be gone"
     );
+
+    // a's consumer reads on from where the records were replaced: b's record 100 and all after
+    // it (its cursor was past 100, at a record that is gone).
+    {
+        let mut billing = repliq::QueueOptions::new()
+            .consumer("billing")
+            .open::<Order>(qa)
+            .unwrap();
+        let read: Vec<u64> = std::iter::from_fn(|| billing.dequeue().unwrap())
+            .map(|o| o.id)
+            .collect();
+        let after: Vec<u64> = (200..210).chain(300..310).collect();
+        assert_eq!(read, after, "a's consumer after the failover");
+    }
 
     // a's own record was moved aside, not lost: `repliq cat` reads it there.
     let aside = qa.join("moved-aside").join("epoch-3-from-100");

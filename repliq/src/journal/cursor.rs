@@ -521,6 +521,28 @@ pub(crate) fn min_consumer_position(meta: &Meta) -> Option<u64> {
         .min()
 }
 
+/// Moves every active consumer cursor (replica cursors left out) that is past `seq` back to
+/// `seq`, and returns how many moved. For a failover: the records from `seq` on were moved aside
+/// and those sequence numbers will hold the new primary's records, which these consumers have
+/// not read (without it, a consumer that had read the old primary's unacknowledged record at
+/// `seq` skipped the new primary's acknowledged one there: found by the fault schedules'
+/// consumers, docs/CHECKER.md). A consumer between reading a moved record and its claim's
+/// compare-and-swap at this instant still claims it (a window of one record, nanoseconds wide).
+pub(crate) fn rewind_consumers(meta: &Meta, seq: u64) -> usize {
+    let mut moved = 0;
+    for slot in 0..CURSOR_SLOTS {
+        if !is_active(meta.cursor_state(slot).load(Ordering::Acquire))
+            || meta.cursor_flags(slot) & FLAG_REPLICA != 0
+        {
+            continue;
+        }
+        if meta.cursor_next(slot).fetch_min(seq, Ordering::AcqRel) > seq {
+            moved += 1;
+        }
+    }
+    moved
+}
+
 /// The name of the slowest active consumer cursor (replica cursors left out), for the error
 /// that says who holds the backlog at capacity.
 pub(crate) fn slowest_consumer(meta: &Meta) -> Option<String> {

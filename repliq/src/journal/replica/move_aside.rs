@@ -60,6 +60,11 @@ pub(crate) fn move_aside_from(journal: &Arc<Journal>, seq: u64, epoch: u64) -> R
     crate::journal::publish_file(dir, &tmp, &head, seg.size as u64)?;
     std::fs::rename(&tmp, &live).map_err(|e| io("replacing", &live, e))?;
     journal.forget_segments();
+    // Consumers of this node that read past `seq` read records that are gone: they read the
+    // new primary's from there. Synced, so that a power loss does not bring the old positions back.
+    if crate::journal::cursor::rewind_consumers(&journal.meta, seq) > 0 {
+        journal.meta.flush()?;
+    }
     Ok(aside)
 }
 
