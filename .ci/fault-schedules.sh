@@ -34,6 +34,11 @@ command -v docker >/dev/null || die "docker is missing"
 if [ "$schedules" != 1 ]; then
     # The one-way faults put iptables rules into a container's network namespace from the host.
     [ "$(id -u)" = 0 ] || die "schedules 2 need root (nsenter into containers); REPLIQ_FAULT_SCHEDULES=1 runs without"
+    if ! { command -v nsenter >/dev/null && command -v iptables >/dev/null; }; then
+        echo "fault-schedules: installing nsenter and iptables (apt-get install util-linux iptables)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux iptables >/dev/null ||
+            { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux iptables >/dev/null; } || true
+    fi
     command -v nsenter >/dev/null && command -v iptables >/dev/null ||
         die "schedules 2 need nsenter and iptables (apt-get install util-linux iptables); REPLIQ_FAULT_SCHEDULES=1 runs without"
 fi
