@@ -180,10 +180,13 @@ impl Follower {
                 current: self.epoch,
             });
         }
-        let primary = if primary.is_empty() {
-            Lineage::of(epoch, epoch_start)
-        } else {
+        // A primary that predates histories sends none: its epoch from its start is all that is
+        // known of it.
+        let known = !primary.is_empty();
+        let primary = if known {
             primary.clone()
+        } else {
+            Lineage::of(epoch, epoch_start)
         };
         // Up to the first epoch newer than that of this replica's last record, both hold what
         // the same primaries wrote; from there on the primary's records may differ (an old
@@ -196,7 +199,12 @@ impl Follower {
             move_aside_from = Some(from);
             self.next_seq = from;
         }
-        self.lineage = primary;
+        if known {
+            self.lineage = primary;
+        } else {
+            // Keep what is known of the records below the primary's epoch.
+            self.lineage.begin(epoch, epoch_start);
+        }
         self.epoch = self.epoch.max(epoch);
         self.streams += 1;
         let stream = StreamId(self.streams);

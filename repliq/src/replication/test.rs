@@ -571,6 +571,13 @@ fn an_old_primary_that_missed_a_whole_epoch_moves_aside_from_where_that_epoch_be
     let mut a_old = Follower::new(1, 337, Lineage::of(1, 0));
     let accepted = a_old.on_hello(3, 914, &Lineage::default()).unwrap();
     assert_eq!(accepted.move_aside_from, None);
+    let mut kept = Lineage::of(1, 0);
+    kept.begin(3, 914);
+    assert_eq!(
+        a_old.lineage(),
+        &kept,
+        "its own history, with the primary's epoch added"
+    );
 
     // A replica whose stored epoch is already the primary's (it learned the number, not the
     // records: a fenced primary) still moves its own records aside.
