@@ -25,6 +25,18 @@ fn write(dir: &std::path::Path, ids: impl IntoIterator<Item = u64>) {
     }
 }
 
+/// The ids the durable consumer `name` reads from `dir` until the queue is empty (its cursor
+/// moves past them).
+fn consume(dir: &std::path::Path, name: &str) -> Vec<u64> {
+    let mut consumer = repliq::QueueOptions::new()
+        .consumer(name)
+        .open::<Order>(dir)
+        .unwrap();
+    std::iter::from_fn(|| consumer.dequeue().unwrap())
+        .map(|o| o.id)
+        .collect()
+}
+
 fn ids(dir: &std::path::Path) -> Vec<u64> {
     all_orders(dir).iter().map(|o| o.id).collect()
 }
@@ -56,17 +68,9 @@ fn an_old_primary_that_missed_an_epoch_takes_that_epochs_records() {
     write(qa, [1_000]);
     // A consumer on a reads it (a consumer on a primary sees a record before any replica has
     // acknowledged it).
-    {
-        let mut billing = repliq::QueueOptions::new()
-            .consumer("billing")
-            .open::<Order>(qa)
-            .unwrap();
-        let read: Vec<u64> = std::iter::from_fn(|| billing.dequeue().unwrap())
-            .map(|o| o.id)
-            .collect();
-        assert_eq!(read.len(), 101);
-        assert_eq!(read.last(), Some(&1_000));
-    }
+    let read = consume(qa, "billing");
+    assert_eq!(read.len(), 101);
+    assert_eq!(read.last(), Some(&1_000));
     nodes[0].kill9();
     assert_eq!(held(qa), 101);
 
@@ -100,17 +104,12 @@ fn an_old_primary_that_missed_an_epoch_takes_that_epochs_records() {
 
     // a's consumer reads on from where the records were replaced: b's record 100 and all after
     // it (its cursor was past 100, at a record that is gone).
-    {
-        let mut billing = repliq::QueueOptions::new()
-            .consumer("billing")
-            .open::<Order>(qa)
-            .unwrap();
-        let read: Vec<u64> = std::iter::from_fn(|| billing.dequeue().unwrap())
-            .map(|o| o.id)
-            .collect();
-        let after: Vec<u64> = (200..210).chain(300..310).collect();
-        assert_eq!(read, after, "a's consumer after the failover");
-    }
+    let after: Vec<u64> = (200..210).chain(300..310).collect();
+    assert_eq!(
+        consume(qa, "billing"),
+        after,
+        "a's consumer after the failover"
+    );
 
     // a's own record was moved aside, not lost: `repliq cat` reads it there.
     let aside = qa.join("moved-aside").join("epoch-3-from-100");
