@@ -12,7 +12,7 @@ use super::ReplicaLink;
 use crate::journal::replica::ByteSource;
 use crate::journal::{Journal, notify};
 use crate::replication::grpc::proto::{Frame, PrimaryMessage, Resync, primary_message};
-use crate::replication::state::{ReplicationState, Role};
+use crate::replication::state::ReplicationState;
 use crate::replication::{Leader, LeaderAction, PrimaryOptions};
 use crate::{QueueError, Result};
 
@@ -109,11 +109,9 @@ pub(super) async fn execute(
                 // Become a replica of the newer primary. The epoch stays the one this node has
                 // data of: the new primary's first frame then moves aside whatever this node
                 // wrote after the new epoch began.
-                let mut state = ReplicationState::load(&journal.dir)?;
-                state.role = Role::Replica;
-                state.synchronous = false;
-                state.primary = None;
-                state.store(&journal.dir)?;
+                // Under the state lock, as every fence: a newer primary's stream that the replica
+                // service admits meanwhile is not overwritten with this node's old state.
+                ReplicationState::demote(&journal.dir)?;
                 return Err(QueueError::protocol(format!(
                     "{}: a replica has seen epoch {epoch}; this node is no longer the primary",
                     journal.dir.display()
