@@ -71,6 +71,16 @@ fn an_old_primary_that_missed_an_epoch_takes_that_epochs_records() {
     let read = consume(qa, "billing");
     assert_eq!(read.len(), 101);
     assert_eq!(read.last(), Some(&1_000));
+    // A second consumer that stays open through the failover (a running application): its
+    // handle maps a's old segment file, which the move-aside replaces.
+    let mut running = repliq::QueueOptions::new()
+        .consumer("running")
+        .open::<Order>(qa)
+        .unwrap();
+    let read: Vec<u64> = std::iter::from_fn(|| running.dequeue().unwrap())
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(read.last(), Some(&1_000));
     nodes[0].kill9();
     assert_eq!(held(qa), 101);
 
@@ -109,6 +119,13 @@ fn an_old_primary_that_missed_an_epoch_takes_that_epochs_records() {
         consume(qa, "billing"),
         after,
         "a's consumer after the failover"
+    );
+    let read: Vec<u64> = std::iter::from_fn(|| running.dequeue().unwrap())
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(
+        read, after,
+        "a's consumer that stayed open through the failover"
     );
 
     // a's own record was moved aside, not lost: `repliq cat` reads it there.

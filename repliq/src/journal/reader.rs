@@ -80,6 +80,10 @@ impl Reader {
     /// Walks forward to `target` (or as far as records exist). Returns `true` if reached.
     pub(crate) fn skip_to(&mut self, target: u64) -> Result<bool> {
         if target < self.walk.seq {
+            // A cursor moved back: a failover moved the records from `target` on aside
+            // (`cursor::rewind_consumers`) and replaced the segment file holding it, whose old
+            // mapping this process may still hold. Map the files afresh.
+            self.journal.forget_segments();
             let fresh = Reader::at(self.journal.clone(), target, self.verify_crc)?;
             let strict = self.strict;
             *self = fresh;
