@@ -34,13 +34,18 @@ pub struct EpochStart {
 #[serde(transparent)]
 pub struct Lineage(Vec<EpochStart>);
 
+/// The first two neighbouring entries out of order (an epoch not newer than the one before it,
+/// or a start before the one before it), if any.
+fn first_out_of_order(entries: &[EpochStart]) -> Option<&[EpochStart]> {
+    entries
+        .windows(2)
+        .find(|w| !(w[0].epoch < w[1].epoch && w[0].start <= w[1].start))
+}
+
 impl<'de> Deserialize<'de> for Lineage {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let entries = Vec::<EpochStart>::deserialize(d)?;
-        if let Some(w) = entries
-            .windows(2)
-            .find(|w| !(w[0].epoch < w[1].epoch && w[0].start <= w[1].start))
-        {
+        if let Some(w) = first_out_of_order(&entries) {
             return Err(serde::de::Error::custom(format!(
                 "epoch history out of order: epoch {} from {} is followed by epoch {} from {} \
                  (epochs must increase, starts must not decrease)",
@@ -62,9 +67,8 @@ impl Lineage {
     /// starts never decrease); `None` otherwise.
     #[must_use]
     pub fn checked(entries: Vec<EpochStart>) -> Option<Self> {
-        entries
-            .windows(2)
-            .all(|w| w[0].epoch < w[1].epoch && w[0].start <= w[1].start)
+        first_out_of_order(&entries)
+            .is_none()
             .then_some(Lineage(entries))
     }
 
