@@ -62,6 +62,47 @@ pub mod span {
     pub const RESYNC: &str = "replication.resync";
     /// One stream received from a primary (replica side).
     pub const RECEIVE: &str = "replication.receive";
+    /// A remote producer's stream (the client service), a child of the stream's `traceparent`
+    /// metadata if it carried one.
+    pub const CLIENT_PRODUCE: &str = "client.produce";
+    /// One batch of a remote producer, from its arrival to its acknowledgement (after the
+    /// replicas' on a synchronous queue); a child of the batch's `traceparent`, else of the
+    /// stream.
+    pub const CLIENT_PRODUCE_BATCH: &str = "client.produce_batch";
+    /// A remote consumer's stream, a child of the stream's `traceparent` metadata if any.
+    pub const CLIENT_CONSUME: &str = "client.consume";
+    /// One delivery of records to a remote consumer (a `Records` message), a child of the
+    /// `traceparent` of the newest `Fetch` that carried one, else of the stream.
+    pub const CLIENT_FETCH: &str = "client.fetch";
+}
+
+/// Makes `span` a child of the caller's trace: `traceparent` is a W3C `traceparent` header
+/// value (`00-<32 hex trace id>-<16 hex span id>-<flags>`), `tracestate` its companion.
+/// Call it before the span is first entered. Empty or malformed values are ignored (the span
+/// keeps its local parent); so is everything in a build without the `otlp` feature.
+pub fn follow_remote_parent(span: &tracing::Span, traceparent: &str, tracestate: Option<&str>) {
+    #[cfg(feature = "otlp")]
+    {
+        use opentelemetry::propagation::TextMapPropagator;
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        if traceparent.is_empty() {
+            return;
+        }
+        let mut carrier = std::collections::HashMap::new();
+        carrier.insert("traceparent".to_owned(), traceparent.to_owned());
+        if let Some(state) = tracestate {
+            carrier.insert("tracestate".to_owned(), state.to_owned());
+        }
+        let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+        if cx.span().span_context().is_valid() {
+            // Refused only for a span already started or not recorded: it then keeps its
+            // local parent, which is what a malformed value gets too.
+            let _ = span.set_parent(cx);
+        }
+    }
+    #[cfg(not(feature = "otlp"))]
+    let _ = (span, traceparent, tracestate);
 }
 
 /// Where spans are exported, once the configuration and the environment are read.

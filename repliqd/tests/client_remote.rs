@@ -128,6 +128,7 @@ fn batch(first_seq: u64, ids: std::ops::Range<u64>) -> ProduceRequest {
             records: ids
                 .map(|id| bytes::Bytes::copy_from_slice(&repliq::to_bytes(&order(id)).unwrap()))
                 .collect(),
+            traceparent: String::new(),
         })),
     }
 }

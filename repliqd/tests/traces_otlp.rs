@@ -4,8 +4,9 @@
 //! lease, another node takes over, the old one resumes and fences itself. The spans each daemon
 //! exported are checked: the failover's tree (`election.failover` → `election.lease_acquire`,
 //! `election.promote`), the fence, the new primary's replication streams, with their `queue`,
-//! `node` and `epoch` attributes. Both servers are required: the test fails, naming the install
-//! script, if one is missing.
+//! `node` and `epoch` attributes. A second test sends remote batches and fetches (the client
+//! service) with the caller's W3C trace context and checks that their spans are its children.
+//! Both servers are required: the test fails, naming the install script, if one is missing.
 
 mod support;
 
@@ -427,4 +428,149 @@ fn a_failover_is_exported_as_a_span_tree_over_otlp() {
         );
     }
     let _ = sink.stdin.as_ref().map(|mut i| i.flush());
+}
+
+/// A W3C `traceparent` of the caller's operation, as an application's propagator writes it.
+fn traceparent(trace_id: &str, span_id: &str) -> String {
+    format!("00-{trace_id}-{span_id}-01")
+}
+
+#[test]
+fn remote_produce_and_fetch_spans_are_children_of_the_callers_trace() {
+    use repliq::client::{ConsumerOptions, RemoteConsumer, RemoteProducer};
+
+    let sink = start_sink();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Daemon::cluster(dir.path(), &["a"], "asynchronous")
+        .pop()
+        .unwrap();
+    // The client service is off by default; `server:` is the config's last section.
+    let mut text = std::fs::read_to_string(&node.config).unwrap();
+    assert!(text.ends_with("shutdown_grace_ms: 2000\n"), "{text}");
+    text.push_str("  clients: true\n");
+    std::fs::write(&node.config, text).unwrap();
+    start_traced(&mut node, sink.port);
+    drop(
+        QueueOptions::new()
+            .capacity(1_000_000)
+            .create::<Order>(queue(&node))
+            .unwrap(),
+    );
+
+    // The application's traces: one operation that produces, one that consumes. The stream of
+    // the consumer is opened in a third.
+    let produce_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (first_op, second_op) = ("00f067aa0ba902b7", "00f067aa0ba902b8");
+    let consume_trace = "0af7651916cd43dd8448eb211c80319c";
+    let (open_op, fetch_op) = ("b7ad6b7169203331", "b7ad6b7169203332");
+    let addr = format!("127.0.0.1:{}", node.grpc_port);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut p = RemoteProducer::<Order>::connect(&addr, "orders", "tracer", 1)
+            .await
+            .unwrap();
+        p.set_trace_parent(Some(traceparent(produce_trace, first_op)));
+        p.send_batch(&[Order { id: 1 }, Order { id: 2 }])
+            .await
+            .unwrap();
+        p.set_trace_parent(Some(traceparent(produce_trace, second_op)));
+        p.send(&Order { id: 3 }).await.unwrap();
+        // A malformed context is ignored: the batch's span stays in the stream's trace.
+        p.set_trace_parent(Some("not-a-traceparent".into()));
+        p.send(&Order { id: 4 }).await.unwrap();
+
+        let options = ConsumerOptions::default().trace_parent(traceparent(consume_trace, open_op));
+        let mut c = RemoteConsumer::<Order>::connect_with(&addr, "orders", "reader", options)
+            .await
+            .unwrap();
+        c.set_trace_parent(Some(traceparent(consume_trace, fetch_op)));
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            let d = c
+                .next_timeout(Duration::from_secs(10))
+                .await
+                .unwrap()
+                .expect("a delivery within 10 s");
+            got.push(d.message.id);
+            c.ack(d.seq).await.unwrap();
+        }
+        assert_eq!(got, [1, 2, 3, 4]);
+    });
+    drop(runtime);
+    // The consumer's stream ends on the node once the client is gone (its span with it).
+    wait_until("the consumer stream's span to reach the sink", || {
+        sink.spans().iter().any(|s| s.name == span::CLIENT_CONSUME)
+    });
+    signal(&node, libc::SIGTERM);
+    let mut child = node.child.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let named = |spans: &[Span], name: &str| -> Vec<Span> {
+        spans.iter().filter(|s| s.name == name).cloned().collect()
+    };
+    wait_until("the fetch span to reach the sink", || {
+        !named(&sink.spans(), span::CLIENT_FETCH).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let spans = sink.spans();
+
+    // The producer's batches: each a child of the operation that sent it, with what it wrote.
+    let batches = named(&spans, span::CLIENT_PRODUCE_BATCH);
+    assert_eq!(batches.len(), 3, "{batches:#?}");
+    let batch_of = |parent: &str| {
+        batches
+            .iter()
+            .find(|b| b.parent_span_id == parent)
+            .unwrap_or_else(|| panic!("no batch span whose parent is {parent}: {batches:#?}"))
+    };
+    let first = batch_of(first_op);
+    assert_eq!(first.trace_id, produce_trace, "{first:?}");
+    assert_eq!(first.str_attr("queue"), "orders");
+    assert_eq!(first.str_attr("producer"), "tracer");
+    assert_eq!(first.int_attr("count"), Some(2), "{first:?}");
+    assert_eq!(first.int_attr("first_seq"), Some(0), "{first:?}");
+    assert_eq!(first.int_attr("duplicates"), Some(0), "{first:?}");
+    let second = batch_of(second_op);
+    assert_eq!(second.trace_id, produce_trace, "{second:?}");
+    assert_eq!(second.int_attr("first_seq"), Some(2), "{second:?}");
+    // The producer's stream was opened without a context: a root span of its own trace, the
+    // parent of the batch whose context was malformed.
+    let streams = named(&spans, span::CLIENT_PRODUCE);
+    assert_eq!(streams.len(), 1, "{streams:#?}");
+    let stream = &streams[0];
+    assert_eq!(stream.parent_span_id, "", "{stream:?}");
+    assert_ne!(stream.trace_id, produce_trace, "{stream:?}");
+    assert_eq!(stream.str_attr("producer"), "tracer", "{stream:?}");
+    let third = batch_of(&stream.span_id);
+    assert_eq!(third.trace_id, stream.trace_id, "{third:?}");
+    assert_eq!(third.int_attr("first_seq"), Some(3), "{third:?}");
+
+    // The consumer: its stream in the trace it was opened in, its deliveries under the fetch.
+    let consumes = named(&spans, span::CLIENT_CONSUME);
+    assert_eq!(consumes.len(), 1, "{consumes:#?}");
+    assert_eq!(consumes[0].trace_id, consume_trace, "{:?}", consumes[0]);
+    assert_eq!(consumes[0].parent_span_id, open_op, "{:?}", consumes[0]);
+    assert_eq!(
+        consumes[0].str_attr("consumer"),
+        "reader",
+        "{:?}",
+        consumes[0]
+    );
+    let fetches = named(&spans, span::CLIENT_FETCH);
+    let delivered: u64 = fetches
+        .iter()
+        .map(|f| {
+            assert_eq!(f.trace_id, consume_trace, "{f:?}");
+            assert_eq!(f.parent_span_id, fetch_op, "{f:?}");
+            f.int_attr("records").unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(delivered, 4, "{fetches:#?}");
 }

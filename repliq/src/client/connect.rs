@@ -54,16 +54,18 @@ async fn channel(addr: &str) -> Result<Channel, ClientError> {
 }
 
 /// Opens a stream on `addr` with `open` as its first request (`call` starts the RPC,
-/// `first` reads the node's first answer) and follows redirects to the primary.
+/// `first` reads the node's first answer) and follows redirects to the primary. The request
+/// carries `traceparent` (a W3C trace context) as metadata, if given and valid as a header.
 pub(crate) async fn open<Req, Rep, O, F, Fut>(
     addr: &str,
     open: Req,
+    traceparent: Option<&str>,
     call: F,
     first: impl Fn(Rep) -> First<O>,
 ) -> Result<(Open<Req, Rep>, O), ClientError>
 where
     Req: Clone + Send + 'static,
-    F: Fn(ClientClient<Channel>, ReceiverStream<Req>) -> Fut,
+    F: Fn(ClientClient<Channel>, tonic::Request<ReceiverStream<Req>>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Streaming<Rep>>, tonic::Status>>,
 {
     let mut node = addr.to_owned();
@@ -73,7 +75,11 @@ where
         tx.send(open.clone())
             .await
             .map_err(|_| ClientError::transport(&node, "the stream closed"))?;
-        let mut inbound = call(client, ReceiverStream::new(rx))
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(value) = traceparent.and_then(|t| t.parse().ok()) {
+            request.metadata_mut().insert("traceparent", value);
+        }
+        let mut inbound = call(client, request)
             .await
             .map_err(|s| ClientError::transport(&node, s))?
             .into_inner();

@@ -22,6 +22,7 @@ pub struct ConsumerOptions {
     max_deliver: Option<u32>,
     dead_letter_queue: Option<String>,
     max_ack_pending: Option<u32>,
+    traceparent: Option<String>,
 }
 
 impl ConsumerOptions {
@@ -52,6 +53,15 @@ impl ConsumerOptions {
     #[must_use]
     pub fn max_ack_pending(mut self, n: u32) -> Self {
         self.max_ack_pending = Some(n.max(1));
+        self
+    }
+
+    /// The W3C trace context (a `traceparent` header value) the stream is opened in: the
+    /// node's span of the stream (`client.consume`) becomes its child, and the requests for
+    /// records carry it until [`RemoteConsumer::set_trace_parent`] changes it.
+    #[must_use]
+    pub fn trace_parent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
         self
     }
 }
@@ -99,6 +109,7 @@ pub struct RemoteConsumer<T> {
     outstanding: u32,
     cursor: u64,
     settings: ConsumerSettings,
+    traceparent: Option<String>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -153,6 +164,7 @@ impl<T: Message> RemoteConsumer<T> {
             ConsumeRequest {
                 kind: Some(consume_request::Kind::Open(open)),
             },
+            options.traceparent.as_deref(),
             |mut c, s| async move { c.consume(s).await },
             |r: ConsumeReply| match r.kind {
                 Some(consume_reply::Kind::Opened(o)) => First::Opened(o),
@@ -172,8 +184,16 @@ impl<T: Message> RemoteConsumer<T> {
                 dead_letter_queue: opened.dead_letter_queue,
                 max_ack_pending: opened.max_ack_pending,
             },
+            traceparent: options.traceparent,
             _type: PhantomData,
         })
+    }
+
+    /// The W3C trace context (a `traceparent` header value) of the caller's current
+    /// operation: the requests for records sent from now on carry it, and the node's spans of
+    /// the deliveries they grant (`client.fetch`) become its children. `None` stops sending one.
+    pub fn set_trace_parent(&mut self, traceparent: Option<String>) {
+        self.traceparent = traceparent;
     }
 
     /// The settings the node applies to this consumer.
@@ -211,6 +231,7 @@ impl<T: Message> RemoteConsumer<T> {
             if self.outstanding == 0 {
                 self.send(consume_request::Kind::Fetch(Fetch {
                     max_messages: CREDITS,
+                    traceparent: self.traceparent.clone().unwrap_or_default(),
                 }))
                 .await?;
                 self.outstanding = CREDITS;

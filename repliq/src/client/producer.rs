@@ -43,6 +43,7 @@ pub struct RemoteProducer<T> {
     open: ProduceOpen,
     stream: Option<Stream>,
     next_seq: u64,
+    traceparent: Option<String>,
     _type: PhantomData<fn(T)>,
 }
 
@@ -96,6 +97,7 @@ impl<T: Message> RemoteProducer<T> {
             },
             stream: None,
             next_seq: 0,
+            traceparent: None,
             _type: PhantomData,
         };
         producer.next_seq = producer.reconnect().await?;
@@ -112,6 +114,15 @@ impl<T: Message> RemoteProducer<T> {
         self.stream.as_ref().map(|s| s.0.node.as_str())
     }
 
+    /// The W3C trace context (a `traceparent` header value, `00-<trace id>-<span id>-<flags>`)
+    /// of the caller's current operation: the batches sent from now on carry it, and the node's
+    /// span of each batch (`client.produce_batch`) becomes its child; streams opened from now
+    /// on (reconnects) carry it as `traceparent` metadata. `None` stops sending one. An
+    /// application using OpenTelemetry gets the value from its propagator's `inject`.
+    pub fn set_trace_parent(&mut self, traceparent: Option<String>) {
+        self.traceparent = traceparent;
+    }
+
     /// Opens a stream on the first seed that answers; returns the node's next expected seq.
     async fn reconnect(&mut self) -> Result<u64, ClientError> {
         self.stream = None;
@@ -122,6 +133,7 @@ impl<T: Message> RemoteProducer<T> {
                 ProduceRequest {
                     kind: Some(produce_request::Kind::Open(self.open.clone())),
                 },
+                self.traceparent.as_deref(),
                 |mut c, s| async move { c.produce(s).await },
                 |r: ProduceReply| match r.kind {
                     Some(produce_reply::Kind::Opened(o)) => First::Opened(o),
@@ -185,7 +197,11 @@ impl<T: Message> RemoteProducer<T> {
         records: Vec<bytes::Bytes>,
     ) -> Result<BatchAck, ClientError> {
         let count = records.len() as u64;
-        let batch = ProduceBatch { first_seq, records };
+        let batch = ProduceBatch {
+            first_seq,
+            records,
+            traceparent: self.traceparent.clone().unwrap_or_default(),
+        };
         let mut pause = BACKOFF;
         let mut tries = 0;
         loop {

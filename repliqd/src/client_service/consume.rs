@@ -23,6 +23,7 @@ use repliq::dead_letter::DeadLetters;
 use repliq::{QueueError, RawQueue, StartAt};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
+use tracing::Instrument;
 
 use super::inflight::{Inflight, NotDelivered};
 use super::{ClientService, Refusal, dlq};
@@ -210,6 +211,9 @@ pub async fn serve(service: ClientService, mut inbound: Streaming<ConsumeRequest
         Ok(x) => x,
         Err(r) => return refuse(&service, &out, r).await,
     };
+    let stream_span = tracing::Span::current();
+    stream_span.record("queue", open.queue.as_str());
+    stream_span.record("consumer", open.consumer.as_str());
     let key = (dir.clone(), open.consumer.clone());
     let me = service
         .next_session
@@ -330,6 +334,14 @@ struct Step {
     waited: bool,
 }
 
+/// What the client granted: records it may still be sent, and the trace context of the newest
+/// `Fetch` that carried one (the parent of the deliveries' spans).
+#[derive(Debug, Default)]
+struct Credits {
+    left: u64,
+    traceparent: String,
+}
+
 /// The parts of a stream the delivery loop needs.
 struct Stream<'a> {
     service: &'a ClientService,
@@ -369,7 +381,7 @@ impl Stream<'_> {
         commands: &mut mpsc::Receiver<ConsumeRequest>,
     ) -> Result<(), Refusal> {
         let dir = &self.key.0;
-        let mut credits: u64 = 0;
+        let mut credits = Credits::default();
         loop {
             if let Some(r) = self.superseded() {
                 return Err(r);
@@ -390,8 +402,9 @@ impl Stream<'_> {
                 return Err(Refusal::internal("the consumer's state was lost"));
             };
             let settings = self.settings.clone();
+            let left = credits.left;
             let (consumer, step) = tokio::task::spawn_blocking(move || {
-                let step = step(&mut consumer, &settings, credits);
+                let step = step(&mut consumer, &settings, left);
                 (consumer, step)
             })
             .await
@@ -415,11 +428,24 @@ impl Stream<'_> {
                 step.dead_lettered,
             );
             if !step.records.is_empty() {
-                credits -= step.records.len() as u64;
+                credits.left -= step.records.len() as u64;
+                let span = tracing::info_span!(
+                    "client.fetch",
+                    queue = %self.settings.queue, consumer = %self.settings.consumer,
+                    records = step.records.len(),
+                    first_seq = step.records.first().map_or(0, |r| r.seq),
+                    last_seq = step.records.last().map_or(0, |r| r.seq),
+                    redelivered = step.redelivered, dead_lettered = step.dead_lettered,
+                );
+                crate::telemetry::follow_remote_parent(&span, &credits.traceparent, None);
                 let records = Records {
                     records: step.records,
                 };
-                if !self.send(consume_reply::Kind::Records(records)).await? {
+                let sent = self
+                    .send(consume_reply::Kind::Records(records))
+                    .instrument(span)
+                    .await?;
+                if !sent {
                     return Ok(());
                 }
                 continue;
@@ -449,7 +475,7 @@ impl Stream<'_> {
         &self,
         command: ConsumeRequest,
         state: &mut Option<Consumer>,
-        credits: &mut u64,
+        credits: &mut Credits,
     ) -> Result<bool, Refusal> {
         let Some(c) = state.as_mut() else {
             return Err(Refusal::internal("the consumer's state was lost"));
@@ -463,7 +489,10 @@ impl Stream<'_> {
         };
         match command.kind {
             Some(consume_request::Kind::Fetch(f)) => {
-                *credits = (*credits + u64::from(f.max_messages)).min(MAX_CREDITS);
+                credits.left = (credits.left + u64::from(f.max_messages)).min(MAX_CREDITS);
+                if !f.traceparent.is_empty() {
+                    credits.traceparent = f.traceparent;
+                }
                 Ok(true)
             }
             Some(consume_request::Kind::Ack(a)) => {

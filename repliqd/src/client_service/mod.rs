@@ -28,6 +28,7 @@ use repliq::client::proto::{ConsumeReply, ConsumeRequest, ProduceReply, ProduceR
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::discovery::PeerSet;
 use crate::metrics::ClientMetrics;
@@ -115,6 +116,15 @@ impl ClientService {
 
 type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// A stream's span adopts the caller's trace from the `traceparent` (and `tracestate`)
+/// metadata of the request, when it carries them.
+fn follow_metadata(span: &tracing::Span, metadata: &tonic::metadata::MetadataMap) {
+    let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
+    if let Some(parent) = text("traceparent") {
+        crate::telemetry::follow_remote_parent(span, parent, text("tracestate"));
+    }
+}
+
 #[tonic::async_trait]
 impl Client for ClientService {
     type ProduceStream = ReplyStream<ProduceReply>;
@@ -125,7 +135,14 @@ impl Client for ClientService {
         request: Request<Streaming<ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStream>, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel(OUTBOUND);
-        tokio::spawn(produce::serve(self.clone(), request.into_inner(), tx));
+        let span = tracing::info_span!(
+            parent: None, "client.produce",
+            node = %self.node, queue = tracing::field::Empty, producer = tracing::field::Empty,
+            producer_epoch = tracing::field::Empty,
+        );
+        follow_metadata(&span, request.metadata());
+        let serve = produce::serve(self.clone(), request.into_inner(), tx);
+        tokio::spawn(serve.instrument(span));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -136,7 +153,13 @@ impl Client for ClientService {
         request: Request<Streaming<ConsumeRequest>>,
     ) -> Result<Response<Self::ConsumeStream>, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel(OUTBOUND);
-        tokio::spawn(consume::serve(self.clone(), request.into_inner(), tx));
+        let span = tracing::info_span!(
+            parent: None, "client.consume",
+            node = %self.node, queue = tracing::field::Empty, consumer = tracing::field::Empty,
+        );
+        follow_metadata(&span, request.metadata());
+        let serve = consume::serve(self.clone(), request.into_inner(), tx);
+        tokio::spawn(serve.instrument(span));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -5,6 +5,7 @@ use repliq::client::proto::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
+use tracing::Instrument;
 
 use super::appender::Job;
 use super::{ClientService, Refusal};
@@ -44,6 +45,10 @@ pub async fn serve(service: ClientService, mut inbound: Streaming<ProduceRequest
         ));
         return refuse(&service, &out, r).await;
     }
+    let stream_span = tracing::Span::current();
+    stream_span.record("queue", open.queue.as_str());
+    stream_span.record("producer", open.producer_id.as_str());
+    stream_span.record("producer_epoch", open.producer_epoch);
     let dir = match service.queue_dir(&open.queue) {
         Ok(d) => d,
         Err(r) => return refuse(&service, &out, r).await,
@@ -80,6 +85,14 @@ pub async fn serve(service: ClientService, mut inbound: Streaming<ProduceRequest
         };
         let count = u32::try_from(batch.records.len()).unwrap_or(u32::MAX);
         let first_seq = batch.first_seq;
+        // One span per batch, from its arrival to its acknowledgement.
+        let span = tracing::info_span!(
+            "client.produce_batch",
+            queue = %open.queue, producer = %open.producer_id, first_seq, count,
+            duplicates = tracing::field::Empty, first_queue_seq = tracing::field::Empty,
+            last_queue_seq = tracing::field::Empty, refused = tracing::field::Empty,
+        );
+        crate::telemetry::follow_remote_parent(&span, &batch.traceparent, None);
         let (reply, answer) = oneshot::channel();
         let job = Job::Batch {
             producer: open.producer_id.clone(),
@@ -88,9 +101,18 @@ pub async fn serve(service: ClientService, mut inbound: Streaming<ProduceRequest
             records: batch.records,
             reply,
         };
-        match submit(&service, &dir, job, answer).await {
+        let written = submit(&service, &dir, job, answer)
+            .instrument(span.clone())
+            .await;
+        match written {
             Ok(written) => {
                 let (first_queue_seq, last_queue_seq) = written.queue_seqs.unwrap_or((0, 0));
+                span.record("duplicates", written.duplicates);
+                if written.queue_seqs.is_some() {
+                    span.record("first_queue_seq", first_queue_seq);
+                    span.record("last_queue_seq", last_queue_seq);
+                }
+                drop(span);
                 let ack = ProduceAck {
                     first_seq,
                     count,
@@ -102,7 +124,11 @@ pub async fn serve(service: ClientService, mut inbound: Streaming<ProduceRequest
                     return;
                 }
             }
-            Err(r) => return refuse(&service, &out, r).await,
+            Err(r) => {
+                span.record("refused", r.0.message.as_str());
+                drop(span);
+                return refuse(&service, &out, r).await;
+            }
         }
     }
 }

@@ -44,6 +44,12 @@ pub struct ProduceBatch {
     /// the batch is written (a batch with an invalid record is refused whole).
     #[prost(bytes = "bytes", repeated, tag = "2")]
     pub records: ::prost::alloc::vec::Vec<::prost::bytes::Bytes>,
+    /// The W3C trace context (`traceparent` header value, e.g. `00-<trace id>-<span id>-01`) of
+    /// the operation that sends this batch: the node's `client.produce_batch` span becomes its
+    /// child. Empty: the batch's span is a child of the stream's (whose parent is the stream's
+    /// `traceparent` gRPC metadata, if any). Malformed values are ignored.
+    #[prost(string, tag = "3")]
+    pub traceparent: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ProduceReply {
@@ -143,10 +149,15 @@ pub struct ConsumeOpen {
     pub max_ack_pending: u32,
 }
 /// Credits: the node may send this many more records (new ones and redeliveries alike).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Fetch {
     #[prost(uint32, tag = "1")]
     pub max_messages: u32,
+    /// The W3C trace context of the operation that asks for these records: the node's
+    /// `client.fetch` span (from this request to the delivery of the records it granted) becomes
+    /// its child. Empty: a child of the stream's span, as for `ProduceBatch.traceparent`.
+    #[prost(string, tag = "2")]
+    pub traceparent: ::prost::alloc::string::String,
 }
 /// Acknowledgements. The durable cursor (the position that survives a restart) moves past a
 /// record only once it and every record before it are acknowledged or dead-lettered, so
