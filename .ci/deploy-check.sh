@@ -193,6 +193,9 @@ render helm-statefulset-tls-certmanager --set workload.kind=StatefulSet \
 render helm-statefulset-tls-csi --set workload.kind=StatefulSet --set tls.enabled=true \
     --set tls.source=csi --set tls.certManager.issuerRef.name=cluster-ca \
     --set tls.certManager.issuerRef.kind=ClusterIssuer
+# A DaemonSet with per-pod certificates: its peers (Kubernetes nodes) are checked by pod name.
+render helm-daemonset-tls-csi --set tls.enabled=true --set tls.source=csi \
+    --set tls.certManager.issuerRef.name=cluster-ca --set tls.certManager.issuerRef.kind=ClusterIssuer
 # The HTTP port behind a bearer token from a Secret, which the ServiceMonitor sends.
 render helm-statefulset-http-auth --set workload.kind=StatefulSet --set httpAuth.enabled=true \
     --set httpAuth.secretName=repliq-http-token --set metrics.serviceMonitor.enabled=true
@@ -229,7 +232,8 @@ refuses "an unknown workload kind" --set workload.kind=Deployment
 refuses "an unknown config key" --set config.queue.capcity=1
 refuses "a root user" --set podSecurityContext.runAsUser=0
 refuses "one port for gRPC and HTTP" --set config.server.http_listen=0.0.0.0:31337
-refuses "csi certificates for a DaemonSet" --set tls.enabled=true --set tls.source=csi
+refuses "csi certificates for a DaemonSet with static peers" --set tls.enabled=true \
+    --set tls.source=csi --set config.replication.discovery.method=static
 refuses "a DaemonSet's cert-manager certificate without node names" --set tls.enabled=true \
     --set tls.source=certManager
 refuses "TLS files under the ConfigMap mount" --set tls.enabled=true --set tls.mountPath=/etc/repliq/tls
@@ -325,7 +329,13 @@ def tls_files(where, workload, pod, c, cfg, docs):
             check(v["csi"].get("driver") == "csi.cert-manager.io", where, "the TLS csi volume's driver")
             check(attrs.get("csi.cert-manager.io/dns-names") == "${POD_NAME}", where,
                   "the csi certificate must be named after the pod (NODE_NAME)")
-            check(workload["kind"] == "StatefulSet", where, "csi certificates name pods: StatefulSet only")
+            # A StatefulSet's NODE_NAME is the pod's name; a DaemonSet's is the Kubernetes node's,
+            # so its peers must be checked by pod name (Kubernetes discovery knows which pod
+            # runs on which node).
+            disc = cfg["replication"]["discovery"]
+            check(workload["kind"] == "StatefulSet"
+                  or (disc.get("method") == "kubernetes" and disc.get("tls_identity") == "pod"),
+                  where, "csi certificates in a DaemonSet need discovery.tls_identity: pod")
         else:
             check(False, where, f"server.tls.{key}: the volume at {folder} is neither a Secret nor a csi certificate")
 

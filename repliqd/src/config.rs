@@ -15,12 +15,15 @@
 //!     peers:                   # static only; never this node itself
 //!       - name: node-b
 //!         address: 127.0.0.1:31338
+//!         # identity: repliq-q9m4z   # mutual TLS: the name its certificate carries (default: name)
 //!     # members:               # static only, instead of `peers`: every node, this one
 //!     #   - name: node-a       # included (one list shared by all nodes, e.g. a StatefulSet's
 //!     #     address: ...       # ConfigMap); the node drops its own entry by NODE_NAME
 //!     # kubernetes only:
 //!     # namespace: repliq      # default: POD_NAMESPACE, else the service account's namespace
 //!     # peer_name: node        # a pod's peer name: `node` (spec.nodeName) or `pod` (its name)
+//!     # tls_identity: peer     # mutual TLS: a peer's certificate names its peer name (`peer`)
+//!     #                        # or its pod (`pod`: per-pod certificates in a DaemonSet)
 //!     # port: 31337            # the peers' gRPC port
 //! queue:
 //!   capacity: 1048576
@@ -155,6 +158,22 @@ pub struct Discovery {
     /// `kubernetes`: the peers' gRPC port (default 31337).
     #[serde(default)]
     pub port: Option<u16>,
+    /// `kubernetes`: under mutual TLS, the name a peer pod's certificate is issued to.
+    #[serde(default)]
+    pub tls_identity: TlsIdentity,
+}
+
+/// Which name a peer pod's certificate carries (Kubernetes discovery under mutual TLS).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsIdentity {
+    /// Its peer name (`peer_name`): one Secret naming every node, or per-pod certificates
+    /// when `peer_name: pod`.
+    #[default]
+    Peer,
+    /// The pod's name (`metadata.name`), whatever the peer name: per-pod certificates (e.g.
+    /// cert-manager's csi-driver) in a DaemonSet, whose peer names are the Kubernetes nodes'.
+    Pod,
 }
 
 /// How Kubernetes discovery names a peer pod.
@@ -186,6 +205,18 @@ pub struct Peer {
     pub name: String,
     /// Its gRPC address, `host:port`.
     pub address: String,
+    /// Under mutual TLS (`server.tls`), the name its certificate is issued to, when that is not
+    /// `name` (a per-pod certificate named after a DaemonSet pod); absent: `name`.
+    #[serde(default)]
+    pub identity: Option<String>,
+}
+
+impl Peer {
+    /// The name this peer's certificate must be issued to.
+    #[must_use]
+    pub fn identity(&self) -> &str {
+        self.identity.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// `queue:`
@@ -622,6 +653,31 @@ queue:
         assert_eq!(c.queue.capacity, 1024);
         assert_eq!(c.server.grpc_listen.port(), DEFAULT_GRPC_PORT);
         assert_eq!(c.replication.discovery.peers[1].address, "localhost:4002");
+    }
+
+    #[test]
+    fn a_peer_may_name_its_certificate_identity() {
+        let c = Config::from_yaml(&SEED.replace(
+            "address: 127.0.0.1:4001\n",
+            "address: 127.0.0.1:4001\n        identity: repliq-q9m4z\n",
+        ))
+        .unwrap();
+        let peers = &c.replication.discovery.peers;
+        assert_eq!(
+            (peers[0].identity(), peers[1].identity()),
+            ("repliq-q9m4z", "c")
+        );
+        assert_eq!(c.replication.discovery.tls_identity, TlsIdentity::Peer);
+        let k = "replication:\n  mode: synchronous\n  discovery:\n    method: kubernetes\n    \
+                 label_selector: app=repliq\n    tls_identity: pod\n\
+                 queue:\n  capacity: 1024\n  persistence:\n    path: /tmp/repliq\n";
+        let c = Config::from_yaml(k).unwrap();
+        assert_eq!(c.replication.discovery.tls_identity, TlsIdentity::Pod);
+        let m = err(&k.replace("tls_identity: pod", "tls_identity: node"));
+        assert!(
+            m.contains("tls_identity") || m.contains("unknown variant"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub async fn run(
     health
         .discovery_ready
         .store(current.ready, Ordering::Release);
-    let accepted = PeerSet::of(peer_names(&current, &node_name));
+    let accepted = PeerSet::with_identities(peer_names(&current, &node_name));
     let replicas = ReplicaService::with_peers(root.clone(), accepted.clone());
     let (replicas, tls_config) = match &config.server.tls {
         Some(files) => {
@@ -427,11 +427,12 @@ fn adopt_node_policy(root: &Path, policy: &NodePolicy) {
     }
 }
 
-fn peer_names(set: &discovery::PeerSet, node: &str) -> Vec<String> {
+/// The other nodes, each with the name its certificate is issued to.
+fn peer_names(set: &discovery::PeerSet, node: &str) -> Vec<(String, String)> {
     set.peers
         .iter()
         .filter(|p| p.name != node)
-        .map(|p| p.name.clone())
+        .map(|p| (p.name.clone(), p.identity().to_owned()))
         .collect()
 }
 
@@ -447,7 +448,7 @@ async fn follow_discovery(
 ) -> Result<(), String> {
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
-        accepted.replace(peer_names(&snapshot, &node));
+        accepted.replace_with_identities(peer_names(&snapshot, &node));
         health
             .discovery_ready
             .store(snapshot.ready, Ordering::Release);
@@ -614,6 +615,6 @@ fn replica_addrs(set: &discovery::PeerSet, node: &str) -> Vec<ReplicaAddr> {
     set.peers
         .iter()
         .filter(|p| p.name != node)
-        .map(|p| ReplicaAddr::new(p.name.clone(), p.address.clone()))
+        .map(|p| ReplicaAddr::new(p.name.clone(), p.address.clone()).with_identity(p.identity()))
         .collect()
 }

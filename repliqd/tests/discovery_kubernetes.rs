@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
-use repliqd::config::{Peer, PeerName};
+use repliqd::config::{Peer, PeerName, TlsIdentity};
 use repliqd::discovery::PeerSet;
 use repliqd::discovery::kubernetes::{self, Settings};
 use serde_json::{Value, json};
@@ -21,6 +21,7 @@ fn settings() -> Settings {
         label_selector: "app=repliq".into(),
         port: 31337,
         peer_name: PeerName::Node,
+        tls_identity: TlsIdentity::Peer,
         node: "node-a".into(),
         backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
@@ -69,6 +70,7 @@ fn peer(name: &str, ip: &str) -> Peer {
     Peer {
         name: name.into(),
         address: format!("{ip}:31337"),
+        identity: None,
     }
 }
 
@@ -286,7 +288,29 @@ fn a_pod_is_a_peer_only_when_ready_with_an_ip_and_not_self() {
         kubernetes::peer_of(&serde_json::from_value(v).unwrap(), &by_pod),
         Some(Peer {
             name: "repliq-b".into(),
-            address: "[fd00::2]:31337".into()
+            address: "[fd00::2]:31337".into(),
+            identity: None,
         })
     );
+    // A DaemonSet with per-pod certificates: the peer is the node, its identity the pod.
+    let daemonset = Settings {
+        tls_identity: TlsIdentity::Pod,
+        ..settings()
+    };
+    let v = pod("repliq-x7k2p", "node-b", "10.0.0.2", true, 1);
+    let peer = kubernetes::peer_of(&serde_json::from_value(v).unwrap(), &daemonset).unwrap();
+    assert_eq!(peer.name, "node-b");
+    assert_eq!(peer.identity(), "repliq-x7k2p");
+    // Where the pod is the peer name already, no separate identity.
+    let both = Settings {
+        peer_name: PeerName::Pod,
+        ..daemonset
+    };
+    let v = pod("repliq-b", "node-b", "10.0.0.2", true, 1);
+    let peer = kubernetes::peer_of(&serde_json::from_value(v).unwrap(), &both).unwrap();
+    assert_eq!(
+        (peer.name.as_str(), peer.identity()),
+        ("repliq-b", "repliq-b")
+    );
+    assert_eq!(peer.identity, None);
 }

@@ -66,16 +66,23 @@ fn with_tls(d: &Daemon, files: &TlsFiles) {
 /// Runs a primary in this process for the queue at `dir` as node `node`, streaming to `to`, with
 /// `tls` (or in plain text), for `secs` seconds.
 fn primary_for(dir: PathBuf, node: &str, to: (&str, u16), tls: Option<TlsFiles>, secs: u64) {
+    primary_to(
+        dir,
+        node,
+        ReplicaAddr::new(to.0, format!("127.0.0.1:{}", to.1)),
+        tls,
+        secs,
+    );
+}
+
+/// [`primary_for`] with the replica's address (and certificate identity) given whole.
+fn primary_to(dir: PathBuf, node: &str, to: ReplicaAddr, tls: Option<TlsFiles>, secs: u64) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let mut options = PrimaryOptions::new(
-        node,
-        vec![ReplicaAddr::new(to.0, format!("127.0.0.1:{}", to.1))],
-        ReplicationMode::Asynchronous,
-    );
+    let mut options = PrimaryOptions::new(node, vec![to], ReplicationMode::Asynchronous);
     options.tls = tls;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     rt.block_on(async move {
@@ -160,4 +167,67 @@ fn only_certificates_issued_to_a_peers_name_replicate_and_rotated_files_are_used
         q.enqueue(&order(id)).unwrap();
     }
     wait_until("b to follow a", || held(&b.root.join("orders")) == 150);
+}
+
+/// Gives peer `peer` of `d`'s static list the certificate identity `identity`.
+fn with_peer_identity(d: &Daemon, peer: &str, identity: &str) {
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let entry = format!("      - name: {peer}\n");
+    assert!(text.contains(&entry), "{text}");
+    let text = text.replace(&entry, &format!("{entry}        identity: {identity}\n"));
+    std::fs::write(&d.config, text).unwrap();
+}
+
+/// A DaemonSet's per-pod certificates: the nodes are named after Kubernetes nodes, their
+/// certificates after their pods. With each peer's identity configured (Kubernetes discovery
+/// sets it with `tls_identity: pod`), both ends check the pod's name: the primary the replica's
+/// server certificate, the replica the primary's client certificate. A pod of another node
+/// (a certificate issued to a pod that is not the claimed node's) gets nowhere.
+#[test]
+fn per_pod_certificates_are_checked_against_each_peers_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca();
+    let certs = dir.path().join("certs");
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Daemon::new(dir.path(), "node-1", "asynchronous", &[("node-2", pb)], pa);
+    let mut b = Daemon::new(dir.path(), "node-2", "asynchronous", &[("node-1", pa)], pb);
+    let a_files = node_files(&certs.join("a"), "tls", "repliq-x7k2p", &ca, &ca);
+    let b_files = node_files(&certs.join("b"), "tls", "repliq-q9m4z", &ca, &ca);
+    with_tls(&a, &a_files);
+    with_tls(&b, &b_files);
+    with_peer_identity(&a, "node-2", "repliq-q9m4z");
+    with_peer_identity(&b, "node-1", "repliq-x7k2p");
+    a.start();
+    b.start();
+    queue_with_records(&a.root.join("orders"), 100);
+    wait_until("node-2 to hold node-1's records", || {
+        held(&b.root.join("orders")) == 100
+    });
+
+    // Another pod's certificate (valid, same CA) claiming to be node-1: refused by node-2.
+    let evil = dir.path().join("evil");
+    queue_with_records(&evil.join("stolen"), 10);
+    // (It knows node-2's pod, so the handshake succeeds and node-2 reads its Hello.)
+    let node_2 =
+        ReplicaAddr::new("node-2", format!("127.0.0.1:{pb}")).with_identity("repliq-q9m4z");
+    let other_pod = node_files(&certs.join("other"), "tls", "repliq-zzzzz", &ca, &ca);
+    primary_to(
+        evil.join("stolen"),
+        "node-1",
+        node_2.clone(),
+        Some(other_pod),
+        3,
+    );
+    // node-1's node name in a certificate is not its identity either.
+    let by_node = node_files(&certs.join("by-node"), "tls", "node-1", &ca, &ca);
+    primary_to(evil.join("stolen"), "node-1", node_2, Some(by_node), 3);
+    assert!(
+        !b.root.join("stolen").exists(),
+        "node-2 accepted a certificate not issued to node-1's pod"
+    );
+    let log = std::fs::read_to_string(b.log_path()).unwrap();
+    assert!(
+        log.contains("the peer's certificate is not issued to \"repliq-x7k2p\""),
+        "{log}"
+    );
 }

@@ -85,10 +85,7 @@ pub(crate) fn parse_secondary(s: &str) -> Result<ReplicaAddr> {
             "secondary `{s}`: expected `host:port` or `name=host:port`"
         )));
     }
-    Ok(ReplicaAddr {
-        name: name.to_owned(),
-        address: address.to_owned(),
-    })
+    Ok(ReplicaAddr::new(name, address))
 }
 
 /// Replication of one queue run on a thread of this process (no daemon), stopped (after letting

@@ -29,6 +29,8 @@ pub struct ReplicaAddr {
     pub name: String,
     /// Its gRPC address.
     pub address: String,
+    /// The name its certificate must be issued to under mutual TLS (`None`: `name`).
+    pub identity: Option<String>,
 }
 
 /// How the primary side replicates one queue: [`PrimaryOptions::new`], then the builder methods
@@ -263,6 +265,21 @@ impl ReplicaAddr {
         ReplicaAddr {
             name: name.into(),
             address: address.into(),
+            identity: None,
         }
+    }
+
+    /// Under mutual TLS, the replica's certificate is issued to `identity` rather than to its
+    /// node name (a DaemonSet pod's per-pod certificate, named after the pod).
+    #[must_use]
+    pub fn with_identity(mut self, identity: impl Into<String>) -> Self {
+        self.identity = Some(identity.into());
+        self
+    }
+
+    /// The name the replica's certificate must be issued to.
+    #[must_use]
+    pub fn identity(&self) -> &str {
+        self.identity.as_deref().unwrap_or(&self.name)
     }
 }

@@ -5,9 +5,13 @@
 //! members while the service runs ([`PeerSet::replace`]), or decide with a function of its own
 //! ([`PeerSet::from_fn`]).
 //!
+//! Under mutual TLS a peer's certificate must be issued to its *identity*: its node name unless
+//! the set says otherwise ([`PeerSet::replace_with_identities`]; e.g. a DaemonSet pod's
+//! per-pod certificate, named after the pod, while its node name is the Kubernetes node's).
+//!
 //! [`ReplicaService`]: super::ReplicaService
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 type Check = dyn Fn(&str) -> bool + Send + Sync;
@@ -15,7 +19,8 @@ type Check = dyn Fn(&str) -> bool + Send + Sync;
 #[derive(Clone)]
 enum Inner {
     Any,
-    Names(Arc<RwLock<BTreeSet<String>>>),
+    /// Node name → the name its certificate must be issued to.
+    Names(Arc<RwLock<BTreeMap<String, String>>>),
     Fn(Arc<Check>),
 }
 
@@ -54,8 +59,18 @@ impl PeerSet {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        PeerSet(Inner::Names(Arc::new(RwLock::new(same_names(names)))))
+    }
+
+    /// Accepts the primaries named in `members`, `(node name, the name its certificate is
+    /// issued to)`; [`PeerSet::replace_with_identities`] changes them later.
+    #[must_use]
+    pub fn with_identities<I>(members: I) -> Self
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
         PeerSet(Inner::Names(Arc::new(RwLock::new(
-            names.into_iter().map(Into::into).collect(),
+            members.into_iter().collect(),
         ))))
     }
 
@@ -72,9 +87,32 @@ impl PeerSet {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        self.replace_with_identities(same_names(names));
+    }
+
+    /// As [`replace`](PeerSet::replace), with each member's identity: `(node name, the name
+    /// its certificate is issued to)`.
+    pub fn replace_with_identities<I>(&self, members: I)
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
         if let Inner::Names(set) = &self.0 {
-            *set.write().unwrap_or_else(|p| p.into_inner()) =
-                names.into_iter().map(Into::into).collect();
+            *set.write().unwrap_or_else(|p| p.into_inner()) = members.into_iter().collect();
+        }
+    }
+
+    /// The name the certificate of the primary named `name` must be issued to: its identity in
+    /// the set, else `name` itself.
+    #[must_use]
+    pub fn identity_of(&self, name: &str) -> String {
+        match &self.0 {
+            Inner::Names(set) => set
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| name.to_owned()),
+            Inner::Any | Inner::Fn(_) => name.to_owned(),
         }
     }
 
@@ -83,10 +121,28 @@ impl PeerSet {
     pub fn allows(&self, name: &str) -> bool {
         match &self.0 {
             Inner::Any => true,
-            Inner::Names(set) => set.read().unwrap_or_else(|p| p.into_inner()).contains(name),
+            Inner::Names(set) => set
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(name),
             Inner::Fn(f) => f(name),
         }
     }
+}
+
+/// Each name its own identity.
+fn same_names<I, S>(names: I) -> BTreeMap<String, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    names
+        .into_iter()
+        .map(|n| {
+            let n = n.into();
+            (n.clone(), n)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -103,5 +159,15 @@ mod tests {
         assert!(PeerSet::any().allows("anyone"));
         assert!(PeerSet::from_fn(|n| n.starts_with("node-")).allows("node-x"));
         assert!(!PeerSet::from_fn(|n| n.starts_with("node-")).allows("evil"));
+    }
+
+    #[test]
+    fn a_member_is_its_own_identity_unless_given_one() {
+        let set = PeerSet::of(["a"]);
+        assert_eq!(set.identity_of("a"), "a");
+        set.replace_with_identities([("node-1".to_owned(), "repliq-x7k2p".to_owned())]);
+        assert!(set.allows("node-1") && !set.allows("repliq-x7k2p") && !set.allows("a"));
+        assert_eq!(set.identity_of("node-1"), "repliq-x7k2p");
+        assert_eq!(PeerSet::any().identity_of("b"), "b");
     }
 }

@@ -377,7 +377,9 @@ async fn serve_stream(
     #[cfg(feature = "tls")]
     if service.authenticate {
         let checked = match &peer {
-            Some(certs) => super::tls::check_peer_identity(certs, &hello.primary),
+            Some(certs) => {
+                super::tls::check_peer_identity(certs, &service.peers.identity_of(&hello.primary))
+            }
             None => Err("the stream did not come over mutual TLS".into()),
         };
         if let Err(why) = checked {

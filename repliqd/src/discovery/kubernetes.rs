@@ -8,6 +8,9 @@
 //! seed's manifests give each daemon as `NODE_NAME` through the downward API — or with
 //! `peer_name: pod`, the pod's name (set `NODE_NAME` from `metadata.name` then). The pod whose
 //! name is this node's is left out.
+//!
+//! Under mutual TLS a peer's certificate is issued to its peer name, or with `tls_identity: pod`
+//! to its pod's name: per-pod certificates in a DaemonSet, whose peer names are node names.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,7 +23,7 @@ use repliq::QueueError;
 use tokio::sync::watch;
 
 use super::{Discovery, PeerSet};
-use crate::config::{Config, DEFAULT_GRPC_PORT, Peer, PeerName};
+use crate::config::{Config, DEFAULT_GRPC_PORT, Peer, PeerName, TlsIdentity};
 use crate::kube_client::namespace_from_env;
 
 /// What the pod watcher needs.
@@ -34,6 +37,8 @@ pub struct Settings {
     pub port: u16,
     /// How a pod's peer name is chosen.
     pub peer_name: PeerName,
+    /// Which name a peer pod's certificate carries.
+    pub tls_identity: TlsIdentity,
     /// This node's name (its own pod is not a peer).
     pub node: String,
     /// First delay after an error (doubles up to `max_backoff`).
@@ -66,6 +71,7 @@ impl Settings {
             label_selector,
             port: d.port.unwrap_or(DEFAULT_GRPC_PORT),
             peer_name: d.peer_name,
+            tls_identity: d.tls_identity,
             node: node.to_owned(),
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
@@ -101,7 +107,16 @@ pub fn peer_of(pod: &Pod, settings: &Settings) -> Option<Peer> {
     } else {
         format!("{ip}:{}", settings.port)
     };
-    Some(Peer { name, address })
+    // The pod's name as its identity only where it differs from the peer name.
+    let identity = match settings.tls_identity {
+        TlsIdentity::Pod => pod.metadata.name.clone().filter(|pod| *pod != name),
+        TlsIdentity::Peer => None,
+    };
+    Some(Peer {
+        name,
+        address,
+        identity,
+    })
 }
 
 /// Starts watching; the returned discovery publishes a snapshot at every change.

@@ -117,6 +117,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- $discovery := dict "method" $d.method -}}
 {{- if eq $d.method "kubernetes" -}}
 {{- $_ := set $discovery "label_selector" (include "repliq.labelSelector" .) -}}
+{{- if and .Values.tls.enabled (eq .Values.tls.source "csi") (not (include "repliq.isStatefulSet" .)) -}}
+{{- /* A DaemonSet's peers are Kubernetes nodes; their per-pod certificates name the pods. */ -}}
+{{- $_ := set $discovery "tls_identity" "pod" -}}
+{{- end -}}
 {{- else -}}
 {{- if $d.label_selector -}}
 {{- $_ := set $discovery "label_selector" $d.label_selector -}}
@@ -200,8 +204,8 @@ server:
 {{- if eq (include "repliq.grpcPort" .) (include "repliq.httpPort" .) -}}
 {{- fail "config.server: grpc_listen and http_listen must use different ports" -}}
 {{- end -}}
-{{- if and .Values.tls.enabled (eq .Values.tls.source "csi") (not (include "repliq.isStatefulSet" .)) -}}
-{{- fail "tls.source csi needs workload.kind StatefulSet: the csi-driver names a certificate after the pod, and a DaemonSet's node identity is the Kubernetes node name" -}}
+{{- if and .Values.tls.enabled (eq .Values.tls.source "csi") (not (include "repliq.isStatefulSet" .)) (ne .Values.config.replication.discovery.method "kubernetes") -}}
+{{- fail "tls.source csi with a DaemonSet needs discovery method kubernetes: the csi-driver names a certificate after the pod, and only the Kubernetes API tells which pod runs on which node" -}}
 {{- end -}}
 {{- if and .Values.tls.enabled (eq .Values.tls.source "certManager") (not (include "repliq.isStatefulSet" .)) (not .Values.tls.certManager.dnsNames) -}}
 {{- fail "tls.source certManager with a DaemonSet: list the Kubernetes node names in tls.certManager.dnsNames (each node's NODE_NAME must be in the certificate)" -}}

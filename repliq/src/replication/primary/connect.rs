@@ -106,7 +106,7 @@ pub(super) async fn connect_once(
     let endpoint = match tls.as_ref() {
         Some(files) => {
             let config = files
-                .client_config(&replica.name)
+                .client_config(replica.identity())
                 .map_err(|e| err("TLS configuration", &e))?;
             endpoint
                 .tls_config(config)
