@@ -425,5 +425,5 @@ done
 for n in "${nodes[@]}"; do check check-absent "$work/final-$n.jsonl" "$OLD_EPOCH_ID"; done
 note "on $new: $final_line; a and $other hold the same records; no old-epoch or impostor write anywhere"
 
-printf '\ncontainer-cluster figures: new primary %s after %d ms (lease %d ms); acknowledged before the kill: %d; lost: 0; duplicated: 0; old-epoch writes accepted: 0 (%d timed out); acknowledged during the partition: %d/%d; partitioned replica streaming again and caught up in %d ms after the heal; replica at a new address (no FIN) in %d ms (goal %d ms)\n' \
+printf '\ncontainer-cluster figures (mutual TLS between the nodes; impostors refused: plain text, another CA): new primary %s after %d ms (lease %d ms); acknowledged before the kill: %d; lost: 0; duplicated: 0; old-epoch writes accepted: 0 (%d timed out); acknowledged during the partition: %d/%d; partitioned replica streaming again and caught up in %d ms after the heal; replica at a new address (no FIN) in %d ms (goal %d ms)\n' \
     "$new" "$failover_ms" "$LEASE_MS" "$acked_before_kill" "$old_timeouts" "$partition_acks" "$PARTITION_MESSAGES" "$catch_up_ms" "$moved_ms" "$HEAL_GOAL_MS"
