@@ -6,8 +6,13 @@
 #   bash .ci/container-cluster.sh
 #
 # 1. etcd and nodes a, b, c: synchronous, required_acks 1, static discovery with one shared
-#    `members` list, election backend etcd. A producer container shares a's volume (the library
-#    needs the daemon's file system) and prints `ACK seq id` for every enqueue that returned Ok.
+#    `members` list, election backend etcd, mutual TLS on the gRPC port (`server.tls`, issue 20):
+#    a CA and one certificate per node made at test time, the node name as DNS SAN
+#    (docs/SECURITY.md). A producer container shares a's volume (the library needs the daemon's
+#    file system) and prints `ACK seq id` for every enqueue that returned Ok.
+# 1b. The streams are TLS: two impostors claiming to be node a stream a queue to b, one in plain
+#    text (a repliqd without `server.tls`), one with a certificate for `a` from another CA. b
+#    refuses both handshakes (its log names their addresses) and never holds their messages.
 # 2. `docker kill` of a and its producer mid-stream: b or c becomes primary (time measured);
 #    every acknowledged message is on it at the same sequence, none twice (`repliq cat`).
 # 3. An old-epoch producer starts on a's volume before a's daemon restarts: none of its writes is
@@ -21,7 +26,14 @@
 #    to caught up is printed; goal 5 s.
 # Prints its figures; a trap removes every container, volume directory, network and image it made.
 #
-# Needs: bash, docker (engine running), python3, cargo, readelf, /usr/bin/etcd (.ci/install-etcd.sh).
+# Needs: bash, docker (engine running), python3, cargo, readelf, openssl, /usr/bin/etcd
+# (.ci/install-etcd.sh).
+#
+# The certificates come from the `openssl` command rather than a small rcgen bin in the repo:
+# .ci/deploy-check.sh, earlier in the same gate, already makes its TLS test certificates with it,
+# and it is on every Debian/Ubuntu machine (ca-certificates depends on it), so nothing more is
+# installed; a Rust bin would be one more crate graph (rcgen, ring) compiled into the static
+# build on every cold CI run, for five files. Test keys only: 0644, for the containers' user.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,6 +44,8 @@ ACK_TIMEOUT_MS=2000
 ACKS_BEFORE_KILL=2000
 PARTITION_MESSAGES=400
 OLD_EPOCH_ID=500000
+# The impostors' messages (never acknowledged by the cluster, never on any node).
+ROGUE_ID=900000
 PARTITION_ID=100000
 MOVED_ID=200000
 MOVED_MESSAGES=200
@@ -121,7 +135,39 @@ docker build -q -t "$etcd_image" "$ctx" >/dev/null
 note "images $image ($(docker image inspect -f '{{.Size}}' "$image") bytes) and $etcd_image ($(docker image inspect -f '{{.Size}}' "$etcd_image") bytes)"
 
 # --------------------------------------------------------------------------------------------
-step "etcd and three repliqd nodes on a private network"
+step "test certificates (openssl): a CA, one certificate per node, an impostor's CA"
+command -v openssl >/dev/null || die "openssl is missing (apt-get install openssl)"
+# new_ca DIR SUBJECT: a self-signed CA (ECDSA P-256) in DIR/ca.{crt,key}.
+new_ca() {
+    mkdir -p "$1"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=$2" -keyout "$1/ca.key" -out "$1/ca.crt" 2>/dev/null || die "openssl: CA $2"
+}
+# node_cert CA_DIR DIR NAME: DIR/{ca.crt,tls.crt,tls.key}, NAME the certificate's DNS SAN (the
+# node's identity; both server and client auth: a node is the one and the other), as a Secret
+# mounts them.
+node_cert() {
+    local ca=$1 dir=$2 name=$3
+    mkdir -p "$dir"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
+        -keyout "$dir/tls.key" -out "$dir/tls.csr" 2>/dev/null || die "openssl: key for $name"
+    printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature\n' \
+        "$name" > "$dir/ext"
+    openssl x509 -req -in "$dir/tls.csr" -CA "$ca/ca.crt" -CAkey "$ca/ca.key" -CAcreateserial \
+        -days 2 -extfile "$dir/ext" -out "$dir/tls.crt" 2>/dev/null || die "openssl: certificate for $name"
+    cp "$ca/ca.crt" "$dir/ca.crt"
+    rm -f "$dir/tls.csr" "$dir/ext"
+    chmod 0755 "$dir" && chmod 0644 "$dir"/*
+}
+new_ca "$work/pki/ca" "container-cluster CA"
+for n in a b c; do node_cert "$work/pki/ca" "$work/tls/$n" "$n"; done
+new_ca "$work/pki/rogue-ca" "impostor CA"
+node_cert "$work/pki/rogue-ca" "$work/tls/rogue" a
+chmod 0755 "$work" "$work/tls"
+note "CA and certificates for a, b, c (DNS SAN = node name); a certificate for 'a' from another CA"
+
+# --------------------------------------------------------------------------------------------
+step "etcd and three repliqd nodes on a private network, mutual TLS between them"
 network="$run_id-net"
 docker network create --internal "$network" >/dev/null
 hardened=(--read-only --cap-drop ALL --security-opt no-new-privileges --user 65532:65532)
@@ -165,6 +211,10 @@ server:
   grpc_listen: 0.0.0.0:31337
   http_listen: 0.0.0.0:9100
   shutdown_grace_ms: 2000
+  tls:
+    ca: /etc/repliq-tls/ca.crt
+    cert: /etc/repliq-tls/tls.crt
+    key: /etc/repliq-tls/tls.key
 election:
   backend: etcd
   endpoints: ["http://$run_id-etcd:2379"]
@@ -180,9 +230,11 @@ start_node() { # NAME
     containers+=("$run_id-$n")
     docker rm -f "$run_id-$n" >/dev/null 2>&1 || true
     docker run -d --name "$run_id-$n" --network "$network" "${hardened[@]}" \
-        -e NODE_NAME="$n" -v "$work/$n:/var/lib/repliq" \
+        -e NODE_NAME="$n" -v "$work/$n:/var/lib/repliq" -v "$work/tls/$n:/etc/repliq-tls:ro" \
         -v "$work/cfg/config.yaml:/etc/repliq/config.yaml:ro" "$image" >/dev/null
     wait_for "repliqd $n to listen" 150 logged "$run_id-$n" 'repliqd listening'
+    # Without server.tls the daemon warns that it streams in plain text.
+    if logged "$run_id-$n" 'server.tls is not set'; then die "repliqd $n runs without mutual TLS"; fi
 }
 for n in "${nodes[@]}"; do start_node "$n"; done
 
@@ -200,6 +252,66 @@ repliq_on() { # NODE ARGS...: the repliq CLI on node n's volume
         --entrypoint repliq "$image" "$@"
 }
 q() { echo "$work/$1/orders"; }
+
+# --------------------------------------------------------------------------------------------
+step "impostors claiming to be a: plain text, and a certificate of another CA"
+# Each has a queue of its own (written before its daemon starts, as a's old-epoch producer
+# does) and streams it to b, its only peer, under a's name.
+ip_of() { docker inspect -f "{{(index .NetworkSettings.Networks \"$network\").IPAddress}}" "$1"; }
+refused_from() { # CONTAINER: b logged a refused TLS handshake from CONTAINER's address
+    docker logs "$run_id-b" 2>&1 | grep -F 'TLS handshake refused' | grep -qF "$(ip_of "$1"):"
+}
+for kind in plain rogue; do
+    mkdir -p "$work/impostor-$kind"
+    chown 65532:65532 "$work/impostor-$kind" 2>/dev/null || chmod 0777 "$work/impostor-$kind"
+    docker run --rm --network none "${hardened[@]}" -v "$work/impostor-$kind:/var/lib/repliq" \
+        -v "$producer_bin:/usr/local/bin/acked_producer:ro" --entrypoint /usr/local/bin/acked_producer \
+        "$image" /var/lib/repliq/orders "$ROGUE_ID" 20 30 > "$work/impostor-$kind.log" \
+        || die "the $kind impostor's queue: $(head -c 300 "$work/impostor-$kind.log")"
+    tls_lines="" tls_mount=()
+    if [ "$kind" = rogue ]; then
+        tls_lines="  tls:
+    ca: /etc/repliq-tls/ca.crt
+    cert: /etc/repliq-tls/tls.crt
+    key: /etc/repliq-tls/tls.key"
+        tls_mount=(-v "$work/tls/rogue:/etc/repliq-tls:ro")
+    fi
+    cat > "$work/cfg/impostor-$kind.yaml" <<EOF
+replication:
+  mode: asynchronous
+  discovery:
+    method: static
+    peers: [{name: b, address: "$run_id-b:31337"}]
+queue:
+  capacity: 10000000
+  persistence:
+    path: /var/lib/repliq
+server:
+  grpc_listen: 0.0.0.0:31337
+  http_listen: 0.0.0.0:9100
+$tls_lines
+EOF
+    chmod 0644 "$work/cfg/impostor-$kind.yaml"
+    containers+=("$run_id-impostor-$kind")
+    docker run -d --name "$run_id-impostor-$kind" --network "$network" "${hardened[@]}" \
+        -e NODE_NAME=a -v "$work/impostor-$kind:/var/lib/repliq" "${tls_mount[@]}" \
+        -v "$work/cfg/impostor-$kind.yaml:/etc/repliq/config.yaml:ro" "$image" >/dev/null
+done
+for kind in plain rogue; do
+    wait_for "b to refuse the $kind impostor's handshake" 300 refused_from "$run_id-impostor-$kind"
+done
+for kind in plain rogue; do
+    ip=$(ip_of "$run_id-impostor-$kind")
+    why=$(docker logs "$run_id-b" 2>&1 | grep -F 'TLS handshake refused' | grep -F "$ip:" | head -n1 \
+        | sed 's/\x1b\[[0-9;]*m//g' | grep -oE 'error=.*' | cut -c1-160 || true)
+    note "b refused the $kind impostor ($ip): $why"
+    docker rm -f -v "$run_id-impostor-$kind" >/dev/null
+done
+if [ -d "$work/b/orders" ]; then
+    repliq_on b cat /var/lib/repliq/orders > "$work/b-after-impostors.jsonl"
+    check check-absent "$work/b-after-impostors.jsonl" "$ROGUE_ID"
+fi
+note "b holds none of the impostors' messages"
 
 # --------------------------------------------------------------------------------------------
 step "kill the primary and its producer mid-stream"
@@ -311,7 +423,7 @@ for n in a "$other"; do
     check same-records "$work/final-$n.jsonl" "$work/final-$new.jsonl" >/dev/null
 done
 for n in "${nodes[@]}"; do check check-absent "$work/final-$n.jsonl" "$OLD_EPOCH_ID"; done
-note "on $new: $final_line; a and $other hold the same records; no old-epoch write anywhere"
+note "on $new: $final_line; a and $other hold the same records; no old-epoch or impostor write anywhere"
 
-printf '\ncontainer-cluster figures: new primary %s after %d ms (lease %d ms); acknowledged before the kill: %d; lost: 0; duplicated: 0; old-epoch writes accepted: 0 (%d timed out); acknowledged during the partition: %d/%d; partitioned replica streaming again and caught up in %d ms after the heal; replica at a new address (no FIN) in %d ms (goal %d ms)\n' \
+printf '\ncontainer-cluster figures (mutual TLS between the nodes; impostors refused: plain text, another CA): new primary %s after %d ms (lease %d ms); acknowledged before the kill: %d; lost: 0; duplicated: 0; old-epoch writes accepted: 0 (%d timed out); acknowledged during the partition: %d/%d; partitioned replica streaming again and caught up in %d ms after the heal; replica at a new address (no FIN) in %d ms (goal %d ms)\n' \
     "$new" "$failover_ms" "$LEASE_MS" "$acked_before_kill" "$old_timeouts" "$partition_acks" "$PARTITION_MESSAGES" "$catch_up_ms" "$moved_ms" "$HEAL_GOAL_MS"

@@ -80,6 +80,10 @@ pub struct ChildCfg {
     /// Where a reader writes its event log (`run --events`), if anywhere.
     #[serde(default)]
     pub events: Option<String>,
+    /// Replication over mutual TLS: the directory of the run's certificates
+    /// ([`crate::workloads::tls::Pki`]); `None` streams in plain text.
+    #[serde(default)]
+    pub tls: Option<String>,
 }
 
 /// A running child process.

@@ -728,9 +728,20 @@ fn peers_take_part(workloads: &[String]) -> bool {
         })
 }
 
-/// Replication: asynchronous throughput and lag, synchronous acknowledgement latency.
+/// The certificates of the rows over mutual TLS (made once per run), or why there are none.
+fn tls_pki() -> Result<workloads::tls::Pki, String> {
+    workloads::tls::Pki::generate().map_err(|e| format!("error: making certificates: {e}"))
+}
+
+/// Replication: asynchronous throughput and lag, synchronous acknowledgement latency; the
+/// catch-up and the synchronous `enqueue` also over mutual TLS (what TLS costs, same run).
 fn replication(suite: &mut Suite, params: &Params) {
     use workloads::repliq as rq;
+    let pki = tls_pki();
+    let tls = pki
+        .as_ref()
+        .map(workloads::tls::Pki::dir)
+        .map_err(Clone::clone);
     for &size in &params.repl_sizes {
         if !suite.sizes.is_empty() && !suite.sizes.contains(&size) {
             continue;
@@ -746,7 +757,7 @@ fn replication(suite: &mut Suite, params: &Params) {
         // First, so that the goal (`perf_eval.py` judges the first `repliq*` row of a size)
         // compares replication itself with the transport: see benches/PERF.md, "Replication".
         let catch_up = (params.bytes_budget / size as u64 / 2).min(params.repl_max * 10);
-        match rq::replication_catch_up(size, catch_up.max(100), params.tput_secs) {
+        match rq::replication_catch_up(size, catch_up.max(100), params.tput_secs, None) {
             Ok(o) => suite.rows.push(Row {
                 workload: w.into(),
                 kind: None,
@@ -761,6 +772,28 @@ fn replication(suite: &mut Suite, params: &Params) {
             Err(e) => suite.skip(w, "repliq catch-up", format!("error: {e}")),
         }
         eprintln!(
+            "[{:>6.1}s] replication async {size} B, catch-up over mutual TLS",
+            suite.t0.elapsed().as_secs_f64()
+        );
+        let system = "repliq catch-up over mutual TLS (same fill; handshake included)";
+        match tls.clone().and_then(|d| {
+            rq::replication_catch_up(size, catch_up.max(100), params.tput_secs, Some(&d))
+                .map_err(|e| format!("error: {e}"))
+        }) {
+            Ok(o) => suite.rows.push(Row {
+                workload: w.into(),
+                kind: None,
+                system: system.into(),
+                size,
+                sent: o.sent,
+                latency: o.latency,
+                throughput: o.throughput,
+                note: o.note,
+                ..Row::default()
+            }),
+            Err(e) => suite.skip(w, system, e),
+        }
+        eprintln!(
             "[{:>6.1}s] replication async {size} B, live producer",
             suite.t0.elapsed().as_secs_f64()
         );
@@ -770,6 +803,7 @@ fn replication(suite: &mut Suite, params: &Params) {
             params.tput_secs,
             repliq::ReplicationMode::Asynchronous,
             repliq::replication::AckLevel::Durable,
+            None,
         ) {
             Ok((o, _)) => suite.rows.push(Row {
                 workload: w.into(),
@@ -823,6 +857,7 @@ fn replication(suite: &mut Suite, params: &Params) {
         params.tput_secs,
         repliq::ReplicationMode::Synchronous,
         repliq::replication::AckLevel::Replicated,
+        None,
     ) {
         Ok((o, call)) => suite.rows.push(Row {
             workload: w.into(),
@@ -847,6 +882,7 @@ fn replication(suite: &mut Suite, params: &Params) {
         params.tput_secs,
         repliq::ReplicationMode::Synchronous,
         repliq::replication::AckLevel::Durable,
+        None,
     ) {
         Ok((o, call)) => {
             suite.rows.push(Row {
@@ -873,6 +909,35 @@ fn replication(suite: &mut Suite, params: &Params) {
             });
         }
         Err(e) => suite.skip(w, "repliq", format!("error: {e}")),
+    }
+    eprintln!(
+        "[{:>6.1}s] replication sync 64 B over mutual TLS",
+        suite.t0.elapsed().as_secs_f64()
+    );
+    let system = "repliq enqueue over mutual TLS (waits for the ack)";
+    match tls.and_then(|d| {
+        rq::replication(
+            64,
+            params.sync_count * 10,
+            params.tput_secs,
+            repliq::ReplicationMode::Synchronous,
+            repliq::replication::AckLevel::Durable,
+            Some(&d),
+        )
+        .map_err(|e| format!("error: {e}"))
+    }) {
+        Ok((o, call)) => suite.rows.push(Row {
+            workload: w.into(),
+            kind: None,
+            system: system.into(),
+            size: 64,
+            sent: o.sent,
+            latency: call,
+            throughput: o.throughput,
+            note: o.note,
+            ..Row::default()
+        }),
+        Err(e) => suite.skip(w, system, e),
     }
     eprintln!(
         "[{:>6.1}s] raw tonic ping-pong 64 B",
@@ -958,6 +1023,11 @@ fn repl_cost(suite: &mut Suite, params: &Params) {
         "{}: CPU per replicated byte, catch-up to 1 replica process, loopback gRPC",
         results::REPL_COST
     );
+    let pki = tls_pki();
+    let tls = pki
+        .as_ref()
+        .map(workloads::tls::Pki::dir)
+        .map_err(Clone::clone);
     for &size in &params.repl_sizes {
         if !suite.sizes.is_empty() && !suite.sizes.contains(&size) {
             continue;
@@ -971,7 +1041,7 @@ fn repl_cost(suite: &mut Suite, params: &Params) {
             suite.t0.elapsed().as_secs_f64(),
             results::REPL_COST
         );
-        let r = repl_cost::catch_up(size, count, params.tput_secs);
+        let r = repl_cost::catch_up(size, count, params.tput_secs, None);
         push_cost(
             suite,
             &w,
@@ -979,6 +1049,19 @@ fn repl_cost(suite: &mut Suite, params: &Params) {
             size,
             r,
         );
+        eprintln!(
+            "[{:>6.1}s] {} {size} B, repliq catch-up over mutual TLS",
+            suite.t0.elapsed().as_secs_f64(),
+            results::REPL_COST
+        );
+        let system = "repliq catch-up over mutual TLS (primary process + replica process)";
+        match &tls {
+            Ok(d) => {
+                let r = repl_cost::catch_up(size, count, params.tput_secs, Some(d.as_str()));
+                push_cost(suite, &w, system, size, r);
+            }
+            Err(e) => suite.skip(&w, system, e.clone()),
+        }
         eprintln!(
             "[{:>6.1}s] {} {size} B, raw tonic stream",
             suite.t0.elapsed().as_secs_f64(),

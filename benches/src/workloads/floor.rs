@@ -59,6 +59,7 @@ fn pingpong(spec: &Spec) -> BoxResult<Outcome> {
         secs_limit: spec.secs_limit + 5.0,
         extra: 0,
         events: None,
+        tls: None,
     };
     let proc = child::spawn("floor-pong", &cfg)?;
     proc.wait_ready(spec.timeout())?;
@@ -145,6 +146,7 @@ fn ring(spec: &Spec, rate: u64, latency: bool) -> BoxResult<Outcome> {
         secs_limit: spec.secs_limit + 5.0,
         extra: SLOTS,
         events: None,
+        tls: None,
     };
     let proc = child::spawn("floor-read", &cfg)?;
     proc.wait_ready(spec.timeout())?;

@@ -97,6 +97,7 @@ fn cfg(spec: &Spec, name: String, name2: String, latency: bool) -> ChildCfg {
         secs_limit: spec.secs_limit + 5.0,
         extra: 0,
         events: None,
+        tls: None,
     }
 }
 

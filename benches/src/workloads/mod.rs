@@ -23,6 +23,7 @@ pub mod repliq;
 pub mod repliq_async;
 pub mod repliq_r3;
 pub mod rkyv_costs;
+pub mod tls;
 pub mod tonic_raw;
 
 /// What is measured.

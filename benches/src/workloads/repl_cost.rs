@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use repliq::replication::{EmbeddedReplication, PrimaryOptions};
+use repliq::replication::EmbeddedReplication;
 
 use super::Outcome;
 use super::replicas::{Acks, Replicas};
@@ -33,9 +33,15 @@ use crate::stats::Throughput;
 /// replica of an asynchronous primary syncs in the background within 200 ms of applying.
 pub const SETTLE: Duration = Duration::from_millis(300);
 
-/// The catch-up of `count` messages of `size` bytes to one replica process, with its CPU.
-pub fn catch_up(size: usize, count: u64, secs: f64) -> BoxResult<(Outcome, CpuCost)> {
-    let mut replicas = Replicas::spawn(1, secs)?;
+/// The catch-up of `count` messages of `size` bytes to one replica process, with its CPU; over
+/// mutual TLS with the certificates in `tls` (handshakes and encryption on both sides counted).
+pub fn catch_up(
+    size: usize,
+    count: u64,
+    secs: f64,
+    tls: Option<&str>,
+) -> BoxResult<(Outcome, CpuCost)> {
+    let mut replicas = Replicas::spawn(1, secs, tls)?;
     let primary_dir = replicas.primary_dir();
     {
         let mut q = options(count, size).create::<BenchMsg>(&primary_dir)?;
@@ -59,6 +65,7 @@ pub fn catch_up(size: usize, count: u64, secs: f64) -> BoxResult<(Outcome, CpuCo
         secs_limit: secs * 2.0 + 5.0,
         extra: 0,
         events: None,
+        tls: tls.map(str::to_owned),
     };
     let primary = child::spawn("repliq-primary", &cfg)?;
     let report = primary.wait_report(Duration::from_secs_f64(secs * 3.0 + 20.0))?;
@@ -94,7 +101,8 @@ pub fn catch_up(size: usize, count: u64, secs: f64) -> BoxResult<(Outcome, CpuCo
 /// Child: the primary side of a replication run in a process of its own, so its whole-process
 /// CPU time is replication's. Replicates the queue in `name` to the replicas in `name2`
 /// (comma-separated `name=host:port`), synchronously with that many acknowledgements when
-/// `extra` > 0, until each replica acknowledged `count` records or `secs_limit` passed.
+/// `extra` > 0, until each replica acknowledged `count` records or `secs_limit` passed; over
+/// mutual TLS when `tls` names the run's certificates.
 pub fn child_primary(cfg: &ChildCfg) -> BoxResult<ChildReport> {
     let secondaries: Vec<&str> = cfg.name2.split(',').filter(|s| !s.is_empty()).collect();
     let mode = if cfg.extra > 0 {
@@ -103,7 +111,7 @@ pub fn child_primary(cfg: &ChildCfg) -> BoxResult<ChildReport> {
         repliq::ReplicationMode::Asynchronous
     };
     let acks = Arc::new(Acks::default());
-    let mut opts = PrimaryOptions::new("bench", Vec::new(), mode).observer(acks.clone());
+    let mut opts = super::repliq::primary_options(mode, cfg.tls.as_deref()).observer(acks.clone());
     if cfg.extra > 0 {
         opts = opts.required_acks(usize::try_from(cfg.extra)?);
     }

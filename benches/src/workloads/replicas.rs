@@ -31,8 +31,9 @@ pub struct Replicas {
 impl Replicas {
     /// Starts `n` replica processes, each with its own persistence root under a new temporary
     /// directory, and waits until each listens. `secs` bounds the run (the children exit after
-    /// three times that plus 30 s).
-    pub fn spawn(n: usize, secs: f64) -> BoxResult<Replicas> {
+    /// three times that plus 30 s). With `tls` (a [`super::tls::Pki`] directory) they accept
+    /// streams over mutual TLS only.
+    pub fn spawn(n: usize, secs: f64, tls: Option<&str>) -> BoxResult<Replicas> {
         let root = tempfile::tempdir()?;
         let mut procs = Vec::with_capacity(n);
         let mut addrs = Vec::with_capacity(n);
@@ -50,6 +51,7 @@ impl Replicas {
                 secs_limit: secs * 3.0 + 30.0,
                 extra: u64::from(port),
                 events: None,
+                tls: tls.map(str::to_owned),
             };
             let proc = child::spawn("repliq-replica", &cfg)?;
             proc.wait_ready(Duration::from_secs(30))?;

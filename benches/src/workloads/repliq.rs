@@ -269,6 +269,7 @@ fn child_cfg(spec: &Spec, dir: &Path, latency: bool, extra: u64) -> ChildCfg {
         secs_limit: spec.secs_limit + 10.0,
         extra,
         events: None,
+        tls: None,
     }
 }
 
@@ -703,6 +704,7 @@ pub fn recovery(mib: u64, secs_limit: f64) -> BoxResult<(u64, u64)> {
         secs_limit,
         extra: mib,
         events: None,
+        tls: None,
     };
     let proc = child::spawn("repliq-fill", &cfg)?;
     proc.wait_ready(Duration::from_secs_f64(secs_limit + 10.0))?;
@@ -717,7 +719,8 @@ pub fn recovery(mib: u64, secs_limit: f64) -> BoxResult<(u64, u64)> {
 }
 
 /// Child: a replica node (repliq's gRPC `ReplicaService`) on 127.0.0.1:`extra`, storing under
-/// `name`, until killed or out of time.
+/// `name`, until killed or out of time. With `tls`, over mutual TLS: a client certificate of the
+/// run's CA is required, issued to the name in the stream's `Hello` (see [`super::tls`]).
 pub fn child_replica(cfg: &ChildCfg) -> BoxResult<ChildReport> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -728,17 +731,37 @@ pub fn child_replica(cfg: &ChildCfg) -> BoxResult<ChildReport> {
     let limit = Duration::from_secs_f64(cfg.secs_limit);
     // The cost rows (`repl_cost`) ask this process for its CPU time.
     child::serve_cpu_queries();
+    let tls = cfg.tls.clone();
     rt.block_on(async move {
         let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], port).into())?
             .with_nodelay(Some(true));
+        let mut server = tonic::transport::Server::builder();
+        let mut service = repliq::replication::ReplicaService::new(root);
+        if let Some(dir) = &tls {
+            server = server.tls_config(super::tls::replica_server_config(dir)?)?;
+            service = service.authenticated();
+        }
         child::ready();
-        tonic::transport::Server::builder()
-            .add_service(repliq::replication::ReplicaService::new(root).into_server())
+        server
+            .add_service(service.into_server())
             .serve_with_incoming_shutdown(incoming, tokio::time::sleep(limit))
             .await?;
         BoxResult::Ok(())
     })?;
     Ok(ChildReport::default())
+}
+
+/// The primary's options of the replication rows: node `bench` (the name its certificate
+/// carries), over mutual TLS with the certificates in `tls`.
+pub(crate) fn primary_options(
+    mode: repliq::ReplicationMode,
+    tls: Option<&str>,
+) -> repliq::replication::PrimaryOptions {
+    let opts = repliq::replication::PrimaryOptions::new(super::tls::PRIMARY, Vec::new(), mode);
+    match tls {
+        Some(dir) => opts.tls(super::tls::Pki::primary(dir)),
+        None => opts,
+    }
 }
 
 /// A replica process and the directories of one replication run.
@@ -756,8 +779,8 @@ struct ReplicaSetup {
 }
 
 /// Starts a replica process (repliq's `ReplicaService`) on a free loopback port and waits until
-/// it listens.
-fn spawn_replica(size: usize, count: u64, secs: f64) -> BoxResult<ReplicaSetup> {
+/// it listens; over mutual TLS with the certificates in `tls`.
+fn spawn_replica(size: usize, count: u64, secs: f64, tls: Option<&str>) -> BoxResult<ReplicaSetup> {
     let root = tempfile::tempdir()?;
     let replica_root = root.path().join("replica");
     let primary_dir = root.path().join("primary").join("benchq");
@@ -773,6 +796,7 @@ fn spawn_replica(size: usize, count: u64, secs: f64) -> BoxResult<ReplicaSetup> 
         secs_limit: secs * 3.0 + 30.0,
         extra: u64::from(port),
         events: None,
+        tls: tls.map(str::to_owned),
     };
     let proc = child::spawn("repliq-replica", &cfg)?;
     proc.wait_ready(Duration::from_secs(30))?;
@@ -788,13 +812,15 @@ fn spawn_replica(size: usize, count: u64, secs: f64) -> BoxResult<ReplicaSetup> 
 /// Replication to one replica process over loopback gRPC: the producer enqueues `count`
 /// messages; a tailer on the replica's copy records each message's lag (replica visible −
 /// enqueue time). Returns throughput at the replica, lag percentiles and, in synchronous mode,
-/// per-`enqueue` latency (the replica acknowledges at `ack_level`).
+/// per-`enqueue` latency (the replica acknowledges at `ack_level`). With `tls` (a
+/// [`super::tls::Pki`] directory), the stream runs over mutual TLS.
 pub fn replication(
     size: usize,
     count: u64,
     secs: f64,
     mode: repliq::ReplicationMode,
     ack_level: repliq::replication::AckLevel,
+    tls: Option<&str>,
 ) -> BoxResult<(Outcome, Option<crate::stats::Latency>)> {
     let ReplicaSetup {
         root: _journals, // kept until the end of the run
@@ -802,13 +828,13 @@ pub fn replication(
         primary_dir,
         port,
         proc,
-    } = spawn_replica(size, count, secs)?;
+    } = spawn_replica(size, count, secs, tls)?;
     let mut q = options(count, size).create::<BenchMsg>(&primary_dir)?;
     let replication = repliq::replication::EmbeddedReplication::start(
         q.path(),
         "bench",
         &[&format!("r=127.0.0.1:{port}")],
-        repliq::replication::PrimaryOptions::new("bench", Vec::new(), mode).ack_level(ack_level),
+        primary_options(mode, tls).ack_level(ack_level),
     )?;
     let replica_dir = replica_root.join("benchq");
     let end = deadline(secs);
@@ -884,15 +910,21 @@ pub fn replication(
 /// Catch-up replication to one replica process over loopback gRPC: the primary's journal holds
 /// `count` messages before replication starts, so no producer competes with replication for the
 /// CPU. Throughput is `count` over the time from starting replication (connection and `Hello`
-/// included) until a tailer on the replica's copy has seen the last message.
-pub fn replication_catch_up(size: usize, count: u64, secs: f64) -> BoxResult<Outcome> {
+/// included) until a tailer on the replica's copy has seen the last message. With `tls`, over
+/// mutual TLS (the handshake is in the time).
+pub fn replication_catch_up(
+    size: usize,
+    count: u64,
+    secs: f64,
+    tls: Option<&str>,
+) -> BoxResult<Outcome> {
     let ReplicaSetup {
         root: _journals, // kept until the end of the run
         replica_root,
         primary_dir,
         port,
         proc,
-    } = spawn_replica(size, count, secs)?;
+    } = spawn_replica(size, count, secs, tls)?;
     let mut q = options(count, size).create::<BenchMsg>(&primary_dir)?;
     let mut m = BenchMsg::of_size(size);
     let fill_end = deadline(secs * 2.0 + 5.0);
@@ -930,11 +962,7 @@ pub fn replication_catch_up(size: usize, count: u64, secs: f64) -> BoxResult<Out
         q.path(),
         "bench",
         &[&format!("r=127.0.0.1:{port}")],
-        repliq::replication::PrimaryOptions::new(
-            "bench",
-            Vec::new(),
-            repliq::ReplicationMode::Asynchronous,
-        ),
+        primary_options(repliq::ReplicationMode::Asynchronous, tls),
     )?;
     let (n, last) = observer.join().map_err(|_| "observer panicked")??;
     drop(replication);

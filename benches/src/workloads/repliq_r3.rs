@@ -38,7 +38,7 @@ pub fn run(
     required_acks: usize,
 ) -> BoxResult<(Outcome, CpuCost)> {
     let sync = matches!(mode, ReplicationMode::Synchronous);
-    let mut replicas = Replicas::spawn(REPLICAS, secs)?;
+    let mut replicas = Replicas::spawn(REPLICAS, secs, None)?;
     let mut q = options(count + 1, size).create::<BenchMsg>(replicas.primary_dir())?;
     q.warm_up(Duration::from_secs(10));
     let acks = Arc::new(Acks::default());

@@ -191,6 +191,7 @@ fn run_with(
         secs_limit: secs * 3.0 + 30.0,
         extra: u64::from(port),
         events: None,
+        tls: None,
     };
     let mut proc = child::spawn("tonic-sink", &cfg)?;
     proc.wait_ready(Duration::from_secs(30))?;
