@@ -438,6 +438,11 @@ impl Metrics {
             "Times the TLS files changed but did not load (the previous ones stay in use)",
             tls.reload_failures.clone(),
         );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes refused or timed out (port: gRPC or HTTP; outcome: refused or timeout)",
+            tls.handshake_failures.clone(),
+        );
         let connectors = ConnectorMetrics::default();
         connectors.register(registry);
         let clients = ClientMetrics::default();
@@ -1043,4 +1048,8 @@ pub struct TlsMetrics {
     /// Times the files changed but did not load, so the previous ones were kept
     /// (`repliq_tls_reload_failures_total`).
     pub reload_failures: Counter,
+    /// TLS handshakes refused or timed out, by `port` (`gRPC`, `HTTP`) and `outcome`
+    /// (`refused`, `timeout`) (`repliq_tls_handshake_failures_total`): peers without a
+    /// certificate of the CA, plain-text clients, scanners.
+    pub handshake_failures: Family<TlsFileLabels, Counter>,
 }

@@ -324,15 +324,28 @@ fn accept_loop(
             let _ = tcp.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
             let out = tx.clone();
+            let failures = config.metrics.handshake_failures.clone();
+            let failed = move |outcome: &'static str| {
+                failures
+                    .get_or_create(&vec![
+                        ("port", port.to_owned()),
+                        ("outcome", outcome.to_owned()),
+                    ])
+                    .inc();
+            };
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = out.send((stream, peer)).await;
                     }
                     Ok(Err(e)) => {
+                        failed("refused");
                         tracing::warn!(%peer, error = %e, port, "TLS handshake refused");
                     }
-                    Err(_) => tracing::warn!(%peer, port, "TLS handshake timed out"),
+                    Err(_) => {
+                        failed("timeout");
+                        tracing::warn!(%peer, port, "TLS handshake timed out");
+                    }
                 }
             });
         }

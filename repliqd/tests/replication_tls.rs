@@ -157,6 +157,16 @@ fn only_certificates_issued_to_a_peers_name_replicate_and_rotated_files_are_used
         "{log}"
     );
     assert!(log.contains("TLS handshake refused"), "{log}");
+    // ...and counted: the forged certificate and the plain-text client at least.
+    let (_, body) = support::http_get(
+        format!("127.0.0.1:{}", b.http_port).parse().unwrap(),
+        "/metrics",
+    );
+    let refused = support::metric(
+        &body,
+        "repliq_tls_handshake_failures_total{port=\"gRPC\",outcome=\"refused\"}",
+    );
+    assert!(refused.is_some_and(|n| n >= 2.0), "{refused:?}");
 
     // The real a still replicates.
     let mut q = QueueOptions::new()
