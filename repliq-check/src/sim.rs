@@ -286,6 +286,9 @@ pub struct Config {
     pub retry: u64,
     /// Percent chance per tick that one open stream breaks (a lost packet).
     pub break_percent: u64,
+    /// A stream whose other end has been paused this many ticks is closed by the HTTP/2
+    /// keep-alive (1 s pings, 3 s timeout: `STREAM_KEEPALIVE`, on both ends); 0: never.
+    pub keepalive: u64,
     /// The election's choice.
     pub election: ElectionRule,
     /// A planted defect, if any.
@@ -305,6 +308,7 @@ impl Default for Config {
             lease: 30,
             retry: 5,
             break_percent: 3,
+            keepalive: 40,
             election: ElectionRule::NextSeq,
             bug: None,
             overlap: false,
@@ -439,6 +443,8 @@ struct Node {
     /// It lost the lease while paused: it fences itself at this tick after it resumes (its
     /// election driver's next round); until then it acts as primary.
     fence_at: Option<u64>,
+    /// When its current pause began.
+    paused_since: Option<u64>,
 }
 
 impl Node {
@@ -708,6 +714,7 @@ impl Sim {
                 reachable_for: 0,
                 advert: None,
                 fence_at: None,
+                paused_since: None,
             })
             .collect();
         let mut sim = Sim {
@@ -798,7 +805,10 @@ impl Sim {
         self.events.push(format!("t={} {} -> {name}", self.now, f));
         match (f.kind, node) {
             (FaultKind::Kill | FaultKind::Restart, Some(n)) => self.crash(n),
-            (FaultKind::Pause, Some(n)) => self.nodes[n].paused += 1,
+            (FaultKind::Pause, Some(n)) => {
+                self.nodes[n].paused += 1;
+                self.nodes[n].paused_since.get_or_insert(self.now);
+            }
             (FaultKind::Partition, Some(n)) => {
                 self.nodes[n].isolated += 1;
                 self.nodes[n].etcd_cut += 1;
@@ -826,6 +836,9 @@ impl Sim {
             (FaultKind::Kill | FaultKind::Restart, Some(n)) => self.restart(n),
             (FaultKind::Pause, Some(n)) => {
                 self.nodes[n].paused -= 1;
+                if self.nodes[n].paused == 0 {
+                    self.nodes[n].paused_since = None;
+                }
                 if self.nodes[n].paused == 0 && self.nodes[n].fence_at == Some(u64::MAX) {
                     let at = self.now + self.rng.range(0, self.config.retry);
                     self.nodes[n].fence_at = Some(at);
@@ -1077,6 +1090,19 @@ impl Sim {
                     self.now, self.nodes[n].name
                 ));
                 self.demote(n, "fenced: lease lost");
+            }
+        }
+        if self.config.keepalive > 0 {
+            let keepalive = self.config.keepalive;
+            let now = self.now;
+            let stalled = |n: &Node| n.paused_since.is_some_and(|t| now >= t + keepalive);
+            for c in 0..self.conns.len() {
+                let conn = &self.conns[c];
+                if conn.open
+                    && (stalled(&self.nodes[conn.primary]) || stalled(&self.nodes[conn.replica]))
+                {
+                    self.cut(c);
+                }
             }
         }
         self.lease_step();

@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! repliq-check simulate [--seeds A..B] [--seed N]... [--schedule '[2.1s kill primary 3.0s, ...]']
-//!     [--duration TICKS] [--required-acks K] [--election next-seq|epoch-then-next-seq]
+//!     [--duration TICKS] [--keepalive TICKS] [--required-acks K] [--election next-seq|epoch-then-next-seq]
 //!     [--bug ack-before-replicas|accept-stale-frames] [--overlap] [--minimize] [--keep DIR] [--verbose]
 //! ```
 //!
@@ -148,7 +148,7 @@ mod simulate {
 
     use repliq_check::sim::{self, Bug, Config, ElectionRule, Fault};
 
-    const USAGE: &str = "usage: repliq-check simulate [--seeds A..B] [--seed N]... [--schedule SCHEDULE] [--duration TICKS] [--required-acks K] [--election next-seq|epoch-then-next-seq] [--bug ack-before-replicas|accept-stale-frames] [--overlap] [--minimize] [--keep DIR] [--verbose]";
+    const USAGE: &str = "usage: repliq-check simulate [--seeds A..B] [--seed N]... [--schedule SCHEDULE] [--duration TICKS] [--keepalive TICKS] [--required-acks K] [--election next-seq|epoch-then-next-seq] [--bug ack-before-replicas|accept-stale-frames] [--overlap] [--minimize] [--keep DIR] [--verbose]";
 
     struct Args {
         seeds: Vec<u64>,
@@ -190,6 +190,7 @@ mod simulate {
                     a.schedule = Some(sim::parse_schedule(&v)?);
                 }
                 "--duration" => a.config.duration = number("--duration", it.next())?,
+                "--keepalive" => a.config.keepalive = number("--keepalive", it.next())?,
                 "--required-acks" => {
                     let k = number("--required-acks", it.next())?;
                     a.config.required_acks = usize::try_from(k)
