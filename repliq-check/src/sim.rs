@@ -5,7 +5,7 @@
 //! election, producers that write a history in the checker's format, and seeded faults drawn from
 //! the same kinds as the container fault schedules (`.ci/fault_schedules.py`). At the end every
 //! fault heals, the cluster is run until it converges, and the nodes' journals are written as
-//! `repliq cat` prints them. The same parsers and the same [`check_with`](crate::check_with) as
+//! `repliq cat` prints them. The same parsers and the same [`check_with`] as
 //! for the containers then judge the run.
 //!
 //! **Where it lives, and why here.** `repliq-check` depends on `repliq`, so repliq's own unit
