@@ -73,8 +73,34 @@ fn with_every_replica_required_overlapping_faults_are_valid_too() {
 /// paused past its lease. a (10 records, the last of epoch 2) beats c (8 records, the last of
 /// epoch 3) and b's acknowledged records are lost. Comparing the last record's epoch first (Raft's
 /// rule) elects c.
+///
+/// Seed 540 of the container-like schedules (one fault at a time), minimized, is the same:
+/// a, primary of epoch 1, is cut off and writes 7..10 alone; b becomes primary of epoch 2 from 7
+/// and acknowledges with c; the partition heals and, before b's stream reaches a, b is killed.
+/// a (10 records of epoch 1) beats c (9 records, the last of epoch 2).
 #[test]
 fn an_election_by_record_count_alone_loses_acknowledged_writes() {
+    let one_at_a_time = parse_schedule(
+        "[0.7s restart primary, 2.2s partition primary 3.8s, 6.5s kill primary 3.5s]",
+    )
+    .unwrap();
+    for (rule, lost) in [
+        (ElectionRule::NextSeq, true),
+        (ElectionRule::EpochThenNextSeq, false),
+    ] {
+        let config = Config {
+            election: rule,
+            ..Config::default()
+        };
+        let (o, v) = run_and_check(540, &one_at_a_time, &config).unwrap();
+        assert_eq!(
+            v.report.by_kind().contains_key("lost"),
+            lost,
+            "{}",
+            show(&o, &v)
+        );
+        assert_eq!(v.valid(), !lost, "{}", show(&o, &v));
+    }
     let faults =
         parse_schedule("[0.4s elect etcd, 4.2s partition primary 6.5s, 8.1s pause primary 5.2s]")
             .unwrap();
