@@ -11,12 +11,15 @@
 //! The format and the rules are in `docs/CHECKER.md`.
 //!
 //! The binary `repliq-check` runs it from files; `history_producer` writes a history while it
-//! enqueues (the producer of `.ci/fault-schedules.sh`).
+//! enqueues (the producer of `.ci/fault-schedules.sh`). [`sim`] runs repliq's replication state
+//! machines in a seeded, simulated cluster with faults and checks their histories with the same
+//! checker (`repliq-check simulate`).
 
 pub mod check;
 pub mod client;
 pub mod history;
 pub mod journal;
+pub mod sim;
 
 pub use check::{Anomaly, Counts, Report, check, check_with};
 pub use client::Message;

@@ -188,14 +188,20 @@ impl Follower {
         } else {
             Lineage::of(epoch, epoch_start)
         };
-        // Up to the first epoch newer than that of this replica's last record, both hold what
-        // the same primaries wrote; from there on the primary's records may differ (an old
-        // primary's unreplicated writes, also from terms before the newest).
+        // Up to the end of the newest epoch both histories name (usually: the first epoch newer
+        // than that of this replica's last record), both hold what the same primaries wrote;
+        // from there on the primary's records may differ (an old primary's unreplicated writes,
+        // also from terms before the newest, or from a term the primary never had). A primary
+        // without a history: the rule from its own epoch's start only.
         let mut move_aside_from = None;
-        let last = self.lineage.last_epoch_below(self.next_seq);
-        if let Some(from) = primary.divergence_for(last)
-            && self.next_seq > from
-        {
+        let from = if known {
+            primary.divergence_of(&self.lineage, self.next_seq)
+        } else {
+            primary
+                .divergence_for(self.lineage.last_epoch_below(self.next_seq))
+                .filter(|&from| self.next_seq > from)
+        };
+        if let Some(from) = from {
             move_aside_from = Some(from);
             self.next_seq = from;
         }

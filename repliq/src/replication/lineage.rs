@@ -106,6 +106,39 @@ impl Lineage {
             .map(|e| e.start)
     }
 
+    /// Where a journal holding `0..next_seq`, written by the epochs `replica` names, may begin to
+    /// differ from the journal this history describes (the primary's); `None` if it holds
+    /// nothing this one does not.
+    ///
+    /// That is the end of the newest epoch both histories name, in whichever of the two journals
+    /// it ends first: up to there both hold what the same primary wrote. Usually the replica's
+    /// last epoch is in the primary's history and this is [`divergence_for`](Self::divergence_for)
+    /// of it. But the replica's last records may come from an epoch the primary never had (a
+    /// primary elected while that epoch's primary was away, which wrote them unacknowledged):
+    /// they are not the primary's, from where that epoch began on the replica.
+    #[must_use]
+    pub fn divergence_of(&self, replica: &Lineage, next_seq: u64) -> Option<u64> {
+        let last = replica.last_epoch_below(next_seq);
+        let known = |epoch: u64| self.0.iter().any(|e| e.epoch == epoch);
+        // A replica without a history (or with none below its tail), or whose last epoch the
+        // primary has: the rule of `divergence_for`.
+        let from = if last == 0 || known(last) {
+            self.divergence_for(last)?
+        } else {
+            let held: Vec<&EpochStart> = replica.0.iter().filter(|e| e.start < next_seq).collect();
+            match held.iter().rposition(|e| known(e.epoch)) {
+                Some(i) => {
+                    let ends_here = held.get(i + 1).map_or(next_seq, |e| e.start);
+                    self.divergence_for(held[i].epoch)
+                        .map_or(ends_here, |p| p.min(ends_here))
+                }
+                // No epoch in common: none of its records is known to be the primary's.
+                None => held.first().map_or(0, |e| e.start),
+            }
+        };
+        (next_seq > from).then_some(from)
+    }
+
     /// A new term begins: `epoch` writes from `start` on. Entries that begin at or after `start`
     /// hold no record of this journal any more and are dropped. An epoch not newer than the last
     /// entry's changes nothing.

@@ -589,3 +589,41 @@ fn an_old_primary_that_missed_a_whole_epoch_moves_aside_from_where_that_epoch_be
         Some(336)
     );
 }
+
+/// Found by the simulation under the checker (`repliq-check simulate --seed 19 --required-acks 2
+/// --election epoch-then-next-seq`, minimized to `[9.2s oneway primary 3.9s, 11.6s kill primary
+/// 6.0s, 15.1s pause primary 2.3s, 18.0s pause primary 3.3s]`): a, primary of epoch 1, is killed
+/// holding records up to 22; b becomes primary of epoch 2 from 19 and writes 19..23 (none
+/// acknowledged: the third node lags), then is paused past its lease; a comes back and is elected
+/// primary of epoch 3 from 22, never having had epoch 2. When a's stream reaches b, b's last
+/// records are of an epoch a's history does not name: they must go aside from where epoch 2
+/// began on b (19). Looking only for the first epoch of a's history newer than 2 (epoch 3 from
+/// 22) kept b's epoch-2 records 19..22 where a holds its own: b diverged and never converged.
+#[test]
+fn a_replica_whose_last_epoch_the_primary_never_had_moves_it_aside() {
+    let mut a = Lineage::of(1, 0);
+    a.begin(3, 22);
+    let mut of_b = Lineage::of(1, 0);
+    of_b.begin(2, 19);
+    let mut b = Follower::new(2, 23, of_b.clone());
+    let accepted = b.on_hello(3, 22, &a).unwrap();
+    assert_eq!(accepted.move_aside_from, Some(19));
+    assert_eq!((b.epoch(), b.next_seq()), (3, 19));
+    assert_eq!(b.lineage(), &a);
+
+    // The same when b holds fewer records than a's epoch 1 had: its epoch-2 records still go.
+    let mut b = Follower::new(2, 21, of_b.clone());
+    assert_eq!(b.on_hello(3, 22, &a).unwrap().move_aside_from, Some(19));
+    // And a replica that holds only what both share keeps everything.
+    let mut c = Follower::new(2, 19, of_b);
+    assert_eq!(c.on_hello(3, 22, &a).unwrap().move_aside_from, None);
+
+    // No epoch in common: nothing it holds is known to be the primary's.
+    let mut d = Follower::new(5, 8, Lineage::of(5, 0));
+    assert_eq!(
+        d.on_hello(6, 3, &Lineage::of(6, 3))
+            .unwrap()
+            .move_aside_from,
+        Some(0)
+    );
+}
