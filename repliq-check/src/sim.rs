@@ -228,11 +228,11 @@ pub fn parse_schedule(text: &str) -> Result<Vec<Fault>, String> {
 /// How the election picks among the candidates that reach the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElectionRule {
-    /// The most records (`next_seq`), ties to the smaller name: `repliqd`'s election
-    /// (`repliqd/src/election/machine.rs`).
+    /// The most records (`next_seq`), ties to the smaller name: `repliqd`'s election before
+    /// the simulation found it loses acknowledged records (seed 540); kept to replay that.
     NextSeq,
     /// The newest epoch of the last record, then the most records (Raft's "at least as up to
-    /// date").
+    /// date"): `repliqd`'s election (`repliqd/src/election/machine.rs`, `Position`).
     EpochThenNextSeq,
 }
 
@@ -309,7 +309,7 @@ impl Default for Config {
             retry: 5,
             break_percent: 3,
             keepalive: 40,
-            election: ElectionRule::NextSeq,
+            election: ElectionRule::EpochThenNextSeq,
             bug: None,
             overlap: false,
         }

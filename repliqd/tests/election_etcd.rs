@@ -10,7 +10,7 @@ use repliq::replication::{ReplicationState, Role};
 use repliq::{Message, QueueError, QueueOptions};
 use repliqd::election::backend::LeaseBackend;
 use repliqd::election::etcd::EtcdBackend;
-use repliqd::election::machine::WriteOutcome;
+use repliqd::election::machine::{Position, WriteOutcome};
 use support::etcd::{Etcd, backend, runtime, start_etcd};
 use support::{Daemon, free_port, held, signal, wait_until};
 
@@ -31,13 +31,17 @@ fn compare_and_swap_and_advertisements_on_a_real_etcd() {
         assert_eq!(seen.lease.epoch, 1);
         assert_eq!(seen.lease.token, t1);
 
-        b.advertise("orders", "b", 42).await.unwrap();
+        let at = |next_seq| Position {
+            last_epoch: 1,
+            next_seq,
+        };
+        b.advertise("orders", "b", at(42)).await.unwrap();
         let seen = a.observe("orders").await.unwrap();
         assert_eq!(seen.candidates.len(), 1);
         assert_eq!(seen.candidates[0].node, "b");
-        assert_eq!(seen.candidates[0].next_seq, 42);
+        assert_eq!(seen.candidates[0].position, at(42));
         let first = seen.candidates[0].token.clone();
-        b.advertise("orders", "b", 43).await.unwrap();
+        b.advertise("orders", "b", at(43)).await.unwrap();
         let seen = a.observe("orders").await.unwrap();
         assert_ne!(
             seen.candidates[0].token, first,

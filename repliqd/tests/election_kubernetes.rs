@@ -103,9 +103,11 @@ async fn lease_create_compare_and_swap_and_candidates() {
     assert_eq!(obs.lease.epoch, 0);
     assert_eq!(obs.lease.token, "");
     assert_eq!(obs.candidates.len(), 1);
+    // Advertised without `repliq.io/last-epoch` (an older repliqd): epoch 0.
+    let c = &obs.candidates[0];
     assert_eq!(
-        (obs.candidates[0].node.as_str(), obs.candidates[0].next_seq),
-        ("b", 42)
+        (c.node.as_str(), c.position.next_seq, c.position.last_epoch),
+        ("b", 42, 0)
     );
     assert_eq!(
         backend.write("orders", "a", 1, "").await,

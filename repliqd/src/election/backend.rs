@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::machine::{Observation, WriteOutcome};
+use super::machine::{Observation, Position, WriteOutcome};
 
 /// A lease store (etcd, Kubernetes Leases).
 #[async_trait]
@@ -27,7 +27,7 @@ pub trait LeaseBackend: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     ///
     /// A sentence naming what failed.
-    async fn advertise(&self, queue: &str, node: &str, next_seq: u64) -> Result<(), String>;
+    async fn advertise(&self, queue: &str, node: &str, position: Position) -> Result<(), String>;
 }
 
 /// The lease record's value (etcd) and candidate values.

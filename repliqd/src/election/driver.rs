@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::backend::LeaseBackend;
-use super::machine::{Command, Election, Local, Timing, WriteOutcome};
+use super::machine::{Command, Election, Local, Position, Timing, WriteOutcome};
 use crate::metrics::ElectionMetrics;
 use crate::telemetry::span;
 use tracing::Instrument as _;
@@ -26,10 +26,15 @@ use tracing::Instrument as _;
 pub fn local(dir: &Path) -> Result<Local, String> {
     let state = ReplicationState::load(dir).map_err(|e| e.to_string())?;
     let info = repliq::inspect(dir).map_err(|e| e.to_string())?;
+    let next_seq = info.last_seq.map_or(info.first_seq, |s| s + 1);
     Ok(Local {
         role: state.role,
         epoch: state.epoch,
-        next_seq: info.last_seq.map_or(info.first_seq, |s| s + 1),
+        position: Position {
+            // The epoch that wrote the last record, from the queue's epoch history.
+            last_epoch: state.lineage().last_epoch_below(next_seq),
+            next_seq,
+        },
     })
 }
 
@@ -248,10 +253,10 @@ impl<B: LeaseBackend> QueueElection<B> {
                     }
                     queue.extend(next);
                 }
-                Command::Advertise { next_seq } => {
+                Command::Advertise { position } => {
                     let adv = tokio::time::timeout(
                         self.timing.retry_period,
-                        self.backend.advertise(&self.queue, &self.node, next_seq),
+                        self.backend.advertise(&self.queue, &self.node, position),
                     );
                     match before(self.deadline(), adv).await {
                         Some(Ok(Ok(()))) => {}

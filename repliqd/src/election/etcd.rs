@@ -6,7 +6,8 @@
 //!   written with a transaction that compares the key's `mod_revision` with the one last read
 //!   (0: absent). The token of the machine is that revision; the holder rewrites the key at
 //!   every renewal, so a live lease keeps changing.
-//! * `candidates/{node}`: the node's `next_seq`, attached to the node's etcd lease (granted
+//! * `candidates/{node}`: the node's position, `"{next_seq} {last_epoch}"` (a value without the
+//!   epoch, from an older repliqd, reads as epoch 0), attached to the node's etcd lease (granted
 //!   once with a TTL of the lease duration, kept alive at every advertisement), so a dead node's
 //!   advertisement disappears on its own.
 
@@ -17,7 +18,7 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOpt
 use tokio::sync::Mutex;
 
 use super::backend::{LeaseBackend, LeaseRecord};
-use super::machine::{CandidateView, LeaseView, Observation, WriteOutcome};
+use super::machine::{CandidateView, LeaseView, Observation, Position, WriteOutcome};
 
 /// An etcd connection (made lazily, remade after errors).
 #[derive(Debug)]
@@ -155,10 +156,10 @@ impl LeaseBackend for EtcdBackend {
             .iter()
             .filter_map(|kv| {
                 let node = kv.key_str().ok()?.strip_prefix(&prefix)?.to_owned();
-                let next_seq = kv.value_str().ok()?.parse().ok()?;
+                let position = parse_position(kv.value_str().ok()?)?;
                 Some(CandidateView {
                     node,
-                    next_seq,
+                    position,
                     token: kv.mod_revision().to_string(),
                 })
             })
@@ -205,18 +206,52 @@ impl LeaseBackend for EtcdBackend {
         }
     }
 
-    async fn advertise(&self, queue: &str, node: &str, next_seq: u64) -> Result<(), String> {
+    async fn advertise(&self, queue: &str, node: &str, position: Position) -> Result<(), String> {
         let lease = self.node_lease().await?;
         let mut client = self.client().await?;
         let key = self.key(queue, &format!("candidates/{node}"));
         client
             .put(
                 key.as_str(),
-                next_seq.to_string(),
+                format!("{} {}", position.next_seq, position.last_epoch),
                 Some(PutOptions::new().with_lease(lease)),
             )
             .await
             .map(|_| ())
             .map_err(|e| format!("{}: writing {key}: {e}", self.describe()))
+    }
+}
+
+/// A candidate's value: `"{next_seq} {last_epoch}"`, or `"{next_seq}"` (epoch 0).
+fn parse_position(value: &str) -> Option<Position> {
+    let mut parts = value.split_whitespace();
+    let next_seq = parts.next()?.parse().ok()?;
+    let last_epoch = match parts.next() {
+        Some(e) => e.parse().ok()?,
+        None => 0,
+    };
+    parts.next().is_none().then_some(Position {
+        last_epoch,
+        next_seq,
+    })
+}
+
+#[cfg(test)]
+mod test {
+    use super::{Position, parse_position};
+
+    #[test]
+    fn a_candidates_value_is_its_position() {
+        let p = |last_epoch, next_seq| {
+            Some(Position {
+                last_epoch,
+                next_seq,
+            })
+        };
+        assert_eq!(parse_position("42 3"), p(3, 42));
+        assert_eq!(parse_position("42"), p(0, 42), "an older repliqd's value");
+        assert_eq!(parse_position("42 x"), None);
+        assert_eq!(parse_position("42 3 1"), None);
+        assert_eq!(parse_position(""), None);
     }
 }

@@ -20,10 +20,12 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
 use super::backend::LeaseBackend;
-use super::machine::{CandidateView, LeaseView, Observation, WriteOutcome};
+use super::machine::{CandidateView, LeaseView, Observation, Position, WriteOutcome};
 
 const CANDIDATE_LABEL: &str = "repliq.io/candidate-for";
 const NEXT_SEQ: &str = "repliq.io/next-seq";
+/// The epoch of the candidate's last record (absent, from an older repliqd: 0).
+const LAST_EPOCH: &str = "repliq.io/last-epoch";
 const NODE: &str = "repliq.io/node";
 
 /// Leases in one namespace.
@@ -136,7 +138,13 @@ impl LeaseBackend for KubeLeaseBackend {
                 let annotations = l.metadata.annotations?;
                 Some(CandidateView {
                     node: annotations.get(NODE)?.clone(),
-                    next_seq: annotations.get(NEXT_SEQ)?.parse().ok()?,
+                    position: Position {
+                        next_seq: annotations.get(NEXT_SEQ)?.parse().ok()?,
+                        last_epoch: match annotations.get(LAST_EPOCH) {
+                            Some(e) => e.parse().ok()?,
+                            None => 0,
+                        },
+                    },
                     token: l.metadata.resource_version?,
                 })
             })
@@ -181,7 +189,7 @@ impl LeaseBackend for KubeLeaseBackend {
         }
     }
 
-    async fn advertise(&self, queue: &str, node: &str, next_seq: u64) -> Result<(), String> {
+    async fn advertise(&self, queue: &str, node: &str, position: Position) -> Result<(), String> {
         let name = self.candidate_name(queue, node);
         let current = self
             .api
@@ -197,7 +205,8 @@ impl LeaseBackend for KubeLeaseBackend {
                 )])),
                 annotations: Some(BTreeMap::from([
                     (NODE.to_owned(), node.to_owned()),
-                    (NEXT_SEQ.to_owned(), next_seq.to_string()),
+                    (NEXT_SEQ.to_owned(), position.next_seq.to_string()),
+                    (LAST_EPOCH.to_owned(), position.last_epoch.to_string()),
                 ])),
                 resource_version: current.and_then(|c| c.metadata.resource_version),
                 ..ObjectMeta::default()

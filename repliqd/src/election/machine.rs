@@ -16,11 +16,14 @@
 //! * The holder fences itself (stops accepting enqueues) once `renew_deadline` has passed since
 //!   it **sent** its last successful write. `renew_deadline < lease_duration`, and an observer
 //!   starts its clock only after that write landed, so the fence always comes first.
-//! * Only the most up-to-date candidate may acquire: a node's local `next_seq` must be at least
+//! * Only the most up-to-date candidate may acquire: its [`Position`] (the epoch of its last
+//!   record, then `next_seq`, compared in that order as Raft compares logs) must be at least
 //!   that of every other candidate it heard from within `lease_duration` (ties: the smaller node
-//!   name). Replicas hold prefixes of the primary's log, so that candidate holds every message
-//!   any live replica acknowledged. A node must have watched for `lease_duration` before it
-//!   takes a lease over, so that it has heard every live candidate.
+//!   name). A replica holds a prefix of its primary's log, and a newer epoch's records were
+//!   written over whatever an older primary held beyond that epoch's start, so that candidate
+//!   holds every message any live replica acknowledged, even where an old primary back from a
+//!   pause holds more (unacknowledged) records. A node must have watched for `lease_duration`
+//!   before it takes a lease over, so that it has heard every live candidate.
 //! * A node whose queue says "primary" but which does not hold the lease fences itself.
 
 use std::collections::BTreeMap;
@@ -88,13 +91,23 @@ pub struct LeaseView {
     pub token: String,
 }
 
+/// How up to date a copy of the queue is: ordered by the epoch of its last record, then by
+/// `next_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    /// The epoch in which its last record was written (0: unknown, or no record).
+    pub last_epoch: u64,
+    /// One past the last sequence number it holds.
+    pub next_seq: u64,
+}
+
 /// Another node's advertised position in the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CandidateView {
     /// Its node name.
     pub node: String,
-    /// One past the last sequence number it holds.
-    pub next_seq: u64,
+    /// Where its copy stands.
+    pub position: Position,
     /// An opaque token that changes at every advertisement.
     pub token: String,
 }
@@ -115,8 +128,8 @@ pub struct Local {
     pub role: Role,
     /// Its epoch.
     pub epoch: u64,
-    /// One past the last sequence number it holds.
-    pub next_seq: u64,
+    /// Where its copy stands.
+    pub position: Position,
 }
 
 /// What the machine asks the driver to do.
@@ -132,10 +145,10 @@ pub enum Command {
         /// `true`: taking the lease (over); `false`: renewing or resuming it.
         acquire: bool,
     },
-    /// Publish this node's position (`next_seq`) as a candidate.
+    /// Publish this node's position as a candidate.
     Advertise {
-        /// One past the last sequence held.
-        next_seq: u64,
+        /// Where this node's copy stands.
+        position: Position,
     },
     /// Stop accepting enqueues now (become a replica of whoever comes next).
     Fence,
@@ -184,7 +197,7 @@ pub struct Election {
     timing: Timing,
     started: Option<Duration>,
     lease_seen: Option<Seen>,
-    candidates: BTreeMap<String, (u64, Seen)>,
+    candidates: BTreeMap<String, (Position, Seen)>,
     leading: Option<Leading>,
     pending: Option<Pending>,
 }
@@ -270,7 +283,7 @@ impl Election {
             }
             let entry = self.candidates.entry(c.node.clone()).or_insert_with(|| {
                 (
-                    c.next_seq,
+                    c.position,
                     Seen {
                         token: c.token.clone(),
                         since: now,
@@ -283,7 +296,7 @@ impl Election {
                     since: now,
                 };
             }
-            entry.0 = c.next_seq;
+            entry.0 = c.position;
         }
         let lease = &obs.lease;
         let mine = lease.holder.as_deref() == Some(self.node.as_str());
@@ -340,12 +353,12 @@ impl Election {
         }
 
         out.push(Command::Advertise {
-            next_seq: local.next_seq,
+            position: local.position,
         });
         let since = self.lease_seen.as_ref().map_or(now, |s| s.since);
         let expired = lease.holder.is_none() || mine || now >= since + self.timing.lease_duration;
         let watched = now >= started + self.timing.lease_duration;
-        if expired && watched && self.most_up_to_date(now, local.next_seq) {
+        if expired && watched && self.most_up_to_date(now, local.position) {
             let epoch = lease.epoch.max(local.epoch) + 1;
             self.pending = Some(Pending {
                 epoch,
@@ -361,10 +374,10 @@ impl Election {
         out
     }
 
-    fn most_up_to_date(&self, now: Duration, next_seq: u64) -> bool {
-        self.candidates.iter().all(|(node, (seq, seen))| {
+    fn most_up_to_date(&self, now: Duration, mine: Position) -> bool {
+        self.candidates.iter().all(|(node, (theirs, seen))| {
             let fresh = now < seen.since + self.timing.lease_duration;
-            !fresh || next_seq > *seq || (next_seq == *seq && self.node.as_str() < node.as_str())
+            !fresh || mine > *theirs || (mine == *theirs && self.node.as_str() < node.as_str())
         })
     }
 
