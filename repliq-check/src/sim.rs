@@ -1380,8 +1380,9 @@ impl Sim {
                     self.cut(c);
                     return;
                 };
-                // `apply_batch`: a node promoted while the stream was open refuses it.
-                if node.epoch > follower.epoch() && node.is_primary {
+                // `apply_batch`: a node promoted while the stream was open refuses it, also once
+                // fenced again.
+                if node.epoch > follower.epoch() {
                     follower.on_promoted(node.epoch);
                 }
                 let log = &node.log;

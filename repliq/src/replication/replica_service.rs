@@ -734,11 +734,13 @@ fn apply_batch(
     let mut ack = None;
     let mut refusal = None;
     let lock = state_lock(dir, false).map_err(storage)?;
-    // This node may have been promoted (`repliq promote`, another process) while the stream was
-    // open: its durable epoch is newer than the follower's.
+    // This node may have been promoted (`repliq promote`, the election, another process) while
+    // the stream was open: its durable epoch is newer than the follower's. Whatever its role now
+    // (it may have been fenced again since), no stream of an older epoch writes any more: an old
+    // primary's stream that outlived the promotion must not write over this node's own records
+    // of the newer epoch (found by the in-process simulation with the keep-alive off).
     let here = journal.epoch_word().load(Ordering::Acquire);
-    if here > follower.epoch() && ReplicationState::load(dir).is_ok_and(|s| s.role == Role::Primary)
-    {
+    if here > follower.epoch() {
         follower.on_promoted(here);
     }
     for frame in batch {
