@@ -9,7 +9,10 @@
 #       schedule length in seconds (default 15); where histories and journals of failed seeds are
 #       kept; a JSON line per seed appended to FILE. REPLIQ_FAULT_BUDGET=SECS: start no seed after
 #       SECS seconds (for long runs over many seeds). REPLIQ_FAULT_SCHEDULES=1: the first five fault
-#       kinds only (the seeds found before the one-way faults replay with it; default 2)
+#       kinds only (the seeds found before the one-way faults replay with it; default 2).
+#       REPLIQ_FAULT_MODE=synchronous|asynchronous|alternate: the queues' replication (default
+#       alternate: odd seeds synchronous with required_acks 1, even seeds asynchronous, where a
+#       failover may set aside acknowledged records and the checker counts them instead)
 #
 # Builds the FROM scratch images as .ci/container-cluster.sh does (the repliq image with the static
 # history_producer, history_consumer and repliq-check beside it, and Debian's etcd), then runs
@@ -25,6 +28,7 @@ cd "$repo"
 CI_SEEDS="1 2 3 4 5"
 duration=${REPLIQ_FAULT_DURATION:-15}
 schedules=${REPLIQ_FAULT_SCHEDULES:-2}
+mode=${REPLIQ_FAULT_MODE:-alternate}
 seeds=${*:-$CI_SEEDS}
 
 started=$SECONDS
@@ -75,7 +79,7 @@ for lib in $(ldd /usr/bin/etcd | grep -oE '/[^ ]+'); do
 done
 cp .ci/etcd-image/Dockerfile "$ctx/Dockerfile"
 docker build -q -t "$etcd_image" "$ctx" >/dev/null
-printf 'fault-schedules: images built in %ds; seeds %s, %s s each, schedules %s\n' $((SECONDS - started)) "$seeds" "$duration" "$schedules"
+printf 'fault-schedules: images built in %ds; seeds %s, %s s each, schedules %s, mode %s\n' $((SECONDS - started)) "$seeds" "$duration" "$schedules" "$mode"
 
 extra=()
 [ -n "${REPLIQ_FAULT_KEEP:-}" ] && extra+=(--keep "$REPLIQ_FAULT_KEEP")
@@ -83,4 +87,4 @@ extra=()
 [ -n "${REPLIQ_FAULT_BUDGET:-}" ] && extra+=(--budget-secs "$REPLIQ_FAULT_BUDGET")
 # shellcheck disable=SC2086 # seeds is a list of words
 python3 .ci/fault_schedules.py run $seeds --image "$image" --etcd-image "$etcd_image" \
-    --bin-dir "$bin_dir" --duration "$duration" --schedules "$schedules" "${extra[@]}"
+    --bin-dir "$bin_dir" --duration "$duration" --schedules "$schedules" --mode "$mode" "${extra[@]}"

@@ -7,8 +7,10 @@
       totals of a --summary file: runs, verdicts, faults by kind, operations checked, anomalies
   fault_schedules.py run SEED... --image IMG --etcd-image IMG --bin-dir DIR [--duration S]
                      [--keep DIR] [--summary FILE] [--schedules 1|2]
+                     [--mode synchronous|asynchronous|alternate]
       for each seed: a fresh cluster (etcd and repliqd nodes a, b, c on a private Docker network,
-      synchronous, required_acks 1, election on etcd), producers and consumers writing a history,
+      synchronous with required_acks 1 -- or asynchronous: --mode, `alternate` makes the even
+      seeds asynchronous --, election on etcd), producers and consumers writing a history,
       the schedule, then everything healed, the journals read, each node's consumer drained, and
       `repliq-check` run. Prints per seed one line
       `seed S schedule [...] history N ops verdict valid|INVALID ...`; exit code 1 if any seed's
@@ -123,6 +125,7 @@ def role(work, node):
 class Cluster:
     def __init__(self, seed, args, run_id):
         self.seed, self.args, self.run_id = seed, args, run_id
+        self.mode = mode_of(seed, args.mode)
         self.work = tempfile.mkdtemp(prefix=f"repliq-faults-{seed}-")
         os.chmod(self.work, 0o755)
         self.net = f"{run_id}-net"
@@ -160,13 +163,12 @@ class Cluster:
            "--initial-cluster", "etcd=http://127.0.0.1:2380")
         self.wait_log(etcd, "ready to serve client requests", 15)
         members = "".join(f"      - name: {n}\n        address: {self.name(n)}:31337\n" for n in NODES)
+        replication = (f"  mode: synchronous\n  required_acks: 1\n  ack_timeout_ms: {ACK_TIMEOUT_MS}\n"
+                       if self.mode == "synchronous" else "  mode: asynchronous\n")
         cfg = os.path.join(self.work, "config.yaml")
         with open(cfg, "w") as f:
             f.write(f"""replication:
-  mode: synchronous
-  required_acks: 1
-  ack_timeout_ms: {ACK_TIMEOUT_MS}
-  discovery:
+{replication}  discovery:
     method: static
     members:
 {members}queue:
@@ -430,7 +432,8 @@ def run_seed(seed, args):
     faults = draw_schedule(seed, args.duration, args.schedules)
     run_id = f"rqfs-{os.getpid()}-{seed}"
     cl = Cluster(seed, args, run_id)
-    result = {"seed": seed, "schedule": fmt_schedule(faults), "faults": [f[1] for f in faults]}
+    result = {"seed": seed, "schedule": fmt_schedule(faults), "faults": [f[1] for f in faults],
+              "mode": mode_of(seed, args.mode)}
     try:
         cl.start()
         # The first producer creates the queue on a; the election makes a node primary of it.
@@ -486,6 +489,9 @@ def run_seed(seed, args):
             cmd += ["--replica", f"{n}={cl.work}/final-{n}.jsonl"]
         for d in drained:
             cmd += ["--drained", d]
+        if cl.mode == "asynchronous":
+            # Acknowledged means committed on the primary: a failover may set some aside.
+            cmd.append("--asynchronous")
         r = subprocess.run(cmd + histories, capture_output=True, text=True, timeout=120)
         with open(os.path.join(cl.work, "check.txt"), "w") as f:
             f.write(r.stdout + r.stderr)
@@ -515,10 +521,18 @@ def run_seed(seed, args):
     return result
 
 
+def mode_of(seed, mode):
+    """The replication mode of SEED's cluster."""
+    if mode == "alternate":
+        return "asynchronous" if seed % 2 == 0 else "synchronous"
+    return mode
+
+
 def summarize(path):
     runs = [json.loads(line) for line in open(path) if line.strip()]
     verdicts, faults, anomalies = {}, {}, {}
-    ops = enq = ok = unknown = deq = acks = redeliveries = 0
+    ops = enq = ok = unknown = deq = acks = redeliveries = lost_unreplicated = 0
+    modes = {}
     conv = [r["converged_ms"] for r in runs if r.get("converged_ms") is not None]
     for r in runs:
         verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
@@ -533,15 +547,20 @@ def summarize(path):
         deq += field("dequeues")
         acks += field("acks")
         redeliveries += field("redeliveries")
+        lost_unreplicated += field("lost-unreplicated")
+        mode = r.get("mode", "synchronous")
+        modes[mode] = modes.get(mode, 0) + 1
         for w in words:
             if "=" in w:
                 k, n = w.split("=", 1)
                 anomalies[k] = anomalies.get(k, 0) + int(n)
     print(f"runs {len(runs)} verdicts {verdicts} not-converged "
           f"{sum(1 for r in runs if r.get('converged_ms') is None)}")
+    print(f"modes {dict(sorted(modes.items()))}")
     print(f"faults {sum(faults.values())} by kind {dict(sorted(faults.items()))}")
     print(f"operations checked {ops} (enqueues {enq}: ok {ok}, unknown {unknown}; "
-          f"dequeues {deq}, acks {acks}, redeliveries before the ack {redeliveries})")
+          f"dequeues {deq}, acks {acks}, redeliveries before the ack {redeliveries}; "
+          f"acknowledged then set aside by a failover on asynchronous queues {lost_unreplicated})")
     print(f"anomalies {sum(anomalies.values())} {anomalies}")
     if conv:
         conv.sort()
@@ -573,6 +592,9 @@ def main():
     r.add_argument("--summary", default=None)
     r.add_argument("--schedules", type=int, choices=[1, 2], default=2,
                    help="1: the first five fault kinds only (seeds found before the one-way faults)")
+    r.add_argument("--mode", choices=["synchronous", "asynchronous", "alternate"],
+                   default="synchronous",
+                   help="the queues' replication; alternate: even seeds asynchronous")
     r.add_argument("--budget-secs", type=float, default=None,
                    help="start no further seed after this many seconds (long runs)")
     a = ap.parse_args()
@@ -591,7 +613,7 @@ def main():
         res = run_seed(seed, a)
         res["secs"] = round(time.monotonic() - t, 1)
         conv = res.get("converged_ms")
-        print(f"seed {seed} schedule {res['schedule']} history {res.get('ops', 0)} ops "
+        print(f"seed {seed} ({res['mode']}) schedule {res['schedule']} history {res.get('ops', 0)} ops "
               f"({res.get('producers', 0)} producers, {res.get('consumers', 0)} consumers) converged "
               f"{'in %d ms' % conv if conv is not None else 'NOT within %g s' % a.converge_secs} "
               f"{res.get('check', 'verdict ' + res['verdict'])} [{res['secs']} s]", flush=True)

@@ -261,6 +261,9 @@ pub struct Counts {
     pub replicas: usize,
     /// Replica records compared.
     pub replica_records: usize,
+    /// Acknowledged enqueues of an asynchronous queue missing from the final journal (see
+    /// [`Report::for_asynchronous_queue`]; 0 for a synchronous one, whose losses are anomalies).
+    pub lost_unreplicated: usize,
 }
 
 /// The verdict, the counts and every anomaly.
@@ -273,6 +276,20 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report for an asynchronous queue, whose acknowledgement promises the primary's local
+    /// commit only: an acknowledged record that a failover set aside (it never reached the
+    /// replica that took over) is allowed, counted in `lost_unreplicated` instead of being a
+    /// `lost` anomaly. Every other promise (no duplicates beyond retries, order, no split
+    /// brain, replicas equal to the primary, consumers) stays.
+    #[must_use]
+    pub fn for_asynchronous_queue(mut self) -> Report {
+        let before = self.anomalies.len();
+        self.anomalies
+            .retain(|a| !matches!(a, Anomaly::Lost { .. }));
+        self.counts.lost_unreplicated += before - self.anomalies.len();
+        self
+    }
+
     /// No anomaly.
     pub fn valid(&self) -> bool {
         self.anomalies.is_empty()
@@ -296,7 +313,7 @@ impl Report {
             .map(|(k, n)| format!("{k}={n}"))
             .collect();
         format!(
-            "verdict {} ops {} enqueues {} ok {} failed {} unknown {} (present {}, absent {}) records {} allowed-duplicates {} dequeues {} redeliveries {} acks {} dequeued-absent {} drained {} replicas {} replica-records {} anomalies {}{}{}",
+            "verdict {} ops {} enqueues {} ok {} failed {} unknown {} (present {}, absent {}) records {} allowed-duplicates {} dequeues {} redeliveries {} acks {} dequeued-absent {} drained {} replicas {} replica-records {} lost-unreplicated {} anomalies {}{}{}",
             if self.valid() { "valid" } else { "INVALID" },
             c.ops,
             c.enqueues,
@@ -314,6 +331,7 @@ impl Report {
             c.drained,
             c.replicas,
             c.replica_records,
+            c.lost_unreplicated,
             self.anomalies.len(),
             if kinds.is_empty() { "" } else { " " },
             kinds.join(" "),

@@ -117,6 +117,24 @@ fn a_lost_acknowledged_enqueue_is_reported_with_its_operations() {
 }
 
 #[test]
+fn an_asynchronous_queue_may_lose_acknowledged_records_but_nothing_else() {
+    let (h, j) = clean();
+    let without = j.replace(&rec(1, 20, 1, 1), "");
+    let r = run(&h, &without, &[]).for_asynchronous_queue();
+    assert!(r.valid(), "{:?}", r.anomalies);
+    assert_eq!(r.counts.lost_unreplicated, 1);
+    assert!(
+        r.summary().contains("lost-unreplicated 1 anomalies 0"),
+        "{}",
+        r.summary()
+    );
+    // A record no client attempted is still an anomaly.
+    let extra = without + &rec(4, 120, 7, 7);
+    let r = run(&h, &extra, &[]).for_asynchronous_queue();
+    assert_eq!(kinds(&r), ["not-attempted"]);
+}
+
+#[test]
 fn an_acknowledged_enqueue_at_another_sequence_is_reported() {
     let (h, j) = clean();
     let moved = j.replace(&rec(1, 20, 1, 1), &rec(1, 20, 9, 9)) + &rec(4, 21, 1, 1);

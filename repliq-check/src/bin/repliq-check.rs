@@ -1,11 +1,14 @@
 //! `repliq-check`: checks a history against the final journals (`docs/CHECKER.md`).
 //!
 //! ```text
-//! repliq-check --primary NODE=CAT [--replica NODE=CAT]... [--drained CONSUMER]... [--max N] HISTORY...
+//! repliq-check --primary NODE=CAT [--replica NODE=CAT]... [--drained CONSUMER]... [--max N]
+//!     [--asynchronous] HISTORY...
 //! ```
 //!
 //! `HISTORY`: history files (JSON lines; several are read as one history). `CAT`: the output of
-//! `repliq cat DIR` on that node, the replicas' taken before the primary's. `CONSUMER`: a consumer
+//! `repliq cat DIR` on that node, the replicas' taken before the primary's. `--asynchronous`: the
+//! queue replicates asynchronously, so acknowledged records lost in a failover are counted
+//! (`lost-unreplicated`), not anomalies. `CONSUMER`: a consumer
 //! that read the primary's journal to its end after the last write (checked to have received
 //! every record of it). Prints every anomaly
 //! (at most `--max` per kind, default 10) with the offending operations, then one summary line
@@ -29,7 +32,7 @@ use std::process::ExitCode;
 
 use repliq_check::{Journal, check_with, history};
 
-const USAGE: &str = "usage: repliq-check --primary NODE=CAT [--replica NODE=CAT]... [--drained CONSUMER]... [--max N] HISTORY...\n       repliq-check simulate --help";
+const USAGE: &str = "usage: repliq-check --primary NODE=CAT [--replica NODE=CAT]... [--drained CONSUMER]... [--max N] [--asynchronous] HISTORY...\n       repliq-check simulate --help";
 
 struct Args {
     primary: (String, PathBuf),
@@ -37,6 +40,7 @@ struct Args {
     histories: Vec<PathBuf>,
     drained: Vec<String>,
     max: usize,
+    asynchronous: bool,
 }
 
 fn node_file(flag: &str, value: Option<String>) -> Result<(String, PathBuf), String> {
@@ -53,6 +57,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut histories = Vec::new();
     let mut drained = Vec::new();
     let mut max = 10;
+    let mut asynchronous = false;
     while let Some(a) = it.next() {
         match a.as_str() {
             "--primary" => primary = Some(node_file("--primary", it.next())?),
@@ -63,6 +68,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 max = v.parse().map_err(|e| format!("--max {v}: {e}"))?;
             }
             "-h" | "--help" => return Err(String::new()),
+            "--asynchronous" => asynchronous = true,
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             _ => histories.push(PathBuf::from(a)),
         }
@@ -77,6 +83,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         histories,
         drained,
         max,
+        asynchronous,
     })
 }
 
@@ -92,7 +99,10 @@ fn run(args: &Args) -> Result<bool, repliq_check::Error> {
         .map(|(n, f)| Journal::read(n, f))
         .collect::<Result<Vec<_>, _>>()?;
     let primary = Journal::read(&args.primary.0, &args.primary.1)?;
-    let report = check_with(&ops, &primary, &replicas, &args.drained)?;
+    let mut report = check_with(&ops, &primary, &replicas, &args.drained)?;
+    if args.asynchronous {
+        report = report.for_asynchronous_queue();
+    }
     let mut shown = std::collections::HashMap::<&str, usize>::new();
     for a in &report.anomalies {
         let n = shown.entry(a.kind()).or_default();
