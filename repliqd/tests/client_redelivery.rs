@@ -99,6 +99,17 @@ fn a_nacked_record_is_delivered_again() {
             let d = next(&mut c).await;
             assert_eq!((d.seq, d.delivery_count), (want, 1));
         }
+        // A client of another type using the name is refused without ending this stream.
+        let err = RemoteConsumer::<NotAnOrder>::connect(&addr(&a), "orders", "nacker")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.refused(),
+                Some(repliq::client::Refused::WrongType { .. })
+            ),
+            "{err}"
+        );
         c.nack(1, Duration::ZERO).await.unwrap();
         c.nack(3, Duration::from_secs(3600)).await.unwrap();
         // Out of order: the cursor stops at the first record not acknowledged.

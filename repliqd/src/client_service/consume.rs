@@ -179,6 +179,23 @@ fn open_consumer(
     Ok(())
 }
 
+/// The refusal of a client whose type is not the queue's, read from the queue's files without
+/// opening a consumer; `None` if the types match or the queue cannot be read (the opening that
+/// follows says why).
+fn type_mismatch(dir: &Path, open: &ConsumeOpen) -> Option<Refusal> {
+    let info = repliq::inspect(dir).ok()?;
+    let fingerprint = u64::from_str_radix(info.fingerprint.trim_start_matches("0x"), 16).ok()?;
+    (fingerprint != open.fingerprint || info.type_name != open.message_type).then(|| {
+        Refusal::wrong_type(
+            dir,
+            &info.type_name,
+            fingerprint,
+            &open.message_type,
+            open.fingerprint,
+        )
+    })
+}
+
 fn check_type(dir: &Path, queue: &RawQueue, open: &ConsumeOpen) -> Result<(), Refusal> {
     if queue.fingerprint() != open.fingerprint || queue.type_name() != open.message_type {
         return Err(Refusal::wrong_type(
@@ -214,6 +231,15 @@ pub async fn serve(service: ClientService, mut inbound: Streaming<ConsumeRequest
     let stream_span = tracing::Span::current();
     stream_span.record("queue", open.queue.as_str());
     stream_span.record("consumer", open.consumer.as_str());
+    // A client of another type is refused before it supersedes the name's stream (which would
+    // otherwise end a legitimate consumer for nothing).
+    let precheck = {
+        let (dir, open) = (dir.clone(), open.clone());
+        tokio::task::spawn_blocking(move || type_mismatch(&dir, &open)).await
+    };
+    if let Ok(Some(r)) = precheck {
+        return refuse(&service, &out, r).await;
+    }
     let key = (dir.clone(), open.consumer.clone());
     let me = service
         .next_session
