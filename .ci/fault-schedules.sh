@@ -9,7 +9,8 @@
 #       schedule length in seconds (default 15); where histories and journals of failed seeds are
 #       kept; a JSON line per seed appended to FILE. REPLIQ_FAULT_BUDGET=SECS: start no seed after
 #       SECS seconds (for long runs over many seeds). REPLIQ_FAULT_SCHEDULES=1: the first five fault
-#       kinds only (the seeds found before the one-way faults replay with it; default 2).
+#       kinds only (the seeds found before the one-way faults replay with it; default 2); 3 adds
+#       disk-full (each node's directory a tmpfs the script mounts, filled for a while).
 #       REPLIQ_FAULT_MODE=synchronous|asynchronous|alternate: the queues' replication (default
 #       alternate: odd seeds synchronous with required_acks 1, even seeds asynchronous, where a
 #       failover may set aside acknowledged records and the checker counts them instead)

@@ -28,8 +28,12 @@ fault starts, from the queues' replication.json):
              still arrives, and etcd still reaches it both ways
   etcd-cut   (schedules 2) the node and etcd cannot reach each other for D s (iptables DROP both
              ways in the node's namespace); its peers still reach it
+  disk-full  (schedules 3) the node's file system is filled for D s: each node's directory is a
+             tmpfs of DISK_MB MiB (mounted by this script, as root), filled by a file of all its
+             free space, removed after D s
 
-Schedules 1 (REPLIQ_FAULT_SCHEDULES=1) draw from the first five kinds only: the schedules the seeds
+Schedules 3 (REPLIQ_FAULT_SCHEDULES=3) add disk-full to schedules 2's kinds. Schedules 1
+(REPLIQ_FAULT_SCHEDULES=1) draw from the first five kinds only: the schedules the seeds
 found before the one-way faults existed (docs/CHECKER.md) replay with it.
 
 Producers (`history_producer`, in containers with no network sharing a node's volume, as
@@ -62,6 +66,10 @@ KINDS = ["kill", "pause", "partition", "restart", "etcd-stop"]
 # Schedules 2: the one-way faults too (the kinds are drawn with the same generator, so a seed
 # draws other schedules under 1 and 2).
 KINDS_2 = KINDS + ["oneway", "etcd-cut"]
+# Schedules 3: a full disk too (each node's directory a tmpfs of DISK_MB MiB).
+KINDS_3 = KINDS_2 + ["disk-full"]
+DISK_MB = 512
+FILLER = ".disk-filler"
 HARDENED = ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--user", "65532:65532"]
 
@@ -76,7 +84,7 @@ def draw_schedule(seed, duration, version=2):
     faults = []
     t = rng.uniform(1.0, 3.0)
     while True:
-        kind = rng.choice(KINDS if version == 1 else KINDS_2)
+        kind = rng.choice({1: KINDS, 2: KINDS_2}.get(version, KINDS_3))
         if kind == "etcd-stop":
             target = "etcd"
         else:  # the primary twice as often as either replica
@@ -138,6 +146,7 @@ class Cluster:
         self.next_consumer = 1
         self.stop_producers = threading.Event()
         self.log = []
+        self.mounts = []  # tmpfs mounts of schedules 3 (unmounted at cleanup)
 
     def name(self, n):
         return f"{self.run_id}-{n}"
@@ -191,6 +200,9 @@ election:
         for n in NODES:
             d = os.path.join(self.work, n)
             os.makedirs(d)
+            if self.args.schedules >= 3:  # a file system of its own, to fill
+                sh("mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m,mode=0755", "tmpfs", d)
+                self.mounts.append(d)
             give_to_containers(d)
             c = self.name(n)
             self.containers.append(c)
@@ -342,6 +354,20 @@ election:
                 self.down.discard(node)
         elif kind == "restart":
             sh("docker", "restart", "-t", "5", c, timeout=30)
+        elif kind == "disk-full":
+            filler = os.path.join(self.work, node, FILLER)
+            st = os.statvfs(os.path.join(self.work, node))
+            free = st.f_bavail * st.f_frsize
+            fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, max(free - 4096, 4096))
+            except OSError:
+                pass  # whatever it got: the disk is as full as it can be made
+            finally:
+                os.close(fd)
+            self.note(f"disk-full {node}: {free >> 20} MiB taken")
+            time.sleep(length)
+            os.remove(filler)
         elif kind in ("oneway", "etcd-cut"):
             if kind == "oneway":  # what the other nodes send is dropped; what it sends arrives
                 rules = [["INPUT", "-s", self.ip(self.name(n))] for n in NODES if n != node]
@@ -420,6 +446,8 @@ election:
         for c in self.containers:
             subprocess.run(["docker", "rm", "-f", "-v", c], capture_output=True)
         subprocess.run(["docker", "network", "rm", self.net], capture_output=True)
+        for d in self.mounts:
+            subprocess.run(["umount", d], capture_output=True)
         if keep:
             os.makedirs(keep, exist_ok=True)
             for f in os.listdir(self.work):
@@ -577,7 +605,7 @@ def main():
     s = sub.add_parser("schedule")
     s.add_argument("seed", type=int)
     s.add_argument("--duration", type=float, default=20)
-    s.add_argument("--schedules", type=int, choices=[1, 2], default=2)
+    s.add_argument("--schedules", type=int, choices=[1, 2, 3], default=2)
     m = sub.add_parser("summarize")
     m.add_argument("file")
     r = sub.add_parser("run")
@@ -590,7 +618,7 @@ def main():
     r.add_argument("--converge-secs", type=float, default=30)
     r.add_argument("--keep", default=None)
     r.add_argument("--summary", default=None)
-    r.add_argument("--schedules", type=int, choices=[1, 2], default=2,
+    r.add_argument("--schedules", type=int, choices=[1, 2, 3], default=2,
                    help="1: the first five fault kinds only (seeds found before the one-way faults)")
     r.add_argument("--mode", choices=["synchronous", "asynchronous", "alternate"],
                    default="synchronous",
