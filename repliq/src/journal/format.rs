@@ -42,6 +42,10 @@ pub(crate) const M_EPOCH: usize = 512;
 pub(crate) const M_ROLE: usize = 520;
 pub(crate) const M_REQUIRED_ACKS: usize = 524;
 pub(crate) const M_ACK_TIMEOUT_MS: usize = 528;
+/// u64: times a replica replaced live segment files (a failover's move-aside, a resync). A
+/// reader that sees it change maps the files afresh (its old mapping holds records that are
+/// gone). Zero in files written before the word existed.
+pub(crate) const M_REWRITES: usize = 536;
 pub(crate) const M_ACKED: usize = 576;
 /// Futex word bumped when `M_ACKED` advances, and the count of its waiters.
 pub(crate) const M_ACK_NOTIFY: usize = 584;

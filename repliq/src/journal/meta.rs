@@ -319,6 +319,11 @@ impl Meta {
     pub(crate) fn epoch(&self) -> &AtomicU64 {
         self.u64_at(M_EPOCH)
     }
+    /// Bumped each time a replica replaces live segment files ([`M_REWRITES`]).
+    #[inline]
+    pub(crate) fn rewrites(&self) -> &AtomicU64 {
+        self.u64_at(M_REWRITES)
+    }
     #[inline]
     pub(crate) fn role(&self) -> &AtomicU32 {
         self.u32_at(M_ROLE)

@@ -26,12 +26,16 @@ pub(crate) struct Reader {
     /// (segment, position, since when) the reader has found no record, and whether that
     /// position was proven to be the tail.
     waiting: Option<(u64, usize, u32, bool)>,
+    /// The journal's rewrite count when the files were mapped (`Meta::rewrites`).
+    rewrites: u64,
 }
 
 impl Reader {
     /// A reader positioned at sequence `seq` (or at the first record after it that exists, if
     /// `seq` was deleted by retention; or at the tail, if `seq` is not written yet).
     pub(crate) fn at(journal: Arc<Journal>, seq: u64, verify_crc: bool) -> Result<Reader> {
+        // Read before the files are mapped: a rewrite after this is seen at the next record.
+        let rewrites = journal.meta.rewrites().load(Ordering::Acquire);
         let Some(seg) = journal.segment_for(seq)? else {
             return Ok(Reader {
                 journal,
@@ -39,6 +43,7 @@ impl Reader {
                 verify_crc,
                 strict: false,
                 waiting: None,
+                rewrites,
             });
         };
         let (pos, start) = seg.index_lookup(seq);
@@ -48,6 +53,7 @@ impl Reader {
             verify_crc,
             strict: false,
             waiting: None,
+            rewrites,
         };
         if start <= seq {
             reader.skip_to(seq)?;
@@ -75,6 +81,20 @@ impl Reader {
 
     pub(crate) fn journal(&self) -> &Arc<Journal> {
         &self.journal
+    }
+
+    /// A replica replaced segment files since this reader mapped them (`move_aside_from`, a
+    /// resync): map them afresh and walk to where this reader was, or to where the journal now
+    /// ends if that is earlier (the records from there on were moved; the cursors past them were
+    /// rewound to there).
+    #[cold]
+    fn remap(&mut self) -> Result<()> {
+        self.journal.forget_segments();
+        let fresh = Reader::at(self.journal.clone(), self.walk.seq, self.verify_crc)?;
+        let strict = self.strict;
+        *self = fresh;
+        self.strict = strict;
+        Ok(())
     }
 
     /// Walks forward to `target` (or as far as records exist). Returns `true` if reached.
@@ -133,6 +153,9 @@ impl Reader {
     /// [`QueueError::Corrupt`] on a damaged record or a hole (see [`Reader`]).
     pub(crate) fn peek(&mut self) -> Result<Option<RecordRef>> {
         self.journal.meta.check_intact()?;
+        if self.journal.meta.rewrites().load(Ordering::Acquire) != self.rewrites {
+            self.remap()?;
+        }
         loop {
             let entry = self.walk.look(self.verify_crc)?;
             match entry {

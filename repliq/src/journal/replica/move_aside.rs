@@ -60,6 +60,13 @@ pub(crate) fn move_aside_from(journal: &Arc<Journal>, seq: u64, epoch: u64) -> R
     crate::journal::publish_file(dir, &tmp, &head, seg.size as u64)?;
     std::fs::rename(&tmp, &live).map_err(|e| io("replacing", &live, e))?;
     journal.forget_segments();
+    // Readers in every process map the files afresh before their next record: an open consumer
+    // at or before `seq` would otherwise go on reading the moved records from its old mapping
+    // (and move its cursor over them), and never see the new primary's.
+    journal
+        .meta
+        .rewrites()
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     // Consumers of this node that read past `seq` read records that are gone: they read the
     // new primary's from there. Synced, so that a power loss does not bring the old positions back.
     if crate::journal::cursor::rewind_consumers(&journal.meta, seq) > 0 {

@@ -155,6 +155,11 @@ impl ByteSink {
             let _ = d.sync_all();
         }
         self.journal.forget_segments();
+        // Readers holding the dropped files map afresh (see `move_aside_from`).
+        self.journal
+            .meta
+            .rewrites()
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.file = None;
         self.walk = Walk::new(None, 0, first_seq);
         Ok(())

@@ -315,3 +315,51 @@ fn moved_aside_suffix_leaves_the_journal_at_the_cut() {
         files(&dir.path().join("replica"))
     );
 }
+
+/// An open consumer positioned at the cut (its cursor is not past it, so no rewind moves it)
+/// still maps the replaced segment file: it must read the new primary's records from the cut
+/// on, not the moved ones from its old mapping (fault-schedule seed 24, asynchronous).
+#[test]
+fn an_open_consumer_at_the_cut_reads_the_new_primarys_records() {
+    let (dir, mut primary, replica) = setup();
+    for n in 0..1000 {
+        primary.enqueue(&blob(n)).unwrap();
+    }
+    let mut source = ByteSource::at(primary.journal().clone(), 0).unwrap();
+    let mut sink = ByteSink::open(replica.clone()).unwrap();
+    pump(&mut source, &mut sink);
+    drop(sink);
+    // The consumer reads up to the cut; its reader keeps the segment mapped.
+    let mut consumer = QueueOptions::new()
+        .consumer("app")
+        .open::<Blob>(dir.path().join("replica"))
+        .unwrap();
+    for n in 0..700 {
+        assert_eq!(consumer.dequeue().unwrap(), Some(blob(n)));
+    }
+    move_aside_from(&replica, 700, 2).unwrap();
+    // The new primary: the same records up to the cut, others from there.
+    let mut newer = QueueOptions::new()
+        .segment_size(64 << 10)
+        .max_message_size(4096)
+        .index_interval(16)
+        .create::<Blob>(dir.path().join("newer"))
+        .unwrap();
+    for n in 0..700 {
+        newer.enqueue(&blob(n)).unwrap();
+    }
+    for n in 700..760 {
+        newer.enqueue(&blob(n + 5000)).unwrap();
+    }
+    let mut sink = ByteSink::open(replica.clone()).unwrap();
+    let mut source = ByteSource::at(newer.journal().clone(), 700).unwrap();
+    pump(&mut source, &mut sink);
+    for n in 700..760 {
+        assert_eq!(
+            consumer.dequeue().unwrap(),
+            Some(blob(n + 5000)),
+            "record {n}: the moved record from the old mapping"
+        );
+    }
+    assert_eq!(consumer.dequeue().unwrap(), None);
+}
