@@ -294,6 +294,13 @@ impl Run {
     fn check(&mut self, ack: Option<(u64, u64)>) {
         let dir = self.dir();
         let records = held(&dir);
+        if trace() {
+            let first = records.first().map(|f| f.0);
+            eprintln!(
+                "replica_frames: held {} from {first:?}, ack {ack:?}",
+                records.len()
+            );
+        }
         let epoch = ReplicationState::load(&dir).map_or(0, |s| s.epoch);
         if epoch != self.acked_epoch {
             self.acked.clear();
@@ -351,7 +358,16 @@ impl Run {
     }
 }
 
+/// `REPLIQ_FUZZ_TRACE=1`: one line per step and refusal on stderr (what a corpus reaches).
+fn trace() -> bool {
+    static T: OnceLock<bool> = OnceLock::new();
+    *T.get_or_init(|| std::env::var_os("REPLIQ_FUZZ_TRACE").is_some())
+}
+
 fn refusal_is_typed(e: &DriverRefusal, out_of_place: bool) {
+    if trace() {
+        eprintln!("replica_frames: refused {:?}: {}", e.reason, e.detail);
+    }
     assert!(!e.detail.is_empty(), "a refusal without a detail: {e:?}");
     if !out_of_place {
         assert!(
@@ -374,6 +390,9 @@ fuzz_target!(|ops: Vec<Op>| {
     };
     let ps = primaries();
     for op in ops.into_iter().take(64) {
+        if trace() {
+            eprintln!("replica_frames: step {op:?}");
+        }
         let mut ack = None;
         match op {
             Op::Hello {

@@ -581,9 +581,12 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// The primary's epoch history a Hello carries, which must be in order.
+/// The primary's epoch history a Hello carries, which must be in order and, unless empty (a
+/// primary that predates histories), end with the Hello's own epoch: a history that names
+/// another last epoch would relabel records this replica acknowledged in the Hello's epoch, and a
+/// later Hello could move them aside.
 fn hello_lineage(hello: &Hello) -> std::result::Result<Lineage, Refusing> {
-    Lineage::checked(
+    let lineage = Lineage::checked(
         hello
             .epochs
             .iter()
@@ -603,7 +606,21 @@ fn hello_lineage(hello: &Hello) -> std::result::Result<Lineage, Refusing> {
             0,
             0,
         )
-    })
+    })?;
+    if let Some(last) = hello.epochs.last()
+        && last.epoch != hello.epoch
+    {
+        return Err(Refusing::new(
+            refused::Reason::InvalidHello,
+            format!(
+                "malformed Hello from {}: its epoch history {:?} does not end with its epoch {}",
+                hello.primary, hello.epochs, hello.epoch
+            ),
+            0,
+            0,
+        ));
+    }
+    Ok(lineage)
 }
 
 /// Admits a stream's Hello: opens (or re-reads) the queue's replica, lets the follower decide,
@@ -1004,6 +1021,45 @@ mod fuzz_finds {
             ..hello
         };
         assert!(hello_lineage(&ordered).is_ok());
+    }
+
+    /// Found by `replica_frames` (fuzz/README.md, find 5): a Hello of epoch 6 whose history was
+    /// `[(0, 0)]` was accepted; the records acknowledged on that stream were then taken as
+    /// written by epoch 0, and a second Hello of the same epoch 6 (begun at 13, no history) moved
+    /// records 13..36, acknowledged in epoch 6, aside. A history must end with the Hello's epoch.
+    #[test]
+    fn a_hello_whose_history_does_not_end_with_its_epoch_is_refused() {
+        let hello = Hello {
+            queue: "q".into(),
+            primary: "p".into(),
+            epoch: 6,
+            epoch_start: 1,
+            epochs: vec![proto::EpochStart { epoch: 0, start: 0 }],
+            ..Hello::default()
+        };
+        let refusal = hello_lineage(&hello).expect_err("a history without the Hello's epoch");
+        assert_eq!(refusal.reason, refused::Reason::InvalidHello);
+        assert!(
+            refusal.detail.contains("does not end with its epoch 6"),
+            "{}",
+            refusal.detail
+        );
+        let own = Hello {
+            epochs: vec![
+                proto::EpochStart { epoch: 0, start: 0 },
+                proto::EpochStart { epoch: 6, start: 1 },
+            ],
+            ..hello.clone()
+        };
+        assert!(hello_lineage(&own).is_ok());
+        let none = Hello {
+            epochs: Vec::new(),
+            ..hello
+        };
+        assert!(
+            hello_lineage(&none).is_ok(),
+            "a primary that predates histories"
+        );
     }
 }
 
