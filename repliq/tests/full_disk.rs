@@ -136,3 +136,145 @@ fn enqueue_on_a_full_disk_is_an_io_error_and_loses_nothing() {
     drop(q);
     check(acked + 100);
 }
+
+/// Fills the file system of `dir` with a ballast file until ENOSPC; returns its path.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("ballast");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0x5Au8; 4096];
+    for _ in 0..1_000_000 {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    path
+}
+
+/// A consumer's cursor lives in the meta file's slots, allocated when the queue was created:
+/// moving it (and registering a new consumer) needs no new block, so a full disk does not stop
+/// consumers. Any error would have to be a typed `QueueError::Io` (ENOSPC); a cursor that moved
+/// is durable (a new handle resumes after it); nothing committed is lost; producers get
+/// `QueueError::Io` while the disk is full and work again when space returns.
+#[test]
+fn a_cursor_update_on_a_full_disk_is_durable_and_loses_nothing() {
+    let Some(fs) = SmallFs::mount("1m") else {
+        return;
+    };
+    let dir = fs.path().join("q");
+    let mut producer = QueueOptions::new()
+        .segment_size(64 * 1024)
+        .capacity(1_000_000)
+        .producer()
+        .create::<Blob>(&dir)
+        .unwrap();
+    for n in 0..200 {
+        producer.enqueue(&blob(n)).unwrap();
+    }
+    producer.flush().unwrap();
+    let mut c = QueueOptions::new()
+        .consumer("c")
+        .open::<Blob>(&dir)
+        .unwrap();
+    for n in 0..50 {
+        assert_eq!(c.dequeue().unwrap(), Some(blob(n)));
+    }
+
+    let ballast = fill(fs.path());
+    // The disk is full: a producer's next segment cannot be allocated.
+    let mut full = None;
+    for n in 200..2_000 {
+        if let Err(e) = producer.enqueue(&blob(n)) {
+            full = Some(e);
+            break;
+        }
+    }
+    match full {
+        Some(QueueError::Io { source, .. }) => {
+            assert_eq!(source.raw_os_error(), Some(libc::ENOSPC), "{source}");
+        }
+        other => panic!("expected ENOSPC from the producer, got {other:?}"),
+    }
+    let written = repliq::verify(&dir, |_, _| {}).unwrap().records;
+
+    // Cursor updates (each dequeue moves c's cursor) and a new consumer's registration.
+    let mut moved = 50;
+    for n in 50..120 {
+        match c.dequeue() {
+            Ok(got) => {
+                assert_eq!(got, Some(blob(n)));
+                moved = n + 1;
+            }
+            Err(QueueError::Io { source, .. }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::ENOSPC), "{source}");
+                break;
+            }
+            Err(other) => panic!("a cursor update on a full disk: {other:?}"),
+        }
+    }
+    eprintln!("on the full disk consumer c moved its cursor to {moved}");
+    // New consumers on the full disk: twenty names spread over the slots (both pages of the
+    // meta file's slot table), each registering and moving its cursor once.
+    let late: Vec<String> = (0..20).map(|i| format!("late-{i}")).collect();
+    let mut registered = Vec::new();
+    for name in &late {
+        let taken = QueueOptions::new()
+            .consumer(name.as_str())
+            .open::<Blob>(&dir)
+            .and_then(|mut q| q.dequeue());
+        match taken {
+            Ok(got) => {
+                assert_eq!(got, Some(blob(0)), "consumer {name}");
+                registered.push(name.clone());
+            }
+            Err(QueueError::Io { source, .. }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::ENOSPC), "{source}");
+            }
+            Err(other) => panic!("registering consumer {name} on a full disk: {other:?}"),
+        }
+    }
+    eprintln!(
+        "{} of 20 consumers registered on the full disk",
+        registered.len()
+    );
+    drop(c);
+    drop(producer);
+
+    // A new handle of c resumes after the last record it took, still on the full disk.
+    let mut c = QueueOptions::new()
+        .consumer("c")
+        .open::<Blob>(&dir)
+        .unwrap();
+    assert_eq!(
+        c.dequeue().unwrap(),
+        Some(blob(moved)),
+        "c resumes at {moved}"
+    );
+    assert_eq!(repliq::verify(&dir, |_, _| {}).unwrap().records, written);
+
+    // Space returns: producers append again, consumers read everything, in order.
+    std::fs::remove_file(ballast).unwrap();
+    let mut producer = QueueOptions::new().producer().open::<Blob>(&dir).unwrap();
+    for n in written..written + 100 {
+        producer.enqueue(&blob(n)).unwrap();
+    }
+    producer.flush().unwrap();
+    for n in moved + 1..written + 100 {
+        assert_eq!(c.dequeue().unwrap(), Some(blob(n)), "message {n}");
+    }
+    assert_eq!(c.dequeue().unwrap(), None);
+    for name in &registered {
+        let mut q = QueueOptions::new()
+            .consumer(name.as_str())
+            .open::<Blob>(&dir)
+            .unwrap();
+        assert_eq!(
+            q.dequeue().unwrap(),
+            Some(blob(1)),
+            "consumer {name} resumes at 1"
+        );
+    }
+}

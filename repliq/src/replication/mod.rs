@@ -60,6 +60,8 @@ mod primary;
 mod replica_cursors;
 #[cfg(feature = "replication")]
 mod replica_service;
+#[cfg(all(feature = "replication", feature = "fuzzing"))]
+pub(crate) use replica_service::fuzz as replica_service_fuzz;
 mod state;
 #[cfg(test)]
 mod test;

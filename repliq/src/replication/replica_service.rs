@@ -245,10 +245,9 @@ fn valid_queue_name(name: &str) -> bool {
         && !name.contains(['/', '\\', '\0'])
 }
 
-fn open_replica(
-    root: &Path,
-    hello: &Hello,
-) -> std::result::Result<(Arc<Journal>, PathBuf), Refusing> {
+/// The queue a Hello describes, checked before anything on disk is touched: its name and its
+/// parameters.
+fn hello_config(hello: &Hello) -> std::result::Result<MetaConfig, Refusing> {
     if !valid_queue_name(&hello.queue) {
         return Err(Refusing::new(
             refused::Reason::IncompatibleQueue,
@@ -257,9 +256,6 @@ fn open_replica(
             0,
         ));
     }
-    let dir = root.join(&hello.queue);
-    let existed = dir.join("queue.meta").exists();
-    let dir_existed = dir.exists();
     let config = MetaConfig {
         type_name: hello.message_type.clone(),
         fingerprint: hello.fingerprint,
@@ -278,6 +274,17 @@ fn open_replica(
             0,
         ));
     }
+    Ok(config)
+}
+
+fn open_replica(
+    root: &Path,
+    hello: &Hello,
+) -> std::result::Result<(Arc<Journal>, PathBuf), Refusing> {
+    let config = hello_config(hello)?;
+    let dir = root.join(&hello.queue);
+    let existed = dir.join("queue.meta").exists();
+    let dir_existed = dir.exists();
     // A new replica is a replica from its first byte: the node policy of this root (meant for
     // queues this node writes) does not apply.
     let replica = InitialPolicy::Explicit(Policy {
@@ -576,16 +583,12 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Admits a stream's Hello: opens (or re-reads) the queue's replica, lets the follower decide,
-/// carries out a move-aside and stores the newer epoch durably. Returns the stream's identity and
-/// what to subscribe with (epoch, next sequence).
-fn admit(
-    shared: &SharedQueue,
-    journal: Arc<Journal>,
-    dir: &Path,
-    hello: &Hello,
-) -> std::result::Result<(StreamId, u64, u64), Refusing> {
-    let primary_lineage = Lineage::checked(
+/// The primary's epoch history a Hello carries, which must be in order and, unless empty (a
+/// primary that predates histories), end with the Hello's own epoch: a history that names
+/// another last epoch would relabel records this replica acknowledged in the Hello's epoch, and a
+/// later Hello could move them aside.
+fn hello_lineage(hello: &Hello) -> std::result::Result<Lineage, Refusing> {
+    let lineage = Lineage::checked(
         hello
             .epochs
             .iter()
@@ -596,11 +599,42 @@ fn admit(
             .collect(),
     )
     .ok_or_else(|| {
-        protocol(&format!(
-            "malformed Hello from {}: its epoch history {:?} is not in order",
-            hello.primary, hello.epochs
-        ))
+        Refusing::new(
+            refused::Reason::InvalidHello,
+            format!(
+                "malformed Hello from {}: its epoch history {:?} is not in order",
+                hello.primary, hello.epochs
+            ),
+            0,
+            0,
+        )
     })?;
+    if let Some(last) = hello.epochs.last()
+        && last.epoch != hello.epoch
+    {
+        return Err(Refusing::new(
+            refused::Reason::InvalidHello,
+            format!(
+                "malformed Hello from {}: its epoch history {:?} does not end with its epoch {}",
+                hello.primary, hello.epochs, hello.epoch
+            ),
+            0,
+            0,
+        ));
+    }
+    Ok(lineage)
+}
+
+/// Admits a stream's Hello: opens (or re-reads) the queue's replica, lets the follower decide,
+/// carries out a move-aside and stores the newer epoch durably. Returns the stream's identity and
+/// what to subscribe with (epoch, next sequence).
+fn admit(
+    shared: &SharedQueue,
+    journal: Arc<Journal>,
+    dir: &Path,
+    hello: &Hello,
+) -> std::result::Result<(StreamId, u64, u64), Refusing> {
+    let primary_lineage = hello_lineage(hello)?;
     let mut guard = shared.lock();
     let _lock = state_lock(dir, false).map_err(storage)?;
     let state = ReplicationState::load(dir).map_err(storage)?;
@@ -954,5 +988,205 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod fuzz_finds {
+    use super::*;
+
+    /// Found by the `replica_frames` fuzz target (fuzz/README.md, find 4): a Hello whose epoch
+    /// history is out of order was refused with the reason code `UNSPECIFIED` (the protocol
+    /// catch-all) instead of `INVALID_HELLO`, which the primary's log and metrics name.
+    #[test]
+    fn a_hello_with_an_out_of_order_history_is_refused_as_an_invalid_hello() {
+        let hello = Hello {
+            queue: "q".into(),
+            primary: "p".into(),
+            epoch: 7,
+            epochs: [(6, 9), (7, 36), (4, 3)]
+                .iter()
+                .map(|&(epoch, start)| proto::EpochStart { epoch, start })
+                .collect(),
+            ..Hello::default()
+        };
+        let refusal = hello_lineage(&hello).expect_err("an out-of-order history is refused");
+        assert_eq!(refusal.reason, refused::Reason::InvalidHello);
+        assert!(
+            refusal.detail.contains("not in order"),
+            "{}",
+            refusal.detail
+        );
+        let ordered = Hello {
+            epochs: vec![proto::EpochStart {
+                epoch: 7,
+                start: 36,
+            }],
+            ..hello
+        };
+        assert!(hello_lineage(&ordered).is_ok());
+    }
+
+    /// Found by `replica_frames` (fuzz/README.md, find 5): a Hello of epoch 6 whose history was
+    /// `[(0, 0)]` was accepted; the records acknowledged on that stream were then taken as
+    /// written by epoch 0, and a second Hello of the same epoch 6 (begun at 13, no history) moved
+    /// records 13..36, acknowledged in epoch 6, aside. A history must end with the Hello's epoch.
+    #[test]
+    fn a_hello_whose_history_does_not_end_with_its_epoch_is_refused() {
+        let hello = Hello {
+            queue: "q".into(),
+            primary: "p".into(),
+            epoch: 6,
+            epoch_start: 1,
+            epochs: vec![proto::EpochStart { epoch: 0, start: 0 }],
+            ..Hello::default()
+        };
+        let refusal = hello_lineage(&hello).expect_err("a history without the Hello's epoch");
+        assert_eq!(refusal.reason, refused::Reason::InvalidHello);
+        assert!(
+            refusal.detail.contains("does not end with its epoch 6"),
+            "{}",
+            refusal.detail
+        );
+        let own = Hello {
+            epochs: vec![
+                proto::EpochStart { epoch: 0, start: 0 },
+                proto::EpochStart { epoch: 6, start: 1 },
+            ],
+            ..hello.clone()
+        };
+        assert!(hello_lineage(&own).is_ok());
+        let none = Hello {
+            epochs: Vec::new(),
+            ..hello
+        };
+        assert!(
+            hello_lineage(&none).is_ok(),
+            "a primary that predates histories"
+        );
+    }
+}
+
+/// The replica's side of a stream without its transport, for the `cargo fuzz` targets in `fuzz/`
+/// (re-exported by `crate::__fuzz`): the same opening, admission and batch application as
+/// [`serve_stream`], one message at a time, synchronously. Not an API.
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz {
+    use super::*;
+
+    /// A refusal as the stream would send it to the primary.
+    #[derive(Debug, Clone)]
+    pub struct DriverRefusal {
+        /// The reason code of the `Refused` message.
+        pub reason: refused::Reason,
+        /// Its text.
+        pub detail: String,
+        /// The epoch and next sequence it reports.
+        pub epoch: u64,
+        /// The next sequence it reports.
+        pub next_seq: u64,
+    }
+
+    impl From<Refusing> for DriverRefusal {
+        fn from(r: Refusing) -> Self {
+            DriverRefusal {
+                reason: r.reason,
+                detail: r.detail,
+                epoch: r.epoch,
+                next_seq: r.next_seq,
+            }
+        }
+    }
+
+    /// A replica service under a directory (every primary is a peer).
+    #[derive(Debug)]
+    pub struct ReplicaDriver {
+        service: ReplicaService,
+    }
+
+    /// One stream the driver admitted.
+    #[derive(Debug)]
+    pub struct DriverStream {
+        id: StreamId,
+        hello: Hello,
+        shared: Arc<SharedQueue>,
+        resync_at: Option<u64>,
+    }
+
+    /// What the replica checks of a Hello before it touches the disk: the queue's name and
+    /// parameters, and the order of the primary's epoch history. Returns the history's length.
+    ///
+    /// # Errors
+    ///
+    /// The refusal the stream would end with.
+    pub fn check_hello(hello: &Hello) -> std::result::Result<usize, DriverRefusal> {
+        hello_config(hello)?;
+        Ok(hello_lineage(hello)?.entries().len())
+    }
+
+    impl ReplicaDriver {
+        /// A service hosting replicas under `root`, as a restarted daemon sees it.
+        #[must_use]
+        pub fn new(root: PathBuf) -> Self {
+            ReplicaDriver {
+                service: ReplicaService::new(root),
+            }
+        }
+
+        /// A stream's first message: opens the queue's replica and admits the Hello. Returns
+        /// the stream and its `Subscribe` (epoch, next sequence).
+        ///
+        /// # Errors
+        ///
+        /// The refusal the stream would end with.
+        pub fn hello(
+            &self,
+            hello: Hello,
+        ) -> std::result::Result<(DriverStream, u64, u64), DriverRefusal> {
+            let (journal, dir) = open_replica(&self.service.root, &hello)?;
+            let shared = self.service.queue(&hello.queue);
+            let (id, epoch, next_seq) = admit(&shared, journal, &dir, &hello)?;
+            shared.writer.send_replace(Some(id));
+            let stream = DriverStream {
+                id,
+                hello,
+                shared,
+                resync_at: None,
+            };
+            Ok((stream, epoch, next_seq))
+        }
+
+        /// A message after the Hello: a frame (applied and synced as a batch of one), a resync
+        /// announcement, or anything else (a protocol error). Returns the acknowledgement sent
+        /// (epoch, next sequence), if any.
+        ///
+        /// # Errors
+        ///
+        /// The refusal the stream would end with.
+        pub fn message(
+            &self,
+            stream: &mut DriverStream,
+            message: PrimaryMessage,
+        ) -> std::result::Result<Option<(u64, u64)>, DriverRefusal> {
+            match message.kind {
+                Some(primary_message::Kind::Frame(f)) => {
+                    let s = Stream {
+                        id: stream.id,
+                        hello: &stream.hello,
+                        shared: &stream.shared,
+                    };
+                    let (ack, refusal) = apply_batch(&s, vec![f], &mut stream.resync_at, true)?;
+                    match refusal {
+                        Some(r) => Err(r.into()),
+                        None => Ok(ack),
+                    }
+                }
+                Some(primary_message::Kind::Resync(r)) => {
+                    stream.resync_at = Some(r.segment_first_seq);
+                    Ok(None)
+                }
+                _ => Err(protocol("unexpected message after Hello").into()),
+            }
+        }
     }
 }
