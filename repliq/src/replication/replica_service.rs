@@ -237,6 +237,16 @@ fn storage(e: impl std::fmt::Display) -> Refusing {
     Refusing::new(refused::Reason::Storage, e.to_string(), 0, 0)
 }
 
+/// A frame the sink could not apply: bytes that do not agree with the records (a checksum, an
+/// offset gap, a torn record: `Corrupt`) are the corruption code, anything else (the disk) the
+/// storage one, so that the primary's log says which side is at fault.
+fn applying(e: QueueError) -> Refusing {
+    match e {
+        QueueError::Corrupt { .. } => Refusing::new(refused::Reason::Diverged, e.to_string(), 0, 0),
+        other => storage(other),
+    }
+}
+
 fn valid_queue_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."
@@ -841,7 +851,7 @@ fn apply_batch(
                     dir,
                 };
                 if let Err(e) = append_frame(journal, sink, state, &frame, aside, &to) {
-                    refusal = Some(storage(e));
+                    refusal = Some(applying(e));
                     break;
                 }
                 let next_seq = match header.records.last() {
@@ -859,7 +869,7 @@ fn apply_batch(
                     && let Err(e) =
                         sink.apply(frame.segment_first_seq, frame.offset as usize, &frame.bytes)
                 {
-                    refusal = Some(storage(e));
+                    refusal = Some(applying(e));
                     break;
                 }
                 ack = Some((follower.epoch(), durable));
@@ -994,6 +1004,23 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
 #[cfg(test)]
 mod fuzz_finds {
     use super::*;
+
+    #[test]
+    fn frames_that_disagree_are_refused_as_diverged_and_disk_failures_as_storage() {
+        let corrupt = QueueError::Corrupt {
+            path: "q/00000000000000000000.seg".into(),
+            offset: 4096,
+            reason: "record checksum mismatch".into(),
+        };
+        assert_eq!(applying(corrupt).reason, refused::Reason::Diverged);
+        let full = QueueError::io(
+            "allocating q/00000000000000000700.seg",
+            std::io::Error::from_raw_os_error(28),
+        );
+        let refusal = applying(full);
+        assert_eq!(refusal.reason, refused::Reason::Storage);
+        assert!(refusal.detail.contains("allocating"), "{}", refusal.detail);
+    }
 
     /// Found by the `replica_frames` fuzz target (fuzz/README.md, find 4): a Hello whose epoch
     /// history is out of order was refused with the reason code `UNSPECIFIED` (the protocol
