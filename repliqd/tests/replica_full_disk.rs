@@ -8,11 +8,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use repliq::{QueueOptions, StartAt, Tailer};
+use support::small_fs::{SmallFs, fill};
 use support::{
     Daemon, Order, Producer, free_port, held, http_get, metric, segment_files, wait_until,
 };
@@ -21,64 +21,6 @@ use support::{
 #[ignore = "the body of the producer processes the other tests start (support::Producer)"]
 fn producer_child() {
     support::producer_child();
-}
-
-/// A tmpfs mounted on a fresh directory, unmounted on drop.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> Option<SmallFs> {
-        let dir = tempfile::tempdir().ok()?;
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "repliq-replica-full",
-            ])
-            .arg(dir.path())
-            .status();
-        match status {
-            Ok(s) if s.success() => Some(SmallFs { dir }),
-            other => {
-                eprintln!(
-                    "\n*** SKIPPED: cannot mount a tmpfs ({other:?}); the replica full-disk test \
-                     needs root (CAP_SYS_ADMIN) ***\n"
-                );
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-/// Fills the file system of `dir` with a ballast file until ENOSPC; returns its path.
-fn fill(dir: &Path) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("ballast");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let block = vec![0x5Au8; 4096];
-    for _ in 0..1_000_000 {
-        match f.write(&block) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling {}: {e}", path.display()),
-        }
-    }
-    path
 }
 
 /// Every record of the queue at `dir` from the start, read without writing anything.
@@ -93,7 +35,7 @@ fn records(dir: &Path) -> Vec<Order> {
 
 #[test]
 fn a_replica_that_runs_out_of_space_refuses_loses_nothing_and_catches_up() {
-    let Some(fs) = SmallFs::mount("8m") else {
+    let Some(fs) = SmallFs::mount("8m", "the replica full-disk test") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

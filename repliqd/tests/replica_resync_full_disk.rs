@@ -11,70 +11,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use repliq::{QueueOptions, StartAt, Tailer};
+use support::small_fs::{SmallFs, fill};
 use support::{Daemon, Order, free_port, held, order, segment_files, wait_until};
-
-/// A tmpfs mounted on a fresh directory, unmounted on drop.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> Option<SmallFs> {
-        let dir = tempfile::tempdir().ok()?;
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "repliq-resync-full",
-            ])
-            .arg(dir.path())
-            .status();
-        match status {
-            Ok(s) if s.success() => Some(SmallFs { dir }),
-            other => {
-                eprintln!(
-                    "\n*** SKIPPED: cannot mount a tmpfs ({other:?}); the resync full-disk test \
-                     needs root (CAP_SYS_ADMIN) ***\n"
-                );
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-/// Fills the file system of `dir` with a ballast file until ENOSPC; returns its path.
-fn fill(dir: &Path) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("ballast");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let block = vec![0x5Au8; 4096];
-    for _ in 0..1_000_000 {
-        match f.write(&block) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling {}: {e}", path.display()),
-        }
-    }
-    path
-}
 
 /// Every record of the queue at `dir` from its oldest segment on, read without writing.
 fn records(dir: &Path) -> Vec<Order> {
@@ -96,7 +38,7 @@ fn enqueue(dir: &Path, ids: std::ops::Range<u64>) {
 
 #[test]
 fn a_resync_on_a_full_disk_is_an_io_error_and_recovers_when_space_returns() {
-    let Some(fs) = SmallFs::mount("2m") else {
+    let Some(fs) = SmallFs::mount("2m", "the resync full-disk test") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

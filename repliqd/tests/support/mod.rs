@@ -3,6 +3,7 @@
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod small_fs;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
