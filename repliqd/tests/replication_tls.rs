@@ -4,7 +4,11 @@
 //!   are replaced with a valid certificate, the next connection uses them (no restart);
 //! * a client whose certificate chains to the CA but is issued to another name than the one its
 //!   `Hello` claims is refused, and nothing of its queue is written;
-//! * a client without TLS, or with a certificate from another CA, gets nowhere.
+//! * a client without TLS, with a certificate from another CA, or with an expired one, gets
+//!   nowhere;
+//! * per-pod certificates are checked against each peer's configured identity;
+//! * node certificates and the CA rotate under synchronous load without losing an acknowledged
+//!   record.
 
 mod support;
 
@@ -240,4 +244,161 @@ fn per_pod_certificates_are_checked_against_each_peers_identity() {
         log.contains("the peer's certificate is not issued to \"repliq-x7k2p\""),
         "{log}"
     );
+}
+
+/// Writes `dir/<file>.{crt,key}` for a certificate issued to `name` by `by` that expired in
+/// 2021, and `dir/ca.crt` for `by`.
+fn expired_files(dir: &Path, file: &str, name: &str, by: &Ca) -> TlsFiles {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &by.issuer).unwrap();
+    let files = TlsFiles::new(
+        dir.join("ca.crt"),
+        dir.join(format!("{file}.crt")),
+        dir.join(format!("{file}.key")),
+    );
+    std::fs::write(&files.ca, &by.pem).unwrap();
+    std::fs::write(&files.cert, cert.pem()).unwrap();
+    std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    files
+}
+
+/// Replaces `path` with `text` as a Secret update does: a new file renamed over the old one.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A peer whose certificate (of the right CA, for the right name) has expired is refused at the
+/// handshake, and nothing of its queue is written.
+#[test]
+fn an_expired_peer_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca();
+    let certs = dir.path().join("certs");
+    let (pa, pb) = (free_port(), free_port());
+    let mut b = Daemon::new(dir.path(), "b", "asynchronous", &[("a", pa)], pb);
+    with_tls(&b, &node_files(&certs.join("b"), "tls", "b", &ca, &ca));
+    b.start();
+    let evil = dir.path().join("evil");
+    queue_with_records(&evil.join("stale"), 10);
+    let expired = expired_files(&certs.join("expired"), "tls", "a", &ca);
+    primary_for(evil.join("stale"), "a", ("b", pb), Some(expired), 3);
+    assert!(
+        !b.root.join("stale").exists(),
+        "b accepted a peer whose certificate expired"
+    );
+    let log = std::fs::read_to_string(b.log_path()).unwrap();
+    assert!(log.contains("TLS handshake refused"), "{log}");
+    assert!(log.to_lowercase().contains("expired"), "{log}");
+}
+
+/// Node certificates *and* the CA rotated while a synchronous producer writes, as cert-manager
+/// does it: the new CA is added beside the old one, both nodes get certificates of the new CA,
+/// the old CA is dropped, and the replica restarts (so the stream is opened again with the new
+/// files only). Every `enqueue` that returned `Ok` is on the replica, in order.
+#[test]
+fn certificates_and_the_ca_rotate_under_synchronous_load_without_losing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (ca(), ca());
+    let certs = dir.path().join("certs");
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Daemon::new(dir.path(), "a", "synchronous", &[("b", pb)], pa);
+    let mut b = Daemon::new(dir.path(), "b", "synchronous", &[("a", pa)], pb);
+    let a_files = node_files(&certs.join("a"), "tls", "a", &old, &old);
+    let b_files = node_files(&certs.join("b"), "tls", "b", &old, &old);
+    with_tls(&a, &a_files);
+    with_tls(&b, &b_files);
+    a.start();
+    b.start();
+    let queue = a.root.join("orders");
+    drop(
+        QueueOptions::new()
+            .capacity(10_000_000)
+            .producer()
+            .create::<Order>(&queue)
+            .unwrap(),
+    );
+    wait_until("b to replicate a's queue", || {
+        b.root.join("orders").join("queue.meta").exists()
+    });
+
+    // The producer: synchronous enqueues until told to stop; the ids of those that returned Ok.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (stop, queue) = (stop.clone(), queue.clone());
+        std::thread::spawn(move || {
+            let mut q = QueueOptions::new()
+                .producer()
+                .open::<Order>(&queue)
+                .unwrap();
+            let mut acked = Vec::new();
+            let mut id = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && id < 1_000_000 {
+                if q.enqueue(&order(id)).is_ok() {
+                    acked.push(id);
+                }
+                id += 1;
+            }
+            acked
+        })
+    };
+    let pause = || std::thread::sleep(Duration::from_millis(700));
+    pause();
+    // 1. Both CAs trusted everywhere.
+    let both = format!("{}{}", old.pem, new.pem);
+    replace(&a_files.ca, &both);
+    replace(&b_files.ca, &both);
+    pause();
+    // 2. New node certificates, of the new CA.
+    for (files, name) in [(&a_files, "a"), (&b_files, "b")] {
+        let fresh = node_files(&certs.join(format!("{name}-new")), "tls", name, &new, &new);
+        replace(&files.cert, &std::fs::read_to_string(&fresh.cert).unwrap());
+        replace(&files.key, &std::fs::read_to_string(&fresh.key).unwrap());
+    }
+    pause();
+    // 3. The old CA dropped; the replica restarts, so a's next stream uses only the new files.
+    replace(&a_files.ca, &new.pem);
+    replace(&b_files.ca, &new.pem);
+    b.kill9();
+    let at_restart = held(&queue);
+    b.start();
+    wait_until(
+        "a to stream to the restarted b, over the new certificates only",
+        || held(&b.root.join("orders")) > at_restart,
+    );
+    pause();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = producer.join().unwrap();
+    assert!(
+        acked.len() > 10,
+        "the producer was acknowledged only {} times",
+        acked.len()
+    );
+    wait_until("b to hold everything a holds", || {
+        held(&b.root.join("orders")) == held(&queue)
+    });
+    let on_b: Vec<u64> = {
+        let mut t = repliq::Tailer::<Order>::open(b.root.join("orders"), repliq::StartAt::Earliest)
+            .unwrap();
+        let mut out = Vec::new();
+        while let Some(o) = t.try_next().unwrap() {
+            out.push(o.id);
+        }
+        out
+    };
+    let held_on_b: std::collections::BTreeSet<u64> = on_b.iter().copied().collect();
+    let missing: Vec<&u64> = acked.iter().filter(|id| !held_on_b.contains(id)).collect();
+    assert!(missing.is_empty(), "acknowledged but not on b: {missing:?}");
+    let log = std::fs::read_to_string(a.log_path()).unwrap();
+    eprintln!(
+        "{} acknowledged across the rotation; b holds {}",
+        acked.len(),
+        on_b.len()
+    );
+    assert!(!log.contains("panicked"), "{log}");
 }
