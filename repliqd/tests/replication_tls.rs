@@ -38,8 +38,20 @@ fn ca() -> Ca {
 /// Writes `dir/<file>.{crt,key}` for a certificate issued to `name` by `by`, and `dir/ca.crt`
 /// for `trust`. Returns the files.
 fn node_files(dir: &Path, file: &str, name: &str, by: &Ca, trust: &Ca) -> TlsFiles {
-    std::fs::create_dir_all(dir).unwrap();
     let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    write_files(dir, file, params, by, trust)
+}
+
+/// Writes `dir/<file>.{crt,key}` for a certificate of `params` signed by `by`, and
+/// `dir/ca.crt` for `trust`. Returns the files.
+fn write_files(
+    dir: &Path,
+    file: &str,
+    params: rcgen::CertificateParams,
+    by: &Ca,
+    trust: &Ca,
+) -> TlsFiles {
+    std::fs::create_dir_all(dir).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &by.issuer).unwrap();
     let files = TlsFiles::new(
@@ -249,21 +261,10 @@ fn per_pod_certificates_are_checked_against_each_peers_identity() {
 /// Writes `dir/<file>.{crt,key}` for a certificate issued to `name` by `by` that expired in
 /// 2021, and `dir/ca.crt` for `by`.
 fn expired_files(dir: &Path, file: &str, name: &str, by: &Ca) -> TlsFiles {
-    std::fs::create_dir_all(dir).unwrap();
     let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &by.issuer).unwrap();
-    let files = TlsFiles::new(
-        dir.join("ca.crt"),
-        dir.join(format!("{file}.crt")),
-        dir.join(format!("{file}.key")),
-    );
-    std::fs::write(&files.ca, &by.pem).unwrap();
-    std::fs::write(&files.cert, cert.pem()).unwrap();
-    std::fs::write(&files.key, key.serialize_pem()).unwrap();
-    files
+    write_files(dir, file, params, by, by)
 }
 
 /// Replaces `path` with `text` as a Secret update does: a new file renamed over the old one.
