@@ -34,7 +34,14 @@
 //!   http_listen: 0.0.0.0:9100
 //!   shutdown_grace_ms: 10000
 //!   failure_linger_ms: 1000    # a task stopped: 503 this long, then exit 1
-//!   clients: false             # serve remote producers/consumers on the gRPC port (docs/CLIENTS.md)
+//!   clients: false             # serve remote producers/consumers on the gRPC port (docs/CLIENTS.md);
+//!                              # or a mapping, with per-queue rules (needs `tls`):
+//!   # clients:
+//!   #   enabled: true            # default true when the mapping is given
+//!   #   rules:                   # a client certificate's DNS SAN, per queue; deny by default
+//!   #     - identity: "billing-*" # `*` matches any run of characters
+//!   #       queues: ["orders", "orders.*"]
+//!   #       allow: [read, write]
 //!   tls:                       # optional: mutual TLS between nodes (PEM files, re-read on change)
 //!     ca: /etc/repliq/tls/ca.crt
 //!     cert: /etc/repliq/tls/tls.crt   # DNS SAN = the node name
@@ -265,10 +272,98 @@ pub struct Server {
     #[serde(default = "default_failure_linger")]
     pub failure_linger_ms: u64,
     /// Serve remote producers and consumers (`repliq.client.v1`, docs/CLIENTS.md) on the gRPC
-    /// port. Off by default: until clients are authorized per queue, anyone who reaches the
-    /// port could write every queue.
+    /// port, and who may read and write which queue. Off by default.
     #[serde(default)]
-    pub clients: bool,
+    pub clients: Clients,
+}
+
+/// `server.clients`: `true` / `false`, or a mapping with `enabled` and `rules`.
+///
+/// Without rules, every client that reaches the port (with `server.tls`: every client with a
+/// certificate from the CA) may read and write every queue. With rules (which need
+/// `server.tls`), a client may do only what a rule matching its certificate's identity allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Clients {
+    /// Whether the client service is served.
+    pub enabled: bool,
+    /// The authorization rules; none: no authorization.
+    pub rules: Vec<ClientRule>,
+}
+
+/// One rule of `server.clients.rules`: identities matching `identity` may do `allow` on the
+/// queues matching one of `queues`. Patterns match whole names; `*` matches any run of
+/// characters (`.` and `-` included), nothing else is special.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRule {
+    /// A client certificate's identity (its first DNS subject alternative name), or a pattern.
+    pub identity: String,
+    /// Queue names or patterns.
+    pub queues: Vec<String>,
+    /// The rights granted.
+    pub allow: Vec<ClientRight>,
+}
+
+/// A right of a client on a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientRight {
+    /// Consume: open a durable consumer, receive records, acknowledge them.
+    Read,
+    /// Produce: write records.
+    Write,
+}
+
+impl ClientRight {
+    /// `read` or `write`, as in the configuration.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientRight::Read => "read",
+            ClientRight::Write => "write",
+        }
+    }
+}
+
+/// The mapping form of `server.clients`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientsSection {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    rules: Vec<ClientRule>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl<'de> Deserialize<'de> for Clients {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Clients;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`true`, `false`, or a mapping with `enabled` and `rules`")
+            }
+            fn visit_bool<E: serde::de::Error>(self, enabled: bool) -> Result<Clients, E> {
+                Ok(Clients {
+                    enabled,
+                    rules: Vec::new(),
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Clients, A::Error> {
+                let section =
+                    ClientsSection::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Clients {
+                    enabled: section.enabled,
+                    rules: section.rules,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `server.tls`: PEM files of this node's certificate (its DNS subject alternative name is the
@@ -325,7 +420,7 @@ impl Default for Server {
             http_auth: None,
             http_tls: None,
             failure_linger_ms: default_failure_linger(),
-            clients: false,
+            clients: Clients::default(),
         }
     }
 }
@@ -528,12 +623,49 @@ impl Config {
             return Err(invalid("queue.persistence.path", "must not be empty"));
         }
         self.validate_connectors()?;
+        self.validate_clients()?;
         if self.server.grpc_listen == self.server.http_listen && self.server.grpc_listen.port() != 0
         {
             return Err(invalid(
                 "server.http_listen",
                 "must differ from server.grpc_listen",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_clients(&self) -> Result<(), QueueError> {
+        let clients = &self.server.clients;
+        if clients.rules.is_empty() {
+            return Ok(());
+        }
+        if self.server.tls.is_none() {
+            return Err(invalid(
+                "server.clients.rules",
+                "need `server.tls`: without TLS a client has no certificate, so no identity a \
+                 rule could match (docs/CLIENTS.md, \"Authorization\")",
+            ));
+        }
+        for (i, rule) in clients.rules.iter().enumerate() {
+            let at = format!("server.clients.rules[{i}]");
+            if rule.identity.trim().is_empty() {
+                return Err(invalid(&format!("{at}.identity"), "must not be empty"));
+            }
+            if rule.queues.is_empty() {
+                return Err(invalid(
+                    &format!("{at}.queues"),
+                    "must name at least one queue",
+                ));
+            }
+            if let Some(j) = rule.queues.iter().position(|q| q.trim().is_empty()) {
+                return Err(invalid(&format!("{at}.queues[{j}]"), "must not be empty"));
+            }
+            if rule.allow.is_empty() {
+                return Err(invalid(
+                    &format!("{at}.allow"),
+                    "must grant `read`, `write` or both",
+                ));
+            }
         }
         Ok(())
     }
@@ -653,6 +785,65 @@ queue:
         assert_eq!(c.queue.capacity, 1024);
         assert_eq!(c.server.grpc_listen.port(), DEFAULT_GRPC_PORT);
         assert_eq!(c.replication.discovery.peers[1].address, "localhost:4002");
+    }
+
+    const TLS: &str = "  tls: {ca: /c/ca.crt, cert: /c/tls.crt, key: /c/tls.key}\n";
+
+    #[test]
+    fn clients_take_a_flag_or_rules() {
+        let c = Config::from_yaml(&format!("{SEED}server:\n  clients: true\n")).unwrap();
+        assert_eq!(
+            c.server.clients,
+            Clients {
+                enabled: true,
+                rules: vec![]
+            }
+        );
+        let c = Config::from_yaml(SEED).unwrap();
+        assert!(!c.server.clients.enabled, "off by default");
+        let rules = "  clients:\n    rules:\n      - identity: \"billing-*\"\n        \
+                     queues: [orders, \"orders.*\"]\n        allow: [read, write]\n";
+        let c = Config::from_yaml(&format!("{SEED}server:\n{TLS}{rules}")).unwrap();
+        assert!(c.server.clients.enabled, "a mapping turns clients on");
+        assert_eq!(
+            c.server.clients.rules,
+            vec![ClientRule {
+                identity: "billing-*".into(),
+                queues: vec!["orders".into(), "orders.*".into()],
+                allow: vec![ClientRight::Read, ClientRight::Write],
+            }]
+        );
+        let off =
+            Config::from_yaml(&format!("{SEED}server:\n  clients: {{enabled: false}}\n")).unwrap();
+        assert!(!off.server.clients.enabled);
+
+        // Rules need TLS; an unknown right and an unknown key are named with their path.
+        let e = err(&format!("{SEED}server:\n{rules}"));
+        assert!(
+            e.starts_with("server.clients.rules: need `server.tls`"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{SEED}server:\n{TLS}{}",
+            rules.replace("[read, write]", "[read, admin]")
+        ));
+        assert!(
+            e.starts_with("server.clients.rules[0].allow[1]: unknown variant `admin`"),
+            "{e}"
+        );
+        assert!(e.contains("`read`") && e.contains("`write`"), "{e}");
+        let e = err(&format!(
+            "{SEED}server:\n{TLS}{}",
+            rules.replace("allow: [read, write]", "allow: []")
+        ));
+        assert!(
+            e.starts_with("server.clients.rules[0].allow: must grant"),
+            "{e}"
+        );
+        let e = err(&format!("{SEED}server:\n  clients: {{enable: true}}\n"));
+        assert!(e.starts_with("server.clients.enable: unknown field"), "{e}");
+        let e = err(&format!("{SEED}server:\n  clients: yes-please\n"));
+        assert!(e.starts_with("server.clients: "), "{e}");
     }
 
     #[test]

@@ -184,7 +184,15 @@ pub async fn run(
     let service = closing::Closing::new(replicas.into_server(), stop_rx.clone());
     // Remote producers and consumers (repliq.client.v1) on the same port, when enabled
     // (`server.clients`, docs/CLIENTS.md).
-    let clients = config.server.clients.then(|| {
+    let clients = config.server.clients.enabled.then(|| {
+        if config.server.clients.rules.is_empty() {
+            tracing::warn!(
+                tls = config.server.tls.is_some(),
+                "server.clients has no rules: every client that reaches the gRPC port (with \
+                 server.tls: every client with a certificate from the CA) may read and write \
+                 every queue"
+            );
+        }
         closing::Closing::new(
             client_service::ClientService::new(
                 root.clone(),
@@ -192,6 +200,7 @@ pub async fn run(
                 discovery.subscribe(),
                 client_metrics.clone(),
             )
+            .with_rules(config.server.clients.rules.clone())
             .into_server(),
             stop_rx.clone(),
         )

@@ -551,6 +551,8 @@ pub struct ClientMetrics {
     pub redeliveries: Family<ClientLabels, Counter>,
     /// Records written to the consumer's dead-letter queue after `max_deliver` deliveries.
     pub dead_letters: Family<ClientLabels, Counter>,
+    /// Streams refused by `server.clients.rules`, by identity and missing right.
+    pub denied: Family<ClientLabels, Counter>,
 }
 
 impl ClientMetrics {
@@ -565,6 +567,21 @@ impl ClientMetrics {
             "Records of a remote consumer written to its dead-letter queue after max_deliver deliveries",
             self.dead_letters.clone(),
         );
+        registry.register(
+            "client_denied",
+            "Client streams refused by server.clients.rules, by certificate identity and missing right (read, write)",
+            self.denied.clone(),
+        );
+    }
+
+    /// Counts a stream of `identity` refused for lack of `right`.
+    pub fn denied(&self, identity: &str, right: &str) {
+        self.denied
+            .get_or_create(&vec![
+                ("identity", identity.to_owned()),
+                ("right", right.to_owned()),
+            ])
+            .inc();
     }
 
     /// Counts `redelivered` and `dead_lettered` records of consumer `consumer` of `queue`.

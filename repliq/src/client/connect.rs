@@ -33,24 +33,65 @@ pub(crate) enum First<O> {
     Other,
 }
 
-/// `host:port` or a URI → a URI tonic connects to.
-fn uri(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    }
+/// How the client speaks TLS (feature `client-tls`); without the feature, a type with no value.
+#[cfg(feature = "client-tls")]
+pub(crate) use super::tls::ClientTls as Tls;
+/// Without the feature `client-tls` no TLS configuration can be made.
+#[cfg(not(feature = "client-tls"))]
+#[derive(Debug, Clone)]
+pub(crate) enum Tls {}
+
+/// `host:port` or a URI → a URI tonic connects to: `https://` with TLS, `http://` without.
+fn uri(addr: &str, tls: bool) -> String {
+    let bare = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    format!("{}://{bare}", if tls { "https" } else { "http" })
 }
 
-async fn channel(addr: &str) -> Result<Channel, ClientError> {
-    tonic::transport::Endpoint::from_shared(uri(addr))
-        .map_err(|e| ClientError::transport(addr, format!("not an address: {e}")))?
+/// Connects to `addr`; with `tls`, the node's certificate must be valid for `name` (a redirect's
+/// primary), or for the address's host when `name` is `None`.
+async fn channel(
+    addr: &str,
+    tls: Option<&Tls>,
+    name: Option<&str>,
+) -> Result<Channel, ClientError> {
+    let uri = uri(addr, tls.is_some());
+    let mut endpoint = tonic::transport::Endpoint::from_shared(uri)
+        .map_err(|e| ClientError::transport(addr, format!("not an address: {e}")))?;
+    #[cfg(feature = "client-tls")]
+    if let Some(tls) = tls {
+        let host = endpoint.uri().host().unwrap_or_default().to_owned();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        endpoint = endpoint
+            .tls_config(tls.config(name.unwrap_or(host))?)
+            .map_err(|e| ClientError::Tls {
+                reason: format!("for {addr}: {e}"),
+            })?;
+    }
+    #[cfg(not(feature = "client-tls"))]
+    let _ = (tls, name);
+    endpoint = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
-        .http2_adaptive_window(true)
+        .http2_adaptive_window(true);
+    endpoint
         .connect()
         .await
-        .map_err(|e| ClientError::transport(addr, e))
+        .map_err(|e| ClientError::transport(addr, transport_reason(&e)))
+}
+
+/// tonic's error with its causes (a refused TLS handshake says why only in its source).
+fn transport_reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    reason
 }
 
 /// Opens a stream on `addr` with `open` as its first request (`call` starts the RPC,
@@ -58,6 +99,7 @@ async fn channel(addr: &str) -> Result<Channel, ClientError> {
 /// carries `traceparent` (a W3C trace context) as metadata, if given and valid as a header.
 pub(crate) async fn open<Req, Rep, O, F, Fut>(
     addr: &str,
+    tls: Option<&Tls>,
     open: Req,
     traceparent: Option<&str>,
     call: F,
@@ -69,8 +111,10 @@ where
     Fut: Future<Output = Result<tonic::Response<Streaming<Rep>>, tonic::Status>>,
 {
     let mut node = addr.to_owned();
+    // After a redirect: the primary's node name, which its certificate carries.
+    let mut name: Option<String> = None;
     for _ in 0..=MAX_REDIRECTS {
-        let client = ClientClient::new(channel(&node).await?);
+        let client = ClientClient::new(channel(&node, tls, name.as_deref()).await?);
         let (tx, rx) = mpsc::channel(OUTBOUND);
         tx.send(open.clone())
             .await
@@ -102,6 +146,7 @@ where
             First::Refused(r) => match &r.reason {
                 Some(refusal::Reason::Redirect(to)) if !to.address.is_empty() => {
                     node.clone_from(&to.address);
+                    name = Some(to.primary.clone());
                 }
                 _ => return Err(ClientError::refusal(&node, r)),
             },

@@ -23,6 +23,7 @@ pub struct ConsumerOptions {
     dead_letter_queue: Option<String>,
     max_ack_pending: Option<u32>,
     traceparent: Option<String>,
+    tls: Option<connect::Tls>,
 }
 
 impl ConsumerOptions {
@@ -46,6 +47,15 @@ impl ConsumerOptions {
     #[must_use]
     pub fn dead_letter_queue(mut self, queue: impl Into<String>) -> Self {
         self.dead_letter_queue = Some(queue.into());
+        self
+    }
+
+    /// Speak TLS to the nodes (feature `client-tls`): needed when the nodes run with
+    /// `server.tls`, whose port asks every client for a certificate from its CA.
+    #[cfg(feature = "client-tls")]
+    #[must_use]
+    pub fn tls(mut self, tls: super::ClientTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -161,6 +171,7 @@ impl<T: Message> RemoteConsumer<T> {
         };
         let (open, opened) = connect::open(
             addr,
+            options.tls.as_ref(),
             ConsumeRequest {
                 kind: Some(consume_request::Kind::Open(open)),
             },

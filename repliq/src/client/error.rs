@@ -59,6 +59,17 @@ pub enum Refused {
     Superseded,
     /// The node failed (its message says why).
     Internal,
+    /// The client's certificate identity is not allowed `right` on `queue` by the node's
+    /// `server.clients.rules` (or the client sent no certificate identity).
+    PermissionDenied {
+        /// The identity the node read from the client's certificate (its DNS subject
+        /// alternative name; empty if it has none).
+        identity: String,
+        /// The queue.
+        queue: String,
+        /// The missing right: `read` or `write`.
+        right: String,
+    },
 }
 
 impl Refused {
@@ -91,6 +102,11 @@ impl Refused {
             },
             Some(Reason::BadRequest(_)) => Refused::BadRequest,
             Some(Reason::Superseded(_)) => Refused::Superseded,
+            Some(Reason::PermissionDenied(d)) => Refused::PermissionDenied {
+                identity: d.identity,
+                queue: d.queue,
+                right: d.right,
+            },
             Some(Reason::Internal(_)) | None => Refused::Internal,
         }
     }
@@ -134,6 +150,12 @@ pub enum ClientError {
         /// The address.
         node: String,
         /// What was wrong.
+        reason: String,
+    },
+    /// The TLS configuration cannot be used (a file that cannot be read, a bad PEM).
+    #[error("TLS: {reason}")]
+    Tls {
+        /// What is wrong, naming the file.
         reason: String,
     },
     /// Serializing or reading a message failed.

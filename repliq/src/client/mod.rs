@@ -8,7 +8,10 @@
 //!   acknowledged, not acknowledged within `ack_wait`, or left when a stream ends are delivered
 //!   again (at-least-once), up to `max_deliver` times, then go to a dead-letter queue.
 //!
-//! Both follow a node's redirect to the queue's primary.
+//! Both follow a node's redirect to the queue's primary. With the feature `client-tls` they
+//! speak mutual TLS to nodes that run with `server.tls` ([`ClientTls`], set in
+//! [`ProducerOptions`] and [`ConsumerOptions`]); the node then authorizes the certificate's
+//! identity per queue (docs/CLIENTS.md, "Authorization").
 //!
 //! ```no_run
 //! # #[allow(dead_code)]
@@ -37,10 +40,14 @@ mod connect;
 mod consumer;
 mod error;
 mod producer;
+#[cfg(feature = "client-tls")]
+mod tls;
 
 pub use consumer::{ConsumerOptions, ConsumerSettings, Delivery, RemoteConsumer};
 pub use error::{ClientError, Refused};
-pub use producer::{BatchAck, RemoteProducer};
+pub use producer::{BatchAck, ProducerOptions, RemoteProducer};
+#[cfg(feature = "client-tls")]
+pub use tls::ClientTls;
 
 /// Messages and the `Client` service of `repliq.client.v1`, generated from
 /// `repliq/proto/client.proto` (committed; `tests/tests/client_proto.rs` checks it for drift).

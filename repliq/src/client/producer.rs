@@ -30,6 +30,23 @@ pub struct BatchAck {
     pub queue_seqs: Option<(u64, u64)>,
 }
 
+/// How a [`RemoteProducer`] connects (for [`RemoteProducer::connect_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct ProducerOptions {
+    tls: Option<connect::Tls>,
+}
+
+impl ProducerOptions {
+    /// Speak TLS to the nodes (feature `client-tls`): needed when the nodes run with
+    /// `server.tls`, whose port asks every client for a certificate from its CA.
+    #[cfg(feature = "client-tls")]
+    #[must_use]
+    pub fn tls(mut self, tls: super::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+}
+
 /// Writes messages of type `T` to a queue through any node, exactly once per producer sequence.
 ///
 /// The producer numbers its records densely from the node's `next_seq` for `(producer_id,
@@ -40,6 +57,7 @@ pub struct BatchAck {
 #[derive(Debug)]
 pub struct RemoteProducer<T> {
     seeds: Vec<String>,
+    tls: Option<connect::Tls>,
     open: ProduceOpen,
     stream: Option<Stream>,
     next_seq: u64,
@@ -86,8 +104,26 @@ impl<T: Message> RemoteProducer<T> {
         producer_id: &str,
         epoch: u64,
     ) -> Result<Self, ClientError> {
+        Self::connect_with(seeds, queue, producer_id, epoch, ProducerOptions::default()).await
+    }
+
+    /// As [`connect_any`](RemoteProducer::connect_any), with `options` (TLS).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](RemoteProducer::connect); [`ClientError::Tls`] if the TLS files cannot
+    /// be read; [`Refused::PermissionDenied`] if the node does not let the client's certificate
+    /// identity write the queue.
+    pub async fn connect_with(
+        seeds: &[&str],
+        queue: &str,
+        producer_id: &str,
+        epoch: u64,
+        options: ProducerOptions,
+    ) -> Result<Self, ClientError> {
         let mut producer = RemoteProducer {
             seeds: seeds.iter().map(|s| (*s).to_owned()).collect(),
+            tls: options.tls,
             open: ProduceOpen {
                 queue: queue.to_owned(),
                 message_type: T::NAME.to_owned(),
@@ -130,6 +166,7 @@ impl<T: Message> RemoteProducer<T> {
         for seed in &self.seeds {
             match connect::open(
                 seed,
+                self.tls.as_ref(),
                 ProduceRequest {
                     kind: Some(produce_request::Kind::Open(self.open.clone())),
                 },

@@ -25,8 +25,10 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
+use super::authorize::Caller;
 use super::inflight::{Inflight, NotDelivered};
 use super::{ClientService, Refusal, dlq};
+use crate::config::ClientRight;
 
 type Out = mpsc::Sender<Result<ConsumeReply, Status>>;
 
@@ -210,7 +212,12 @@ fn check_type(dir: &Path, queue: &RawQueue, open: &ConsumeOpen) -> Result<(), Re
 }
 
 /// Serves the stream until the client ends it, a refusal, or a newer stream of the name.
-pub async fn serve(service: ClientService, mut inbound: Streaming<ConsumeRequest>, out: Out) {
+pub async fn serve(
+    service: ClientService,
+    caller: Caller,
+    mut inbound: Streaming<ConsumeRequest>,
+    out: Out,
+) {
     let open = match inbound.message().await {
         Ok(Some(ConsumeRequest {
             kind: Some(consume_request::Kind::Open(open)),
@@ -222,7 +229,8 @@ pub async fn serve(service: ClientService, mut inbound: Streaming<ConsumeRequest
         Err(_) => return,
     };
     let (dir, settings) = match service
-        .queue_dir(&open.queue)
+        .authorize(&caller, &open.queue, ClientRight::Read)
+        .and_then(|()| service.queue_dir(&open.queue))
         .and_then(|d| Ok((d, Settings::of(&service, &open)?)))
     {
         Ok(x) => x,

@@ -11,6 +11,7 @@
 //!   primary's address from discovery.
 
 mod appender;
+pub mod authorize;
 mod consume;
 mod dlq;
 mod inflight;
@@ -50,6 +51,8 @@ pub struct ClientService {
     /// Each durable consumer's state between its streams (what is in flight).
     consumers: Arc<Mutex<HashMap<(PathBuf, String), consume::Slot>>>,
     metrics: ClientMetrics,
+    /// `server.clients.rules` (none: no authorization).
+    rules: authorize::Rules,
 }
 
 impl ClientService {
@@ -71,7 +74,26 @@ impl ClientService {
             next_session: Arc::default(),
             consumers: Arc::default(),
             metrics,
+            rules: authorize::Rules::default(),
         }
+    }
+
+    /// Authorizes each stream by `rules` (`server.clients.rules`): a client certificate's
+    /// identity may produce to (`write`) and consume from (`read`) the queues a rule allows.
+    #[must_use]
+    pub fn with_rules(mut self, rules: Vec<crate::config::ClientRule>) -> ClientService {
+        self.rules = authorize::Rules::new(rules);
+        self
+    }
+
+    /// Whether `caller` may do `right` on queue `queue` (a `PermissionDenied` refusal if not).
+    fn authorize(
+        &self,
+        caller: &authorize::Caller,
+        queue: &str,
+        right: crate::config::ClientRight,
+    ) -> Result<(), Refusal> {
+        self.rules.check(caller, queue, right, &self.metrics)
     }
 
     /// The state slot of consumer `key.1` of the queue at `key.0`.
@@ -141,7 +163,8 @@ impl Client for ClientService {
             producer_epoch = tracing::field::Empty,
         );
         follow_metadata(&span, request.metadata());
-        let serve = produce::serve(self.clone(), request.into_inner(), tx);
+        let caller = authorize::Caller::of(request.extensions());
+        let serve = produce::serve(self.clone(), caller, request.into_inner(), tx);
         tokio::spawn(serve.instrument(span));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -158,7 +181,8 @@ impl Client for ClientService {
             node = %self.node, queue = tracing::field::Empty, consumer = tracing::field::Empty,
         );
         follow_metadata(&span, request.metadata());
-        let serve = consume::serve(self.clone(), request.into_inner(), tx);
+        let caller = authorize::Caller::of(request.extensions());
+        let serve = consume::serve(self.clone(), caller, request.into_inner(), tx);
         tokio::spawn(serve.instrument(span));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),

@@ -8,7 +8,9 @@ use tonic::{Status, Streaming};
 use tracing::Instrument;
 
 use super::appender::Job;
+use super::authorize::Caller;
 use super::{ClientService, Refusal};
+use crate::config::ClientRight;
 
 type Out = mpsc::Sender<Result<ProduceReply, Status>>;
 
@@ -27,7 +29,12 @@ async fn refuse(service: &ClientService, out: &Out, refusal: Refusal) {
 }
 
 /// Serves the stream until the client ends it or a refusal.
-pub async fn serve(service: ClientService, mut inbound: Streaming<ProduceRequest>, out: Out) {
+pub async fn serve(
+    service: ClientService,
+    caller: Caller,
+    mut inbound: Streaming<ProduceRequest>,
+    out: Out,
+) {
     let open = match inbound.message().await {
         Ok(Some(ProduceRequest {
             kind: Some(produce_request::Kind::Open(open)),
@@ -49,7 +56,10 @@ pub async fn serve(service: ClientService, mut inbound: Streaming<ProduceRequest
     stream_span.record("queue", open.queue.as_str());
     stream_span.record("producer", open.producer_id.as_str());
     stream_span.record("producer_epoch", open.producer_epoch);
-    let dir = match service.queue_dir(&open.queue) {
+    let dir = match service
+        .authorize(&caller, &open.queue, ClientRight::Write)
+        .and_then(|()| service.queue_dir(&open.queue))
+    {
         Ok(d) => d,
         Err(r) => return refuse(&service, &out, r).await,
     };

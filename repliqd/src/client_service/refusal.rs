@@ -166,6 +166,18 @@ impl Refusal {
         )
     }
 
+    /// `identity` may not do `right` on `queue`; `why` says what is missing.
+    pub fn permission_denied(identity: &str, queue: &str, right: &str, why: &str) -> Refusal {
+        Refusal::new(
+            format!("client {identity:?} may not {right} queue {queue:?}: {why}"),
+            Reason::PermissionDenied(proto::PermissionDenied {
+                identity: identity.to_owned(),
+                queue: queue.to_owned(),
+                right: right.to_owned(),
+            }),
+        )
+    }
+
     pub fn internal(what: impl Into<String>) -> Refusal {
         Refusal::new(what.into(), Reason::Internal(proto::Internal {}))
     }

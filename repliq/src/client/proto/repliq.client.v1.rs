@@ -252,7 +252,7 @@ pub struct Refusal {
     /// A human-readable sentence naming what and where.
     #[prost(string, tag = "1")]
     pub message: ::prost::alloc::string::String,
-    #[prost(oneof = "refusal::Reason", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(oneof = "refusal::Reason", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub reason: ::core::option::Option<refusal::Reason>,
 }
 /// Nested message and enum types in `Refusal`.
@@ -282,6 +282,10 @@ pub mod refusal {
         Superseded(super::Superseded),
         #[prost(message, tag = "11")]
         Internal(super::Internal),
+        /// The client's certificate identity may not read (consume) or write (produce) the queue
+        /// (`server.clients.rules`). Not retriable.
+        #[prost(message, tag = "12")]
+        PermissionDenied(super::PermissionDenied),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -343,6 +347,18 @@ pub struct BadRequest {}
 pub struct Superseded {}
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Internal {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PermissionDenied {
+    /// The identity read from the client's certificate (its first DNS subject alternative name;
+    /// empty when it has none).
+    #[prost(string, tag = "1")]
+    pub identity: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub queue: ::prost::alloc::string::String,
+    /// The missing right: "read" or "write".
+    #[prost(string, tag = "3")]
+    pub right: ::prost::alloc::string::String,
+}
 /// Generated client implementations.
 pub mod client_client {
     #![allow(
