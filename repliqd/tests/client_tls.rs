@@ -370,14 +370,33 @@ fn replicate_as(dir: &Path, claim: &str, port: u16, tls: &TlsFiles, secs: u64) {
     });
 }
 
-/// Runs `repliqd` on `config` and returns what it printed on stderr, expecting it to exit
-/// with status 1 without serving.
+/// Runs `repliqd` on `d`'s config and returns what it printed on stderr, expecting it to exit
+/// unsuccessfully within 20 s without serving (a daemon that starts is killed and fails the test).
 fn refused_config(d: &Daemon) -> String {
-    let out = support::repliqd(&d.config, &d.name, "warn")
-        .output()
+    let mut child = support::repliqd(&d.config, &d.name, "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success(), "repliqd started with {:?}", d.config);
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    match status {
+        Some(status) => assert!(!status.success(), "repliqd exited 0 with {:?}", d.config),
+        None => panic!("repliqd started with {:?}: {stderr}", d.config),
+    }
+    stderr
 }
 
 #[test]
