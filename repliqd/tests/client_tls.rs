@@ -3,6 +3,8 @@
 //!
 //! * an authorized producer (redirected from the replica to the primary, each node's certificate
 //!   checked against its name) and consumer work end to end: the records are in both journals;
+//!   a node reached by an address its certificate does not name is refused by the client unless
+//!   `server_name` gives a name it carries;
 //! * a reader-only identity cannot produce (`PermissionDenied` naming the identity, the queue and
 //!   the right; nothing written), but reads, and a record it dead-letters is written by the node;
 //! * an identity no rule names is refused; a certificate from another CA, or none, is refused at
@@ -223,6 +225,25 @@ fn clients_over_mtls_do_what_the_rules_allow_and_nothing_else() {
             c.ack(d.seq).await.unwrap();
         }
         assert_eq!(got, expected);
+    });
+
+    // By IP address, the node's certificate names no such host: refused by the client, unless
+    // it checks every node against a name they carry.
+    rt.block_on(async {
+        let by_ip = format!("127.0.0.1:{pa}");
+        let options = ProducerOptions::default().tls(billing.clone());
+        let e = RemoteProducer::<Order>::connect_with(&[&by_ip], "orders", "billing-2", 1, options)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("certificate not valid for name \"127.0.0.1\""),
+            "{e}"
+        );
+        let options = ProducerOptions::default().tls(billing.clone().server_name("localhost"));
+        RemoteProducer::<Order>::connect_with(&[&by_ip], "orders", "billing-2", 1, options)
+            .await
+            .unwrap();
     });
 
     // A reader-only identity cannot produce: refused before anything is written.
