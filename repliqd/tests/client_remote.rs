@@ -618,3 +618,104 @@ fn a_producer_continues_on_the_promoted_replica() {
     let ids: Vec<u64> = records(&qb).into_iter().map(|(_, o)| o.id).collect();
     assert_eq!(ids, (0..60).collect::<Vec<_>>());
 }
+
+/// Exactly once across a failover: a producer's batch is written on the primary and held by
+/// the replicas of a synchronous queue, and the primary's daemon is SIGKILLed before the
+/// producer reads the acknowledgement (the lost-ack window of a failover). A replica is
+/// promoted; the producer retries the batch through its seed addresses and goes on. The new
+/// primary holds every producer sequence exactly once, in order: it got the producers' table
+/// with the records (`Frame.producers`) and installed it at the promotion. Then the old primary
+/// restarts, rejoins as the new primary's replica and receives its table too. Without the
+/// shipped table the retry writes the batch a second time.
+#[test]
+fn a_batch_whose_ack_was_lost_in_a_failover_is_not_written_again() {
+    use repliq::replication::producer_table::{PRODUCERS_FILE, REPLICA_PRODUCERS_FILE, TableFile};
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Daemon::cluster(dir.path(), &["a", "b", "c"], "synchronous");
+    for n in &nodes {
+        enable_clients(n);
+        // One replica's acknowledgement suffices: the new primary keeps one live replica.
+        let config = std::fs::read_to_string(&n.config).unwrap();
+        let config = config.replacen(
+            "  mode: synchronous\n",
+            "  mode: synchronous\n  required_acks: 1\n",
+            1,
+        );
+        std::fs::write(&n.config, config).unwrap();
+    }
+    for n in &mut nodes {
+        n.start();
+    }
+    let mut c = nodes.pop().unwrap();
+    let b = nodes.pop().unwrap();
+    let mut a = nodes.pop().unwrap();
+    drop(JournalQueue::<Order>::new(a.root.join("orders"), 1_000_000).unwrap());
+    let (qb, qc) = (b.root.join("orders"), c.root.join("orders"));
+    for q in [&qb, &qc] {
+        wait_until("the replicas of `orders`", || {
+            repliq::replication::ReplicationState::load(q)
+                .is_ok_and(|s| s.primary.as_deref() == Some("a"))
+                && q.join("queue.meta").exists()
+        });
+    }
+    let rt = runtime();
+    let encoded = |ids: std::ops::Range<u64>| -> Vec<bytes::Bytes> {
+        ids.map(|id| bytes::Bytes::copy_from_slice(&repliq::to_bytes(&order(id)).unwrap()))
+            .collect()
+    };
+    let (opened_at, retry) = rt.block_on(async {
+        let mut p = RemoteProducer::<Order>::connect(&addr(&a), "orders", "p", 1)
+            .await
+            .unwrap();
+        for first in (0..20).step_by(10) {
+            p.send_raw(first, encoded(first..first + 10)).await.unwrap();
+        }
+        // The third batch on a raw stream whose acknowledgement nobody reads.
+        let (tx, _replies, next) = raw_stream(&addr(&a), "p").await;
+        assert_eq!(next, 20);
+        tx.send(batch(20, 20..30)).await.unwrap();
+        wait_until("b holds the third batch", || held(&qb) == 30);
+        a.kill9();
+        support::promote(&qb);
+        // The producer retries the batch whose acknowledgement it never saw, then goes on.
+        let mut p = RemoteProducer::<Order>::connect_any(&[&addr(&a), &addr(&b)], "orders", "p", 1)
+            .await
+            .unwrap();
+        assert_eq!(p.node(), Some(addr(&b).as_str()));
+        let opened_at = p.next_seq();
+        let retry = p.send_raw(20, encoded(20..30)).await.unwrap();
+        for first in (30..50).step_by(10) {
+            let ack = p.send_raw(first, encoded(first..first + 10)).await.unwrap();
+            assert_eq!(ack.duplicates, 0);
+        }
+        (opened_at, retry)
+    });
+    // Every producer sequence once, in order, decoded from the new primary's journal.
+    let ids: Vec<u64> = records(&qb).into_iter().map(|(_, o)| o.id).collect();
+    let mut counts = std::collections::BTreeMap::new();
+    for id in &ids {
+        *counts.entry(*id).or_insert(0u32) += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "written more than once: {twice:?} in {ids:?}"
+    );
+    assert_eq!(ids, (0..50).collect::<Vec<_>>());
+    assert_eq!(opened_at, 30, "the new primary knows the producer");
+    assert_eq!(retry.duplicates, 10, "{retry:?}");
+    // The new primary's table is the one installed at the promotion, moved on by its batches.
+    let table = TableFile::read(&qb.join(PRODUCERS_FILE)).unwrap().unwrap();
+    assert_eq!(table.producers["p"].next_seq, 50);
+    // The old primary rejoins as b's replica and gets b's table with b's records.
+    a.start();
+    let qa = a.root.join("orders");
+    wait_until("a follows b and holds its records", || held(&qa) == 50);
+    wait_until("a stores b's table", || {
+        TableFile::read(&qa.join(REPLICA_PRODUCERS_FILE))
+            .ok()
+            .flatten()
+            .is_some_and(|t| t.producers.get("p").is_some_and(|s| s.next_seq == 50))
+    });
+    c.kill9();
+}

@@ -272,7 +272,8 @@ impl TableFile {
             }
             if written > 0 {
                 let mut kept = (*b).clone();
-                kept.crcs.truncate(usize::try_from(written).unwrap_or(usize::MAX));
+                kept.crcs
+                    .truncate(usize::try_from(written).unwrap_or(usize::MAX));
                 history.push(kept);
             }
             outcomes.push((written, last));
