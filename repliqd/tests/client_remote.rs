@@ -475,7 +475,7 @@ fn a_batch_pending_when_the_daemon_died_is_resolved_from_the_journal() {
         let q = a.root.join(name);
         let mut local = JournalQueue::<Order>::new(&q, 1_000_000).unwrap();
         local.enqueue(&order(1000)).unwrap(); // someone else's record before
-        let table = ProducerTable::load(&q).unwrap();
+        let mut table = ProducerTable::load(&q).unwrap();
         let batch = encoded(0..4);
         table
             .store(Some(&Pending {
@@ -484,6 +484,7 @@ fn a_batch_pending_when_the_daemon_died_is_resolved_from_the_journal() {
                 first_seq: 0,
                 journal_from: 1,
                 crcs: checksums(&batch),
+                before: None,
             }))
             .unwrap();
         let mut raw = repliq::RawQueue::producer(&q).unwrap();
@@ -704,18 +705,21 @@ fn a_batch_whose_ack_was_lost_in_a_failover_is_not_written_again() {
     assert_eq!(ids, (0..50).collect::<Vec<_>>());
     assert_eq!(opened_at, 30, "the new primary knows the producer");
     assert_eq!(retry.duplicates, 10, "{retry:?}");
-    // The new primary's table is the one installed at the promotion, moved on by its batches.
-    let table = TableFile::read(&qb.join(PRODUCERS_FILE)).unwrap().unwrap();
-    assert_eq!(table.producers["p"].next_seq, 50);
+    // The new primary's table is the one installed at the promotion, moved on by its batches
+    // (the file lists the last batch as pending: resolved against the journal, as on a load).
+    let next_seq = |dir: &Path, file: &str| {
+        TableFile::read(&dir.join(file))
+            .ok()
+            .flatten()
+            .and_then(|t| t.resolve(dir).0.producers.get("p").map(|s| s.next_seq))
+    };
+    assert_eq!(next_seq(&qb, PRODUCERS_FILE), Some(50));
     // The old primary rejoins as b's replica and gets b's table with b's records.
     a.start();
     let qa = a.root.join("orders");
     wait_until("a follows b and holds its records", || held(&qa) == 50);
     wait_until("a stores b's table", || {
-        TableFile::read(&qa.join(REPLICA_PRODUCERS_FILE))
-            .ok()
-            .flatten()
-            .is_some_and(|t| t.producers.get("p").is_some_and(|s| s.next_seq == 50))
+        next_seq(&qa, REPLICA_PRODUCERS_FILE) == Some(50)
     });
     c.kill9();
 }

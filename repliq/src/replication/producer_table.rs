@@ -149,6 +149,17 @@ pub enum ProducerTableError {
     },
 }
 
+impl From<ProducerTableError> for crate::QueueError {
+    fn from(e: ProducerTableError) -> Self {
+        match e {
+            ProducerTableError::Io { op, path, source } => {
+                crate::QueueError::io(format!("{op} {}", path.display()), source)
+            }
+            other => crate::QueueError::Other(other.to_string()),
+        }
+    }
+}
+
 fn io(op: &'static str, path: &Path, source: std::io::Error) -> ProducerTableError {
     ProducerTableError::Io {
         op,

@@ -147,7 +147,7 @@ fn open(dir: &Path) -> Result<(RawQueue, ProducerTable), Refusal> {
         return Err(redirect);
     }
     let queue = RawQueue::producer(dir).map_err(|e| Refusal::from_queue_error(dir, &e))?;
-    let table = ProducerTable::load(dir).map_err(Refusal::internal)?;
+    let table = ProducerTable::load(dir).map_err(|e| Refusal::internal(e.to_string()))?;
     Ok((queue, table))
 }
 
@@ -230,12 +230,15 @@ fn batch(
         first_seq: next,
         journal_from,
         crcs: checksums(fresh),
+        before: known,
     };
-    table.store(Some(&pending)).map_err(Refusal::internal)?;
+    table
+        .store(Some(&pending))
+        .map_err(|e| Refusal::internal(e.to_string()))?;
     let result = queue.append_batch(&slices);
     let done = |table: &mut ProducerTable, last: u64| {
-        table.set(
-            producer,
+        table.appended(
+            pending.clone(),
             ProducerState {
                 epoch,
                 next_seq: first_seq + count,
@@ -263,7 +266,8 @@ fn batch(
         }
         Err(e) => {
             // Nothing or part of it written: what the journal holds decides, as after a crash.
-            let reloaded = ProducerTable::load(dir).map_err(Refusal::internal)?;
+            let reloaded =
+                ProducerTable::load(dir).map_err(|e| Refusal::internal(e.to_string()))?;
             *table = reloaded;
             Err(Refusal::from_queue_error(dir, &e))
         }
