@@ -193,7 +193,7 @@ fn batch(
         return Err(Refusal::bad_request("an empty batch"));
     }
     let known = table.get(producer);
-    let (next, last_queue_seq) = match known {
+    let (mut next, last_queue_seq) = match known {
         Some(s) if s.epoch > epoch => {
             return Err(Refusal::stale_epoch(producer, s.epoch, epoch));
         }
@@ -203,7 +203,21 @@ fn batch(
         _ => (first_seq, None),
     };
     if first_seq > next {
-        return Err(Refusal::gap(producer, next, first_seq));
+        match known {
+            // Known from before this node's term (the table came with the old primary's
+            // records): the records in between were acknowledged by an asynchronous primary
+            // and lost in the failover. The producer continues, as a producer this node does
+            // not know would.
+            Some(s) if table.inherited(&s) => {
+                tracing::warn!(
+                    queue = %dir.display(), producer, expected = next, got = first_seq,
+                    "a producer continues after records this node never received (lost in a \
+                     failover of an asynchronous queue)"
+                );
+                next = first_seq;
+            }
+            _ => return Err(Refusal::gap(producer, next, first_seq)),
+        }
     }
     // Records before `next` were written by an earlier try.
     let duplicates = (next - first_seq).min(count);
@@ -218,6 +232,11 @@ fn batch(
             duplicates: u32::try_from(duplicates).unwrap_or(u32::MAX),
             queue_seqs: None,
         });
+    }
+    // A node demoted since the stream opened writes no table (its `producers.json` is rolled
+    // back to what its journal holds when it follows the new primary) and appends nothing.
+    if let Some(redirect) = Refusal::redirect_if_replica(dir) {
+        return Err(redirect);
     }
     let fresh = &records[usize::try_from(duplicates).unwrap_or(usize::MAX)..];
     let slices: Vec<&[u8]> = fresh.iter().map(AsRef::as_ref).collect();

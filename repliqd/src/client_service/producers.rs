@@ -27,6 +27,10 @@ pub use repliq::replication::producer_table::{
 pub struct ProducerTable {
     path: PathBuf,
     table: TableFile,
+    /// The first queue sequence of this node's term as primary (`replication.json`): a
+    /// producer whose last record is older continued through another primary, or wrote before
+    /// a failover.
+    term_start: u64,
 }
 
 impl ProducerTable {
@@ -39,6 +43,9 @@ impl ProducerTable {
     /// A typed error naming the file: damaged, of an unknown version, or unreadable.
     pub fn load(dir: &Path) -> Result<ProducerTable, ProducerTableError> {
         let path = dir.join(PRODUCERS_FILE);
+        let term_start = repliq::replication::ReplicationState::load(dir)
+            .map(|s| s.epoch_start)
+            .unwrap_or(0);
         let Some(file) = TableFile::read(&path)? else {
             return Ok(ProducerTable {
                 path,
@@ -46,6 +53,7 @@ impl ProducerTable {
                     version: VERSION,
                     ..TableFile::default()
                 },
+                term_start,
             });
         };
         let (resolved, short) = file.resolve(dir);
@@ -63,6 +71,7 @@ impl ProducerTable {
         let table = ProducerTable {
             path,
             table: resolved,
+            term_start,
         };
         if table.table != file {
             table.table.store(&table.path)?;
@@ -73,6 +82,12 @@ impl ProducerTable {
     /// The state of `producer`, if it ever wrote.
     pub fn get(&self, producer: &str) -> Option<ProducerState> {
         self.table.producers.get(producer).copied()
+    }
+
+    /// Whether `state` was written before this node's term as primary began (its records came
+    /// through an earlier primary).
+    pub fn inherited(&self, state: &ProducerState) -> bool {
+        state.last_queue_seq.is_none_or(|l| l < self.term_start)
     }
 
     /// Records that `batch` (recorded as pending before) was appended: `producer` is now at
