@@ -800,3 +800,68 @@ fn a_move_aside_rolls_the_old_primarys_table_back() {
     assert_eq!(ids(&qa), expected);
     a.kill9();
 }
+
+/// The same failover with the client's own retries and no pause: a `RemoteProducer` with the
+/// three nodes as seeds writes 300 batches of 10 on a synchronous queue while the primary's
+/// daemon is SIGKILLed mid-stream and a replica promoted. The producer finishes, and the new
+/// primary holds each of its 3,000 sequences exactly once, in order (whichever batch was in
+/// flight at the kill: written and held by the replica, or not).
+#[test]
+fn a_producer_writing_through_a_failover_writes_each_sequence_once() {
+    const TOTAL: u64 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Daemon::cluster(dir.path(), &["a", "b", "c"], "synchronous");
+    for n in &nodes {
+        enable_clients(n);
+        let config = std::fs::read_to_string(&n.config).unwrap();
+        let config = config.replacen(
+            "  mode: synchronous\n",
+            "  mode: synchronous\n  required_acks: 1\n",
+            1,
+        );
+        std::fs::write(&n.config, config).unwrap();
+    }
+    for n in &mut nodes {
+        n.start();
+    }
+    let mut c = nodes.pop().unwrap();
+    let b = nodes.pop().unwrap();
+    let mut a = nodes.pop().unwrap();
+    drop(JournalQueue::<Order>::new(a.root.join("orders"), 1_000_000).unwrap());
+    let qb = b.root.join("orders");
+    wait_until("b replicates `orders`", || {
+        repliq::replication::ReplicationState::load(&qb)
+            .is_ok_and(|s| s.primary.as_deref() == Some("a"))
+            && qb.join("queue.meta").exists()
+    });
+    let rt = runtime();
+    let seeds = vec![addr(&a), addr(&b), addr(&c)];
+    let producer = rt.spawn(async move {
+        let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+        let mut p = RemoteProducer::<Order>::connect_any(&seeds, "orders", "p", 1)
+            .await
+            .unwrap();
+        for first in (0..TOTAL).step_by(10) {
+            let msgs: Vec<Order> = (first..first + 10).map(order).collect();
+            p.send_batch(&msgs).await.unwrap();
+        }
+        (p.next_seq(), p.node().map(str::to_owned))
+    });
+    wait_until("b holds some", || held(&qb) >= 100);
+    a.kill9();
+    let killed_at = held(&qb);
+    support::promote(&qb);
+    let (next, node) = rt.block_on(producer).unwrap();
+    assert_eq!(next, TOTAL);
+    assert!(killed_at < TOTAL, "the producer finished before the kill");
+    assert_eq!(node, Some(addr(&b)), "it finished on the new primary");
+    let ids: Vec<u64> = records(&qb).into_iter().map(|(_, o)| o.id).collect();
+    let mut counts = std::collections::BTreeMap::new();
+    for id in &ids {
+        *counts.entry(*id).or_insert(0u32) += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "written more than once: {twice:?}");
+    assert_eq!(ids, (0..TOTAL).collect::<Vec<_>>());
+    c.kill9();
+}
