@@ -835,7 +835,7 @@ fn a_producer_writing_through_a_failover_writes_each_sequence_once() {
             && qb.join("queue.meta").exists()
     });
     let rt = runtime();
-    let seeds = vec![addr(&a), addr(&b), addr(&c)];
+    let seeds = [addr(&a), addr(&b), addr(&c)];
     let producer = rt.spawn(async move {
         let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
         let mut p = RemoteProducer::<Order>::connect_any(&seeds, "orders", "p", 1)
