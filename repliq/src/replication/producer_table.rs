@@ -65,9 +65,9 @@ pub const VERSION: u32 = 2;
 pub const MAX_SHIPPED_BYTES: usize = 16 << 20;
 
 /// The history keeps at most this many batches...
-const HISTORY_BATCHES: usize = 64;
+const HISTORY_BATCHES: usize = 32;
 /// ... and at most this many record checksums in all (the pending batch not counted).
-const HISTORY_RECORDS: usize = 4096;
+const HISTORY_RECORDS: usize = 2048;
 
 /// What the table knows of one producer id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
