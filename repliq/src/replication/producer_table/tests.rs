@@ -367,3 +367,138 @@ fn table_write_cost() {
         );
     }
 }
+
+/// Mixed versions: a replica built before `Frame.producers` decodes a frame that carries a
+/// table (the field is skipped, every other field intact), and a frame from a primary built
+/// before it decodes here without a table.
+#[cfg(feature = "replication")]
+#[test]
+fn frames_with_and_without_a_table_decode_on_either_version() {
+    use prost::Message;
+
+    use crate::replication::grpc::proto::Frame;
+
+    /// `Frame` as `repliq.replication.v1` had it before field 8.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FrameBefore {
+        #[prost(uint64, tag = "1")]
+        epoch: u64,
+        #[prost(uint64, tag = "2")]
+        epoch_start: u64,
+        #[prost(uint64, tag = "3")]
+        segment_first_seq: u64,
+        #[prost(uint64, tag = "4")]
+        offset: u64,
+        #[prost(uint64, tag = "5")]
+        first_seq: u64,
+        #[prost(uint32, tag = "6")]
+        record_count: u32,
+        #[prost(bytes = "vec", tag = "7")]
+        bytes: Vec<u8>,
+    }
+    let table = serde_json::to_vec(&table()).unwrap();
+    let new = Frame {
+        epoch: 3,
+        epoch_start: 100,
+        segment_first_seq: 64,
+        offset: 4096,
+        first_seq: 120,
+        record_count: 2,
+        bytes: bytes::Bytes::from_static(b"records"),
+        producers: Some(table.clone().into()),
+    };
+    let old = FrameBefore::decode(new.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(
+        (old.epoch, old.epoch_start, old.first_seq, old.record_count),
+        (3, 100, 120, 2)
+    );
+    assert_eq!(old.bytes, b"records");
+    let back = Frame::decode(old.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(back.producers, None);
+    assert_eq!(
+        Frame {
+            producers: Some(table.into()),
+            ..back
+        },
+        new
+    );
+}
+
+/// Through a real stream (a replica service on loopback, the primary's replication running
+/// embedded): a table that claims records the replica does not hold yet (the primary's table is
+/// ahead of what the replica has, as for a lagging asynchronous replica) is not stored; once
+/// the replica holds them it is, byte for byte what the primary wrote.
+#[cfg(feature = "replication")]
+#[test]
+fn a_lagging_replica_stores_the_table_only_once_it_holds_what_it_claims() {
+    use crate::ReplicationMode;
+    use crate::replication::{EmbeddedReplication, PrimaryOptions, ReplicaService};
+
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    std::fs::create_dir_all(&b).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let service = ReplicaService::new(b.clone()).into_server();
+    runtime.spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve(([127, 0, 0, 1], port).into()),
+    );
+    let queue = a.join("q");
+    let mut q = JournalQueue::<Job>::new(&queue, 1_000_000).unwrap();
+    for id in 0..5 {
+        q.enqueue(&Job { id }).unwrap();
+    }
+    // Producer p's records are 0..8: three of them are not written yet.
+    let ahead = TableFile {
+        version: VERSION,
+        producers: [("p".to_string(), state(1, 8, Some(7)))].into(),
+        ..TableFile::default()
+    };
+    ahead.store(&queue.join(PRODUCERS_FILE)).unwrap();
+    let secondary = format!("b=127.0.0.1:{port}");
+    let _replication = EmbeddedReplication::start(
+        &queue,
+        "a",
+        &[secondary.as_str()],
+        PrimaryOptions::new("a", Vec::new(), ReplicationMode::Asynchronous),
+    )
+    .unwrap();
+    let replica = b.join("q");
+    let stored = replica.join(REPLICA_PRODUCERS_FILE);
+    let held = |n: u64| {
+        crate::RawTailer::open(&replica, Some(0)).is_ok_and(|mut t| {
+            let mut count = 0;
+            while let Ok(Some(_)) = t.try_next() {
+                count += 1;
+            }
+            count == n
+        })
+    };
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait("the replica holds 5 records", &|| held(5));
+    // The table came with those frames; the replica holds records 0..5 only.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!stored.exists(), "a table claiming records 5..8 was stored");
+    for id in 5..8 {
+        q.enqueue(&Job { id }).unwrap();
+    }
+    wait("the replica holds 8 records", &|| held(8));
+    wait("the replica stores the table", &|| stored.exists());
+    assert_eq!(TableFile::read(&stored).unwrap(), Some(ahead));
+}
