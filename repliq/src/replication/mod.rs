@@ -56,6 +56,8 @@ mod options;
 mod peers;
 #[cfg(feature = "replication")]
 mod primary;
+#[doc(hidden)]
+pub mod producer_table;
 mod queue_lease;
 #[cfg(feature = "replication")]
 mod replica_cursors;

@@ -383,6 +383,21 @@ impl ReplicationState {
             .meta
             .acked()
             .fetch_min(next, std::sync::atomic::Ordering::SeqCst);
+        // The producers' table the old primary shipped, resolved against this journal, is the
+        // new primary's before any producer can write here (docs/REPLICATION.md, "The
+        // producers' table"): a batch retried after the failover is acknowledged again for the
+        // records this node holds and written for the rest.
+        let _installed = super::producer_table::install_on_promotion(dir, next)?;
+        #[cfg(feature = "replication")]
+        match &_installed {
+            super::producer_table::RollBack::MovedAside { to, reason } => {
+                tracing::warn!(queue = %dir.display(), moved = %to.display(), %reason, "promotion: the producers' table was moved aside; remote producers start afresh here");
+            }
+            super::producer_table::RollBack::Resolved(short) if !short.is_empty() => {
+                tracing::info!(queue = %dir.display(), put_back = ?short, "promotion: the producers' table forgets the records this replica never received");
+            }
+            _ => {}
+        }
         // `store` also publishes the policy into the meta file every handle reads.
         state.store(dir)?;
         Ok(state)
