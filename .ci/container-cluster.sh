@@ -104,7 +104,7 @@ logged() { docker logs "$1" 2>&1 | grep -q -- "$2"; }
 acks() { docker logs "$1" 2>/dev/null | grep -c '^ACK ' || true; }
 exited() { [ "$(docker inspect -f '{{.State.Running}}' "$1")" = false ]; }
 acks_at_least() { [ "$(acks "$1")" -ge "$2" ]; }
-has_outcome() { docker logs "$1" 2>/dev/null | grep -qE '^(ACK|TIMEOUT|FENCED|READONLY|ERR) '; }
+has_outcome() { docker logs "$1" 2>/dev/null | grep -qE '^(ACK|TIMEOUT|FENCED|READONLY|LEASE|ERR) '; }
 # Fenced is `replica 1`; following the new primary is `replica` of its epoch (>= 2).
 following() { local r e; read -r r e < <(check role "$1"); [ "$r" = replica ] && [ "$e" -ge 2 ]; }
 
@@ -333,17 +333,19 @@ note "on $new: $lost_line"
 # --------------------------------------------------------------------------------------------
 step "the old primary restarts with a producer of the old epoch on its volume"
 on_node a "$run_id-p3" "$OLD_EPOCH_ID" 100000000 30
-# Before a's daemon runs, the producer writes locally in epoch 1 and waits for acknowledgements.
+# Before a's daemon runs, the producer is refused by a's lease word (its last deadline has passed:
+# LEASE) or, on a queue without one, writes locally in epoch 1 and waits for acknowledgements.
 wait_for "the old-epoch producer's first outcome" 300 has_outcome "$run_id-p3"
 start_node a
 wait_for "the old-epoch producer to stop" 600 exited "$run_id-p3"
 docker logs "$run_id-p3" > "$work/p3.log" 2>/dev/null
 old_acks=$(grep -c '^ACK ' "$work/p3.log" || true)
 old_timeouts=$(grep -c '^TIMEOUT ' "$work/p3.log" || true)
+old_refused=$(grep -c '^LEASE ' "$work/p3.log" || true)
 old_end=$(grep -E '^(FENCED|READONLY|ERR|DONE)' "$work/p3.log" | head -n1 | cut -c1-200)
 [ "$old_acks" = 0 ] || die "the old epoch's producer got $old_acks acknowledgements"
 grep -qE '^(FENCED|READONLY) ' "$work/p3.log" || die "the old-epoch producer was not fenced: $old_end"
-note "old-epoch producer: $old_timeouts writes timed out unacknowledged, then '$old_end'"
+note "old-epoch producer: $old_refused writes refused by the lease, $old_timeouts timed out unacknowledged, then '$old_end'"
 wait_for "a to rejoin as a replica of the new epoch" 600 following "$(q a)"
 note "a: $(check role "$(q a)") after restart"
 

@@ -5,7 +5,9 @@
 //!   checks made before anything on disk is touched (queue name, queue parameters, the order of
 //!   the epoch history: `__fuzz::check_hello`); a `Frame`'s bytes through the record walk
 //!   (`frame_records`) and its header through a follower's decision (`Follower::on_frame`, on a
-//!   follower that has seen the frame's epoch, and on one of an older and a newer epoch);
+//!   follower that has seen the frame's epoch, and on one of an older and a newer epoch); the
+//!   producers' table a frame may carry through the replica's decoding (`ShippedTables::decode`:
+//!   a table or a typed error naming the file);
 //! * on a primary, a `ReplicaMessage`: `Subscribe` and `Ack` feed the leader's state machine
 //!   (`Leader::subscribe`, `Leader::ack`, with the values as received), `Refused` its reason code
 //!   (an unknown code reads as `UNSPECIFIED`);
@@ -34,7 +36,21 @@ fn hello(h: &proto::Hello) {
     }
 }
 
+/// A shipped producers' table: a table, or a typed error naming the file it would be.
+fn producers_table(bytes: &[u8]) {
+    let path = std::path::Path::new("q/producers.replica.json");
+    match repliq::replication::producer_table::ShippedTables::decode(path, bytes) {
+        Ok(t) => {
+            let _ = t.valid_from();
+        }
+        Err(e) => assert!(e.to_string().contains("producers.replica.json"), "{e}"),
+    }
+}
+
 fn frame(f: &proto::Frame) {
+    if let Some(table) = &f.producers {
+        producers_table(table);
+    }
     let Ok(n) = repliq::__fuzz::frame_records(&f.bytes) else {
         return;
     };

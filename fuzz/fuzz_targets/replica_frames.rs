@@ -224,6 +224,7 @@ fn frame_message(f: &SourceFrame, epoch: u64, epoch_start: u64) -> proto::Frame 
         first_seq: f.first_seq,
         record_count: f.record_count,
         bytes: f.bytes.clone().into(),
+        producers: None,
     }
 }
 
@@ -513,6 +514,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     first_seq: 0,
                     record_count: 0,
                     bytes: bytes.into(),
+                    producers: None,
                 };
                 if let Some(r) = run.send(stream, msg(primary_message::Kind::Frame(m))) {
                     ack = r.ok().flatten();

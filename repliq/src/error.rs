@@ -139,6 +139,26 @@ pub enum ReplicationError {
         /// Whether the queue is now a replica on this node.
         replica: bool,
     },
+    /// The queue's primary on this node is elected by lease, and the lease does not allow a write
+    /// now: it ran out (the node's `repliqd` has not renewed it: stopped, paused, or cut off from
+    /// the election's store) or this node does not hold it. Nothing was written. The write may
+    /// succeed later if the node renews its lease; otherwise the queue becomes a replica here and
+    /// the write belongs on the new primary.
+    #[error(
+        "{}: {}; nothing was written: writes are refused until this node's repliqd renews the \
+         lease, or another node takes over",
+        path.display(),
+        match ran_out_ago {
+            Some(ago) => format!("this node's lease on the queue ran out {ago:?} ago"),
+            None => "this node does not hold the queue's lease".to_owned(),
+        }
+    )]
+    LeaseExpired {
+        /// The queue directory.
+        path: PathBuf,
+        /// How long ago the lease ran out; `None` when it was revoked or is not held.
+        ran_out_ago: Option<std::time::Duration>,
+    },
     /// A synchronous `enqueue` wrote the message locally, but the required replicas did not
     /// acknowledge it within the timeout. The message stays in the queue and will still be
     /// replicated when the replicas return; an application that must know retries its own

@@ -531,6 +531,9 @@ async fn run_primaries(
     let mut running: std::collections::BTreeMap<PathBuf, Running> =
         std::collections::BTreeMap::new();
     let mut scanner = Some(scan::QueueScanner::new(root));
+    // Without an election no lease limits local producers: a lease word an earlier, elected run
+    // of the daemon left in a primary's meta file is lifted once.
+    let mut lease_lifted = std::collections::BTreeSet::new();
     let mut tick = tokio::time::interval(SCAN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop_wait = stop.clone();
@@ -560,6 +563,20 @@ async fn run_primaries(
         .map_err(|e| format!("the queue scan failed: {e}"))?;
         scanner = Some(s);
         for (dir, primary) in queues {
+            if authorities.is_none() && primary && !lease_lifted.contains(&dir) {
+                let owned = dir.clone();
+                match tokio::task::spawn_blocking(move || repliq::replication::clear_lease(&owned))
+                    .await
+                {
+                    Ok(Ok(())) => {
+                        lease_lifted.insert(dir.clone());
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(queue = %dir.display(), error = %e, "cannot lift the lease word an election left");
+                    }
+                    Err(e) => return Err(format!("lifting the lease of {}: {e}", dir.display())),
+                }
+            }
             if let Some((task_stop, with, _)) = running.get(&dir) {
                 if !primary || *with != peers {
                     // Demoted (fenced by the election, or a newer primary appeared), or the peer

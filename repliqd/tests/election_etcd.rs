@@ -116,12 +116,23 @@ const LEASE_MS: u64 = 3000;
 /// Three daemons a, b, c, synchronous with `replication` lines added, electing by a lease of
 /// `LEASE_MS` on `etcd` under `prefix`; started.
 fn elected_cluster(dir: &Path, etcd: &Etcd, prefix: &str, replication: &str) -> Vec<Daemon> {
-    let mut nodes = Daemon::cluster(dir, &["a", "b", "c"], "synchronous");
+    elected_cluster_in("synchronous", dir, etcd, prefix, replication)
+}
+
+/// [`elected_cluster`] replicating in `mode` (`synchronous` or `asynchronous`).
+fn elected_cluster_in(
+    mode: &str,
+    dir: &Path,
+    etcd: &Etcd,
+    prefix: &str,
+    replication: &str,
+) -> Vec<Daemon> {
+    let mut nodes = Daemon::cluster(dir, &["a", "b", "c"], mode);
     for n in &mut nodes {
         let mut text = std::fs::read_to_string(&n.config).unwrap();
         text = text.replace(
-            "  mode: synchronous\n",
-            &format!("  mode: synchronous\n{replication}"),
+            &format!("  mode: {mode}\n"),
+            &format!("  mode: {mode}\n{replication}"),
         );
         text.push_str(&format!(
             "election:\n  backend: etcd\n  endpoints: [\"{}\"]\n  prefix: {prefix}\n  \
@@ -367,4 +378,134 @@ fn a_paused_primary_resumes_fenced_after_the_lease_moved() {
             );
         }
     }
+}
+
+#[test]
+#[ignore = "the body of the producer processes the other tests start (support::Producer)"]
+fn producer_child() {
+    support::producer_child();
+}
+
+/// The split brain the fault schedules found (docs/CHECKER.md, schedule 24): a primary of an
+/// asynchronous queue is stopped past its lease together with its local producer (as `docker
+/// pause` stops a whole container), a replica takes the lease and acknowledges writes, and the
+/// producer resumes before the old primary's daemon. Its `enqueue`s must not return `Ok`: the
+/// lease word in the meta file has run out, so they fail with `LeaseExpired` until the daemon
+/// fences the queue (`Fenced`). Before the lease word, the producer appended and was told `Ok`
+/// for every `enqueue` until the daemon's next round.
+#[test]
+fn a_resumed_primary_s_producer_is_refused_before_its_daemon_fences() {
+    let Some(etcd) = start_etcd() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = elected_cluster_in("asynchronous", dir.path(), &etcd, "resumed", "");
+    let q = QueueOptions::new()
+        .capacity(10_000_000)
+        .segment_size(1 << 20)
+        .create::<support::Order>(queue(&nodes[0]))
+        .unwrap();
+    drop(q);
+    let is_primary = |dir: &Path| {
+        ReplicationState::load(dir).is_ok_and(|s| s.role == Role::Primary && s.epoch >= 2)
+    };
+    let mut producer = support::Producer::spawn(&queue(&nodes[0]), 0, 100_000_000, 120);
+    // a's election has found the queue and holds the lease once both replicas stream it.
+    wait_until("both replicas to hold 200 records", || {
+        held(&queue(&nodes[1])) >= 200 && held(&queue(&nodes[2])) >= 200
+    });
+    // a's election publishes the lease's validity in the meta file: revoked at first, then
+    // a deadline once it holds the lease, and the producer keeps being acknowledged.
+    let lease = repliq::replication::QueueLease::open(&queue(&nodes[0])).unwrap();
+    wait_until("a's election to publish its lease", || lease.in_force());
+    let acked = producer.acked().len();
+    wait_until(
+        "a to hold the lease (its producer acknowledged again)",
+        || producer.acked().len() >= acked + 200,
+    );
+    assert!(
+        !is_primary(&queue(&nodes[1])) && !is_primary(&queue(&nodes[2])),
+        "a replica took the lease before a was stopped"
+    );
+
+    signal(&nodes[0], libc::SIGSTOP);
+    producer.signal(libc::SIGSTOP);
+    // What it printed before the stop reaches the reader thread.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = producer.lines().len();
+    wait_until("a replica to take the lease", || {
+        is_primary(&queue(&nodes[1])) || is_primary(&queue(&nodes[2]))
+    });
+    let new = if is_primary(&queue(&nodes[1])) { 1 } else { 2 };
+    eprintln!(
+        "{} took the lease; a is {:?}; {} lines before the stop, {} now",
+        nodes[new].name,
+        ReplicationState::load(&queue(&nodes[0])).map(|s| (s.role, s.epoch)),
+        before,
+        producer.lines().len()
+    );
+    let mut on_new = QueueOptions::new()
+        .producer()
+        .open::<support::Order>(queue(&nodes[new]))
+        .unwrap();
+    for id in 0..100 {
+        // Retried while b's own daemon publishes its new lease (a first round may revoke it).
+        let give_up = Instant::now() + Duration::from_secs(30);
+        loop {
+            match on_new.enqueue(&support::order(1_000_000 + id)) {
+                Ok(_) => break,
+                Err(QueueError::Replication(repliq::ReplicationError::LeaseExpired { .. }))
+                    if Instant::now() < give_up =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("the new primary: {e}"),
+            }
+        }
+    }
+    drop(on_new);
+
+    // The worst order: the producer runs 300 ms before its daemon does.
+    producer.signal(libc::SIGCONT);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&nodes[0], libc::SIGCONT);
+    wait_until("a to learn of the new epoch", || {
+        ReplicationState::load(&queue(&nodes[0])).is_ok_and(|s| s.role == Role::Replica)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    producer.kill9();
+
+    let after: Vec<String> = producer.lines().split_off(before);
+    let acked_after: Vec<(usize, &String)> = after
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("ACK "))
+        .collect();
+    eprintln!(
+        "after the resume: {} lines, {} LEASE, {} FENCED, {} ACK (first: {:?})",
+        after.len(),
+        after.iter().filter(|l| l.starts_with("LEASE ")).count(),
+        after.iter().filter(|l| l.starts_with("FENCED ")).count(),
+        acked_after.len(),
+        acked_after.iter().take(3).collect::<Vec<_>>(),
+    );
+    if acked_after.iter().any(|&(i, _)| i > 0) {
+        for n in &nodes {
+            eprintln!("==== {} ====", n.name);
+            eprintln!(
+                "{}",
+                std::fs::read_to_string(n.log_path()).unwrap_or_default()
+            );
+        }
+    }
+    // One `enqueue` may have been stopped between its lease check and its commit: invoked
+    // before the stop, it completes first after the resume. Nothing invoked after the resume
+    // may be acknowledged.
+    assert!(
+        acked_after.iter().all(|&(i, _)| i == 0),
+        "the resumed producer was told Ok after the lease had moved: {} times",
+        acked_after.len()
+    );
+    assert!(
+        after.iter().any(|l| l.starts_with("LEASE ")),
+        "the producer ran after the resume and was refused by the lease: {after:?}"
+    );
 }

@@ -195,6 +195,7 @@ fn old_epoch_frame_to(port: u16, next_seq: u64) -> (refused::Reason, String) {
             first_seq: next_seq,
             record_count: 0,
             bytes: Default::default(),
+            producers: None,
         };
         let msgs = [
             primary_message::Kind::Hello(hello),

@@ -131,6 +131,7 @@ fn frame(seq: u64, records: u32, bytes: Vec<u8>) -> proto::PrimaryMessage {
             first_seq: seq,
             record_count: records,
             bytes: bytes.into(),
+            producers: None,
         })),
     }
 }

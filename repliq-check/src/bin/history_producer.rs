@@ -9,7 +9,7 @@
 //! `0..COUNT` for at most `SECS` seconds, waiting `INTERVAL_MS` (default 0) between enqueues. Each
 //! enqueue is an `invoke` line, then `ok` (acknowledged), `unknown` (`AckTimeout`: written here,
 //! not acknowledged; it goes on) or `fail` (`Fenced`, `ReadOnlyReplica`: refused before writing;
-//! it stops). Any other error is `unknown` and it stops. The epoch on each line is the one in the
+//! it stops; `LeaseExpired`: refused before writing, it goes on after 20 ms). Any other error is `unknown` and it stops. The epoch on each line is the one in the
 //! queue's `replication.json` just before the invocation and just after the completion.
 
 use std::path::PathBuf;
@@ -69,6 +69,15 @@ fn run(a: &Args) -> Result<(), String> {
                 done.kind = Kind::Fail;
                 done.error = Some(e.to_string());
                 true
+            }
+            // Refused before writing: the node's lease does not allow writes now (a daemon that
+            // has not taken or renewed it yet, or a node resumed after its lease ran out). It
+            // may again: go on after a pause.
+            Err(QueueError::Replication(e @ ReplicationError::LeaseExpired { .. })) => {
+                done.kind = Kind::Fail;
+                done.error = Some(e.to_string());
+                std::thread::sleep(Duration::from_millis(20));
+                false
             }
             Err(e) => {
                 done.kind = Kind::Unknown;

@@ -46,6 +46,12 @@ pub(crate) const M_ACK_TIMEOUT_MS: usize = 528;
 /// reader that sees it change maps the files afresh (its old mapping holds records that are
 /// gone). Zero in files written before the word existed.
 pub(crate) const M_REWRITES: usize = 536;
+/// u64: until when producers may write, as `CLOCK_MONOTONIC` nanoseconds (the primary's lease,
+/// published by the election; see `lease.rs`): 0 when no lease is in force, 1 when revoked.
+pub(crate) const M_LEASE_UNTIL: usize = 544;
+/// u64: the boot the lease deadline was written in (the first 64 bits of the kernel's boot id):
+/// the monotonic clock starts again at boot, so a deadline from another boot counts as run out.
+pub(crate) const M_LEASE_BOOT: usize = 552;
 pub(crate) const M_ACKED: usize = 576;
 /// Futex word bumped when `M_ACKED` advances, and the count of its waiters.
 pub(crate) const M_ACK_NOTIFY: usize = 584;

@@ -324,6 +324,16 @@ impl Meta {
     pub(crate) fn rewrites(&self) -> &AtomicU64 {
         self.u64_at(M_REWRITES)
     }
+    /// The primary's lease deadline ([`M_LEASE_UNTIL`]).
+    #[inline]
+    pub(crate) fn lease_until(&self) -> &AtomicU64 {
+        self.u64_at(M_LEASE_UNTIL)
+    }
+    /// The boot the lease deadline belongs to ([`M_LEASE_BOOT`]).
+    #[inline]
+    pub(crate) fn lease_boot(&self) -> &AtomicU64 {
+        self.u64_at(M_LEASE_BOOT)
+    }
     #[inline]
     pub(crate) fn role(&self) -> &AtomicU32 {
         self.u32_at(M_ROLE)

@@ -14,6 +14,7 @@ mod files;
 pub(crate) mod format;
 pub(crate) mod header;
 mod info;
+pub(crate) mod lease;
 #[cfg(all(test, repliq_loom))]
 mod loom_protocol;
 pub(crate) mod meta;
@@ -168,6 +169,22 @@ impl Journal {
     #[inline]
     pub(crate) fn policy(&self) -> Policy {
         Policy::load(&self.meta)
+    }
+
+    /// `Ok` if the primary's lease allows a write now (see [`lease`]); otherwise the error a
+    /// producer returns.
+    #[inline]
+    pub(crate) fn check_lease(&self) -> Result<()> {
+        lease::check(&self.meta).map_err(|expired| {
+            crate::ReplicationError::LeaseExpired {
+                path: self.dir.clone(),
+                ran_out_ago: match expired {
+                    lease::Expired::RanOut(ago) => Some(ago),
+                    lease::Expired::Revoked | lease::Expired::OtherBoot => None,
+                },
+            }
+            .into()
+        })
     }
 
     pub(crate) fn config(&self) -> &MetaConfig {

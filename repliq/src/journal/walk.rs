@@ -412,6 +412,10 @@ impl Walk {
     }
 }
 
+/// How long [`check_segment_chain`] waits for a writer to finish a segment that already has a
+/// successor (a reservation left by a dead producer expires sooner).
+const CHAIN_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Checks that each segment file of `list` (ascending first sequence numbers) ends right before
 /// the next one begins: walks each but the last from its last index point to its end.
 ///
@@ -425,16 +429,27 @@ pub(crate) fn check_segment_chain(journal: &Journal, list: &[u64]) -> Result<()>
             continue; // deleted meanwhile (retention)
         };
         let mut walk = Walk::last_index_point(seg);
+        let give_up = std::time::Instant::now() + CHAIN_SETTLE;
         loop {
             let entry = walk.look(false)?;
             match entry {
                 Entry::Record(_) | Entry::Abandoned { .. } => walk.pass(&entry),
                 Entry::SegmentEnd { .. } => break,
-                // Reservations expire; but a segment with a successor was finished before the
-                // successor was created, so whatever stops the walk here is a hole.
-                Entry::Empty | Entry::Reserved { .. } | Entry::NoSegment => {
+                Entry::NoSegment => break,
+                // A hole, unless a writer is still finishing this segment: its successor can
+                // exist before the segment's last records and end marker are committed (another
+                // producer rolled, or the spare was linked while this one wrote). `check_tail`
+                // reports a hole whose header word does not change; a word that does is a write
+                // in progress: look again, for a bounded time.
+                Entry::Empty | Entry::Reserved { .. } => {
+                    if walk.seq == next {
+                        break; // the successor begins right here: no record is missing
+                    }
                     walk.check_tail(journal)?;
-                    break;
+                    if std::time::Instant::now() >= give_up {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
                 }
             }
         }

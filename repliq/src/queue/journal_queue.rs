@@ -183,7 +183,7 @@ impl<T: Message> JournalQueue<T> {
                 epoch: policy.epoch,
             }
             .into()),
-            _ => Ok(()),
+            _ => self.journal.check_lease(),
         }
     }
 

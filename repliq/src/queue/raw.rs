@@ -416,6 +416,7 @@ impl RawQueue {
             }
             _ => {}
         }
+        self.journal.check_lease()?;
         Ok(policy)
     }
 

@@ -385,6 +385,74 @@ fn the_replication_policy_is_read_on_every_enqueue() {
     assert_eq!(seen, vec![0, 1, 2, 3, 4], "nothing written while fenced");
 }
 
+/// The lease word (`journal/lease.rs`): a primary whose election revoked its lease, or whose
+/// lease ran out, or whose deadline belongs to another boot, writes nothing; a deadline in the
+/// future and a lifted lease allow writes, on every write path.
+#[cfg(feature = "replication")]
+#[test]
+fn the_lease_word_is_checked_on_every_write() {
+    use crate::ReplicationError;
+    use crate::replication::QueueLease;
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let mut q = small().create::<Job>(&path).unwrap();
+    let mut raw = crate::RawQueue::open(&path, "raw", crate::StartAt::Earliest).unwrap();
+    let lease = QueueLease::open(&path).unwrap();
+    assert!(!lease.in_force());
+    assert_eq!(q.enqueue(&job(0)).unwrap(), 0);
+
+    let refused = |r: crate::Result<u64>, ran_out: bool| match r {
+        Err(QueueError::Replication(ReplicationError::LeaseExpired { ran_out_ago, .. })) => {
+            assert_eq!(ran_out_ago.is_some(), ran_out, "{ran_out_ago:?}");
+        }
+        other => panic!("expected LeaseExpired, got {other:?}"),
+    };
+    lease.grant_until(None);
+    refused(q.enqueue(&job(1)), false);
+    refused(raw.append(&crate::to_bytes(&job(1)).unwrap()), false);
+    let async_q = ReplicatedQueueImpl::<Job>::open_with(&path, small()).unwrap();
+    current_thread().block_on(async {
+        refused(async_q.enqueue(job(1)).await.map(|()| 0), false);
+    });
+
+    lease.grant_until(Some(Instant::now() + Duration::from_secs(60)));
+    assert_eq!(q.enqueue(&job(1)).unwrap(), 1);
+    assert_eq!(raw.append(&crate::to_bytes(&job(2)).unwrap()).unwrap(), 2);
+
+    // Run out: the deadline is in the past (a primary resumed after a pause past its lease).
+    lease.grant_until(Some(Instant::now() - Duration::from_millis(500)));
+    refused(q.enqueue(&job(3)), true);
+    let err = q.enqueue(&job(3)).unwrap_err().to_string();
+    assert!(
+        err.contains("lease on the queue ran out") && err.contains("nothing was written"),
+        "{err}"
+    );
+
+    // A deadline written in another boot of the machine counts as run out.
+    lease.grant_until(Some(Instant::now() + Duration::from_secs(60)));
+    q.journal()
+        .meta
+        .lease_boot()
+        .fetch_xor(1, std::sync::atomic::Ordering::AcqRel);
+    refused(q.enqueue(&job(3)), false);
+
+    // Lifted (manual promotion, a daemon without an election): writes again.
+    lease.clear();
+    assert!(!lease.in_force());
+    assert_eq!(q.enqueue(&job(3)).unwrap(), 3);
+    let mut seen = Vec::new();
+    let mut c = JournalQueue::<Job>::open(&path).unwrap();
+    while let Some(j) = c.dequeue().unwrap() {
+        seen.push(j.id);
+    }
+    assert_eq!(
+        seen,
+        vec![0, 1, 2, 3],
+        "nothing written while the lease refused"
+    );
+}
+
 #[test]
 fn a_full_queue_refuses_with_its_capacity() {
     let dir = tempfile::tempdir().unwrap();
@@ -1172,4 +1240,51 @@ fn a_removed_cursor_slot_is_reused_and_its_stale_holder_stays_out() {
         crate::remove_consumer(&path, "replica:node-b"),
         Err(QueueError::InvalidConfig(_))
     ));
+}
+
+/// `inspect` on a queue a producer is writing and rolling as fast as it can: never a false
+/// "records missing" (the election reads a node's position this way; an error there kept a node
+/// from advertising, and a less up-to-date node took the lease).
+#[test]
+fn inspect_reads_a_queue_that_rolls_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let mut q = QueueOptions::new()
+        .segment_size(1 << 20)
+        .capacity(1 << 30)
+        .create::<Job>(&path)
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut id = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && id < 5_000_000 {
+                match q.enqueue(&job(id)) {
+                    Ok(_) => id += 1,
+                    Err(QueueError::Full { .. }) => {
+                        let mut c = q.consumer("drain").unwrap();
+                        while c.dequeue().unwrap().is_some() {}
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            id
+        })
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let mut looks = 0;
+    let mut last = 0;
+    while std::time::Instant::now() < until {
+        let info = crate::inspect(&path).unwrap_or_else(|e| panic!("look {looks}: {e}"));
+        last = info.last_seq.unwrap_or(0).max(last);
+        looks += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(
+        written > 0 && looks > 10,
+        "{written} written, {looks} looks"
+    );
+    eprintln!("{looks} looks while {written} records were written (last seen {last})");
 }

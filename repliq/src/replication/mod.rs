@@ -56,6 +56,9 @@ mod options;
 mod peers;
 #[cfg(feature = "replication")]
 mod primary;
+#[doc(hidden)]
+pub mod producer_table;
+mod queue_lease;
 #[cfg(feature = "replication")]
 mod replica_cursors;
 #[cfg(feature = "replication")]
@@ -97,6 +100,8 @@ pub use peers::PeerSet;
 #[cfg(feature = "replication")]
 #[doc(hidden)]
 pub use primary::run_primary;
+#[doc(hidden)]
+pub use queue_lease::{QueueLease, clear_lease};
 #[cfg(feature = "replication")]
 #[doc(hidden)]
 pub use replica_service::ReplicaService;

@@ -26,6 +26,7 @@ use super::grpc::proto::{
     self, Ack, Hello, PrimaryMessage, Refused, ReplicaMessage, Subscribe, primary_message, refused,
     replica_message,
 };
+use super::producer_table::{self, REPLICA_PRODUCERS_FILE, RollBack, ShippedTables};
 use super::state::{ReplicationState, Role, state_lock};
 use super::{EpochStart, Follower, FollowerDecision, FrameHeader, Lineage, Refusal, StreamId};
 use crate::journal::meta::MetaConfig;
@@ -73,6 +74,9 @@ struct QueueReplica {
     state: ReplicationState,
     sink: ByteSink,
     follower: Follower,
+    /// Producers' tables shipped with frames that wait until this replica holds what they
+    /// claim.
+    tables: ShippedTables,
 }
 
 impl ReplicaService {
@@ -674,6 +678,7 @@ fn admit(
             state,
             sink,
             follower,
+            tables: ShippedTables::default(),
         });
     }
     let Some(replica) = guard.as_mut() else {
@@ -687,7 +692,10 @@ fn admit(
         let moved = move_aside_from(&replica.journal, from, hello.epoch).map_err(storage)?;
         tracing::warn!(queue = %hello.queue, from, moved = %moved.display(), "moved an unreplicated suffix aside");
         replica.sink = ByteSink::open(replica.journal.clone()).map_err(storage)?;
+        roll_back_producers(dir, from).map_err(storage)?;
     }
+    // Tables shipped by an earlier stream: this one sends its primary's own.
+    replica.tables.clear();
     follow_epoch(
         &mut replica.state,
         hello.epoch,
@@ -774,6 +782,7 @@ fn apply_batch(
         state,
         sink,
         follower,
+        tables,
     } = replica;
     let mut ack = None;
     let mut refusal = None;
@@ -840,6 +849,18 @@ fn apply_batch(
             records,
         };
         let decision = follower.on_stream_frame(stream.id, &header, |s| sink.held_crc(s));
+        if !matches!(decision, FollowerDecision::Refuse(_))
+            && let Some(bytes) = &frame.producers
+        {
+            match ShippedTables::decode(&dir.join(REPLICA_PRODUCERS_FILE), bytes) {
+                Ok(table) => tables.offer(table),
+                // The records are good; a bad table is the primary's bug: the replica keeps
+                // the table it has (a retry after a failover may then write a batch twice).
+                Err(e) => {
+                    tracing::error!(queue = %hello.queue, primary = %hello.primary, error = %e, "ignoring a producers' table the primary shipped")
+                }
+            }
+        }
         match decision {
             FollowerDecision::Append {
                 move_aside_from: aside,
@@ -880,6 +901,15 @@ fn apply_batch(
             }
         }
     }
+    // The newest table this replica now holds everything of, stored before the records are
+    // acknowledged and under the replication lock (a promotion sees the records with it).
+    // A stream that may no longer write (this node was promoted meanwhile) stores none.
+    if follower.is_writer(stream.id)
+        && let Some(table) = tables.take_ready(follower.next_seq())
+        && let Err(e) = table.store(&dir.join(REPLICA_PRODUCERS_FILE))
+    {
+        refusal.get_or_insert(storage(e));
+    }
     drop(lock);
     if sync || refusal.is_some() {
         sink.sync().map_err(storage)?;
@@ -901,6 +931,7 @@ fn append_frame(
         let moved = move_aside_from(journal, from, frame.epoch)?;
         tracing::warn!(queue = %to.hello.queue, from, moved = %moved.display(), "moved an unreplicated suffix aside");
         *sink = ByteSink::open(journal.clone())?;
+        roll_back_producers(to.dir, from)?;
     }
     follow_epoch(
         state,
@@ -937,6 +968,11 @@ fn resync(
         ))
     });
     sink.restart_at(frame.segment_first_seq, aside.as_deref())?;
+    if aside.is_some() {
+        // Records from the frame's epoch start on were an older primary's: the tables forget
+        // them.
+        roll_back_producers(dir, frame.epoch_start)?;
+    }
     tracing::warn!(
         queue = %hello.queue,
         primary = %hello.primary,
@@ -1216,4 +1252,25 @@ pub(crate) mod fuzz {
             }
         }
     }
+}
+
+/// After a move-aside cut the journal back to `tail`: both producers' tables of the queue (the
+/// node's own from its term as primary, and the one its primary shipped) are made to describe
+/// the journal as it is now, or moved aside if they cannot (`producer_table::roll_back_to`).
+fn roll_back_producers(dir: &Path, tail: u64) -> Result<()> {
+    for file in [producer_table::PRODUCERS_FILE, REPLICA_PRODUCERS_FILE] {
+        match producer_table::roll_back_to(dir, file, tail) {
+            Ok(RollBack::Absent) => {}
+            Ok(RollBack::Resolved(short)) => {
+                if !short.is_empty() {
+                    tracing::warn!(queue = %dir.display(), file, tail, put_back = ?short, "the producers' table forgets the batches moved aside");
+                }
+            }
+            Ok(RollBack::MovedAside { to, reason }) => {
+                tracing::warn!(queue = %dir.display(), file, tail, moved = %to.display(), %reason, "the producers' table was moved aside");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

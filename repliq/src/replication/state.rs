@@ -216,7 +216,8 @@ impl ReplicationState {
     }
 
     /// Makes the replica in `dir` the primary of a new epoch, which begins at the next sequence
-    /// number after what it holds. Producers may write it from now on; a `repliqd` running on
+    /// number after what it holds. Producers may write it from now on (a lease an election left
+    /// in the meta file is lifted: `journal/lease.rs`); a `repliqd` running on
     /// this node starts streaming it to its peers, and the old primary, when it comes back,
     /// becomes a replica and moves aside anything it wrote that this replica never received.
     ///
@@ -236,7 +237,11 @@ impl ReplicationState {
         // epoch starts after everything the old primary's stream delivered, and nothing it sends
         // later is applied (the service sees the newer epoch and refuses).
         let _lock = state_lock(dir, true)?;
-        Self::promote_locked(dir)
+        let state = Self::promote_locked(dir)?;
+        // A manual promotion is the operator's decision, not an election's: a lease word an
+        // election left behind (revoked, or run out) would refuse every write.
+        super::clear_lease(dir)?;
+        Ok(state)
     }
 
     /// Makes the queue the primary of at least `epoch` (an election's epoch): a replica is
@@ -378,6 +383,21 @@ impl ReplicationState {
             .meta
             .acked()
             .fetch_min(next, std::sync::atomic::Ordering::SeqCst);
+        // The producers' table the old primary shipped, resolved against this journal, is the
+        // new primary's before any producer can write here (docs/REPLICATION.md, "The
+        // producers' table"): a batch retried after the failover is acknowledged again for the
+        // records this node holds and written for the rest.
+        let _installed = super::producer_table::install_on_promotion(dir, next)?;
+        #[cfg(feature = "replication")]
+        match &_installed {
+            super::producer_table::RollBack::MovedAside { to, reason } => {
+                tracing::warn!(queue = %dir.display(), moved = %to.display(), %reason, "promotion: the producers' table was moved aside; remote producers start afresh here");
+            }
+            super::producer_table::RollBack::Resolved(short) if !short.is_empty() => {
+                tracing::info!(queue = %dir.display(), put_back = ?short, "promotion: the producers' table forgets the records this replica never received");
+            }
+            _ => {}
+        }
         // `store` also publishes the policy into the meta file every handle reads.
         state.store(dir)?;
         Ok(state)

@@ -147,7 +147,7 @@ fn open(dir: &Path) -> Result<(RawQueue, ProducerTable), Refusal> {
         return Err(redirect);
     }
     let queue = RawQueue::producer(dir).map_err(|e| Refusal::from_queue_error(dir, &e))?;
-    let table = ProducerTable::load(dir).map_err(Refusal::internal)?;
+    let table = ProducerTable::load(dir).map_err(|e| Refusal::internal(e.to_string()))?;
     Ok((queue, table))
 }
 
@@ -193,7 +193,7 @@ fn batch(
         return Err(Refusal::bad_request("an empty batch"));
     }
     let known = table.get(producer);
-    let (next, last_queue_seq) = match known {
+    let (mut next, last_queue_seq) = match known {
         Some(s) if s.epoch > epoch => {
             return Err(Refusal::stale_epoch(producer, s.epoch, epoch));
         }
@@ -203,7 +203,21 @@ fn batch(
         _ => (first_seq, None),
     };
     if first_seq > next {
-        return Err(Refusal::gap(producer, next, first_seq));
+        match known {
+            // Known from before this node's term (the table came with the old primary's
+            // records): the records in between were acknowledged by an asynchronous primary
+            // and lost in the failover. The producer continues, as a producer this node does
+            // not know would.
+            Some(s) if table.inherited(&s) => {
+                tracing::warn!(
+                    queue = %dir.display(), producer, expected = next, got = first_seq,
+                    "a producer continues after records this node never received (lost in a \
+                     failover of an asynchronous queue)"
+                );
+                next = first_seq;
+            }
+            _ => return Err(Refusal::gap(producer, next, first_seq)),
+        }
     }
     // Records before `next` were written by an earlier try.
     let duplicates = (next - first_seq).min(count);
@@ -219,6 +233,11 @@ fn batch(
             queue_seqs: None,
         });
     }
+    // A node demoted since the stream opened writes no table (its `producers.json` is rolled
+    // back to what its journal holds when it follows the new primary) and appends nothing.
+    if let Some(redirect) = Refusal::redirect_if_replica(dir) {
+        return Err(redirect);
+    }
     let fresh = &records[usize::try_from(duplicates).unwrap_or(usize::MAX)..];
     let slices: Vec<&[u8]> = fresh.iter().map(AsRef::as_ref).collect();
     let journal_from = queue
@@ -230,12 +249,15 @@ fn batch(
         first_seq: next,
         journal_from,
         crcs: checksums(fresh),
+        before: known,
     };
-    table.store(Some(&pending)).map_err(Refusal::internal)?;
+    table
+        .store(Some(&pending))
+        .map_err(|e| Refusal::internal(e.to_string()))?;
     let result = queue.append_batch(&slices);
     let done = |table: &mut ProducerTable, last: u64| {
-        table.set(
-            producer,
+        table.appended(
+            pending.clone(),
             ProducerState {
                 epoch,
                 next_seq: first_seq + count,
@@ -263,7 +285,8 @@ fn batch(
         }
         Err(e) => {
             // Nothing or part of it written: what the journal holds decides, as after a crash.
-            let reloaded = ProducerTable::load(dir).map_err(Refusal::internal)?;
+            let reloaded =
+                ProducerTable::load(dir).map_err(|e| Refusal::internal(e.to_string()))?;
             *table = reloaded;
             Err(Refusal::from_queue_error(dir, &e))
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use repliq::replication::ReplicationState;
+use repliq::replication::{QueueLease, ReplicationState};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -91,6 +91,9 @@ struct QueueElection<B> {
     /// Extended to the lease's validity after every round: the replication task acknowledges
     /// writes only while it holds.
     authority: repliq::replication::Authority,
+    /// The same validity in the queue's meta file, where every local producer checks it before
+    /// it writes (`None` until the meta file could be opened).
+    lease: Option<QueueLease>,
     /// The queue's epoch on this node at the last round (a span attribute).
     local_epoch: u64,
     /// The open `election.failover` span, from the lease write that takes it to the promotion.
@@ -327,8 +330,28 @@ impl<B: LeaseBackend> QueueElection<B> {
         if !late.is_empty() {
             Box::pin(self.execute(late)).await;
         }
-        self.authority
-            .grant_until(self.deadline().map(Instant::into_std));
+        self.publish_validity().await;
+    }
+
+    /// Extends (or revokes) the replication task's authority and the producers' lease word to the
+    /// lease's validity.
+    async fn publish_validity(&mut self) {
+        let deadline = self.deadline().map(Instant::into_std);
+        self.authority.grant_until(deadline);
+        if self.lease.is_none() {
+            match self
+                .blocking_on_dir(|dir| QueueLease::open(dir).map_err(|e| e.to_string()))
+                .await
+            {
+                Ok(lease) => self.lease = Some(lease),
+                Err(e) => {
+                    tracing::warn!(queue = %self.queue, error = %e, "cannot open the queue's lease word; local producers are not limited by the lease until it opens");
+                }
+            }
+        }
+        if let Some(lease) = &self.lease {
+            lease.grant_until(deadline);
+        }
     }
 
     async fn blocking_on_dir<T: Send + 'static>(
@@ -352,6 +375,9 @@ impl<B: LeaseBackend> QueueElection<B> {
                     .get_or_create(&ElectionMetrics::failure(&self.queue, reason)),
             );
         }
+        // Producers wait for the first round: a lease word left by an earlier run of the daemon,
+        // or none at all, must not let them write before this node knows it holds the lease.
+        self.publish_validity().await;
         let mut interval = tokio::time::interval(self.timing.retry_period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -434,6 +460,7 @@ pub async fn run<B: LeaseBackend>(
                 unreachable_logged: false,
                 metrics: metrics.clone(),
                 authority: authorities.of(&dir),
+                lease: None,
                 local_epoch: 0,
                 failover: None,
             };

@@ -297,6 +297,13 @@ pub fn producer_child() {
                 writeln!(out, "FENCED {id}").unwrap();
                 break;
             }
+            // Nothing written: the node's lease does not allow writes now (it may again).
+            Err(repliq::QueueError::Replication(repliq::ReplicationError::LeaseExpired {
+                ..
+            })) => {
+                writeln!(out, "LEASE {id}").unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
             Err(e) => {
                 writeln!(out, "ERR {id} {e}").unwrap();
                 break;
@@ -372,6 +379,19 @@ impl Producer {
             .filter(|l| l.starts_with(prefix))
             .cloned()
             .collect()
+    }
+
+    /// Every line it printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = self.child.as_ref().expect("running").id() as libc::pid_t;
+        // SAFETY: kill(2) with the pid of a child this test started and has not reaped.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig})");
     }
 
     /// SIGKILL, then collect what it printed.

@@ -10,6 +10,8 @@
 //!
 //! * `ACK seq id`: `enqueue` returned `Ok` (in synchronous mode: the replicas hold it);
 //! * `TIMEOUT seq id`: `AckTimeout`, written locally but not acknowledged; it goes on;
+//! * `LEASE id`: `LeaseExpired`, refused by the node's lease, nothing written; it goes on after
+//!   20 ms;
 //! * `FENCED id` / `READONLY id`: the queue is no longer (or not) primary here; it stops;
 //! * `ERR id message`: anything else; it stops with exit code 1;
 //!
@@ -65,6 +67,12 @@ fn run(dir: &str, first: u64, count: u64, secs: u64) -> Result<(), String> {
             Err(QueueError::Replication(ReplicationError::ReadOnlyReplica { .. })) => {
                 line(&format!("READONLY {id}"));
                 break;
+            }
+            // Nothing written: the node's lease does not allow writes now (its daemon has not
+            // taken or renewed it). It may again, or the queue becomes a replica here.
+            Err(QueueError::Replication(ReplicationError::LeaseExpired { .. })) => {
+                line(&format!("LEASE {id}"));
+                std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => return Err(format!("ERR {id} {e}")),
         }

@@ -102,6 +102,15 @@ pub struct Frame {
     /// The journal's bytes, unchanged.
     #[prost(bytes = "bytes", tag = "7")]
     pub bytes: ::prost::bytes::Bytes,
+    /// The primary's idempotent producers' table (`producers.json` of the queue directory, its
+    /// bytes unchanged: docs/CLIENTS.md, "The producers' table"), sent with the first frame after
+    /// it changed, read after the frame's records were committed: it lists every remote batch
+    /// whose records this frame (and the frames before it) carries. The replica stores it as
+    /// `producers.replica.json` once it holds every record before the table's `valid_from`, and a
+    /// promotion installs it. Absent from primaries that predate the field and when the table did
+    /// not change; a replica that predates the field ignores it (docs/REPLICATION.md).
+    #[prost(bytes = "bytes", optional, tag = "8")]
+    pub producers: ::core::option::Option<::prost::bytes::Bytes>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReplicaMessage {

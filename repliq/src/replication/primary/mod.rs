@@ -25,6 +25,7 @@ use crate::{QueueError, Result};
 
 mod connect;
 mod health;
+mod producers;
 mod send;
 mod tail_watcher;
 
@@ -70,6 +71,9 @@ pub(super) struct ReplicaLink {
     /// A full resync from this segment is due: the replica needs records retention deleted.
     /// A `Resync` message goes before the first frame sent from there.
     resync: Option<u64>,
+    /// The version of the producers' table (`producers::TableSource`) this stream was sent
+    /// last.
+    table_sent: Option<u64>,
     /// `replication.stream`: open from the subscription until the link goes (traces).
     _stream: tracing::Span,
     /// `replication.catch_up` or `replication.resync` (a child of the stream) and the sequence
@@ -214,6 +218,7 @@ pub async fn run_primary(
     drop(events_tx);
 
     let mut links: BTreeMap<String, ReplicaLink> = BTreeMap::new();
+    let mut tables = producers::TableSource::new(&dir);
     // What each replica acknowledged as far as the observer was told, across its streams (a
     // stream may end between an acknowledgement and its report).
     let mut counted: BTreeMap<String, u64> = BTreeMap::new();
@@ -334,6 +339,7 @@ pub async fn run_primary(
                         inflight: VecDeque::new(),
                         acked: next_seq,
                         resync,
+                        table_sent: None,
                         _stream: stream,
                         catch_up,
                     },
@@ -403,7 +409,16 @@ pub async fn run_primary(
             }
             None => Vec::new(),
         };
-        if let Err(e) = execute(&journal, &queue, &mut leader, &mut links, actions, &options).await
+        if let Err(e) = execute(
+            &journal,
+            &queue,
+            &mut leader,
+            &mut links,
+            &mut tables,
+            actions,
+            &options,
+        )
+        .await
         {
             break Err(e);
         }

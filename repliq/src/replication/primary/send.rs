@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::ReplicaLink;
+use super::producers::TableSource;
 use crate::journal::replica::ByteSource;
 use crate::journal::{Journal, notify};
 use crate::replication::grpc::proto::{Frame, PrimaryMessage, Resync, primary_message};
@@ -26,6 +27,7 @@ pub(super) async fn execute(
     queue: &str,
     leader: &mut Leader,
     links: &mut BTreeMap<String, ReplicaLink>,
+    tables: &mut TableSource,
     actions: Vec<LeaderAction>,
     options: &PrimaryOptions,
 ) -> Result<()> {
@@ -83,8 +85,21 @@ pub(super) async fn execute(
                             // The mapping itself, not a copy (an abandoned extent's frame is a
                             // copy with zeros: `FrameBytes`).
                             bytes: Bytes::from_owner(raw.bytes),
+                            producers: None,
                         })),
                     });
+                }
+                // The producers' table, read now that the frames' records are committed, goes
+                // with the first frame when this stream has not had this version yet.
+                if let Some((version, table)) = tables.current()
+                    && link.table_sent != Some(version)
+                    && let Some(frame) = frames.iter_mut().find_map(|m| match &mut m.kind {
+                        Some(primary_message::Kind::Frame(f)) => Some(f),
+                        _ => None,
+                    })
+                {
+                    frame.producers = Some(table);
+                    link.table_sent = Some(version);
                 }
                 for f in frames {
                     match tokio::time::timeout(SEND_STALL, link.tx.send(f)).await {
@@ -169,6 +184,7 @@ pub(super) fn empty_frame(leader: &Leader, at: u64) -> PrimaryMessage {
             first_seq: at,
             record_count: 0,
             bytes: Bytes::new(),
+            producers: None,
         })),
     }
 }
