@@ -12,6 +12,7 @@
 //! nats-server) are started on ephemeral 127.0.0.1 ports and stopped at the end; a missing one
 //! is skipped and the report says why.
 
+mod callgrind;
 mod child;
 mod clock;
 mod cpu;
@@ -55,6 +56,33 @@ enum Cmd {
     Report {
         /// Directory holding results.json.
         #[arg(long, default_value = "benches/results")]
+        dir: PathBuf,
+    },
+    /// Instructions per replicated byte (callgrind): repliq's replication next to raw tonic;
+    /// with `--watcher`, the primary's tail watcher's start on a 128 MiB backlog.
+    ReplInstructions {
+        /// Payload sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "64,1024")]
+        sizes: Vec<usize>,
+        /// Messages per counted run (default: 100 000 at 64 B, 16 384 at 1 KiB).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Where the journals go (default: the temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Names the build in the table's title.
+        #[arg(long, default_value = "this build")]
+        label: String,
+        /// Count the tail watcher's start instead.
+        #[arg(long)]
+        watcher: bool,
+    },
+    /// Internal: one counted run of `repl-instructions`, under callgrind.
+    #[command(hide = true)]
+    ReplInstructionsWorker {
+        mode: String,
+        size: usize,
+        count: u64,
         dir: PathBuf,
     },
     /// Internal: one side of a two-process workload.
@@ -1349,6 +1377,25 @@ fn main() {
             .and_then(|s| serde_json::from_str::<Results>(&s).map_err(Into::into))
             .and_then(|r| write_outputs(&r, &dir, true)),
         Cmd::Child { role, cfg } => child_main(&role, &cfg),
+        Cmd::ReplInstructions {
+            sizes,
+            count,
+            dir,
+            label,
+            watcher,
+        } => workloads::repl_instructions::drive(&workloads::repl_instructions::Request {
+            sizes,
+            count,
+            dir: dir.unwrap_or_else(std::env::temp_dir),
+            label,
+            watcher,
+        }),
+        Cmd::ReplInstructionsWorker {
+            mode,
+            size,
+            count,
+            dir,
+        } => workloads::repl_instructions::worker(&mode, size, count, &dir),
     };
     if let Err(e) = r {
         eprintln!("repliq-bench: {e}");

@@ -18,6 +18,7 @@ pub mod nats;
 pub mod nats_r3;
 pub mod redis;
 pub mod repl_cost;
+pub mod repl_instructions;
 pub mod replicas;
 pub mod repliq;
 pub mod repliq_async;

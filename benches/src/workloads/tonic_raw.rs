@@ -50,6 +50,20 @@ impl Replication for Sink {
             let page = vec![0x5Au8; DURABLE_WRITE];
             let mut frames = 0u64;
             while let Some(Ok(m)) = inbound.next().await {
+                // A repliq primary streaming to this sink (`repl_instructions`) opens with a
+                // `Hello` and sends frames once subscribed: from sequence 0, at its epoch.
+                if let Some(primary_message::Kind::Hello(h)) = &m.kind {
+                    let subscribe = proto::ReplicaMessage {
+                        kind: Some(replica_message::Kind::Subscribe(proto::Subscribe {
+                            epoch: h.epoch,
+                            next_seq: 0,
+                        })),
+                    };
+                    if tx.send(Ok(subscribe)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 if let Some(primary_message::Kind::Frame(f)) = m.kind {
                     if let Some(file) = &durable {
                         use std::os::unix::fs::FileExt;
@@ -105,20 +119,29 @@ pub fn child_sink(cfg: &ChildCfg) -> BoxResult<ChildReport> {
     let port = u16::try_from(cfg.extra)?;
     let limit = Duration::from_secs_f64(cfg.secs_limit);
     child::serve_cpu_queries();
-    rt.block_on(async move {
-        let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], port).into())?
-            .with_nodelay(Some(true));
-        child::ready();
-        tonic::transport::Server::builder()
-            .add_service(
-                proto::replication_server::ReplicationServer::new(Sink { durable })
-                    .max_decoding_message_size(64 << 20),
-            )
-            .serve_with_incoming_shutdown(incoming, tokio::time::sleep(limit))
-            .await?;
-        BoxResult::Ok(())
-    })?;
+    rt.block_on(serve_sink(port, durable, limit, child::ready))?;
     Ok(ChildReport::default())
+}
+
+/// Serves the acking sink on 127.0.0.1:`port` for `limit` (each frame acknowledged at once, or
+/// after a durable write to `durable`); calls `ready` once it listens.
+pub(crate) async fn serve_sink(
+    port: u16,
+    durable: Option<std::sync::Arc<std::fs::File>>,
+    limit: Duration,
+    ready: impl FnOnce(),
+) -> BoxResult<()> {
+    let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], port).into())?
+        .with_nodelay(Some(true));
+    ready();
+    tonic::transport::Server::builder()
+        .add_service(
+            proto::replication_server::ReplicationServer::new(Sink { durable })
+                .max_decoding_message_size(64 << 20),
+        )
+        .serve_with_incoming_shutdown(incoming, tokio::time::sleep(limit))
+        .await?;
+    Ok(())
 }
 
 fn frame(seq: u64, records: u32, bytes: Vec<u8>) -> proto::PrimaryMessage {
@@ -197,52 +220,13 @@ fn run_with(
     let mut proc = child::spawn("tonic-sink", &cfg)?;
     proc.wait_ready(Duration::from_secs(30))?;
     let records = (frame_bytes / size).max(1) as u32;
-    let frames = (total / frame_bytes as u64).max(1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let sink0 = proc.cpu(Duration::from_secs(10))?;
     let sender0 = Cpu::of_thread();
-    let (rec, sent, ns) = rt.block_on(async move {
-        let mut client = ReplicationClient::connect(format!("http://127.0.0.1:{port}"))
-            .await?
-            .max_encoding_message_size(64 << 20);
-        let (tx, rx) = tokio::sync::mpsc::channel(window as usize + 1);
-        let payload = vec![0xA5u8; frame_bytes];
-        tx.send(frame(0, records, payload.clone())).await?;
-        let mut acks = client
-            .replicate(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        let end = deadline(secs);
-        let mut rec = Recorder::new();
-        let start = now_ns();
-        let (mut sent, mut acked) = (1u64, 0u64);
-        let mut last_send = start;
-        loop {
-            while sent < frames && sent - acked < window && now_ns() < end {
-                last_send = now_ns();
-                tx.send(frame(sent * u64::from(records), records, payload.clone()))
-                    .await?;
-                sent += 1;
-            }
-            if acked == sent {
-                break;
-            }
-            match tokio::time::timeout(Duration::from_secs(10), acks.message()).await {
-                Ok(Ok(Some(_))) => {
-                    acked += 1;
-                    if window == 1 {
-                        rec.record(now_ns() - last_send);
-                    }
-                }
-                Ok(Ok(None)) => return Err("the sink closed the stream".into()),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => return Err("no ack within 10 s".into()),
-            }
-        }
-        BoxResult::Ok((rec, sent, now_ns() - start))
-    })?;
+    let (rec, sent, ns) =
+        rt.block_on(stream_frames(port, size, frame_bytes, window, total, secs))?;
     let sender = Cpu::of_thread().since(sender0);
     std::thread::sleep(crate::workloads::repl_cost::SETTLE);
     let sink = proc.cpu(Duration::from_secs(10))?.since(sink0);
@@ -267,4 +251,57 @@ fn run_with(
         memory: None,
     };
     Ok((outcome, cost))
+}
+
+/// The client side of [`run`]: connects to the sink on 127.0.0.1:`port` and streams frames of
+/// `frame_bytes` (`size`-byte records), at most `window` unacknowledged, until `total` bytes or
+/// `secs`. Returns the round trips (window 1), the frames sent and the nanoseconds taken.
+pub(crate) async fn stream_frames(
+    port: u16,
+    size: usize,
+    frame_bytes: usize,
+    window: u64,
+    total: u64,
+    secs: f64,
+) -> BoxResult<(Recorder, u64, u64)> {
+    let records = (frame_bytes / size).max(1) as u32;
+    let frames = (total / frame_bytes as u64).max(1);
+    let mut client = ReplicationClient::connect(format!("http://127.0.0.1:{port}"))
+        .await?
+        .max_encoding_message_size(64 << 20);
+    let (tx, rx) = tokio::sync::mpsc::channel(window as usize + 1);
+    let payload = vec![0xA5u8; frame_bytes];
+    tx.send(frame(0, records, payload.clone())).await?;
+    let mut acks = client
+        .replicate(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let end = deadline(secs);
+    let mut rec = Recorder::new();
+    let start = now_ns();
+    let (mut sent, mut acked) = (1u64, 0u64);
+    let mut last_send = start;
+    loop {
+        while sent < frames && sent - acked < window && now_ns() < end {
+            last_send = now_ns();
+            tx.send(frame(sent * u64::from(records), records, payload.clone()))
+                .await?;
+            sent += 1;
+        }
+        if acked == sent {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), acks.message()).await {
+            Ok(Ok(Some(_))) => {
+                acked += 1;
+                if window == 1 {
+                    rec.record(now_ns() - last_send);
+                }
+            }
+            Ok(Ok(None)) => return Err("the sink closed the stream".into()),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err("no ack within 10 s".into()),
+        }
+    }
+    Ok((rec, sent, now_ns() - start))
 }

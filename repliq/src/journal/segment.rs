@@ -34,8 +34,9 @@ pub(crate) struct Segment {
     prefault_check: AtomicUsize,
     /// The open segment file, holding a shared `flock` for as long as this process maps it:
     /// retention recycles a consumed segment file only if it can lock it exclusively, i.e.
-    /// when no process maps it (see [`hold_mapped_lock`]).
-    _mapped_lock: File,
+    /// when no process maps it (see [`hold_mapped_lock`]). Also asked where the file holds
+    /// data ([`Segment::next_data`]).
+    mapped_lock: File,
 }
 
 /// Takes the shared `flock` that a process holds on a segment file while it maps it, and checks
@@ -232,7 +233,7 @@ impl Segment {
             map,
             prefault_until: AtomicUsize::new(0),
             prefault_check: AtomicUsize::new(usize::MAX),
-            _mapped_lock: file,
+            mapped_lock: file,
         }))
     }
 
@@ -264,7 +265,7 @@ impl Segment {
             } else {
                 prefaulted / 2
             }),
-            _mapped_lock: file,
+            mapped_lock: file,
         }
     }
 
@@ -360,6 +361,44 @@ impl Segment {
         self.map.atomic_u64(pos + R_STATE)
     }
 
+    /// The first record position in `from..stop` (on the record grid from `from`) whose header
+    /// word is not zero (EMPTY), i.e. where a record may start; `None` if all are zero. A scan
+    /// for later records skips the zeros of an unused segment's rest with one load per position.
+    /// A position that is no valid record position is returned as is, for the caller to judge.
+    pub(crate) fn next_nonzero_header(&self, from: usize, stop: usize) -> Option<usize> {
+        let end = stop.min((self.size + 1).saturating_sub(RECORD_HEADER));
+        if from >= end {
+            return None;
+        }
+        if from < self.data_start || !from.is_multiple_of(RECORD_ALIGN) {
+            return Some(from);
+        }
+        let positions = (end - from).div_ceil(RECORD_ALIGN);
+        let step = RECORD_ALIGN / 8;
+        let Some(words) = self
+            .map
+            .atomic_u64s(from + R_STATE, (positions - 1) * step + 1)
+        else {
+            return Some(from);
+        };
+        // Eight positions at a time: eight loads, one branch (the rest of a segment is
+        // megabytes of zeros).
+        const BLOCK: usize = 8;
+        let mut skipped = 0;
+        for block in words.chunks_exact(BLOCK * step) {
+            let any = (0..BLOCK).fold(0, |a, k| a | block[k * step].load(Ordering::Acquire));
+            if any != 0 {
+                break;
+            }
+            skipped += BLOCK;
+        }
+        words[skipped * step..]
+            .iter()
+            .step_by(step)
+            .position(|w| w.load(Ordering::Acquire) != 0)
+            .map(|i| from + (skipped + i) * RECORD_ALIGN)
+    }
+
     fn index_slot(&self, k: u64) -> Option<&AtomicU32> {
         if k >= u64::from(self.index_entries) {
             return None;
@@ -418,6 +457,15 @@ impl Segment {
             }
             k -= 1;
         }
+    }
+
+    /// The first range at or after `from` where the segment file may hold non-zero bytes
+    /// (`raw::holes::next_data`): a search for records may skip what lies outside, which the
+    /// file system reports as a hole (read as zeros, i.e. EMPTY header words). `None`: nothing
+    /// but zeros from `from` to the end.
+    pub(crate) fn next_data(&self, from: usize) -> Option<(usize, usize)> {
+        crate::raw::holes::next_data(&self.mapped_lock, from as u64, self.size as u64)
+            .map(|(start, stop)| (start as usize, stop as usize))
     }
 
     /// The last index point that has been written: where a search for the tail starts.

@@ -1279,3 +1279,117 @@ fn a_replica_rolls_into_the_spare_file_prepared_in_the_background() {
     }
     assert_eq!(read_all(&replica).unwrap(), read_all(&j).unwrap());
 }
+
+/// Records 0..20 in a segment of 32 MiB (pre-allocated: the file system knows the rest is
+/// unwritten; a read fault reads ahead up to `read_ahead_kb`, 8 MiB on some machines).
+fn sparse_fixture(dir: &Path) -> Arc<Journal> {
+    let j = journal(dir, 32 << 20);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    for i in 0..20 {
+        append(&mut app, &payload(i)).unwrap();
+    }
+    j
+}
+
+#[test]
+fn a_record_past_a_file_system_hole_is_found_by_the_tail_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = sparse_fixture(dir.path());
+    // Record 11 copied 24 MiB ahead (its header in the last 16 bytes of a page), then records
+    // 10.. zeroed: the journal stops at 10, and a later record follows behind megabytes the
+    // file system reports as a hole.
+    let (path, pos10) = position_of(&j, 10);
+    let (_, pos11) = position_of(&j, 11);
+    let (_, pos12) = position_of(&j, 12);
+    drop(j);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut record = vec![0u8; pos12 - pos11];
+    file.read_exact_at(&mut record, pos11 as u64).unwrap();
+    let far = (24u64 << 20) + 4096 - 16;
+    file.write_all_at(&record, far).unwrap();
+    file.write_all_at(&[0u8; 4096], pos10 as u64).unwrap();
+    let j = Journal::open(dir.path(), false).unwrap();
+    let (p, offset, reason) =
+        corrupt_at(Appender::new(j.clone(), Durability::PageCache).unwrap_err());
+    assert_eq!((p, offset), (path, pos10 as u64), "{reason}");
+    assert!(
+        reason.contains(&format!("record 11 follows at offset {far}")),
+        "{reason}"
+    );
+}
+
+#[test]
+fn the_tail_check_does_not_read_the_unwritten_rest_of_a_segment() {
+    // On tmpfs (no read-ahead, and a page read through a mapping becomes data), the rest of a
+    // pre-allocated segment stays a hole only if nothing read it.
+    let shm = Path::new("/dev/shm");
+    let Ok(dir) = tempfile::tempdir_in(shm) else {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    };
+    let j = sparse_fixture(dir.path());
+    let seg = j.segment(0).unwrap().unwrap();
+    let rest = 16 << 20;
+    if seg.next_data(rest).is_some() {
+        eprintln!("skipped: /dev/shm does not report holes");
+        return;
+    }
+    drop((seg, j));
+    // An appender's open and a strict reader prove the tail: no record in the rest.
+    let j = Journal::open(dir.path(), false).unwrap();
+    drop(Appender::new(j.clone(), Durability::PageCache).unwrap());
+    let mut r = Reader::at(j.clone(), 0, true).unwrap().strict();
+    while let Some(rec) = r.peek().unwrap() {
+        r.advance(&rec);
+    }
+    assert_eq!(r.seq(), 20);
+    // ... without reading the 16 MiB the file system reports as a hole.
+    let seg = j.segment(0).unwrap().unwrap();
+    assert_eq!(
+        seg.next_data(rest),
+        None,
+        "the tail check read the unwritten rest of the segment"
+    );
+}
+
+#[test]
+fn the_zero_skip_finds_a_header_word_at_any_distance_and_nothing_past_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path(), 1 << 20);
+    let mut app = Appender::new(j.clone(), Durability::PageCache).unwrap();
+    for i in 0..3 {
+        append(&mut app, &payload(i)).unwrap();
+    }
+    drop(app);
+    let (path, pos2) = position_of(&j, 2);
+    let tail = pos2 + committed_extent(payload(2).len());
+    let seg = j.segment(0).unwrap().unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let stop = tail + 100 * RECORD_ALIGN;
+    assert_eq!(seg.next_nonzero_header(tail, stop), None);
+    for k in 0..100 {
+        let at = tail + k * RECORD_ALIGN;
+        file.write_all_at(&1u64.to_le_bytes(), at as u64).unwrap();
+        assert_eq!(seg.next_nonzero_header(tail, stop), Some(at), "k = {k}");
+        // A non-zero word between two header positions is no header word.
+        file.write_all_at(&0u64.to_le_bytes(), at as u64).unwrap();
+        file.write_all_at(&1u64.to_le_bytes(), at as u64 + 8)
+            .unwrap();
+        assert_eq!(seg.next_nonzero_header(tail, stop), None, "k = {k} + 8");
+        file.write_all_at(&0u64.to_le_bytes(), at as u64 + 8)
+            .unwrap();
+    }
+    // A word at `stop` is past the range; one at the segment's last position is found.
+    file.write_all_at(&1u64.to_le_bytes(), stop as u64).unwrap();
+    assert_eq!(seg.next_nonzero_header(tail, stop), None);
+    let last = seg.size - RECORD_HEADER;
+    file.write_all_at(&1u64.to_le_bytes(), last as u64).unwrap();
+    assert_eq!(
+        seg.next_nonzero_header(stop + RECORD_ALIGN, usize::MAX),
+        Some(last)
+    );
+}

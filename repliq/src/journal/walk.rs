@@ -367,22 +367,39 @@ impl Walk {
             ));
         }
         let mut q = self.pos + RECORD_ALIGN;
+        // Only where the file may hold data: what the file system reports as a hole reads as
+        // zeros, i.e. EMPTY header words (the rest of a pre-allocated segment, usually most of
+        // it, is neither read nor faulted in).
         while q + RECORD_HEADER <= seg.size {
-            if let Some(found) = self.record_at(seg, q) {
-                if grew() {
-                    return Ok(());
+            let Some((start, stop)) = seg.next_data(q) else {
+                break;
+            };
+            // The record grid's last position at or before `start` (a header word may begin
+            // in the hole's last bytes).
+            q += (start.saturating_sub(q)) / RECORD_ALIGN * RECORD_ALIGN;
+            while q < stop && q + RECORD_HEADER <= seg.size {
+                // Zero header words (EMPTY) start no record: skipped with one load each.
+                let Some(next) = seg.next_nonzero_header(q, stop) else {
+                    q += (stop - q).div_ceil(RECORD_ALIGN) * RECORD_ALIGN;
+                    break;
+                };
+                q = next;
+                if let Some(found) = self.record_at(seg, q) {
+                    if grew() {
+                        return Ok(());
+                    }
+                    return Err(corrupt(
+                        seg,
+                        self.pos,
+                        format!(
+                            "the journal stops here (record {} is missing), but record {found} \
+                             follows at offset {q}",
+                            self.seq
+                        ),
+                    ));
                 }
-                return Err(corrupt(
-                    seg,
-                    self.pos,
-                    format!(
-                        "the journal stops here (record {} is missing), but record {found} \
-                         follows at offset {q}",
-                        self.seq
-                    ),
-                ));
+                q += RECORD_ALIGN;
             }
-            q += RECORD_ALIGN;
         }
         Ok(())
     }

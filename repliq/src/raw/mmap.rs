@@ -190,6 +190,21 @@ impl MappedFile {
         Some(unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset).cast::<u64>()) })
     }
 
+    /// `count` consecutive 8-byte aligned words from `offset`, as atomics (one bounds check for
+    /// a scan). `None` if out of bounds or misaligned.
+    #[inline]
+    pub(crate) fn atomic_u64s(&self, offset: usize, count: usize) -> Option<&[AtomicU64]> {
+        if !offset.is_multiple_of(8) || !self.in_bounds(offset, count.checked_mul(8)?) {
+            return None;
+        }
+        // SAFETY: as in `atomic_u64`, for each of the `count` words: the whole range is inside
+        // the mapping (checked above), every word 8-byte aligned, any bit pattern valid, and
+        // every concurrent access atomic. A slice of `AtomicU64` hands out only atomic access.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.map.as_mut_ptr().add(offset).cast::<AtomicU64>(), count)
+        })
+    }
+
     /// The 4-byte aligned word at `offset`, as an atomic. `None` if out of bounds or misaligned.
     #[inline]
     pub(crate) fn atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {

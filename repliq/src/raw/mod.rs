@@ -12,6 +12,7 @@ pub(crate) mod clock;
 mod codec;
 pub(crate) mod crc;
 pub(crate) mod futex;
+pub(crate) mod holes;
 mod mmap;
 mod sigbus;
 
