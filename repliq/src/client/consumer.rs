@@ -24,9 +24,21 @@ pub struct ConsumerOptions {
     max_ack_pending: Option<u32>,
     traceparent: Option<String>,
     tls: Option<connect::Tls>,
+    idle_heartbeat: Option<Duration>,
 }
 
 impl ConsumerOptions {
+    /// Asks the node for a heartbeat whenever it has sent nothing for `every` while this
+    /// consumer waits for records (at least 100 ms), and treats twice that without a record or
+    /// a heartbeat as a dead stream: the call waiting on it fails with
+    /// [`ClientError::Transport`], so the application reconnects in seconds even when no packet
+    /// tells it the node or the network is gone.
+    #[must_use]
+    pub fn idle_heartbeat(mut self, every: Duration) -> Self {
+        self.idle_heartbeat = Some(every.max(Duration::from_millis(100)));
+        self
+    }
+
     /// How long a delivered record may stay unacknowledged before the node delivers it again
     /// (at least 1 ms, at most a day).
     #[must_use]
@@ -120,7 +132,20 @@ pub struct RemoteConsumer<T> {
     cursor: u64,
     settings: ConsumerSettings,
     traceparent: Option<String>,
+    idle_heartbeat: Option<Duration>,
     _type: PhantomData<fn() -> T>,
+}
+
+/// What one answer of the node was.
+enum Event {
+    /// Records (now in the buffer).
+    Records,
+    /// The durable cursor after an acknowledgement.
+    Acked(u64),
+    /// A request ended early (its expiry, or its bytes used).
+    RequestDone,
+    /// The node is alive and had nothing to send.
+    Heartbeat,
 }
 
 struct Stream(Open<ConsumeRequest, ConsumeReply>);
@@ -196,6 +221,7 @@ impl<T: Message> RemoteConsumer<T> {
                 max_ack_pending: opened.max_ack_pending,
             },
             traceparent: options.traceparent,
+            idle_heartbeat: options.idle_heartbeat,
             _type: PhantomData,
         })
     }
@@ -240,12 +266,7 @@ impl<T: Message> RemoteConsumer<T> {
                 }));
             }
             if self.outstanding == 0 {
-                self.send(consume_request::Kind::Fetch(Fetch {
-                    max_messages: CREDITS,
-                    traceparent: self.traceparent.clone().unwrap_or_default(),
-                }))
-                .await?;
-                self.outstanding = CREDITS;
+                self.request(CREDITS, 0, None).await?;
             }
             match tokio::time::timeout_at(deadline, self.receive()).await {
                 Ok(r) => {
@@ -287,11 +308,82 @@ impl<T: Message> RemoteConsumer<T> {
         .await
     }
 
+    /// One pull request in JetStream's shape: up to `max_messages` deliveries and (when not 0)
+    /// `max_bytes` of payload, waiting at most `expires` for them. Returns what arrived: fewer
+    /// records when the request expired first, none when there were none. Records already
+    /// buffered by an earlier call come first. A record larger than `max_bytes` still comes,
+    /// alone.
+    ///
+    /// # Errors
+    ///
+    /// As [`next_timeout`](RemoteConsumer::next_timeout).
+    pub async fn fetch(
+        &mut self,
+        max_messages: u32,
+        max_bytes: u64,
+        expires: Duration,
+    ) -> Result<Vec<Delivery<T>>, ClientError> {
+        let want = max_messages as usize;
+        let mut out = Vec::new();
+        self.drain_into(&mut out, want)?;
+        if out.len() >= want {
+            return Ok(out);
+        }
+        let ask = u32::try_from(want - out.len()).unwrap_or(u32::MAX);
+        self.request(ask, max_bytes, Some(expires.max(Duration::from_millis(1))))
+            .await?;
+        loop {
+            let event = self.receive().await?;
+            self.drain_into(&mut out, want)?;
+            if out.len() >= want || matches!(event, Event::RequestDone) {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Moves buffered records into `out` until it holds `want`.
+    fn drain_into(&mut self, out: &mut Vec<Delivery<T>>, want: usize) -> Result<(), ClientError> {
+        while out.len() < want {
+            let Some((seq, delivery_count, payload)) = self.buffer.pop_front() else {
+                break;
+            };
+            let mut aligned = AlignedBytes::new();
+            aligned.extend_from_slice(&payload);
+            out.push(Delivery {
+                seq,
+                delivery_count,
+                message: crate::from_bytes::<T>(&aligned)?,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends a `Fetch` for `max_messages` (and `max_bytes`, 0: no limit) lapsing after
+    /// `expires`.
+    async fn request(
+        &mut self,
+        max_messages: u32,
+        max_bytes: u64,
+        expires: Option<Duration>,
+    ) -> Result<(), ClientError> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.send(consume_request::Kind::Fetch(Fetch {
+            max_messages,
+            traceparent: self.traceparent.clone().unwrap_or_default(),
+            max_bytes,
+            expires_ms: expires.map_or(0, millis),
+            idle_heartbeat_ms: self.idle_heartbeat.map_or(0, millis),
+        }))
+        .await?;
+        self.outstanding = self.outstanding.saturating_add(max_messages);
+        Ok(())
+    }
+
     async fn acknowledge(&mut self, ack: Ack) -> Result<u64, ClientError> {
         self.send(consume_request::Kind::Ack(ack)).await?;
         // Records that arrive meanwhile are kept in the buffer.
         loop {
-            if let Some(cursor) = self.receive().await? {
+            if let Event::Acked(cursor) = self.receive().await? {
                 return Ok(cursor);
             }
         }
@@ -323,16 +415,24 @@ impl<T: Message> RemoteConsumer<T> {
             .map_err(|_| ClientError::transport(node, "the stream closed"))
     }
 
-    /// Reads one answer: records go to the buffer (`None`), an acknowledgement returns the
-    /// cursor.
-    async fn receive(&mut self) -> Result<Option<u64>, ClientError> {
+    /// Reads one answer: records go to the buffer. With an idle heartbeat, twice its interval
+    /// without any answer is a dead stream.
+    async fn receive(&mut self) -> Result<Event, ClientError> {
         let node = self.stream.0.node.clone();
-        let reply = self
-            .stream
-            .0
-            .rx
-            .message()
-            .await
+        let next = self.stream.0.rx.message();
+        let reply = match self.idle_heartbeat {
+            Some(every) => tokio::time::timeout(every * 2, next).await.map_err(|_| {
+                ClientError::transport(
+                    &node,
+                    format!(
+                        "no record and no heartbeat for {:?}: the stream is dead",
+                        every * 2
+                    ),
+                )
+            })?,
+            None => next.await,
+        };
+        let reply = reply
             .map_err(|s| ClientError::transport(&node, s))?
             .ok_or_else(|| ClientError::transport(&node, "the node ended the stream"))?;
         match reply.kind {
@@ -344,11 +444,20 @@ impl<T: Message> RemoteConsumer<T> {
                         .into_iter()
                         .map(|r| (r.seq, r.delivery_count, r.payload)),
                 );
-                Ok(None)
+                Ok(Event::Records)
             }
             Some(consume_reply::Kind::Acked(a)) => {
                 self.cursor = a.cursor;
-                Ok(Some(a.cursor))
+                Ok(Event::Acked(a.cursor))
+            }
+            Some(consume_reply::Kind::Heartbeat(h)) => {
+                self.cursor = h.cursor;
+                self.outstanding = u32::try_from(h.credits).unwrap_or(u32::MAX);
+                Ok(Event::Heartbeat)
+            }
+            Some(consume_reply::Kind::FetchDone(e)) => {
+                self.outstanding = u32::try_from(e.credits).unwrap_or(u32::MAX);
+                Ok(Event::RequestDone)
             }
             Some(consume_reply::Kind::Refusal(r)) => Err(ClientError::refusal(&node, r)),
             _ => Err(ClientError::protocol(&node, "unexpected answer")),

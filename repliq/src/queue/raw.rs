@@ -150,6 +150,24 @@ impl RawQueue {
     ///
     /// [`QueueError::Corrupt`] for a damaged record.
     pub fn read_batch(&mut self, max: usize, mut f: impl FnMut(u64, &[u8])) -> Result<usize> {
+        self.read_batch_while(max, |seq, payload| {
+            f(seq, payload);
+            true
+        })
+    }
+
+    /// [`RawQueue::read_batch`] that stops before the first record for which `f` returns
+    /// `false`: that record is not passed over (the next read starts with it again). For a
+    /// reader with a budget (bytes, say) that a record may not fit.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Corrupt`] for a damaged record.
+    pub fn read_batch_while(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<usize> {
         let at = self.cursor()?;
         let reader = match self.reader.as_mut() {
             Some(r) if r.seq() >= at => r,
@@ -161,7 +179,9 @@ impl RawQueue {
         let mut n = 0;
         while n < max {
             let Some(rec) = reader.peek()? else { break };
-            f(rec.seq(), rec.payload());
+            if !f(rec.seq(), rec.payload()) {
+                break;
+            }
             reader.advance(&rec);
             n += 1;
         }

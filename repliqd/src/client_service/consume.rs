@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use repliq::client::proto::{
-    Acked, ConsumeOpen, ConsumeOpened, ConsumeReply, ConsumeRequest, Record, Records,
-    consume_reply, consume_request,
+    Acked, ConsumeOpen, ConsumeOpened, ConsumeReply, ConsumeRequest, FetchDone, Heartbeat, Record,
+    Records, consume_reply, consume_request,
 };
 use repliq::dead_letter::DeadLetters;
 use repliq::{QueueError, RawQueue, StartAt};
@@ -26,6 +26,7 @@ use tonic::{Status, Streaming};
 use tracing::Instrument;
 
 use super::authorize::Caller;
+use super::credits::{Budget, Credits, MAX_CREDITS};
 use super::inflight::{Inflight, NotDelivered};
 use super::{ClientService, Refusal, dlq};
 use crate::config::ClientRight;
@@ -34,8 +35,6 @@ type Out = mpsc::Sender<Result<ConsumeReply, Status>>;
 
 /// The most records one `Records` message carries.
 const MAX_BATCH: u64 = 256;
-/// The most credits a client may hold.
-const MAX_CREDITS: u64 = 1 << 20;
 /// How long one read waits for a record before the stream looks at the client's messages.
 const POLL: Duration = Duration::from_millis(100);
 /// `ack_wait` when the client leaves it 0 (NATS JetStream's default).
@@ -368,14 +367,6 @@ struct Step {
     waited: bool,
 }
 
-/// What the client granted: records it may still be sent, and the trace context of the newest
-/// `Fetch` that carried one (the parent of the deliveries' spans).
-#[derive(Debug, Default)]
-struct Credits {
-    left: u64,
-    traceparent: String,
-}
-
 /// The parts of a stream the delivery loop needs.
 struct Stream<'a> {
     service: &'a ClientService,
@@ -415,7 +406,7 @@ impl Stream<'_> {
         commands: &mut mpsc::Receiver<ConsumeRequest>,
     ) -> Result<(), Refusal> {
         let dir = &self.key.0;
-        let mut credits = Credits::default();
+        let mut credits = Credits::new(Instant::now());
         loop {
             if let Some(r) = self.superseded() {
                 return Err(r);
@@ -432,13 +423,35 @@ impl Stream<'_> {
                     Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
                 }
             }
+            // Requests that lapsed, and the heartbeat an idle stream owes the client.
+            let now = Instant::now();
+            for unused_messages in credits.expire(now) {
+                if !self
+                    .fetch_done(unused_messages, credits.left(), true)
+                    .await?
+                {
+                    return Ok(());
+                }
+                credits.sent(now);
+            }
+            if credits.heartbeat_due(now) {
+                let cursor = state.as_ref().map_or(0, |c| c.inflight.cursor());
+                let beat = Heartbeat {
+                    cursor,
+                    credits: credits.left(),
+                };
+                if !self.send(consume_reply::Kind::Heartbeat(beat)).await? {
+                    return Ok(());
+                }
+                credits.sent(now);
+            }
             let Some(mut consumer) = state.take() else {
                 return Err(Refusal::internal("the consumer's state was lost"));
             };
             let settings = self.settings.clone();
-            let left = credits.left;
+            let budget = credits.budget();
             let (consumer, step) = tokio::task::spawn_blocking(move || {
-                let step = step(&mut consumer, &settings, left);
+                let step = step(&mut consumer, &settings, budget);
                 (consumer, step)
             })
             .await
@@ -462,7 +475,10 @@ impl Stream<'_> {
                 step.dead_lettered,
             );
             if !step.records.is_empty() {
-                credits.left -= step.records.len() as u64;
+                let ended = credits.charge(
+                    step.records.iter().map(|r| r.payload.len() as u64),
+                    Instant::now(),
+                );
                 let span = tracing::info_span!(
                     "client.fetch",
                     queue = %self.settings.queue, consumer = %self.settings.consumer,
@@ -482,16 +498,29 @@ impl Stream<'_> {
                 if !sent {
                     return Ok(());
                 }
+                for unused_messages in ended {
+                    if !self
+                        .fetch_done(unused_messages, credits.left(), false)
+                        .await?
+                    {
+                        return Ok(());
+                    }
+                }
                 continue;
             }
             if step.waited || step.dead_lettered > 0 {
                 continue;
             }
             // Nothing to send now (no credits, `max_ack_pending` reached, nothing due): wait
-            // for the client, the next expiry, or a look at the session.
-            let wait = next_due.map_or(POLL, |due| {
-                due.saturating_duration_since(Instant::now()).min(POLL)
-            });
+            // for the client, the next expiry (a delivery's, a request's, a heartbeat), or a
+            // look at the session.
+            let wait = next_due
+                .into_iter()
+                .chain(credits.next_event())
+                .min()
+                .map_or(POLL, |due| {
+                    due.saturating_duration_since(Instant::now()).min(POLL)
+                });
             match tokio::time::timeout(wait, commands.recv()).await {
                 Ok(Some(c)) => {
                     if !self.handle(c, state, &mut credits).await? {
@@ -502,6 +531,21 @@ impl Stream<'_> {
                 Err(_) => {}
             }
         }
+    }
+
+    /// Tells the client that a request ended with `unused_messages` not sent.
+    async fn fetch_done(
+        &self,
+        unused_messages: u64,
+        credits: u64,
+        expired: bool,
+    ) -> Result<bool, Refusal> {
+        let done = FetchDone {
+            unused_messages,
+            credits,
+            expired,
+        };
+        self.send(consume_reply::Kind::FetchDone(done)).await
     }
 
     /// Handles one client message. `Ok(false)`: the client is gone.
@@ -523,10 +567,7 @@ impl Stream<'_> {
         };
         match command.kind {
             Some(consume_request::Kind::Fetch(f)) => {
-                credits.left = (credits.left + u64::from(f.max_messages)).min(MAX_CREDITS);
-                if !f.traceparent.is_empty() {
-                    credits.traceparent = f.traceparent;
-                }
+                credits.grant(&f, Instant::now());
                 Ok(true)
             }
             Some(consume_request::Kind::Ack(a)) => {
@@ -540,6 +581,7 @@ impl Stream<'_> {
                 c.queue
                     .commit(cursor)
                     .map_err(|e| Refusal::internal(format!("{e}")))?;
+                credits.sent(Instant::now());
                 self.send(consume_reply::Kind::Acked(Acked { cursor }))
                     .await
             }
@@ -560,7 +602,7 @@ impl Stream<'_> {
 /// One round of blocking work: dead-letters the records delivered `max_deliver` times, moves
 /// the cursor, and reads what the credits allow (redeliveries first, then new records; waits
 /// up to [`POLL`] for new ones when there is nothing else to send).
-fn step(c: &mut Consumer, s: &Settings, credits: u64) -> Result<Step, QueueError> {
+fn step(c: &mut Consumer, s: &Settings, budget: Budget) -> Result<Step, QueueError> {
     let mut out = Step::default();
     let now = Instant::now();
     c.inflight.expire(now);
@@ -589,17 +631,31 @@ fn step(c: &mut Consumer, s: &Settings, credits: u64) -> Result<Step, QueueError
         c.inflight.done(due.seq);
     }
     c.queue.commit(c.inflight.cursor())?;
-    let max = credits.min(MAX_BATCH);
+    let max = budget.messages.min(MAX_BATCH);
     let max = usize::try_from(max).unwrap_or(usize::MAX);
     if max == 0 {
         return Ok(out);
     }
+    // The bytes the batch may still carry; a record that does not fit goes only as the batch's
+    // first (a record larger than any request's bytes is not stuck).
+    let mut bytes_left = budget.bytes;
+    let mut fits = |len: usize, first: bool| {
+        let ok = first || bytes_left.is_none_or(|b| len as u64 <= b);
+        if ok {
+            bytes_left = bytes_left.map(|b| b.saturating_sub(len as u64));
+        }
+        ok
+    };
     for due in c.inflight.ready(now, s.max_deliver, max) {
         let mut payload = None;
         c.queue.read_at(due.seq, |p| {
             payload = Some(bytes::Bytes::copy_from_slice(p));
         })?;
         match payload {
+            Some(payload) if !fits(payload.len(), out.records.is_empty()) => {
+                // Redeliveries go first: no new record passes one that did not fit.
+                return Ok(out);
+            }
             Some(payload) => {
                 let delivery_count = c.inflight.delivered_again(due.seq, now, s.ack_wait);
                 out.records.push(Record {
@@ -630,15 +686,20 @@ fn step(c: &mut Consumer, s: &Settings, credits: u64) -> Result<Step, QueueError
     }
     let now = Instant::now();
     let (queue, inflight, records) = (&mut c.queue, &mut c.inflight, &mut out.records);
-    queue.read_batch(room, |seq, payload| {
-        if !inflight.skip_if_done(seq) {
-            inflight.delivered_first(seq, now, s.ack_wait);
-            records.push(Record {
-                seq,
-                payload: bytes::Bytes::copy_from_slice(payload),
-                delivery_count: 1,
-            });
+    queue.read_batch_while(room, |seq, payload| {
+        if inflight.skip_if_done(seq) {
+            return true;
         }
+        if !fits(payload.len(), records.is_empty()) {
+            return false;
+        }
+        inflight.delivered_first(seq, now, s.ack_wait);
+        records.push(Record {
+            seq,
+            payload: bytes::Bytes::copy_from_slice(payload),
+            delivery_count: 1,
+        });
+        true
     })?;
     // Records passed over (dead-lettered before a restart) may move the cursor.
     c.queue.commit(c.inflight.cursor())?;

@@ -13,6 +13,7 @@
 mod appender;
 pub mod authorize;
 mod consume;
+mod credits;
 mod dlq;
 mod inflight;
 mod produce;

@@ -158,6 +158,22 @@ pub struct Fetch {
     /// its child. Empty: a child of the stream's span, as for `ProduceBatch.traceparent`.
     #[prost(string, tag = "2")]
     pub traceparent: ::prost::alloc::string::String,
+    /// The most payload bytes this request may be sent (0: no limit). A record larger than what is
+    /// left is sent only as a batch's first record (so a large record is never stuck); the request
+    /// ends once its bytes are used, and the node sends `FetchDone`. Credits of several requests add up; each request is
+    /// served in order.
+    #[prost(uint64, tag = "3")]
+    pub max_bytes: u64,
+    /// The request lapses this many milliseconds after it arrived (0: never): its unused credits
+    /// are withdrawn and the node sends `FetchDone` (a pull consumer that asked for "what is there
+    /// within 2 s" learns that nothing more is coming for this request).
+    #[prost(uint64, tag = "4")]
+    pub expires_ms: u64,
+    /// While the consumer holds unused credits and nothing was sent for this many milliseconds, the
+    /// node sends a `Heartbeat` (0: none; at least 100). A client that sees neither records nor
+    /// heartbeats for twice the interval knows the stream is dead, even if no packet says so.
+    #[prost(uint64, tag = "5")]
+    pub idle_heartbeat_ms: u64,
 }
 /// Acknowledgements. The durable cursor (the position that survives a restart) moves past a
 /// record only once it and every record before it are acknowledged or dead-lettered, so
@@ -187,7 +203,7 @@ pub struct Nack {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ConsumeReply {
-    #[prost(oneof = "consume_reply::Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "consume_reply::Kind", tags = "1, 2, 3, 4, 5, 6")]
     pub kind: ::core::option::Option<consume_reply::Kind>,
 }
 /// Nested message and enum types in `ConsumeReply`.
@@ -202,7 +218,37 @@ pub mod consume_reply {
         Acked(super::Acked),
         #[prost(message, tag = "4")]
         Refusal(super::Refusal),
+        #[prost(message, tag = "5")]
+        Heartbeat(super::Heartbeat),
+        #[prost(message, tag = "6")]
+        FetchDone(super::FetchDone),
     }
+}
+/// Sent while a consumer holds unused credits and nothing else was sent for the idle heartbeat
+/// interval of its newest request.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Heartbeat {
+    /// The durable cursor.
+    #[prost(uint64, tag = "1")]
+    pub cursor: u64,
+    /// Records the consumer may still be sent (its unused credits).
+    #[prost(uint64, tag = "2")]
+    pub credits: u64,
+}
+/// A request ended before all the records it asked for were sent: its expiry passed, or its
+/// `max_bytes` were used. Its unused credits are withdrawn. (A request that got all its records
+/// ends without this message: the client counted them.)
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FetchDone {
+    /// Records the request could still have been sent.
+    #[prost(uint64, tag = "1")]
+    pub unused_messages: u64,
+    /// The credits the consumer still holds from other requests.
+    #[prost(uint64, tag = "2")]
+    pub credits: u64,
+    /// true: the expiry passed; false: the request's bytes were used.
+    #[prost(bool, tag = "3")]
+    pub expired: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ConsumeOpened {
