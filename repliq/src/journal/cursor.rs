@@ -501,6 +501,52 @@ pub(crate) fn list(meta: &Meta) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Every active consumer cursor (replica cursors and released ones left out): (name, next
+/// sequence to consume), in slot order. Reads the mapped meta file only: what a primary ships
+/// to its replicas with the frames (`replication::consumer_cursors`).
+#[cfg_attr(not(feature = "replication"), allow(dead_code))]
+pub(crate) fn consumer_cursors(meta: &Meta) -> Vec<(String, u64)> {
+    (0..CURSOR_SLOTS)
+        .filter_map(|slot| {
+            let s = meta.cursor_state(slot).load(Ordering::Acquire);
+            if !is_active(s) || meta.cursor_flags(slot) & FLAG_REPLICA != 0 {
+                return None;
+            }
+            let next = meta.load_cursor(slot);
+            let name = meta.cursor_name(slot);
+            // The name belongs to this generation only if the slot did not change meanwhile.
+            if next == RELEASED || meta.cursor_state(slot).load(Ordering::Acquire) != s {
+                return None;
+            }
+            Some((String::from_utf8_lossy(name.as_bytes()).into_owned(), next))
+        })
+        .collect()
+}
+
+/// Sets consumer cursor `name` to `next`, registering it there if it does not exist: a replica
+/// following its primary's cursor (docs/REPLICATION.md, "Consumer cursors"). A replica cursor
+/// name (`replica:*`) or an invalid one is an error naming it; a replica cursor is never
+/// touched.
+#[cfg_attr(not(feature = "replication"), allow(dead_code))]
+pub(crate) fn set_consumer(meta: &Meta, name: &str, next: u64) -> Result<()> {
+    check_name(name)?;
+    loop {
+        let (slot, generation) = register_flagged(meta, name, FLAG_DURABLE, || Ok(next))?;
+        if meta.cursor_flags(slot) & FLAG_REPLICA != 0 {
+            return Err(QueueError::InvalidConfig(format!(
+                "consumer name {name:?} is a replica cursor of {}",
+                meta.path.display()
+            )));
+        }
+        // Removed (and perhaps reused) since the registration: register again (the check and
+        // the store are two instructions, as for every holder: see "Reuse" above).
+        if holds(meta, slot, generation) {
+            meta.cursor_next(slot).store(next, Ordering::Release);
+            return Ok(());
+        }
+    }
+}
+
 /// The position of the slowest active cursor, replica cursors included, if any: what retention
 /// keeps.
 pub(crate) fn min_position(meta: &Meta) -> Option<u64> {

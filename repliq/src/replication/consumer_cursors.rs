@@ -1,0 +1,70 @@
+//! Consumer cursors that travel with the frames (`Frame.consumer_cursors`; docs/REPLICATION.md,
+//! "Consumer cursors"), so that a durable consumer resumes where it was after a failover.
+//!
+//! The primary reads its named consumer cursors from the mapped meta file (no system call) each
+//! time it sends a replica frames, and attaches them to the last frame of the send when they
+//! differ from what that stream sent last. Each position is at most the end of what the stream
+//! has sent, so a cursor ahead of the replica is sent again once the records reach it. The
+//! replica, after applying the frames and under the same lock, creates each missing cursor and
+//! sets it to the shipped position, at most its own next sequence number. Replica cursors
+//! (`replica:<node>`) are never shipped nor touched.
+
+use super::grpc::proto::ConsumerCursor;
+use crate::journal::cursor;
+use crate::journal::meta::Meta;
+
+/// What a primary's stream to one replica sent last.
+#[derive(Debug, Default)]
+pub(super) struct SentCursors {
+    last: Option<Vec<(String, u64)>>,
+}
+
+impl SentCursors {
+    /// The cursors to attach to a send after which the replica holds every record before
+    /// `sent_to`, each at most `sent_to`; `None` if this stream sent the same already.
+    pub(super) fn changed(&mut self, meta: &Meta, sent_to: u64) -> Option<Vec<ConsumerCursor>> {
+        let now: Vec<(String, u64)> = cursor::consumer_cursors(meta)
+            .into_iter()
+            .map(|(name, next)| (name, next.min(sent_to)))
+            .collect();
+        if self.last.as_ref() == Some(&now) {
+            return None;
+        }
+        let ship = now
+            .iter()
+            .map(|(name, next_seq)| ConsumerCursor {
+                name: name.clone(),
+                next_seq: *next_seq,
+            })
+            .collect();
+        self.last = Some(now);
+        Some(ship)
+    }
+}
+
+/// Sets this replica's cursors to the ones its primary shipped: each is created if missing and
+/// set to its position, at most `held` (the replica's next sequence number). A cursor this
+/// replica cannot set (a name no consumer may have, every slot used) is logged and skipped: the
+/// records are good, and the consumer then starts over after a failover, as before cursors were
+/// shipped. Returns how many cursors were set.
+pub(super) fn follow(meta: &Meta, shipped: &[ConsumerCursor], held: u64, queue: &str) -> usize {
+    let mut set = 0;
+    for c in shipped {
+        let next = c.next_seq.min(held);
+        if let Some((slot, _)) = cursor::find_gen(meta, &c.name)
+            && meta.load_cursor(slot) == next
+        {
+            continue;
+        }
+        match cursor::set_consumer(meta, &c.name, next) {
+            Ok(()) => set += 1,
+            Err(e) => {
+                tracing::warn!(queue = %queue, consumer = %c.name, next_seq = next, error = %e, "cannot set a consumer cursor the primary shipped")
+            }
+        }
+    }
+    set
+}
+
+#[cfg(test)]
+mod tests;
