@@ -84,7 +84,11 @@ fn a_remote_consumer_resumes_at_its_replicated_cursor_on_the_promoted_replica() 
         }
         assert_eq!(c.ack(ACKED - 1).await.unwrap(), ACKED);
     });
-    assert_eq!(cursor(&qa, "billing"), Some(ACKED), "committed on the primary");
+    assert_eq!(
+        cursor(&qa, "billing"),
+        Some(ACKED),
+        "committed on the primary"
+    );
     // A cursor moves to the replicas with the next frame: one more record.
     q.enqueue(&order(RECORDS)).unwrap();
     drop(q);
@@ -95,7 +99,11 @@ fn a_remote_consumer_resumes_at_its_replicated_cursor_on_the_promoted_replica() 
     support::promote(&qb);
     let delivered = rt.block_on(async {
         let mut c = connect(&addr(&b)).await;
-        assert_eq!(c.cursor(), ACKED, "the durable cursor survived the failover");
+        assert_eq!(
+            c.cursor(),
+            ACKED,
+            "the durable cursor survived the failover"
+        );
         let mut delivered = Vec::new();
         while let Some(d) = c.next_timeout(Duration::from_secs(3)).await.unwrap() {
             assert_eq!(d.message, order(d.seq));

@@ -523,15 +523,19 @@ pub(crate) fn consumer_cursors(meta: &Meta) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Sets consumer cursor `name` to `next`, registering it there if it does not exist: a replica
-/// following its primary's cursor (docs/REPLICATION.md, "Consumer cursors"). A replica cursor
-/// name (`replica:*`) or an invalid one is an error naming it; a replica cursor is never
-/// touched.
+/// Moves consumer cursor `name` forward to `next` (never back), registering it at `next` if it
+/// does not exist: a replica following its primary's cursor (docs/REPLICATION.md, "Consumer
+/// cursors"). `true` if the cursor was created or moved. A replica cursor name (`replica:*`)
+/// or an invalid one is an error naming it; a replica cursor is never touched.
 #[cfg_attr(not(feature = "replication"), allow(dead_code))]
-pub(crate) fn set_consumer(meta: &Meta, name: &str, next: u64) -> Result<()> {
+pub(crate) fn raise_consumer(meta: &Meta, name: &str, next: u64) -> Result<bool> {
     check_name(name)?;
     loop {
-        let (slot, generation) = register_flagged(meta, name, FLAG_DURABLE, || Ok(next))?;
+        let created = std::cell::Cell::new(false);
+        let (slot, generation) = register_flagged(meta, name, FLAG_DURABLE, || {
+            created.set(true);
+            Ok(next)
+        })?;
         if meta.cursor_flags(slot) & FLAG_REPLICA != 0 {
             return Err(QueueError::InvalidConfig(format!(
                 "consumer name {name:?} is a replica cursor of {}",
@@ -539,10 +543,10 @@ pub(crate) fn set_consumer(meta: &Meta, name: &str, next: u64) -> Result<()> {
             )));
         }
         // Removed (and perhaps reused) since the registration: register again (the check and
-        // the store are two instructions, as for every holder: see "Reuse" above).
+        // the move are two instructions, as for every holder: see "Reuse" above).
         if holds(meta, slot, generation) {
-            meta.cursor_next(slot).store(next, Ordering::Release);
-            return Ok(());
+            let before = meta.cursor_next(slot).fetch_max(next, Ordering::AcqRel);
+            return Ok(created.get() || before < next);
         }
     }
 }

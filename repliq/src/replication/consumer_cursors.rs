@@ -6,8 +6,8 @@
 //! differ from what that stream sent last. Each position is at most the end of what the stream
 //! has sent, so a cursor ahead of the replica is sent again once the records reach it. The
 //! replica, after applying the frames and under the same lock, creates each missing cursor and
-//! sets it to the shipped position, at most its own next sequence number. Replica cursors
-//! (`replica:<node>`) are never shipped nor touched.
+//! moves it forward to the shipped position, at most its own next sequence number (never back:
+//! [`follow`]). Replica cursors (`replica:<node>`) are never shipped nor touched.
 
 use super::grpc::proto::ConsumerCursor;
 use crate::journal::cursor;
@@ -42,28 +42,33 @@ impl SentCursors {
     }
 }
 
-/// Sets this replica's cursors to the ones its primary shipped: each is created if missing and
-/// set to its position, at most `held` (the replica's next sequence number). A cursor this
-/// replica cannot set (a name no consumer may have, every slot used) is logged and skipped: the
-/// records are good, and the consumer then starts over after a failover, as before cursors were
-/// shipped. Returns how many cursors were set.
+/// Moves this replica's cursors to the ones its primary shipped: each is created if missing and
+/// moved forward (never back) to its position, at most `held` (the replica's next sequence
+/// number). Never back: a cursor of the same name this node kept from a term of its own as
+/// primary, or moved by a local consumer of its replica, may be ahead of the primary's copy, and
+/// moving it back would deliver again what that consumer acknowledged; a consumer's cursor on
+/// the primary only moves forward itself (a move-aside moves this node's cursors back on its
+/// own). A cursor this replica cannot set (a name no consumer may have, every slot used) is
+/// logged and skipped: the records are good, and that consumer then starts over after a
+/// failover, as before cursors were shipped. Returns how many cursors were created or moved.
 pub(super) fn follow(meta: &Meta, shipped: &[ConsumerCursor], held: u64, queue: &str) -> usize {
-    let mut set = 0;
+    let mut moved = 0;
     for c in shipped {
         let next = c.next_seq.min(held);
         if let Some((slot, _)) = cursor::find_gen(meta, &c.name)
-            && meta.load_cursor(slot) == next
+            && meta.load_cursor(slot) >= next
         {
             continue;
         }
-        match cursor::set_consumer(meta, &c.name, next) {
-            Ok(()) => set += 1,
+        match cursor::raise_consumer(meta, &c.name, next) {
+            Ok(true) => moved += 1,
+            Ok(false) => {}
             Err(e) => {
                 tracing::warn!(queue = %queue, consumer = %c.name, next_seq = next, error = %e, "cannot set a consumer cursor the primary shipped")
             }
         }
     }
-    set
+    moved
 }
 
 #[cfg(test)]

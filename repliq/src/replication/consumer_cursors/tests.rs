@@ -1,6 +1,6 @@
 //! Consumer cursors shipped with the frames: what the primary ships (its consumers, each at
-//! most what the stream sent, once per change), what the replica makes of them (created, set,
-//! at most what it holds, replica cursors untouched), and both through a real stream.
+//! most what the stream sent, once per change), what the replica makes of them (created, moved
+//! forward to at most what it holds, replica cursors untouched), and both through a real stream.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -85,32 +85,46 @@ fn the_primary_ships_its_consumers_once_per_change_at_most_what_it_sent() {
 }
 
 #[test]
-fn the_replica_creates_and_sets_cursors_at_most_what_it_holds_and_never_a_replica_cursor() {
+fn the_replica_creates_and_raises_cursors_at_most_what_it_holds_never_back_nor_a_replica_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let q = queue(dir.path(), 10);
     consume(&q, "local", 6);
     let journal = Journal::open(dir.path(), false).unwrap();
     crate::journal::cursor::register_replica(&journal.meta, "c", || Ok(4)).unwrap();
-    let set = follow(
+    let moved = follow(
         &journal.meta,
-        &shipped(&[("new", 3), ("local", 2), ("ahead", 50), ("replica:c", 9)]),
+        &shipped(&[
+            ("new", 3),
+            ("local", 2),
+            ("ahead", 50),
+            ("default", 1),
+            ("replica:c", 9),
+        ]),
         10,
         "q",
     );
-    assert_eq!(set, 3, "the replica cursor is refused");
+    assert_eq!(moved, 3, "new, ahead (created), default (moved forward)");
     assert_eq!(
         cursors(dir.path()),
         vec![
+            // At most what the replica holds.
             ("ahead".to_string(), 10),
-            ("default".to_string(), 0),
-            ("local".to_string(), 2),
+            ("default".to_string(), 1),
+            // Never moved back (its local consumer took 6).
+            ("local".to_string(), 6),
             ("new".to_string(), 3),
             // A replica cursor is listed as the next record its replica needs.
             ("replica:c".to_string(), 5),
         ]
     );
-    // Nothing changed: nothing set.
+    // Each layer on its own never moves a cursor back.
+    assert!(!crate::journal::cursor::raise_consumer(&journal.meta, "local", 3).unwrap());
+    assert!(cursors(dir.path()).contains(&("local".to_string(), 6)));
+    assert!(crate::journal::cursor::raise_consumer(&journal.meta, "replica:c", 9).is_err());
+    // Nothing changed: nothing moved.
     assert_eq!(follow(&journal.meta, &shipped(&[("new", 3)]), 10, "q"), 0);
+    assert_eq!(follow(&journal.meta, &shipped(&[("new", 5)]), 10, "q"), 1);
+    assert!(cursors(dir.path()).contains(&("new".to_string(), 5)));
 }
 
 /// Through a real stream (a replica service on loopback, the primary's replication running

@@ -115,9 +115,9 @@ pub struct Frame {
     /// consumer's next sequence number, replica cursors (`replica:<node>`) left out, each at most
     /// the end of the records this stream has sent. Sent with the last frame of a send when they
     /// changed since this stream last sent them (the first frame of a stream sends them all). The
-    /// replica, after applying the frame's records, creates each missing cursor and sets it to the
-    /// shipped position, at most its own next sequence number. Empty from primaries that predate
-    /// the field; a replica that predates it ignores it.
+    /// replica, after applying the frame's records, creates each missing cursor and moves it
+    /// forward (never back) to the shipped position, at most its own next sequence number. Empty
+    /// from primaries that predate the field; a replica that predates it ignores it.
     #[prost(message, repeated, tag = "9")]
     pub consumer_cursors: ::prost::alloc::vec::Vec<ConsumerCursor>,
 }
