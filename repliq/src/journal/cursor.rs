@@ -501,26 +501,25 @@ pub(crate) fn list(meta: &Meta) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Every active consumer cursor (replica cursors and released ones left out): (name, next
-/// sequence to consume), in slot order. Reads the mapped meta file only: what a primary ships
-/// to its replicas with the frames (`replication::consumer_cursors`).
+/// Calls `f` with (name, next sequence to consume) of every active consumer cursor (replica
+/// cursors and released ones left out), in slot order. Reads the mapped meta file only, and
+/// allocates nothing: what a primary ships to its replicas with the frames
+/// (`replication::consumer_cursors`) on every send.
 #[cfg_attr(not(feature = "replication"), allow(dead_code))]
-pub(crate) fn consumer_cursors(meta: &Meta) -> Vec<(String, u64)> {
-    (0..CURSOR_SLOTS)
-        .filter_map(|slot| {
-            let s = meta.cursor_state(slot).load(Ordering::Acquire);
-            if !is_active(s) || meta.cursor_flags(slot) & FLAG_REPLICA != 0 {
-                return None;
-            }
-            let next = meta.load_cursor(slot);
-            let name = meta.cursor_name(slot);
-            // The name belongs to this generation only if the slot did not change meanwhile.
-            if next == RELEASED || meta.cursor_state(slot).load(Ordering::Acquire) != s {
-                return None;
-            }
-            Some((String::from_utf8_lossy(name.as_bytes()).into_owned(), next))
-        })
-        .collect()
+pub(crate) fn each_consumer(meta: &Meta, mut f: impl FnMut(&[u8], u64)) {
+    for slot in 0..CURSOR_SLOTS {
+        let s = meta.cursor_state(slot).load(Ordering::Acquire);
+        if !is_active(s) || meta.cursor_flags(slot) & FLAG_REPLICA != 0 {
+            continue;
+        }
+        let next = meta.load_cursor(slot);
+        let name = meta.cursor_name(slot);
+        // The name belongs to this generation only if the slot did not change meanwhile.
+        if next == RELEASED || meta.cursor_state(slot).load(Ordering::Acquire) != s {
+            continue;
+        }
+        f(name.as_bytes(), next);
+    }
 }
 
 /// Moves consumer cursor `name` forward to `next` (never back), registering it at `next` if it

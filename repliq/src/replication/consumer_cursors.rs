@@ -16,29 +16,36 @@ use crate::journal::meta::Meta;
 /// What a primary's stream to one replica sent last.
 #[derive(Debug, Default)]
 pub(super) struct SentCursors {
-    last: Option<Vec<(String, u64)>>,
+    last: Option<Vec<ConsumerCursor>>,
 }
 
 impl SentCursors {
     /// The cursors to attach to a send after which the replica holds every record before
-    /// `sent_to`, each at most `sent_to`; `None` if this stream sent the same already.
+    /// `sent_to`, each at most `sent_to`; `None` if this stream sent the same already. Allocates
+    /// only when they changed.
     pub(super) fn changed(&mut self, meta: &Meta, sent_to: u64) -> Option<Vec<ConsumerCursor>> {
-        let now: Vec<(String, u64)> = cursor::consumer_cursors(meta)
-            .into_iter()
-            .map(|(name, next)| (name, next.min(sent_to)))
-            .collect();
-        if self.last.as_ref() == Some(&now) {
-            return None;
+        if let Some(last) = &self.last {
+            let mut same = true;
+            let mut i = 0;
+            cursor::each_consumer(meta, |name, next| {
+                same &= last
+                    .get(i)
+                    .is_some_and(|c| c.name.as_bytes() == name && c.next_seq == next.min(sent_to));
+                i += 1;
+            });
+            if same && i == last.len() {
+                return None;
+            }
         }
-        let ship = now
-            .iter()
-            .map(|(name, next_seq)| ConsumerCursor {
-                name: name.clone(),
-                next_seq: *next_seq,
-            })
-            .collect();
-        self.last = Some(now);
-        Some(ship)
+        let mut now = Vec::new();
+        cursor::each_consumer(meta, |name, next| {
+            now.push(ConsumerCursor {
+                name: String::from_utf8_lossy(name).into_owned(),
+                next_seq: next.min(sent_to),
+            });
+        });
+        self.last = Some(now.clone());
+        Some(now)
     }
 }
 

@@ -82,6 +82,26 @@ fn the_primary_ships_its_consumers_once_per_change_at_most_what_it_sent() {
         sent.changed(&journal.meta, 10).is_some(),
         "a move is a change"
     );
+    assert_eq!(sent.changed(&journal.meta, 10), None);
+    // A removal too (the replicas keep their copy: nothing to set).
+    assert!(q.remove_consumer("slow"));
+    let mut got = sent.changed(&journal.meta, 10).unwrap();
+    got.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(got, shipped(&[("default", 0), ("fast", 8)]));
+    consume(&q, "new", 1);
+    assert_eq!(
+        sent.changed(&journal.meta, 10).unwrap().len(),
+        3,
+        "a new consumer too"
+    );
+    for name in ["default", "fast", "new"] {
+        assert!(q.remove_consumer(name));
+    }
+    assert_eq!(
+        sent.changed(&journal.meta, 10),
+        Some(Vec::new()),
+        "none left"
+    );
 }
 
 #[test]
