@@ -225,6 +225,7 @@ fn frame_message(f: &SourceFrame, epoch: u64, epoch_start: u64) -> proto::Frame 
         record_count: f.record_count,
         bytes: f.bytes.clone().into(),
         producers: None,
+        consumer_cursors: Vec::new(),
     }
 }
 
@@ -515,6 +516,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     record_count: 0,
                     bytes: bytes.into(),
                     producers: None,
+                    consumer_cursors: Vec::new(),
                 };
                 if let Some(r) = run.send(stream, msg(primary_message::Kind::Frame(m))) {
                     ack = r.ok().flatten();

@@ -196,6 +196,7 @@ fn old_epoch_frame_to(port: u16, next_seq: u64) -> (refused::Reason, String) {
             record_count: 0,
             bytes: Default::default(),
             producers: None,
+            consumer_cursors: Vec::new(),
         };
         let msgs = [
             primary_message::Kind::Hello(hello),

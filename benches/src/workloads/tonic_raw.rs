@@ -155,6 +155,7 @@ fn frame(seq: u64, records: u32, bytes: Vec<u8>) -> proto::PrimaryMessage {
             record_count: records,
             bytes: bytes.into(),
             producers: None,
+            consumer_cursors: Vec::new(),
         })),
     }
 }

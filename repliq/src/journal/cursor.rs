@@ -501,6 +501,55 @@ pub(crate) fn list(meta: &Meta) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Calls `f` with (name, next sequence to consume) of every active consumer cursor (replica
+/// cursors and released ones left out), in slot order. Reads the mapped meta file only, and
+/// allocates nothing: what a primary ships to its replicas with the frames
+/// (`replication::consumer_cursors`) on every send.
+#[cfg_attr(not(feature = "replication"), allow(dead_code))]
+pub(crate) fn each_consumer(meta: &Meta, mut f: impl FnMut(&[u8], u64)) {
+    for slot in 0..CURSOR_SLOTS {
+        let s = meta.cursor_state(slot).load(Ordering::Acquire);
+        if !is_active(s) || meta.cursor_flags(slot) & FLAG_REPLICA != 0 {
+            continue;
+        }
+        let next = meta.load_cursor(slot);
+        let name = meta.cursor_name(slot);
+        // The name belongs to this generation only if the slot did not change meanwhile.
+        if next == RELEASED || meta.cursor_state(slot).load(Ordering::Acquire) != s {
+            continue;
+        }
+        f(name.as_bytes(), next);
+    }
+}
+
+/// Moves consumer cursor `name` forward to `next` (never back), registering it at `next` if it
+/// does not exist: a replica following its primary's cursor (docs/REPLICATION.md, "Consumer
+/// cursors"). `true` if the cursor was created or moved. A replica cursor name (`replica:*`)
+/// or an invalid one is an error naming it; a replica cursor is never touched.
+#[cfg_attr(not(feature = "replication"), allow(dead_code))]
+pub(crate) fn raise_consumer(meta: &Meta, name: &str, next: u64) -> Result<bool> {
+    check_name(name)?;
+    loop {
+        let created = std::cell::Cell::new(false);
+        let (slot, generation) = register_flagged(meta, name, FLAG_DURABLE, || {
+            created.set(true);
+            Ok(next)
+        })?;
+        if meta.cursor_flags(slot) & FLAG_REPLICA != 0 {
+            return Err(QueueError::InvalidConfig(format!(
+                "consumer name {name:?} is a replica cursor of {}",
+                meta.path.display()
+            )));
+        }
+        // Removed (and perhaps reused) since the registration: register again (the check and
+        // the move are two instructions, as for every holder: see "Reuse" above).
+        if holds(meta, slot, generation) {
+            let before = meta.cursor_next(slot).fetch_max(next, Ordering::AcqRel);
+            return Ok(created.get() || before < next);
+        }
+    }
+}
+
 /// The position of the slowest active cursor, replica cursors included, if any: what retention
 /// keeps.
 pub(crate) fn min_position(meta: &Meta) -> Option<u64> {

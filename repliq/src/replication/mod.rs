@@ -40,6 +40,8 @@
 #[cfg(test)]
 mod competing_test;
 #[cfg(feature = "replication")]
+mod consumer_cursors;
+#[cfg(feature = "replication")]
 mod embedded;
 mod follower;
 #[cfg(feature = "replication")]

@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::PeerSet;
+use super::consumer_cursors;
 use super::grpc::proto::replication_server::Replication;
 use super::grpc::proto::{
     self, Ack, Hello, PrimaryMessage, Refused, ReplicaMessage, Subscribe, primary_message, refused,
@@ -786,6 +787,8 @@ fn apply_batch(
     } = replica;
     let mut ack = None;
     let mut refusal = None;
+    // The newest consumer cursors a frame of this batch carried.
+    let mut cursors = None;
     let lock = state_lock(dir, false).map_err(storage)?;
     // This node may have been promoted (`repliq promote`, the election, another process) while
     // the stream was open: its durable epoch is newer than the follower's. Whatever its role now
@@ -796,7 +799,7 @@ fn apply_batch(
     if here > follower.epoch() {
         follower.on_promoted(here);
     }
-    for frame in batch {
+    for mut frame in batch {
         if frame.epoch != hello.epoch {
             refusal = Some(Refusing::new(
                 refused::Reason::Diverged,
@@ -861,6 +864,9 @@ fn apply_batch(
                 }
             }
         }
+        if !matches!(decision, FollowerDecision::Refuse(_)) && !frame.consumer_cursors.is_empty() {
+            cursors = Some(std::mem::take(&mut frame.consumer_cursors));
+        }
         match decision {
             FollowerDecision::Append {
                 move_aside_from: aside,
@@ -909,6 +915,13 @@ fn apply_batch(
         && let Err(e) = table.store(&dir.join(REPLICA_PRODUCERS_FILE))
     {
         refusal.get_or_insert(storage(e));
+    }
+    // The primary's consumer cursors, set once the records before them are applied, under the
+    // same locks (a promotion sees them with the records), at most what this replica holds.
+    if follower.is_writer(stream.id)
+        && let Some(cursors) = cursors
+    {
+        consumer_cursors::follow(&journal.meta, &cursors, follower.next_seq(), &hello.queue);
     }
     drop(lock);
     if sync || refusal.is_some() {

@@ -82,7 +82,7 @@ pub struct EpochStart {
 }
 /// A contiguous range of one segment file holding committed records (with any padding between
 /// them), exactly as the primary's journal holds them.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Frame {
     #[prost(uint64, tag = "1")]
     pub epoch: u64,
@@ -111,6 +111,24 @@ pub struct Frame {
     /// not change; a replica that predates the field ignores it (docs/REPLICATION.md).
     #[prost(bytes = "bytes", optional, tag = "8")]
     pub producers: ::core::option::Option<::prost::bytes::Bytes>,
+    /// The primary's consumer cursors (docs/REPLICATION.md, "Consumer cursors"): every named
+    /// consumer's next sequence number, replica cursors (`replica:<node>`) left out, each at most
+    /// the end of the records this stream has sent. Sent with the last frame of a send when they
+    /// changed since this stream last sent them (the first frame of a stream sends them all). The
+    /// replica, after applying the frame's records, creates each missing cursor and moves it
+    /// forward (never back) to the shipped position, at most its own next sequence number. Empty
+    /// from primaries that predate the field; a replica that predates it ignores it.
+    #[prost(message, repeated, tag = "9")]
+    pub consumer_cursors: ::prost::alloc::vec::Vec<ConsumerCursor>,
+}
+/// One consumer cursor of the primary: the consumer's name and the next sequence number it
+/// consumes.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ConsumerCursor {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub next_seq: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReplicaMessage {

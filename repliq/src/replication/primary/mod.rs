@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use super::consumer_cursors::SentCursors;
 use super::grpc::proto::{Hello, PrimaryMessage};
 use super::replica_cursors::ReplicaCursors;
 use super::state::{ReplicationState, Role, state_lock};
@@ -74,6 +75,8 @@ pub(super) struct ReplicaLink {
     /// The version of the producers' table (`producers::TableSource`) this stream was sent
     /// last.
     table_sent: Option<u64>,
+    /// The consumer cursors this stream sent last (`consumer_cursors`).
+    cursors_sent: SentCursors,
     /// `replication.stream`: open from the subscription until the link goes (traces).
     _stream: tracing::Span,
     /// `replication.catch_up` or `replication.resync` (a child of the stream) and the sequence
@@ -340,6 +343,7 @@ pub async fn run_primary(
                         acked: next_seq,
                         resync,
                         table_sent: None,
+                        cursors_sent: SentCursors::default(),
                         _stream: stream,
                         catch_up,
                     },

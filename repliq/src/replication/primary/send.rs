@@ -86,9 +86,11 @@ pub(super) async fn execute(
                             // copy with zeros: `FrameBytes`).
                             bytes: Bytes::from_owner(raw.bytes),
                             producers: None,
+                            consumer_cursors: Vec::new(),
                         })),
                     });
                 }
+                let sent_to = source.next_seq();
                 // The producers' table, read now that the frames' records are committed, goes
                 // with the first frame when this stream has not had this version yet.
                 if let Some((version, table)) = tables.current()
@@ -100,6 +102,15 @@ pub(super) async fn execute(
                 {
                     frame.producers = Some(table);
                     link.table_sent = Some(version);
+                }
+                // The consumer cursors go with the last frame (the replica applies them once it
+                // holds the records before `sent_to`) when this stream has not sent them yet.
+                if let Some(frame) = frames.iter_mut().rev().find_map(|m| match &mut m.kind {
+                    Some(primary_message::Kind::Frame(f)) => Some(f),
+                    _ => None,
+                }) && let Some(cursors) = link.cursors_sent.changed(&journal.meta, sent_to)
+                {
+                    frame.consumer_cursors = cursors;
                 }
                 for f in frames {
                     match tokio::time::timeout(SEND_STALL, link.tx.send(f)).await {
@@ -185,6 +196,7 @@ pub(super) fn empty_frame(leader: &Leader, at: u64) -> PrimaryMessage {
             record_count: 0,
             bytes: Bytes::new(),
             producers: None,
+            consumer_cursors: Vec::new(),
         })),
     }
 }

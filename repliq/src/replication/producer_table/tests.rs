@@ -406,6 +406,7 @@ fn frames_with_and_without_a_table_decode_on_either_version() {
         record_count: 2,
         bytes: bytes::Bytes::from_static(b"records"),
         producers: Some(table.clone().into()),
+        consumer_cursors: Vec::new(),
     };
     let old = FrameBefore::decode(new.encode_to_vec().as_slice()).unwrap();
     assert_eq!(
