@@ -24,17 +24,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// One node serving clients, with queue `orders` holding records `0..n`.
 fn node(dir: &Path, n: u64) -> Daemon {
-    let mut a = Daemon::new(dir, "a", "asynchronous", &[], support::free_port());
-    let mut config = std::fs::read_to_string(&a.config).unwrap();
-    assert!(config.ends_with("shutdown_grace_ms: 2000\n"), "{config}");
-    config.push_str("  clients: true\n");
-    std::fs::write(&a.config, config).unwrap();
-    a.start();
-    let mut q = JournalQueue::<Order>::new(a.root.join("orders"), 1_000_000).unwrap();
-    for id in 0..n {
-        q.enqueue(&order(id)).unwrap();
-    }
-    a
+    support::serving_clients(dir, n)
 }
 
 fn addr(d: &Daemon) -> String {

@@ -78,6 +78,36 @@ fn cluster(dir: &Path, mode: &str) -> (Daemon, Daemon) {
     (a, b)
 }
 
+/// Three nodes a, b, c serving clients, synchronous with `required_acks: 1`, with queue
+/// `orders` (of `capacity`) created on a and replicated to b.
+fn synchronous_trio(dir: &Path, capacity: u64) -> (Daemon, Daemon, Daemon) {
+    let mut nodes = Daemon::cluster(dir, &["a", "b", "c"], "synchronous");
+    for n in &nodes {
+        enable_clients(n);
+        let config = std::fs::read_to_string(&n.config).unwrap();
+        let config = config.replacen(
+            "  mode: synchronous\n",
+            "  mode: synchronous\n  required_acks: 1\n",
+            1,
+        );
+        std::fs::write(&n.config, config).unwrap();
+    }
+    for n in &mut nodes {
+        n.start();
+    }
+    let c = nodes.pop().unwrap();
+    let b = nodes.pop().unwrap();
+    let a = nodes.pop().unwrap();
+    drop(JournalQueue::<Order>::new(a.root.join("orders"), capacity).unwrap());
+    let qb = b.root.join("orders");
+    wait_until("b replicates `orders`", || {
+        repliq::replication::ReplicationState::load(&qb)
+            .is_ok_and(|s| s.primary.as_deref() == Some("a"))
+            && qb.join("queue.meta").exists()
+    });
+    (a, b, c)
+}
+
 /// Every record of the queue at `dir`, `(queue seq, order)`.
 fn records(dir: &Path) -> Vec<(u64, Order)> {
     let mut t = Tailer::<Order>::open(dir, repliq::StartAt::Earliest).unwrap();
@@ -813,30 +843,8 @@ fn a_move_aside_rolls_the_old_primarys_table_back() {
 fn a_producer_writing_through_a_failover_writes_each_sequence_once() {
     const TOTAL: u64 = 3000;
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Daemon::cluster(dir.path(), &["a", "b", "c"], "synchronous");
-    for n in &nodes {
-        enable_clients(n);
-        let config = std::fs::read_to_string(&n.config).unwrap();
-        let config = config.replacen(
-            "  mode: synchronous\n",
-            "  mode: synchronous\n  required_acks: 1\n",
-            1,
-        );
-        std::fs::write(&n.config, config).unwrap();
-    }
-    for n in &mut nodes {
-        n.start();
-    }
-    let mut c = nodes.pop().unwrap();
-    let b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    drop(JournalQueue::<Order>::new(a.root.join("orders"), 1_000_000).unwrap());
+    let (mut a, b, mut c) = synchronous_trio(dir.path(), 1_000_000);
     let qb = b.root.join("orders");
-    wait_until("b replicates `orders`", || {
-        repliq::replication::ReplicationState::load(&qb)
-            .is_ok_and(|s| s.primary.as_deref() == Some("a"))
-            && qb.join("queue.meta").exists()
-    });
     let rt = runtime();
     let seeds = [addr(&a), addr(&b), addr(&c)];
     let producer = rt.spawn(async move {
@@ -882,30 +890,8 @@ fn four_producers_and_a_consumer_come_through_a_failover() {
     const PER_PRODUCER: u64 = 1500;
     const BATCH: u64 = 5;
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Daemon::cluster(dir.path(), &["a", "b", "c"], "synchronous");
-    for n in &nodes {
-        enable_clients(n);
-        let config = std::fs::read_to_string(&n.config).unwrap();
-        let config = config.replacen(
-            "  mode: synchronous\n",
-            "  mode: synchronous\n  required_acks: 1\n",
-            1,
-        );
-        std::fs::write(&n.config, config).unwrap();
-    }
-    for n in &mut nodes {
-        n.start();
-    }
-    let mut c = nodes.pop().unwrap();
-    let b = nodes.pop().unwrap();
-    let mut a = nodes.pop().unwrap();
-    drop(JournalQueue::<Order>::new(a.root.join("orders"), 10_000_000).unwrap());
+    let (mut a, b, mut c) = synchronous_trio(dir.path(), 10_000_000);
     let qb = b.root.join("orders");
-    wait_until("b replicates `orders`", || {
-        repliq::replication::ReplicationState::load(&qb)
-            .is_ok_and(|s| s.primary.as_deref() == Some("a"))
-            && qb.join("queue.meta").exists()
-    });
     let rt = runtime();
     let (aa, ab, ac) = (addr(&a), addr(&b), addr(&c));
     let own_first = [

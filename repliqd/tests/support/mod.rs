@@ -431,6 +431,22 @@ impl Drop for Producer {
     }
 }
 
+/// One node `a` serving remote clients (`server.clients`), asynchronous, no peers, started, with
+/// queue `orders` holding orders `0..n`.
+pub fn serving_clients(dir: &Path, n: u64) -> Daemon {
+    let mut a = Daemon::new(dir, "a", "asynchronous", &[], free_port());
+    let mut config = std::fs::read_to_string(&a.config).unwrap();
+    assert!(config.ends_with("shutdown_grace_ms: 2000\n"), "{config}");
+    config.push_str("  clients: true\n");
+    std::fs::write(&a.config, config).unwrap();
+    a.start();
+    let mut q = repliq::JournalQueue::<Order>::new(a.root.join("orders"), 1_000_000).unwrap();
+    for id in 0..n {
+        q.enqueue(&order(id)).unwrap();
+    }
+    a
+}
+
 /// Every order in the queue at `dir`, in sequence order, read through a temporary cursor.
 pub fn all_orders(dir: &Path) -> Vec<Order> {
     let mut q = repliq::QueueOptions::new()
