@@ -91,6 +91,14 @@ pub(super) async fn execute(
                     });
                 }
                 let sent_to = source.next_seq();
+                if let Some(newer) = newer_epoch(journal, leader.config().epoch) {
+                    return Err(QueueError::protocol(format!(
+                        "{}: this node began epoch {newer}; the stream of epoch {} ends without \
+                         sending its records",
+                        journal.dir.display(),
+                        leader.config().epoch
+                    )));
+                }
                 // The producers' table, read now that the frames' records are committed, goes
                 // with the first frame when this stream has not had this version yet.
                 if let Some((version, table)) = tables.current()
@@ -148,6 +156,21 @@ pub(super) async fn execute(
     Ok(())
 }
 
+/// The queue's epoch on this node if it is newer than `stream_epoch`: the node was fenced and
+/// promoted again (an election's new term) while this stream of the older term still drains.
+/// Its records from the new term's start on belong to the new term's streams: sent here, a
+/// replica would take them as the older epoch's, move them aside when the new term's Hello
+/// arrives and take them again, and a consumer there would read them twice (found by the fault
+/// schedules, docs/CHECKER.md, schedule 489). Read after the frame's records: a record written
+/// in the new term was appended by a producer that had seen the new epoch word, so the word is
+/// visible here once the record is.
+pub(super) fn newer_epoch(journal: &Journal, stream_epoch: u64) -> Option<u64> {
+    let now = journal
+        .epoch_word()
+        .load(std::sync::atomic::Ordering::Acquire);
+    (now > stream_epoch).then_some(now)
+}
+
 /// Publishes the acknowledged sequence where synchronous producers wait for it, if this node
 /// may acknowledge: while the lease that made it primary holds ([`Authority`](super::Authority)).
 /// A primary paused through a failover (its lease ran out) may still get acknowledgements its
@@ -198,5 +221,37 @@ pub(super) fn empty_frame(leader: &Leader, at: u64) -> PrimaryMessage {
             producers: None,
             consumer_cursors: Vec::new(),
         })),
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::newer_epoch;
+    use crate::journal::Journal;
+    use crate::replication::ReplicationState;
+
+    /// A stream of epoch 1 sees that its node began epoch 2 (fenced, then promoted again by the
+    /// election) once the new term is stored, and not before: it then ends instead of sending the
+    /// new term's records as its own.
+    #[test]
+    fn a_stream_of_an_older_term_sees_its_node_begin_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        drop(
+            crate::QueueOptions::new()
+                .create::<crate::dead_letter::DeadLetter>(&path)
+                .unwrap(),
+        );
+        let journal = Journal::open(&path, false).unwrap();
+        assert_eq!(newer_epoch(&journal, 1), None);
+        ReplicationState::demote(&path).unwrap();
+        assert_eq!(newer_epoch(&journal, 1), None, "fenced, not yet promoted");
+        ReplicationState::promote_to_epoch(&path, 2).unwrap();
+        assert_eq!(newer_epoch(&journal, 1), Some(2));
+        assert_eq!(
+            newer_epoch(&journal, 2),
+            None,
+            "the new term's own stream goes on"
+        );
     }
 }
