@@ -291,6 +291,22 @@ fn clients_over_mtls_do_what_the_rules_allow_and_nothing_else() {
         Tailer::<repliq::dead_letter::DeadLetter>::open(&dlq, repliq::StartAt::Earliest).unwrap();
     assert_eq!(t.try_next().unwrap().unwrap().seq, Some(0));
 
+    // Naming a dead-letter queue of its own is writing there: the reader-only identity is
+    // refused, and the queue is not created.
+    rt.block_on(async {
+        let options = ConsumerOptions::default()
+            .tls(audit.clone())
+            .dead_letter_queue("payroll");
+        let e = RemoteConsumer::<Order>::connect_with(&seed_a, "orders", "audit-2", options)
+            .await
+            .unwrap_err();
+        assert_eq!(denied(&e), Some(("audit", "payroll", "write")), "{e}");
+    });
+    assert!(
+        !a.root.join("payroll").exists(),
+        "no queue made for a denied consumer"
+    );
+
     // An identity no rule names: refused to read, and to write.
     rt.block_on(async {
         let options = ConsumerOptions::default().tls(stranger.clone());
@@ -366,7 +382,7 @@ fn clients_over_mtls_do_what_the_rules_allow_and_nothing_else() {
     // The refusals are counted by identity and right.
     let (_, body) = support::http_get(a.http(), "/metrics");
     for (labels, n) in [
-        ("identity=\"audit\",right=\"write\"", 1.0),
+        ("identity=\"audit\",right=\"write\"", 2.0),
         ("identity=\"stranger\",right=\"read\"", 1.0),
         ("identity=\"billing-1\",right=\"write\"", 1.0),
     ] {

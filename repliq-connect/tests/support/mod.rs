@@ -274,10 +274,59 @@ impl RabbitMq {
     }
 
     /// Starts the node (same name, ports and data) after [`RabbitMq::kill`]; waits until it
-    /// accepts an AMQP connection.
+    /// accepts an AMQP connection. A boot that ends on its own is started again (at most three
+    /// times): right after a `kill -9` the local `epmd` may still hold the node's name, and the
+    /// new VM then exits at once ("name seems to be in use"). Gives up after 180 s with the tail
+    /// of the broker's logs in the panic (the test's directory is gone afterwards).
     pub fn restart(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let mut boots = 0;
+        loop {
+            boots += 1;
+            let mut child = self.spawn_node();
+            let ended = loop {
+                if amqp_answers(self.port) {
+                    self.child = Some(child);
+                    return;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    break Some(status);
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            match ended {
+                Some(status) if boots < 3 && Instant::now() < deadline => {
+                    eprintln!(
+                        "rabbitmq-server exited during boot {boots} ({status}); starting it again"
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                _ => panic!(
+                    "rabbitmq-server did not answer AMQP on port {} ({boots} boots, last: {}); its logs end with:\n{}",
+                    self.port,
+                    ended.map_or("still booting after 180 s".into(), |s| format!(
+                        "exited, {s}"
+                    )),
+                    log_tail(&self.dir.join("log"), 40)
+                ),
+            }
+        }
+    }
+
+    fn spawn_node(&self) -> Child {
         let d = &self.dir;
-        let child = Command::new(RABBITMQ_SERVER)
+        std::fs::create_dir_all(d.join("log")).unwrap();
+        let console = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("log").join("console.txt"))
+            .expect("console file");
+        Command::new(RABBITMQ_SERVER)
             .env("HOME", d)
             .env(
                 "RABBITMQ_NODENAME",
@@ -293,20 +342,12 @@ impl RabbitMq {
             .env("ERL_EPMD_ADDRESS", "127.0.0.1")
             // The script then execs the Erlang VM: the child is the broker itself.
             .env("RUNNING_UNDER_SYSTEMD", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // What the VM prints before its logger runs (a name in use, a bad config) lands
+            // next to its logs, for `log_tail`.
+            .stdout(console.try_clone().expect("console file"))
+            .stderr(console)
             .spawn()
-            .expect("rabbitmq-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !amqp_answers(self.port) {
-            assert!(
-                Instant::now() < deadline,
-                "rabbitmq-server did not answer AMQP within 90 s (logs: {})",
-                d.join("log").display()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            .expect("rabbitmq-server starts")
     }
 
     /// `kill -9` of the Erlang VM (the script exec'd it: it is the child itself; its helper
@@ -330,6 +371,24 @@ fn amqp_answers(port: u16) -> bool {
     s.write_all(b"AMQP\x00\x00\x09\x01").is_ok()
         && s.read_exact(&mut first).is_ok()
         && first[0] == 1
+}
+
+/// The last `lines` lines of every file in `dir` (a broker's log directory), for a panic message.
+fn log_tail(dir: &Path, lines: usize) -> String {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return format!("(no log directory {})", dir.display());
+    };
+    let mut out = String::new();
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        out += &format!("--- {}\n", entry.path().display());
+        for line in &all[all.len().saturating_sub(lines)..] {
+            out += line;
+            out.push('\n');
+        }
+    }
+    out
 }
 
 impl Drop for RabbitMq {

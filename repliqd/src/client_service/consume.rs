@@ -231,7 +231,14 @@ pub async fn serve(
         .authorize(&caller, &open.queue, ClientRight::Read)
         .and_then(|()| service.queue_dir(&open.queue))
         .and_then(|d| Ok((d, Settings::of(&service, &open)?)))
-    {
+        .and_then(|(d, settings)| {
+            // A dead-letter queue the consumer names is a queue the node writes for it: the
+            // caller needs `write` there. The default one (`<queue>.dlq`) comes with `read`.
+            if !open.dead_letter_queue.is_empty() {
+                service.authorize(&caller, &settings.dead_letter_queue, ClientRight::Write)?;
+            }
+            Ok((d, settings))
+        }) {
         Ok(x) => x,
         Err(r) => return refuse(&service, &out, r).await,
     };
