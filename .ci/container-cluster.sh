@@ -24,6 +24,11 @@
 # 5. That replica, cut off again, misses writes, is killed and removed with no FIN reaching the
 #    primary and comes back (same name and volume) at a new address: the time from its start
 #    to caught up is printed; goal 5 s.
+# 6. Four remote producers in containers of their own (no node's files; the client port over
+#    mutual TLS, each seeded with its own node first) write 600 messages each in batches of 5;
+#    the primary is killed under them and the election moves the lease. Every acknowledged
+#    message is on the last primary exactly once, each producer's in its own order, all of them
+#    acknowledged in the end (`remote_producer` retries with the same producer sequences).
 # Prints its figures; a trap removes every container, volume directory, network and image it made.
 #
 # Needs: bash, docker (engine running), python3, cargo, readelf, openssl, /usr/bin/etcd
@@ -49,6 +54,10 @@ ROGUE_ID=900000
 PARTITION_ID=100000
 MOVED_ID=200000
 MOVED_MESSAGES=200
+# Issue 21: four remote producers (client port, mutual TLS) through a failover.
+REMOTE_ID=300000
+REMOTE_MESSAGES=600
+REMOTE_BEFORE_KILL=800
 # Issue 24: a healed partition, or a replica back at a new address with no FIN, streams again
 # within HEAL_GOAL_MS with the default keep-alive settings; the test fails above HEAL_MAX_MS (the
 # goal plus slack for a loaded CI machine).
@@ -113,12 +122,15 @@ step "images"
 [ -x /usr/bin/etcd ] || die "/usr/bin/etcd is missing (bash .ci/install-etcd.sh)"
 image="repliq:$run_id"
 images+=("$image")
-bin_dir=$(REPLIQ_EXTRA_CARGO_ARGS="-p repliq-tests --bin acked_producer" \
+bin_dir=$(REPLIQ_EXTRA_CARGO_ARGS="-p repliq-tests --bin acked_producer --bin remote_producer" \
     deploy/docker/build-image.sh --tag "$image" --print-bin-dir)
 producer_bin=$bin_dir/acked_producer
-if LC_ALL=C readelf -lW "$producer_bin" | grep -q 'program interpreter'; then
-    die "$producer_bin is dynamically linked"
-fi
+remote_bin=$bin_dir/remote_producer
+for bin in "$producer_bin" "$remote_bin"; do
+    if LC_ALL=C readelf -lW "$bin" | grep -q 'program interpreter'; then
+        die "$bin is dynamically linked"
+    fi
+done
 
 etcd_image="repliq-test-etcd:$run_id"
 images+=("$etcd_image")
@@ -161,6 +173,8 @@ node_cert() {
 }
 new_ca "$work/pki/ca" "container-cluster CA"
 for n in a b c; do node_cert "$work/pki/ca" "$work/tls/$n" "$n"; done
+# The remote producers' identity (not a node name: it cannot replicate, only use the client port).
+node_cert "$work/pki/ca" "$work/tls/producer" producer
 new_ca "$work/pki/rogue-ca" "impostor CA"
 node_cert "$work/pki/rogue-ca" "$work/tls/rogue" a
 chmod 0755 "$work" "$work/tls"
@@ -211,6 +225,7 @@ server:
   grpc_listen: 0.0.0.0:31337
   http_listen: 0.0.0.0:9100
   shutdown_grace_ms: 2000
+  clients: true
   tls:
     ca: /etc/repliq-tls/ca.crt
     cert: /etc/repliq-tls/tls.crt
@@ -229,7 +244,8 @@ start_node() { # NAME
     local n=$1
     containers+=("$run_id-$n")
     docker rm -f "$run_id-$n" >/dev/null 2>&1 || true
-    docker run -d --name "$run_id-$n" --network "$network" "${hardened[@]}" \
+    # The alias: clients reach the node by its name, the name its certificate carries.
+    docker run -d --name "$run_id-$n" --network "$network" --network-alias "$n" "${hardened[@]}" \
         -e NODE_NAME="$n" -v "$work/$n:/var/lib/repliq" -v "$work/tls/$n:/etc/repliq-tls:ro" \
         -v "$work/cfg/config.yaml:/etc/repliq/config.yaml:ro" "$image" >/dev/null
     wait_for "repliqd $n to listen" 150 logged "$run_id-$n" 'repliqd listening'
@@ -427,5 +443,45 @@ done
 for n in "${nodes[@]}"; do check check-absent "$work/final-$n.jsonl" "$OLD_EPOCH_ID"; done
 note "on $new: $final_line; a and $other hold the same records; no old-epoch or impostor write anywhere"
 
-printf '\ncontainer-cluster figures (mutual TLS between the nodes; impostors refused: plain text, another CA): new primary %s after %d ms (lease %d ms); acknowledged before the kill: %d; lost: 0; duplicated: 0; old-epoch writes accepted: 0 (%d timed out); acknowledged during the partition: %d/%d; partitioned replica streaming again and caught up in %d ms after the heal; replica at a new address (no FIN) in %d ms (goal %d ms)\n' \
-    "$new" "$failover_ms" "$LEASE_MS" "$acked_before_kill" "$old_timeouts" "$partition_acks" "$PARTITION_MESSAGES" "$catch_up_ms" "$moved_ms" "$HEAL_GOAL_MS"
+# --------------------------------------------------------------------------------------------
+step "four remote producers in containers of their own; the primary $new is killed under them"
+# Issue 21: producers that reach the queue only through the client port (mutual TLS, identity
+# `producer`), each seeded with its own node first (as a pod behind an `internalTrafficPolicy:
+# Local` Service), two of them with the primary's node. Each prints ACK seq id / ACKDUP id.
+remote_on() { # NODE INDEX
+    local n=$1 i=$2 seeds="$1:31337" m
+    for m in "${nodes[@]}"; do [ "$m" = "$n" ] || seeds="$seeds,$m:31337"; done
+    containers+=("$run_id-rp$i")
+    docker run -d --name "$run_id-rp$i" --network "$network" "${hardened[@]}" \
+        -v "$remote_bin:/usr/local/bin/remote_producer:ro" -v "$work/tls/producer:/etc/repliq-tls:ro" \
+        -e REPLIQ_CLIENT_CA=/etc/repliq-tls/ca.crt -e REPLIQ_CLIENT_CERT=/etc/repliq-tls/tls.crt \
+        -e REPLIQ_CLIENT_KEY=/etc/repliq-tls/tls.key --entrypoint /usr/local/bin/remote_producer \
+        "$image" "$seeds" orders "rp$i" $((REMOTE_ID + i * 10000)) "$REMOTE_MESSAGES" 5 300 >/dev/null
+}
+remote_owners=(a "$other" "$new" "$new")
+for i in 0 1 2 3; do remote_on "${remote_owners[$i]}" "$i"; done
+remote_acked() { # the remote producers' acknowledged messages so far
+    local t=0 i
+    for i in 0 1 2 3; do t=$(( t + $(docker logs "$run_id-rp$i" 2>/dev/null | grep -cE '^ACK(DUP)? ' || true) )); done
+    echo "$t"
+}
+remote_acked_at_least() { [ "$(remote_acked)" -ge "$1" ]; }
+wait_for "$REMOTE_BEFORE_KILL remote acknowledgements" 900 remote_acked_at_least "$REMOTE_BEFORE_KILL"
+old_epoch=$(check role "$(q "$new")" | cut -d' ' -f2)
+remote_at_kill=$(remote_acked)
+docker kill "$run_id-$new" >/dev/null
+survivors=(a "$other")
+read -r idx remote_failover_ms < <(check wait-primary 60 "$(q a)" "$(q "$other")" --above "$old_epoch")
+last=${survivors[$idx]}
+for i in 0 1 2 3; do wait_for "remote producer rp$i to finish" 1500 exited "$run_id-rp$i"; done
+for i in 0 1 2 3; do
+    docker logs "$run_id-rp$i" > "$work/rp$i.log" 2>/dev/null
+    grep -q '^DONE ' "$work/rp$i.log" || die "remote producer rp$i: $(grep -vE '^ACK' "$work/rp$i.log" | tail -n3)"
+done
+remote_retries=$(cat "$work"/rp?.log | grep -c '^RETRY ' || true)
+repliq_on "$last" cat /var/lib/repliq/orders > "$work/final-remote-$last.jsonl"
+remote_line=$(check check-remote "$work/final-remote-$last.jsonl" "$REMOTE_ID" "$REMOTE_MESSAGES" "$work"/rp?.log)
+note "$last is primary ${remote_failover_ms} ms after docker kill of $new ($remote_at_kill remote acknowledgements before); $remote_retries batches retried after the client's own tries; on $last: $remote_line"
+
+printf '\ncontainer-cluster figures (mutual TLS between the nodes; impostors refused: plain text, another CA): new primary %s after %d ms (lease %d ms); acknowledged before the kill: %d; lost: 0; duplicated: 0; old-epoch writes accepted: 0 (%d timed out); acknowledged during the partition: %d/%d; partitioned replica streaming again and caught up in %d ms after the heal; replica at a new address (no FIN) in %d ms (goal %d ms); four remote producers through a second failover (%s primary after %d ms): %s\n' \
+    "$new" "$failover_ms" "$LEASE_MS" "$acked_before_kill" "$old_timeouts" "$partition_acks" "$PARTITION_MESSAGES" "$catch_up_ms" "$moved_ms" "$HEAL_GOAL_MS" "$last" "$remote_failover_ms" "$remote_line"

@@ -2,14 +2,19 @@
 """Data checks of .ci/container-cluster.sh, reading what the containers left on the host.
 
   role DIR                          print `ROLE EPOCH` of the queue at DIR (replication.json)
-  wait-primary SECS DIR...          wait (bounded) until exactly one DIR is primary of an epoch
-                                    >= 2; print `INDEX MILLISECONDS`
+  wait-primary SECS DIR... [--above E]
+                                    wait (bounded) until exactly one DIR is primary of an epoch
+                                    >= 2 (> E with --above); print `INDEX MILLISECONDS`
   acked LOG...                      print the (seq, id) pairs of the ACK lines of producer logs
   check-acked CAT ACKS              every acknowledged (seq, id) is in CAT (a `repliq cat`
                                     output) at the same seq; no id twice; seqs contiguous;
                                     bodies intact. Print the counts
   check-absent CAT MIN_ID           no message with id >= MIN_ID in CAT
   same-records CAT CAT              the two outputs hold the same records (seq, time, message)
+  check-remote CAT FIRST_ID PER LOG...
+                                    remote producer i (LOG i, ids FIRST_ID + i*10000 ..+PER):
+                                    every ACK seq id is at seq in CAT, every ACKDUP id in CAT;
+                                    its ids once each, in its order; all PER present. Print counts
 
 Every failure is one line on stderr naming what and where, and exit code 1.
 """
@@ -52,16 +57,57 @@ def records(path):
     return out
 
 
+def check_remote(cat, first_id, per, logs):
+    recs = records(cat)
+    at_seq = {r["seq"]: r["message"]["id"] for r in recs}
+    acked = dup_acked = retried = 0
+    for i, log in enumerate(logs):
+        base = first_id + i * 10000
+        mine = [(r["seq"], r["message"]) for r in recs if base <= r["message"]["id"] < base + 10000]
+        ids = [m["id"] for _, m in mine]
+        for seq, m in mine:
+            if m.get("body") != body(m["id"]):
+                fail(f"{cat}: seq {seq}: the body of id {m['id']} is damaged")
+        if len(set(ids)) != len(ids):
+            twice = sorted({x for x in ids if ids.count(x) > 1})
+            fail(f"{cat}: producer {i}: ids written twice: {twice[:10]}")
+        if ids != sorted(ids):
+            fail(f"{cat}: producer {i}: out of order: {ids[:20]}")
+        if ids != list(range(base, base + per)):
+            missing = sorted(set(range(base, base + per)) - set(ids))
+            fail(f"{cat}: producer {i}: {len(missing)} of {per} missing, first {missing[:10]}")
+        present = set(ids)
+        with open(log) as f:
+            for line in f:
+                parts = line.split()
+                if parts[:1] == ["ACK"] and len(parts) == 3:
+                    seq, ident = int(parts[1]), int(parts[2])
+                    acked += 1
+                    if at_seq.get(seq) != ident:
+                        fail(f"{cat}: {log}: acknowledged id {ident} at seq {seq}, found {at_seq.get(seq)}")
+                elif parts[:1] == ["ACKDUP"] and len(parts) == 2:
+                    dup_acked += 1
+                    if int(parts[1]) not in present:
+                        fail(f"{cat}: {log}: id {parts[1]} acknowledged as held is missing")
+                elif parts[:1] == ["RETRY"]:
+                    retried += 1
+    print(f"{len(logs)} producers, {acked + dup_acked} acknowledged ({dup_acked} as already held), "
+          f"lost 0, duplicated 0, each producer's in order; {retried} retries")
+
+
 def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "role":
         r, e = role(args[0])
         print(f"{r} {e}")
     elif cmd == "wait-primary":
-        bound, dirs = float(args[0]), args[1:]
+        bound, dirs, above = float(args[0]), args[1:], 1
+        if "--above" in dirs:
+            at = dirs.index("--above")
+            above, dirs = int(dirs[at + 1]), dirs[:at] + dirs[at + 2:]
         t0 = time.monotonic()
         while time.monotonic() - t0 < bound:
-            primaries = [i for i, d in enumerate(dirs) if role(d)[0] == "primary" and role(d)[1] >= 2]
+            primaries = [i for i, d in enumerate(dirs) if role(d)[0] == "primary" and role(d)[1] > above]
             if len(primaries) > 1:
                 fail(f"two primaries: {[dirs[i] for i in primaries]}")
             if primaries:
@@ -117,6 +163,8 @@ def main(argv):
             diff = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
             fail(f"{args[0]} ({len(a)} records) and {args[1]} ({len(b)}) differ from record {diff}")
         print(f"{len(a)} records identical")
+    elif cmd == "check-remote":
+        check_remote(args[0], int(args[1]), int(args[2]), args[3:])
     else:
         fail(f"unknown command {cmd}")
 
