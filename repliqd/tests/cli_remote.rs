@@ -169,8 +169,10 @@ fn a_line_that_does_not_fit_stops_produce_at_its_number() {
     let run = produce(&a, "orders", "bad-lines", &input);
     assert_eq!(run.code, 1, "{}", run.err);
     assert!(
-        run.err
-            .contains("line 3: does not fit the queue's schema: at /id"),
+        run.err.contains(
+            "line 3: does not fit the queue's schema: at /id: expected an integer, found a \
+             string (the lines before it were sent, nothing from it on)"
+        ),
         "{}",
         run.err
     );
