@@ -128,7 +128,13 @@ fn produced_lines_are_in_the_queue_and_consumed_once() {
             serde_json::json!({ "id": o.id, "body": o.body })
         );
     }
-    assert!(first.err.contains("cursor is at 3"), "{}", first.err);
+    assert!(
+        first
+            .err
+            .contains(&format!("cursor on {} is at 3", addr(&a))),
+        "{}",
+        first.err
+    );
     assert_eq!(
         cursor(&dir, "cli"),
         Some(3),
@@ -201,5 +207,6 @@ fn an_unknown_queue_is_a_clear_error() {
     assert_eq!(run.code, 2, "{}", run.err);
     assert!(run.err.contains("no queue \"nope\""), "{}", run.err);
     assert_eq!(run.out, "");
+    assert!(!run.err.contains("records printed"), "no summary: {}", run.err);
     assert!(!a.root.join("nope").exists(), "nothing was created");
 }

@@ -239,6 +239,11 @@ impl RawConsumer {
         self.cursor
     }
 
+    /// The node serving the consumer (the queue's primary, after a redirect).
+    pub fn node(&self) -> &str {
+        &self.stream.0.node
+    }
+
     /// The next delivery of a record, waiting up to `timeout` for one.
     ///
     /// # Errors

@@ -82,6 +82,11 @@ impl<T: Message> RemoteConsumer<T> {
         self.raw.cursor()
     }
 
+    /// The node serving the consumer (the queue's primary, after a redirect).
+    pub fn node(&self) -> &str {
+        self.raw.node()
+    }
+
     /// The next delivery of a record, waiting up to `timeout` for one.
     ///
     /// # Errors

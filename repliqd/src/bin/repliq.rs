@@ -308,7 +308,9 @@ fn remote_consume(args: &repliqd::cli::consume::ConsumeArgs) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let result = repliqd::cli::runtime()
         .and_then(|rt| rt.block_on(consume::run(args, &mut out, &mut summary)));
-    eprintln!("repliq: {summary}");
+    if !summary.node.is_empty() {
+        eprintln!("repliq: {summary}");
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

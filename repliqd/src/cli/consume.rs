@@ -65,6 +65,8 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 /// What a run printed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// The node serving the consumer (the queue's primary); empty until connected.
+    pub node: String,
     /// Records printed and acknowledged.
     pub acknowledged: u64,
     /// The consumer's durable cursor after the last acknowledgement (the first record not yet
@@ -79,8 +81,8 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} records printed and acknowledged; the consumer's cursor is at {}",
-            self.acknowledged, self.cursor
+            "{} records printed and acknowledged; the consumer's cursor on {} is at {}",
+            self.acknowledged, self.node, self.cursor
         )
     }
 }
@@ -122,6 +124,7 @@ pub async fn run(
     )
     .await?;
     progress.cursor = consumer.cursor();
+    consumer.node().clone_into(&mut progress.node);
     let timeout = args.timeout.map(Duration::from_secs_f64);
     let mut last_record = Instant::now();
     loop {
