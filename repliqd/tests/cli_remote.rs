@@ -207,6 +207,10 @@ fn an_unknown_queue_is_a_clear_error() {
     assert_eq!(run.code, 2, "{}", run.err);
     assert!(run.err.contains("no queue \"nope\""), "{}", run.err);
     assert_eq!(run.out, "");
-    assert!(!run.err.contains("records printed"), "no summary: {}", run.err);
+    assert!(
+        !run.err.contains("records printed"),
+        "no summary: {}",
+        run.err
+    );
     assert!(!a.root.join("nope").exists(), "nothing was created");
 }
