@@ -1,6 +1,7 @@
 //! `repliqd`, the repliq node daemon, as a library (the `repliqd` binary is a thin main over it): [`run`] serves gRPC (replication) and HTTP
 //! (`/metrics`, `/healthz`, `/readyz`) until its shutdown future completes, then drains.
 
+pub mod cli;
 pub mod client_service;
 mod closing;
 pub mod config;

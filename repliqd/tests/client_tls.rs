@@ -9,6 +9,8 @@
 //!   the right; nothing written), but reads, and a record it dead-letters is written by the node;
 //! * an identity no rule names is refused; a certificate from another CA, or none, is refused at
 //!   the handshake; a client certificate cannot open a replication stream;
+//! * `repliq consume` and `repliq produce` with `--ca`, `--cert`, `--key` do what the rules
+//!   allow: the queue's schema (`Describe`) needs the right to read;
 //! * rules without TLS, and an unknown right, stop the daemon with the key named.
 
 mod support;
@@ -379,11 +381,85 @@ fn clients_over_mtls_do_what_the_rules_allow_and_nothing_else() {
         "{log}"
     );
 
+    // The command line over mutual TLS (`--ca`, `--cert`, `--key`): the queue's schema
+    // (`Describe`) needs the right to read, producing the right to write.
+    let cli = |who: &str, args: &[&str], input: &str| {
+        let files = certs.join(who);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_repliq"))
+            .args(args)
+            .args(["--remote", &seed_a, "orders"])
+            .arg("--ca")
+            .arg(files.join("ca.crt"))
+            .arg("--cert")
+            .arg(files.join("c.crt"))
+            .arg("--key")
+            .arg(files.join("c.key"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (out.status.code(), text(out.stdout), text(out.stderr))
+    };
+    let consume = [
+        "consume",
+        "--consumer",
+        "audit-cli",
+        "--count",
+        "2",
+        "--timeout",
+        "30",
+    ];
+    let (code, out, err) = cli("audit", &consume, "");
+    assert_eq!(code, Some(0), "{err}");
+    let ids: Vec<u64> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["message"]["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids, [0, 1], "{out}");
+    let line = "{\"id\":1000,\"body\":[7]}\n";
+    let (code, _, err) = cli("audit", &["produce"], line);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("client \"audit\" may not write queue \"orders\""),
+        "{err}"
+    );
+    let (code, out, err) = cli("stranger", &consume, "");
+    assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
+    assert!(
+        err.contains("client \"stranger\" may not read queue \"orders\""),
+        "{err}"
+    );
+    let (code, _, err) = cli(
+        "billing",
+        &["produce", "--producer-id", "billing-cli"],
+        line,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        records(&qa).last(),
+        Some(&Order {
+            id: 1000,
+            body: vec![7]
+        })
+    );
+    assert_eq!(held(&qa), 101);
+
     // The refusals are counted by identity and right.
     let (_, body) = support::http_get(a.http(), "/metrics");
     for (labels, n) in [
-        ("identity=\"audit\",right=\"write\"", 2.0),
-        ("identity=\"stranger\",right=\"read\"", 1.0),
+        ("identity=\"audit\",right=\"write\"", 3.0),
+        ("identity=\"stranger\",right=\"read\"", 2.0),
         ("identity=\"billing-1\",right=\"write\"", 1.0),
     ] {
         let name = format!("repliq_client_denied_total{{{labels}}}");

@@ -52,7 +52,7 @@ fn uri(addr: &str, tls: bool) -> String {
 
 /// Connects to `addr`; with `tls`, the node's certificate must be valid for `name` (a redirect's
 /// primary), or for the address's host when `name` is `None`.
-async fn channel(
+pub(crate) async fn channel(
     addr: &str,
     tls: Option<&Tls>,
     name: Option<&str>,

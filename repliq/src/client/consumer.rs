@@ -1,7 +1,9 @@
-//! [`RemoteConsumer<T>`]: a pull consumer with a durable name over the network.
+//! [`RawConsumer`]: a pull consumer with a durable name over the network, delivering the
+//! records' archived bytes (the core of the typed [`RemoteConsumer<T>`](super::RemoteConsumer),
+//! and what tools without the Rust type use: `repliq consume` renders records as JSON with the
+//! queue's schema).
 
 use std::collections::VecDeque;
-use std::marker::PhantomData;
 use std::time::Duration;
 
 use super::ClientError;
@@ -9,7 +11,6 @@ use super::connect::{self, First, Open};
 use super::proto::{
     Ack, ConsumeOpen, ConsumeReply, ConsumeRequest, Fetch, Nack, consume_reply, consume_request,
 };
-use crate::{AlignedBytes, Message};
 
 /// Credits asked for when the buffer runs dry.
 const CREDITS: u32 = 256;
@@ -80,7 +81,7 @@ impl ConsumerOptions {
 
     /// The W3C trace context (a `traceparent` header value) the stream is opened in: the
     /// node's span of the stream (`client.consume`) becomes its child, and the requests for
-    /// records carry it until [`RemoteConsumer::set_trace_parent`] changes it.
+    /// records carry it until [`RawConsumer::set_trace_parent`] changes it.
     #[must_use]
     pub fn trace_parent(mut self, traceparent: impl Into<String>) -> Self {
         self.traceparent = Some(traceparent.into());
@@ -101,11 +102,12 @@ pub struct ConsumerSettings {
     pub max_ack_pending: u32,
 }
 
-/// One delivery of a record.
+/// One delivery of a record: `T` is the message type for a
+/// [`RemoteConsumer<T>`](super::RemoteConsumer), the archived bytes for a [`RawConsumer`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery<T> {
-    /// The record's queue sequence number (what [`RemoteConsumer::ack`] and
-    /// [`RemoteConsumer::nack`] name).
+    /// The record's queue sequence number (what [`RawConsumer::ack`] and [`RawConsumer::nack`]
+    /// name).
     pub seq: u64,
     /// 1 for the first delivery, 2 for the first redelivery, ... (counted by the node since it
     /// started serving the consumer: after a restart of its daemon, from 1 again).
@@ -114,26 +116,26 @@ pub struct Delivery<T> {
     pub message: T,
 }
 
-/// Reads messages of type `T` through a durable consumer name of a queue, on its primary.
+/// Reads the records (archived bytes) of a queue through a durable consumer name, on its
+/// primary. [`RemoteConsumer<T>`](super::RemoteConsumer) decodes them as `T`.
 ///
 /// Delivery is at-least-once: a record is delivered again if it is negatively acknowledged
-/// ([`nack`](RemoteConsumer::nack)), not acknowledged within the consumer's `ack_wait`, or not
+/// ([`nack`](RawConsumer::nack)), not acknowledged within the consumer's `ack_wait`, or not
 /// acknowledged when the stream ends (the consumer crashed, the connection dropped: the next
 /// consumer of the name gets it); after `max_deliver` deliveries it goes to the dead-letter
 /// queue instead. Acknowledgements may come in any order; the durable cursor moves past a
 /// record once it and every record before it are done. A newer consumer of the same name takes
 /// over (the older one gets [`Refused::Superseded`](super::Refused::Superseded)).
 #[derive(Debug)]
-pub struct RemoteConsumer<T> {
+pub struct RawConsumer {
     stream: Stream,
-    buffer: VecDeque<(u64, u32, bytes::Bytes)>,
+    buffer: VecDeque<Delivery<bytes::Bytes>>,
     /// Credits granted and not yet used by the node.
     outstanding: u32,
     cursor: u64,
     settings: ConsumerSettings,
     traceparent: Option<String>,
     idle_heartbeat: Option<Duration>,
-    _type: PhantomData<fn() -> T>,
 }
 
 /// What one answer of the node was.
@@ -158,34 +160,29 @@ impl std::fmt::Debug for Stream {
     }
 }
 
-impl<T: Message> RemoteConsumer<T> {
+impl RawConsumer {
     /// Connects to the node at `addr`, follows its redirect to the primary of `queue` and opens
-    /// the durable consumer `consumer` (created at the queue's earliest record on first use).
+    /// the durable consumer `consumer` (created at the queue's earliest record on first use),
+    /// reading records of the type named `message_type` with `fingerprint` (the queue's, as
+    /// [`describe`](super::describe) tells them).
     ///
     /// # Errors
     ///
     /// [`ClientError::Refused`] ([`WrongType`](super::Refused::WrongType),
-    /// [`NotFound`](super::Refused::NotFound), ...); [`ClientError::Transport`].
-    pub async fn connect(addr: &str, queue: &str, consumer: &str) -> Result<Self, ClientError> {
-        Self::connect_with(addr, queue, consumer, ConsumerOptions::default()).await
-    }
-
-    /// As [`connect`](RemoteConsumer::connect), with the consumer's settings.
-    ///
-    /// # Errors
-    ///
-    /// As [`connect`](RemoteConsumer::connect); [`Refused::BadRequest`](super::Refused::BadRequest)
-    /// for settings out of range.
+    /// [`NotFound`](super::Refused::NotFound), [`BadRequest`](super::Refused::BadRequest) for
+    /// settings out of range, ...); [`ClientError::Transport`].
     pub async fn connect_with(
         addr: &str,
         queue: &str,
+        message_type: &str,
+        fingerprint: u64,
         consumer: &str,
         options: ConsumerOptions,
     ) -> Result<Self, ClientError> {
         let open = ConsumeOpen {
             queue: queue.to_owned(),
-            message_type: T::NAME.to_owned(),
-            fingerprint: T::FINGERPRINT,
+            message_type: message_type.to_owned(),
+            fingerprint,
             consumer: consumer.to_owned(),
             ack_wait_ms: options
                 .ack_wait
@@ -209,7 +206,7 @@ impl<T: Message> RemoteConsumer<T> {
             },
         )
         .await?;
-        Ok(RemoteConsumer {
+        Ok(RawConsumer {
             stream: Stream(open),
             buffer: VecDeque::new(),
             outstanding: 0,
@@ -222,7 +219,6 @@ impl<T: Message> RemoteConsumer<T> {
             },
             traceparent: options.traceparent,
             idle_heartbeat: options.idle_heartbeat,
-            _type: PhantomData,
         })
     }
 
@@ -243,27 +239,25 @@ impl<T: Message> RemoteConsumer<T> {
         self.cursor
     }
 
+    /// The node serving the consumer (the queue's primary, after a redirect).
+    pub fn node(&self) -> &str {
+        &self.stream.0.node
+    }
+
     /// The next delivery of a record, waiting up to `timeout` for one.
     ///
     /// # Errors
     ///
     /// [`ClientError::Refused`] ([`Superseded`](super::Refused::Superseded)),
-    /// [`ClientError::Transport`] if the stream ended; [`ClientError::Message`] if a record is
-    /// not a valid `T`.
+    /// [`ClientError::Transport`] if the stream ended.
     pub async fn next_timeout(
         &mut self,
         timeout: Duration,
-    ) -> Result<Option<Delivery<T>>, ClientError> {
+    ) -> Result<Option<Delivery<bytes::Bytes>>, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some((seq, delivery_count, payload)) = self.buffer.pop_front() {
-                let mut aligned = AlignedBytes::new();
-                aligned.extend_from_slice(&payload);
-                return Ok(Some(Delivery {
-                    seq,
-                    delivery_count,
-                    message: crate::from_bytes::<T>(&aligned)?,
-                }));
+            if let Some(delivery) = self.buffer.pop_front() {
+                return Ok(Some(delivery));
             }
             if self.outstanding == 0 {
                 self.request(CREDITS, 0, None).await?;
@@ -299,7 +293,7 @@ impl<T: Message> RemoteConsumer<T> {
     ///
     /// # Errors
     ///
-    /// As [`ack`](RemoteConsumer::ack).
+    /// As [`ack`](RawConsumer::ack).
     pub async fn ack_each(&mut self, seqs: &[u64]) -> Result<u64, ClientError> {
         self.acknowledge(Ack {
             up_to: None,
@@ -316,16 +310,16 @@ impl<T: Message> RemoteConsumer<T> {
     ///
     /// # Errors
     ///
-    /// As [`next_timeout`](RemoteConsumer::next_timeout).
+    /// As [`next_timeout`](RawConsumer::next_timeout).
     pub async fn fetch(
         &mut self,
         max_messages: u32,
         max_bytes: u64,
         expires: Duration,
-    ) -> Result<Vec<Delivery<T>>, ClientError> {
+    ) -> Result<Vec<Delivery<bytes::Bytes>>, ClientError> {
         let want = max_messages as usize;
         let mut out = Vec::new();
-        self.drain_into(&mut out, want)?;
+        self.drain_into(&mut out, want);
         if out.len() >= want {
             return Ok(out);
         }
@@ -334,7 +328,7 @@ impl<T: Message> RemoteConsumer<T> {
             .await?;
         loop {
             let event = self.receive().await?;
-            self.drain_into(&mut out, want)?;
+            self.drain_into(&mut out, want);
             if out.len() >= want || matches!(event, Event::RequestDone) {
                 return Ok(out);
             }
@@ -342,20 +336,9 @@ impl<T: Message> RemoteConsumer<T> {
     }
 
     /// Moves buffered records into `out` until it holds `want`.
-    fn drain_into(&mut self, out: &mut Vec<Delivery<T>>, want: usize) -> Result<(), ClientError> {
-        while out.len() < want {
-            let Some((seq, delivery_count, payload)) = self.buffer.pop_front() else {
-                break;
-            };
-            let mut aligned = AlignedBytes::new();
-            aligned.extend_from_slice(&payload);
-            out.push(Delivery {
-                seq,
-                delivery_count,
-                message: crate::from_bytes::<T>(&aligned)?,
-            });
-        }
-        Ok(())
+    fn drain_into(&mut self, out: &mut Vec<Delivery<bytes::Bytes>>, want: usize) {
+        let n = want.saturating_sub(out.len()).min(self.buffer.len());
+        out.extend(self.buffer.drain(..n));
     }
 
     /// Sends a `Fetch` for `max_messages` (and `max_bytes`, 0: no limit) lapsing after
@@ -439,11 +422,11 @@ impl<T: Message> RemoteConsumer<T> {
             Some(consume_reply::Kind::Records(r)) => {
                 let n = u32::try_from(r.records.len()).unwrap_or(u32::MAX);
                 self.outstanding = self.outstanding.saturating_sub(n);
-                self.buffer.extend(
-                    r.records
-                        .into_iter()
-                        .map(|r| (r.seq, r.delivery_count, r.payload)),
-                );
+                self.buffer.extend(r.records.into_iter().map(|r| Delivery {
+                    seq: r.seq,
+                    delivery_count: r.delivery_count,
+                    message: r.payload,
+                }));
                 Ok(Event::Records)
             }
             Some(consume_reply::Kind::Acked(a)) => {

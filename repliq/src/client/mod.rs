@@ -8,6 +8,11 @@
 //!   acknowledged, not acknowledged within `ack_wait`, or left when a stream ends are delivered
 //!   again (at-least-once), up to `max_deliver` times, then go to a dead-letter queue.
 //!
+//! * [`RawProducer`], [`RawConsumer`] and [`describe`]: the same for tools without the Rust
+//!   type, with records as archived bytes; [`describe`] gives the queue's type and schema, with
+//!   which [`descriptor::from_json`](crate::descriptor::from_json) and
+//!   [`descriptor::to_json`](crate::descriptor::to_json) turn JSON into records and back.
+//!
 //! Both follow a node's redirect to the queue's primary. With the feature `client-tls` they
 //! speak mutual TLS to nodes that run with `server.tls` ([`ClientTls`], set in
 //! [`ProducerOptions`] and [`ConsumerOptions`]); the node then authorizes the certificate's
@@ -38,16 +43,24 @@
 
 mod connect;
 mod consumer;
+mod describe;
 mod error;
 mod producer;
 #[cfg(feature = "client-tls")]
 mod tls;
+mod typed_consumer;
+mod typed_producer;
 
-pub use consumer::{ConsumerOptions, ConsumerSettings, Delivery, RemoteConsumer};
+pub use consumer::{ConsumerOptions, ConsumerSettings, Delivery, RawConsumer};
+#[cfg(feature = "client-tls")]
+pub use describe::describe_tls;
+pub use describe::{QueueDescription, describe};
 pub use error::{ClientError, Refused};
-pub use producer::{BatchAck, ProducerOptions, RemoteProducer};
+pub use producer::{BatchAck, ProducerOptions, RawProducer};
 #[cfg(feature = "client-tls")]
 pub use tls::ClientTls;
+pub use typed_consumer::RemoteConsumer;
+pub use typed_producer::RemoteProducer;
 
 /// Messages and the `Client` service of `repliq.client.v1`, generated from
 /// `repliq/proto/client.proto` (committed; `tests/tests/client_proto.rs` checks it for drift).

@@ -1,6 +1,7 @@
-//! [`RemoteProducer<T>`]: an idempotent producer over the network.
+//! [`RawProducer`]: an idempotent producer over the network, of records already archived (the
+//! core of the typed [`RemoteProducer<T>`](super::RemoteProducer), and what tools without the
+//! Rust type use: the `repliq produce` command encodes JSON with the queue's schema).
 
-use std::marker::PhantomData;
 use std::time::Duration;
 
 use super::connect::{self, First, Open};
@@ -8,7 +9,6 @@ use super::proto::{
     ProduceBatch, ProduceOpen, ProduceReply, ProduceRequest, produce_reply, produce_request,
 };
 use super::{ClientError, Refused};
-use crate::Message;
 
 /// Tries of one batch (the first and the retries after a lost connection).
 const TRIES: u32 = 6;
@@ -30,7 +30,8 @@ pub struct BatchAck {
     pub queue_seqs: Option<(u64, u64)>,
 }
 
-/// How a [`RemoteProducer`] connects (for [`RemoteProducer::connect_with`]).
+/// How a producer connects (for [`RemoteProducer::connect_with`](super::RemoteProducer::connect_with)
+/// and [`RawProducer::connect_with`]): TLS.
 #[derive(Debug, Clone, Default)]
 pub struct ProducerOptions {
     tls: Option<connect::Tls>,
@@ -47,22 +48,23 @@ impl ProducerOptions {
     }
 }
 
-/// Writes messages of type `T` to a queue through any node, exactly once per producer sequence.
+/// Writes archived records of one message type to a queue through any node, exactly once per
+/// producer sequence.
 ///
 /// The producer numbers its records densely from the node's `next_seq` for `(producer_id,
-/// epoch)`; [`send_batch`](RemoteProducer::send_batch) retries a batch whose acknowledgement
-/// was lost (reconnecting, following redirects) with the same numbers, and the node writes each
-/// record at most once. Use one `RemoteProducer` per producer id at a time; a new epoch of the
-/// id starts again at 0 and refuses the older epoch's streams.
+/// epoch)`; [`send_raw`](RawProducer::send_raw) retries a batch whose acknowledgement was lost
+/// (reconnecting, following redirects) with the same numbers, and the node writes each record at
+/// most once. Use one producer per producer id at a time; a new epoch of the id starts again at
+/// 0 and refuses the older epoch's streams. The node checks each record against the queue's
+/// schema and refuses a batch with an invalid one whole ([`Refused::InvalidRecord`]).
 #[derive(Debug)]
-pub struct RemoteProducer<T> {
+pub struct RawProducer {
     seeds: Vec<String>,
     tls: Option<connect::Tls>,
     open: ProduceOpen,
     stream: Option<Stream>,
     next_seq: u64,
     traceparent: Option<String>,
-    _type: PhantomData<fn(T)>,
 }
 
 struct Stream(Open<ProduceRequest, ProduceReply>);
@@ -75,66 +77,39 @@ impl std::fmt::Debug for Stream {
     }
 }
 
-impl<T: Message> RemoteProducer<T> {
-    /// Connects to the node at `addr` (`host:port` or `http://host:port`), follows its redirect
-    /// to the primary of `queue` and opens producer `producer_id` in `epoch`.
+impl RawProducer {
+    /// Connects to the first of `seeds` (`host:port` or `http://host:port`) that answers,
+    /// follows its redirect to the primary of `queue` and opens producer `producer_id` in
+    /// `epoch`, writing records of the type named `message_type` with `fingerprint` (the
+    /// queue's, as [`describe`](super::describe) tells them).
     ///
     /// # Errors
     ///
     /// [`ClientError::Refused`] ([`Refused::WrongType`], [`Refused::NotFound`],
-    /// [`Refused::StaleProducerEpoch`], ...); [`ClientError::Transport`].
-    pub async fn connect(
-        addr: &str,
-        queue: &str,
-        producer_id: &str,
-        epoch: u64,
-    ) -> Result<Self, ClientError> {
-        Self::connect_any(&[addr], queue, producer_id, epoch).await
-    }
-
-    /// As [`connect`](RemoteProducer::connect), with several seed addresses tried in turn
-    /// (also when reconnecting).
-    ///
-    /// # Errors
-    ///
-    /// As [`connect`](RemoteProducer::connect), from the last seed tried.
-    pub async fn connect_any(
-        seeds: &[&str],
-        queue: &str,
-        producer_id: &str,
-        epoch: u64,
-    ) -> Result<Self, ClientError> {
-        Self::connect_with(seeds, queue, producer_id, epoch, ProducerOptions::default()).await
-    }
-
-    /// As [`connect_any`](RemoteProducer::connect_any), with `options` (TLS).
-    ///
-    /// # Errors
-    ///
-    /// As [`connect`](RemoteProducer::connect); [`ClientError::Tls`] if the TLS files cannot
-    /// be read; [`Refused::PermissionDenied`] if the node does not let the client's certificate
-    /// identity write the queue.
+    /// [`Refused::StaleProducerEpoch`], [`Refused::PermissionDenied`], ...);
+    /// [`ClientError::Transport`]; [`ClientError::Tls`] if the TLS files cannot be read.
     pub async fn connect_with(
         seeds: &[&str],
         queue: &str,
+        message_type: &str,
+        fingerprint: u64,
         producer_id: &str,
         epoch: u64,
         options: ProducerOptions,
     ) -> Result<Self, ClientError> {
-        let mut producer = RemoteProducer {
+        let mut producer = RawProducer {
             seeds: seeds.iter().map(|s| (*s).to_owned()).collect(),
             tls: options.tls,
             open: ProduceOpen {
                 queue: queue.to_owned(),
-                message_type: T::NAME.to_owned(),
-                fingerprint: T::FINGERPRINT,
+                message_type: message_type.to_owned(),
+                fingerprint,
                 producer_id: producer_id.to_owned(),
                 producer_epoch: epoch,
             },
             stream: None,
             next_seq: 0,
             traceparent: None,
-            _type: PhantomData,
         };
         producer.next_seq = producer.reconnect().await?;
         Ok(producer)
@@ -195,39 +170,18 @@ impl<T: Message> RemoteProducer<T> {
         Err(last.unwrap_or_else(|| ClientError::transport("(no seed)", "no seed address given")))
     }
 
-    /// Sends one message (a batch of one).
-    ///
-    /// # Errors
-    ///
-    /// As [`send_batch`](RemoteProducer::send_batch).
-    pub async fn send(&mut self, message: &T) -> Result<BatchAck, ClientError> {
-        self.send_batch(std::slice::from_ref(message)).await
-    }
-
-    /// Serializes `messages`, sends them as one batch numbered from
-    /// [`next_seq`](RemoteProducer::next_seq) and waits for the node's acknowledgement
-    /// (after the local commit, or after the replicas' on a synchronous queue). A lost
-    /// connection or a retriable refusal is retried (up to 6 tries, backing off from 100 ms)
-    /// with the same numbers.
+    /// Sends archived records (each a message of the queue's type as
+    /// [`to_bytes`](crate::to_bytes) or [`descriptor::from_json`](crate::descriptor::from_json)
+    /// gives it) as one batch numbered from `first_seq` (usually
+    /// [`next_seq`](RawProducer::next_seq); an earlier number retries a batch) and waits for the
+    /// node's acknowledgement (after the local commit, or after the replicas' on a synchronous
+    /// queue). A lost connection or a retriable refusal is retried (up to 6 tries, backing off
+    /// from 100 ms) with the same numbers.
     ///
     /// # Errors
     ///
     /// [`ClientError::Refused`] for a refusal that a retry would not change
     /// ([`Refused::InvalidRecord`], [`Refused::Gap`], ...); the last error after the tries.
-    pub async fn send_batch(&mut self, messages: &[T]) -> Result<BatchAck, ClientError> {
-        let mut records = Vec::with_capacity(messages.len());
-        for m in messages {
-            records.push(bytes::Bytes::copy_from_slice(&crate::to_bytes(m)?));
-        }
-        self.send_raw(self.next_seq, records).await
-    }
-
-    /// Sends already archived records numbered from `first_seq` (for retries and tools; the
-    /// bytes must be archived `T`s), with the retries of [`send_batch`](RemoteProducer::send_batch).
-    ///
-    /// # Errors
-    ///
-    /// As [`send_batch`](RemoteProducer::send_batch).
     pub async fn send_raw(
         &mut self,
         first_seq: u64,

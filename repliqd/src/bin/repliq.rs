@@ -24,7 +24,16 @@
 //! repliq consumers DIR [--all] [--remove NAME]...
 //!                                 list the consumer cursor slots (JSON lines), or remove cursors
 //!                                 (their slots are reused by later registrations)
+//! repliq produce --remote ADDR QUEUE [--producer-id ID] [--epoch N] [--batch N] [TLS flags]
+//!                                 JSON lines from stdin to a queue through a node (exactly once
+//!                                 per producer sequence); a summary on stderr
+//! repliq consume --remote ADDR QUEUE --consumer NAME [--count N] [--timeout SECONDS] ...
+//!                                 a durable consumer's records as JSON lines, acknowledged
+//!                                 once printed
 //! ```
+//!
+//! `produce` and `consume` talk to a running `repliqd` with `server.clients` on (from any host),
+//! and use the queue's schema from the node (docs/CLIENTS.md, "The command line").
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -91,6 +100,15 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         remove: Vec<String>,
     },
+    /// Write JSON lines from standard input to a queue through a node (`server.clients`), each
+    /// encoded with the queue's schema, in batches by an idempotent producer. Prints a summary
+    /// on stderr. A line that is not a message of the queue's type stops it (exit code 1): the
+    /// lines before it are sent, nothing from it on.
+    Produce(repliqd::cli::produce::ProduceArgs),
+    /// Print a durable consumer's records as JSON lines (`{"seq","delivery_count","message"}`)
+    /// through a node (`server.clients`), acknowledging each batch once it is printed. Prints a
+    /// summary on stderr.
+    Consume(repliqd::cli::consume::ConsumeArgs),
     /// Show a running daemon's queues, enqueue and dequeue rates, backlog per consumer, replicas
     /// with their lag, epochs, primaries and recent failovers, refreshed every second (the same
     /// as its web console at /ui; read from its /api/v1/status).
@@ -246,12 +264,63 @@ fn run(cli: Cli) -> repliq::Result<ExitCode> {
                 Err(e) => Err(e),
             }
         }
+        Command::Produce(args) => Ok(remote_produce(&args)),
+        Command::Consume(args) => Ok(remote_consume(&args)),
         Command::Cat { dir, print } => print_records(&dir, &print, false),
         Command::Tail {
             dir,
             print,
             no_follow,
         } => print_records(&dir, &print, !no_follow),
+    }
+}
+
+/// `repliq produce`: the summary and any error on stderr; exit code 1 for a bad line, 2 for
+/// other failures.
+fn remote_produce(args: &repliqd::cli::produce::ProduceArgs) -> ExitCode {
+    use repliqd::cli::{CliError, produce};
+    let mut summary = produce::Summary::default();
+    let result = repliqd::cli::runtime().and_then(|rt| {
+        let input = std::io::BufReader::new(std::io::stdin());
+        rt.block_on(produce::run(args, input, &mut summary))
+    });
+    if !summary.node.is_empty() {
+        eprintln!("repliq: {summary}");
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("repliq: {e}");
+            ExitCode::from(if matches!(e, CliError::BadLine { .. }) {
+                1
+            } else {
+                2
+            })
+        }
+    }
+}
+
+/// `repliq consume`: records on stdout, the summary and any error on stderr; exit code 1 for a
+/// record the schema cannot render, 2 for other failures.
+fn remote_consume(args: &repliqd::cli::consume::ConsumeArgs) -> ExitCode {
+    use repliqd::cli::{CliError, consume};
+    let mut summary = consume::Summary::default();
+    let mut out = std::io::stdout().lock();
+    let result = repliqd::cli::runtime()
+        .and_then(|rt| rt.block_on(consume::run(args, &mut out, &mut summary)));
+    if !summary.node.is_empty() {
+        eprintln!("repliq: {summary}");
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("repliq: {e}");
+            ExitCode::from(if matches!(e, CliError::Render { .. }) {
+                1
+            } else {
+                2
+            })
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //!   consumer's deliveries in flight (`inflight`: acknowledgements in any order, negative
 //!   acknowledgements, `ack_wait`, `max_deliver`) outlive the stream, and records delivered
 //!   `max_deliver` times go to a dead-letter queue (`dlq`).
+//! * `describe`: a queue's message type and `schema.json` (for clients without the Rust type).
 //! * A node that is not the queue's primary answers with a redirect (`refusal`) naming the
 //!   primary's address from discovery.
 
@@ -14,6 +15,7 @@ mod appender;
 pub mod authorize;
 mod consume;
 mod credits;
+mod describe;
 mod dlq;
 mod inflight;
 mod produce;
@@ -26,7 +28,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use repliq::client::proto::client_server::{Client, ClientServer};
-use repliq::client::proto::{ConsumeReply, ConsumeRequest, ProduceReply, ProduceRequest};
+use repliq::client::proto::{
+    ConsumeReply, ConsumeRequest, DescribeReply, DescribeRequest, ProduceReply, ProduceRequest,
+};
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -188,5 +192,22 @@ impl Client for ClientService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn describe(
+        &self,
+        request: Request<DescribeRequest>,
+    ) -> Result<Response<DescribeReply>, Status> {
+        let span = tracing::info_span!(
+            parent: None, "client.describe",
+            node = %self.node, queue = %request.get_ref().queue,
+        );
+        follow_metadata(&span, request.metadata());
+        let caller = authorize::Caller::of(request.extensions());
+        let queue = request.into_inner().queue;
+        let reply = describe::answer(self, &caller, &queue)
+            .instrument(span)
+            .await;
+        Ok(Response::new(reply))
     }
 }

@@ -405,6 +405,48 @@ pub struct PermissionDenied {
     #[prost(string, tag = "3")]
     pub right: ::prost::alloc::string::String,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DescribeRequest {
+    /// The queue's directory name under the node's persistence path.
+    #[prost(string, tag = "1")]
+    pub queue: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DescribeReply {
+    #[prost(oneof = "describe_reply::Kind", tags = "1, 2")]
+    pub kind: ::core::option::Option<describe_reply::Kind>,
+}
+/// Nested message and enum types in `DescribeReply`.
+pub mod describe_reply {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "1")]
+        Description(super::QueueDescription),
+        /// `QueueNotFound`, `PermissionDenied`, `BadRequest` (a name that is not a queue name, or a
+        /// queue without `schema.json`: written only by a repliq older than schema files), `Internal`.
+        #[prost(message, tag = "2")]
+        Refusal(super::Refusal),
+    }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct QueueDescription {
+    /// `Message::NAME` and the fingerprint of the type the queue holds (what `ProduceOpen` and
+    /// `ConsumeOpen` must name).
+    #[prost(string, tag = "1")]
+    pub message_type: ::prost::alloc::string::String,
+    #[prost(fixed64, tag = "2")]
+    pub fingerprint: u64,
+    /// The queue's `schema.json` (docs/FORMAT.md, "Schema file"): the type's descriptor, enough to
+    /// encode JSON as records and render records as JSON.
+    #[prost(string, tag = "3")]
+    pub schema_json: ::prost::alloc::string::String,
+    /// The node that answered, and whether it holds the queue's primary (`false`: a replica;
+    /// producers and consumers are redirected to the primary).
+    #[prost(string, tag = "4")]
+    pub node: ::prost::alloc::string::String,
+    #[prost(bool, tag = "5")]
+    pub primary: bool,
+}
 /// Generated client implementations.
 pub mod client_client {
     #![allow(
@@ -553,6 +595,32 @@ pub mod client_client {
                 .insert(GrpcMethod::new("repliq.client.v1.Client", "Consume"));
             self.inner.streaming(req, path, codec).await
         }
+        /// The queue's message type and schema, for clients without the Rust type (the `repliq`
+        /// command, bridges) that write and read records as JSON. Newer than `Produce` and `Consume`:
+        /// an older node answers the gRPC status `UNIMPLEMENTED`. Any node that holds the queue
+        /// answers, a replica too (its schema is the primary's). It needs the right of `Consume`
+        /// (read) when the node authorizes clients; a `Refusal` says why not.
+        pub async fn describe(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DescribeRequest>,
+        ) -> std::result::Result<tonic::Response<super::DescribeReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/repliq.client.v1.Client/Describe",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("repliq.client.v1.Client", "Describe"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -597,6 +665,15 @@ pub mod client_server {
             &self,
             request: tonic::Request<tonic::Streaming<super::ConsumeRequest>>,
         ) -> std::result::Result<tonic::Response<Self::ConsumeStream>, tonic::Status>;
+        /// The queue's message type and schema, for clients without the Rust type (the `repliq`
+        /// command, bridges) that write and read records as JSON. Newer than `Produce` and `Consume`:
+        /// an older node answers the gRPC status `UNIMPLEMENTED`. Any node that holds the queue
+        /// answers, a replica too (its schema is the primary's). It needs the right of `Consume`
+        /// (read) when the node authorizes clients; a `Refusal` says why not.
+        async fn describe(
+            &self,
+            request: tonic::Request<super::DescribeRequest>,
+        ) -> std::result::Result<tonic::Response<super::DescribeReply>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct ClientServer<T> {
@@ -766,6 +843,49 @@ pub mod client_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/repliq.client.v1.Client/Describe" => {
+                    #[allow(non_camel_case_types)]
+                    struct DescribeSvc<T: Client>(pub Arc<T>);
+                    impl<T: Client> tonic::server::UnaryService<super::DescribeRequest>
+                    for DescribeSvc<T> {
+                        type Response = super::DescribeReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DescribeRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Client>::describe(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DescribeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
