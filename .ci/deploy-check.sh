@@ -206,6 +206,28 @@ render helm-daemonset-https --set httpTls.enabled=true --set httpTls.secretName=
     || die "the HTTPS chart's three probes do not all use scheme HTTPS"
 grep -q 'scheme: https' "$out/helm-daemonset-https.yaml" \
     || die "the HTTPS chart's ServiceMonitor does not scrape with https"
+# Remote producers and consumers (docs/CLIENTS.md): off by default; on, the client Services.
+render helm-daemonset-clients --set clients.enabled=true
+render helm-statefulset-clients --set workload.kind=StatefulSet --set clients.enabled=true \
+    --set clients.localService.enabled=true
+render helm-daemonset-tls-clients-rules --set tls.enabled=true --set tls.secretName=node-certs \
+    --set clients.enabled=true --set 'clients.rules[0].identity=billing-*' \
+    --set 'clients.rules[0].queues={orders,orders.*}' --set 'clients.rules[0].allow={read,write}' \
+    --set 'clients.rules[1].identity=audit' --set 'clients.rules[1].queues={*}' \
+    --set 'clients.rules[1].allow={read}' --set config.server.grpc_listen='[::]:4000'
+"$py" - "$out" <<'PY' || die "the client settings are not rendered as server.clients"
+import os, sys, yaml
+def config(name):
+    docs = [d for d in yaml.safe_load_all(open(os.path.join(sys.argv[1], name + ".yaml"))) if d]
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {}))
+    return yaml.safe_load(cm["data"]["config.yaml"])["server"]
+assert "clients" not in config("helm-daemonset"), "clients are off by default"
+assert config("helm-daemonset-clients")["clients"] is True, config("helm-daemonset-clients")
+rules = config("helm-daemonset-tls-clients-rules")["clients"]
+assert rules == {"enabled": True, "rules": [
+    {"identity": "billing-*", "queues": ["orders", "orders.*"], "allow": ["read", "write"]},
+    {"identity": "audit", "queues": ["*"], "allow": ["read"]}]}, rules
+PY
 "$kubectl" kustomize deploy/kubernetes > "$out/kustomize.yaml"
 # The optional PrometheusRule and dashboard ConfigMap carry the files of deploy/ unchanged.
 "$py" - "$out/helm-statefulset-static.yaml" deploy/prometheus/repliq-rules.yaml deploy/grafana/repliq.json <<'PY' \
@@ -241,6 +263,12 @@ refuses "an unknown TLS source" --set tls.enabled=true --set tls.source=vault
 refuses "an HTTP token without its Secret" --set httpAuth.enabled=true
 refuses "HTTPS without its Secret" --set httpTls.enabled=true
 refuses "an unknown replication mode" --set config.replication.mode=eventually
+refuses "client rules without TLS (no identity)" --set clients.enabled=true \
+    --set 'clients.rules[0].identity=a' --set 'clients.rules[0].queues={q}' --set 'clients.rules[0].allow={read}'
+refuses "client rules with clients off" --set tls.enabled=true --set tls.secretName=x \
+    --set 'clients.rules[0].identity=a' --set 'clients.rules[0].queues={q}' --set 'clients.rules[0].allow={read}'
+refuses "an unknown client right" --set tls.enabled=true --set tls.secretName=x --set clients.enabled=true \
+    --set 'clients.rules[0].identity=a' --set 'clients.rules[0].queues={q}' --set 'clients.rules[0].allow={delete}'
 refuses "two disruption budgets" --set podDisruptionBudget.minAvailable=1
 refuses "both static peers and members" --set config.replication.discovery.method=static \
     --set 'config.replication.discovery.peers[0].name=b' --set 'config.replication.discovery.peers[0].address=b:1' \
@@ -416,6 +444,64 @@ for f, docs in by_file.items():
         else:
             check(any(t["metadata"]["name"] == "data" for t in d["spec"].get("volumeClaimTemplates", [])),
                   where, "data is a volumeClaimTemplate")
+def clients_on(cfg):
+    """server.clients: true, or a mapping (enabled unless it says false)."""
+    c = (cfg or {}).get("server", {}).get("clients", False)
+    return c.get("enabled", True) if isinstance(c, dict) else c is True
+
+def client_services(f, docs, plain_set):
+    """The client Services (label repliq.io/client) reach the repliqd container's gRPC port on
+    the pods of the workload beside them; `-client-local` keeps traffic on the node
+    (internalTrafficPolicy Local) and exists for a DaemonSet only. A chart rendering has them
+    exactly when config.yaml turns clients on (the plain manifests ship them with clients off)."""
+    # A file of the plain manifests finds its workload and ConfigMap in the other files.
+    own = any(d.get("kind") in ("DaemonSet", "StatefulSet") for d in docs)
+    pool = docs if own or not plain_set else docs + plain
+    cfg = config_of(docs) or config_of(plain if plain_set else [])
+    services = [d for d in docs if d.get("kind") == "Service"
+                and d["metadata"].get("labels", {}).get("repliq.io/client") == "true"]
+    workloads = [d for d in pool if d.get("kind") in ("DaemonSet", "StatefulSet")]
+    if not plain_set:
+        check(bool(services) == clients_on(cfg), f,
+              f"client Services {[s['metadata']['name'] for s in services]} but server.clients is {clients_on(cfg)}")
+        if clients_on(cfg) and workloads:
+            want = {"-client", "-client-local"} if workloads[0]["kind"] == "DaemonSet" else {"-client"}
+            got = {"-client-local" if s["metadata"]["name"].endswith("-client-local") else "-client" for s in services}
+            check(got == want, f, f"client Services for a {workloads[0]['kind']}: {sorted(got)}, want {sorted(want)}")
+    grpc_port = None
+    if cfg:
+        grpc_port = int(cfg["server"]["grpc_listen"].rsplit(":", 1)[1])
+    for svc in services:
+        where = f"{f}: Service/{svc['metadata']['name']}"
+        spec = svc["spec"]
+        local = svc["metadata"]["name"].endswith("-client-local")
+        check((spec.get("internalTrafficPolicy") == "Local") == local, where,
+              f"internalTrafficPolicy {spec.get('internalTrafficPolicy')!r}: Local exactly for -client-local")
+        check(spec.get("type", "ClusterIP") == "ClusterIP" and spec.get("clusterIP") != "None", where,
+              "a ClusterIP Service with a virtual IP")
+        sel = spec.get("selector", {})
+        matched = [w for w in workloads if sel and all(
+            w["spec"]["template"]["metadata"].get("labels", {}).get(k) == v for k, v in sel.items())]
+        check(len(matched) == 1, where, f"selector {sel} must select the daemon pods of one workload")
+        if local:
+            check(all(w["kind"] == "DaemonSet" for w in matched), where,
+                  "internalTrafficPolicy Local needs a daemon on every node: a DaemonSet")
+        for w in matched:
+            main = [c for c in w["spec"]["template"]["spec"]["containers"] if c["name"] == "repliqd"]
+            ports = {p["name"]: p["containerPort"] for p in (main[0].get("ports", []) if main else [])}
+            check(len(spec.get("ports", [])) == 1, where, "one port: the gRPC port")
+            for p in spec.get("ports", []):
+                target = p.get("targetPort", p["port"])
+                number = ports.get(target) if isinstance(target, str) else target
+                check(number is not None and number in ports.values(), where,
+                      f"targetPort {target!r} is not a port of the repliqd container {ports}")
+                check(number == ports.get("grpc") == grpc_port, where,
+                      f"targetPort {target!r} ({number}) must be the container port grpc "
+                      f"({ports.get('grpc')}) of server.grpc_listen ({grpc_port})")
+                check(p["port"] == number, where, f"port {p['port']} differs from the container's {number}")
+
+for f, docs in by_file.items():
+    client_services(f, docs, "/deploy/kubernetes/" in "/" + f or f.endswith("/kustomize.yaml"))
 for f, docs in by_file.items():
     for d in docs:
         if d.get("kind") == "Role":

@@ -9,7 +9,8 @@ use std::time::Duration;
 use super::ClientError;
 use super::connect::{self, First, Open};
 use super::proto::{
-    Ack, ConsumeOpen, ConsumeReply, ConsumeRequest, Fetch, Nack, consume_reply, consume_request,
+    Ack, ConsumeOpen, ConsumeReply, ConsumeRequest, Fetch, InProgress, Nack, consume_reply,
+    consume_request,
 };
 
 /// Credits asked for when the buffer runs dry.
@@ -384,6 +385,25 @@ impl RawConsumer {
         self.send(consume_request::Kind::Nack(Nack {
             seq,
             delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        }))
+        .await
+    }
+
+    /// "Still working on it" (NATS JetStream's `+WPI`): record `seq` (one this consumer
+    /// received, not acknowledged yet) gets a full `ack_wait` again from the moment the node
+    /// reads this, so it is not delivered a second time while a slow handler works on it. Call
+    /// it more often than `ack_wait`, then [`ack_each`](RawConsumer::ack_each) or
+    /// [`nack`](RawConsumer::nack) the record as usual. The node ignores it for a record
+    /// already acknowledged, or already due for a redelivery (nacked, or its `ack_wait` ran out
+    /// before this arrived). It does not answer; a refusal (a sequence never delivered) ends the
+    /// stream and shows on the next call.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Transport`] if the stream is closed.
+    pub async fn in_progress(&mut self, seq: u64) -> Result<(), ClientError> {
+        self.send(consume_request::Kind::InProgress(InProgress {
+            seqs: vec![seq],
         }))
         .await
     }

@@ -145,4 +145,13 @@ impl<T: Message> RemoteConsumer<T> {
     pub async fn nack(&mut self, seq: u64, delay: Duration) -> Result<(), ClientError> {
         self.raw.nack(seq, delay).await
     }
+
+    /// See [`RawConsumer::in_progress`]: record `seq` gets a full `ack_wait` again.
+    ///
+    /// # Errors
+    ///
+    /// As [`RawConsumer::in_progress`].
+    pub async fn in_progress(&mut self, seq: u64) -> Result<(), ClientError> {
+        self.raw.in_progress(seq).await
+    }
 }

@@ -599,6 +599,15 @@ impl Stream<'_> {
                     .map_err(not_delivered)?;
                 Ok(true)
             }
+            Some(consume_request::Kind::InProgress(p)) => {
+                let now = Instant::now();
+                for seq in p.seqs {
+                    c.inflight
+                        .in_progress(seq, now, self.settings.ack_wait)
+                        .map_err(not_delivered)?;
+                }
+                Ok(true)
+            }
             _ => Err(Refusal::bad_request(
                 "a Consume stream sends `open` only once",
             )),

@@ -182,6 +182,31 @@ impl Inflight {
         Ok(())
     }
 
+    /// "In progress": record `seq`, waiting for its acknowledgement, gets a full `ack_wait` from
+    /// `now` on. Returns whether it did: a record done already, or already due for a
+    /// redelivery (nacked, or its `ack_wait` ran out), is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`NotDelivered`] if `seq` was never delivered.
+    pub fn in_progress(
+        &mut self,
+        seq: u64,
+        now: Instant,
+        ack_wait: Duration,
+    ) -> Result<bool, NotDelivered> {
+        self.check_delivered(seq)?;
+        match self.flights.get_mut(&seq) {
+            Some(f) if matches!(f.state, State::Waiting { .. }) => {
+                f.state = State::Waiting {
+                    deadline: now + ack_wait,
+                };
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// The stream ended: every record waiting for its acknowledgement is to be delivered again
     /// at once (to the next stream of the consumer); nack delays stay.
     pub fn release(&mut self, now: Instant) {
@@ -352,6 +377,41 @@ mod tests {
                 deliveries: 3,
                 cause: Cause::Nack
             }]
+        );
+    }
+
+    #[test]
+    fn in_progress_restarts_ack_wait_only_for_a_record_waiting_for_its_ack() {
+        let now = Instant::now();
+        let mut s = delivered(4, now);
+        let later = now + WAIT - Duration::from_secs(1);
+        assert_eq!(s.in_progress(0, later, WAIT), Ok(true));
+        s.expire(now + WAIT);
+        let due: Vec<u64> = s.ready(now + WAIT, 10, 10).iter().map(|d| d.seq).collect();
+        assert_eq!(due, vec![1, 2, 3], "record 0 has a fresh ack_wait");
+        assert_eq!(s.next_due(), Some(now + WAIT), "the others are due");
+        s.expire(later + WAIT);
+        assert_eq!(s.ready(later + WAIT, 10, 1)[0].seq, 0, "then record 0 too");
+        // Done, nacked or expired already: ignored, and stays as it was.
+        let mut s = delivered(3, now);
+        s.ack(0).unwrap();
+        s.nack(1, now, Duration::from_secs(5)).unwrap();
+        s.expire(now + WAIT);
+        for seq in 0..3 {
+            assert_eq!(
+                s.in_progress(seq, now + WAIT, WAIT),
+                Ok(false),
+                "record {seq}"
+            );
+        }
+        assert_eq!(s.pending(), 2);
+        assert_eq!(s.ready(now + WAIT, 10, 10).len(), 2);
+        assert_eq!(
+            s.in_progress(3, now, WAIT),
+            Err(NotDelivered {
+                seq: 3,
+                next_read: 3
+            })
         );
     }
 

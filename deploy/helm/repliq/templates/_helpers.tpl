@@ -26,6 +26,15 @@
 {{- printf "%s-config" (include "repliq.fullname" . | trunc 56 | trimSuffix "-") -}}
 {{- end -}}
 
+{{/* The client Services (clients.enabled): every node, and the node's own daemon. */}}
+{{- define "repliq.clientServiceName" -}}
+{{- printf "%s-client" (include "repliq.fullname" . | trunc 56 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "repliq.clientLocalServiceName" -}}
+{{- printf "%s-client-local" (include "repliq.fullname" . | trunc 50 | trimSuffix "-") -}}
+{{- end -}}
+
 {{- define "repliq.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "repliq.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -152,6 +161,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- if .Values.httpAuth.enabled -}}
 {{- $_ := set $server "http_auth" (dict "token_file" (printf "%s/token" (trimSuffix "/" .Values.httpAuth.mountPath)) "metrics_open" .Values.httpAuth.metricsOpen) -}}
 {{- end -}}
+{{- if .Values.clients.enabled -}}
+{{- if .Values.clients.rules -}}
+{{- $_ := set $server "clients" (dict "enabled" true "rules" .Values.clients.rules) -}}
+{{- else -}}
+{{- $_ := set $server "clients" true -}}
+{{- end -}}
+{{- end -}}
 replication:
 {{- toYaml $replication | nindent 2 }}
 queue:
@@ -218,6 +234,12 @@ server:
 {{- end -}}
 {{- if and .Values.httpAuth.enabled (hasPrefix "/etc/repliq/" (printf "%s/" (trimSuffix "/" .Values.httpAuth.mountPath))) -}}
 {{- fail "httpAuth.mountPath: not under /etc/repliq (the read-only ConfigMap mount)" -}}
+{{- end -}}
+{{- if and .Values.clients.rules (not .Values.tls.enabled) -}}
+{{- fail "clients.rules: need tls.enabled: without mutual TLS a client has no certificate, so no identity a rule could match (docs/CLIENTS.md, \"Authorization\")" -}}
+{{- end -}}
+{{- if and .Values.clients.rules (not .Values.clients.enabled) -}}
+{{- fail "clients.rules: set clients.enabled too (the rules apply to the client service, which is off)" -}}
 {{- end -}}
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) -}}
 {{- fail "podDisruptionBudget: set maxUnavailable or minAvailable, not both" -}}

@@ -98,7 +98,7 @@ pub struct ProduceAck {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ConsumeRequest {
-    #[prost(oneof = "consume_request::Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "consume_request::Kind", tags = "1, 2, 3, 4, 5")]
     pub kind: ::core::option::Option<consume_request::Kind>,
 }
 /// Nested message and enum types in `ConsumeRequest`.
@@ -113,6 +113,8 @@ pub mod consume_request {
         Ack(super::Ack),
         #[prost(message, tag = "4")]
         Nack(super::Nack),
+        #[prost(message, tag = "5")]
+        InProgress(super::InProgress),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -200,6 +202,18 @@ pub struct Nack {
     pub seq: u64,
     #[prost(uint64, tag = "2")]
     pub delay_ms: u64,
+}
+/// "Still working on it" (NATS JetStream's `+WPI`): each record of `seqs`, delivered to the
+/// consumer and waiting for its acknowledgement, gets a full `ack_wait` again from the moment the
+/// node reads this message, so a slow handler is not delivered the record a second time. Send it
+/// more often than `ack_wait`. A record already done, or already due for a redelivery (negatively
+/// acknowledged, or its `ack_wait` ran out before this arrived), is ignored: it is delivered
+/// again as it would have been. A record never delivered is refused (`BadRequest`). It does not
+/// count as a delivery (`max_deliver`) and has no answer.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InProgress {
+    #[prost(uint64, repeated, tag = "1")]
+    pub seqs: ::prost::alloc::vec::Vec<u64>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ConsumeReply {
