@@ -78,8 +78,22 @@ impl Journal {
     }
 
     /// Starts preparing a spare segment file in a background thread, unless one is ready or
-    /// being prepared.
+    /// being prepared: allocated, and its first window faulted in writable for a producer's
+    /// stores.
     pub(crate) fn prepare_spare(self: &Arc<Self>) {
+        self.prepare_spare_faulted(true);
+    }
+
+    /// [`Journal::prepare_spare`] for a writer that fills the file with `pwrite` (a replica's
+    /// sink): allocated only. Faulting its pages in would allocate and zero page-cache pages
+    /// that the `pwrite`s overwrite whole (a quarter of the sink's system time in a catch-up of
+    /// a few segments, benches/PERF.md). A producer that takes this spare after all (a promoted
+    /// replica) faults it in ahead of itself as it writes, as it does past any spare's window.
+    pub(crate) fn prepare_unfaulted_spare(self: &Arc<Self>) {
+        self.prepare_spare_faulted(false);
+    }
+
+    fn prepare_spare_faulted(self: &Arc<Self>, prefault: bool) {
         {
             let mut state = self.spare.lock().unwrap_or_else(|p| p.into_inner());
             if !matches!(*state, SpareState::None) {
@@ -102,7 +116,7 @@ impl Journal {
                     // next segment.
                     spare = journal.purge(true).ok().and_then(|(_, spare)| spare);
                 }
-                let spare = spare.or_else(|| journal.make_spare().ok());
+                let spare = spare.or_else(|| journal.make_spare(prefault).ok());
                 let mut state = journal.spare.lock().unwrap_or_else(|p| p.into_inner());
                 *state = match spare {
                     Some(spare) => SpareState::Ready(spare),
@@ -119,7 +133,7 @@ impl Journal {
         }
     }
 
-    pub(super) fn make_spare(&self) -> Result<Spare> {
+    pub(super) fn make_spare(&self, prefault: bool) -> Result<Spare> {
         remove_stale_temp_files(&self.dir, STALE_TEMP_FILE_AGE);
         let len = self.meta.config.segment_size;
         let tmp = temp_path(&self.dir, "spare");
@@ -152,8 +166,12 @@ impl Journal {
         // core for long.
         let map = crate::raw::MappedFile::map(&file, size, false)
             .map_err(|e| QueueError::io(format!("mapping {}", spare.tmp.display()), e))?;
-        let ahead = size.min(self.write_pace.window());
-        if !map.prefault(0, ahead, crate::raw::Prefault::Write) {
+        let ahead = if prefault {
+            size.min(self.write_pace.window())
+        } else {
+            0
+        };
+        if ahead > 0 && !map.prefault(0, ahead, crate::raw::Prefault::Write) {
             map.prefault(0, ahead, crate::raw::Prefault::Read);
         }
         spare.map = Some(map);

@@ -301,6 +301,33 @@ impl MappedFile {
         }
     }
 
+    /// Drops this process's page-table entries for the pages of `offset..offset + len` (but the
+    /// last one if the range ends inside it) with `MADV_DONTNEED`: one TLB flush for them all. The file's pages stay in the page
+    /// cache, dirty or not, with every byte stored through the mapping: the next access maps the
+    /// cached page again (a minor fault). Meant for a writer that will not touch the range again,
+    /// just before it writes the range back: write-back write-protects each page still mapped
+    /// writable and flushes the TLBs of every CPU running this process, one page at a time.
+    /// Only a hint: `false` if the kernel refused it, which changes nothing.
+    pub(crate) fn drop_page_mappings(&self, offset: usize, len: usize) -> bool {
+        let end = offset.saturating_add(len).min(self.map.len()) & !(PAGE - 1);
+        let start = offset.min(end) & !(PAGE - 1);
+        if start == end {
+            return true;
+        }
+        // SAFETY: the range lies inside this live mapping and is page-aligned (the mapping is).
+        // On a MAP_SHARED file mapping MADV_DONTNEED changes no byte of the file: every store
+        // made through the mapping is in the page cache already, and later accesses, by any
+        // thread, fault the same pages in again, so references into the range stay valid.
+        let rc = unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().add(start).cast::<libc::c_void>(),
+                end - start,
+                libc::MADV_DONTNEED,
+            )
+        };
+        rc == 0
+    }
+
     /// Writes dirty pages of `offset..offset + len` back to the file (`msync(MS_SYNC)`).
     pub(crate) fn flush_range(&self, offset: usize, len: usize) -> std::io::Result<()> {
         let end = (offset.saturating_add(len)).min(self.map.len());

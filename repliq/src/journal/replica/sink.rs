@@ -17,9 +17,13 @@ use crate::{QueueError, Result};
 pub(crate) struct Unsynced(Vec<(Arc<Segment>, usize, usize)>);
 
 impl Unsynced {
-    /// Makes the ranges durable (`msync`).
+    /// Makes the ranges durable (`msync`), after dropping this process's mappings of their
+    /// pages (local readers map them again from the page cache).
     pub(crate) fn sync(self) -> Result<()> {
         for (seg, start, end) in self.0 {
+            // Unmapped first, with one TLB flush: the write-back would otherwise write-protect
+            // every page the header stores mapped writable, with a TLB flush each.
+            seg.map.drop_page_mappings(start, end - start);
             seg.map
                 .flush_range(start, end - start)
                 .map_err(|e| QueueError::io(format!("msync {}", seg.path.display()), e))?;
@@ -399,7 +403,7 @@ impl ByteSink {
         // written, as a producer's is (`Journal::replica_segment` takes it).
         if self.spare_for != Some(seg.first_seq) && self.walk.pos >= seg.size / 4 {
             self.spare_for = Some(seg.first_seq);
-            self.journal.prepare_spare();
+            self.journal.prepare_unfaulted_spare();
         }
         Ok(())
     }
