@@ -75,7 +75,9 @@ def check_remote(cat, first_id, per, logs):
             fail(f"{cat}: producer {i}: out of order: {ids[:20]}")
         if ids != list(range(base, base + per)):
             missing = sorted(set(range(base, base + per)) - set(ids))
-            fail(f"{cat}: producer {i}: {len(missing)} of {per} missing, first {missing[:10]}")
+            extra = sorted(set(ids) - set(range(base, base + per)))
+            fail(f"{cat}: producer {i}: {len(missing)} of {per} missing, first {missing[:10]}; "
+                 f"{len(extra)} never sent, first {extra[:10]}")
         present = set(ids)
         with open(log) as f:
             for line in f:
