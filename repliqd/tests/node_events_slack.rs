@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use repliq::{JournalQueue, QueueOptions};
 use repliqd::node_events::NodeEvent;
-use support::{Daemon, Order, held, order, signal, wait_until};
+use support::{Daemon, Order, held, http_get, metric, order, signal, wait_until};
 
 /// A Slack incoming webhook on loopback: answers `200 ok` to every POST and keeps the `text` of
 /// each payload.
@@ -121,6 +121,15 @@ fn replica_lost_back_and_lag_reach_the_webhook() {
         held(&b.root.join("orders")) == 100
     });
 
+    // Give the looks (every 100 ms) time to see b up, so its loss is an edge (a replica never
+    // seen up is reported too, 10 s after the replication started, with another text).
+    wait_until("a reports b up", || {
+        metric(
+            &http_get(a.http(), "/metrics").1,
+            r#"repliq_replication_replica_up{queue="orders",replica="b"}"#,
+        ) == Some(1.0)
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
     // Lost: killed at any instruction.
     b.kill9();
     wait_until("the webhook got replica_lost", || {
@@ -128,7 +137,7 @@ fn replica_lost_back_and_lag_reach_the_webhook() {
     });
     let lost = posted(&texts, "LOST");
     assert!(
-        lost[0].starts_with("LOST b: a: replica b of queue orders"),
+        lost[0].starts_with("LOST b: a: replica b of queue orders is lost ("),
         "{lost:?}"
     );
     b.start();
@@ -146,11 +155,8 @@ fn replica_lost_back_and_lag_reach_the_webhook() {
     assert_eq!(count(&seen, "replica_back"), 1, "{seen:?}");
     assert_eq!(posted(&texts, "LOST").len(), 1);
     assert_eq!(posted(&texts, "BACK").len(), 1);
-    println!(
-        "loss and return: {} events, {} posts",
-        seen.len(),
-        texts.lock().unwrap().len()
-    );
+    let n = texts.lock().unwrap().len();
+    println!("loss and return: {} events, {n} posts", seen.len());
 
     // Lag: b stopped (its connection stays open) while 2000 more orders are written.
     signal(&b, libc::SIGSTOP);
@@ -185,10 +191,10 @@ fn replica_lost_back_and_lag_reach_the_webhook() {
     let above = seen.iter().find(|e| e.kind == "lag_above").unwrap();
     assert_eq!(above.bound, Some(500));
     assert!(above.value.unwrap() > 500, "{above:?}");
+    let all = texts.lock().unwrap().clone();
     println!(
-        "with the lag: {} events, {} posts: {:?}",
+        "with the lag: {} events, {} posts: {all:#?}",
         seen.len(),
-        texts.lock().unwrap().len(),
-        texts.lock().unwrap()
+        all.len()
     );
 }
