@@ -101,6 +101,10 @@ pub struct Config {
     /// Traces over OTLP (absent: only the standard `OTEL_*` variables configure them).
     #[serde(default)]
     pub tracing: Option<crate::telemetry::TracingConfig>,
+    /// The node's own events (replica lost and back, lag above a bound, role changes) written
+    /// into a local queue (absent: none are written; docs/OBSERVABILITY.md, "Node events").
+    #[serde(default)]
+    pub events: Option<crate::node_events::EventsConfig>,
 }
 
 /// One entry of `connectors:`.
@@ -622,6 +626,9 @@ impl Config {
         if self.queue.persistence.path.as_os_str().is_empty() {
             return Err(invalid("queue.persistence.path", "must not be empty"));
         }
+        if let Some(events) = &self.events {
+            events.validate(&self.queue.persistence.path)?;
+        }
         self.validate_connectors()?;
         self.validate_clients()?;
         if self.server.grpc_listen == self.server.http_listen && self.server.grpc_listen.port() != 0
@@ -1096,5 +1103,47 @@ queue:
         assert!(m.contains("strem"), "{m}");
         let m = err(&with(&good.replace("format: archived", "format: xml")));
         assert!(m.contains("xml"), "{m}");
+    }
+
+    /// The `events:` blocks of the docs parse and pass the checks; with the Slack example's
+    /// connector reading the events queue.
+    #[cfg(feature = "connectors")]
+    #[test]
+    fn the_documented_events_examples_are_valid() {
+        let block = |doc: &str| {
+            let start = doc.find("```yaml\nevents:\n").expect("an events: block") + 8;
+            let len = doc[start..].find("```").expect("the block ends");
+            Config::from_yaml(&format!("{SEED}{}", &doc[start..start + len])).unwrap()
+        };
+        let slack = block(include_str!("../../docs/CONNECTORS.md"));
+        let events = slack.events.unwrap();
+        assert_eq!(events.queue, Path::new(".node/events"));
+        assert_eq!(slack.connectors[0].queue, events.queue);
+        let observability = block(include_str!("../../docs/OBSERVABILITY.md"));
+        assert_eq!(
+            observability.events.unwrap().lag_bound_records,
+            Some(100_000)
+        );
+    }
+
+    #[test]
+    fn bad_events_settings_name_the_key() {
+        let c = Config::from_yaml(&format!("{SEED}events: {{}}\n")).unwrap();
+        assert_eq!(c.events.unwrap().interval_ms, 1000);
+        assert!(Config::from_yaml(SEED).unwrap().events.is_none());
+        for (yaml, key) in [
+            ("events: { queue: events }", "events.queue"),
+            ("events: { queue: /tmp/repliq/events }", "events.queue"),
+            ("events: { interval_ms: 0 }", "events.interval_ms"),
+            ("events: { lag_bound_bytes: 0 }", "events.lag_bound_bytes"),
+            (
+                "events: { lag_bound_records: 0 }",
+                "events.lag_bound_records",
+            ),
+            ("events: { lag_bound: 5 }", "events"),
+        ] {
+            let m = err(&format!("{SEED}{yaml}\n"));
+            assert!(m.starts_with(key), "{yaml}: {m}");
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod http_auth;
 #[cfg(feature = "kubernetes")]
 pub mod kube_client;
 pub mod metrics;
+pub mod node_events;
 pub mod root_lock;
 pub mod scan;
 pub mod supervise;
@@ -108,6 +109,17 @@ pub async fn run(
     });
     let console = Arc::new(ui::Console::new(node_name.clone(), root.clone()));
     let replication_metrics = state.metrics.replication.clone();
+    // The events queue exists before the connectors that forward it start.
+    let events = match &config.events {
+        Some(cfg) => {
+            let path = cfg.path(&root);
+            let queue = node_events::open_queue(&path).map_err(|e| {
+                QueueError::InvalidConfig(format!("events.queue: {}: {e}", path.display()))
+            })?;
+            Some((cfg.clone(), queue))
+        }
+        None => None,
+    };
     let tls_metrics = state.metrics.tls.clone();
     let election_metrics = state.metrics.election.clone();
     #[cfg(feature = "connectors")]
@@ -287,6 +299,19 @@ pub async fn run(
         election_metrics,
     )? {
         tasks.spawn("election", election);
+    }
+    if let Some((cfg, queue)) = events {
+        tasks.spawn(
+            "node-events",
+            node_events::run(
+                cfg,
+                node_name.clone(),
+                root.clone(),
+                queue,
+                replication_metrics.clone(),
+                stop_rx.clone(),
+            ),
+        );
     }
     tasks.spawn(
         "replication",

@@ -64,6 +64,26 @@ pub struct ReplicationMetrics {
     pub damaged: Family<QueueLabels, Gauge>,
     /// Why each damaged queue is, for `/readyz`.
     pub damaged_reasons: Arc<Mutex<BTreeMap<String, String>>>,
+    /// The last report of each (queue, replica) pair, for the node's events
+    /// ([`crate::node_events`]); a queue's pairs go when its replication stops here.
+    pub replicas: Arc<Mutex<BTreeMap<(String, String), ReplicaView>>>,
+}
+
+/// What the replication task last reported about one replica of one queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaView {
+    /// Streaming and acknowledging in time.
+    pub up: bool,
+    /// Why not, when a connection attempt failed.
+    pub error: Option<String>,
+    /// Committed records the replica does not hold yet.
+    pub lag_records: u64,
+    /// Journal bytes the replica does not hold yet (`None`: not known yet).
+    pub lag_bytes: Option<u64>,
+    /// Times it was declared lost (so far behind that retention stopped keeping its segments).
+    pub left_behind: u64,
+    /// Times it was resynced from the oldest segment.
+    pub resyncs: u64,
 }
 
 /// Labels of a per-queue metric.
@@ -129,6 +149,22 @@ impl ReplicationMetrics {
         (degraded, lines.join("\n"))
     }
 
+    /// A copy of every replica's last report.
+    #[must_use]
+    pub fn replica_views(&self) -> BTreeMap<(String, String), ReplicaView> {
+        self.replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn with_replica(&self, queue: &str, replica: &str, f: impl FnOnce(&mut ReplicaView)) {
+        let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        f(replicas
+            .entry((queue.to_owned(), replica.to_owned()))
+            .or_default());
+    }
+
     fn with_health(&self, queue: &str, f: impl FnOnce(&mut QueueHealth)) {
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         f(health.entry(queue.to_owned()).or_default());
@@ -163,15 +199,21 @@ impl repliq::replication::ReplicationObserver for ReplicationMetrics {
         self.lag_seconds
             .get_or_create(&labels)
             .set(age.as_secs_f64());
+        self.with_replica(queue, replica, |v| v.lag_records = records);
     }
     fn lag_bytes(&self, queue: &str, replica: &str, bytes: u64) {
         self.lag_bytes
             .get_or_create(&replica_labels(queue, replica))
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.with_replica(queue, replica, |v| v.lag_bytes = Some(bytes));
     }
     fn replica_state(&self, queue: &str, replica: &str, up: bool, error: Option<&str>) {
         let labels = replica_labels(queue, replica);
         self.replica_up.get_or_create(&labels).set(i64::from(up));
+        self.with_replica(queue, replica, |v| {
+            v.up = up;
+            v.error = error.map(ToOwned::to_owned);
+        });
         // The event counters exist (at 0) from the first report, so `increase()` sees the first.
         drop(self.replica_lost.get_or_create(&labels));
         drop(self.resyncs.get_or_create(&labels));
@@ -189,11 +231,13 @@ impl repliq::replication::ReplicationObserver for ReplicationMetrics {
         self.replica_lost
             .get_or_create(&replica_labels(queue, replica))
             .inc();
+        self.with_replica(queue, replica, |v| v.left_behind += 1);
     }
     fn resync(&self, queue: &str, replica: &str) {
         self.resyncs
             .get_or_create(&replica_labels(queue, replica))
             .inc();
+        self.with_replica(queue, replica, |v| v.resyncs += 1);
     }
     fn ack_timeout(&self, queue: &str, replica: &str) {
         self.ack_timeouts
@@ -230,6 +274,10 @@ impl repliq::replication::ReplicationObserver for ReplicationMetrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(queue);
+        self.replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(q, _), _| q != queue);
     }
 }
 
@@ -257,6 +305,7 @@ impl Default for ReplicationMetrics {
             health: Arc::default(),
             damaged: Family::default(),
             damaged_reasons: Arc::default(),
+            replicas: Arc::default(),
         }
     }
 }
