@@ -37,7 +37,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 pub use encode::{EncodeError, check_json_encodable, from_json};
-pub use render::{RenderError, to_json};
+pub use render::{RenderError, to_json, validate};
 
 pub use repliq_types::{
     Body, Field, Kind, Layout, List, MessageType, Ref, Shape, Type, Variant, align_up,

@@ -54,11 +54,60 @@ pub fn to_json(ty: &Type, payload: &[u8]) -> R<Value> {
             ),
         });
     };
-    Reader { b: payload }.value(ty, root)
+    Reader {
+        b: payload,
+        check_only: false,
+    }
+    .value(ty, root)
+}
+
+/// Validates `payload` as a value of type `ty`, exactly as [`to_json`] does (the same checks,
+/// the same errors), without building the JSON of strings and of arrays whose elements are
+/// valid in every bit pattern (integers, floats): what a writer checks before it appends
+/// bytes it did not serialize itself, at a cost that does not grow with such payloads' JSON.
+///
+/// # Errors
+///
+/// [`RenderError`] exactly when [`to_json`] gives one.
+pub fn validate(ty: &Type, payload: &[u8]) -> R<()> {
+    let layout = ty.layout();
+    let Some(root) = payload.len().checked_sub(layout.size) else {
+        return to_json(ty, payload).map(drop);
+    };
+    Reader {
+        b: payload,
+        check_only: true,
+    }
+    .value(ty, root)
+    .map(drop)
 }
 
 struct Reader<'a> {
     b: &'a [u8],
+    /// [`validate`]: the values of strings and plain arrays are not built (their checks run).
+    check_only: bool,
+}
+
+/// Whether every bit pattern of a value of `ty` is valid (nothing to check but its place).
+fn any_bits_valid(ty: &Type) -> bool {
+    matches!(
+        ty,
+        Type::U8
+            | Type::I8
+            | Type::U16
+            | Type::I16
+            | Type::U32
+            | Type::I32
+            | Type::Usize
+            | Type::Isize
+            | Type::U64
+            | Type::I64
+            | Type::U128
+            | Type::I128
+            | Type::F32
+            | Type::F64
+            | Type::Unit
+    )
 }
 
 fn err<T>(offset: usize, reason: impl Into<String>) -> R<T> {
@@ -96,6 +145,15 @@ impl Reader<'_> {
     }
     fn i32(&self, pos: usize) -> R<i32> {
         Ok(i32::from_le_bytes(self.array(pos)?))
+    }
+
+    /// A reader that builds every value: map keys are always built (a key must render as a
+    /// JSON object key, which is checked on the built value).
+    fn rendering(&self) -> Reader<'_> {
+        Reader {
+            b: self.b,
+            check_only: false,
+        }
     }
 
     /// Checks that a value of `layout` at `pos` is aligned and inside the payload.
@@ -165,6 +223,10 @@ impl Reader<'_> {
             Type::F32 => Value::from(f32::from_le_bytes(self.array(pos)?)),
             Type::F64 => Value::from(f64::from_le_bytes(self.array(pos)?)),
             Type::Unit => Value::Null,
+            Type::String if self.check_only => {
+                self.string(pos)?;
+                Value::Null
+            }
             Type::String => Value::String(self.string(pos)?.to_owned()),
             Type::Duration => {
                 let secs = u64::from_le_bytes(self.array(pos)?);
@@ -297,6 +359,9 @@ impl Reader<'_> {
             )?,
             None => return err(start, format!("{len} elements overflow")),
         }
+        if self.check_only && any_bits_valid(elem) {
+            return Ok(Vec::new());
+        }
         (0..len)
             .map(|i| self.value(elem, start + i * layout.size))
             .collect()
@@ -368,7 +433,7 @@ impl Reader<'_> {
             let at = ctrl - (i + 1) * entry.size;
             seen += 1;
             f(
-                self.value(key, at + offsets[0])?,
+                self.rendering().value(key, at + offsets[0])?,
                 self.value(value, at + offsets[1])?,
             )?;
         }
@@ -430,7 +495,7 @@ impl Reader<'_> {
                 );
             }
             f(
-                self.value(key, at + node.keys + i * node.key_size)?,
+                self.rendering().value(key, at + node.keys + i * node.key_size)?,
                 self.value(value, at + node.values + i * node.value_size)?,
             )
         };

@@ -402,7 +402,7 @@ impl RawQueue {
         // Validate from an aligned copy (the caller's buffer may be anywhere).
         let mut aligned = crate::AlignedBytes::new();
         aligned.extend_from_slice(payload);
-        if let Err(e) = crate::descriptor::to_json(&schema.root, &aligned) {
+        if let Err(e) = crate::descriptor::validate(&schema.root, &aligned) {
             return Err(QueueError::Deserialization {
                 type_name: "(the queue's schema type)",
                 len: payload.len(),
