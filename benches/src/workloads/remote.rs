@@ -1,7 +1,8 @@
 //! repliq's remote produce: `RemoteProducer<BenchMsg>`s writing through the client protocol
 //! (gRPC on loopback) to a real `repliqd` that the harness starts: one node, asynchronous, no
 //! replicas, so a batch is acknowledged after the node's local commit. The daemon is the
-//! release binary next to the harness's own executable (`cargo build --release -p repliqd`).
+//! `repliqd` binary next to the harness's own executable (same profile: `cargo build --release
+//! -p repliqd` for a release harness); without it the rows are skipped.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -43,7 +44,8 @@ fn binary() -> Result<PathBuf, String> {
         .filter(|p| p.is_file())
         .ok_or_else(|| {
             format!(
-                "repliqd not found next to {} (build it: cargo build --release -p repliqd)",
+                "repliqd not found next to {} (build it: cargo build -p repliqd, with \
+                 --release for a release harness)",
                 exe.display()
             )
         })?;
