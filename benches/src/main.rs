@@ -713,6 +713,14 @@ fn run(args: &RunArgs) -> BoxResult<()> {
         repl_r3(&mut suite, &params, &mut statuses);
     }
 
+    // 7. Remote produce through the client protocol next to NATS JetStream and Redis Streams.
+    if (suite.wanted("repliq") || suite.wanted("nats") || suite.wanted("redis"))
+        && (suite.wanted_workload(results::REMOTE_TPUT)
+            || suite.wanted_workload(results::REMOTE_LAT))
+    {
+        remote(&mut suite, &params, &mut statuses);
+    }
+
     hugetmpfs::unmount();
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.join();
@@ -1204,6 +1212,156 @@ fn repl_r3(suite: &mut Suite, params: &Params, statuses: &mut Vec<SystemStatus>)
                 );
                 let r = c.run(size, count, secs, window);
                 push_cost(suite, &w, name, size, r);
+            }
+        }
+    }
+}
+
+/// Remote produce: `RemoteProducer`s writing to a `repliqd` the harness starts (one node,
+/// asynchronous), next to NATS JetStream (R1, file storage) publishing with acknowledgements and
+/// Redis Streams `XADD`, producers only, same sizes, same run: throughput with 1 and 4
+/// producers, and produce → acknowledge latency of single messages at a fixed rate.
+fn remote(suite: &mut Suite, params: &Params, statuses: &mut Vec<SystemStatus>) {
+    use results::{
+        REMOTE_LAT, REMOTE_NATS, REMOTE_REDIS, REMOTE_REPLIQ, REMOTE_TPUT, remote_system,
+    };
+    use workloads::{PacedLoad, ProduceLoad};
+    const RATE: u64 = 2_000;
+    const PRODUCERS: [usize; 2] = [1, 4];
+    let w_tput = format!(
+        "{REMOTE_TPUT}: produce → acknowledge, flat out, producers only (no consumer), loopback"
+    );
+    let w_lat = format!(
+        "{REMOTE_LAT}@{}: produce → acknowledge of single messages, paced at {} msg/s, loopback",
+        workloads::rate_label(RATE),
+        workloads::rate_label(RATE)
+    );
+    let mut started = |suite: &mut Suite, system: &str, r: Result<String, String>| {
+        statuses.push(SystemStatus {
+            system: format!("{system} (remote rows)"),
+            ran: r.is_ok(),
+            detail: r.clone().unwrap_or_else(|e| e),
+        });
+        if let Err(reason) = r {
+            suite.skip(&w_tput, system, reason.clone());
+            suite.skip(&w_lat, system, reason);
+        }
+    };
+    let mut daemon = None;
+    if suite.wanted("repliq") {
+        match workloads::remote::Daemon::start() {
+            Ok(d) => {
+                started(
+                    suite,
+                    REMOTE_REPLIQ,
+                    Ok(format!(
+                        "{}; one node, asynchronous, no replicas (acknowledged after the local \
+                         commit); RemoteProducer<BenchMsg> over loopback gRPC",
+                        d.version
+                    )),
+                );
+                daemon = Some(d);
+            }
+            Err(reason) => started(suite, REMOTE_REPLIQ, Err(reason)),
+        }
+    }
+    let mut nats = None;
+    if suite.wanted("nats") {
+        match workloads::nats::NatsJetStream::start() {
+            Ok(n) => {
+                started(
+                    suite,
+                    REMOTE_NATS,
+                    Ok(format!(
+                        "{}; one server, R1 file stream; async-nats 0.51",
+                        n.version()
+                    )),
+                );
+                nats = Some(n);
+            }
+            Err(reason) => started(suite, REMOTE_NATS, Err(reason)),
+        }
+    }
+    let mut redis = None;
+    if suite.wanted("redis") {
+        match workloads::redis::RedisStreams::start() {
+            Ok(r) => {
+                started(
+                    suite,
+                    REMOTE_REDIS,
+                    Ok(format!("{}; no persistence", r.version())),
+                );
+                redis = Some(r);
+            }
+            Err(reason) => started(suite, REMOTE_REDIS, Err(reason)),
+        }
+    }
+    let t0 = suite.t0;
+    let say = |what: &str, size: usize, name: &str| {
+        eprintln!(
+            "[{:>6.1}s] {what} {size} B, {name}",
+            t0.elapsed().as_secs_f64()
+        );
+    };
+    for &size in &params.repl_sizes {
+        if !suite.sizes.is_empty() && !suite.sizes.contains(&size) {
+            continue;
+        }
+        if suite.wanted_workload(REMOTE_TPUT) {
+            for producers in PRODUCERS {
+                let load = ProduceLoad {
+                    size,
+                    count: params
+                        .tput_count
+                        .min(params.bytes_budget / size as u64)
+                        .max(100),
+                    secs: params.tput_secs,
+                    producers,
+                };
+                if let Some(d) = daemon.as_mut() {
+                    let name = remote_system(REMOTE_REPLIQ, producers);
+                    say(REMOTE_TPUT, size, &name);
+                    let r = d.throughput(&load);
+                    suite.push(&w_tput, &name, size, r);
+                }
+                if let Some(n) = nats.as_mut() {
+                    let name = remote_system(REMOTE_NATS, producers);
+                    say(REMOTE_TPUT, size, &name);
+                    let r = n.publish_acked(&load);
+                    suite.push(&w_tput, &name, size, r);
+                }
+                if let Some(x) = redis.as_mut() {
+                    let name = remote_system(REMOTE_REDIS, producers);
+                    say(REMOTE_TPUT, size, &name);
+                    let r = x.xadd_acked(&load);
+                    suite.push(&w_tput, &name, size, r);
+                }
+            }
+        }
+        if suite.wanted_workload(REMOTE_LAT) {
+            let load = PacedLoad {
+                size,
+                rate: RATE,
+                count: ((RATE as f64) * params.oneway_secs).max(100.0) as u64,
+                secs: params.oneway_secs + 0.5,
+            };
+            if let Some(d) = daemon.as_mut() {
+                let name = format!("{REMOTE_REPLIQ}, batches of 1");
+                say(REMOTE_LAT, size, &name);
+                let r = d.latency(&load);
+                suite.push(&w_lat, &name, size, r);
+            }
+            if let Some(n) = nats.as_mut() {
+                let name = format!("{REMOTE_NATS}, publish → ack, one at a time");
+                say(REMOTE_LAT, size, &name);
+                let r = n.publish_ack_latency(&load);
+                suite.push(&w_lat, &name, size, r);
+            }
+            if let Some(x) = redis.as_mut() {
+                let name = format!("{REMOTE_REDIS}, XADD → reply, one at a time");
+                say(REMOTE_LAT, size, &name);
+                let r = x.xadd_latency(&load);
+                suite.push(&w_lat, &name, size, r);
             }
         }
     }

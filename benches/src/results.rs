@@ -117,6 +117,29 @@ pub const R3_NATS_SYNC: &str = "nats-jetstream R3, window 1";
 /// See [`R3_REPLIQ_SYNC`].
 pub const R3_NATS_WINDOW: &str = "nats-jetstream R3, window";
 
+/// Workload label prefix of the remote produce throughput rows (producers only, acknowledged).
+pub const REMOTE_TPUT: &str = "remote-throughput";
+/// Workload label prefix of the remote produce → acknowledge latency rows.
+pub const REMOTE_LAT: &str = "remote-latency";
+/// System name prefixes of the remote produce rows, which the goals of issue 21 compare.
+pub const REMOTE_REPLIQ: &str = "repliq remote";
+/// See [`REMOTE_REPLIQ`].
+pub const REMOTE_NATS: &str = "nats-jetstream R1";
+/// See [`REMOTE_REPLIQ`].
+pub const REMOTE_REDIS: &str = "redis-streams";
+
+/// The system name of a remote produce throughput row: `who` (one of [`REMOTE_REPLIQ`],
+/// [`REMOTE_NATS`], [`REMOTE_REDIS`]), how it sends, and its number of producers.
+pub fn remote_system(who: &str, producers: usize) -> String {
+    let how = match who {
+        REMOTE_REPLIQ => "batches of 256, each acknowledged",
+        REMOTE_NATS => "publish with up to 256 acks outstanding",
+        _ => "XADD in pipelines of 128",
+    };
+    let s = if producers == 1 { "" } else { "s" };
+    format!("{who}, {how}, {producers} producer{s}")
+}
+
 /// CPU pressure (per cent of a run's wall time some task waited for a CPU) above which a run is
 /// flagged as contended. The harness's own two spinning processes on two cores cause ~10–15 %.
 pub const CONTENDED_PCT: f64 = 25.0;
@@ -572,6 +595,89 @@ impl Results {
         s
     }
 
+    /// Remote produce next to NATS JetStream and Redis Streams, with the goals of issue 21
+    /// evaluated on this run's figures; empty when no remote row was measured.
+    pub fn remote_goals(&self) -> String {
+        let find = |w: &str, size: usize, sys: &str| {
+            self.rows
+                .iter()
+                .find(|r| r.workload.starts_with(w) && r.size == size && r.system.starts_with(sys))
+        };
+        let mut sizes: Vec<usize> = self
+            .rows
+            .iter()
+            .filter(|r| {
+                r.system.starts_with(REMOTE_REPLIQ)
+                    && (r.workload.starts_with(REMOTE_TPUT) || r.workload.starts_with(REMOTE_LAT))
+            })
+            .map(|r| r.size)
+            .collect();
+        if sizes.is_empty() {
+            return String::new();
+        }
+        sizes.sort_unstable();
+        sizes.dedup();
+        let mut s = String::from(
+            "## Remote produce next to NATS JetStream and Redis Streams (this run)\n\n\
+             Producers only, each on its own connection, waiting for the server's \
+             acknowledgements (repliq: one `repliqd`, asynchronous, no replicas, acknowledged \
+             after the local commit; NATS: one server, R1 file stream; Redis: no persistence). \
+             Throughput ratios compare the same number of producers.\n\n\
+             | goal (issue 21) | size | value | met |\n|---|---:|---:|---|\n",
+        );
+        let met = |ok: bool| if ok { "yes" } else { "**no**" };
+        for &size in &sizes {
+            for producers in [1, 4] {
+                let tput = |who: &str| {
+                    find(REMOTE_TPUT, size, &remote_system(who, producers))
+                        .and_then(|r| r.throughput.as_ref())
+                        .map(|t| t.msgs_per_sec)
+                        .filter(|x| *x > 0.0)
+                };
+                let Some(ours) = tput(REMOTE_REPLIQ) else {
+                    continue;
+                };
+                for (who, goal) in [(REMOTE_NATS, 2.0), (REMOTE_REDIS, 3.0)] {
+                    let name = if who == REMOTE_NATS {
+                        "NATS JetStream's"
+                    } else {
+                        "Redis Streams'"
+                    };
+                    let value = tput(who).map(|theirs| ours / theirs);
+                    let _ = writeln!(
+                        s,
+                        "| remote msgs/s ≥ {goal}× {name}, {producers} producer{} | {} | {} | {} |",
+                        if producers == 1 { "" } else { "s" },
+                        fmt_size(size),
+                        value.map_or("n/a (not measured)".to_owned(), |x| format!("{x:.2}×")),
+                        value.map_or("—", |x| met(x >= goal)),
+                    );
+                }
+            }
+            let p99 = |sys: &str| {
+                find(REMOTE_LAT, size, sys)
+                    .and_then(|r| r.latency.as_ref())
+                    .map(|l| l.p99_ns as f64)
+            };
+            if let Some(a) = p99(REMOTE_REPLIQ) {
+                let b = p99(REMOTE_NATS);
+                let _ = writeln!(
+                    s,
+                    "| remote produce → ack p99 ≤ NATS JetStream's publish → ack p99 | {} | {} | {} |",
+                    fmt_size(size),
+                    b.map_or(format!("{} vs n/a", fmt_ns(a)), |b| format!(
+                        "{} vs {}",
+                        fmt_ns(a),
+                        fmt_ns(b)
+                    )),
+                    b.map_or("—", |b| met(a <= b)),
+                );
+            }
+        }
+        s.push('\n');
+        s
+    }
+
     /// Same-run ratios of the async handle's p50 to the synchronous handle's, for enqueue cost
     /// and one-way latency; empty when no async row was measured.
     pub fn async_vs_sync(&self) -> String {
@@ -667,6 +773,7 @@ impl Results {
         );
         s.push_str(&self.headline());
         s.push_str(&self.replication_cost());
+        s.push_str(&self.remote_goals());
         s.push_str(&self.async_vs_sync());
         let _ = writeln!(
             s,
@@ -936,6 +1043,66 @@ mod tests {
             }],
             rkyv: vec![],
         }
+    }
+
+    #[test]
+    fn remote_goals_compare_same_producer_counts() {
+        let mut r = results();
+        assert_eq!(r.remote_goals(), "");
+        let mut rec = Recorder::new();
+        rec.record(100);
+        let base = rec.summary();
+        let tput = |who: &str, producers: usize, msgs: u64| Row {
+            workload: format!("{REMOTE_TPUT}: test"),
+            system: remote_system(who, producers),
+            size: 64,
+            sent: msgs,
+            throughput: Some(Throughput::new(msgs, 64, 1_000_000_000)),
+            ..Row::default()
+        };
+        let lat = |system: &str, p99: u64| Row {
+            workload: format!("{REMOTE_LAT}@2k: test"),
+            system: system.into(),
+            size: 64,
+            latency: Some(Latency {
+                p99_ns: p99,
+                ..base.clone()
+            }),
+            ..Row::default()
+        };
+        r.rows = vec![
+            tput(REMOTE_REPLIQ, 1, 300),
+            tput(REMOTE_NATS, 1, 100),
+            tput(REMOTE_REDIS, 1, 200),
+            tput(REMOTE_REPLIQ, 4, 100),
+            tput(REMOTE_NATS, 4, 100),
+            lat(&format!("{REMOTE_REPLIQ}, batches of 1"), 2_000),
+            lat(&format!("{REMOTE_NATS}, publish → ack"), 1_000),
+        ];
+        let md = r.remote_goals();
+        assert!(
+            md.contains("| remote msgs/s ≥ 2× NATS JetStream's, 1 producer | 64 B | 3.00× | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| remote msgs/s ≥ 3× Redis Streams', 1 producer | 64 B | 1.50× | **no** |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| remote msgs/s ≥ 2× NATS JetStream's, 4 producers | 64 B | 1.00× | **no** |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| remote msgs/s ≥ 3× Redis Streams', 4 producers | 64 B | n/a (not measured) | — |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| 64 B | 2.0 µs vs 1.0 µs | **no** |"), "{md}");
     }
 
     #[test]

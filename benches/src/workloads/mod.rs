@@ -17,6 +17,7 @@ pub mod iox;
 pub mod nats;
 pub mod nats_r3;
 pub mod redis;
+pub mod remote;
 pub mod repl_cost;
 pub mod repl_instructions;
 pub mod replicas;
@@ -139,6 +140,98 @@ pub fn unstamp(buf: &[u8]) -> (u64, u64) {
 /// A note for a sender that stopped at its time limit before sending everything.
 pub fn cut_note(sent: u64, wanted: u64) -> Option<String> {
     (sent < wanted).then(|| format!("time limit: sent {sent} of {wanted}"))
+}
+
+/// A producer-only load: `producers` producers, each on its own thread and connection, send
+/// `count` messages of `size` bytes in all (an equal share each) and wait for the server's
+/// acknowledgements; nobody consumes. Bounded by `count` and by `secs` of sending.
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceLoad {
+    /// Payload bytes per message (at least 24).
+    pub size: usize,
+    /// Messages in all producers together, at most.
+    pub count: u64,
+    /// Stop sending after this many seconds.
+    pub secs: f64,
+    /// Producers, each with its own connection.
+    pub producers: usize,
+}
+
+impl ProduceLoad {
+    /// One producer's share of `count`.
+    pub fn share(&self) -> u64 {
+        (self.count / self.producers.max(1) as u64).max(1)
+    }
+}
+
+/// Produce → acknowledge latency: one producer sends `count` messages of `size` bytes one at a
+/// time at `rate` per second (at most `secs` seconds), each waiting for its acknowledgement,
+/// timed from its intended send time.
+#[derive(Debug, Clone, Copy)]
+pub struct PacedLoad {
+    /// Payload bytes per message (at least 24).
+    pub size: usize,
+    /// Messages per second.
+    pub rate: u64,
+    /// Messages to send, at most.
+    pub count: u64,
+    /// Stop sending after this many seconds.
+    pub secs: f64,
+}
+
+/// What one producer of a [`ProduceLoad`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerRun {
+    /// Messages acknowledged.
+    pub sent: u64,
+    /// When it started sending (`CLOCK_MONOTONIC` ns).
+    pub start_ns: u64,
+    /// When its last acknowledgement arrived.
+    pub last_ns: u64,
+}
+
+/// Runs `load.producers` producers on threads of their own: each first `connect`s (its own
+/// runtime and connection, producer `i`), all wait until every one is connected, then each
+/// runs `produce`. Throughput spans the first start to the last acknowledgement.
+pub fn produce_in_parallel<C>(
+    load: &ProduceLoad,
+    connect: impl Fn(usize) -> BoxResult<C> + Sync,
+    produce: impl Fn(C) -> BoxResult<ProducerRun> + Sync,
+) -> BoxResult<Outcome> {
+    let n = load.producers.max(1);
+    let ready = std::sync::Barrier::new(n);
+    let runs: Vec<BoxResult<ProducerRun>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (ready, connect, produce) = (&ready, &connect, &produce);
+                s.spawn(move || {
+                    let conn = connect(i);
+                    // Every thread reaches the barrier, connected or not, so none waits forever.
+                    ready.wait();
+                    produce(conn?)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("producer thread panicked".into()))
+            })
+            .collect()
+    });
+    let runs = runs.into_iter().collect::<BoxResult<Vec<_>>>()?;
+    let sent: u64 = runs.iter().map(|r| r.sent).sum();
+    let start = runs.iter().map(|r| r.start_ns).min().unwrap_or(0);
+    let last = runs.iter().map(|r| r.last_ns).max().unwrap_or(0);
+    let wanted = load.share() * n as u64;
+    Ok(Outcome {
+        latency: None,
+        throughput: Some(Throughput::new(sent, load.size, last.saturating_sub(start))),
+        sent,
+        note: cut_note(sent, wanted),
+        memory: None,
+    })
 }
 
 /// Runs `f` on a new thread pinned to `cpu` (threads inherit the affinity of their creator, so

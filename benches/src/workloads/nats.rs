@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
-use super::{Kind, Outcome, Spec, System, cut_note, stamp, unstamp};
+use super::{
+    Kind, Outcome, PacedLoad, ProduceLoad, ProducerRun, Spec, System, cut_note,
+    produce_in_parallel, stamp, unstamp,
+};
 use crate::BoxResult;
 use crate::clock::{Pacer, deadline, now_ns};
 use crate::servers::{Server, start_nats};
@@ -76,6 +79,124 @@ impl NatsJetStream {
 
     fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.server.port)
+    }
+
+    /// Creates a new R1 file stream without consumers: (stream name, subject).
+    fn new_stream(&mut self, rt: &tokio::runtime::Runtime) -> BoxResult<(String, String)> {
+        self.n += 1;
+        let name = format!("ACKED{}", self.n);
+        let subject = format!("acked.{}", self.n);
+        let url = self.url();
+        rt.block_on(async {
+            let js = jetstream::new(async_nats::connect(&url).await?);
+            js.create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![subject.clone()],
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await?;
+            BoxResult::Ok(())
+        })?;
+        Ok((name, subject))
+    }
+
+    fn delete_stream(&self, rt: &tokio::runtime::Runtime, name: &str) {
+        let url = self.url();
+        // Best effort, as in `run`: the server is discarded at the end of the run anyway.
+        let _ = rt.block_on(async {
+            let js = jetstream::new(async_nats::connect(&url).await?);
+            let _ = js.delete_stream(name).await;
+            BoxResult::Ok(())
+        });
+    }
+
+    /// Publish with acknowledgement, producer side only: `load.producers` publishers, each on
+    /// its own connection with up to 256 acknowledgements outstanding, into one R1 file stream;
+    /// timed until the last acknowledgement.
+    pub fn publish_acked(&mut self, load: &ProduceLoad) -> BoxResult<Outcome> {
+        let rt = runtime()?;
+        let (name, subject) = self.new_stream(&rt)?;
+        let url = self.url();
+        let (share, end) = (load.share(), deadline(load.secs) + 1_000_000);
+        let out = produce_in_parallel(
+            load,
+            |_| {
+                let rt = runtime()?;
+                // The context spawns a task: make it inside the runtime.
+                let js = rt.block_on(async {
+                    BoxResult::Ok(jetstream::new(async_nats::connect(&url).await?))
+                })?;
+                Ok((rt, js))
+            },
+            |(rt, js)| {
+                rt.block_on(async {
+                    let mut buf = vec![0xA5u8; load.size];
+                    let mut acks = VecDeque::with_capacity(WINDOW);
+                    let start = now_ns();
+                    let mut sent = 0;
+                    while sent < share {
+                        stamp(&mut buf, now_ns(), sent);
+                        acks.push_back(js.publish(subject.clone(), buf.clone().into()).await?);
+                        if acks.len() >= WINDOW
+                            && let Some(a) = acks.pop_front()
+                        {
+                            a.await?;
+                        }
+                        sent += 1;
+                        if sent.is_multiple_of(256) && now_ns() > end {
+                            break;
+                        }
+                    }
+                    for a in acks {
+                        a.await?;
+                    }
+                    BoxResult::Ok(ProducerRun {
+                        sent,
+                        start_ns: start,
+                        last_ns: now_ns(),
+                    })
+                })
+            },
+        );
+        self.delete_stream(&rt, &name);
+        out
+    }
+
+    /// Publish → acknowledgement latency: one publisher, each publish waiting for its
+    /// acknowledgement, paced at `load.rate`, into an R1 file stream.
+    pub fn publish_ack_latency(&mut self, load: &PacedLoad) -> BoxResult<Outcome> {
+        let rt = runtime()?;
+        let (name, subject) = self.new_stream(&rt)?;
+        let url = self.url();
+        let out = rt.block_on(async {
+            let js = jetstream::new(async_nats::connect(&url).await?);
+            let pacer = Pacer::new(load.rate);
+            let end = deadline(load.secs) + 1_000_000;
+            let mut buf = vec![0xA5u8; load.size];
+            let mut rec = Recorder::new();
+            let mut sent = 0;
+            while sent < load.count {
+                let t = pacer.wait(sent);
+                stamp(&mut buf, t, sent);
+                js.publish(subject.clone(), buf.clone().into())
+                    .await?
+                    .await?;
+                rec.record(now_ns().saturating_sub(t));
+                sent += 1;
+                if sent.is_multiple_of(64) && now_ns() > end {
+                    break;
+                }
+            }
+            BoxResult::Ok(Outcome {
+                latency: Some(rec.summary()),
+                sent,
+                note: cut_note(sent, load.count),
+                ..Outcome::default()
+            })
+        });
+        self.delete_stream(&rt, &name);
+        out
     }
 }
 

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis::Value;
 
-use super::{Kind, Outcome, Spec, System, cut_note, stamp, unstamp};
+use super::{
+    Kind, Outcome, PacedLoad, ProduceLoad, ProducerRun, Spec, System, cut_note,
+    produce_in_parallel, stamp, unstamp,
+};
 use crate::BoxResult;
 use crate::clock::{Pacer, deadline, now_ns};
 use crate::servers::{Server, start_redis};
@@ -41,6 +44,88 @@ impl RedisStreams {
     fn connect(&self) -> BoxResult<redis::Connection> {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.server.port))?;
         Ok(client.get_connection()?)
+    }
+
+    fn new_key(&mut self) -> String {
+        self.n += 1;
+        format!("acked-{}-{}", std::process::id(), self.n)
+    }
+
+    /// `XADD`, producer side only: `load.producers` producers, each on its own connection
+    /// sending pipelines of 128 and waiting for their replies, into one stream; timed until the
+    /// last reply.
+    pub fn xadd_acked(&mut self, load: &ProduceLoad) -> BoxResult<Outcome> {
+        let key = self.new_key();
+        let (share, end) = (load.share(), deadline(load.secs) + 1_000_000);
+        let out = produce_in_parallel(
+            load,
+            |_| self.connect(),
+            |mut conn| {
+                let mut buf = vec![0xA5u8; load.size];
+                let start = now_ns();
+                let mut sent = 0;
+                while sent < share {
+                    let mut pipe = redis::pipe();
+                    let batch = PIPELINE.min(share - sent);
+                    for k in 0..batch {
+                        stamp(&mut buf, now_ns(), sent + k);
+                        pipe.cmd("XADD")
+                            .arg(&key)
+                            .arg("*")
+                            .arg("d")
+                            .arg(&buf[..])
+                            .ignore();
+                    }
+                    pipe.query::<()>(&mut conn)?;
+                    sent += batch;
+                    if now_ns() > end {
+                        break;
+                    }
+                }
+                Ok(ProducerRun {
+                    sent,
+                    start_ns: start,
+                    last_ns: now_ns(),
+                })
+            },
+        );
+        if let Ok(mut c) = self.connect() {
+            let _ = redis::cmd("DEL").arg(&key).query::<Value>(&mut c);
+        }
+        out
+    }
+
+    /// `XADD` → reply latency: one producer, one `XADD` at a time, paced at `load.rate`.
+    pub fn xadd_latency(&mut self, load: &PacedLoad) -> BoxResult<Outcome> {
+        let key = self.new_key();
+        let mut conn = self.connect()?;
+        let pacer = Pacer::new(load.rate);
+        let end = deadline(load.secs) + 1_000_000;
+        let mut buf = vec![0xA5u8; load.size];
+        let mut rec = Recorder::new();
+        let mut sent = 0;
+        while sent < load.count {
+            let t = pacer.wait(sent);
+            stamp(&mut buf, t, sent);
+            redis::cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg("d")
+                .arg(&buf[..])
+                .query::<Value>(&mut conn)?;
+            rec.record(now_ns().saturating_sub(t));
+            sent += 1;
+            if sent.is_multiple_of(64) && now_ns() > end {
+                break;
+            }
+        }
+        let _ = redis::cmd("DEL").arg(&key).query::<Value>(&mut conn);
+        Ok(Outcome {
+            latency: Some(rec.summary()),
+            sent,
+            note: cut_note(sent, load.count),
+            ..Outcome::default()
+        })
     }
 }
 
