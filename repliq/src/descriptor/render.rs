@@ -495,7 +495,8 @@ impl Reader<'_> {
                 );
             }
             f(
-                self.rendering().value(key, at + node.keys + i * node.key_size)?,
+                self.rendering()
+                    .value(key, at + node.keys + i * node.key_size)?,
                 self.value(value, at + node.values + i * node.value_size)?,
             )
         };
