@@ -190,6 +190,14 @@ async fn rabbitmq_sink_and_source_lose_nothing_at_crash_points_and_broker_kills(
     let dir = tempfile::tempdir().unwrap();
     let mut server = RabbitMq::start(&dir.path().join("rabbitmq"), "");
     let url = server.url();
+    // Both queues exist on the broker's disk before it is killed: a definition only moments old
+    // can be lost by a `kill -9`, messages and all (`RabbitMq::stop`); that would be the
+    // broker's loss, not the connectors'.
+    for name in ["out.orders", "in.orders"] {
+        publish(&url, name, std::iter::empty()).await;
+    }
+    server.stop();
+    server.restart();
 
     // Sink.
     let queue = dir.path().join("orders");
