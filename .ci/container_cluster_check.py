@@ -39,7 +39,7 @@ def role(qdir):
 
 
 def body(ident):
-    # Must match tests/src/bin/acked_producer.rs `order`.
+    # Must match `order` in tests/src/cluster.rs (both producers of the test use it).
     return [(ident ^ i) & 0xFF for i in range(ident % 41)]
 
 

@@ -1,5 +1,6 @@
 //! Shared helpers and fixture types for repliq's cross-crate tests.
 
+pub mod cluster;
 pub mod kitchen_sink;
 
 /// A message defined in this crate; `tests/message_fingerprint.rs` defines an identical twin in

@@ -17,36 +17,11 @@
 //!
 //! and `DONE` when it stops for any reason other than an error.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use repliq::{JournalQueue, QueueError, ReplicationError};
-
-/// The message: an id unique in the whole test, and a body derived from it (so a torn or
-/// mixed-up record shows).
-#[repliq::message(name = "cluster.Order")]
-#[derive(Debug, Clone, PartialEq)]
-pub struct Order {
-    /// Unique across every producer of one test run.
-    pub id: u64,
-    /// `id` repeated as bytes, 0 to 40 of them.
-    pub body: Vec<u8>,
-}
-
-fn order(id: u64) -> Order {
-    Order {
-        id,
-        body: (0..id % 41).map(|i| (id ^ i) as u8).collect(),
-    }
-}
-
-fn line(text: &str) {
-    let mut out = std::io::stdout().lock();
-    // One write per line: a producer killed mid-run leaves whole lines.
-    let _ = out.write_all(format!("{text}\n").as_bytes());
-    let _ = out.flush();
-}
+use repliq_tests::cluster::{Order, line, order};
 
 fn run(dir: &str, first: u64, count: u64, secs: u64) -> Result<(), String> {
     let mut q = JournalQueue::<Order>::new(dir, 10_000_000).map_err(|e| e.to_string())?;

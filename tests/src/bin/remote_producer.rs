@@ -21,35 +21,11 @@
 //!
 //! and `DONE next_seq` after the last batch.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use repliq::client::{ClientError, ClientTls, ProducerOptions, RemoteProducer};
-
-/// The message of the container cluster test (the same type as `acked_producer`'s).
-#[repliq::message(name = "cluster.Order")]
-#[derive(Debug, Clone, PartialEq)]
-pub struct Order {
-    /// Unique across every producer of one test run.
-    pub id: u64,
-    /// `id` repeated as bytes, 0 to 40 of them.
-    pub body: Vec<u8>,
-}
-
-fn order(id: u64) -> Order {
-    Order {
-        id,
-        body: (0..id % 41).map(|i| (id ^ i) as u8).collect(),
-    }
-}
-
-fn line(text: &str) {
-    let mut out = std::io::stdout().lock();
-    // One write per line: a producer killed mid-run leaves whole lines.
-    let _ = out.write_all(format!("{text}\n").as_bytes());
-    let _ = out.flush();
-}
+use repliq_tests::cluster::{Order, line, order};
 
 struct Args {
     seeds: Vec<String>,
