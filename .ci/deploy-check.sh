@@ -33,7 +33,10 @@ LAYER_WHEEL_SHA256=28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683fc8
 HELM_VERSION=v4.1.4
 # The versions claimed in docs/DEPLOY.md (Chart.yaml says kubeVersion >= 1.30).
 K8S_VERSIONS="1.30.0 1.31.0 1.32.0 1.33.0 1.34.0 1.35.0"
-IMAGE_MAX_BYTES=30000000
+# The image's two static binaries (stripped): 31.7 MB on 2026-12-06 (repliqd 24.3 MB, repliq
+# 7.5 MB: the CLI carries the gRPC client with TLS for `repliq produce/consume --remote`). A
+# guard against a dependency that doubles it, with room for the next feature, not a target.
+IMAGE_MAX_BYTES=34000000
 # Defects of the current daemon that this check finds and tolerates, loudly, until they are fixed
 # (docs/DEPLOY.md, "Gaps in the daemon"). REPLIQ_DEPLOY_KNOWN_GAPS="" makes every one fatal.
 #   kubernetes-discovery  repliqd refuses replication.discovery.method: kubernetes
