@@ -13,9 +13,13 @@ pub(crate) fn outgoing(
 ) -> Result<Vec<u8>, String> {
     match (format, schema) {
         (Format::Archived, _) => Ok(payload.to_vec()),
-        (Format::Json, Some(schema)) => repliq::descriptor::to_json(&schema.root, payload)
-            .map_err(|e| format!("the record does not render as a `{}`: {e}", schema.name))
-            .and_then(|v| serde_json::to_vec(&v).map_err(|e| e.to_string())),
+        (Format::Json, Some(schema)) => {
+            // Straight to text: no JSON value is built in between.
+            let mut body = Vec::with_capacity(payload.len() * 2);
+            repliq::descriptor::to_json_text(&schema.root, payload, &mut body)
+                .map_err(|e| format!("the record does not render as a `{}`: {e}", schema.name))?;
+            Ok(body)
+        }
         (Format::Json, None) => Err("the queue has no schema.json".into()),
     }
 }

@@ -247,21 +247,18 @@ pub async fn run_sink<T: SinkTarget>(
         }
     };
     let mut idle = 0u32;
+    // The batch read (and rendered) while the previous one was being published.
+    let mut ahead: Option<Result<Prepared, QueueError>> = None;
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
-        let mut batch = Vec::new();
-        let mut bad = Vec::new();
-        let n = queue
-            .read_batch(cfg.batch, |seq, payload| {
-                match outgoing(cfg.format, schema.as_ref(), payload) {
-                    Ok(body) => batch.push(Outgoing { seq, body }),
-                    Err(reason) => bad.push((seq, payload.to_vec(), reason)),
-                }
-            })
-            .map_err(qerr)?;
-        if n == 0 {
+        let prepared = match ahead.take() {
+            Some(p) => p,
+            None => prepare(&mut queue, cfg, schema.as_ref()),
+        }
+        .map_err(qerr)?;
+        if prepared.count == 0 {
             update_lag(&mut queue, idle == 0);
             // Poll while idle: 1 ms, doubling to 16 ms.
             if sleep_or_stop(Duration::from_millis(1 << idle.min(4)), &mut shutdown).await {
@@ -271,14 +268,29 @@ pub async fn run_sink<T: SinkTarget>(
             continue;
         }
         idle = 0;
-        let next = queue.read_position().map_err(qerr)?;
+        let Prepared {
+            batch, bad, next, ..
+        } = prepared;
         for (seq, payload, reason) in bad {
             c.dead_letter(Some(seq), None, payload, reason)?;
         }
         let mut rest: &[Outgoing] = &batch;
         let mut attempt = 0;
         while !rest.is_empty() {
-            match target.publish(rest).await {
+            let published = if ahead.is_none() {
+                // While the remote works on this batch, read and render the next one: the
+                // remote's time and ours overlap instead of adding up. Nothing of the next
+                // batch is sent before this one is confirmed and committed, so a crash
+                // resends at most this batch, as before.
+                let (published, read) = tokio::join!(biased; target.publish(rest), async {
+                    prepare(&mut queue, cfg, schema.as_ref())
+                });
+                ahead = Some(read);
+                published
+            } else {
+                target.publish(rest).await
+            };
+            match published {
                 Ok(duplicates) => {
                     Stats::add(&stats.forwarded, rest.len() as u64);
                     Stats::add(&stats.duplicates, duplicates);
@@ -302,9 +314,47 @@ pub async fn run_sink<T: SinkTarget>(
                 }
             }
         }
+        // The read position is past the batch read ahead; the cursor moves only past this one.
         queue.commit(next).map_err(qerr)?;
         update_lag(&mut queue, false);
     }
+}
+
+/// A batch a sink read from its queue: the bodies to send, the records that did not render
+/// (to dead-letter), and the position just past the batch (what the cursor moves to once the
+/// remote confirmed it).
+struct Prepared {
+    count: usize,
+    batch: Vec<Outgoing>,
+    bad: Vec<(u64, Vec<u8>, String)>,
+    next: u64,
+}
+
+/// Reads up to `cfg.batch` records after the read position and renders them.
+fn prepare(
+    queue: &mut RawQueue,
+    cfg: &ConnectorConfig,
+    schema: Option<&repliq::descriptor::Schema>,
+) -> Result<Prepared, QueueError> {
+    let mut batch = Vec::new();
+    let mut bad = Vec::new();
+    let count = queue.read_batch(cfg.batch, |seq, payload| {
+        match outgoing(cfg.format, schema, payload) {
+            Ok(body) => batch.push(Outgoing { seq, body }),
+            Err(reason) => bad.push((seq, payload.to_vec(), reason)),
+        }
+    })?;
+    let next = if count == 0 {
+        0
+    } else {
+        queue.read_position()?
+    };
+    Ok(Prepared {
+        count,
+        batch,
+        bad,
+        next,
+    })
 }
 
 /// Runs a source until `shutdown` turns true: fetches batches from `origin`, enqueues each
@@ -352,13 +402,18 @@ pub async fn run_source<S: SourceOrigin>(
         });
     }
     let mut attempt = 0;
+    // The batch fetched while the previous one was being enqueued.
+    let mut ahead: Option<Result<Vec<Incoming<S::Token>>, Failure>> = None;
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
-        let fetched = tokio::select! {
-            r = origin.fetch(cfg.batch) => r,
-            _ = shutdown.changed() => return Ok(()),
+        let fetched = match ahead.take() {
+            Some(fetched) => fetched,
+            None => tokio::select! {
+                r = origin.fetch(cfg.batch) => r,
+                _ = shutdown.changed() => return Ok(()),
+            },
         };
         let items = match fetched {
             Ok(items) => {
@@ -378,71 +433,103 @@ pub async fn run_source<S: SourceOrigin>(
         if items.is_empty() {
             continue;
         }
-        let mut enqueued = 0u64;
-        for item in &items {
-            let payload = match incoming(cfg.format, Some(&schema), &item.body) {
-                Ok(p) => p,
-                Err(reason) => {
-                    c.dead_letter(None, Some(item.id.clone()), item.body.clone(), reason)?;
-                    continue;
-                }
-            };
-            let mut attempt = 0;
-            loop {
-                let appended = if queue.waits_for_acks() {
-                    blocking(|| queue.append(&payload))
-                } else {
-                    queue.append(&payload)
-                };
-                match appended {
-                    Ok(_) => {
-                        enqueued += 1;
-                        break;
-                    }
-                    Err(e @ QueueError::Deserialization { .. }) => {
-                        c.dead_letter(
-                            None,
-                            Some(item.id.clone()),
-                            item.body.clone(),
-                            e.to_string(),
-                        )?;
-                        break;
-                    }
-                    Err(e @ (QueueError::Full { .. } | QueueError::Replication(_))) => {
-                        // Room frees up as consumers read; a fenced or demoted handle is
-                        // reopened (the queue may be primary again, here or after a failover).
-                        Stats::add(&stats.retries, 1);
-                        tracing::warn!(connector = %cfg.name, error = %e, attempt, "enqueue failed; retrying");
-                        if matches!(e, QueueError::Replication(_)) {
-                            queue = RawQueue::producer(&cfg.queue).map_err(qerr)?;
-                        }
-                        if sleep_or_stop(cfg.retry.delay(attempt), &mut shutdown).await {
-                            // Not acknowledged: redelivered after a restart.
-                            return Ok(());
-                        }
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(qerr(e)),
-                }
-            }
-        }
+        // While this batch is enqueued, the next one is fetched: the remote's time and ours
+        // overlap instead of adding up. The next batch is only held, not enqueued, until this
+        // one is acknowledged.
+        let (next, enqueued) = tokio::join!(biased; origin.fetch(cfg.batch), async {
+            enqueue(&mut c, &mut queue, &schema, &items, &mut shutdown).await
+        });
+        ahead = Some(next);
+        let Some(enqueued) = enqueued? else {
+            // Shutdown while an enqueue was being retried: nothing acknowledged, redelivered
+            // after a restart.
+            return Ok(());
+        };
         let tokens: Vec<S::Token> = items.into_iter().map(|i| i.token).collect();
-        let mut attempt = 0;
+        let mut ack_attempt = 0;
         loop {
             match origin.ack(&tokens).await {
                 Ok(()) => break,
                 Err(failure) => {
                     Stats::add(&stats.retries, 1);
-                    tracing::warn!(connector = %cfg.name, %failure, attempt, "acknowledgement failed; retrying");
-                    if sleep_or_stop(cfg.retry.delay(attempt), &mut shutdown).await {
+                    tracing::warn!(connector = %cfg.name, %failure, attempt = ack_attempt, "acknowledgement failed; retrying");
+                    if sleep_or_stop(cfg.retry.delay(ack_attempt), &mut shutdown).await {
                         return Ok(());
                     }
-                    attempt += 1;
+                    ack_attempt += 1;
                 }
             }
         }
+        if ack_attempt > 0 {
+            // The origin reconnected: what it delivered before may come again (and its tokens
+            // may no longer acknowledge anything). The batch fetched ahead is let go, neither
+            // enqueued nor acknowledged, so the remote delivers it again, once.
+            ahead = None;
+        }
         Stats::add(&stats.forwarded, enqueued);
     }
+}
+
+/// Enqueues a source's batch (dead-lettering what does not fit the queue): how many were
+/// enqueued, or `None` if shutdown was asked for while an enqueue was being retried.
+async fn enqueue<T>(
+    c: &mut Common<'_>,
+    queue: &mut RawQueue,
+    schema: &repliq::descriptor::Schema,
+    items: &[Incoming<T>],
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<u64>, ConnectError> {
+    let cfg = c.cfg;
+    let stats = c.stats;
+    let mut enqueued = 0u64;
+    for item in items {
+        let payload = match incoming(cfg.format, Some(schema), &item.body) {
+            Ok(p) => p,
+            Err(reason) => {
+                c.dead_letter(None, Some(item.id.clone()), item.body.clone(), reason)?;
+                continue;
+            }
+        };
+        let mut attempt = 0;
+        loop {
+            let appended = if queue.waits_for_acks() {
+                blocking(|| queue.append(&payload))
+            } else {
+                queue.append(&payload)
+            };
+            match appended {
+                Ok(_) => {
+                    enqueued += 1;
+                    break;
+                }
+                Err(e @ QueueError::Deserialization { .. }) => {
+                    c.dead_letter(
+                        None,
+                        Some(item.id.clone()),
+                        item.body.clone(),
+                        e.to_string(),
+                    )?;
+                    break;
+                }
+                Err(e @ (QueueError::Full { .. } | QueueError::Replication(_))) => {
+                    // Room frees up as consumers read; a fenced or demoted handle is
+                    // reopened (the queue may be primary again, here or after a failover).
+                    Stats::add(&stats.retries, 1);
+                    tracing::warn!(connector = %cfg.name, error = %e, attempt, "enqueue failed; retrying");
+                    if matches!(e, QueueError::Replication(_)) {
+                        *queue = RawQueue::producer(&cfg.queue)
+                            .map_err(|e| c.queue_error(&cfg.queue, e))?;
+                    }
+                    if sleep_or_stop(cfg.retry.delay(attempt), shutdown).await {
+                        return Ok(None);
+                    }
+                    attempt += 1;
+                }
+                Err(e) => return Err(c.queue_error(&cfg.queue, e)),
+            }
+        }
+    }
+    Ok(Some(enqueued))
 }
 
 /// A connector started by [`spawn`].

@@ -1,6 +1,7 @@
 //! Type descriptors: for every supported type, the descriptor hashes to `FINGERPRINT` and gives
 //! rkyv's archived size and alignment; the generic JSON renderer agrees with
-//! `serde_json::to_value` of the deserialized value (proptest over nested types), survives a
+//! `serde_json::to_value` of the deserialized value (proptest over nested types), and so does
+//! its text straight from the bytes (`to_json_text`); it survives a
 //! trip through `schema.json`, and never panics on damaged bytes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -116,6 +117,13 @@ proptest! {
         let schema = Schema::from_json(&Schema::of::<Everything>().to_json_string()).unwrap();
         let typed = repliq::from_bytes::<Everything>(&repliq::to_bytes(&value).unwrap()).unwrap();
         prop_assert_eq!(render(&value, &schema.root), expected_json(&typed));
+        // Straight to text: the text parses to the same value (fields in declaration order).
+        let bytes = repliq::to_bytes(&value).unwrap();
+        let mut text = b"prefix ".to_vec();
+        repliq::descriptor::to_json_text(&schema.root, &bytes, &mut text).expect("renders as text");
+        let mut parsed: serde_json::Value = serde_json::from_slice(&text[7..]).expect("JSON text");
+        sort_sets(&mut parsed);
+        prop_assert_eq!(parsed, expected_json(&typed));
     }
 
     /// Damaged bytes give an error or a value, never a panic.
@@ -136,7 +144,19 @@ proptest! {
         for bytes in [&damaged[..], &damaged[..cut.index(damaged.len())]] {
             let rendered = to_json(Everything::DESCRIPTOR, bytes);
             let checked = repliq::descriptor::validate(Everything::DESCRIPTOR, bytes);
-            prop_assert_eq!(checked, rendered.map(drop));
+            prop_assert_eq!(&checked, &rendered.clone().map(drop));
+            // And straight to text: the same verdict, the same error, the same value; nothing
+            // written on an error.
+            let mut text = Vec::new();
+            let written = repliq::descriptor::to_json_text(Everything::DESCRIPTOR, bytes, &mut text);
+            prop_assert_eq!(&written, &checked);
+            match rendered {
+                Ok(v) => {
+                    let parsed: serde_json::Value = serde_json::from_slice(&text).expect("JSON text");
+                    prop_assert_eq!(parsed, v);
+                }
+                Err(_) => prop_assert!(text.is_empty()),
+            }
         }
     }
 }

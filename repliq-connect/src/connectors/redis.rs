@@ -292,6 +292,10 @@ pub struct RedisSource {
     cmd: Option<MultiplexedConnection>,
     /// Whether this consumer's own pending entries were read since (re)connecting.
     pending_done: bool,
+    /// Where the next read of this consumer's own pending entries starts: `0` after
+    /// (re)connecting, then past the last one returned (a batch returned but not yet
+    /// acknowledged is still pending, and must not be returned twice).
+    pending_from: String,
     next_claim: Instant,
     claim_from: String,
 }
@@ -310,6 +314,7 @@ impl RedisSource {
             read: None,
             cmd: None,
             pending_done: false,
+            pending_from: "0".into(),
             next_claim: Instant::now(),
             claim_from: "0-0".into(),
         })
@@ -335,11 +340,13 @@ impl RedisSource {
             }
             self.cmd = Some(c);
             self.pending_done = false;
+            self.pending_from = "0".into();
         }
         if self.read.is_none() {
             let timeout = Duration::from_millis(self.cfg.block_ms) + Duration::from_secs(10);
             self.read = Some(connect(&self.client, timeout).await?);
             self.pending_done = false;
+            self.pending_from = "0".into();
         }
         match (self.read.clone(), self.cmd.clone()) {
             (Some(r), Some(c)) => Ok((r, c)),
@@ -392,11 +399,12 @@ impl SourceOrigin for RedisSource {
                 .arg(max)
                 .arg("STREAMS")
                 .arg(&self.cfg.stream)
-                .arg("0")
+                .arg(&self.pending_from)
                 .query_async(&mut cmd)
                 .await;
             let own = entries(own.map_err(|e| self.lost("XREADGROUP (own pending)", &e))?);
-            if !own.is_empty() {
+            if let Some(last) = own.last() {
+                self.pending_from = last.id.clone();
                 return Ok(self.incoming(own));
             }
             self.pending_done = true;

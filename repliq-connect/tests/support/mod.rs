@@ -155,8 +155,9 @@ pub enum At {
     After,
 }
 
-/// Wraps the real Redis sink or source and hangs forever at call `crash_at` of one operation,
-/// before or after the real call, so the test can kill the connector exactly there (an abort at
+/// Wraps the real Redis sink or source and hangs forever at call `crash_at` of one operation
+/// (`calls` counts that operation's calls: publishes, fetches that returned messages, or
+/// acknowledgements), before or after the real call, so the test can kill the connector exactly there (an abort at
 /// any other await point lets the connection's background task finish a request anyway).
 pub struct Crashing<T> {
     pub inner: T,
@@ -198,12 +199,17 @@ impl<T: repliq_connect::SourceOrigin> repliq_connect::SourceOrigin for Crashing<
     ) -> Result<Vec<repliq_connect::Incoming<T::Token>>, repliq_connect::Failure> {
         let r = self.inner.fetch(max).await;
         if r.as_ref().is_ok_and(|v| !v.is_empty()) {
-            self.calls += 1;
+            if self.op == "fetch" {
+                self.calls += 1;
+            }
             self.point("fetch", At::After).await;
         }
         r
     }
     async fn ack(&mut self, tokens: &[T::Token]) -> Result<(), repliq_connect::Failure> {
+        if self.op == "ack" {
+            self.calls += 1;
+        }
         self.point("ack", At::Before).await;
         let r = self.inner.ack(tokens).await;
         self.point("ack", At::After).await;

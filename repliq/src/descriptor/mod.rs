@@ -31,6 +31,7 @@
 
 mod encode;
 mod render;
+mod text;
 
 use std::borrow::Cow;
 
@@ -38,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 pub use encode::{EncodeError, check_json_encodable, from_json};
 pub use render::{RenderError, to_json, validate};
+pub use text::to_json_text;
 
 pub use repliq_types::{
     Body, Field, Kind, Layout, List, MessageType, Ref, Shape, Type, Variant, align_up,

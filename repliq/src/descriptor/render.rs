@@ -21,7 +21,7 @@ pub struct RenderError {
     pub reason: String,
 }
 
-type R<T> = std::result::Result<T, RenderError>;
+pub(super) type R<T> = std::result::Result<T, RenderError>;
 
 /// B-tree nodes hold this many entries (rkyv's default for `BTreeMap`).
 const BTREE_E: usize = 5;
@@ -82,10 +82,10 @@ pub fn validate(ty: &Type, payload: &[u8]) -> R<()> {
     .map(drop)
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
+pub(super) struct Reader<'a> {
+    pub(super) b: &'a [u8],
     /// [`validate`]: the values of strings and plain arrays are not built (their checks run).
-    check_only: bool,
+    pub(super) check_only: bool,
 }
 
 /// Whether every bit pattern of a value of `ty` is valid (nothing to check but its place).
@@ -110,7 +110,7 @@ fn any_bits_valid(ty: &Type) -> bool {
     )
 }
 
-fn err<T>(offset: usize, reason: impl Into<String>) -> R<T> {
+pub(super) fn err<T>(offset: usize, reason: impl Into<String>) -> R<T> {
     Err(RenderError {
         offset,
         reason: reason.into(),
@@ -131,19 +131,19 @@ impl Reader<'_> {
         }
     }
 
-    fn array<const N: usize>(&self, pos: usize) -> R<[u8; N]> {
+    pub(super) fn array<const N: usize>(&self, pos: usize) -> R<[u8; N]> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.bytes(pos, N)?);
         Ok(out)
     }
 
-    fn u8(&self, pos: usize) -> R<u8> {
+    pub(super) fn u8(&self, pos: usize) -> R<u8> {
         Ok(self.array::<1>(pos)?[0])
     }
-    fn u32(&self, pos: usize) -> R<u32> {
+    pub(super) fn u32(&self, pos: usize) -> R<u32> {
         Ok(u32::from_le_bytes(self.array(pos)?))
     }
-    fn i32(&self, pos: usize) -> R<i32> {
+    pub(super) fn i32(&self, pos: usize) -> R<i32> {
         Ok(i32::from_le_bytes(self.array(pos)?))
     }
 
@@ -157,7 +157,7 @@ impl Reader<'_> {
     }
 
     /// Checks that a value of `layout` at `pos` is aligned and inside the payload.
-    fn place(&self, pos: usize, layout: Layout) -> R<()> {
+    pub(super) fn place(&self, pos: usize, layout: Layout) -> R<()> {
         if !pos.is_multiple_of(layout.align) {
             return err(
                 pos,
@@ -168,7 +168,7 @@ impl Reader<'_> {
     }
 
     /// Follows the 32-bit relative pointer at `pos`: the target offset.
-    fn rel_ptr(&self, pos: usize) -> R<usize> {
+    pub(super) fn rel_ptr(&self, pos: usize) -> R<usize> {
         let offset = self.i32(pos)?;
         let target = pos as i64 + i64::from(offset);
         if target < 0 || target > self.b.len() as i64 {
@@ -180,7 +180,7 @@ impl Reader<'_> {
         Ok(target as usize)
     }
 
-    fn value(&self, ty: &Type, pos: usize) -> R<Value> {
+    pub(super) fn value(&self, ty: &Type, pos: usize) -> R<Value> {
         self.place(pos, ty.layout())?;
         Ok(match ty {
             Type::Bool => match self.u8(pos)? {
@@ -346,10 +346,11 @@ impl Reader<'_> {
         })
     }
 
-    fn elements(&self, elem: &Type, start: usize, len: usize) -> R<Vec<Value>> {
+    /// Checks that `len` elements of `elem` starting at `start` are aligned and inside the
+    /// payload: the layout of one element.
+    pub(super) fn place_elements(&self, elem: &Type, start: usize, len: usize) -> R<Layout> {
         let layout = elem.layout();
-        let total = layout.size.checked_mul(len);
-        match total {
+        match layout.size.checked_mul(len) {
             Some(total) => self.place(
                 start,
                 Layout {
@@ -359,6 +360,11 @@ impl Reader<'_> {
             )?,
             None => return err(start, format!("{len} elements overflow")),
         }
+        Ok(layout)
+    }
+
+    fn elements(&self, elem: &Type, start: usize, len: usize) -> R<Vec<Value>> {
+        let layout = self.place_elements(elem, start, len)?;
         if self.check_only && any_bits_valid(elem) {
             return Ok(Vec::new());
         }
@@ -367,7 +373,7 @@ impl Reader<'_> {
             .collect()
     }
 
-    fn string(&self, pos: usize) -> R<&str> {
+    pub(super) fn string(&self, pos: usize) -> R<&str> {
         let repr: [u8; 8] = self.array(pos)?;
         let bytes = if repr[0] & 0xc0 != 0x80 {
             let len = repr.iter().position(|&b| b == 0xff).unwrap_or(8);
