@@ -435,7 +435,11 @@ pub async fn run_source<S: SourceOrigin>(
         }
         // While this batch is enqueued, the next one is fetched: the remote's time and ours
         // overlap instead of adding up. The next batch is only held, not enqueued, until this
-        // one is acknowledged.
+        // one is acknowledged, so a crash still finds at most one batch enqueued and not
+        // acknowledged. It is kept even when the acknowledgement needed a retry (a reconnect):
+        // a remote that tracks positions on the client's side (Kafka) would not deliver it
+        // again; one that does (a Redis pending entry, a RabbitMQ delivery on a closed channel)
+        // may, which is one more duplicated batch after a remote failure, never a loss.
         let (next, enqueued) = tokio::join!(biased; origin.fetch(cfg.batch), async {
             enqueue(&mut c, &mut queue, &schema, &items, &mut shutdown).await
         });
@@ -459,12 +463,6 @@ pub async fn run_source<S: SourceOrigin>(
                     ack_attempt += 1;
                 }
             }
-        }
-        if ack_attempt > 0 {
-            // The origin reconnected: what it delivered before may come again (and its tokens
-            // may no longer acknowledge anything). The batch fetched ahead is let go, neither
-            // enqueued nor acknowledged, so the remote delivers it again, once.
-            ahead = None;
         }
         Stats::add(&stats.forwarded, enqueued);
     }
