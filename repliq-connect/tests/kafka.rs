@@ -166,7 +166,11 @@ async fn read_all(broker: &str, topic: &str) -> Vec<Got> {
 fn resends_are_whole_batches(connector: &str, got: &[Got]) -> usize {
     let mut by_seq: BTreeMap<u64, (u64, usize)> = BTreeMap::new();
     for g in got {
-        assert_eq!(g.key, format!("{connector}-{}", g.seq), "key matches header");
+        assert_eq!(
+            g.key,
+            format!("{connector}-{}", g.seq),
+            "key matches header"
+        );
         assert_eq!(g.order, order(g.order.id), "body intact");
         let e = by_seq.entry(g.seq).or_insert((g.order.id, 0));
         assert_eq!(e.0, g.order.id, "seq {} carries two orders", g.seq);
@@ -511,7 +515,11 @@ async fn kafka_dead_letters_what_the_broker_refuses_and_records_that_do_not_fit(
     let letters: Vec<DeadLetter> = std::iter::from_fn(|| dq.dequeue().unwrap()).collect();
     assert_eq!(letters.len(), 2);
     assert_eq!(letters[0].remote_id.as_deref(), Some("in.mixed/0@1"));
-    assert!(letters[0].reason.contains("not JSON"), "{}", letters[0].reason);
+    assert!(
+        letters[0].reason.contains("not JSON"),
+        "{}",
+        letters[0].reason
+    );
     assert_eq!(letters[1].remote_id.as_deref(), Some("in.mixed/0@2"));
     assert!(
         letters[1].reason.contains("missing field \"item\""),

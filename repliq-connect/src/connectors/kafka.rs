@@ -136,7 +136,9 @@ fn check_common(
         return Err(bad(connector, "brokers", "needs at least one host:port"));
     }
     for b in brokers {
-        let port = b.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
+        let port = b
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
         if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p > 0) {
             return Err(bad(connector, "brokers", format!("{b:?} is not host:port")));
         }
@@ -150,7 +152,11 @@ fn check_common(
         ));
     }
     if partition < 0 {
-        return Err(bad(connector, "partition", format!("{partition} is negative")));
+        return Err(bad(
+            connector,
+            "partition",
+            format!("{partition} is negative"),
+        ));
     }
     if timeout_ms == 0 {
         return Err(bad(connector, "timeout_ms", "must be at least 1"));
@@ -576,7 +582,9 @@ impl SourceOrigin for KafkaSource {
             }
             Ok(Err(e)) => {
                 self.client = None;
-                return Err(Failure::Transient(format!("fetch from offset {offset}: {e}")));
+                return Err(Failure::Transient(format!(
+                    "fetch from offset {offset}: {e}"
+                )));
             }
             Err(_) => {
                 self.client = None;
@@ -679,7 +687,10 @@ mod tests {
             body: b"{}".to_vec(),
         });
         assert_eq!(r.key.as_deref(), Some(&b"k-42"[..]));
-        assert_eq!(r.headers.get(SEQ_HEADER).map(Vec::as_slice), Some(&b"42"[..]));
+        assert_eq!(
+            r.headers.get(SEQ_HEADER).map(Vec::as_slice),
+            Some(&b"42"[..])
+        );
         assert_eq!(r.value.as_deref(), Some(&b"{}"[..]));
     }
 
