@@ -31,6 +31,9 @@ static ONE_BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const BATCH: u64 = 256;
 
+/// How long the broker stays down after a `kill -9`: longer than the connectors' `timeout_ms`.
+const DOWN: Duration = Duration::from_millis(3000);
+
 fn base(name: &str, queue: &Path, dead: Option<&Path>, kind: ConnectorKind) -> ConnectorConfig {
     ConnectorConfig {
         name: name.into(),
@@ -52,7 +55,7 @@ fn sink_cfg(broker: &str, topic: &str) -> KafkaSinkConfig {
         brokers: vec![broker.into()],
         topic: topic.into(),
         partition: 0,
-        timeout_ms: 3000,
+        timeout_ms: 2000,
     }
 }
 
@@ -65,7 +68,7 @@ fn source_cfg(broker: &str, topic: &str) -> KafkaSourceConfig {
         fetch_max_bytes: 1 << 20,
         fetch_ms: 200,
         on_out_of_range: KafkaOutOfRange::Error,
-        timeout_ms: 3000,
+        timeout_ms: 2000,
     }
 }
 
@@ -161,10 +164,11 @@ async fn read_all(broker: &str, topic: &str) -> Vec<Got> {
 }
 
 /// Every record carries its own sequence in key and header, the same order under one sequence;
-/// the duplicated sequences form runs of at most a batch (whole batches sent again). Returns
-/// the number of runs.
-fn resends_are_whole_batches(connector: &str, got: &[Got]) -> usize {
-    let mut by_seq: BTreeMap<u64, (u64, usize)> = BTreeMap::new();
+/// every duplicate belongs to a whole batch sent again: the batches are the runs of `BATCH`
+/// sequences from 0 (a sink commits whole batches, and the queue was full before it started), and
+/// every sequence of a batch arrived equally often. Returns the number of batches sent again.
+fn resends_are_whole_batches(connector: &str, got: &[Got]) -> u64 {
+    let mut by_seq: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     for g in got {
         assert_eq!(
             g.key,
@@ -176,25 +180,23 @@ fn resends_are_whole_batches(connector: &str, got: &[Got]) -> usize {
         assert_eq!(e.0, g.order.id, "seq {} carries two orders", g.seq);
         e.1 += 1;
     }
-    let dup: BTreeSet<u64> = by_seq
-        .iter()
-        .filter(|(_, (_, n))| *n > 1)
-        .map(|(s, _)| *s)
-        .collect();
-    let mut runs = Vec::new();
-    let mut prev: Option<u64> = None;
-    for &s in &dup {
-        match prev {
-            Some(p) if p + 1 == s => *runs.last_mut().unwrap() += 1,
-            _ => runs.push(1u64),
-        }
-        prev = Some(s);
+    let mut copies: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for (seq, (_, n)) in &by_seq {
+        copies.entry(seq / BATCH).or_default().insert(*n);
     }
-    assert!(
-        runs.iter().all(|&n| n <= BATCH),
-        "duplicated runs {runs:?} exceed a batch"
-    );
-    runs.len()
+    for (batch, counts) in &copies {
+        assert_eq!(
+            counts.len(),
+            1,
+            "batch {batch} (sequences {}..{}) arrived partly duplicated: copies {counts:?}",
+            batch * BATCH,
+            (batch + 1) * BATCH
+        );
+    }
+    copies
+        .values()
+        .map(|c| c.first().copied().unwrap_or(1) - 1)
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,6 +263,8 @@ async fn kafka_sink_loses_nothing_at_crash_points_connector_kills_and_broker_kil
     .await;
     server.kill();
     let broker_killed_at = s.snapshot().forwarded;
+    // Down longer than `timeout_ms`: rskafka's own retries give up, the connector's take over.
+    tokio::time::sleep(DOWN).await;
     server.restart();
     until("the sink to finish", 120, || {
         let s = s.snapshot();
@@ -270,17 +274,18 @@ async fn kafka_sink_loses_nothing_at_crash_points_connector_kills_and_broker_kil
     let retries = s.snapshot().retries;
     running.stop().await.unwrap();
     let got = read_all(&broker, "out.orders").await;
-    let runs = resends_are_whole_batches("to-kafka", &got);
+    let resent = resends_are_whole_batches("to-kafka", &got);
     let ids: Vec<u64> = got.iter().map(|g| g.order.id).collect();
     let (received, lost, dups) = tally(M, &ids);
     println!(
-        "kafka sink: sent {M}, received {received}, lost {lost}, duplicated {dups} in {runs} \
+        "kafka sink: sent {M}, received {received}, lost {lost}, duplicated {dups} in {resent} \
          resent batches (killed at a crash point {crashes}x, 2 after a confirmed produce; task \
          killed 1x after {killed_at} of its own confirmed; broker killed 1x after {broker_killed_at}; \
          {retries} retries; every duplicate has its original's key and repliq-seq) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert_eq!(lost, 0);
+    assert!(retries > 0, "the broker's absence went unnoticed");
     // Two crashes after a confirmed produce, one task kill, one broker kill: a batch each.
     assert!(
         dups <= 4 * BATCH,
@@ -370,6 +375,8 @@ async fn kafka_source_loses_nothing_at_crash_points_connector_kills_and_broker_k
     .await;
     server.kill();
     let broker_killed_at = s.snapshot().forwarded;
+    // Down longer than `timeout_ms`: rskafka's own retries give up, the connector's take over.
+    tokio::time::sleep(DOWN).await;
     server.restart();
     let mut distinct: BTreeSet<u64> = ids.iter().copied().collect();
     until("the source to finish", 120, || {
@@ -394,6 +401,7 @@ async fn kafka_source_loses_nothing_at_crash_points_connector_kills_and_broker_k
         started.elapsed().as_secs_f64()
     );
     assert_eq!(lost, 0);
+    assert!(retries > 0, "the broker's absence went unnoticed");
     // Only the crash before the offset write enqueued a batch that is read again.
     assert!(
         crash_dups <= BATCH,
@@ -536,4 +544,50 @@ async fn kafka_dead_letters_what_the_broker_refuses_and_records_that_do_not_fit(
         "kafka source: 5 records, 3 enqueued, 2 dead-lettered: {} / {}",
         letters[0].reason, letters[1].reason
     );
+}
+
+/// The broker's own durability, which the tests above stand on: records tansu acknowledged are
+/// there after a `kill -9` and a restart on the same database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_keeps_what_it_acknowledged_across_kill_9() {
+    const N: u64 = 5_000;
+    let _one = ONE_BROKER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Tansu::start(&dir.path().join("tansu"), &[]);
+    let broker = server.broker();
+    create_topic(&broker, "durable").await;
+    let started = Instant::now();
+    produce(
+        &broker,
+        "durable",
+        (0..N)
+            .map(|i| serde_json::to_vec(&order(i)).unwrap())
+            .collect(),
+    )
+    .await;
+    let took = started.elapsed();
+    server.kill();
+    server.restart();
+    let p = partition(&broker, "durable").await;
+    let end = p.get_offset(OffsetAt::Latest).await.unwrap();
+    let mut ids = Vec::new();
+    let mut next = 0;
+    while next < end {
+        let (records, _) = p.fetch_records(next, 1..(4 << 20), 500).await.unwrap();
+        for r in records {
+            next = r.offset + 1;
+            ids.push(
+                serde_json::from_slice::<Order>(&r.record.value.unwrap())
+                    .unwrap()
+                    .id,
+            );
+        }
+    }
+    let (received, lost, dups) = tally(N, &ids);
+    println!(
+        "tansu: {N} records acknowledged (500 a request, {:.0} records/s), kill -9, restart: \
+         received {received}, lost {lost}, duplicated {dups}",
+        N as f64 / took.as_secs_f64()
+    );
+    assert_eq!((lost, dups), (0, 0));
 }
