@@ -596,3 +596,67 @@ async fn tansu_keeps_what_it_acknowledged_across_kill_9() {
     );
     assert_eq!((lost, dups), (0, 0));
 }
+
+/// A stored offset the partition does not have (here: past its end, as after the topic was
+/// created anew): `on_out_of_range: error` stays there, failing every fetch, and `earliest` goes
+/// on from the partition's first record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_source_out_of_range_offset_waits_or_restarts_at_earliest() {
+    let _one = ONE_BROKER.lock().await;
+    log();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Tansu::start(&dir.path().join("tansu"), &[]);
+    let broker = server.broker();
+    create_topic(&broker, "in.orders").await;
+    produce(
+        &broker,
+        "in.orders",
+        (0..3)
+            .map(|i| serde_json::to_vec(&order(i)).unwrap())
+            .collect(),
+    )
+    .await;
+    let inbox = dir.path().join("inbox");
+    drop(JournalQueue::<Order>::new(&inbox, 1 << 20).unwrap());
+    std::fs::write(
+        repliq_connect::kafka_offset_file(&inbox, "from-kafka"),
+        r#"{"topic":"in.orders","partition":0,"next_offset":1000}"#,
+    )
+    .unwrap();
+    let mut kc = source_cfg(&broker, "in.orders");
+    let running = spawn(base(
+        "from-kafka",
+        &inbox,
+        None,
+        ConnectorKind::KafkaSource(kc.clone()),
+    ))
+    .unwrap();
+    let s = running.stats().clone();
+    until("a failed fetch", 30, || s.snapshot().retries >= 2).await;
+    running.stop().await.unwrap();
+    assert_eq!(s.snapshot().forwarded, 0, "nothing skipped or read");
+
+    kc.on_out_of_range = KafkaOutOfRange::Earliest;
+    let running = spawn(base(
+        "from-kafka",
+        &inbox,
+        None,
+        ConnectorKind::KafkaSource(kc),
+    ))
+    .unwrap();
+    let s = running.stats().clone();
+    until("the records from the start", 30, || {
+        s.snapshot().forwarded == 3
+    })
+    .await;
+    running.stop().await.unwrap();
+    let mut reader = QueueOptions::new()
+        .consumer("check")
+        .open::<Order>(&inbox)
+        .unwrap();
+    let got: Vec<Order> = std::iter::from_fn(|| reader.dequeue().unwrap()).collect();
+    assert_eq!(got, vec![order(0), order(1), order(2)]);
+    println!(
+        "kafka source: offset 1000 of a 3-record partition: error waits (0 read), earliest reads 3"
+    );
+}

@@ -575,7 +575,13 @@ impl SourceOrigin for KafkaSource {
         )
         .await;
         let records = match fetched {
-            Ok(Ok((records, _high_watermark))) => records,
+            // Past the partition's end: Kafka answers OFFSET_OUT_OF_RANGE, some brokers (tansu)
+            // an empty fetch; either way the records up to it are not this offset's past.
+            Ok(Ok((records, high_watermark))) if records.is_empty() && offset > high_watermark => {
+                self.out_of_range(offset).await?;
+                return Ok(Vec::new());
+            }
+            Ok(Ok((records, _))) => records,
             Ok(Err(e)) if protocol_error(&e) == Some(ProtocolError::OffsetOutOfRange) => {
                 self.out_of_range(offset).await?;
                 return Ok(Vec::new());
