@@ -3,7 +3,7 @@
 # tests (tests/kafka.rs) start on loopback, into $HOME/.cache/repliq-tansu/bin/tansu (the tests
 # look there, or at $REPLIQ_TANSU). A debug build with SQLite storage only (feature libsql: no
 # Postgres, S3 or data-lake stacks); its target directory, under /tmp, is deleted afterwards
-# (about 1.5 GB). Idempotent: does nothing when the binary is there.
+# (about 3 GB). Idempotent: does nothing when the binary is there.
 set -eu
 root="${HOME}/.cache/repliq-tansu"
 if [ -x "${root}/bin/tansu" ]; then
