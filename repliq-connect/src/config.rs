@@ -82,6 +82,12 @@ pub enum ConnectorKind {
     /// Queue → InfluxDB points (line protocol over HTTP).
     #[cfg(feature = "influxdb")]
     InfluxdbSink(crate::InfluxDbSinkConfig),
+    /// Queue → Kafka topic partition (acks = all).
+    #[cfg(feature = "kafka")]
+    KafkaSink(crate::KafkaSinkConfig),
+    /// Kafka topic partition (offset stored beside the queue) → queue.
+    #[cfg(feature = "kafka")]
+    KafkaSource(crate::KafkaSourceConfig),
 }
 
 impl ConnectorKind {
@@ -104,6 +110,10 @@ impl ConnectorKind {
             ConnectorKind::SlackSink(_) => "slack_sink",
             #[cfg(feature = "influxdb")]
             ConnectorKind::InfluxdbSink(_) => "influxdb_sink",
+            #[cfg(feature = "kafka")]
+            ConnectorKind::KafkaSink(_) => "kafka_sink",
+            #[cfg(feature = "kafka")]
+            ConnectorKind::KafkaSource(_) => "kafka_source",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Connectors for repliq: **sinks** that forward a queue's messages to another system and
 //! **sources** that enqueue another system's messages, at-least-once, nothing lost.
 //!
-//! Each connector is compiled in behind a cargo feature (`redis`: Redis Streams; `nats`: NATS JetStream; `rabbitmq`: RabbitMQ; `slack`: Slack webhooks; `influxdb`: InfluxDB). They share one
+//! Each connector is compiled in behind a cargo feature (`redis`: Redis Streams; `nats`: NATS JetStream; `rabbitmq`: RabbitMQ; `slack`: Slack webhooks; `influxdb`: InfluxDB; `kafka`: Kafka). They share one
 //! runtime with one set of rules:
 //!
 //! * A sink tails its queue through its own durable consumer cursor (a [`repliq::RawQueue`]
@@ -34,6 +34,11 @@ mod runtime;
 pub use config::{ConnectorConfig, ConnectorKind, Format, RetryConfig};
 #[cfg(feature = "influxdb")]
 pub use connectors::influxdb::{InfluxDbSink, InfluxDbSinkConfig, Precision};
+#[cfg(feature = "kafka")]
+pub use connectors::kafka::{
+    KafkaOutOfRange, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, KafkaStart,
+    SEQ_HEADER as KAFKA_SEQ_HEADER, offset_file as kafka_offset_file,
+};
 #[cfg(feature = "nats")]
 pub use connectors::nats::{NatsSink, NatsSinkConfig, NatsSource, NatsSourceConfig};
 #[cfg(feature = "rabbitmq")]

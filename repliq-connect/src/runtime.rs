@@ -654,6 +654,16 @@ pub fn spawn(cfg: ConnectorConfig) -> Result<Running, ConnectError> {
                 run_sink(&cfg, target, &s, shutdown).await
             })
         }
+        #[cfg(feature = "kafka")]
+        ConnectorKind::KafkaSink(kc) => tokio::spawn(async move {
+            let target = crate::KafkaSink::new(&cfg.name, kc)?;
+            run_sink(&cfg, target, &s, shutdown).await
+        }),
+        #[cfg(feature = "kafka")]
+        ConnectorKind::KafkaSource(kc) => tokio::spawn(async move {
+            let origin = crate::KafkaSource::new(&cfg.name, &cfg.queue, kc)?;
+            run_source(&cfg, origin, &s, shutdown).await
+        }),
     };
     Ok(Running {
         name,

@@ -217,6 +217,8 @@ mod tests {
             "rabbitmq_source",
             "slack_sink",
             "influxdb_sink",
+            "kafka_sink",
+            "kafka_source",
         ] {
             assert!(kinds.contains(&k), "the example has no {k}");
         }

@@ -4,6 +4,8 @@
 pub(crate) mod http;
 #[cfg(feature = "influxdb")]
 pub(crate) mod influxdb;
+#[cfg(feature = "kafka")]
+pub(crate) mod kafka;
 #[cfg(feature = "nats")]
 pub(crate) mod nats;
 #[cfg(feature = "rabbitmq")]

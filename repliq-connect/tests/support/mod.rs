@@ -548,3 +548,133 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> String {
     let _ = s.read_to_string(&mut out);
     out
 }
+
+// ---- Kafka: tansu (tests/kafka.rs) ----
+
+/// The tansu binary: `$REPLIQ_TANSU`, else where `.ci/install-kafka.sh` puts it.
+pub fn tansu_binary() -> PathBuf {
+    std::env::var_os("REPLIQ_TANSU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/repliq-tansu/bin/tansu")
+        })
+}
+
+/// A tansu broker (a Kafka-protocol broker) of its own: a loopback port, its SQLite database
+/// (`tansu.db`, WAL) and optional JSON schemas (`schemas/<topic>.json`, which make it refuse
+/// records that do not validate) in the test's directory, which is its working directory (tansu
+/// resolves both URLs against it).
+pub struct Tansu {
+    pub port: u16,
+    dir: PathBuf,
+    schemas: bool,
+    child: Option<Child>,
+}
+
+impl Tansu {
+    /// Panics naming the install script when the binary is missing.
+    pub fn start(dir: &Path, schemas: &[(&str, serde_json::Value)]) -> Tansu {
+        let bin = tansu_binary();
+        assert!(
+            bin.exists(),
+            "{} is missing: build tansu with .ci/install-kafka.sh (or point REPLIQ_TANSU at a tansu binary)",
+            bin.display()
+        );
+        std::fs::create_dir_all(dir.join("schemas")).unwrap();
+        for (topic, schema) in schemas {
+            std::fs::write(
+                dir.join("schemas").join(format!("{topic}.json")),
+                schema.to_string(),
+            )
+            .unwrap();
+        }
+        let mut t = Tansu {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            schemas: !schemas.is_empty(),
+            child: None,
+        };
+        t.restart();
+        t
+    }
+
+    /// `127.0.0.1:<port>`, for `brokers:`.
+    pub fn broker(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again (same port, same database) after [`Tansu::kill`]; waits until it answers
+    /// a Kafka ApiVersions request.
+    pub fn restart(&mut self) {
+        std::fs::create_dir_all(self.dir.join("log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("log").join("tansu.txt"))
+            .expect("log file");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let mut cmd = Command::new(tansu_binary());
+        cmd.current_dir(&self.dir)
+            .arg("broker")
+            .args(["--cluster-id", "repliq-test"])
+            .args(["--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"]);
+        if self.schemas {
+            cmd.args(["--schema-registry", "file:///schemas"]);
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("tansu starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !kafka_answers(self.port) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "tansu exited ({status}); its log ends with:\n{}",
+                    log_tail(&self.dir.join("log"), 40)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not answer on port {} within 60 s; its log ends with:\n{}",
+                self.port,
+                log_tail(&self.dir.join("log"), 40)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether a Kafka broker answers an ApiVersions (v0) request on `port`.
+fn kafka_answers(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    // api_key 18 (ApiVersions), version 0, correlation id 7, client id "probe".
+    let mut body = vec![0, 18, 0, 0, 0, 0, 0, 7, 0, 5];
+    body.extend_from_slice(b"probe");
+    let mut req = (body.len() as u32).to_be_bytes().to_vec();
+    req.extend_from_slice(&body);
+    let mut head = [0u8; 8];
+    s.write_all(&req).is_ok() && s.read_exact(&mut head).is_ok() && head[4..8] == [0, 0, 0, 7]
+}
