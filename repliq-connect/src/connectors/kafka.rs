@@ -475,7 +475,16 @@ impl KafkaSource {
                 Some(s.next_offset)
             }
             // No file (a first start) or no queue directory (which the runtime reports).
-            Err(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            // Unreadable (a permission, an I/O error): starting from `start` instead could
+            // skip or repeat the whole partition.
+            Err(e) => {
+                return Err(bad(
+                    connector,
+                    "(offset file)",
+                    format!("{} cannot be read: {e}", file.display()),
+                ));
+            }
         };
         Ok(KafkaSource {
             connector: connector.to_owned(),
