@@ -56,14 +56,20 @@ fn start(cmd: &mut Command, port: u16) -> Server {
 }
 
 fn filled_queue(path: &Path) {
+    filled_queue_of(path, N);
+}
+
+fn filled_queue_of(path: &Path, n: u64) {
     let mut q = JournalQueue::<Order>::new(path, 1 << 21).unwrap();
-    for i in 0..N {
+    for i in 0..n {
         q.enqueue(&order(i)).unwrap();
     }
 }
 
 async fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(300);
     while !done() {
+        assert!(Instant::now() < deadline, "no progress within 300 s");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -517,4 +523,113 @@ async fn influxdb_throughput_next_to_the_direct_client() {
         resp.into_body().collect().await.unwrap();
     }
     report("influxdb sink", bridge, rate(N, t.elapsed()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture (needs tansu: .ci/install-kafka.sh)"]
+async fn kafka_throughput_next_to_the_direct_client() {
+    use repliq_connect::{KafkaOutOfRange, KafkaSinkConfig, KafkaSourceConfig, KafkaStart};
+    use rskafka::chrono::{DateTime, Utc};
+    use rskafka::client::ClientBuilder;
+    use rskafka::client::partition::{Compression, UnknownTopicHandling};
+    use rskafka::record::Record;
+
+    // tansu is a debug build keeping records in SQLite: a few thousand records a second
+    // produced, about a hundred fetched, so a fiftieth of the other rows' count. The broker
+    // bounds both sides here: the ratio says little about the bridge's own cost.
+    const K: u64 = N / 50;
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::Tansu::start(&dir.path().join("tansu"), &[]);
+    let broker = server.broker();
+    let client = ClientBuilder::new(vec![broker.clone()])
+        .build()
+        .await
+        .expect("connects to tansu");
+    for topic in ["bridge", "direct"] {
+        client
+            .controller_client()
+            .unwrap()
+            .create_topic(topic, 1, 1, 5000)
+            .await
+            .unwrap();
+    }
+    let direct = client
+        .partition_client("direct", 0, UnknownTopicHandling::Retry)
+        .await
+        .unwrap();
+    let records: Vec<Record> = (0..K)
+        .map(|i| Record {
+            key: Some(format!("direct-{i}").into_bytes()),
+            value: Some(serde_json::to_vec(&order(i)).unwrap()),
+            headers: [("repliq-seq".to_owned(), i.to_string().into_bytes())].into(),
+            timestamp: DateTime::<Utc>::from_timestamp_millis(1_735_689_600_000).unwrap(),
+        })
+        .collect();
+
+    // Sink: the queue to a topic, against produce requests of 256 records with the same keys
+    // and header (acks = all, as the sink asks).
+    let queue = dir.path().join("orders");
+    filled_queue_of(&queue, K);
+    let t = Instant::now();
+    let running = spawn(base(
+        "sink",
+        &queue,
+        ConnectorKind::KafkaSink(KafkaSinkConfig {
+            brokers: vec![broker.clone()],
+            topic: "bridge".into(),
+            partition: 0,
+            timeout_ms: 10_000,
+        }),
+    ))
+    .unwrap();
+    let s = running.stats().clone();
+    wait_for(|| s.snapshot().forwarded >= K).await;
+    let bridge = rate(K, t.elapsed());
+    running.stop().await.unwrap();
+    let t = Instant::now();
+    for chunk in records.chunks(256) {
+        direct
+            .produce(chunk.to_vec(), Compression::NoCompression)
+            .await
+            .unwrap();
+    }
+    report("kafka sink", bridge, rate(K, t.elapsed()));
+
+    // Source: the "direct" topic into a queue, against fetches of the same size (64 KiB, some
+    // 600 records: tansu answers a fetch of a megabyte only after seconds) without the enqueue.
+    let inbox = dir.path().join("inbox");
+    drop(JournalQueue::<Order>::new(&inbox, 1 << 21).unwrap());
+    let t = Instant::now();
+    let running = spawn(base(
+        "source",
+        &inbox,
+        ConnectorKind::KafkaSource(KafkaSourceConfig {
+            brokers: vec![broker.clone()],
+            topic: "direct".into(),
+            partition: 0,
+            start: KafkaStart::Earliest,
+            fetch_max_bytes: 64 << 10,
+            fetch_ms: 100,
+            on_out_of_range: KafkaOutOfRange::Error,
+            timeout_ms: 10_000,
+        }),
+    ))
+    .unwrap();
+    let s = running.stats().clone();
+    wait_for(|| s.snapshot().forwarded >= K).await;
+    let bridge = rate(K, t.elapsed());
+    running.stop().await.unwrap();
+    let t = Instant::now();
+    let mut next = 0i64;
+    while next < K as i64 {
+        let (got, _) = direct
+            .fetch_records(next, 1..(64 << 10), 100)
+            .await
+            .unwrap();
+        let from = next;
+        for r in got.into_iter().filter(|r| r.offset >= from).take(256) {
+            next = r.offset + 1;
+        }
+    }
+    report("kafka source", bridge, rate(K, t.elapsed()));
 }
