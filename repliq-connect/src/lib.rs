@@ -52,6 +52,6 @@ pub use connectors::slack::{SlackCondition, SlackRule, SlackSink, SlackSinkConfi
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use error::{ConnectError, Failure};
 pub use runtime::{
-    Incoming, Outgoing, Running, SinkTarget, SourceOrigin, Stats, StatsSnapshot, run_sink,
+    Encoder, Incoming, Outgoing, Running, SinkTarget, SourceOrigin, Stats, StatsSnapshot, run_sink,
     run_source, spawn,
 };

@@ -46,13 +46,31 @@ pub struct Incoming<T> {
     pub body: Vec<u8>,
 }
 
+/// Turns a record (the queue's schema, if it has one, and the record's archived bytes) into what
+/// a [`SinkTarget`] sends, in place of the runtime's rendering; `Err` says why the message can
+/// never be sent (it is dead-lettered with that reason).
+pub type Encoder = Arc<
+    dyn Fn(Option<&repliq::descriptor::Schema>, &[u8]) -> Result<Vec<u8>, String> + Send + Sync,
+>;
+
 /// The remote side of a sink.
 pub trait SinkTarget: Send {
     /// Writes `batch` in order and returns once the remote confirmed every message, with how
     /// many of them the remote already held (refused as duplicates by their dedup key).
     /// Reconnecting is the target's business: after a [`Failure::Transient`] the runtime waits
-    /// and calls `publish` again with the messages not yet confirmed.
+    /// and calls `publish` again with the messages not yet confirmed. Each body has been
+    /// through [`SinkTarget::encoder`], if the target has one.
     fn publish(&mut self, batch: &[Outgoing]) -> impl Future<Output = Result<u64, Failure>> + Send;
+
+    /// What turns each record into the bytes `publish` sends, for a target with its own
+    /// encoding (InfluxDB: a line of line protocol from the message's fields), in place of the
+    /// runtime's rendering per [`Format`]. The runtime runs it while the remote confirms the
+    /// previous batch, off the critical path, and dead-letters a record it refuses (with its JSON
+    /// if it renders) before anything of its batch is sent. `None` (the default): bodies are
+    /// rendered per [`Format`]. A wrapper around another target must pass its encoder on.
+    fn encoder(&self) -> Option<Encoder> {
+        None
+    }
 }
 
 /// The remote side of a source.
@@ -236,6 +254,7 @@ pub async fn run_sink<T: SinkTarget>(
         });
     }
     let schema = queue.schema().cloned();
+    let encoder = target.encoder();
     // The lag costs a walk to the queue's tail: measured at most every LAG_EVERY.
     let mut lag_at: Option<std::time::Instant> = None;
     let mut update_lag = |queue: &mut RawQueue, force: bool| {
@@ -255,7 +274,7 @@ pub async fn run_sink<T: SinkTarget>(
         }
         let prepared = match ahead.take() {
             Some(p) => p,
-            None => prepare(&mut queue, cfg, schema.as_ref()),
+            None => prepare(&mut queue, cfg, schema.as_ref(), encoder.as_ref()),
         }
         .map_err(qerr)?;
         if prepared.count == 0 {
@@ -283,7 +302,7 @@ pub async fn run_sink<T: SinkTarget>(
                 // batch is sent before this one is confirmed and committed, so a crash
                 // resends at most this batch, as before.
                 let (published, read) = tokio::join!(biased; target.publish(rest), async {
-                    prepare(&mut queue, cfg, schema.as_ref())
+                    prepare(&mut queue, cfg, schema.as_ref(), encoder.as_ref())
                 });
                 ahead = Some(read);
                 published
@@ -330,18 +349,30 @@ struct Prepared {
     next: u64,
 }
 
-/// Reads up to `cfg.batch` records after the read position and renders them.
+/// Reads up to `cfg.batch` records after the read position and renders them (or has the
+/// target's encoder encode them). A record that does not render is dead-lettered with its
+/// archived bytes, one the encoder refuses with its JSON if it renders.
 fn prepare(
     queue: &mut RawQueue,
     cfg: &ConnectorConfig,
     schema: Option<&repliq::descriptor::Schema>,
+    encoder: Option<&Encoder>,
 ) -> Result<Prepared, QueueError> {
     let mut batch = Vec::new();
     let mut bad = Vec::new();
     let count = queue.read_batch(cfg.batch, |seq, payload| {
-        match outgoing(cfg.format, schema, payload) {
+        let encoded = match encoder {
+            Some(encode) => encode(schema, payload).map_err(|reason| {
+                // Dead-lettered as JSON where it renders, to be read by people.
+                let body =
+                    outgoing(Format::Json, schema, payload).unwrap_or_else(|_| payload.to_vec());
+                (body, reason)
+            }),
+            None => outgoing(cfg.format, schema, payload).map_err(|r| (payload.to_vec(), r)),
+        };
+        match encoded {
             Ok(body) => batch.push(Outgoing { seq, body }),
-            Err(reason) => bad.push((seq, payload.to_vec(), reason)),
+            Err((body, reason)) => bad.push((seq, body, reason)),
         }
     })?;
     let next = if count == 0 {

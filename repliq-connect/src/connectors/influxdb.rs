@@ -10,6 +10,7 @@
 //!   to find the one refused, which is dead-lettered.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Uri;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::http::{HttpClient, parse_url};
-use crate::{ConnectError, Failure, Outgoing, SinkTarget};
+use crate::{ConnectError, Encoder, Failure, Outgoing, SinkTarget};
 
 fn default_timeout_ms() -> u64 {
     10_000
@@ -116,6 +117,69 @@ fn field_val(v: &Value) -> FieldVal {
     }
 }
 
+/// How a message becomes a point: what the sink's encoder needs of the configuration.
+#[derive(Debug)]
+struct Points {
+    measurement: String,
+    tags: BTreeMap<String, String>,
+    fields: BTreeMap<String, String>,
+    time: String,
+}
+
+impl Points {
+    /// One line of line protocol for a message's JSON; `Err` (a permanent failure) says why
+    /// not.
+    #[cfg(test)]
+    fn line(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        let msg: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("the message is not JSON (format must be json): {e}"))?;
+        self.line_of(&msg)
+    }
+
+    /// One line of line protocol for a message rendered as JSON.
+    fn line_of(&self, msg: &Value) -> Result<Vec<u8>, String> {
+        let time = lookup(msg, &self.time)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| format!("time field {:?} is missing or not an integer", self.time))?;
+        let mut lp = LineProtocolBuilder::new().measurement(&self.measurement);
+        for (key, path) in &self.tags {
+            let value = match lookup(msg, path) {
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => continue,
+            };
+            if !value.is_empty() {
+                lp = lp.tag(key, &value);
+            }
+        }
+        let mut fields = self
+            .fields
+            .iter()
+            .filter_map(|(key, path)| lookup(msg, path).map(|v| (key, field_val(v))));
+        let Some((key, first)) = fields.next() else {
+            return Err(format!(
+                "none of the fields {:?} is in the message",
+                self.fields.values().collect::<Vec<_>>()
+            ));
+        };
+        let mut lp = match first {
+            FieldVal::I(v) => lp.field(key, v),
+            FieldVal::F(v) => lp.field(key, v),
+            FieldVal::B(v) => lp.field(key, v),
+            FieldVal::S(v) => lp.field(key, v.as_str()),
+        };
+        for (key, value) in fields {
+            lp = match value {
+                FieldVal::I(v) => lp.field(key, v),
+                FieldVal::F(v) => lp.field(key, v),
+                FieldVal::B(v) => lp.field(key, v),
+                FieldVal::S(v) => lp.field(key, v.as_str()),
+            };
+        }
+        Ok(lp.timestamp(time).close_line().build())
+    }
+}
+
 /// Queue → InfluxDB points.
 #[derive(Debug)]
 pub struct InfluxDbSink {
@@ -125,6 +189,7 @@ pub struct InfluxDbSink {
     auth: Vec<(&'static str, HeaderValue)>,
     http: HttpClient,
     database_created: bool,
+    points: Arc<Points>,
 }
 
 impl InfluxDbSink {
@@ -197,59 +262,21 @@ impl InfluxDbSink {
             auth,
             http,
             database_created: false,
+            points: Arc::new(Points {
+                measurement: cfg.measurement.clone(),
+                tags: cfg.tags.clone(),
+                fields: cfg.fields.clone(),
+                time: cfg.time.clone(),
+            }),
             cfg,
         })
     }
 
-    /// One line of line protocol for a message; `Err` (a permanent failure) says why not.
+    /// One line of line protocol for a message's JSON; `Err` (a permanent failure) says why
+    /// not.
+    #[cfg(test)]
     fn line(&self, m: &Outgoing) -> Result<Vec<u8>, String> {
-        let msg: Value = serde_json::from_slice(&m.body)
-            .map_err(|e| format!("the message is not JSON (format must be json): {e}"))?;
-        let time = lookup(&msg, &self.cfg.time)
-            .and_then(Value::as_i64)
-            .ok_or_else(|| {
-                format!(
-                    "time field {:?} is missing or not an integer",
-                    self.cfg.time
-                )
-            })?;
-        let mut lp = LineProtocolBuilder::new().measurement(&self.cfg.measurement);
-        for (key, path) in &self.cfg.tags {
-            let value = match lookup(&msg, path) {
-                Some(Value::String(s)) => s.clone(),
-                Some(v) => v.to_string(),
-                None => continue,
-            };
-            if !value.is_empty() {
-                lp = lp.tag(key, &value);
-            }
-        }
-        let mut fields = self
-            .cfg
-            .fields
-            .iter()
-            .filter_map(|(key, path)| lookup(&msg, path).map(|v| (key, field_val(v))));
-        let Some((key, first)) = fields.next() else {
-            return Err(format!(
-                "none of the fields {:?} is in the message",
-                self.cfg.fields.values().collect::<Vec<_>>()
-            ));
-        };
-        let mut lp = match first {
-            FieldVal::I(v) => lp.field(key, v),
-            FieldVal::F(v) => lp.field(key, v),
-            FieldVal::B(v) => lp.field(key, v),
-            FieldVal::S(v) => lp.field(key, v.as_str()),
-        };
-        for (key, value) in fields {
-            lp = match value {
-                FieldVal::I(v) => lp.field(key, v),
-                FieldVal::F(v) => lp.field(key, v),
-                FieldVal::B(v) => lp.field(key, v),
-                FieldVal::S(v) => lp.field(key, v.as_str()),
-            };
-        }
-        Ok(lp.timestamp(time).close_line().build())
+        self.points.line(&m.body)
     }
 
     async fn create_database(&mut self) -> Result<(), Failure> {
@@ -307,28 +334,26 @@ impl InfluxDbSink {
 }
 
 impl SinkTarget for InfluxDbSink {
+    /// `batch` holds lines of line protocol (from [`InfluxDbSink`]'s encoder): one request.
     async fn publish(&mut self, batch: &[Outgoing]) -> Result<u64, Failure> {
-        let mut lines = Vec::with_capacity(batch.len());
-        for (i, m) in batch.iter().enumerate() {
-            match self.line(m) {
-                Ok(l) => lines.push(l),
-                // The points before it are written first, then it is dead-lettered.
-                Err(reason) => {
-                    if i > 0
-                        && let Some(r) = self.write(lines.concat()).await?
-                    {
-                        // A refused point before it is dead-lettered first (Err); else all
-                        // before it are written now.
-                        self.find_refused(batch, &lines, r).await?;
-                    }
-                    return Err(Failure::Rejected { index: i, reason });
-                }
-            }
-        }
-        match self.write(lines.concat()).await? {
+        let body: Vec<u8> = batch.iter().flat_map(|m| m.body.iter().copied()).collect();
+        match self.write(body).await? {
             None => Ok(0),
-            Some(reason) => self.find_refused(batch, &lines, reason).await,
+            Some(reason) => self.find_refused(batch, reason).await,
         }
+    }
+
+    /// A record → its JSON value (through the queue's schema) → a line of line protocol, with
+    /// the configured measurement, tags, fields and time; a message without the time or any of
+    /// the fields is refused (dead-lettered).
+    fn encoder(&self) -> Option<Encoder> {
+        let points = self.points.clone();
+        Some(Arc::new(move |schema, payload| {
+            let schema = schema.ok_or("the queue has no schema.json")?;
+            let msg = repliq::descriptor::to_json(&schema.root, payload)
+                .map_err(|e| format!("the record does not render as a `{}`: {e}", schema.name))?;
+            points.line_of(&msg)
+        }))
     }
 }
 
@@ -338,17 +363,16 @@ impl InfluxDbSink {
     async fn find_refused(
         &mut self,
         batch: &[Outgoing],
-        lines: &[Vec<u8>],
         batch_reason: String,
     ) -> Result<u64, Failure> {
-        if lines.len() == 1 {
+        if batch.len() == 1 {
             return Err(Failure::Rejected {
                 index: 0,
                 reason: batch_reason,
             });
         }
-        for (i, l) in lines.iter().enumerate() {
-            if let Some(reason) = self.write(l.clone()).await? {
+        for (i, m) in batch.iter().enumerate() {
+            if let Some(reason) = self.write(m.body.clone()).await? {
                 return Err(Failure::Rejected { index: i, reason });
             }
         }
