@@ -100,7 +100,6 @@ pub async fn run(
             .local_addr()
             .map_err(|e| QueueError::io("reading the HTTP address", e))?,
     };
-    tracing::info!(node = %node_name, grpc = %bound.grpc, http = %bound.http, root = %root.display(), "repliqd listening");
 
     let health = Arc::new(supervise::Health::default());
     let state = Arc::new(http::HttpState {
@@ -332,6 +331,9 @@ pub async fn run(
         stop_rx.clone(),
     );
     health.started.store(true, Ordering::Release);
+    // Said once everything the configuration names (certificates, tokens, queues) was loaded:
+    // a bad file ends the daemon with its error before this line, never after it.
+    tracing::info!(node = %node_name, grpc = %bound.grpc, http = %bound.http, root = %root.display(), "repliqd listening");
     on_bound(bound);
 
     let shutdown = std::pin::pin!(shutdown);

@@ -1,7 +1,7 @@
 //! The daemon supervises its tasks: a gRPC task that fails makes `/healthz` and `/readyz` answer
 //! 503 naming it, then the daemon exits with status 1 (its JSON log names the task); and a
 //! replica's daemon stops promptly on SIGTERM although its primary keeps the replication stream
-//! open.
+//! open; and a missing certificate ends it before it says "listening".
 
 mod support;
 
@@ -185,4 +185,39 @@ fn a_replica_exits_promptly_on_sigterm_while_its_primary_streams() {
     let mut primary = nodes[0].child.take().unwrap();
     sigterm(&primary);
     assert!(wait_exit(&mut primary, Duration::from_secs(60)).success());
+}
+
+/// A configuration naming a certificate that is not there ends the daemon with an error naming
+/// the key, before it says "listening" on standard output or in its log: a supervisor (or
+/// deploy-check) that waits for that line never takes a daemon that cannot serve for a ready one.
+#[test]
+fn a_missing_certificate_ends_the_daemon_before_it_says_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::new(dir.path(), "a", "asynchronous", &[], support::free_port());
+    let missing = dir.path().join("no-such-dir");
+    set_server_option(
+        &daemon,
+        &format!(
+            "  shutdown_grace_ms: 2000\n  tls:\n    ca: {0}/ca.pem\n    cert: {0}/cert.pem\n    key: {0}/key.pem",
+            missing.display()
+        ),
+    );
+    let mut child = repliqd(&daemon.config, "a", "info")
+        .args(["--log-format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(
+        !status.success(),
+        "the daemon started without its certificate"
+    );
+    let mut out = String::new();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(!out.contains("listening"), "stdout: {out}");
+    assert!(!log.contains("repliqd listening"), "log: {log}");
+    assert!(log.contains("server.tls"), "the error names the key: {log}");
 }
