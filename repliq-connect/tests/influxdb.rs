@@ -8,15 +8,14 @@ mod support;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use repliq::{JournalQueue, QueueOptions};
 use repliq_connect::{
     ConnectorConfig, ConnectorKind, DeadLetter, Format, InfluxDbSink, InfluxDbSinkConfig,
-    Precision, RetryConfig, Stats, run_sink, spawn,
+    Precision, RetryConfig, Stats, spawn,
 };
-use support::{At, Crashing, Influx, Reading, T0, crash_once, http, reading};
+use support::{At, Influx, Reading, T0, http, reading};
 
 fn base(name: &str, queue: &Path, dead: Option<&Path>, kind: ConnectorKind) -> ConnectorConfig {
     ConnectorConfig {
@@ -109,27 +108,14 @@ async fn influxdb_sink_loses_nothing_and_duplicates_nothing_across_crashes_and_s
         ConnectorKind::InfluxdbSink(influx_cfg(&url)),
     );
     let stats = Arc::new(Stats::default());
-    let mut crashes = 0;
-    for (at, crash_at) in [(At::Before, 2), (At::After, 2), (At::After, 3)] {
-        let crashed = Arc::new(AtomicBool::new(false));
-        let target = Crashing {
-            inner: InfluxDbSink::new("to-influx", influx_cfg(&url)).unwrap(),
-            op: "publish",
-            at,
-            crash_at,
-            calls: 0,
-            crashed: crashed.clone(),
-        };
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        crash_once(
-            "influxdb sink",
-            async move { run_sink(&cfg, target, &stats, shutdown).await },
-            crashed,
-        )
-        .await;
-        crashes += 1;
-    }
+    let mut crashes = support::crash_sink_at(
+        "influxdb sink",
+        &cfg,
+        &stats,
+        &[(At::Before, 2), (At::After, 2), (At::After, 3)],
+        || InfluxDbSink::new("to-influx", influx_cfg(&url)).unwrap(),
+    )
+    .await;
     // The server dies under the running sink and comes back; then the sink dies mid-stream.
     let running = spawn(cfg.clone()).unwrap();
     let s = running.stats().clone();

@@ -11,20 +11,19 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use repliq::{JournalQueue, QueueOptions, StartAt};
 use repliq_connect::{
     ConnectorConfig, ConnectorKind, DeadLetter, Format, KAFKA_SEQ_HEADER, KafkaOutOfRange,
     KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, KafkaStart, RetryConfig, Stats,
-    run_sink, run_source, spawn,
+    spawn,
 };
 use rskafka::chrono::{DateTime, Utc};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
-use support::{At, Crashing, Order, Tansu, crash_once, order, tally};
+use support::{At, Order, Tansu, order, tally};
 
 /// One broker at a time: the tests' timings assume the two cores are not shared by two.
 static ONE_BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -222,32 +221,19 @@ async fn kafka_sink_loses_nothing_at_crash_points_connector_kills_and_broker_kil
         ConnectorKind::KafkaSink(sink_cfg(&broker, "out.orders")),
     );
     let stats = Arc::new(Stats::default());
-    let mut crashes = 0;
-    for (at, crash_at) in [
-        (At::Before, 2),
-        (At::After, 2),
-        (At::Before, 3),
-        (At::After, 1),
-    ] {
-        let crashed = Arc::new(AtomicBool::new(false));
-        let target = Crashing {
-            inner: KafkaSink::new("to-kafka", sink_cfg(&broker, "out.orders")).unwrap(),
-            op: "publish",
-            at,
-            crash_at,
-            calls: 0,
-            crashed: crashed.clone(),
-        };
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        crash_once(
-            "kafka sink",
-            async move { run_sink(&cfg, target, &stats, shutdown).await },
-            crashed,
-        )
-        .await;
-        crashes += 1;
-    }
+    let crashes = support::crash_sink_at(
+        "kafka sink",
+        &cfg,
+        &stats,
+        &[
+            (At::Before, 2),
+            (At::After, 2),
+            (At::Before, 3),
+            (At::After, 1),
+        ],
+        || KafkaSink::new("to-kafka", sink_cfg(&broker, "out.orders")).unwrap(),
+    )
+    .await;
     // Killed mid-stream (the task aborted wherever it is), started again.
     let running = spawn(cfg.clone()).unwrap();
     let s = running.stats().clone();
@@ -321,32 +307,18 @@ async fn kafka_source_loses_nothing_at_crash_points_connector_kills_and_broker_k
         ConnectorKind::KafkaSource(source_cfg(&broker, "in.orders")),
     );
     let stats = Arc::new(Stats::default());
-    let mut crashes = 0;
-    for (op, at, crash_at) in [
-        ("fetch", At::After, 2),
-        ("ack", At::Before, 2),
-        ("ack", At::After, 1),
-    ] {
-        let crashed = Arc::new(AtomicBool::new(false));
-        let origin = Crashing {
-            inner: KafkaSource::new("from-kafka", &inbox, source_cfg(&broker, "in.orders"))
-                .unwrap(),
-            op,
-            at,
-            crash_at,
-            calls: 0,
-            crashed: crashed.clone(),
-        };
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        crash_once(
-            "kafka source",
-            async move { run_source(&cfg, origin, &stats, shutdown).await },
-            crashed,
-        )
-        .await;
-        crashes += 1;
-    }
+    let crashes = support::crash_source_at(
+        "kafka source",
+        &cfg,
+        &stats,
+        &[
+            ("fetch", At::After, 2),
+            ("ack", At::Before, 2),
+            ("ack", At::After, 1),
+        ],
+        || KafkaSource::new("from-kafka", &inbox, source_cfg(&broker, "in.orders")).unwrap(),
+    )
+    .await;
     let mut reader = QueueOptions::new()
         .consumer("check")
         .start_at(StartAt::Earliest)

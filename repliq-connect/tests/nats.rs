@@ -8,7 +8,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -16,9 +15,9 @@ use futures::StreamExt;
 use repliq::{JournalQueue, QueueOptions, StartAt};
 use repliq_connect::{
     ConnectorConfig, ConnectorKind, Format, NatsSink, NatsSinkConfig, NatsSource, NatsSourceConfig,
-    RetryConfig, Stats, run_sink, run_source, spawn,
+    RetryConfig, Stats, spawn,
 };
-use support::{At, Crashing, Order, crash_once, free_port, order, tally};
+use support::{At, Order, free_port, order, tally};
 
 struct Nats {
     port: u16,
@@ -178,32 +177,19 @@ async fn nats_sink_and_source_lose_nothing_at_crash_points_and_server_kills() {
         ConnectorKind::NatsSink(sink_cfg(&url)),
     );
     let stats = Arc::new(Stats::default());
-    let mut crashes = 0;
-    for (at, crash_at) in [
-        (At::Before, 2),
-        (At::After, 2),
-        (At::Before, 3),
-        (At::After, 1),
-    ] {
-        let crashed = Arc::new(AtomicBool::new(false));
-        let target = Crashing {
-            inner: NatsSink::new("to-nats", sink_cfg(&url)).unwrap(),
-            op: "publish",
-            at,
-            crash_at,
-            calls: 0,
-            crashed: crashed.clone(),
-        };
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        crash_once(
-            "nats sink",
-            async move { run_sink(&cfg, target, &stats, shutdown).await },
-            crashed,
-        )
-        .await;
-        crashes += 1;
-    }
+    let crashes = support::crash_sink_at(
+        "nats sink",
+        &cfg,
+        &stats,
+        &[
+            (At::Before, 2),
+            (At::After, 2),
+            (At::Before, 3),
+            (At::After, 1),
+        ],
+        || NatsSink::new("to-nats", sink_cfg(&url)).unwrap(),
+    )
+    .await;
     // Then the server dies under the running sink and comes back.
     let running = spawn(cfg.clone()).unwrap();
     let s = running.stats().clone();
@@ -251,31 +237,18 @@ async fn nats_sink_and_source_lose_nothing_at_crash_points_and_server_kills() {
         None,
         ConnectorKind::NatsSource(source_cfg(&url)),
     );
-    let mut crashes = 0;
-    for (op, at, crash_at) in [
-        ("fetch", At::After, 2),
-        ("ack", At::Before, 2),
-        ("ack", At::After, 1),
-    ] {
-        let crashed = Arc::new(AtomicBool::new(false));
-        let origin = Crashing {
-            inner: NatsSource::new("from-nats", source_cfg(&url)).unwrap(),
-            op,
-            at,
-            crash_at,
-            calls: 0,
-            crashed: crashed.clone(),
-        };
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        crash_once(
-            "nats source",
-            async move { run_source(&cfg, origin, &stats, shutdown).await },
-            crashed,
-        )
-        .await;
-        crashes += 1;
-    }
+    let crashes = support::crash_source_at(
+        "nats source",
+        &cfg,
+        &stats,
+        &[
+            ("fetch", At::After, 2),
+            ("ack", At::Before, 2),
+            ("ack", At::After, 1),
+        ],
+        || NatsSource::new("from-nats", source_cfg(&url)).unwrap(),
+    )
+    .await;
     let running = spawn(cfg.clone()).unwrap();
     let s = running.stats().clone();
     until("source progress", 30, || s.snapshot().forwarded >= 256).await;

@@ -9,7 +9,6 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -21,9 +20,9 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use repliq::{JournalQueue, QueueOptions, StartAt};
 use repliq_connect::{
     ConnectorConfig, ConnectorKind, DeadLetter, Format, RabbitMqSink, RabbitMqSinkConfig,
-    RabbitMqSource, RabbitMqSourceConfig, RetryConfig, Stats, run_sink, run_source, spawn,
+    RabbitMqSource, RabbitMqSourceConfig, RetryConfig, Stats, spawn,
 };
-use support::{At, Crashing, Order, RabbitMq, crash_once, order, tally};
+use support::{At, Order, RabbitMq, order, tally};
 
 /// One broker at a time: two Erlang nodes booting together on two shared cores take longer than
 /// both in turn.
@@ -212,32 +211,19 @@ async fn rabbitmq_sink_and_source_lose_nothing_at_crash_points_and_broker_kills(
         ConnectorKind::RabbitmqSink(sink_cfg(&url)),
     );
     let stats = Arc::new(Stats::default());
-    let mut crashes = 0;
-    for (at, crash_at) in [
-        (At::Before, 2),
-        (At::After, 2),
-        (At::Before, 3),
-        (At::After, 1),
-    ] {
-        let crashed = Arc::new(AtomicBool::new(false));
-        let target = Crashing {
-            inner: RabbitMqSink::new("to-rabbit", sink_cfg(&url)).unwrap(),
-            op: "publish",
-            at,
-            crash_at,
-            calls: 0,
-            crashed: crashed.clone(),
-        };
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        crash_once(
-            "rabbitmq sink",
-            async move { run_sink(&cfg, target, &stats, shutdown).await },
-            crashed,
-        )
-        .await;
-        crashes += 1;
-    }
+    let crashes = support::crash_sink_at(
+        "rabbitmq sink",
+        &cfg,
+        &stats,
+        &[
+            (At::Before, 2),
+            (At::After, 2),
+            (At::Before, 3),
+            (At::After, 1),
+        ],
+        || RabbitMqSink::new("to-rabbit", sink_cfg(&url)).unwrap(),
+    )
+    .await;
     // Then the broker dies under the running sink and comes back.
     let running = spawn(cfg.clone()).unwrap();
     let s = running.stats().clone();
@@ -279,31 +265,18 @@ async fn rabbitmq_sink_and_source_lose_nothing_at_crash_points_and_broker_kills(
         None,
         ConnectorKind::RabbitmqSource(source_cfg(&url)),
     );
-    let mut crashes = 0;
-    for (op, at, crash_at) in [
-        ("fetch", At::After, 2),
-        ("ack", At::Before, 2),
-        ("ack", At::After, 1),
-    ] {
-        let crashed = Arc::new(AtomicBool::new(false));
-        let origin = Crashing {
-            inner: RabbitMqSource::new("from-rabbit", source_cfg(&url)).unwrap(),
-            op,
-            at,
-            crash_at,
-            calls: 0,
-            crashed: crashed.clone(),
-        };
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        crash_once(
-            "rabbitmq source",
-            async move { run_source(&cfg, origin, &stats, shutdown).await },
-            crashed,
-        )
-        .await;
-        crashes += 1;
-    }
+    let crashes = support::crash_source_at(
+        "rabbitmq source",
+        &cfg,
+        &stats,
+        &[
+            ("fetch", At::After, 2),
+            ("ack", At::Before, 2),
+            ("ack", At::After, 1),
+        ],
+        || RabbitMqSource::new("from-rabbit", source_cfg(&url)).unwrap(),
+    )
+    .await;
     // What the crash points left: counted before the broker is killed.
     let mut reader = QueueOptions::new()
         .consumer("check")

@@ -13,7 +13,7 @@ use repliq_connect::{
     ConnectError, ConnectorConfig, ConnectorKind, DeadLetter, Format, RedisSinkConfig,
     RedisSourceConfig, RetryConfig, Running, spawn,
 };
-use support::{At, Crashing, Order, Redis, crash_once, order, redis_available, tally};
+use support::{At, Order, Redis, order, redis_available, tally};
 
 fn base(name: &str, queue: &Path, dead: Option<&Path>, kind: ConnectorKind) -> ConnectorConfig {
     ConnectorConfig {
@@ -454,7 +454,6 @@ async fn rejected_messages_and_misfit_json_are_dead_lettered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_each_crash_point_the_sink_and_source_lose_nothing() {
     use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
 
     if !redis_available() {
         return;
@@ -472,39 +471,28 @@ async fn killed_at_each_crash_point_the_sink_and_source_lose_nothing() {
     }
     let cfg = base("crash-sink", &queue, None, sink(&server.url(), "crashed"));
     let stats = Arc::new(repliq_connect::Stats::default());
-    let mut crashes = 0;
-    for (at, crash_at) in [
-        (At::Before, 2),
-        (At::After, 2),
-        (At::Before, 3),
-        (At::After, 1),
-    ] {
-        let crashed = Arc::new(AtomicBool::new(false));
-        let target = Crashing {
-            inner: repliq_connect::RedisSink::new(
+    let crashes = support::crash_sink_at(
+        "sink",
+        &cfg,
+        &stats,
+        &[
+            (At::Before, 2),
+            (At::After, 2),
+            (At::Before, 3),
+            (At::After, 1),
+        ],
+        || {
+            repliq_connect::RedisSink::new(
                 "crash-sink",
                 match &cfg.kind {
                     ConnectorKind::RedisSink(c) => c.clone(),
                     _ => unreachable!(),
                 },
             )
-            .unwrap(),
-            op: "publish",
-            at,
-            crash_at,
-            calls: 0,
-            crashed: crashed.clone(),
-        };
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        crash_once(
-            "sink",
-            async move { repliq_connect::run_sink(&cfg, target, &stats, shutdown).await },
-            crashed,
-        )
-        .await;
-        crashes += 1;
-    }
+            .unwrap()
+        },
+    )
+    .await;
     let running = spawn(cfg.clone()).unwrap();
     let s = running.stats().clone();
     // Done when the cursor reached the end: then count what the stream holds.
@@ -544,40 +532,29 @@ async fn killed_at_each_crash_point_the_sink_and_source_lose_nothing() {
         None,
         source(&server.url(), "upstream"),
     );
-    let mut crashes = 0;
-    for (op, at, crash_at) in [
-        ("fetch", At::After, 2),
-        ("ack", At::Before, 3),
-        ("ack", At::After, 2),
-        ("fetch", At::After, 3),
-        ("ack", At::Before, 1),
-    ] {
-        let crashed = Arc::new(AtomicBool::new(false));
-        let origin = Crashing {
-            inner: repliq_connect::RedisSource::new(
+    let crashes = support::crash_source_at(
+        "source",
+        &cfg,
+        &stats,
+        &[
+            ("fetch", At::After, 2),
+            ("ack", At::Before, 3),
+            ("ack", At::After, 2),
+            ("fetch", At::After, 3),
+            ("ack", At::Before, 1),
+        ],
+        || {
+            repliq_connect::RedisSource::new(
                 "crash-source",
                 match &cfg.kind {
                     ConnectorKind::RedisSource(c) => c.clone(),
                     _ => unreachable!(),
                 },
             )
-            .unwrap(),
-            op,
-            at,
-            crash_at,
-            calls: 0,
-            crashed: crashed.clone(),
-        };
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        crash_once(
-            "source",
-            async move { repliq_connect::run_source(&cfg, origin, &stats, shutdown).await },
-            crashed,
-        )
-        .await;
-        crashes += 1;
-    }
+            .unwrap()
+        },
+    )
+    .await;
     let running = spawn(cfg.clone()).unwrap();
     let mut reader = QueueOptions::new()
         .consumer("check")

@@ -11,16 +11,16 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use repliq::{JournalQueue, QueueOptions};
 use repliq_connect::{
     ConnectorConfig, ConnectorKind, DeadLetter, Format, RetryConfig, SlackCondition, SlackRule,
-    SlackSink, SlackSinkConfig, Stats, run_sink, spawn,
+    SlackSink, SlackSinkConfig, Stats, spawn,
 };
-use support::{At, Crashing, Order, crash_once, order};
+use support::{At, Order, order};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -287,27 +287,14 @@ async fn slack_sink_posts_every_matching_message_across_crashes_and_server_kills
         ConnectorKind::SlackSink(slack_cfg(&hook.url())),
     );
     let stats = Arc::new(Stats::default());
-    let mut crashes = 0;
-    for (at, crash_at) in [(At::Before, 2), (At::After, 2), (At::After, 5)] {
-        let crashed = Arc::new(AtomicBool::new(false));
-        let target = Crashing {
-            inner: SlackSink::new("to-slack", slack_cfg(&hook.url())).unwrap(),
-            op: "publish",
-            at,
-            crash_at,
-            calls: 0,
-            crashed: crashed.clone(),
-        };
-        let (cfg, stats) = (cfg.clone(), stats.clone());
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        crash_once(
-            "slack sink",
-            async move { run_sink(&cfg, target, &stats, shutdown).await },
-            crashed,
-        )
-        .await;
-        crashes += 1;
-    }
+    let mut crashes = support::crash_sink_at(
+        "slack sink",
+        &cfg,
+        &stats,
+        &[(At::Before, 2), (At::After, 2), (At::After, 5)],
+        || SlackSink::new("to-slack", slack_cfg(&hook.url())).unwrap(),
+    )
+    .await;
     // The server dies under the running connector, twice, and comes back.
     let running = spawn(cfg.clone()).unwrap();
     let s = running.stats().clone();

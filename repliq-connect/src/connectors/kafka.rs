@@ -18,6 +18,7 @@
 //!   file, synced, renamed over it, directory synced) after each batch was enqueued. Killed
 //!   before that, it reads the batch again.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,6 +202,20 @@ async fn connect(
 }
 
 /// The broker's error code, if the failure is one.
+/// The client in `slot`, or a new one from `connect` kept there (a failure drops it from the
+/// slot, so the next call connects again).
+async fn cached<F: Future<Output = Result<Arc<PartitionClient>, Failure>>>(
+    slot: &mut Option<Arc<PartitionClient>>,
+    connect: impl FnOnce() -> F,
+) -> Result<Arc<PartitionClient>, Failure> {
+    if let Some(c) = slot {
+        return Ok(c.clone());
+    }
+    let c = connect().await?;
+    *slot = Some(c.clone());
+    Ok(c)
+}
+
 fn protocol_error(e: &KafkaError) -> Option<ProtocolError> {
     match e {
         KafkaError::ServerError { protocol_error, .. } => Some(*protocol_error),
@@ -275,19 +290,12 @@ impl KafkaSink {
     }
 
     async fn client(&mut self) -> Result<Arc<PartitionClient>, Failure> {
-        if let Some(c) = &self.client {
-            return Ok(c.clone());
-        }
-        let c = connect(
-            &self.connector,
-            &self.cfg.brokers,
-            &self.cfg.topic,
-            self.cfg.partition,
-            self.timeout(),
-        )
-        .await?;
-        self.client = Some(c.clone());
-        Ok(c)
+        let timeout = self.timeout();
+        let (cfg, connector) = (&self.cfg, &self.connector);
+        cached(&mut self.client, || {
+            connect(connector, &cfg.brokers, &cfg.topic, cfg.partition, timeout)
+        })
+        .await
     }
 
     fn record(&self, m: &Outgoing) -> Record {
@@ -501,19 +509,12 @@ impl KafkaSource {
     }
 
     async fn client(&mut self) -> Result<Arc<PartitionClient>, Failure> {
-        if let Some(c) = &self.client {
-            return Ok(c.clone());
-        }
-        let c = connect(
-            &self.connector,
-            &self.cfg.brokers,
-            &self.cfg.topic,
-            self.cfg.partition,
-            self.timeout(),
-        )
-        .await?;
-        self.client = Some(c.clone());
-        Ok(c)
+        let timeout = self.timeout();
+        let (cfg, connector) = (&self.cfg, &self.connector);
+        cached(&mut self.client, || {
+            connect(connector, &cfg.brokers, &cfg.topic, cfg.partition, timeout)
+        })
+        .await
     }
 
     /// `get_offset`, bounded by the timeout; a failure drops the client.

@@ -685,3 +685,75 @@ fn kafka_answers(port: u16) -> bool {
     let mut head = [0u8; 8];
     s.write_all(&req).is_ok() && s.read_exact(&mut head).is_ok() && head[4..8] == [0, 0, 0, 7]
 }
+
+/// Runs a sink once per crash point `(at, n)` (before or after its `n`-th publish), each time
+/// with a fresh target from `make`, and kills it there: how many crashes that was.
+pub async fn crash_sink_at<T, F>(
+    what: &str,
+    cfg: &repliq_connect::ConnectorConfig,
+    stats: &std::sync::Arc<repliq_connect::Stats>,
+    points: &[(At, u64)],
+    make: F,
+) -> u64
+where
+    T: repliq_connect::SinkTarget + 'static,
+    F: Fn() -> T,
+{
+    for &(at, crash_at) in points {
+        let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let target = Crashing {
+            inner: make(),
+            op: "publish",
+            at,
+            crash_at,
+            calls: 0,
+            crashed: crashed.clone(),
+        };
+        let (cfg, stats) = (cfg.clone(), stats.clone());
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        crash_once(
+            what,
+            async move { repliq_connect::run_sink(&cfg, target, &stats, shutdown).await },
+            crashed,
+        )
+        .await;
+    }
+    points.len() as u64
+}
+
+/// Runs a source once per crash point `(op, at, n)` (before or after its `n`-th `fetch` that
+/// returned messages, or `ack`), each time with a fresh origin from `make`, and kills it there:
+/// how many crashes that was.
+pub async fn crash_source_at<T, F>(
+    what: &str,
+    cfg: &repliq_connect::ConnectorConfig,
+    stats: &std::sync::Arc<repliq_connect::Stats>,
+    points: &[(&'static str, At, u64)],
+    make: F,
+) -> u64
+where
+    T: repliq_connect::SourceOrigin + 'static,
+    T::Token: 'static,
+    F: Fn() -> T,
+{
+    for &(op, at, crash_at) in points {
+        let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let origin = Crashing {
+            inner: make(),
+            op,
+            at,
+            crash_at,
+            calls: 0,
+            crashed: crashed.clone(),
+        };
+        let (cfg, stats) = (cfg.clone(), stats.clone());
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        crash_once(
+            what,
+            async move { repliq_connect::run_source(&cfg, origin, &stats, shutdown).await },
+            crashed,
+        )
+        .await;
+    }
+    points.len() as u64
+}
