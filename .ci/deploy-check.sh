@@ -34,9 +34,10 @@ HELM_VERSION=v4.1.4
 # The versions claimed in docs/DEPLOY.md (Chart.yaml says kubeVersion >= 1.30).
 K8S_VERSIONS="1.30.0 1.31.0 1.32.0 1.33.0 1.34.0 1.35.0"
 # The image's two static binaries (stripped): 31.7 MB on 2026-12-06 (repliqd 24.3 MB, repliq
-# 7.5 MB: the CLI carries the gRPC client with TLS for `repliq produce/consume --remote`). A
-# guard against a dependency that doubles it, with room for the next feature, not a target.
-IMAGE_MAX_BYTES=34000000
+# 7.5 MB: the CLI carries the gRPC client with TLS for `repliq produce/consume --remote`), 33.3 MB
+# on 2026-12-07 (the daemon's Kafka connector, rskafka). A guard against a dependency that
+# doubles it, with room for the next feature, not a target.
+IMAGE_MAX_BYTES=36000000
 # Defects of the current daemon that this check finds and tolerates, loudly, until they are fixed
 # (docs/DEPLOY.md, "Gaps in the daemon"). REPLIQ_DEPLOY_KNOWN_GAPS="" makes every one fatal.
 #   kubernetes-discovery  repliqd refuses replication.discovery.method: kubernetes
